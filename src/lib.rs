@@ -1,0 +1,2 @@
+#[cfg(feature = "gltop")]
+pub mod loader;

@@ -1,0 +1,367 @@
+//! Loading the BPF object, attaching it to one process, and reading its maps.
+
+use std::mem::MaybeUninit;
+use std::path::Path;
+
+use libbpf_rs::skel::{OpenSkel, SkelBuilder};
+use libbpf_rs::{Link, MapCore, MapFlags, OpenObject, ProgramMut, UprobeOpts};
+
+use super::elf::{self, ProbeSite};
+use super::model::{EdgeStats, GreenletStats, Snapshot, ThreadStats, Totals};
+use super::process::{self, Process};
+use super::skel::{types, GreenletSkel, GreenletSkelBuilder};
+use super::Error;
+
+/// The probes of the provider, in the order they are attached: `new` and `dead` first, so
+/// that a greenlet created during the attach is more likely seen from its birth.
+const PROBES: [&str; 4] = ["new", "dead", "throw", "switch"];
+
+/// Map capacities (entries), fixed when the maps are created. An LRU map that is full
+/// evicts its least recently used entry; evictions are counted in [`Totals`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Capacities {
+    /// Greenlet records (about 450 bytes each).
+    pub greenlets: u32,
+    /// Origin -> target edges (48 bytes each).
+    pub edges: u32,
+    /// Threads (36 bytes each).
+    pub threads: u32,
+}
+
+impl Default for Capacities {
+    fn default() -> Self {
+        Capacities {
+            greenlets: 16384,
+            edges: 16384,
+            threads: 1024,
+        }
+    }
+}
+
+impl Capacities {
+    /// Largest capacity accepted for any map.
+    pub const MAX: u32 = 1 << 22;
+
+    fn check(&self) -> Result<(), Error> {
+        for (what, n) in [
+            ("greenlets", self.greenlets),
+            ("edges", self.edges),
+            ("threads", self.threads),
+        ] {
+            if n == 0 || n > Self::MAX {
+                return Err(Error::BadCapacity(format!(
+                    "{what} capacity {n} is outside 1..={}",
+                    Self::MAX
+                )));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// How the probes are attached.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum AttachMode {
+    /// `Uprobe` when every probe site passes its arguments in the ABI argument registers
+    /// (as the `usdt` crate does), else `Usdt`.
+    #[default]
+    Auto,
+    /// A plain uprobe at each site that reads the argument registers: the cheapest.
+    Uprobe,
+    /// libbpf's USDT support, which decodes any argument location (about 70 ns more per hit).
+    Usdt,
+}
+
+impl AttachMode {
+    /// A short lower-case name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AttachMode::Auto => "auto",
+            AttachMode::Uprobe => "uprobe",
+            AttachMode::Usdt => "usdt",
+        }
+    }
+}
+
+/// What [`Tracer::attach`] may be told.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Options {
+    /// Map capacities.
+    pub capacities: Capacities,
+    /// How to attach.
+    pub mode: AttachMode,
+}
+
+/// BPF programs attached to one process. Dropping it detaches them (libbpf links are file
+/// descriptors, so they also go away if this process dies).
+pub struct Tracer {
+    // Field order: links must be dropped before the skeleton that owns their programs.
+    links: Vec<Link>,
+    skel: GreenletSkel<'static>,
+    process: Process,
+    mode: AttachMode,
+    sites: usize,
+    missing: Vec<&'static str>,
+    capacities: Capacities,
+}
+
+impl std::fmt::Debug for Tracer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Tracer")
+            .field("process", &self.process)
+            .field("mode", &self.mode)
+            .field("sites", &self.sites)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Plain-old-data types of the BPF maps, readable from the bytes the kernel copies out.
+///
+/// # Safety
+/// Implementors must be `#[repr(C)]` structs made only of integers and arrays of integers,
+/// so that every bit pattern of `size_of::<Self>()` bytes is a valid value.
+unsafe trait Pod: Copy {
+    fn read(bytes: &[u8]) -> Option<Self> {
+        if bytes.len() < std::mem::size_of::<Self>() {
+            return None;
+        }
+        // SAFETY: the length was checked just above, `read_unaligned` copes with any
+        // alignment, and the trait's contract makes every bit pattern a valid `Self`.
+        Some(unsafe { bytes.as_ptr().cast::<Self>().read_unaligned() })
+    }
+}
+
+// SAFETY: generated from bpf/greenlet.h as #[repr(C)] structs of u64, u32, u8 and arrays of
+// u64 and i8 (see the generated `types` module); no bools, enums, pointers or references.
+unsafe impl Pod for types::gl_stats {}
+// SAFETY: as above: two u64.
+unsafe impl Pod for types::gl_edge_key {}
+// SAFETY: as above: two u64.
+unsafe impl Pod for types::gl_edge {}
+// SAFETY: as above: three u64.
+unsafe impl Pod for types::gl_thread {}
+// SAFETY: as above: u64 fields and an array of u64.
+unsafe impl Pod for types::gl_totals {}
+
+fn u64_key(bytes: &[u8]) -> Option<u64> {
+    Some(u64::from_ne_bytes(bytes.get(..8)?.try_into().ok()?))
+}
+
+fn u32_key(bytes: &[u8]) -> Option<u32> {
+    Some(u32::from_ne_bytes(bytes.get(..4)?.try_into().ok()?))
+}
+
+/// Reads every entry of a hash map in batches; `Err` if the kernel refused.
+fn read_all<K, V>(
+    map: &libbpf_rs::MapMut<'_>,
+    key: impl Fn(&[u8]) -> Option<K>,
+    value: impl Fn(&[u8]) -> Option<V>,
+) -> Result<Vec<(K, V)>, Error> {
+    let batch = map.max_entries().clamp(1, 1024);
+    let iter = map
+        .lookup_batch(batch, MapFlags::ANY, MapFlags::ANY)
+        .map_err(|e| Error::bpf(format!("cannot read map {:?}", map.name()), e))?;
+    Ok(iter
+        .filter_map(|(k, v)| Some((key(&k)?, value(&v)?)))
+        .collect())
+}
+
+/// CLOCK_MONOTONIC now, in nanoseconds: the clock of `bpf_ktime_get_ns()`.
+pub(crate) fn monotonic_ns() -> u64 {
+    let ts = nix::time::clock_gettime(nix::time::ClockId::CLOCK_MONOTONIC)
+        .expect("CLOCK_MONOTONIC is always available on Linux");
+    ts.tv_sec() as u64 * 1_000_000_000 + ts.tv_nsec() as u64
+}
+
+impl Tracer {
+    /// Loads the BPF programs with `opts.capacities` and attaches them to the `greenlet`
+    /// probes of process `pid` (all its threads).
+    pub fn attach(pid: i32, opts: &Options) -> Result<Tracer, Error> {
+        opts.capacities.check()?;
+        let process = Process::find(pid)?;
+        process::check_bpf_privilege()?;
+        let exe = process.exe();
+        let sites = elf::greenlet_sites(&exe)?;
+        if sites.is_empty() {
+            return Err(Error::NoProbes {
+                pid,
+                comm: process.comm.clone(),
+                exe: std::fs::read_link(&exe).unwrap_or(exe),
+            });
+        }
+        let mode = match opts.mode {
+            AttachMode::Auto if sites.iter().all(ProbeSite::args_in_abi_registers) => {
+                AttachMode::Uprobe
+            }
+            AttachMode::Auto => AttachMode::Usdt,
+            AttachMode::Uprobe => {
+                if let Some(bad) = sites.iter().find(|s| !s.args_in_abi_registers()) {
+                    return Err(Error::BadExecutable {
+                        path: exe,
+                        reason: format!(
+                            "probe greenlet:{} passes its arguments as {:?}, not in the argument \
+                             registers; use the usdt attach mode",
+                            bad.name, bad.args
+                        ),
+                    });
+                }
+                AttachMode::Uprobe
+            }
+            AttachMode::Usdt => AttachMode::Usdt,
+        };
+        let skel = load(&opts.capacities)?;
+        let mut tracer = Tracer {
+            links: Vec::new(),
+            skel,
+            process,
+            mode,
+            sites: 0,
+            missing: Vec::new(),
+            capacities: opts.capacities,
+        };
+        for probe in PROBES {
+            let here: Vec<&ProbeSite> = sites.iter().filter(|s| s.name == probe).collect();
+            if here.is_empty() {
+                tracer.missing.push(probe);
+                continue;
+            }
+            tracer.attach_probe(probe, &here, &exe)?;
+        }
+        Ok(tracer)
+    }
+
+    fn attach_probe(&mut self, probe: &str, sites: &[&ProbeSite], exe: &Path) -> Result<(), Error> {
+        let pid = self.process.pid;
+        let progs = &self.skel.progs;
+        let (up, usdt): (&ProgramMut<'_>, &ProgramMut<'_>) = match probe {
+            "new" => (&progs.up_new, &progs.usdt_new),
+            "dead" => (&progs.up_dead, &progs.usdt_dead),
+            "throw" => (&progs.up_throw, &progs.usdt_throw),
+            _ => (&progs.up_switch, &progs.usdt_switch),
+        };
+        let what = || format!("cannot attach to greenlet:{probe} of process {pid}");
+        match self.mode {
+            AttachMode::Usdt => {
+                let link = usdt
+                    .attach_usdt(pid, exe, elf::PROVIDER, probe)
+                    .map_err(|e| Error::bpf(what(), e))?;
+                self.links.push(link);
+                self.sites += sites.len();
+            }
+            _ => {
+                for site in sites {
+                    let opts = UprobeOpts {
+                        ref_ctr_offset: site.semaphore_offset.unwrap_or(0) as usize,
+                        ..Default::default()
+                    };
+                    let link = up
+                        .attach_uprobe_with_opts(pid, exe, site.file_offset as usize, opts)
+                        .map_err(|e| Error::bpf(what(), e))?;
+                    self.links.push(link);
+                    self.sites += 1;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The traced process.
+    pub fn process(&self) -> &Process {
+        &self.process
+    }
+
+    /// The attach mode in use (`Uprobe` or `Usdt`, never `Auto`).
+    pub fn mode(&self) -> AttachMode {
+        self.mode
+    }
+
+    /// Number of probe call sites attached.
+    pub fn sites(&self) -> usize {
+        self.sites
+    }
+
+    /// Probes of the provider that the executable lacks (none for the greenlet runtime).
+    pub fn missing_probes(&self) -> &[&'static str] {
+        &self.missing
+    }
+
+    /// The map capacities in force.
+    pub fn capacities(&self) -> Capacities {
+        self.capacities
+    }
+
+    /// Reads everything aggregated since attach.
+    pub fn snapshot(&self) -> Result<Snapshot, Error> {
+        let maps = &self.skel.maps;
+        let mut greenlets: Vec<GreenletStats> =
+            read_all(&maps.greenlets, u64_key, types::gl_stats::read)?
+                .into_iter()
+                .map(|(id, raw)| GreenletStats::from_raw(id, &raw))
+                .collect();
+        greenlets.sort_by_key(|g| g.id);
+        let mut edges: Vec<EdgeStats> =
+            read_all(&maps.edges, types::gl_edge_key::read, types::gl_edge::read)?
+                .into_iter()
+                .map(|(k, v)| EdgeStats {
+                    origin: k.origin,
+                    target: k.target,
+                    switches: v.switches,
+                    throws: v.throws,
+                })
+                .collect();
+        edges.sort_by_key(|e| (e.origin, e.target));
+        let mut threads: Vec<ThreadStats> =
+            read_all(&maps.threads, u32_key, types::gl_thread::read)?
+                .into_iter()
+                .map(|(tid, t)| ThreadStats {
+                    tid,
+                    current: t.current,
+                    since_ns: t.since_ns,
+                    transfers: t.transfers,
+                })
+                .collect();
+        threads.sort_by_key(|t| t.tid);
+        // Totals last: every record counted as inserted is then already in the maps read
+        // above, or was evicted (a record inserted after they were read only makes the
+        // eviction count lag by one refresh, never go negative).
+        let per_cpu = maps
+            .totals
+            .lookup_percpu(&0u32.to_ne_bytes(), MapFlags::ANY)
+            .map_err(|e| Error::bpf("cannot read the totals", e))?
+            .unwrap_or_default();
+        let per_cpu: Vec<types::gl_totals> = per_cpu
+            .iter()
+            .filter_map(|b| types::gl_totals::read(b))
+            .collect();
+        let present = [greenlets.len(), edges.len(), threads.len()].map(|n| n as u64);
+        Ok(Snapshot {
+            at_ns: monotonic_ns(),
+            totals: Totals::from_raw(&per_cpu, present),
+            greenlets,
+            edges,
+            threads,
+        })
+    }
+}
+
+/// Opens the skeleton, sizes its maps and loads it into the kernel.
+fn load(caps: &Capacities) -> Result<GreenletSkel<'static>, Error> {
+    // The skeleton borrows its object storage for its whole life. A `Tracer` owns the
+    // skeleton, so the storage is given a 'static lifetime by leaking one small box per
+    // attach; the BPF object itself is still closed when the skeleton drops.
+    let storage: &'static mut MaybeUninit<OpenObject> = Box::leak(Box::new(MaybeUninit::uninit()));
+    let mut open = GreenletSkelBuilder::default()
+        .open(storage)
+        .map_err(|e| Error::bpf("cannot open the BPF object", e))?;
+    let sizes = [
+        (&mut open.maps.greenlets, caps.greenlets),
+        (&mut open.maps.edges, caps.edges),
+        (&mut open.maps.threads, caps.threads),
+    ];
+    for (map, n) in sizes {
+        map.set_max_entries(n)
+            .map_err(|e| Error::bpf("cannot size the BPF maps", e))?;
+    }
+    open.load()
+        .map_err(|e| Error::bpf("cannot load the BPF programs", e))
+}

@@ -1,0 +1,144 @@
+//! Facts about the traced process and about our own privileges, read from `/proc`.
+
+use std::path::PathBuf;
+
+use super::Error;
+
+/// Capability numbers from `linux/capability.h`.
+const CAP_SYS_ADMIN: u32 = 21;
+const CAP_PERFMON: u32 = 38;
+const CAP_BPF: u32 = 39;
+
+/// What the loader needs, in words an operator can act on.
+pub const BPF_PRIVILEGE: &str = "CAP_BPF and CAP_PERFMON (or CAP_SYS_ADMIN); run it as root";
+
+/// A process, identified by PID and start time so that a reused PID is not mistaken for it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Process {
+    /// Its PID.
+    pub pid: i32,
+    /// Its start time in clock ticks after boot (field 22 of `/proc/PID/stat`).
+    pub start_ticks: u64,
+    /// Its command name (`/proc/PID/comm`).
+    pub comm: String,
+}
+
+/// Fields of `/proc/PID/stat` after the parenthesised command name (which may hold spaces).
+fn stat_fields(stat: &str) -> Option<Vec<&str>> {
+    let after = &stat[stat.rfind(')')? + 1..];
+    Some(after.split_whitespace().collect())
+}
+
+/// The (state, start time) of a `/proc/PID/stat` line.
+pub fn parse_stat(stat: &str) -> Option<(char, u64)> {
+    let f = stat_fields(stat)?;
+    // After the name: field 3 (state) is index 0, field 22 (starttime) is index 19.
+    let state = f.first()?.chars().next()?;
+    let start = f.get(19)?.parse().ok()?;
+    Some((state, start))
+}
+
+impl Process {
+    /// The running process `pid`; `Error::NoSuchProcess` if there is none (or only a zombie).
+    pub fn find(pid: i32) -> Result<Process, Error> {
+        let gone = || Error::NoSuchProcess { pid };
+        if pid <= 0 {
+            return Err(gone());
+        }
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).map_err(|_| gone())?;
+        let (state, start_ticks) = parse_stat(&stat).ok_or_else(gone)?;
+        if matches!(state, 'Z' | 'X' | 'x') {
+            return Err(gone());
+        }
+        let comm = std::fs::read_to_string(format!("/proc/{pid}/comm"))
+            .map(|s| s.trim_end().to_string())
+            .unwrap_or_default();
+        Ok(Process {
+            pid,
+            start_ticks,
+            comm,
+        })
+    }
+
+    /// Whether this very process is still running (not exited, not a zombie, PID not reused).
+    pub fn is_alive(&self) -> bool {
+        Process::find(self.pid).is_ok_and(|p| p.start_ticks == self.start_ticks)
+    }
+
+    /// Its executable, as a path the kernel resolves even if the file was replaced.
+    pub fn exe(&self) -> PathBuf {
+        PathBuf::from(format!("/proc/{}/exe", self.pid))
+    }
+
+    /// Its number of threads right now (0 once it is gone).
+    pub fn threads(&self) -> usize {
+        std::fs::read_dir(format!("/proc/{}/task", self.pid))
+            .map(|d| d.count())
+            .unwrap_or(0)
+    }
+}
+
+/// Parses the `CapEff:` line of `/proc/self/status`.
+pub fn parse_cap_eff(status: &str) -> Option<u64> {
+    let line = status.lines().find(|l| l.starts_with("CapEff:"))?;
+    u64::from_str_radix(line["CapEff:".len()..].trim(), 16).ok()
+}
+
+/// Whether the effective capability set `caps` may load tracing BPF programs and open uprobes.
+pub fn caps_allow_bpf(caps: u64) -> bool {
+    let has = |c: u32| caps & (1u64 << c) != 0;
+    has(CAP_SYS_ADMIN) || (has(CAP_BPF) && has(CAP_PERFMON))
+}
+
+/// Fails with `Error::NotPermitted` unless this process may load tracing BPF programs.
+pub fn check_bpf_privilege() -> Result<(), Error> {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    match parse_cap_eff(&status) {
+        Some(caps) if !caps_allow_bpf(caps) => Err(Error::NotPermitted {
+            action: "load BPF programs".into(),
+            need: BPF_PRIVILEGE.into(),
+        }),
+        // Unknown (no /proc/self/status): let the kernel decide.
+        _ => Ok(()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_stat_with_spaces_in_the_name() {
+        let stat = "4242 (my (odd) prog) S 1 4242 4242 0 -1 4194560 100 0 0 0 3 1 0 0 20 0 \
+                    3 0 987654 1000000 100 18446744073709551615";
+        assert_eq!(parse_stat(stat), Some(('S', 987654)));
+        assert_eq!(parse_stat("garbage"), None);
+    }
+
+    #[test]
+    fn reads_capabilities() {
+        let status = "Name:\tx\nCapInh:\t0000000000000000\nCapEff:\t000001ffffffffff\n";
+        let caps = parse_cap_eff(status).unwrap();
+        assert!(caps_allow_bpf(caps));
+        assert!(!caps_allow_bpf(0));
+        assert!(caps_allow_bpf(1 << CAP_SYS_ADMIN));
+        assert!(!caps_allow_bpf(1 << CAP_BPF));
+        assert!(caps_allow_bpf((1 << CAP_BPF) | (1 << CAP_PERFMON)));
+        assert_eq!(parse_cap_eff("Name:\tx\n"), None);
+    }
+
+    #[test]
+    fn finds_itself_and_not_pid_zero() {
+        let me = Process::find(std::process::id() as i32).unwrap();
+        assert!(me.is_alive());
+        assert!(me.threads() >= 1);
+        assert!(matches!(
+            Process::find(0),
+            Err(Error::NoSuchProcess { pid: 0 })
+        ));
+        assert!(matches!(
+            Process::find(-5),
+            Err(Error::NoSuchProcess { .. })
+        ));
+    }
+}
