@@ -40,13 +40,6 @@ struct {
 } edges SEC(".maps");
 
 struct {
-	__uint(type, BPF_MAP_TYPE_LRU_HASH);
-	__uint(max_entries, 1024);
-	__type(key, __u32);
-	__type(value, struct gl_thread);
-} threads SEC(".maps");
-
-struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
 	__uint(max_entries, 1);
 	__type(key, __u32);
@@ -56,7 +49,6 @@ struct {
 /* Initial values for inserts (in .rodata, so they cost no stack). */
 static const struct gl_stats zero_stats;
 static const struct gl_edge zero_edge;
-static const struct gl_thread zero_thread;
 
 static __always_inline struct gl_totals *get_totals(void)
 {
@@ -87,19 +79,14 @@ static __always_inline struct gl_stats *get_greenlet(__u64 id, struct gl_totals 
 	return g;
 }
 
-/* The entry of thread `tid`, created empty if absent; NULL (counted) if that failed. */
-static __always_inline struct gl_thread *get_thread(__u32 tid, struct gl_totals *tot)
+/*
+ * Greenlets never change threads: the thread id is read once per record (a
+ * record created by a transfer, for a greenlet that predates the attach).
+ */
+static __always_inline void set_tid(struct gl_stats *g)
 {
-	struct gl_thread *th = bpf_map_lookup_elem(&threads, &tid);
-
-	if (th)
-		return th;
-	if (bpf_map_update_elem(&threads, &tid, &zero_thread, BPF_NOEXIST) == 0)
-		tot->thread_inserts++;
-	th = bpf_map_lookup_elem(&threads, &tid);
-	if (!th)
-		tot->thread_failures++;
-	return th;
+	if (!g->tid)
+		g->tid = (__u32)bpf_get_current_pid_tgid();
 }
 
 /* floor(log2(v)) for v >= 1, 0 for v == 0; branch-free. */
@@ -129,10 +116,8 @@ static __always_inline __u32 log2_u64(__u64 v)
 static __always_inline int on_transfer(__u64 origin, __u64 target, bool is_throw)
 {
 	__u64 now = bpf_ktime_get_ns();
-	__u32 tid = (__u32)bpf_get_current_pid_tgid();
 	struct gl_totals *tot = get_totals();
 	struct gl_stats *g;
-	struct gl_thread *th;
 	struct gl_edge *e;
 	struct gl_edge_key ek = { .origin = origin, .target = target };
 
@@ -164,7 +149,7 @@ static __always_inline int on_transfer(__u64 origin, __u64 target, bool is_throw
 		}
 		g->last_in_ns = 0;
 		g->running = 0;
-		g->tid = tid;
+		set_tid(g);
 	}
 
 	/* The target's slice begins. */
@@ -176,14 +161,7 @@ static __always_inline int on_transfer(__u64 origin, __u64 target, bool is_throw
 			g->switches_in++;
 		g->last_in_ns = now;
 		g->running = 1;
-		g->tid = tid;
-	}
-
-	th = get_thread(tid, tot);
-	if (th) {
-		th->current = target;
-		th->since_ns = now;
-		th->transfers++;
+		set_tid(g);
 	}
 
 	e = bpf_map_lookup_elem(&edges, &ek);
@@ -224,14 +202,8 @@ static __always_inline int on_new(__u64 id, __u64 parent, const char *name)
 		g->name[0] = 0;
 	if (parent == 0) {
 		/* A thread's main greenlet: it is running from the moment it exists. */
-		struct gl_thread *th = get_thread(tid, tot);
-
 		g->last_in_ns = now;
 		g->running = 1;
-		if (th) {
-			th->current = id;
-			th->since_ns = now;
-		}
 	}
 	return 0;
 }
@@ -280,6 +252,20 @@ SEC("uprobe")
 int BPF_KPROBE(up_dead, __u64 id, __u64 outcome)
 {
 	return on_dead(id, (__u8)outcome);
+}
+
+/*
+ * The floor, for benchmarks only: the least a handler can do (bump a per-CPU
+ * counter). benches/gltop_probe_cost.rs compares the handlers above with it.
+ */
+SEC("uprobe")
+int up_floor(struct pt_regs *ctx)
+{
+	struct gl_totals *tot = get_totals();
+
+	if (tot)
+		tot->switches++;
+	return 0;
 }
 
 /* Generic USDT argument decoding, for any other argument layout. */

@@ -6,8 +6,8 @@
  * one definition of the layout.
  *
  * Writers. Greenlets never move between threads, and every probe about a
- * greenlet fires on the thread that owns it; so each entry of `greenlets`,
- * `edges` and `threads` is written by one thread at a time and needs no
+ * greenlet fires on the thread that owns it; so each entry of `greenlets`
+ * and `edges` is written by one thread at a time and needs no
  * atomics. Only `totals` is written by every thread: it is a per-CPU array
  * that user space sums.
  */
@@ -23,13 +23,15 @@
  */
 #define GL_HIST_BUCKETS 40
 
-/* Per greenlet, keyed by its id (u64), in an LRU hash map. */
+/*
+ * Per greenlet, keyed by its id (u64), in an LRU hash map. The fields every
+ * transfer touches come first, so that they share as few cache lines as possible.
+ *
+ * Per thread, nothing is stored apart: a thread's current greenlet is the one
+ * with `running` set and that thread's `tid`, switched in at `last_in_ns`.
+ * (A separate per-thread map cost one more lookup on every hit.)
+ */
 struct gl_stats {
-	/* Parent id given to `new`; 0 for a thread's main greenlet. */
-	__u64 parent;
-	/* bpf_ktime_get_ns() (CLOCK_MONOTONIC) of `new`, of `dead`; 0 if not seen. */
-	__u64 created_ns;
-	__u64 dead_ns;
 	/* When the current slice began: set on switch-in, 0 while not running. */
 	__u64 last_in_ns;
 	__u64 switches_in;
@@ -40,15 +42,20 @@ struct gl_stats {
 	__u64 on_cpu_ns;
 	__u64 max_slice_ns;
 	__u64 slices;
-	/* Kernel thread id (the tid of bpf_get_current_pid_tgid) it was last seen on. */
+	/* Kernel thread id (the tid of bpf_get_current_pid_tgid) it lives on. */
 	__u32 tid;
+	/* 1 while it is its thread's current greenlet. */
+	__u8 running;
 	/* 1 once `new` was seen (0: the greenlet predates the attach). */
 	__u8 seen_new;
 	/* 1 once `dead` was seen; `outcome` is then its outcome (see probes/greenlet.d). */
 	__u8 dead;
 	__u8 outcome;
-	/* 1 while it is its thread's current greenlet. */
-	__u8 running;
+	/* Parent id given to `new`; 0 for a thread's main greenlet. */
+	__u64 parent;
+	/* bpf_ktime_get_ns() (CLOCK_MONOTONIC) of `new`, of `dead`; 0 if not seen. */
+	__u64 created_ns;
+	__u64 dead_ns;
 	char name[GL_NAME_LEN];
 	__u64 hist[GL_HIST_BUCKETS];
 };
@@ -62,15 +69,6 @@ struct gl_edge_key {
 struct gl_edge {
 	__u64 switches;
 	__u64 throws;
-};
-
-/* Per thread, keyed by tid (u32), in an LRU hash map. */
-struct gl_thread {
-	/* The thread's current greenlet and when it was switched in. */
-	__u64 current;
-	__u64 since_ns;
-	/* Transfers into a greenlet of this thread. */
-	__u64 transfers;
 };
 
 /* Number of outcome slots in gl_totals.dead_by_outcome; larger outcomes land in the last. */
@@ -91,11 +89,9 @@ struct gl_totals {
 	 */
 	__u64 greenlet_inserts;
 	__u64 edge_inserts;
-	__u64 thread_inserts;
 	/* Events that could not be recorded at all: an insert failed. */
 	__u64 greenlet_failures;
 	__u64 edge_failures;
-	__u64 thread_failures;
 	/* Greenlets first seen by a transfer or `dead` rather than `new` (attached mid-run). */
 	__u64 late_greenlets;
 };

@@ -7,7 +7,7 @@ use libbpf_rs::skel::{OpenSkel, SkelBuilder};
 use libbpf_rs::{Link, MapCore, MapFlags, OpenObject, ProgramMut, UprobeOpts};
 
 use super::elf::{self, ProbeSite};
-use super::model::{EdgeStats, GreenletStats, Snapshot, ThreadStats, Totals};
+use super::model::{threads_of, EdgeStats, GreenletStats, Snapshot, Totals};
 use super::process::{self, Process};
 use super::skel::{types, GreenletSkel, GreenletSkelBuilder};
 use super::Error;
@@ -24,8 +24,6 @@ pub struct Capacities {
     pub greenlets: u32,
     /// Origin -> target edges (48 bytes each).
     pub edges: u32,
-    /// Threads (36 bytes each).
-    pub threads: u32,
 }
 
 impl Default for Capacities {
@@ -33,7 +31,6 @@ impl Default for Capacities {
         Capacities {
             greenlets: 16384,
             edges: 16384,
-            threads: 1024,
         }
     }
 }
@@ -43,11 +40,7 @@ impl Capacities {
     pub const MAX: u32 = 1 << 22;
 
     fn check(&self) -> Result<(), Error> {
-        for (what, n) in [
-            ("greenlets", self.greenlets),
-            ("edges", self.edges),
-            ("threads", self.threads),
-        ] {
+        for (what, n) in [("greenlets", self.greenlets), ("edges", self.edges)] {
             if n == 0 || n > Self::MAX {
                 return Err(Error::BadCapacity(format!(
                     "{what} capacity {n} is outside 1..={}",
@@ -138,17 +131,11 @@ unsafe impl Pod for types::gl_stats {}
 unsafe impl Pod for types::gl_edge_key {}
 // SAFETY: as above: two u64.
 unsafe impl Pod for types::gl_edge {}
-// SAFETY: as above: three u64.
-unsafe impl Pod for types::gl_thread {}
 // SAFETY: as above: u64 fields and an array of u64.
 unsafe impl Pod for types::gl_totals {}
 
 fn u64_key(bytes: &[u8]) -> Option<u64> {
     Some(u64::from_ne_bytes(bytes.get(..8)?.try_into().ok()?))
-}
-
-fn u32_key(bytes: &[u8]) -> Option<u32> {
-    Some(u32::from_ne_bytes(bytes.get(..4)?.try_into().ok()?))
 }
 
 /// Reads every entry of a hash map in batches; `Err` if the kernel refused.
@@ -177,6 +164,21 @@ impl Tracer {
     /// Loads the BPF programs with `opts.capacities` and attaches them to the `greenlet`
     /// probes of process `pid` (all its threads).
     pub fn attach(pid: i32, opts: &Options) -> Result<Tracer, Error> {
+        Tracer::attach_programs(pid, opts, false)
+    }
+
+    /// For benchmarks: attaches, to the `switch` probe only, a program that does nothing but
+    /// count hits in `Totals::switches` (the cheapest a handler can be).
+    #[doc(hidden)]
+    pub fn attach_floor(pid: i32) -> Result<Tracer, Error> {
+        let opts = Options {
+            mode: AttachMode::Uprobe,
+            ..Options::default()
+        };
+        Tracer::attach_programs(pid, &opts, true)
+    }
+
+    fn attach_programs(pid: i32, opts: &Options, floor: bool) -> Result<Tracer, Error> {
         opts.capacities.check()?;
         let process = Process::find(pid)?;
         process::check_bpf_privilege()?;
@@ -219,24 +221,32 @@ impl Tracer {
             missing: Vec::new(),
             capacities: opts.capacities,
         };
-        for probe in PROBES {
+        let probes: &[&'static str] = if floor { &["switch"] } else { &PROBES };
+        for &probe in probes {
             let here: Vec<&ProbeSite> = sites.iter().filter(|s| s.name == probe).collect();
             if here.is_empty() {
                 tracer.missing.push(probe);
                 continue;
             }
-            tracer.attach_probe(probe, &here, &exe)?;
+            tracer.attach_probe(probe, &here, &exe, floor)?;
         }
         Ok(tracer)
     }
 
-    fn attach_probe(&mut self, probe: &str, sites: &[&ProbeSite], exe: &Path) -> Result<(), Error> {
+    fn attach_probe(
+        &mut self,
+        probe: &str,
+        sites: &[&ProbeSite],
+        exe: &Path,
+        floor: bool,
+    ) -> Result<(), Error> {
         let pid = self.process.pid;
         let progs = &self.skel.progs;
         let (up, usdt): (&ProgramMut<'_>, &ProgramMut<'_>) = match probe {
             "new" => (&progs.up_new, &progs.usdt_new),
             "dead" => (&progs.up_dead, &progs.usdt_dead),
             "throw" => (&progs.up_throw, &progs.usdt_throw),
+            _ if floor => (&progs.up_floor, &progs.usdt_switch),
             _ => (&progs.up_switch, &progs.usdt_switch),
         };
         let what = || format!("cannot attach to greenlet:{probe} of process {pid}");
@@ -310,17 +320,6 @@ impl Tracer {
                 })
                 .collect();
         edges.sort_by_key(|e| (e.origin, e.target));
-        let mut threads: Vec<ThreadStats> =
-            read_all(&maps.threads, u32_key, types::gl_thread::read)?
-                .into_iter()
-                .map(|(tid, t)| ThreadStats {
-                    tid,
-                    current: t.current,
-                    since_ns: t.since_ns,
-                    transfers: t.transfers,
-                })
-                .collect();
-        threads.sort_by_key(|t| t.tid);
         // Totals last: every record counted as inserted is then already in the maps read
         // above, or was evicted (a record inserted after they were read only makes the
         // eviction count lag by one refresh, never go negative).
@@ -333,13 +332,13 @@ impl Tracer {
             .iter()
             .filter_map(|b| types::gl_totals::read(b))
             .collect();
-        let present = [greenlets.len(), edges.len(), threads.len()].map(|n| n as u64);
+        let present = [greenlets.len(), edges.len()].map(|n| n as u64);
         Ok(Snapshot {
             at_ns: monotonic_ns(),
             totals: Totals::from_raw(&per_cpu, present),
+            threads: threads_of(&greenlets),
             greenlets,
             edges,
-            threads,
         })
     }
 }
@@ -356,7 +355,6 @@ fn load(caps: &Capacities) -> Result<GreenletSkel<'static>, Error> {
     let sizes = [
         (&mut open.maps.greenlets, caps.greenlets),
         (&mut open.maps.edges, caps.edges),
-        (&mut open.maps.threads, caps.threads),
     ];
     for (map, n) in sizes {
         map.set_max_entries(n)

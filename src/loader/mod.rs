@@ -26,7 +26,8 @@ use std::path::{Path, PathBuf};
 
 pub use attach::{AttachMode, Capacities, Options, Tracer};
 pub use model::{
-    EdgeStats, GreenletStats, Outcome, Snapshot, State, ThreadStats, Totals, HIST_BUCKETS,
+    threads_of, EdgeStats, GreenletStats, Outcome, Snapshot, State, ThreadStats, Totals,
+    HIST_BUCKETS,
 };
 pub use process::Process;
 

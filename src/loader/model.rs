@@ -202,17 +202,49 @@ pub struct EdgeStats {
     pub throws: u64,
 }
 
-/// One thread that transferred since attach.
+/// One thread with recorded greenlets, derived from them: the kernel marks each thread's
+/// current greenlet (`running`, with its `tid` and switch-in time).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct ThreadStats {
     /// Kernel thread id.
     pub tid: u32,
-    /// Its current greenlet.
-    pub current: u64,
+    /// Its current greenlet, if recorded.
+    pub current: Option<u64>,
     /// When `current` was switched in (CLOCK_MONOTONIC ns).
-    pub since_ns: u64,
-    /// Transfers on this thread since attach.
+    pub since_ns: Option<u64>,
+    /// Transfers into greenlets of this thread since attach (switches and throws).
     pub transfers: u64,
+    /// Recorded greenlets of this thread, and how many of them are dead.
+    pub greenlets: u64,
+    /// See `greenlets`.
+    pub dead: u64,
+}
+
+/// The threads of `greenlets` (sorted by id), sorted by tid.
+pub fn threads_of(greenlets: &[GreenletStats]) -> Vec<ThreadStats> {
+    let mut by_tid: std::collections::BTreeMap<u32, ThreadStats> = Default::default();
+    for g in greenlets.iter().filter(|g| g.tid != 0) {
+        let t = by_tid.entry(g.tid).or_insert(ThreadStats {
+            tid: g.tid,
+            current: None,
+            since_ns: None,
+            transfers: 0,
+            greenlets: 0,
+            dead: 0,
+        });
+        t.transfers += g.switches_in + g.throws_in;
+        t.greenlets += 1;
+        t.dead += u64::from(g.state == State::Dead);
+        if let Some(since) = g.running_since_ns {
+            // Only one greenlet per thread runs; if a stale record says otherwise, the
+            // latest switch-in wins.
+            if t.since_ns.is_none_or(|s| since >= s) {
+                t.current = Some(g.id);
+                t.since_ns = Some(since);
+            }
+        }
+    }
+    by_tid.into_values().collect()
 }
 
 /// Totals since attach, summed over CPUs.
@@ -230,18 +262,14 @@ pub struct Totals {
     pub dead_by_outcome: [u64; 8],
     /// Greenlets first seen by something other than `new`: they predate the attach.
     pub late_greenlets: u64,
-    /// Records evicted from the greenlet, edge and thread maps because they were full.
+    /// Records evicted from the greenlet and edge maps because they were full.
     pub greenlets_evicted: u64,
     /// See `greenlets_evicted`.
     pub edges_evicted: u64,
-    /// See `greenlets_evicted`.
-    pub threads_evicted: u64,
     /// Events that could not be recorded in each map at all (an insert failed).
     pub greenlet_failures: u64,
     /// See `greenlet_failures`.
     pub edge_failures: u64,
-    /// See `greenlet_failures`.
-    pub thread_failures: u64,
 }
 
 impl Totals {
@@ -252,16 +280,11 @@ impl Totals {
 
     /// Records lost to full maps: evictions plus failed inserts.
     pub fn dropped(&self) -> u64 {
-        self.greenlets_evicted
-            + self.edges_evicted
-            + self.threads_evicted
-            + self.greenlet_failures
-            + self.edge_failures
-            + self.thread_failures
+        self.greenlets_evicted + self.edges_evicted + self.greenlet_failures + self.edge_failures
     }
 
     /// Sums the per-CPU copies and derives evictions from the entries present in each map.
-    pub(super) fn from_raw(per_cpu: &[types::gl_totals], present: [u64; 3]) -> Totals {
+    pub(super) fn from_raw(per_cpu: &[types::gl_totals], present: [u64; 2]) -> Totals {
         let mut s = types::gl_totals::default();
         for c in per_cpu {
             s.switches += c.switches;
@@ -273,13 +296,11 @@ impl Totals {
             }
             s.greenlet_inserts += c.greenlet_inserts;
             s.edge_inserts += c.edge_inserts;
-            s.thread_inserts += c.thread_inserts;
             s.greenlet_failures += c.greenlet_failures;
             s.edge_failures += c.edge_failures;
-            s.thread_failures += c.thread_failures;
             s.late_greenlets += c.late_greenlets;
         }
-        let [greenlets, edges, threads] = present;
+        let [greenlets, edges] = present;
         Totals {
             switches: s.switches,
             throws: s.throws,
@@ -289,10 +310,8 @@ impl Totals {
             late_greenlets: s.late_greenlets,
             greenlets_evicted: s.greenlet_inserts.saturating_sub(greenlets),
             edges_evicted: s.edge_inserts.saturating_sub(edges),
-            threads_evicted: s.thread_inserts.saturating_sub(threads),
             greenlet_failures: s.greenlet_failures,
             edge_failures: s.edge_failures,
-            thread_failures: s.thread_failures,
         }
     }
 }
@@ -308,7 +327,7 @@ pub struct Snapshot {
     pub greenlets: Vec<GreenletStats>,
     /// Edges, by (origin, target).
     pub edges: Vec<EdgeStats>,
-    /// Threads, by tid.
+    /// Threads with recorded greenlets, by tid (derived from `greenlets`).
     pub threads: Vec<ThreadStats>,
 }
 
@@ -405,7 +424,6 @@ mod tests {
             switches: 5,
             greenlet_inserts: 10,
             edge_inserts: 4,
-            thread_inserts: 1,
             edge_failures: 2,
             ..Default::default()
         };
@@ -418,14 +436,49 @@ mod tests {
             greenlet_inserts: 5,
             ..Default::default()
         };
-        let t = Totals::from_raw(&[a, b], [12, 4, 1]);
+        let t = Totals::from_raw(&[a, b], [12, 4]);
         assert_eq!((t.switches, t.throws, t.hits()), (12, 1, 17));
-        assert_eq!(
-            (t.greenlets_evicted, t.edges_evicted, t.threads_evicted),
-            (3, 0, 0)
-        );
+        assert_eq!((t.greenlets_evicted, t.edges_evicted), (3, 0));
         assert_eq!(t.dropped(), 5);
         assert_eq!(t.dead_by_outcome[4], 1);
+    }
+
+    #[test]
+    fn threads_are_derived_from_running_greenlets() {
+        let mk = |id: u64, tid: u32, running: Option<u64>, dead: bool, sw: u64| {
+            let mut r = raw();
+            r.seen_new = 1;
+            r.parent = 1;
+            r.tid = tid;
+            r.switches_in = sw;
+            r.throws_in = 1;
+            if let Some(t) = running {
+                r.running = 1;
+                r.last_in_ns = t;
+            }
+            r.dead = u8::from(dead);
+            GreenletStats::from_raw(id, &r)
+        };
+        let gs = vec![
+            mk(1, 10, None, false, 5),
+            mk(2, 10, Some(700), false, 3),
+            mk(3, 20, None, true, 1),
+            mk(4, 20, Some(900), false, 2),
+            mk(5, 20, Some(100), false, 0), // a stale record: the latest switch-in wins
+            mk(6, 0, None, false, 0),       // no thread known: not counted
+        ];
+        let t = threads_of(&gs);
+        assert_eq!(t.len(), 2);
+        assert_eq!(
+            (t[0].tid, t[0].current, t[0].since_ns),
+            (10, Some(2), Some(700))
+        );
+        assert_eq!((t[0].transfers, t[0].greenlets, t[0].dead), (10, 2, 0));
+        assert_eq!(
+            (t[1].tid, t[1].current, t[1].since_ns),
+            (20, Some(4), Some(900))
+        );
+        assert_eq!((t[1].transfers, t[1].greenlets, t[1].dead), (6, 3, 1));
     }
 
     #[test]

@@ -43,7 +43,6 @@ pub fn per_hit_ns(mode: AttachMode) -> Option<f64> {
         capacities: Capacities {
             greenlets: 64,
             edges: 64,
-            threads: 16,
         },
         mode,
     };

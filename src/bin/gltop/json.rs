@@ -60,7 +60,6 @@ struct DeadByOutcome {
 struct PerMap {
     greenlets: u64,
     edges: u64,
-    threads: u64,
 }
 
 #[derive(Serialize)]
@@ -113,9 +112,11 @@ struct Edge {
 #[derive(Serialize)]
 struct Thread {
     tid: u32,
-    current: u64,
-    since_ns: u64,
+    current: Option<u64>,
+    since_ns: Option<u64>,
     transfers: u64,
+    greenlets: u64,
+    dead: u64,
 }
 
 fn greenlet(g: &GreenletStats, at_ns: u64) -> Greenlet<'_> {
@@ -194,12 +195,10 @@ pub fn interval_line(
             evicted: PerMap {
                 greenlets: t.greenlets_evicted,
                 edges: t.edges_evicted,
-                threads: t.threads_evicted,
             },
             failed: PerMap {
                 greenlets: t.greenlet_failures,
                 edges: t.edge_failures,
-                threads: t.thread_failures,
             },
         },
         rates: Rates {
@@ -234,6 +233,8 @@ pub fn interval_line(
                 current: t.current,
                 since_ns: t.since_ns,
                 transfers: t.transfers,
+                greenlets: t.greenlets,
+                dead: t.dead,
             })
             .collect(),
     };

@@ -56,11 +56,6 @@ pub struct Args {
           value_parser = parse_capacity)]
     pub max_edges: u32,
 
-    /// Threads kept in the kernel (LRU).
-    #[arg(long, value_name = "N", default_value_t = Capacities::default().threads,
-          value_parser = parse_capacity)]
-    pub max_threads: u32,
-
     /// How to attach: register-reading uprobes, libbpf's generic USDT decoding, or the
     /// cheapest that the probe sites allow.
     #[arg(long, value_enum, default_value_t = Mode::Auto)]
@@ -89,7 +84,6 @@ impl Args {
             capacities: Capacities {
                 greenlets: self.max_greenlets,
                 edges: self.max_edges,
-                threads: self.max_threads,
             },
             mode: match self.attach {
                 Mode::Auto => AttachMode::Auto,
