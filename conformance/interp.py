@@ -245,6 +245,9 @@ class Interp:
             if self.finished:
                 return None
             value = args[0] if len(args) == 1 else UNIT
+            # Normalisation N3 (README): a GreenletExit start value is written `()`.
+            if isinstance(value, GreenletExit):
+                value = UNIT
             self.log("[%s] start %s" % (name, fmt_value(value)))
             value = None
             return self.exec_body(name, self.defs[name])

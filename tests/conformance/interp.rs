@@ -151,7 +151,15 @@ fn run_greenlet(st: &Rc<State>, me: &str, v: Value) -> Result<Value, Error> {
     if st.finished.get() {
         return Ok(Value::unit());
     }
-    st.log(format!("[{me}] start {}", fmt_value(&v)));
+    // Normalisation N3 (README): a GreenletExit start value is written `()`. Python greenlet
+    // starts an unstarted parent with no arguments at all when a child's GreenletExit is the
+    // result it passes on (it uses the exception object as the argument tuple).
+    let start = if v.is::<GreenletExit>() {
+        "()".to_string()
+    } else {
+        fmt_value(&v)
+    };
+    st.log(format!("[{me}] start {start}"));
     drop(v);
     let body = st.defs[me].clone();
     exec_body(st, me, &body)

@@ -179,9 +179,6 @@ impl Script {
         std::iter::once(&mut self.main).chain(self.defs.iter_mut().map(|d| &mut d.body))
     }
 
-    pub fn step_count(&self) -> usize {
-        self.main.len() + self.defs.iter().map(|d| d.body.len()).sum::<usize>()
-    }
 }
 
 fn tokens(line: &str) -> Vec<String> {
