@@ -138,8 +138,13 @@ class Tracer:
         if interp.finished:
             return
         origin, target = args
+        line = "trace %s %s -> %s" % (event, name_of(origin), name_of(target))
+        # No greenlet may stay referenced from this frame: when the tracer raises, the
+        # exception's traceback keeps the frame (and so its locals) alive in the target,
+        # which would delay a kill on last-handle drop compared with Rust.
+        del origin, target, args
         self.seen += 1
-        interp.log("trace %s %s -> %s" % (event, name_of(origin), name_of(target)))
+        interp.log(line)
         if self.fail_on is not None and self.seen == self.fail_on:
             interp.log("t%d fails" % self.tid)
             raise ScriptError("t%d" % self.tid)
