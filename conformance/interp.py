@@ -32,9 +32,20 @@ class ScriptError(Exception):
         self.tag = tag
 
 
+class ScriptPanic(BaseException):
+    """A Rust panic in the script (`panic TAG`); Python has none, so the interpreter raises this
+    exception, which derives from BaseException like GreenletExit does (normalisation N4)."""
+
+    def __init__(self, tag):
+        super().__init__(tag)
+        self.tag = tag
+
+
 class ScriptSyntaxError(Exception):
     pass
 
+
+CAUGHT = (ScriptError, GreenletExit, ScriptPanic)
 
 UNIT = ("unit",)  # sentinel for the script value `()`
 
@@ -68,6 +79,8 @@ def fmt_error(e):
         return "exit"
     if isinstance(e, ScriptError):
         return "error(%s)" % e.tag
+    if isinstance(e, ScriptPanic):
+        return "panic(%s)" % e.tag
     return "internal(%s: %s)" % (type(e).__name__, e)
 
 
@@ -125,12 +138,16 @@ def state_of(g):
 
 
 class Tracer:
-    """A script tracer: logs each event; with `fail_on = N` it raises on its N-th event."""
+    """A script tracer: logs each event; on its N-th event (`at`) it may raise an error
+    (`fail`), panic (`panic`) or switch to another greenlet (`switch`, once)."""
 
-    def __init__(self, interp, tid, fail_on):
+    def __init__(self, interp, tid, action, at, target=None, value=None):
         self.interp = interp
         self.tid = tid
-        self.fail_on = fail_on
+        self.action = action
+        self.at = at
+        self.target = target
+        self.value = value
         self.seen = 0
 
     def __call__(self, event, args):
@@ -145,9 +162,32 @@ class Tracer:
         del origin, target, args
         self.seen += 1
         interp.log(line)
-        if self.fail_on is not None and self.seen == self.fail_on:
+        if self.seen != self.at:
+            return
+        if self.action == "fail":
             interp.log("t%d fails" % self.tid)
             raise ScriptError("t%d" % self.tid)
+        if self.action == "panic":
+            interp.log("t%d panics" % self.tid)
+            raise ScriptPanic("t%d" % self.tid)
+        if self.action == "switch":
+            t = self.target
+            text = "t%d switch %s %s" % (self.tid, t, fmt_script_value(self.value))
+            if t not in interp.vars:
+                interp.log(text + ": missing")
+                return
+            interp.log(text)
+            try:
+                v = py_value(self.value)
+                if v is UNIT:
+                    r = interp.vars[t].switch()
+                else:
+                    r = interp.vars[t].switch(v)
+                v = None
+            except CAUGHT as e:
+                interp.log("t%d caught %s" % (self.tid, fmt_error(e)))
+                return
+            interp.log("t%d got %s" % (self.tid, fmt_value(r)))
 
 
 class StderrCatcher:
@@ -215,7 +255,7 @@ class Interp:
         try:
             try:
                 self.exec_body("main", self.main_body)
-            except (ScriptError, GreenletExit):
+            except CAUGHT:
                 pass  # already logged as `uncaught`
             self.log("[main] end")
             for name, _ in self.created:
@@ -305,7 +345,7 @@ class Interp:
                         r = self.vars[t].throw()
                     else:
                         r = self.vars[t].throw(py_error(step["error"]))
-                except (ScriptError, GreenletExit) as e:
+                except CAUGHT as e:
                     if self.finished:
                         return None
                     if step.get("catch", True):
@@ -324,6 +364,9 @@ class Interp:
             elif op == "raise":
                 self.log("[%s] raise %s" % (me, fmt_script_error(step["error"])))
                 raise py_error(step["error"])
+            elif op == "panic":
+                self.log("[%s] panic %s" % (me, step["tag"]))
+                raise ScriptPanic(step["tag"])
             elif op == "drop":
                 g = step["g"]
                 if g == "main" or g not in self.vars:
@@ -356,10 +399,19 @@ class Interp:
                 else:
                     tid = self.next_tid
                     self.next_tid += 1
-                    fail_on = None if spec == "Record" else spec["FailOn"]
-                    tr = Tracer(self, tid, fail_on)
+                    if spec == "Record":
+                        tr, what = Tracer(self, tid, None, 0), "record"
+                    elif "FailOn" in spec:
+                        n = spec["FailOn"]
+                        tr, what = Tracer(self, tid, "fail", n), "fail %d" % n
+                    elif "PanicOn" in spec:
+                        n = spec["PanicOn"]
+                        tr, what = Tracer(self, tid, "panic", n), "panic %d" % n
+                    else:
+                        sw = spec["SwitchOn"]
+                        tr = Tracer(self, tid, "switch", sw["n"], sw["target"], sw["value"])
+                        what = "switch %d %s %s" % (sw["n"], sw["target"], fmt_script_value(sw["value"]))
                     self.tracers[id(tr)] = tid
-                    what = "record" if fail_on is None else "fail %d" % fail_on
                     prev = greenlet.settrace(tr)
                     tr = None
                     self.log("[%s] settrace t%d %s (prev %s)" % (me, tid, what, self.tracer_name(prev)))
@@ -469,6 +521,9 @@ def parse_step(line):
     if op == "raise":
         need(1)
         return {"op": "raise", "error": parse_error(args[0])}
+    if op == "panic":
+        need(1)
+        return {"op": "panic", "tag": args[0]}
     if op in ("drop", "state"):
         need(1)
         return {"op": op, "g": args[0]}
@@ -482,6 +537,11 @@ def parse_step(line):
             return {"op": "settrace", "tracer": "Record"}
         if len(args) == 2 and args[0] == "fail":
             return {"op": "settrace", "tracer": {"FailOn": int(args[1])}}
+        if len(args) == 2 and args[0] == "panic":
+            return {"op": "settrace", "tracer": {"PanicOn": int(args[1])}}
+        if len(args) == 4 and args[0] == "switch":
+            sw = {"n": int(args[1]), "target": args[2], "value": parse_value(args[3])}
+            return {"op": "settrace", "tracer": {"SwitchOn": sw}}
         raise ScriptSyntaxError("bad settrace %r" % line)
     if op == "gettrace":
         need(0)

@@ -101,10 +101,16 @@ fn step(rng: &mut Rng, me: &str, names: &[String]) -> Step {
             parent: rng.pick(names).clone(),
         },
         4 => Step::Settrace {
-            tracer: match rng.weighted(&[3, 4, 3]) {
+            tracer: match rng.weighted(&[3, 4, 3, 1, 2]) {
                 0 => TracerSpec::None,
                 1 => TracerSpec::Record,
-                _ => TracerSpec::FailOn(1 + rng.below(4) as u32),
+                2 => TracerSpec::FailOn(1 + rng.below(4) as u32),
+                3 => TracerSpec::PanicOn(1 + rng.below(4) as u32),
+                _ => TracerSpec::SwitchOn {
+                    n: 1 + rng.below(4) as u32,
+                    target: rng.pick(names).clone(),
+                    value: value(rng),
+                },
             },
         },
         5 => Step::Gettrace,
@@ -138,10 +144,12 @@ pub fn script(seed: u64) -> Script {
                 .map(|_| step(&mut rng, name, &names))
                 .collect();
             if rng.chance(40) {
-                body.push(if rng.chance(60) {
-                    Step::Return { value: value(&mut rng) }
-                } else {
-                    Step::Raise { error: error(&mut rng) }
+                body.push(match rng.weighted(&[55, 35, 10]) {
+                    0 => Step::Return { value: value(&mut rng) },
+                    1 => Step::Raise { error: error(&mut rng) },
+                    _ => Step::Panic {
+                        tag: format!("P{}", 1 + rng.below(2)),
+                    },
                 });
             }
             Def {

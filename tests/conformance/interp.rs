@@ -5,6 +5,7 @@
 //! Like the Python interpreter, it holds a greenlet handle across a switch only for the target
 //! of that switch, so the last handle to a greenlet goes away at the same step on both sides.
 
+use std::any::Any;
 use std::cell::{Cell, RefCell};
 use std::collections::{BTreeMap, HashMap};
 use std::fmt;
@@ -29,6 +30,27 @@ impl fmt::Display for ScriptError {
 }
 
 impl std::error::Error for ScriptError {}
+
+/// The payload of a script panic, `panic(TAG)` (Python: the BaseException `ScriptPanic(tag)`).
+#[derive(Debug)]
+pub struct ScriptPanic(pub String);
+
+/// The canonical text of a panic payload; `None` for a panic that is not the script's.
+fn fmt_panic(payload: &(dyn Any + Send)) -> Option<String> {
+    payload
+        .downcast_ref::<ScriptPanic>()
+        .map(|ScriptPanic(tag)| format!("panic({tag})"))
+}
+
+/// Raises a script panic without calling the panic hook (nothing is printed).
+fn script_panic(tag: String) -> ! {
+    panic::resume_unwind(Box::new(ScriptPanic(tag)))
+}
+
+/// `target.switch(value)`, catching a script panic; another panic keeps unwinding.
+fn switch_catching(t: &Greenlet, value: Value) -> Result<Result<Value, Error>, Box<dyn Any + Send>> {
+    panic::catch_unwind(AssertUnwindSafe(|| t.switch(value)))
+}
 
 struct State {
     defs: HashMap<String, Rc<Vec<Step>>>,
@@ -125,9 +147,13 @@ fn make_error(e: &ErrSpec) -> Error {
     }
 }
 
-fn make_tracer(st: &Rc<State>, tid: u32, fail_on: Option<u32>) -> Tracer {
+fn make_tracer(st: &Rc<State>, tid: u32, spec: TracerSpec) -> Tracer {
     let st = st.clone();
     let seen = Cell::new(0);
+    let at = match &spec {
+        TracerSpec::FailOn(n) | TracerSpec::PanicOn(n) | TracerSpec::SwitchOn { n, .. } => *n,
+        TracerSpec::None | TracerSpec::Record => 0,
+    };
     Tracer::new(move |ev: &Event| {
         if st.finished.get() {
             return Ok(());
@@ -139,9 +165,37 @@ fn make_tracer(st: &Rc<State>, tid: u32, fail_on: Option<u32>) -> Tracer {
             name_of(ev.origin()),
             name_of(ev.target())
         ));
-        if fail_on == Some(seen.get()) {
-            st.log(format!("t{tid} fails"));
-            return Err(Error::user(ScriptError(format!("t{tid}"))));
+        if seen.get() != at {
+            return Ok(());
+        }
+        match &spec {
+            TracerSpec::FailOn(_) => {
+                st.log(format!("t{tid} fails"));
+                return Err(Error::user(ScriptError(format!("t{tid}"))));
+            }
+            TracerSpec::PanicOn(_) => {
+                st.log(format!("t{tid} panics"));
+                script_panic(format!("t{tid}"));
+            }
+            TracerSpec::SwitchOn { target, value, .. } => {
+                let text = format!("t{tid} switch {target} {value}");
+                let Some(t) = st.var(target) else {
+                    st.log(format!("{text}: missing"));
+                    return Ok(());
+                };
+                st.log(text);
+                let result = switch_catching(&t, make_value(value));
+                drop(t);
+                match result {
+                    Ok(Ok(v)) => st.log(format!("t{tid} got {}", fmt_value(&v))),
+                    Ok(Err(e)) => st.log(format!("t{tid} caught {}", fmt_error(&e))),
+                    Err(p) => match fmt_panic(p.as_ref()) {
+                        Some(text) => st.log(format!("t{tid} caught {text}")),
+                        None => panic::resume_unwind(p),
+                    },
+                }
+            }
+            TracerSpec::None | TracerSpec::Record => {}
         }
         Ok(())
     })
@@ -214,8 +268,10 @@ fn exec_body(st: &Rc<State>, me: &str, steps: &[Step]) -> Result<Value, Error> {
                 };
                 st.log(text);
                 let result = match step {
-                    Step::Switch { value, .. } => t.switch(make_value(value)),
-                    Step::Throw { error, .. } => t.throw(make_error(error)),
+                    Step::Switch { value, .. } => switch_catching(&t, make_value(value)),
+                    Step::Throw { error, .. } => {
+                        panic::catch_unwind(AssertUnwindSafe(|| t.throw(make_error(error))))
+                    }
                     _ => unreachable!(),
                 };
                 drop(t);
@@ -223,12 +279,20 @@ fn exec_body(st: &Rc<State>, me: &str, steps: &[Step]) -> Result<Value, Error> {
                     return Ok(Value::unit());
                 }
                 match result {
-                    Ok(v) => st.log(format!("[{me}] got {}", fmt_value(&v))),
-                    Err(e) if *catch => st.log(format!("[{me}] caught {}", fmt_error(&e))),
-                    Err(e) => {
+                    Ok(Ok(v)) => st.log(format!("[{me}] got {}", fmt_value(&v))),
+                    Ok(Err(e)) if *catch => st.log(format!("[{me}] caught {}", fmt_error(&e))),
+                    Ok(Err(e)) => {
                         st.log(format!("[{me}] uncaught {}", fmt_error(&e)));
                         return Err(e);
                     }
+                    Err(p) => match fmt_panic(p.as_ref()) {
+                        Some(text) if *catch => st.log(format!("[{me}] caught {text}")),
+                        Some(text) => {
+                            st.log(format!("[{me}] uncaught {text}"));
+                            panic::resume_unwind(p);
+                        }
+                        None => panic::resume_unwind(p),
+                    },
                 }
             }
             Step::Return { value } => {
@@ -238,6 +302,10 @@ fn exec_body(st: &Rc<State>, me: &str, steps: &[Step]) -> Result<Value, Error> {
             Step::Raise { error } => {
                 st.log(format!("[{me}] raise {error}"));
                 return Err(make_error(error));
+            }
+            Step::Panic { tag } => {
+                st.log(format!("[{me}] panic {tag}"));
+                script_panic(tag.clone());
             }
             Step::Drop { g } => {
                 if g == "main" || !st.vars.borrow().contains_key(g) {
@@ -269,11 +337,13 @@ fn exec_body(st: &Rc<State>, me: &str, steps: &[Step]) -> Result<Value, Error> {
             Step::Settrace { tracer } => {
                 let tid = st.next_tid.get();
                 st.next_tid.set(tid + 1);
-                let (fail_on, what) = match tracer {
-                    TracerSpec::FailOn(n) => (Some(*n), format!("fail {n}")),
-                    _ => (None, "record".to_string()),
+                let what = match tracer {
+                    TracerSpec::FailOn(n) => format!("fail {n}"),
+                    TracerSpec::PanicOn(n) => format!("panic {n}"),
+                    TracerSpec::SwitchOn { n, target, value } => format!("switch {n} {target} {value}"),
+                    TracerSpec::None | TracerSpec::Record => "record".to_string(),
                 };
-                let t = make_tracer(st, tid, fail_on);
+                let t = make_tracer(st, tid, tracer.clone());
                 st.tracers.borrow_mut().push((t.clone(), tid));
                 let prev = settrace(Some(t));
                 st.log(format!("[{me}] settrace t{tid} {what} (prev {})", st.tracer_name(prev)));
@@ -317,7 +387,11 @@ pub fn run(script: &Script) -> Vec<String> {
         let line = match failure {
             KillFailure::Error(e) => format!("unraisable {} from {}", fmt_error(e), name_of(g)),
             KillFailure::Survived => format!("leak {}", name_of(g)),
-            KillFailure::Panic(p) => format!("unraisable panic({}) from {}", panic_message(p.as_ref()), name_of(g)),
+            KillFailure::Panic(p) => format!(
+                "unraisable {} from {}",
+                fmt_panic(p.as_ref()).unwrap_or_else(|| format!("internal panic: {}", panic_message(p.as_ref()))),
+                name_of(g)
+            ),
             other => format!("unraisable {other:?} from {}", name_of(g)),
         };
         hook_st.log(line);
@@ -325,7 +399,12 @@ pub fn run(script: &Script) -> Vec<String> {
     settrace(None);
 
     let outcome = panic::catch_unwind(AssertUnwindSafe(|| {
-        let _ = exec_body(&st, "main", &script.main);
+        // An error or a script panic leaving main was logged as `uncaught` (or `panic`).
+        match panic::catch_unwind(AssertUnwindSafe(|| exec_body(&st, "main", &script.main))) {
+            Ok(_) => {}
+            Err(p) if fmt_panic(p.as_ref()).is_some() => {}
+            Err(p) => panic::resume_unwind(p),
+        }
         st.log("[main] end".to_string());
         for name in st.created.borrow().iter() {
             if let Some(g) = st.var(name) {

@@ -45,6 +45,11 @@ pub enum TracerSpec {
     Record,
     /// Records events and fails on the N-th one (counted from 1).
     FailOn(u32),
+    /// Records events and panics on the N-th one.
+    PanicOn(u32),
+    /// Records events and, on the N-th one, switches to `target` with `value` (once); what
+    /// comes back, value or error, is logged and swallowed.
+    SwitchOn { n: u32, target: String, value: Val },
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -59,6 +64,8 @@ pub enum Step {
     Throw { target: String, error: ErrSpec, catch: bool },
     Return { value: Val },
     Raise { error: ErrSpec },
+    /// Panics (Python: raises `ScriptPanic`, a BaseException).
+    Panic { tag: String },
     /// Drops the script's handle to `g` (usually the last one).
     Drop { g: String },
     Reparent { g: String, parent: String },
@@ -102,11 +109,16 @@ impl fmt::Display for Step {
             }
             Step::Return { value } => write!(f, "return {value}"),
             Step::Raise { error } => write!(f, "raise {error}"),
+            Step::Panic { tag } => write!(f, "panic {tag}"),
             Step::Drop { g } => write!(f, "drop {g}"),
             Step::Reparent { g, parent } => write!(f, "reparent {g} {parent}"),
             Step::Settrace { tracer: TracerSpec::None } => f.write_str("settrace none"),
             Step::Settrace { tracer: TracerSpec::Record } => f.write_str("settrace record"),
             Step::Settrace { tracer: TracerSpec::FailOn(n) } => write!(f, "settrace fail {n}"),
+            Step::Settrace { tracer: TracerSpec::PanicOn(n) } => write!(f, "settrace panic {n}"),
+            Step::Settrace { tracer: TracerSpec::SwitchOn { n, target, value } } => {
+                write!(f, "settrace switch {n} {target} {value}")
+            }
             Step::Gettrace => f.write_str("gettrace"),
             Step::Print { text } => write!(f, "print {text}"),
             Step::State { g } => write!(f, "state {g}"),
@@ -235,6 +247,10 @@ fn parse_err(tok: &str) -> Result<ErrSpec, String> {
         .ok_or_else(|| format!("bad error `{tok}`"))
 }
 
+fn count(tok: &str) -> Result<u32, String> {
+    tok.parse().map_err(|_| format!("bad count `{tok}`"))
+}
+
 fn parse_step(line: &str) -> Result<Step, String> {
     if let Some(text) = line.strip_prefix("print ") {
         return Ok(Step::Print { text: text.to_string() });
@@ -279,6 +295,10 @@ fn parse_step(line: &str) -> Result<Step, String> {
             need(1)?;
             Step::Raise { error: parse_err(&toks[0])? }
         }
+        "panic" => {
+            need(1)?;
+            Step::Panic { tag: toks[0].clone() }
+        }
         "drop" => {
             need(1)?;
             Step::Drop { g: toks[0].clone() }
@@ -294,10 +314,12 @@ fn parse_step(line: &str) -> Result<Step, String> {
         "settrace" => match toks.as_slice() {
             [w] if w == "none" => Step::Settrace { tracer: TracerSpec::None },
             [w] if w == "record" => Step::Settrace { tracer: TracerSpec::Record },
-            [w, n] if w == "fail" => Step::Settrace {
-                tracer: TracerSpec::FailOn(n.parse().map_err(|_| format!("bad count `{n}`"))?),
+            [w, n] if w == "fail" => Step::Settrace { tracer: TracerSpec::FailOn(count(n)?) },
+            [w, n] if w == "panic" => Step::Settrace { tracer: TracerSpec::PanicOn(count(n)?) },
+            [w, n, t, v] if w == "switch" => Step::Settrace {
+                tracer: TracerSpec::SwitchOn { n: count(n)?, target: t.clone(), value: parse_val(v)? },
             },
-            _ => return Err("usage: settrace none|record|fail N".into()),
+            _ => return Err("usage: settrace none|record|fail N|panic N|switch N TARGET VALUE".into()),
         },
         "gettrace" => {
             need(0)?;
@@ -314,7 +336,8 @@ mod tests {
     #[test]
     fn text_form_round_trips() {
         let text = "main:\n    create g1\n    create g2 parent=g1\n    switch g1 \"a b\" ?\n    \
-                    throw g2 error(E1)\n    throw g2 exit ?\n    settrace fail 3\n    gettrace\n\
+                    throw g2 error(E1)\n    throw g2 exit ?\n    settrace fail 3\n    gettrace\n    \
+                    settrace panic 2\n    settrace switch 1 g2 \"x\"\n    panic P1\n\
                     def g1:\n    return <exit>\n    raise exit\n    drop g2\n    reparent g1 main\n    \
                     print hello # world\n    state g2\n    switch main ()\n    switch main -4\n";
         let s = Script::parse(text).unwrap();

@@ -13,6 +13,7 @@ fn mentions(step: &Step, name: &str) -> bool {
         Step::Switch { target, .. } | Step::Throw { target, .. } => target == name,
         Step::Drop { g } | Step::State { g } => g == name,
         Step::Reparent { g, parent } => g == name || parent == name,
+        Step::Settrace { tracer: TracerSpec::SwitchOn { target, .. } } => target == name,
         _ => false,
     }
 }
@@ -49,10 +50,31 @@ fn simpler_steps(step: &Step) -> Vec<Step> {
         Step::Create { g, parent: Some(_) } => {
             out.push(Step::Create { g: g.clone(), parent: None });
         }
+        Step::Panic { .. } => {
+            out.push(Step::Raise { error: ErrSpec::Exit });
+            out.push(Step::Return { value: Val::Unit });
+        }
         Step::Settrace { tracer: TracerSpec::FailOn(n) } => {
             out.push(Step::Settrace { tracer: TracerSpec::Record });
             if *n > 1 {
                 out.push(Step::Settrace { tracer: TracerSpec::FailOn(n - 1) });
+            }
+        }
+        Step::Settrace { tracer: TracerSpec::PanicOn(n) } => {
+            out.push(Step::Settrace { tracer: TracerSpec::FailOn(*n) });
+            if *n > 1 {
+                out.push(Step::Settrace { tracer: TracerSpec::PanicOn(n - 1) });
+            }
+        }
+        Step::Settrace { tracer: TracerSpec::SwitchOn { n, target, value } } => {
+            out.push(Step::Settrace { tracer: TracerSpec::Record });
+            if *n > 1 {
+                let tracer = TracerSpec::SwitchOn { n: n - 1, target: target.clone(), value: value.clone() };
+                out.push(Step::Settrace { tracer });
+            }
+            if *value != Val::Unit {
+                let tracer = TracerSpec::SwitchOn { n: *n, target: target.clone(), value: Val::Unit };
+                out.push(Step::Settrace { tracer });
             }
         }
         _ => {}
@@ -141,6 +163,7 @@ fn renamed(s: &Script) -> Script {
                         fix(g);
                         fix(parent);
                     }
+                    Step::Settrace { tracer: TracerSpec::SwitchOn { target, .. } } => fix(target),
                     _ => {}
                 }
             }
