@@ -124,7 +124,10 @@ fn step(rng: &mut Rng, me: &str, names: &[String]) -> Step {
 /// A random script; `seed` decides everything.
 pub fn script(seed: u64) -> Script {
     let mut rng = Rng::new(seed);
-    let ndefs = 1 + rng.below(5);
+    // Mostly small scripts (they shrink fast and hit the common paths), some large ones.
+    let large = rng.chance(20);
+    let (max_defs, max_steps) = if large { (8, 12) } else { (5, 7) };
+    let ndefs = 1 + rng.below(max_defs);
     let mut names = vec!["main".to_string()];
     names.extend((1..=ndefs).map(|i| format!("g{i}")));
 
@@ -134,13 +137,13 @@ pub fn script(seed: u64) -> Script {
             tracer: TracerSpec::Record,
         });
     }
-    for _ in 0..2 + rng.below(9) {
+    for _ in 0..2 + rng.below(max_steps + 2) {
         main.push(step(&mut rng, "main", &names));
     }
     let mut defs: Vec<Def> = names[1..]
         .iter()
         .map(|name| {
-            let mut body: Vec<Step> = (0..rng.below(7))
+            let mut body: Vec<Step> = (0..rng.below(max_steps))
                 .map(|_| step(&mut rng, name, &names))
                 .collect();
             if rng.chance(40) {
@@ -159,11 +162,12 @@ pub fn script(seed: u64) -> Script {
         })
         .collect();
 
-    // One create step per def, in main or in an earlier def, before the steps that are likely
-    // to use it (early in the body).
+    // One create step per def, in main or in an earlier def, early in the body (before the
+    // steps that are likely to use it). An explicit parent is main or an earlier def, which
+    // is more likely to exist by then.
     for i in 0..ndefs {
         let parent = if rng.chance(35) {
-            Some(rng.pick(&names).clone())
+            Some(names[rng.below(i + 1)].clone())
         } else {
             None
         };
@@ -177,7 +181,7 @@ pub fn script(seed: u64) -> Script {
         } else {
             &mut defs[creator - 1].body
         };
-        let at = rng.below(body.len() / 2 + 1);
+        let at = rng.below(body.len() / 3 + 1);
         body.insert(at, create);
     }
     Script { defs, main }

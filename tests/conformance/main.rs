@@ -73,6 +73,31 @@ fn rust_transcript(script: &Script) -> Vec<String> {
     }
 }
 
+/// The kind of a transcript line, for the coverage summary: `trace throw`, `caught`, `leak`...
+fn line_kind(line: &str) -> String {
+    let mut words = line.split(' ');
+    let first = words.next().unwrap_or("");
+    let second = words.next().unwrap_or("");
+    let third = words.next().unwrap_or("");
+    let kind = if first.starts_with('[') {
+        match second {
+            "caught" | "uncaught" => format!("{second} {}", third.split('(').next().unwrap()),
+            _ => second.to_string(),
+        }
+    } else if first == "trace" || first == "unraisable" {
+        format!("{first} {}", second.split('(').next().unwrap())
+    } else if first.starts_with('t') && first[1..].chars().all(|c| c.is_ascii_digit()) {
+        format!("tracer {second}")
+    } else {
+        first.to_string()
+    };
+    if line.ends_with(": missing") {
+        format!("{kind}: missing")
+    } else {
+        kind
+    }
+}
+
 /// A line diff of two transcripts: `  ` both, `- ` Python only, `+ ` Rust only.
 fn diff(py: &[String], rs: &[String]) -> String {
     let (n, m) = (py.len(), rs.len());
@@ -128,6 +153,7 @@ fn random_scripts_agree_with_python_greenlet() {
     let mut oracle = oracle::Oracle::start();
     let mut divergent = Vec::new();
     let mut lines = 0usize;
+    let mut kinds = std::collections::BTreeMap::<String, usize>::new();
     // In chunks, so 10^5 scripts never sit in memory at once.
     let chunk = 5000u64;
     let mut start = 0;
@@ -144,12 +170,17 @@ fn random_scripts_agree_with_python_greenlet() {
             );
             let rs = rust_transcript(&scripts[k]);
             lines += py.len();
+            for l in &py {
+                *kinds.entry(line_kind(l)).or_default() += 1;
+            }
             if py != rs {
                 divergent.push((start + k as u64, scripts[k].clone()));
             }
         });
         start = end;
     }
+    let summary: Vec<String> = kinds.iter().map(|(k, v)| format!("{k}: {v}")).collect();
+    eprintln!("conformance: transcript lines by kind: {}", summary.join(", "));
     eprintln!(
         "conformance: {n} scripts, {lines} transcript lines, {} divergent",
         divergent.len()
