@@ -322,7 +322,11 @@ fn exec_body(st: &Rc<State>, me: &str, steps: &[Step]) -> Result<Value, Error> {
                     st.log(format!("{text}: missing"));
                     continue;
                 };
-                let outcome = match child.set_parent(&p) {
+                let result = child.set_parent(&p);
+                // Release both handles before logging, as Python does at the end of the
+                // assignment: one may be the last (a kill run by set_parent dropped a var).
+                drop((child, p));
+                let outcome = match result {
                     Ok(()) => "ok".to_string(),
                     Err(Error::CyclicParent) => "cyclic".to_string(),
                     Err(Error::MainGreenletParent) => "main".to_string(),
