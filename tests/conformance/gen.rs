@@ -148,8 +148,12 @@ pub fn script(seed: u64) -> Script {
                 .collect();
             if rng.chance(40) {
                 body.push(match rng.weighted(&[55, 35, 10]) {
-                    0 => Step::Return { value: value(&mut rng) },
-                    1 => Step::Raise { error: error(&mut rng) },
+                    0 => Step::Return {
+                        value: value(&mut rng),
+                    },
+                    1 => Step::Raise {
+                        error: error(&mut rng),
+                    },
                     _ => Step::Panic {
                         tag: format!("P{}", 1 + rng.below(2)),
                     },
@@ -175,7 +179,11 @@ pub fn script(seed: u64) -> Script {
             g: names[i + 1].clone(),
             parent,
         };
-        let creator = if i == 0 || rng.chance(50) { 0 } else { 1 + rng.below(i) };
+        let creator = if i == 0 || rng.chance(50) {
+            0
+        } else {
+            1 + rng.below(i)
+        };
         let body = if creator == 0 {
             &mut main
         } else {

@@ -13,8 +13,8 @@ use std::panic::{self, AssertUnwindSafe};
 use std::rc::Rc;
 
 use greenlet::{
-    getcurrent, gettrace, kill_all, panic_message, set_kill_hook, settrace, Error, Event,
-    Greenlet, GreenletExit, KillFailure, Tracer, Value,
+    getcurrent, gettrace, kill_all, panic_message, set_kill_hook, settrace, Error, Event, Greenlet,
+    GreenletExit, KillFailure, Tracer, Value,
 };
 
 use crate::script::{ErrSpec, Script, Step, TracerSpec, Val};
@@ -48,7 +48,10 @@ fn script_panic(tag: String) -> ! {
 }
 
 /// `target.switch(value)`, catching a script panic; another panic keeps unwinding.
-fn switch_catching(t: &Greenlet, value: Value) -> Result<Result<Value, Error>, Box<dyn Any + Send>> {
+fn switch_catching(
+    t: &Greenlet,
+    value: Value,
+) -> Result<Result<Value, Error>, Box<dyn Any + Send>> {
     panic::catch_unwind(AssertUnwindSafe(|| t.switch(value)))
 }
 
@@ -79,7 +82,12 @@ impl State {
         match t {
             None => "none".to_string(),
             Some(t) => {
-                let tid = self.tracers.borrow().iter().find(|(x, _)| *x == t).map_or(0, |p| p.1);
+                let tid = self
+                    .tracers
+                    .borrow()
+                    .iter()
+                    .find(|(x, _)| *x == t)
+                    .map_or(0, |p| p.1);
                 format!("t{tid}")
             }
         }
@@ -334,9 +342,14 @@ fn exec_body(st: &Rc<State>, me: &str, steps: &[Step]) -> Result<Value, Error> {
                 };
                 st.log(format!("{text}: {outcome}"));
             }
-            Step::Settrace { tracer: TracerSpec::None } => {
+            Step::Settrace {
+                tracer: TracerSpec::None,
+            } => {
                 let prev = settrace(None);
-                st.log(format!("[{me}] settrace none (prev {})", st.tracer_name(prev)));
+                st.log(format!(
+                    "[{me}] settrace none (prev {})",
+                    st.tracer_name(prev)
+                ));
             }
             Step::Settrace { tracer } => {
                 let tid = st.next_tid.get();
@@ -344,13 +357,18 @@ fn exec_body(st: &Rc<State>, me: &str, steps: &[Step]) -> Result<Value, Error> {
                 let what = match tracer {
                     TracerSpec::FailOn(n) => format!("fail {n}"),
                     TracerSpec::PanicOn(n) => format!("panic {n}"),
-                    TracerSpec::SwitchOn { n, target, value } => format!("switch {n} {target} {value}"),
+                    TracerSpec::SwitchOn { n, target, value } => {
+                        format!("switch {n} {target} {value}")
+                    }
                     TracerSpec::None | TracerSpec::Record => "record".to_string(),
                 };
                 let t = make_tracer(st, tid, tracer.clone());
                 st.tracers.borrow_mut().push((t.clone(), tid));
                 let prev = settrace(Some(t));
-                st.log(format!("[{me}] settrace t{tid} {what} (prev {})", st.tracer_name(prev)));
+                st.log(format!(
+                    "[{me}] settrace t{tid} {what} (prev {})",
+                    st.tracer_name(prev)
+                ));
             }
             Step::Gettrace => {
                 st.log(format!("[{me}] gettrace {}", st.tracer_name(gettrace())));
@@ -360,7 +378,10 @@ fn exec_body(st: &Rc<State>, me: &str, steps: &[Step]) -> Result<Value, Error> {
                 None => st.log(format!("[{me}] state {g}: missing")),
                 Some(h) => {
                     let parent = h.parent().map_or("none".to_string(), |p| name_of(&p));
-                    st.log(format!("[{me}] state {g}: {} parent={parent}", state_of(&h)));
+                    st.log(format!(
+                        "[{me}] state {g}: {} parent={parent}",
+                        state_of(&h)
+                    ));
                 }
             },
         }
@@ -385,7 +406,9 @@ pub fn run(script: &Script) -> Vec<String> {
         tracers: RefCell::new(Vec::new()),
         next_tid: Cell::new(1),
     });
-    st.vars.borrow_mut().insert("main".to_string(), getcurrent());
+    st.vars
+        .borrow_mut()
+        .insert("main".to_string(), getcurrent());
     let hook_st = st.clone();
     set_kill_hook(Some(Rc::new(move |g: &Greenlet, failure: &KillFailure| {
         let line = match failure {
@@ -393,7 +416,8 @@ pub fn run(script: &Script) -> Vec<String> {
             KillFailure::Survived => format!("leak {}", name_of(g)),
             KillFailure::Panic(p) => format!(
                 "unraisable {} from {}",
-                fmt_panic(p.as_ref()).unwrap_or_else(|| format!("internal panic: {}", panic_message(p.as_ref()))),
+                fmt_panic(p.as_ref())
+                    .unwrap_or_else(|| format!("internal panic: {}", panic_message(p.as_ref()))),
                 name_of(g)
             ),
             other => format!("unraisable {other:?} from {}", name_of(g)),
@@ -429,6 +453,5 @@ pub fn run(script: &Script) -> Vec<String> {
     st.vars.borrow_mut().clear();
     st.tracers.borrow_mut().clear();
     set_kill_hook(None);
-    let lines = st.lines.take();
-    lines
+    st.lines.take()
 }

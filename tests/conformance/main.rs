@@ -180,7 +180,10 @@ fn random_scripts_agree_with_python_greenlet() {
         start = end;
     }
     let summary: Vec<String> = kinds.iter().map(|(k, v)| format!("{k}: {v}")).collect();
-    eprintln!("conformance: transcript lines by kind: {}", summary.join(", "));
+    eprintln!(
+        "conformance: transcript lines by kind: {}",
+        summary.join(", ")
+    );
     eprintln!(
         "conformance: {n} scripts, {lines} transcript lines, {} divergent",
         divergent.len()
@@ -248,9 +251,10 @@ fn regression_cases_agree_with_python_greenlet() {
         let name = path.file_stem().unwrap().to_string_lossy().to_string();
         let script = Script::parse(&std::fs::read_to_string(path).unwrap())
             .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-        let expected: Option<Vec<String>> = std::fs::read_to_string(path.with_extension("expected"))
-            .ok()
-            .map(|t| t.lines().map(str::to_string).collect());
+        let expected: Option<Vec<String>> =
+            std::fs::read_to_string(path.with_extension("expected"))
+                .ok()
+                .map(|t| t.lines().map(str::to_string).collect());
         let py = match (&mut oracle, &expected) {
             (Some(o), _) => {
                 let py = o.run(&script);
@@ -267,7 +271,12 @@ fn regression_cases_agree_with_python_greenlet() {
         };
         let rs = rust_transcript(&script);
         if py != rs {
-            failures.push(report(&format!("regression case {name} diverges"), &script, &py, &rs));
+            failures.push(report(
+                &format!("regression case {name} diverges"),
+                &script,
+                &py,
+                &rs,
+            ));
         }
     }
     assert!(failures.is_empty(), "{}", failures.join("\n"));

@@ -75,7 +75,10 @@ impl Oracle {
 
     fn read_one(&mut self) -> Vec<String> {
         let mut line = String::new();
-        let n = self.stdout.read_line(&mut line).expect("reading from Python");
+        let n = self
+            .stdout
+            .read_line(&mut line)
+            .expect("reading from Python");
         assert!(n > 0, "the Python interpreter exited early");
         serde_json::from_str(&line).expect("a transcript from Python")
     }

@@ -49,30 +49,62 @@ pub enum TracerSpec {
     PanicOn(u32),
     /// Records events and, on the N-th one, switches to `target` with `value` (once); what
     /// comes back, value or error, is logged and swallowed.
-    SwitchOn { n: u32, target: String, value: Val },
+    SwitchOn {
+        n: u32,
+        target: String,
+        value: Val,
+    },
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "op", rename_all = "lowercase")]
 pub enum Step {
     /// Creates greenlet `g` running `def g`, with the given parent or the creator.
-    Create { g: String, parent: Option<String> },
+    Create {
+        g: String,
+        parent: Option<String>,
+    },
     /// `target.switch(value)`; an error coming out is logged, then swallowed (`catch`) or
     /// propagated out of the body.
-    Switch { target: String, value: Val, catch: bool },
+    Switch {
+        target: String,
+        value: Val,
+        catch: bool,
+    },
     /// `target.throw(error)`, with the same outcome handling as `switch`.
-    Throw { target: String, error: ErrSpec, catch: bool },
-    Return { value: Val },
-    Raise { error: ErrSpec },
+    Throw {
+        target: String,
+        error: ErrSpec,
+        catch: bool,
+    },
+    Return {
+        value: Val,
+    },
+    Raise {
+        error: ErrSpec,
+    },
     /// Panics (Python: raises `ScriptPanic`, a BaseException).
-    Panic { tag: String },
+    Panic {
+        tag: String,
+    },
     /// Drops the script's handle to `g` (usually the last one).
-    Drop { g: String },
-    Reparent { g: String, parent: String },
-    Settrace { tracer: TracerSpec },
+    Drop {
+        g: String,
+    },
+    Reparent {
+        g: String,
+        parent: String,
+    },
+    Settrace {
+        tracer: TracerSpec,
+    },
     Gettrace,
-    Print { text: String },
-    State { g: String },
+    Print {
+        text: String,
+    },
+    State {
+        g: String,
+    },
 }
 
 impl fmt::Display for Val {
@@ -101,10 +133,18 @@ impl fmt::Display for Step {
         match self {
             Step::Create { g, parent: None } => write!(f, "create {g}"),
             Step::Create { g, parent: Some(p) } => write!(f, "create {g} parent={p}"),
-            Step::Switch { target, value, catch } => {
+            Step::Switch {
+                target,
+                value,
+                catch,
+            } => {
                 write!(f, "switch {target} {value}{}", q(catch))
             }
-            Step::Throw { target, error, catch } => {
+            Step::Throw {
+                target,
+                error,
+                catch,
+            } => {
                 write!(f, "throw {target} {error}{}", q(catch))
             }
             Step::Return { value } => write!(f, "return {value}"),
@@ -112,11 +152,21 @@ impl fmt::Display for Step {
             Step::Panic { tag } => write!(f, "panic {tag}"),
             Step::Drop { g } => write!(f, "drop {g}"),
             Step::Reparent { g, parent } => write!(f, "reparent {g} {parent}"),
-            Step::Settrace { tracer: TracerSpec::None } => f.write_str("settrace none"),
-            Step::Settrace { tracer: TracerSpec::Record } => f.write_str("settrace record"),
-            Step::Settrace { tracer: TracerSpec::FailOn(n) } => write!(f, "settrace fail {n}"),
-            Step::Settrace { tracer: TracerSpec::PanicOn(n) } => write!(f, "settrace panic {n}"),
-            Step::Settrace { tracer: TracerSpec::SwitchOn { n, target, value } } => {
+            Step::Settrace {
+                tracer: TracerSpec::None,
+            } => f.write_str("settrace none"),
+            Step::Settrace {
+                tracer: TracerSpec::Record,
+            } => f.write_str("settrace record"),
+            Step::Settrace {
+                tracer: TracerSpec::FailOn(n),
+            } => write!(f, "settrace fail {n}"),
+            Step::Settrace {
+                tracer: TracerSpec::PanicOn(n),
+            } => write!(f, "settrace panic {n}"),
+            Step::Settrace {
+                tracer: TracerSpec::SwitchOn { n, target, value },
+            } => {
                 write!(f, "settrace switch {n} {target} {value}")
             }
             Step::Gettrace => f.write_str("gettrace"),
@@ -165,7 +215,9 @@ impl Script {
                 let head = line.trim();
                 if head == "main:" {
                     at = Some(None);
-                } else if let Some(name) = head.strip_prefix("def ").and_then(|h| h.strip_suffix(':')) {
+                } else if let Some(name) =
+                    head.strip_prefix("def ").and_then(|h| h.strip_suffix(':'))
+                {
                     script.defs.push(Def {
                         name: name.trim().to_string(),
                         body: Vec::new(),
@@ -190,7 +242,6 @@ impl Script {
     pub fn bodies_mut(&mut self) -> impl Iterator<Item = &mut Vec<Step>> {
         std::iter::once(&mut self.main).chain(self.defs.iter_mut().map(|d| &mut d.body))
     }
-
 }
 
 fn tokens(line: &str) -> Vec<String> {
@@ -233,7 +284,10 @@ fn parse_val(tok: &str) -> Result<Val, String> {
         t if t.starts_with('"') => serde_json::from_str(t)
             .map(Val::Str)
             .map_err(|e| format!("bad string {t}: {e}")),
-        t => t.parse().map(Val::Int).map_err(|_| format!("bad value `{t}`")),
+        t => t
+            .parse()
+            .map(Val::Int)
+            .map_err(|_| format!("bad value `{t}`")),
     }
 }
 
@@ -253,7 +307,9 @@ fn count(tok: &str) -> Result<u32, String> {
 
 fn parse_step(line: &str) -> Result<Step, String> {
     if let Some(text) = line.strip_prefix("print ") {
-        return Ok(Step::Print { text: text.to_string() });
+        return Ok(Step::Print {
+            text: text.to_string(),
+        });
     }
     let mut toks = tokens(line);
     let op = toks.remove(0);
@@ -272,7 +328,10 @@ fn parse_step(line: &str) -> Result<Step, String> {
     };
     Ok(match op.as_str() {
         "create" => match toks.as_slice() {
-            [g] => Step::Create { g: g.clone(), parent: None },
+            [g] => Step::Create {
+                g: g.clone(),
+                parent: None,
+            },
             [g, p] if p.starts_with("parent=") => Step::Create {
                 g: g.clone(),
                 parent: Some(p["parent=".len()..].to_string()),
@@ -281,23 +340,37 @@ fn parse_step(line: &str) -> Result<Step, String> {
         },
         "switch" => {
             need(2)?;
-            Step::Switch { target: toks[0].clone(), value: parse_val(&toks[1])?, catch }
+            Step::Switch {
+                target: toks[0].clone(),
+                value: parse_val(&toks[1])?,
+                catch,
+            }
         }
         "throw" => {
             need(2)?;
-            Step::Throw { target: toks[0].clone(), error: parse_err(&toks[1])?, catch }
+            Step::Throw {
+                target: toks[0].clone(),
+                error: parse_err(&toks[1])?,
+                catch,
+            }
         }
         "return" => {
             need(1)?;
-            Step::Return { value: parse_val(&toks[0])? }
+            Step::Return {
+                value: parse_val(&toks[0])?,
+            }
         }
         "raise" => {
             need(1)?;
-            Step::Raise { error: parse_err(&toks[0])? }
+            Step::Raise {
+                error: parse_err(&toks[0])?,
+            }
         }
         "panic" => {
             need(1)?;
-            Step::Panic { tag: toks[0].clone() }
+            Step::Panic {
+                tag: toks[0].clone(),
+            }
         }
         "drop" => {
             need(1)?;
@@ -309,17 +382,36 @@ fn parse_step(line: &str) -> Result<Step, String> {
         }
         "reparent" => {
             need(2)?;
-            Step::Reparent { g: toks[0].clone(), parent: toks[1].clone() }
+            Step::Reparent {
+                g: toks[0].clone(),
+                parent: toks[1].clone(),
+            }
         }
         "settrace" => match toks.as_slice() {
-            [w] if w == "none" => Step::Settrace { tracer: TracerSpec::None },
-            [w] if w == "record" => Step::Settrace { tracer: TracerSpec::Record },
-            [w, n] if w == "fail" => Step::Settrace { tracer: TracerSpec::FailOn(count(n)?) },
-            [w, n] if w == "panic" => Step::Settrace { tracer: TracerSpec::PanicOn(count(n)?) },
-            [w, n, t, v] if w == "switch" => Step::Settrace {
-                tracer: TracerSpec::SwitchOn { n: count(n)?, target: t.clone(), value: parse_val(v)? },
+            [w] if w == "none" => Step::Settrace {
+                tracer: TracerSpec::None,
             },
-            _ => return Err("usage: settrace none|record|fail N|panic N|switch N TARGET VALUE".into()),
+            [w] if w == "record" => Step::Settrace {
+                tracer: TracerSpec::Record,
+            },
+            [w, n] if w == "fail" => Step::Settrace {
+                tracer: TracerSpec::FailOn(count(n)?),
+            },
+            [w, n] if w == "panic" => Step::Settrace {
+                tracer: TracerSpec::PanicOn(count(n)?),
+            },
+            [w, n, t, v] if w == "switch" => Step::Settrace {
+                tracer: TracerSpec::SwitchOn {
+                    n: count(n)?,
+                    target: t.clone(),
+                    value: parse_val(v)?,
+                },
+            },
+            _ => {
+                return Err(
+                    "usage: settrace none|record|fail N|panic N|switch N TARGET VALUE".into(),
+                )
+            }
         },
         "gettrace" => {
             need(0)?;

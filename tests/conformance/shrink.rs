@@ -13,7 +13,9 @@ fn mentions(step: &Step, name: &str) -> bool {
         Step::Switch { target, .. } | Step::Throw { target, .. } => target == name,
         Step::Drop { g } | Step::State { g } => g == name,
         Step::Reparent { g, parent } => g == name || parent == name,
-        Step::Settrace { tracer: TracerSpec::SwitchOn { target, .. } } => target == name,
+        Step::Settrace {
+            tracer: TracerSpec::SwitchOn { target, .. },
+        } => target == name,
         _ => false,
     }
 }
@@ -21,59 +23,118 @@ fn mentions(step: &Step, name: &str) -> bool {
 fn simpler_steps(step: &Step) -> Vec<Step> {
     let mut out = Vec::new();
     match step {
-        Step::Switch { target, value, catch } => {
+        Step::Switch {
+            target,
+            value,
+            catch,
+        } => {
             if !catch {
-                out.push(Step::Switch { target: target.clone(), value: value.clone(), catch: true });
+                out.push(Step::Switch {
+                    target: target.clone(),
+                    value: value.clone(),
+                    catch: true,
+                });
             }
             if *value != Val::Unit {
-                out.push(Step::Switch { target: target.clone(), value: Val::Unit, catch: *catch });
+                out.push(Step::Switch {
+                    target: target.clone(),
+                    value: Val::Unit,
+                    catch: *catch,
+                });
             }
         }
-        Step::Throw { target, error, catch } => {
+        Step::Throw {
+            target,
+            error,
+            catch,
+        } => {
             if !catch {
-                out.push(Step::Throw { target: target.clone(), error: error.clone(), catch: true });
+                out.push(Step::Throw {
+                    target: target.clone(),
+                    error: error.clone(),
+                    catch: true,
+                });
             }
             if *error != ErrSpec::Exit {
-                out.push(Step::Throw { target: target.clone(), error: ErrSpec::Exit, catch: *catch });
+                out.push(Step::Throw {
+                    target: target.clone(),
+                    error: ErrSpec::Exit,
+                    catch: *catch,
+                });
             }
-            out.push(Step::Switch { target: target.clone(), value: Val::Unit, catch: *catch });
+            out.push(Step::Switch {
+                target: target.clone(),
+                value: Val::Unit,
+                catch: *catch,
+            });
         }
         Step::Return { value } if *value != Val::Unit => {
             out.push(Step::Return { value: Val::Unit });
         }
         Step::Raise { error } => {
             if *error != ErrSpec::Exit {
-                out.push(Step::Raise { error: ErrSpec::Exit });
+                out.push(Step::Raise {
+                    error: ErrSpec::Exit,
+                });
             }
             out.push(Step::Return { value: Val::Unit });
         }
         Step::Create { g, parent: Some(_) } => {
-            out.push(Step::Create { g: g.clone(), parent: None });
+            out.push(Step::Create {
+                g: g.clone(),
+                parent: None,
+            });
         }
         Step::Panic { .. } => {
-            out.push(Step::Raise { error: ErrSpec::Exit });
+            out.push(Step::Raise {
+                error: ErrSpec::Exit,
+            });
             out.push(Step::Return { value: Val::Unit });
         }
-        Step::Settrace { tracer: TracerSpec::FailOn(n) } => {
-            out.push(Step::Settrace { tracer: TracerSpec::Record });
+        Step::Settrace {
+            tracer: TracerSpec::FailOn(n),
+        } => {
+            out.push(Step::Settrace {
+                tracer: TracerSpec::Record,
+            });
             if *n > 1 {
-                out.push(Step::Settrace { tracer: TracerSpec::FailOn(n - 1) });
+                out.push(Step::Settrace {
+                    tracer: TracerSpec::FailOn(n - 1),
+                });
             }
         }
-        Step::Settrace { tracer: TracerSpec::PanicOn(n) } => {
-            out.push(Step::Settrace { tracer: TracerSpec::FailOn(*n) });
+        Step::Settrace {
+            tracer: TracerSpec::PanicOn(n),
+        } => {
+            out.push(Step::Settrace {
+                tracer: TracerSpec::FailOn(*n),
+            });
             if *n > 1 {
-                out.push(Step::Settrace { tracer: TracerSpec::PanicOn(n - 1) });
+                out.push(Step::Settrace {
+                    tracer: TracerSpec::PanicOn(n - 1),
+                });
             }
         }
-        Step::Settrace { tracer: TracerSpec::SwitchOn { n, target, value } } => {
-            out.push(Step::Settrace { tracer: TracerSpec::Record });
+        Step::Settrace {
+            tracer: TracerSpec::SwitchOn { n, target, value },
+        } => {
+            out.push(Step::Settrace {
+                tracer: TracerSpec::Record,
+            });
             if *n > 1 {
-                let tracer = TracerSpec::SwitchOn { n: n - 1, target: target.clone(), value: value.clone() };
+                let tracer = TracerSpec::SwitchOn {
+                    n: n - 1,
+                    target: target.clone(),
+                    value: value.clone(),
+                };
                 out.push(Step::Settrace { tracer });
             }
             if *value != Val::Unit {
-                let tracer = TracerSpec::SwitchOn { n: *n, target: target.clone(), value: Val::Unit };
+                let tracer = TracerSpec::SwitchOn {
+                    n: *n,
+                    target: target.clone(),
+                    value: Val::Unit,
+                };
                 out.push(Step::Settrace { tracer });
             }
         }
@@ -102,7 +163,11 @@ fn candidates(s: &Script) -> Vec<Script> {
     }
     let nbodies = 1 + s.defs.len();
     for b in 0..nbodies {
-        let len = if b == 0 { s.main.len() } else { s.defs[b - 1].body.len() };
+        let len = if b == 0 {
+            s.main.len()
+        } else {
+            s.defs[b - 1].body.len()
+        };
         let mut chunk = len;
         while chunk >= 1 {
             let mut start = 0;
@@ -138,8 +203,15 @@ fn renamed(s: &Script) -> Script {
         .collect();
     let tmp = |n: &str| format!("__{n}");
     let mut out = s.clone();
-    for (pass, (from, to)) in [false, true].iter().flat_map(|p| map.iter().map(move |m| (*p, m))) {
-        let (a, b) = if pass { (tmp(from), to.clone()) } else { (from.clone(), tmp(from)) };
+    for (pass, (from, to)) in [false, true]
+        .iter()
+        .flat_map(|p| map.iter().map(move |m| (*p, m)))
+    {
+        let (a, b) = if pass {
+            (tmp(from), to.clone())
+        } else {
+            (from.clone(), tmp(from))
+        };
         let fix = |n: &mut String| {
             if *n == a {
                 *n = b.clone();
@@ -163,7 +235,9 @@ fn renamed(s: &Script) -> Script {
                         fix(g);
                         fix(parent);
                     }
-                    Step::Settrace { tracer: TracerSpec::SwitchOn { target, .. } } => fix(target),
+                    Step::Settrace {
+                        tracer: TracerSpec::SwitchOn { target, .. },
+                    } => fix(target),
                     _ => {}
                 }
             }
