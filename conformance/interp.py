@@ -167,6 +167,9 @@ class Tracer:
         if self.action == "fail":
             interp.log("t%d fails" % self.tid)
             raise ScriptError("t%d" % self.tid)
+        if self.action == "exit":
+            interp.log("t%d exits" % self.tid)
+            raise GreenletExit()
         if self.action == "panic":
             interp.log("t%d panics" % self.tid)
             raise ScriptPanic("t%d" % self.tid)
@@ -404,6 +407,9 @@ class Interp:
                     elif "FailOn" in spec:
                         n = spec["FailOn"]
                         tr, what = Tracer(self, tid, "fail", n), "fail %d" % n
+                    elif "ExitOn" in spec:
+                        n = spec["ExitOn"]
+                        tr, what = Tracer(self, tid, "exit", n), "exit %d" % n
                     elif "PanicOn" in spec:
                         n = spec["PanicOn"]
                         tr, what = Tracer(self, tid, "panic", n), "panic %d" % n
@@ -537,6 +543,8 @@ def parse_step(line):
             return {"op": "settrace", "tracer": "Record"}
         if len(args) == 2 and args[0] == "fail":
             return {"op": "settrace", "tracer": {"FailOn": int(args[1])}}
+        if len(args) == 2 and args[0] == "exit":
+            return {"op": "settrace", "tracer": {"ExitOn": int(args[1])}}
         if len(args) == 2 and args[0] == "panic":
             return {"op": "settrace", "tracer": {"PanicOn": int(args[1])}}
         if len(args) == 4 and args[0] == "switch":

@@ -101,11 +101,12 @@ fn step(rng: &mut Rng, me: &str, names: &[String]) -> Step {
             parent: rng.pick(names).clone(),
         },
         4 => Step::Settrace {
-            tracer: match rng.weighted(&[3, 4, 3, 1, 2]) {
+            tracer: match rng.weighted(&[3, 4, 3, 1, 2, 1]) {
                 0 => TracerSpec::None,
                 1 => TracerSpec::Record,
                 2 => TracerSpec::FailOn(1 + rng.below(4) as u32),
                 3 => TracerSpec::PanicOn(1 + rng.below(4) as u32),
+                5 => TracerSpec::ExitOn(1 + rng.below(4) as u32),
                 _ => TracerSpec::SwitchOn {
                     n: 1 + rng.below(4) as u32,
                     target: rng.pick(names).clone(),

@@ -159,7 +159,10 @@ fn make_tracer(st: &Rc<State>, tid: u32, spec: TracerSpec) -> Tracer {
     let st = st.clone();
     let seen = Cell::new(0);
     let at = match &spec {
-        TracerSpec::FailOn(n) | TracerSpec::PanicOn(n) | TracerSpec::SwitchOn { n, .. } => *n,
+        TracerSpec::FailOn(n)
+        | TracerSpec::ExitOn(n)
+        | TracerSpec::PanicOn(n)
+        | TracerSpec::SwitchOn { n, .. } => *n,
         TracerSpec::None | TracerSpec::Record => 0,
     };
     Tracer::new(move |ev: &Event| {
@@ -180,6 +183,10 @@ fn make_tracer(st: &Rc<State>, tid: u32, spec: TracerSpec) -> Tracer {
             TracerSpec::FailOn(_) => {
                 st.log(format!("t{tid} fails"));
                 return Err(Error::user(ScriptError(format!("t{tid}"))));
+            }
+            TracerSpec::ExitOn(_) => {
+                st.log(format!("t{tid} exits"));
+                return Err(Error::Exit(GreenletExit::new()));
             }
             TracerSpec::PanicOn(_) => {
                 st.log(format!("t{tid} panics"));
@@ -357,6 +364,7 @@ fn exec_body(st: &Rc<State>, me: &str, steps: &[Step]) -> Result<Value, Error> {
                 let what = match tracer {
                     TracerSpec::FailOn(n) => format!("fail {n}"),
                     TracerSpec::PanicOn(n) => format!("panic {n}"),
+                    TracerSpec::ExitOn(n) => format!("exit {n}"),
                     TracerSpec::SwitchOn { n, target, value } => {
                         format!("switch {n} {target} {value}")
                     }

@@ -47,6 +47,8 @@ pub enum TracerSpec {
     FailOn(u32),
     /// Records events and panics on the N-th one.
     PanicOn(u32),
+    /// Records events and returns `GreenletExit` as its error on the N-th one.
+    ExitOn(u32),
     /// Records events and, on the N-th one, switches to `target` with `value` (once); what
     /// comes back, value or error, is logged and swallowed.
     SwitchOn {
@@ -164,6 +166,9 @@ impl fmt::Display for Step {
             Step::Settrace {
                 tracer: TracerSpec::PanicOn(n),
             } => write!(f, "settrace panic {n}"),
+            Step::Settrace {
+                tracer: TracerSpec::ExitOn(n),
+            } => write!(f, "settrace exit {n}"),
             Step::Settrace {
                 tracer: TracerSpec::SwitchOn { n, target, value },
             } => {
@@ -397,6 +402,9 @@ fn parse_step(line: &str) -> Result<Step, String> {
             [w, n] if w == "fail" => Step::Settrace {
                 tracer: TracerSpec::FailOn(count(n)?),
             },
+            [w, n] if w == "exit" => Step::Settrace {
+                tracer: TracerSpec::ExitOn(count(n)?),
+            },
             [w, n] if w == "panic" => Step::Settrace {
                 tracer: TracerSpec::PanicOn(count(n)?),
             },
@@ -409,7 +417,8 @@ fn parse_step(line: &str) -> Result<Step, String> {
             },
             _ => {
                 return Err(
-                    "usage: settrace none|record|fail N|panic N|switch N TARGET VALUE".into(),
+                    "usage: settrace none|record|fail N|exit N|panic N|switch N TARGET VALUE"
+                        .into(),
                 )
             }
         },

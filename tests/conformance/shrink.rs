@@ -104,6 +104,13 @@ fn simpler_steps(step: &Step) -> Vec<Step> {
             }
         }
         Step::Settrace {
+            tracer: TracerSpec::ExitOn(n),
+        } => {
+            out.push(Step::Settrace {
+                tracer: TracerSpec::FailOn(*n),
+            });
+        }
+        Step::Settrace {
             tracer: TracerSpec::PanicOn(n),
         } => {
             out.push(Step::Settrace {
