@@ -140,7 +140,7 @@ pub fn set_kill_hook(hook: Option<KillHook>) -> Option<KillHook> {
     with_state(|state| state.kill_hook.replace(hook))
 }
 
-fn report(state: &ThreadState, g: &Greenlet, failure: KillFailure) {
+pub(crate) fn report(state: &ThreadState, g: &Greenlet, failure: KillFailure) {
     let hook = state.kill_hook.borrow().clone();
     match hook {
         Some(hook) => hook(g, &failure),

@@ -89,6 +89,16 @@ impl Context {
         unsafe { &*yielder }.suspend(())
     }
 
+    /// Gives up a suspended coroutine for good, without unwinding it: its stack is leaked.
+    /// Used at thread exit for greenlets that refused to die, whose frames must never run
+    /// again.
+    pub(crate) fn abandon(&self) {
+        // SAFETY: invariant 2: called at thread exit while the main greenlet runs, so no
+        // trampoline is running and nothing else refers into the slot.
+        let slot = unsafe { &mut *self.coroutine.get() };
+        std::mem::forget(slot.take());
+    }
+
     /// Resumes the coroutine until it suspends or finishes; frees its stack when it finishes.
     #[inline]
     fn resume(&self) {
@@ -159,29 +169,28 @@ impl Drop for Teardown {
         unsafe { &*state }.teardown();
         STATE.set(ptr::null());
         GONE.set(true);
-        // SAFETY: nothing refers to the state any more: `STATE` is cleared, this thread runs
-        // no greenlet code after this point (greenlets that refused to die stay suspended
-        // forever, and their frames are never resumed), and `try_with_state` now fails.
+        // SAFETY: nothing reachable refers to the state any more: `STATE` is cleared, and
+        // the only frames still holding references to it are those of greenlets that refused
+        // to die, which `teardown` abandoned: marked dead, their coroutines leaked, so they
+        // are never resumed or unwound.
         drop(unsafe { Box::from_raw(state as *mut ThreadState) });
     }
 }
 
 #[cold]
 fn init_state() -> *const ThreadState {
-    assert!(
-        !GONE.get(),
-        "greenlet: this thread's greenlet state was already torn down (thread exit)"
-    );
-    TEARDOWN.with(|_| {});
+    // Greenlet code that runs in another thread-local's destructor after this thread's
+    // teardown gets a fresh state; it is never torn down (the teardown hook cannot be
+    // registered again), so what it holds at thread exit is leaked, not killed.
+    if !GONE.get() {
+        TEARDOWN.with(|_| {});
+    }
     let state = Box::into_raw(Box::new(ThreadState::new()));
     STATE.set(state);
     state
 }
 
 /// Runs `f` with this thread's state, creating it (and the main greenlet) on first use.
-///
-/// # Panics
-/// During this thread's exit, after its greenlets were torn down.
 #[inline]
 pub(crate) fn with_state<R>(f: impl FnOnce(&ThreadState) -> R) -> R {
     let mut state = STATE.get();
