@@ -11,7 +11,7 @@ mod common;
 use std::cell::{Cell, OnceCell, RefCell};
 use std::rc::Rc;
 
-use common::{named, words, Log};
+use common::{words, Log};
 use greenlet::{
     getcurrent, gettrace, settrace, Error, Event, Greenlet, InjectedFailure, RecordedEvent,
     Recorder, Tracer,
