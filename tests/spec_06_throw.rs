@@ -50,6 +50,15 @@ fn exc0(kind: &'static str) -> Error {
     Error::user(Exc(kind, None))
 }
 
+/// Says its line when dropped: a `finally` block.
+struct Finally(Out, &'static str);
+
+impl Drop for Finally {
+    fn drop(&mut self) {
+        say(&self.0, self.1);
+    }
+}
+
 /// The `GreenletExit` a value holds, shown.
 fn exit_of(v: Value) -> String {
     match v.downcast::<GreenletExit>() {
@@ -260,6 +269,29 @@ fn r6_4_throw_into_unstarted() {
             "run called? [] dead? true",
             "kill() -> GreenletExit [] true",
         ]
+    );
+
+    // `run` is never called, but the closure is released: here it held the last handle to a
+    // suspended greenlet, which is killed then (its destructor runs), and nothing is lost.
+    let main = getcurrent();
+    let held = Greenlet::new({
+        let out = out.clone();
+        let main = main.clone();
+        move |_| -> Result<(), Error> {
+            let _finally = Finally(out.clone(), "held greenlet finally");
+            main.switch(())?;
+            Ok(())
+        }
+    });
+    held.switch(()).unwrap();
+    let g4 = Greenlet::new(move |_| {
+        let _held = held;
+        Ok(())
+    });
+    say(&out, format!("kill() -> {}", exit_of(g4.kill().unwrap())));
+    assert_eq!(
+        out.borrow()[3..],
+        ["held greenlet finally", "kill() -> GreenletExit"]
     );
 
     // The counterpart of the greenlet without `run`: one whose stack cannot be allocated.

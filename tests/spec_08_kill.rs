@@ -124,6 +124,61 @@ fn r8_1_drop_kills_suspended() {
     assert!(main.is_current());
 }
 
+/// §8.1 when the drop happens while the dropper is unwinding from a panic: the kill still runs
+/// inside the drop (the victim's destructors run), a panic of the victim during its kill is
+/// caught and reported to the hook, and the dropper's own panic goes on unwinding with its own
+/// payload.
+#[test]
+fn r8_1_drop_during_unwinding_kills() {
+    let out = out();
+    let _hook = log_kill_failures(&out);
+    let victim = |label: &'static str, panics: bool| {
+        let out = out.clone();
+        let g = Greenlet::new(move |_| -> Result<(), Error> {
+            let _finally = Guard(out.clone(), label);
+            let parent = parent_of_current();
+            let r = parent.switch(());
+            say(
+                &out,
+                format!("{label} killed: {}", r.as_ref().is_err_and(Error::is_exit)),
+            );
+            if panics {
+                panic!("{label} panics while killed");
+            }
+            r.map(drop)
+        });
+        g.switch(()).unwrap();
+        g
+    };
+    let quiet = victim("quiet", false);
+    let caught = std::panic::catch_unwind(std::panic::AssertUnwindSafe(move || {
+        let _last_handle = quiet;
+        panic!("the dropper panics");
+    }));
+    let payload = caught.expect_err("the dropper's panic goes on");
+    assert_eq!(panic_message(payload.as_ref()), "the dropper panics");
+
+    let loud = victim("loud", true);
+    let id = loud.id();
+    let caught = std::panic::catch_unwind(std::panic::AssertUnwindSafe(move || {
+        let _last_handle = loud;
+        panic!("the dropper panics again");
+    }));
+    let payload = caught.expect_err("the dropper's panic goes on");
+    assert_eq!(panic_message(payload.as_ref()), "the dropper panics again");
+    assert_eq!(
+        *out.borrow(),
+        [
+            "quiet killed: true".to_string(),
+            "quiet".to_string(),
+            "loud killed: true".to_string(),
+            "loud".to_string(),
+            format!("unraisable: panic \"loud panics while killed\" object is greenlet #{id}"),
+        ]
+    );
+    assert!(getcurrent().is_main() && getcurrent().is_current());
+}
+
 /// f02_kill_not_for_unstarted_or_dead.py: nothing runs when an unstarted or a dead greenlet is
 /// dropped. (An unstarted greenlet's closure is dropped unrun: its captures are released.)
 #[test]
@@ -254,6 +309,46 @@ fn r8_3_kill_from_inside_child() {
             "victim killed",
             "victim parent is killer? true",
             "killer continues",
+        ]
+    );
+}
+
+/// §8.3 nested: a greenlet killed by a drop holds the last handle to another suspended
+/// greenlet; releasing it during its own kill kills that one from inside the first, which is
+/// the second's temporary parent; both die, destructors in order, nothing reported.
+#[test]
+fn r8_3_nested_kills() {
+    let log = out();
+    let _hook = log_kill_failures(&log);
+    let victim = |label: &'static str, holds: Option<Greenlet>| {
+        let log = log.clone();
+        let g = Greenlet::new(move |_| -> Result<(), Error> {
+            let holds = holds; // dropped last: after `_finally`
+            let _finally = Guard(log.clone(), label);
+            let parent = parent_of_current();
+            let r = parent.switch(());
+            let killer = getcurrent().parent().map_or(0, |p| p.id());
+            say(&log, format!("{label} killed by #{killer}"));
+            if holds.is_some() {
+                say(&log, format!("{label} releases its inner greenlet"));
+            }
+            r.map(drop)
+        });
+        g.switch(()).unwrap();
+        g
+    };
+    let b = victim("b", None);
+    let a = victim("a", Some(b));
+    let (main_id, a_id) = (getcurrent().id(), a.id());
+    drop(a);
+    assert_eq!(
+        *log.borrow(),
+        [
+            format!("a killed by #{main_id}"),
+            "a releases its inner greenlet".to_string(),
+            "a".to_string(),
+            format!("b killed by #{a_id}"),
+            "b".to_string(),
         ]
     );
 }

@@ -473,28 +473,56 @@ fn r9_3_kill_all_kills_every_suspended_greenlet() {
     assert_eq!(got, ["exit: c", "finally: c", "finally: p"]);
 }
 
-/// Tracers are per thread too (§1.3): one installed here sees nothing of another thread's
-/// switches, and a thread starts without one.
+/// The kill hook is per thread, like the main greenlet (§1.3): one installed here is not told
+/// about another thread's kill failures, and that thread reports with its own hook.
 #[test]
-fn r9_1_per_thread_state_is_not_shared() {
+fn r9_1_kill_hook_is_per_thread() {
     let here = Rc::new(RefCell::new(0_usize));
-    let previous = greenlet::settrace(Some(Tracer::new({
+    greenlet::set_kill_hook(Some(Rc::new({
         let here = here.clone();
-        move |_: &Event| {
-            *here.borrow_mut() += 1;
-            Ok(())
-        }
+        move |_: &Greenlet, _: &KillFailure| *here.borrow_mut() += 1
     })));
-    let other = thread::spawn(|| {
-        let had_tracer = greenlet::gettrace().is_some();
-        Greenlet::new(|_| Ok(())).switch(()).unwrap();
-        had_tracer
+    let log = shared();
+    thread::spawn({
+        let log = log.clone();
+        move || {
+            greenlet::set_kill_hook(Some(Rc::new({
+                let log = log.clone();
+                move |g: &Greenlet, f: &KillFailure| {
+                    let what = match f {
+                        KillFailure::Error(e) => e.to_string(),
+                        other => format!("{other:?}"),
+                    };
+                    push(
+                        &log,
+                        format!("other thread's hook: {what} (main: {})", g.is_main()),
+                    );
+                }
+            })));
+            let quiet = Greenlet::new(|_| -> Result<(), Error> {
+                let parent = parent_of_current();
+                parent.switch(())?;
+                Ok(())
+            });
+            quiet.switch(()).unwrap();
+            let fails = Greenlet::new(|_| -> Result<(), Error> {
+                let parent = parent_of_current();
+                match parent.switch(()) {
+                    Err(_) => Err(Error::msg("failed while killed")),
+                    Ok(_) => Ok(()),
+                }
+            });
+            fails.switch(()).unwrap();
+            drop(quiet); // dies of the exit: nothing to report
+            drop(fails);
+        }
     })
     .join()
     .unwrap();
-    assert!(!other);
+    assert_eq!(
+        lines(&log),
+        ["other thread's hook: failed while killed (main: false)"]
+    );
     assert_eq!(*here.borrow(), 0);
-    Greenlet::new(|_| Ok(())).switch(()).unwrap();
-    assert_eq!(*here.borrow(), 2);
-    greenlet::settrace(previous);
+    greenlet::set_kill_hook(None);
 }
