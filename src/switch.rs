@@ -39,6 +39,19 @@ pub(crate) struct Context {
     yielder: Cell<*const Yielder<(), ()>>,
 }
 
+impl Drop for Context {
+    fn drop(&mut self) {
+        // A coroutine still suspended here belongs to a greenlet nobody can kill any more
+        // (its thread's state is gone). Dropping it would make corosensei unwind its frames,
+        // running greenlet code with no thread state: abandon it instead (its stack leaks).
+        if let Some(coroutine) = self.coroutine.get_mut().take() {
+            if coroutine.started() && !coroutine.done() {
+                std::mem::forget(coroutine);
+            }
+        }
+    }
+}
+
 /// The handle a greenlet body receives; [`Context::bind`] records it so that later switches
 /// out of this greenlet can suspend its coroutine.
 pub(crate) struct Suspender<'a>(&'a Yielder<(), ()>);

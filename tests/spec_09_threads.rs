@@ -266,8 +266,9 @@ fn r9_3_thread_exit_with_a_greenlet_that_refuses_to_die() {
     t.join().expect("the thread exits cleanly");
     let got = lines(&log);
     assert_eq!(got[0], "thread exits");
-    assert!(got.len() > 1, "the teardown tried to kill it: {got:?}");
-    assert!(got[1..].iter().all(|l| l == "ignoring true"), "{got:?}");
+    // The teardown throws one GreenletExit, the greenlet survives it, the hook hears of it,
+    // and the greenlet is abandoned (never resumed: its destructor does not run).
+    assert_eq!(got[1..], ["ignoring true", "hook: Survived"], "{got:?}");
 }
 
 thread_local! {
