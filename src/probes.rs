@@ -26,23 +26,28 @@ pub(crate) enum Outcome {
     Discarded = 5,
 }
 
+// The probe macros only accept a closure literal (a bare identifier hits their error arm), hence
+// the `|| f()` closures below.
+
 /// `greenlet:switch` or `greenlet:throw`, in the target of a transfer.
 #[inline(always)]
+#[allow(clippy::redundant_closure)]
 pub(crate) fn transfer(kind: EventKind, ids: impl FnOnce() -> (u64, u64)) {
     match kind {
-        EventKind::Switch => greenlet::switch!(|| ids()),
-        EventKind::Throw => greenlet::throw!(|| ids()),
+        EventKind::Switch => self::greenlet::switch!(|| ids()),
+        EventKind::Throw => self::greenlet::throw!(|| ids()),
     }
 }
 
 /// `greenlet:new(id, parent, name)`.
 #[inline(always)]
+#[allow(clippy::redundant_closure)]
 pub(crate) fn new<'a>(args: impl FnOnce() -> (u64, u64, &'a str)) {
-    greenlet::new!(|| args());
+    self::greenlet::new!(|| args());
 }
 
 /// `greenlet:dead(id, outcome)`.
 #[inline(always)]
 pub(crate) fn dead(id: u64, outcome: Outcome) {
-    greenlet::dead!(|| (id, outcome as u8));
+    self::greenlet::dead!(|| (id, outcome as u8));
 }

@@ -109,7 +109,9 @@ impl fmt::Display for EventKind {
 /// A `Tracer` is a cheap handle; `==` compares identity, so that what [`gettrace`] returned can
 /// be recognised and restored.
 #[derive(Clone)]
-pub struct Tracer(Rc<dyn Fn(&Event) -> Result<(), Error>>);
+pub struct Tracer(Rc<Callback>);
+
+type Callback = dyn Fn(&Event) -> Result<(), Error>;
 
 impl Tracer {
     /// Wraps a callback.
