@@ -79,7 +79,8 @@ impl ThreadState {
 
     /// Makes `target` current and parks the previous current greenlet as the origin of the
     /// transfer, with `payload` in the mailbox. The caller then switches stacks (or not, for a
-    /// self-transfer) and the target calls [`ThreadState::take_arrival`].
+    /// self-transfer, where `target` is the current greenlet) and the target calls
+    /// [`ThreadState::take_arrival`].
     #[inline]
     pub(crate) fn hand_off(&self, target: Greenlet, payload: Transfer) {
         self.current_ptr.set(target.as_ptr());
@@ -91,13 +92,6 @@ impl ThreadState {
         );
         drop(stale);
         self.payload.set(payload);
-    }
-
-    /// A self-transfer: the current greenlet is both origin and target.
-    #[inline]
-    pub(crate) fn hand_to_self(&self, payload: Transfer) {
-        let me = self.current();
-        self.hand_off(me, payload);
     }
 
     /// Takes what the arriving transfer carries, and who sent it.
