@@ -17,7 +17,7 @@
 //!   same explicitly and is idempotent).
 //! * [`release`] (or dropping the `GreenStack`) puts the stack in the pool of the thread that
 //!   releases it, whichever thread allocated it. A `GreenStack` is `Send`.
-//! * [`GreenStack::set_owner`] records the greenlet id and name (the name is copied, up to 55
+//! * [`GreenStack::set_owner`] records the greenlet id and name (the name is copied, up to 48
 //!   bytes) for the overflow message.
 //!
 //! # Layout and guard pages
@@ -60,13 +60,21 @@
 //!
 //! # Overflow
 //!
-//! A SIGSEGV/SIGBUS handler (installed once per process, on an alternate signal stack that
-//! each thread gets on its first allocation) looks the faulting address up in a lock-free,
-//! append-only registry of slabs. A fault in a greenlet guard page prints one line, e.g.
-//! `greenlet: stack overflow in greenlet 42 "worker-7" (stack 65536 bytes); aborting`, and
-//! aborts. Any other fault goes to the previous handler (Rust's own, which reports overflows
-//! of thread stacks), or to the default action. Code that allocates a frame larger than a
-//! page without probing it can jump over a one-page guard; Rust code probes large frames.
+//! A SIGSEGV/SIGBUS handler, installed once per process, looks the faulting address up in a
+//! lock-free, append-only registry of slabs. A fault in a greenlet guard page prints one line,
+//! e.g. `greenlet: stack overflow in greenlet 42 "worker-7" (stack 65536 bytes); aborting`,
+//! and aborts. Any other fault goes to the previous handler (Rust's own, which reports
+//! overflows of thread stacks), or to the default action. Code that allocates a frame larger
+//! than a page without probing it can jump over a one-page guard; Rust code probes large
+//! frames.
+//!
+//! The handler runs on an alternate signal stack, 64 KiB that each thread gets on its first
+//! allocation (Rust's own is `AT_MINSIGSTKSZ` bytes, 11,952 on this machine kind, which leaves
+//! the handler no guaranteed room). Rust disables a thread's alternate stack when the thread's
+//! main function returns, before thread-local destructors run. A runtime that runs greenlets
+//! from a thread-local destructor (to kill them at thread exit) must call
+//! [`install_overflow_handler`] first, which re-enables it; allocations made after the
+//! allocator's own thread-locals are gone do that by themselves.
 
 mod overflow;
 mod pool;
@@ -188,9 +196,11 @@ pub fn trim_pool() {
     pool::trim_local();
 }
 
-/// Installs the stack-overflow handler for the process (once) and the calling thread's
-/// alternate signal stack. Idempotent. [`allocate`] calls it on each thread's first
-/// allocation, so the runtime only needs it to report errors early.
+/// Installs the stack-overflow handler for the process (once) and makes sure the calling
+/// thread's alternate signal stack is enabled (one `sigaltstack` query after the first call
+/// on a thread). [`allocate`] calls it on each thread's first allocation; the runtime must
+/// call it again at the start of a thread-exit teardown that runs greenlets (see the module
+/// docs), and may call it early to report errors early.
 pub fn install_overflow_handler() -> io::Result<()> {
     overflow::install()
 }
@@ -290,14 +300,40 @@ mod tests {
 
     #[test]
     fn long_names_are_cut_on_a_char_boundary() {
-        let long = "é".repeat(40); // 80 bytes
+        let long = format!("a{}", "é".repeat(40)); // 81 bytes
         let msg = owner_message(9, Some(&long), 16384);
-        let cut = "é".repeat(27); // 54 bytes: the 55th would split a character
+        let cut = format!("a{}", "é".repeat(23)); // 47 bytes: the 48th would split a character
         assert_eq!(
             msg,
             format!("greenlet: stack overflow in greenlet 9 \"{cut}...\" (stack 16384 bytes); aborting\n")
         );
         let exact = "n".repeat(OWNER_NAME_CAP);
         assert!(owner_message(1, Some(&exact), 16384).contains(&format!("\"{exact}\" (")));
+    }
+
+    #[test]
+    fn owner_records_every_name_length_and_overwrite() {
+        let owner = slab::SlotOwner::default();
+        let long: String = (0..70).map(|i| (b'a' + (i % 26) as u8) as char).collect();
+        for len in 0..70 {
+            // Overwrite a long name with a shorter one: no stale bytes show.
+            owner.set(1, Some(&long));
+            owner.set(2, Some(&long[..len]));
+            let kept = len.min(OWNER_NAME_CAP);
+            let cut = if len > OWNER_NAME_CAP { "..." } else { "" };
+            assert_eq!(
+                overflow::message_for(&owner, 16384),
+                format!(
+                    "greenlet: stack overflow in greenlet 2 \"{}{cut}\" (stack 16384 bytes); aborting\n",
+                    &long[..kept]
+                ),
+                "name length {len}"
+            );
+        }
+        owner.set(3, None);
+        assert!(overflow::message_for(&owner, 16384)
+            .starts_with("greenlet: stack overflow in greenlet 3 (stack"));
+        owner.clear();
+        assert!(overflow::message_for(&owner, 16384).contains("no owner"));
     }
 }

@@ -24,7 +24,13 @@ fn in_child(name: &str, body: impl FnOnce()) -> Option<Output> {
         return None;
     }
     let out = Command::new(env::current_exe().expect("test binary path"))
-        .args([name, "--exact", "--nocapture", "--test-threads=1"])
+        .args([
+            name,
+            "--exact",
+            "--nocapture",
+            "--test-threads=1",
+            "--include-ignored",
+        ])
         .env(CHILD_ENV, name)
         .output()
         .expect("cannot re-execute the test binary");
@@ -60,7 +66,10 @@ fn expect_overflow_abort(out: Option<Output>, line: &str) {
         "expected death by SIGABRT, got {:?}; stderr:\n{stderr}",
         out.status
     );
-    let lines: Vec<&str> = stderr.lines().filter(|l| l.starts_with("greenlet:")).collect();
+    let lines: Vec<&str> = stderr
+        .lines()
+        .filter(|l| l.starts_with("greenlet:"))
+        .collect();
     assert_eq!(lines, [line], "stderr:\n{stderr}");
 }
 
@@ -183,7 +192,11 @@ fn pool_reuses_stacks_without_new_mappings() {
             .map(|_| stack::allocate(DEFAULT_STACK_SIZE).unwrap())
             .collect();
         let mut again_bases: Vec<usize> = again.iter().map(|s| s.base().get()).collect();
-        assert_eq!(stack::stats().carved, carved, "reallocation carved new slots");
+        assert_eq!(
+            stack::stats().carved,
+            carved,
+            "reallocation carved new slots"
+        );
         assert_eq!(maps_count(), maps, "reallocation created mappings");
         bases.sort_unstable();
         again_bases.sort_unstable();
@@ -531,32 +544,98 @@ fn thread_stack_overflow_still_reaches_rusts_handler() {
     }
 }
 
+/// Runs a greenlet that overflows from a thread-local destructor, the way a runtime kills its
+/// greenlets when a thread exits.
+struct OverflowOnTeardown {
+    rearm: bool,
+}
+
+impl Drop for OverflowOnTeardown {
+    fn drop(&mut self) {
+        if self.rearm {
+            // Rust has disabled the thread's alternate signal stack by now; re-enable ours.
+            stack::install_overflow_handler().unwrap();
+        }
+        let s = stack::allocate(64 << 10).unwrap();
+        s.set_owner(99, Some("teardown"));
+        let mut co: Coroutine<(), (), u64, GreenStack> =
+            Coroutine::with_stack(s, |_: &Yielder<(), ()>, ()| recurse(0));
+        co.resume(());
+    }
+}
+
+thread_local! {
+    static TEARDOWN: std::cell::RefCell<Option<OverflowOnTeardown>> = const { std::cell::RefCell::new(None) };
+}
+
+const TEARDOWN_LINE: &str =
+    "greenlet: stack overflow in greenlet 99 \"teardown\" (stack 65536 bytes); aborting";
+
+#[test]
+fn overflow_in_teardown_after_the_pool_is_gone() {
+    expect_overflow_abort(
+        in_child("overflow_in_teardown_after_the_pool_is_gone", || {
+            std::thread::spawn(|| {
+                // Registered before the allocator's thread-locals, so destroyed after them:
+                // an allocation without a pool re-enables the signal stack by itself.
+                TEARDOWN.with(|t| *t.borrow_mut() = Some(OverflowOnTeardown { rearm: false }));
+                drop(stack::allocate(64 << 10).unwrap());
+            })
+            .join()
+            .unwrap();
+            unreachable!("the thread's teardown overflows");
+        }),
+        TEARDOWN_LINE,
+    );
+}
+
+#[test]
+fn overflow_in_teardown_while_the_pool_lives() {
+    expect_overflow_abort(
+        in_child("overflow_in_teardown_while_the_pool_lives", || {
+            std::thread::spawn(|| {
+                // Registered after the pool, so destroyed before it: the runtime's teardown
+                // must call install_overflow_handler() first.
+                drop(stack::allocate(64 << 10).unwrap());
+                TEARDOWN.with(|t| *t.borrow_mut() = Some(OverflowOnTeardown { rearm: true }));
+            })
+            .join()
+            .unwrap();
+            unreachable!("the thread's teardown overflows");
+        }),
+        TEARDOWN_LINE,
+    );
+}
+
 // -------------------------------------------------------------------------------------------
 // Threads.
 
 #[test]
 fn stacks_outlive_the_thread_that_allocated_them() {
-    expect_pass(in_child("stacks_outlive_the_thread_that_allocated_them", || {
-        // Checked out by a thread that exits, released later by this one: they land in this
-        // thread's pool.
-        let stacks = std::thread::spawn(|| {
-            let v: Vec<GreenStack> = (0..10)
-                .map(|i| {
-                    let s = stack::allocate(64 << 10).unwrap();
-                    s.set_owner(i + 1, Some("orphan"));
-                    run_touching(s, 16)
-                })
-                .collect();
-            v
-        })
-        .join()
-        .unwrap();
-        let before = stack::stats();
-        drop(stacks);
-        let after = stack::stats();
-        assert_eq!(after.thread_pooled, before.thread_pooled + 10);
-        assert_eq!(after.carved, before.carved);
-    }));
+    expect_pass(in_child(
+        "stacks_outlive_the_thread_that_allocated_them",
+        || {
+            // Checked out by a thread that exits, released later by this one: they land in this
+            // thread's pool.
+            let stacks = std::thread::spawn(|| {
+                let v: Vec<GreenStack> = (0..10)
+                    .map(|i| {
+                        let s = stack::allocate(64 << 10).unwrap();
+                        s.set_owner(i + 1, Some("orphan"));
+                        run_touching(s, 16)
+                    })
+                    .collect();
+                v
+            })
+            .join()
+            .unwrap();
+            let before = stack::stats();
+            drop(stacks);
+            let after = stack::stats();
+            assert_eq!(after.thread_pooled, before.thread_pooled + 10);
+            assert_eq!(after.carved, before.carved);
+        },
+    ));
 }
 
 thread_local! {

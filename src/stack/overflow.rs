@@ -8,7 +8,6 @@
 //! slot's owner record, formatting into a buffer on its own stack, `write(2)`, `abort()`,
 //! and (for a foreign fault whose previous disposition was the default) `sigaction(2)`.
 
-use std::cell::RefCell;
 use std::io;
 use std::num::NonZeroUsize;
 use std::os::fd::BorrowedFd;
@@ -28,12 +27,19 @@ static INSTALL_ERROR: OnceLock<io::ErrorKind> = OnceLock::new();
 
 /// Stack the handler needs beyond the kernel's signal frame: its message buffer and calls.
 const HANDLER_NEEDS: usize = 4096;
-/// Size of the alternate stack this module maps when a thread has none (or too small a one).
+/// Least size of the alternate stack this module maps for each thread.
 const OWN_ALTSTACK: usize = 64 << 10;
 
-/// Installs the process-wide handler (once) and makes sure the calling thread has an
-/// alternate signal stack big enough for it. Idempotent and cheap after the first call on a
-/// thread.
+/// Installs the process-wide handler (once) and makes sure the calling thread's alternate
+/// signal stack is ours and enabled. Idempotent; after the first call on a thread it costs
+/// one `sigaltstack` query.
+///
+/// Every thread gets its own alternate stack (Rust gives its threads one of
+/// `AT_MINSIGSTKSZ` bytes, which on machines with AMX leaves the handler no room). It is
+/// owned through a pthread key, whose destructor runs after every Rust thread-local
+/// destructor, so it outlives any greenlet teardown done in one. Rust disables the thread's
+/// alternate stack when the thread's main function returns, before thread-local destructors
+/// run; calling this again at the start of such a teardown re-enables ours.
 pub(crate) fn install() -> io::Result<()> {
     INSTALL.call_once(|| {
         if let Err(e) = install_process_handler() {
@@ -46,18 +52,40 @@ pub(crate) fn install() -> io::Result<()> {
             "cannot install the greenlet stack overflow handler",
         ));
     }
-    THREAD_ALT.with(|t| {
-        let mut t = t.borrow_mut();
-        if t.armed {
-            return Ok(());
+    let key = *ALT_KEY
+        .get()
+        .ok_or_else(|| io::Error::other("no pthread key for the signal stack"))?;
+    // SAFETY: `key` was created by pthread_key_create and is never deleted.
+    let ours = unsafe { libc::pthread_getspecific(key) }.cast::<AltStack>();
+    if ours.is_null() {
+        let alt = Box::new(AltStack::map()?);
+        alt.register()?;
+        // SAFETY: as above; the value is a leaked `Box<AltStack>` that `drop_alt` frees when
+        // the thread exits.
+        let r = unsafe { libc::pthread_setspecific(key, Box::into_raw(alt).cast()) };
+        if r != 0 {
+            return Err(io::Error::from_raw_os_error(r));
         }
-        t.own = ensure_altstack()?;
-        t.armed = true;
-        Ok(())
-    })
+        return Ok(());
+    }
+    // SAFETY: non-null values of the key are `Box<AltStack>`s this thread leaked above and
+    // only `drop_alt` (at thread exit, after this can no longer run) frees.
+    let alt = unsafe { &*ours };
+    if !alt.is_current()? {
+        alt.register()?;
+    }
+    Ok(())
 }
 
 fn install_process_handler() -> io::Result<()> {
+    let mut key: libc::pthread_key_t = 0;
+    // SAFETY: `key` is a valid out-pointer; `drop_alt` is a valid destructor for the values
+    // this module stores (leaked `Box<AltStack>`s).
+    let r = unsafe { libc::pthread_key_create(&mut key, Some(drop_alt)) };
+    if r != 0 {
+        return Err(io::Error::from_raw_os_error(r));
+    }
+    let _ = ALT_KEY.set(key);
     let action = SigAction::new(
         SigHandler::SigAction(on_fault),
         SaFlags::SA_ONSTACK | SaFlags::SA_SIGINFO,
@@ -73,15 +101,15 @@ fn install_process_handler() -> io::Result<()> {
     Ok(())
 }
 
-/// The per-thread state: whether the thread is set up, and the alternate stack this module
-/// mapped for it (if it had to), unmapped when the thread exits.
-struct ThreadAlt {
-    armed: bool,
-    own: Option<AltStack>,
-}
+/// The pthread key owning each thread's `AltStack`.
+static ALT_KEY: OnceLock<libc::pthread_key_t> = OnceLock::new();
 
-thread_local! {
-    static THREAD_ALT: RefCell<ThreadAlt> = const { RefCell::new(ThreadAlt { armed: false, own: None }) };
+extern "C" fn drop_alt(value: *mut libc::c_void) {
+    if !value.is_null() {
+        // SAFETY: the key's values are `Box<AltStack>`s leaked by `install`; pthread calls
+        // this once per thread with that thread's value, after which the key reads null.
+        drop(unsafe { Box::from_raw(value.cast::<AltStack>()) });
+    }
 }
 
 /// An alternate signal stack mapped by this module: a guard page, then `len - page` bytes.
@@ -90,29 +118,83 @@ struct AltStack {
     len: usize,
 }
 
+impl AltStack {
+    fn map() -> io::Result<AltStack> {
+        let page = page_size();
+        let size = (OWN_ALTSTACK.max(min_signal_frame() + HANDLER_NEEDS)).next_multiple_of(page);
+        let len = size + page;
+        // SAFETY: a fresh private anonymous mapping; it aliases nothing.
+        let map = unsafe {
+            mman::mmap_anonymous(
+                None,
+                NonZeroUsize::new(len).expect("non-zero"),
+                ProtFlags::PROT_READ | ProtFlags::PROT_WRITE,
+                MapFlags::MAP_PRIVATE,
+            )
+        }
+        .map_err(io::Error::from)?;
+        let alt = AltStack { map, len };
+        // SAFETY: the lowest page of our own fresh mapping becomes a guard page.
+        unsafe { mman::mprotect(map, page, ProtFlags::PROT_NONE) }.map_err(io::Error::from)?;
+        Ok(alt)
+    }
+
+    fn sp(&self) -> *mut libc::c_void {
+        (self.map.as_ptr() as usize + page_size()) as *mut libc::c_void
+    }
+
+    /// Whether this is the calling thread's enabled alternate stack.
+    fn is_current(&self) -> io::Result<bool> {
+        let cur = current_altstack()?;
+        Ok(cur.ss_flags & libc::SS_DISABLE == 0 && cur.ss_sp == self.sp())
+    }
+
+    /// Makes this the calling thread's alternate stack (unless the thread is running on its
+    /// current alternate stack, which cannot be changed).
+    fn register(&self) -> io::Result<()> {
+        if current_altstack()?.ss_flags & libc::SS_ONSTACK != 0 {
+            return Ok(());
+        }
+        let st = libc::stack_t {
+            ss_sp: self.sp(),
+            ss_flags: 0,
+            ss_size: self.len - page_size(),
+        };
+        // SAFETY: registers [ss_sp, ss_sp + ss_size), readable and writable memory owned by
+        // `self`, which outlives the registration (its Drop disables it before unmapping).
+        if unsafe { libc::sigaltstack(&st, std::ptr::null_mut()) } != 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(())
+    }
+}
+
 impl Drop for AltStack {
     fn drop(&mut self) {
-        let sp = self.map.as_ptr() as usize + page_size();
-        // SAFETY: querying and (if it is ours) disabling the calling thread's alternate
-        // stack; `old` is a valid out-pointer. Disabling happens before the unmap so the
-        // kernel never delivers a signal onto unmapped memory.
-        unsafe {
-            let mut old: libc::stack_t = std::mem::zeroed();
-            if libc::sigaltstack(std::ptr::null(), &mut old) == 0
-                && old.ss_flags & libc::SS_DISABLE == 0
-                && old.ss_sp as usize == sp
-            {
-                let off = libc::stack_t {
-                    ss_sp: std::ptr::null_mut(),
-                    ss_flags: libc::SS_DISABLE,
-                    ss_size: 0,
-                };
-                libc::sigaltstack(&off, std::ptr::null_mut());
-            }
+        if matches!(self.is_current(), Ok(true)) {
+            let off = libc::stack_t {
+                ss_sp: std::ptr::null_mut(),
+                ss_flags: libc::SS_DISABLE,
+                ss_size: 0,
+            };
+            // SAFETY: disables the calling thread's alternate stack (ours), so the kernel
+            // never delivers a signal onto the memory unmapped below.
+            unsafe { libc::sigaltstack(&off, std::ptr::null_mut()) };
         }
         // SAFETY: `map`/`len` describe a mapping this type created and nobody else uses;
-        // it is no longer registered as this thread's alternate stack.
+        // it is no longer this thread's alternate stack.
         let _ = unsafe { mman::munmap(self.map, self.len) };
+    }
+}
+
+fn current_altstack() -> io::Result<libc::stack_t> {
+    // SAFETY: query only; `cur` is a valid out-pointer, and all-zero is a valid `stack_t`.
+    unsafe {
+        let mut cur: libc::stack_t = std::mem::zeroed();
+        if libc::sigaltstack(std::ptr::null(), &mut cur) != 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(cur)
     }
 }
 
@@ -120,54 +202,6 @@ fn min_signal_frame() -> usize {
     // SAFETY: getauxval has no preconditions; it returns 0 for an absent entry.
     let auxv = unsafe { libc::getauxval(libc::AT_MINSIGSTKSZ) } as usize;
     auxv.max(libc::MINSIGSTKSZ)
-}
-
-/// Keeps the thread's alternate stack if it has one big enough (Rust's runtime gives every
-/// thread it starts one); otherwise maps one and registers it.
-fn ensure_altstack() -> io::Result<Option<AltStack>> {
-    let need = min_signal_frame() + HANDLER_NEEDS;
-    // SAFETY: query only; `old` is a valid out-pointer.
-    let old = unsafe {
-        let mut old: libc::stack_t = std::mem::zeroed();
-        if libc::sigaltstack(std::ptr::null(), &mut old) != 0 {
-            return Err(io::Error::last_os_error());
-        }
-        old
-    };
-    if old.ss_flags & libc::SS_DISABLE == 0 && old.ss_size >= need {
-        return Ok(None);
-    }
-    if old.ss_flags & libc::SS_ONSTACK != 0 {
-        // Running on the alternate stack right now (inside a signal handler): leave it.
-        return Ok(None);
-    }
-    let page = page_size();
-    let size = (OWN_ALTSTACK.max(need * 2)).next_multiple_of(page);
-    let len = size + page;
-    // SAFETY: a fresh private anonymous mapping; it aliases nothing.
-    let map = unsafe {
-        mman::mmap_anonymous(
-            None,
-            NonZeroUsize::new(len).expect("non-zero"),
-            ProtFlags::PROT_READ | ProtFlags::PROT_WRITE,
-            MapFlags::MAP_PRIVATE,
-        )
-    }
-    .map_err(io::Error::from)?;
-    let alt = AltStack { map, len };
-    // SAFETY: the lowest page of our own fresh mapping becomes a guard page.
-    unsafe { mman::mprotect(map, page, ProtFlags::PROT_NONE) }.map_err(io::Error::from)?;
-    let st = libc::stack_t {
-        ss_sp: (map.as_ptr() as usize + page) as *mut libc::c_void,
-        ss_flags: 0,
-        ss_size: size,
-    };
-    // SAFETY: registers [ss_sp, ss_sp + size), readable and writable memory owned by `alt`,
-    // which outlives the registration (its Drop disables it before unmapping).
-    if unsafe { libc::sigaltstack(&st, std::ptr::null_mut()) } != 0 {
-        return Err(io::Error::last_os_error());
-    }
-    Ok(Some(alt))
 }
 
 // -------------------------------------------------------------------------------------------
@@ -250,7 +284,7 @@ fn format_overflow(owner: &slab::SlotOwner, usable: usize) -> Line {
         line.push_u64(id);
         if let Some(len) = name_len {
             line.push(b" \"");
-            for &b in &name[1..=len.min(slab::NAME_CAP)] {
+            for &b in &name[..len] {
                 // Keep the line one line and the quotes balanced.
                 let b = if b < 0x20 || b == 0x7f || b == b'"' {
                     b'?'

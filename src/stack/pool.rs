@@ -148,7 +148,10 @@ pub(crate) fn trim_local() {
 /// Stacks in the calling thread's pool, all classes.
 pub(crate) fn local_count() -> usize {
     LOCAL
-        .try_with(|l| l.try_borrow().map_or(0, |l| l.lists.iter().map(Vec::len).sum()))
+        .try_with(|l| {
+            l.try_borrow()
+                .map_or(0, |l| l.lists.iter().map(Vec::len).sum())
+        })
         .unwrap_or(0)
 }
 

@@ -42,11 +42,10 @@ const MAX_SLABS: usize = 1 << 16;
 /// Bytes of owner metadata kept for every slot (one cache line, so that threads writing the
 /// owners of neighbouring slots do not share a line).
 const OWNER_BYTES: usize = 64;
+/// Words of name in an owner record (after the id and the tag).
+const NAME_WORDS: usize = OWNER_BYTES / 8 - 2;
 /// Longest greenlet name kept for the overflow message, in bytes.
-pub(crate) const NAME_CAP: usize = 8 * OWNER_WORDS - 1;
-const OWNER_WORDS: usize = OWNER_BYTES / 8 - 1;
-/// Flag in the length byte: the name was cut at `NAME_CAP` bytes.
-const NAME_TRUNCATED: u8 = 0x80;
+pub(crate) const NAME_CAP: usize = 8 * NAME_WORDS;
 
 /// How guard pages are made. Chosen once per process, at the first slab.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -99,7 +98,10 @@ pub(crate) fn page_size() -> usize {
         p if p > 0 => p as usize,
         _ => 4096,
     };
-    assert!(page.is_power_of_two(), "page size {page} is not a power of two");
+    assert!(
+        page.is_power_of_two(),
+        "page size {page} is not a power of two"
+    );
     PAGE.store(page, Ordering::Relaxed);
     page
 }
@@ -107,57 +109,81 @@ pub(crate) fn page_size() -> usize {
 /// Who is using a slot: written by the owning thread, read by the overflow handler.
 ///
 /// All fields are atomics so that a handler reading them while another thread writes is not a
-/// data race. Word 0 of `name` holds the length byte (with `NAME_TRUNCATED`) and the first 7
-/// bytes of the name; the other words hold the rest, little-endian.
+/// data race. `tag` holds the name length (bits 0-5), "has a name" (bit 6) and "name was cut"
+/// (bit 7); `name` holds the name's bytes, little-endian, 8 to a word. Bytes past the length
+/// are never read, so a shorter name need not clear the words a longer one used.
 #[repr(C, align(64))]
 #[derive(Default)]
 pub(crate) struct SlotOwner {
     id: AtomicU64,
-    name: [AtomicU64; OWNER_WORDS],
+    tag: AtomicU64,
+    name: [AtomicU64; NAME_WORDS],
 }
 
 const _: () = assert!(std::mem::size_of::<SlotOwner>() == OWNER_BYTES);
 
+const TAG_HAS_NAME: u64 = 0x40;
+const TAG_TRUNCATED: u64 = 0x80;
+const TAG_LEN: u64 = 0x3f;
+
 impl SlotOwner {
     /// Records the owning greenlet. The name is copied (cut at `NAME_CAP` bytes, on a UTF-8
     /// character boundary), so it need not outlive the call.
+    #[inline]
     pub(crate) fn set(&self, id: u64, name: Option<&str>) {
         self.id.store(0, Ordering::Relaxed);
-        let mut bytes = [0u8; OWNER_WORDS * 8];
-        if let Some(name) = name {
-            let mut len = name.len().min(NAME_CAP);
-            while !name.is_char_boundary(len) {
-                len -= 1;
+        let tag = match name {
+            None => 0,
+            Some(name) => {
+                let mut len = name.len();
+                let mut tag = TAG_HAS_NAME;
+                if len > NAME_CAP {
+                    len = NAME_CAP;
+                    while !name.is_char_boundary(len) {
+                        len -= 1;
+                    }
+                    tag |= TAG_TRUNCATED;
+                }
+                let bytes = &name.as_bytes()[..len];
+                let mut chunks = bytes.chunks_exact(8);
+                let mut words = self.name.iter();
+                for (chunk, word) in (&mut chunks).zip(&mut words) {
+                    let mut w = [0u8; 8];
+                    w.copy_from_slice(chunk);
+                    word.store(u64::from_le_bytes(w), Ordering::Relaxed);
+                }
+                let rest = chunks.remainder();
+                if let (false, Some(word)) = (rest.is_empty(), words.next()) {
+                    let v = rest
+                        .iter()
+                        .enumerate()
+                        .fold(0u64, |v, (i, &b)| v | (b as u64) << (8 * i));
+                    word.store(v, Ordering::Relaxed);
+                }
+                tag | len as u64
             }
-            bytes[1..=len].copy_from_slice(&name.as_bytes()[..len]);
-            // `len` <= 55 fits in the low 7 bits; bit 6 marks "has a name" so that an empty
-            // name is distinguishable from none.
-            bytes[0] = len as u8 | 0x40 | if len < name.len() { NAME_TRUNCATED } else { 0 };
-        }
-        for (word, chunk) in self.name.iter().zip(bytes.chunks_exact(8)) {
-            let mut w = [0u8; 8];
-            w.copy_from_slice(chunk);
-            word.store(u64::from_le_bytes(w), Ordering::Relaxed);
-        }
+        };
+        self.tag.store(tag, Ordering::Relaxed);
         self.id.store(id, Ordering::Release);
     }
 
     /// Marks the slot as unowned.
+    #[inline]
     pub(crate) fn clear(&self) {
         self.id.store(0, Ordering::Release);
     }
 
-    /// Reads the owner: `(id, name bytes, name length, truncated)`; `id` 0 means unowned and a
+    /// Reads the owner: `(id, name buffer, name length, cut)`; `id` 0 means unowned and a
     /// length of `None` means no name. Async-signal-safe (atomic loads only).
-    pub(crate) fn read(&self) -> (u64, [u8; OWNER_WORDS * 8], Option<usize>, bool) {
+    pub(crate) fn read(&self) -> (u64, [u8; NAME_CAP], Option<usize>, bool) {
         let id = self.id.load(Ordering::Acquire);
-        let mut bytes = [0u8; OWNER_WORDS * 8];
+        let tag = self.tag.load(Ordering::Relaxed);
+        let mut bytes = [0u8; NAME_CAP];
         for (word, chunk) in self.name.iter().zip(bytes.chunks_exact_mut(8)) {
             chunk.copy_from_slice(&word.load(Ordering::Relaxed).to_le_bytes());
         }
-        let tag = bytes[0];
-        let len = (tag & 0x40 != 0).then_some((tag & 0x3f) as usize);
-        (id, bytes, len, tag & NAME_TRUNCATED != 0)
+        let len = (tag & TAG_HAS_NAME != 0).then_some(((tag & TAG_LEN) as usize).min(NAME_CAP));
+        (id, bytes, len, tag & TAG_TRUNCATED != 0)
     }
 }
 
@@ -244,7 +270,8 @@ impl RawSlot {
 // -------------------------------------------------------------------------------------------
 // Registry: an append-only array of published slabs, readable from a signal handler.
 
-static SLABS: [AtomicPtr<Slab>; MAX_SLABS] = [const { AtomicPtr::new(std::ptr::null_mut()) }; MAX_SLABS];
+static SLABS: [AtomicPtr<Slab>; MAX_SLABS] =
+    [const { AtomicPtr::new(std::ptr::null_mut()) }; MAX_SLABS];
 static SLAB_COUNT: AtomicUsize = AtomicUsize::new(0);
 static REGISTRY_LOCK: Mutex<()> = Mutex::new(());
 static CARVED: AtomicUsize = AtomicUsize::new(0);
