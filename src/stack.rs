@@ -22,9 +22,12 @@
 //!
 //! # Layout and guard pages
 //!
-//! Sizes are rounded up to a power of two, from 16 KiB ([`MIN_STACK_SIZE`]; smaller stacks
-//! cannot even unwind a panic) to 1 GiB ([`MAX_STACK_SIZE`]); each power of two is a size
-//! class with its own slabs and free lists. A slab is one
+//! Sizes are rounded up to a power of two, from 16 KiB ([`MIN_STACK_SIZE`]) to 1 GiB
+//! ([`MAX_STACK_SIZE`]); each power of two is a size class with its own slabs and free lists.
+//! 16 KiB is enough to panic and unwind, but not to print a panic backtrace
+//! (`RUST_BACKTRACE=1` overflows a 16 KiB stack in a debug build; 32 KiB is enough). The
+//! default, [`DEFAULT_STACK_SIZE`], is 1 MiB like corosensei's `DefaultStack`: the resident
+//! cost of a suspended greenlet is the same at any size (see below), only page tables grow. A slab is one
 //! `mmap(MAP_PRIVATE|MAP_ANONYMOUS|MAP_NORESERVE)` of about 256 MiB holding a table of owner
 //! records (64 bytes a slot) and then slots of `guard page + class size` (255 slots of the
 //! 1 MiB default). Slots are carved lazily; carving installs the slot's guard page:
@@ -47,7 +50,11 @@
 //! greenlet that never went deep) plus page tables: one 4 KiB page table covers 2 MiB of
 //! address space, so with 1 MiB stacks every two stacks share one page table (about 2 KiB
 //! per stack, not counted in RSS; see `VmPTE` in `/proc/self/status`). Smaller stacks share
-//! page tables more (64 KiB stacks: 128 bytes each).
+//! page tables more (64 KiB stacks: 128 bytes each). Consecutive slabs usually merge into
+//! one kernel mapping (1,000,000 stacks of 1 MiB: 3,922 slabs, 4 new mappings).
+//!
+//! A stack's first use costs a few microseconds (installing the guard, which allocates a page
+//! table, and faulting in the first page); reuse from the pool costs about 15 ns.
 //!
 //! # Pool and trimming
 //!
