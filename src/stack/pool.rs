@@ -78,29 +78,41 @@ fn give_shared(class: usize, slots: impl Iterator<Item = RawSlot>) {
 }
 
 /// Takes a free stack of `class`: the thread's pool, then the shared list, then a new slot.
-/// `arm` runs once per thread, on its first allocation.
-pub(crate) fn take(class: usize, arm: impl FnOnce() -> io::Result<()>) -> io::Result<RawSlot> {
-    let mut arm = Some(arm);
-    let local = LOCAL.try_with(|l| -> io::Result<Option<RawSlot>> {
-        let Ok(mut l) = l.try_borrow_mut() else {
-            return Ok(None);
-        };
-        if !l.armed {
-            if let Some(arm) = arm.take() {
-                arm()?;
-            }
-            l.armed = true;
-        }
-        Ok(l.lists[class].pop())
+/// `arm` (idempotent) runs on the thread's first allocation, and on every allocation made
+/// after the thread's pool is destroyed.
+#[inline]
+pub(crate) fn take(class: usize, arm: fn() -> io::Result<()>) -> io::Result<RawSlot> {
+    let hit = LOCAL.try_with(|l| match l.try_borrow_mut() {
+        Ok(mut l) if l.armed => l.lists[class].pop(),
+        _ => None,
     });
-    match local {
-        Ok(Ok(Some(slot))) => return Ok(slot),
-        Ok(Err(e)) => return Err(e),
-        Ok(Ok(None)) | Err(_) => {}
+    match hit {
+        Ok(Some(slot)) => Ok(slot),
+        _ => take_slow(class, arm),
     }
-    if let Some(arm) = arm {
-        // No thread-local pool (thread exiting): still make sure overflows are reported.
+}
+
+#[cold]
+#[inline(never)]
+fn take_slow(class: usize, arm: fn() -> io::Result<()>) -> io::Result<RawSlot> {
+    let armed = LOCAL
+        .try_with(|l| l.try_borrow().is_ok_and(|l| l.armed))
+        .unwrap_or(false);
+    if !armed {
+        // First allocation on this thread, or the pool is gone (thread exiting): make sure
+        // overflows on this thread are reported.
         arm()?;
+        let pooled = LOCAL.try_with(|l| match l.try_borrow_mut() {
+            Ok(mut l) => {
+                l.armed = true;
+                // Stacks released on this thread before its first allocation.
+                l.lists[class].pop()
+            }
+            Err(_) => None,
+        });
+        if let Ok(Some(slot)) = pooled {
+            return Ok(slot);
+        }
     }
     let mut shared = shared(class);
     match shared.free.pop() {
