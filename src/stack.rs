@@ -22,7 +22,7 @@
 //!
 //! # Layout and guard pages
 //!
-//! Sizes are rounded up to a power of two, from 16 KiB ([`MIN_STACK_SIZE`]) to 1 GiB
+//! Sizes are rounded up to a power of two, from 16 KiB ([`MIN_STACK_SIZE`]) to 1 TiB
 //! ([`MAX_STACK_SIZE`]); each power of two is a size class with its own slabs and free lists.
 //! 16 KiB is enough to panic and unwind, but not to print a panic backtrace
 //! (`RUST_BACKTRACE=1` overflows a 16 KiB stack in a debug build; 32 KiB is enough). The

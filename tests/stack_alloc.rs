@@ -324,6 +324,28 @@ fn distinct_sizes_get_distinct_classes() {
 }
 
 #[test]
+fn the_largest_stack_costs_only_what_it_touches() {
+    expect_pass(in_child(
+        "the_largest_stack_costs_only_what_it_touches",
+        || {
+            let rss0 = rss();
+            let s = stack::allocate(stack::MAX_STACK_SIZE).unwrap();
+            assert_eq!(s.usable_size(), 1 << 40);
+            let s = run_touching(s, 512);
+            let grew = rss().saturating_sub(rss0);
+            assert!(
+                grew < 4 << 20,
+                "a 1 TiB stack touched 512 KiB: RSS grew {grew}"
+            );
+            // Above the 32 MiB high-water mark: trimmed on release.
+            drop(s);
+            assert_eq!(stack::pool_high_water(stack::MAX_STACK_SIZE), Some(0));
+            assert_eq!(stack::stats().shared_free, 1);
+        },
+    ));
+}
+
+#[test]
 fn coroutines_run_on_green_stacks() {
     for round in 0..200u64 {
         let s = stack::allocate(64 << 10).unwrap();

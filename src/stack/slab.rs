@@ -30,8 +30,8 @@ const MADV_GUARD_INSTALL: libc::c_int = 102;
 
 /// Smallest size class, as a power of two: 16 KiB.
 pub(crate) const MIN_CLASS_SHIFT: u32 = 14;
-/// Largest size class, as a power of two: 1 GiB.
-pub(crate) const MAX_CLASS_SHIFT: u32 = 30;
+/// Largest size class, as a power of two: 1 TiB (of address space; only touched pages cost).
+pub(crate) const MAX_CLASS_SHIFT: u32 = 40;
 /// Number of size classes.
 pub(crate) const NCLASSES: usize = (MAX_CLASS_SHIFT - MIN_CLASS_SHIFT + 1) as usize;
 
