@@ -73,7 +73,9 @@
 //! and aborts. Any other fault goes to the previous handler (Rust's own, which reports
 //! overflows of thread stacks), or to the default action. Code that allocates a frame larger
 //! than a page without probing it can jump over a one-page guard; Rust code probes large
-//! frames.
+//! frames. The lookup is a linear scan of the slabs (3,922 at a million 1 MiB stacks), so a
+//! program that takes SIGSEGV on purpose (a GC barrier, a wasm runtime) pays microseconds a
+//! fault before its handler runs.
 //!
 //! The handler runs on an alternate signal stack, 64 KiB that each thread gets on its first
 //! allocation (Rust's own is `AT_MINSIGSTKSZ` bytes, 11,952 on this machine kind, which leaves
