@@ -1,0 +1,162 @@
+//! [`Error`]: what a switch can raise, and [`GreenletExit`], the error that asks a greenlet to
+//! finish.
+
+use std::borrow::Cow;
+use std::fmt;
+
+/// The error a switch, a throw or a greenlet's `run` can produce.
+///
+/// It plays the role of Python's exceptions for greenlet code: an error returned by `run` kills
+/// the greenlet and comes out of its parent's pending `switch` (spec §5.1); [`Greenlet::throw`]
+/// raises one inside another greenlet; the runtime's own refusals (a parent cycle, a stack that
+/// cannot be allocated) are variants of it too, so one `?` handles everything.
+///
+/// Panics are not errors: a panic escaping `run` is carried to the parent and keeps unwinding
+/// there.
+///
+/// ```
+/// use greenlet::{Error, Greenlet};
+///
+/// let g = Greenlet::new(|_| -> Result<(), Error> { Err(Error::msg("no luck")) });
+/// let err = g.switch(()).unwrap_err();
+/// assert_eq!(err.to_string(), "no luck");
+/// assert!(g.is_dead());
+/// ```
+///
+/// [`Greenlet::throw`]: crate::Greenlet::throw
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// A request to finish: see [`GreenletExit`]. When it escapes a greenlet's `run`, the parent
+    /// receives it as a value, not as an error (spec §5.2).
+    #[error(transparent)]
+    Exit(#[from] GreenletExit),
+    /// An error raised by greenlet code (or by a tracer).
+    #[error(transparent)]
+    User(Box<dyn std::error::Error + Send + Sync + 'static>),
+    /// [`Greenlet::set_parent`](crate::Greenlet::set_parent) would make a greenlet its own
+    /// ancestor (Python: `ValueError: cyclic parent chain`).
+    #[error("cyclic parent chain")]
+    CyclicParent,
+    /// [`Greenlet::set_parent`](crate::Greenlet::set_parent) on a main greenlet, which never has
+    /// a parent.
+    #[error("cannot set the parent of a main greenlet")]
+    MainGreenletParent,
+    /// The stack of a greenlet that was about to start could not be allocated. The greenlet
+    /// stays unstarted; a finishing child whose parent cannot start passes this error on to the
+    /// next ancestor (spec §5.3).
+    #[error("cannot allocate a {size}-byte greenlet stack: {source}")]
+    StackAllocation {
+        /// The stack size that was asked for.
+        size: usize,
+        /// Why the allocation failed.
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+impl Error {
+    /// An error carrying a message.
+    pub fn msg(message: impl Into<String>) -> Error {
+        Error::User(message.into().into())
+    }
+
+    /// Wraps any error type, to return it from a greenlet or a tracer.
+    pub fn user(error: impl std::error::Error + Send + Sync + 'static) -> Error {
+        Error::User(Box::new(error))
+    }
+
+    /// Whether this is a [`GreenletExit`].
+    pub fn is_exit(&self) -> bool {
+        matches!(self, Error::Exit(_))
+    }
+
+    /// The wrapped user error, if it is an `E`.
+    pub fn downcast_ref<E: std::error::Error + 'static>(&self) -> Option<&E> {
+        match self {
+            Error::User(e) => e.downcast_ref(),
+            _ => None,
+        }
+    }
+}
+
+impl From<&str> for Error {
+    fn from(message: &str) -> Error {
+        Error::msg(message)
+    }
+}
+
+impl From<String> for Error {
+    fn from(message: String) -> Error {
+        Error::msg(message)
+    }
+}
+
+impl From<std::io::Error> for Error {
+    fn from(error: std::io::Error) -> Error {
+        Error::user(error)
+    }
+}
+
+impl From<Box<dyn std::error::Error + Send + Sync + 'static>> for Error {
+    fn from(error: Box<dyn std::error::Error + Send + Sync + 'static>) -> Error {
+        Error::User(error)
+    }
+}
+
+/// The request for a greenlet to finish (Python's `greenlet.GreenletExit`).
+///
+/// [`Greenlet::kill`](crate::Greenlet::kill) throws one; dropping the last handle to a
+/// suspended greenlet throws one with the message
+/// `"Killing the greenlet because all references have vanished."`. A `GreenletExit` that
+/// escapes `run` is not an error for the parent: it arrives as a [`Value`](crate::Value)
+/// holding the `GreenletExit`.
+///
+/// ```
+/// use greenlet::{getcurrent, Error, Greenlet, GreenletExit};
+///
+/// let main = getcurrent();
+/// let g = Greenlet::new(move |_| {
+///     main.switch(())?; // the kill arrives here as Err(Error::Exit(..))
+///     Ok(())
+/// });
+/// g.switch(())?;
+/// let v = g.kill()?; // the exit escaped `run`: a value, not an error
+/// assert_eq!(v.downcast::<GreenletExit>().unwrap(), GreenletExit::new());
+/// assert!(g.is_dead());
+/// # Ok::<(), Error>(())
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct GreenletExit {
+    message: Option<Cow<'static, str>>,
+}
+
+impl GreenletExit {
+    /// A `GreenletExit` without a message.
+    pub const fn new() -> GreenletExit {
+        GreenletExit { message: None }
+    }
+
+    /// A `GreenletExit` with a message.
+    pub fn with_message(message: impl Into<Cow<'static, str>>) -> GreenletExit {
+        GreenletExit {
+            message: Some(message.into()),
+        }
+    }
+
+    /// The message, if any.
+    pub fn message(&self) -> Option<&str> {
+        self.message.as_deref()
+    }
+}
+
+impl fmt::Display for GreenletExit {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.message {
+            Some(m) => write!(f, "GreenletExit: {m}"),
+            None => f.write_str("GreenletExit"),
+        }
+    }
+}
+
+impl std::error::Error for GreenletExit {}

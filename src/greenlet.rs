@@ -1,0 +1,491 @@
+//! The public [`Greenlet`] handle and its [`Builder`].
+
+use std::cell::{Cell, RefCell};
+use std::fmt;
+use std::hash::{Hash, Hasher};
+use std::rc::Rc;
+
+use crate::error::{Error, GreenletExit};
+use crate::lifecycle;
+use crate::probes;
+use crate::switch::{try_with_state, with_state, Context};
+use crate::thread::NOT_REGISTERED;
+use crate::transfer::{self, Transfer};
+use crate::value::Value;
+
+/// The stack size of a greenlet unless its [`Builder`] says otherwise: 1 MiB. Memory is only
+/// committed where the greenlet actually touches its stack.
+pub const DEFAULT_STACK_SIZE: usize = 1 << 20;
+
+pub(crate) type Run = Box<dyn FnOnce(Value) -> Result<Value, Error>>;
+
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub(crate) enum State {
+    /// Created, `run` not started yet: no stack.
+    Unstarted,
+    /// Started and not finished: running (current) or suspended.
+    Active,
+    /// Finished (or, for a main greenlet, its thread has exited).
+    Dead,
+}
+
+pub(crate) struct Inner {
+    id: u64,
+    name: Option<Box<str>>,
+    is_main: bool,
+    state: Cell<State>,
+    parent: RefCell<Option<Greenlet>>,
+    run: Cell<Option<Run>>,
+    stack_size: usize,
+    context: Context,
+    pub(crate) registry_index: Cell<usize>,
+}
+
+impl Inner {
+    #[inline]
+    pub(crate) fn is_main(&self) -> bool {
+        self.is_main
+    }
+
+    #[inline]
+    pub(crate) fn state(&self) -> State {
+        self.state.get()
+    }
+
+    pub(crate) fn set_state(&self, state: State) {
+        self.state.set(state);
+    }
+
+    #[inline]
+    pub(crate) fn context(&self) -> &Context {
+        &self.context
+    }
+
+    pub(crate) fn stack_size(&self) -> usize {
+        self.stack_size
+    }
+
+    pub(crate) fn take_run(&self) -> Option<Run> {
+        self.run.take()
+    }
+
+    /// Replaces the parent, returning the old one (dropped by the caller, outside any borrow).
+    pub(crate) fn replace_parent(&self, parent: Option<Greenlet>) -> Option<Greenlet> {
+        self.parent.replace(parent)
+    }
+
+    pub(crate) fn mark_dead_at_thread_exit(&self) {
+        if self.state.get() != State::Dead {
+            self.state.set(State::Dead);
+            probes::dead(self.id, probes::Outcome::ThreadExit);
+        }
+    }
+}
+
+/// A greenlet: a function running on its own stack, which any greenlet of the same thread can
+/// switch to and from.
+///
+/// `Greenlet` is a cheap handle (an `Rc`): clone it freely; `==` compares identity. It is
+/// neither `Send` nor `Sync`, so a greenlet can only be switched to from its own thread, and
+/// that is checked at compile time:
+///
+/// ```compile_fail
+/// let g = greenlet::Greenlet::new(|_| Ok(()));
+/// std::thread::spawn(move || g.switch(())); // error: `Rc<..>` cannot be sent between threads
+/// ```
+///
+/// When the last handle to a suspended greenlet is dropped, the greenlet is killed: a
+/// [`GreenletExit`] is thrown into it, with the dropping greenlet as its temporary parent, so
+/// its destructors run (spec §8).
+///
+/// ```
+/// use greenlet::{getcurrent, Greenlet, Value};
+///
+/// let main = getcurrent();
+/// let child = Greenlet::new(move |first: Value| {
+///     let n = first.downcast::<u32>().unwrap();
+///     let again = main.switch(n + 1)?; // back to main, suspended until main switches again
+///     Ok(again.downcast::<u32>().unwrap() * 10)
+/// });
+/// assert_eq!(child.switch(1_u32)?.downcast::<u32>().unwrap(), 2);
+/// assert_eq!(child.switch(5_u32)?.downcast::<u32>().unwrap(), 50); // `run` returned
+/// assert!(child.is_dead());
+/// # Ok::<(), greenlet::Error>(())
+/// ```
+#[derive(Clone)]
+pub struct Greenlet(Rc<Inner>);
+
+impl Greenlet {
+    /// Creates a greenlet that will call `run` with the value of the first switch into it.
+    /// Its parent is the current greenlet; nothing runs and no stack is allocated until the
+    /// first switch.
+    ///
+    /// What `run` returns goes to the parent: `Ok(v)` as the value of the parent's pending
+    /// `switch`, `Err(e)` as its error (a [`GreenletExit`] error arrives as a value).
+    ///
+    /// ```
+    /// let g = greenlet::Greenlet::new(|v| Ok(v.downcast::<i32>().unwrap() * 2));
+    /// assert_eq!(g.switch(21)?.downcast::<i32>().unwrap(), 42);
+    /// # Ok::<(), greenlet::Error>(())
+    /// ```
+    pub fn new<F, R>(run: F) -> Greenlet
+    where
+        F: FnOnce(Value) -> Result<R, Error> + 'static,
+        R: 'static,
+    {
+        Builder::new().build(run)
+    }
+
+    /// A builder, to give the greenlet a name, a parent other than the current greenlet, or a
+    /// stack size.
+    ///
+    /// ```
+    /// use greenlet::{getcurrent, Greenlet};
+    ///
+    /// let hub = Greenlet::new(|_| Ok(()));
+    /// let worker = Greenlet::builder()
+    ///     .name("worker-7")
+    ///     .parent(&hub)
+    ///     .stack_size(64 * 1024)
+    ///     .build(|_| Ok("done"));
+    /// assert_eq!(worker.name(), Some("worker-7"));
+    /// assert_eq!(worker.parent(), Some(hub));
+    /// ```
+    pub fn builder() -> Builder {
+        Builder::new()
+    }
+
+    pub(crate) fn new_main(id: u64) -> Greenlet {
+        probes::new(|| (id, 0, ""));
+        Greenlet(Rc::new(Inner {
+            id,
+            name: None,
+            is_main: true,
+            state: Cell::new(State::Active),
+            parent: RefCell::new(None),
+            run: Cell::new(None),
+            stack_size: 0,
+            context: Context::new(),
+            registry_index: Cell::new(NOT_REGISTERED),
+        }))
+    }
+
+    pub(crate) fn from_inner(inner: Rc<Inner>) -> Greenlet {
+        Greenlet(inner)
+    }
+
+    #[inline]
+    pub(crate) fn inner(&self) -> &Rc<Inner> {
+        &self.0
+    }
+
+    #[inline]
+    pub(crate) fn as_ptr(&self) -> *const Inner {
+        Rc::as_ptr(&self.0)
+    }
+
+    #[inline]
+    pub(crate) fn state(&self) -> State {
+        self.0.state.get()
+    }
+
+    pub(crate) fn handle_count(&self) -> usize {
+        Rc::strong_count(&self.0)
+    }
+
+    /// Switches to this greenlet, passing `value`; returns what some later transfer brings
+    /// back to the caller.
+    ///
+    /// - An unstarted greenlet starts: `run` receives `value`.
+    /// - A suspended greenlet resumes: its pending `switch` returns `Ok(value)`.
+    /// - The current greenlet (a switch to yourself) gets `value` back at once.
+    /// - A dead greenlet redirects to its nearest live ancestor (spec §4.7).
+    ///
+    /// `value` can be any `'static` value; a [`Value`] is passed through unchanged.
+    ///
+    /// # Errors
+    /// Whatever error is thrown into the caller while it waits (an error escaping a child
+    /// whose parent is the caller, a [`Greenlet::throw`], a failing tracer), or
+    /// [`Error::StackAllocation`] if this greenlet cannot be started (nothing is transferred).
+    #[inline]
+    pub fn switch<T: 'static>(&self, value: T) -> Result<Value, Error> {
+        transfer::send(self, Transfer::Value(Value::new(value)))?.into_result()
+    }
+
+    /// Raises `error` in this greenlet: out of its pending `switch` if it is suspended; at the
+    /// start of an unstarted greenlet, which then dies without running `run`; at once if it is
+    /// the current greenlet. Into a dead greenlet, a [`GreenletExit`] becomes a value for its
+    /// nearest live ancestor and any other error is raised there (spec §6).
+    ///
+    /// Returns what some later transfer brings back to the caller, like [`Greenlet::switch`].
+    ///
+    /// ```
+    /// use greenlet::{getcurrent, Error, Greenlet};
+    ///
+    /// let main = getcurrent();
+    /// let g = Greenlet::new(move |_| match main.switch(()) {
+    ///     Err(e) => Ok(format!("caught: {e}")),
+    ///     Ok(_) => Ok("not thrown".to_string()),
+    /// });
+    /// g.switch(())?;
+    /// let r = g.throw(Error::msg("ciao"))?;
+    /// assert_eq!(r.downcast::<String>().unwrap(), "caught: ciao");
+    /// # Ok::<(), Error>(())
+    /// ```
+    pub fn throw(&self, error: impl Into<Error>) -> Result<Value, Error> {
+        let payload = match error.into() {
+            Error::Exit(exit) if self.is_dead() => Transfer::Value(Value::new(exit)),
+            error => Transfer::Error(error),
+        };
+        transfer::send(self, payload)?.into_result()
+    }
+
+    /// Throws a [`GreenletExit`] into this greenlet: the polite way to ask it to finish. If it
+    /// lets the exit escape `run`, the exit comes back as a value.
+    pub fn kill(&self) -> Result<Value, Error> {
+        self.throw(GreenletExit::new())
+    }
+
+    /// The greenlet's id: unique in the process for its whole life, never reused, never 0.
+    /// The USDT probes and `gltop` name greenlets by it.
+    #[inline]
+    pub fn id(&self) -> u64 {
+        self.0.id
+    }
+
+    /// The name given by [`Builder::name`], if any.
+    pub fn name(&self) -> Option<&str> {
+        self.0.name.as_deref()
+    }
+
+    /// The parent, which receives this greenlet's result when it finishes. `None` only for a
+    /// main greenlet.
+    pub fn parent(&self) -> Option<Greenlet> {
+        self.0.parent.borrow().clone()
+    }
+
+    /// Makes `parent` this greenlet's parent (spec §7), for unstarted and started greenlets
+    /// alike: it changes where the result goes when this greenlet finishes.
+    ///
+    /// # Errors
+    /// [`Error::CyclicParent`] if this greenlet is `parent` or one of its ancestors;
+    /// [`Error::MainGreenletParent`] if this is a main greenlet.
+    ///
+    /// ```
+    /// use greenlet::{Error, Greenlet};
+    ///
+    /// let a = Greenlet::new(|_| Ok(()));
+    /// let b = Greenlet::builder().parent(&a).build(|_| Ok(()));
+    /// assert!(matches!(a.set_parent(&b), Err(Error::CyclicParent)));
+    /// ```
+    pub fn set_parent(&self, parent: &Greenlet) -> Result<(), Error> {
+        if self.is_main() {
+            return Err(Error::MainGreenletParent);
+        }
+        let mut ancestor = Some(parent.clone());
+        while let Some(g) = ancestor {
+            if g == *self {
+                return Err(Error::CyclicParent);
+            }
+            ancestor = g.parent();
+        }
+        drop(self.0.replace_parent(Some(parent.clone())));
+        Ok(())
+    }
+
+    /// Whether it has finished (returned, failed, or was killed). A main greenlet is dead
+    /// only after its thread has exited.
+    #[inline]
+    pub fn is_dead(&self) -> bool {
+        self.state() == State::Dead
+    }
+
+    /// Whether it has started and not finished: Python's `bool(g)`.
+    #[inline]
+    pub fn is_active(&self) -> bool {
+        self.state() == State::Active
+    }
+
+    /// Whether it has ever been switched (or thrown) into. Main greenlets are born started.
+    #[inline]
+    pub fn is_started(&self) -> bool {
+        self.state() != State::Unstarted
+    }
+
+    /// Whether this is a thread's main greenlet (the one that runs the thread's own stack).
+    #[inline]
+    pub fn is_main(&self) -> bool {
+        self.0.is_main
+    }
+
+    /// Whether this greenlet is the one running now.
+    pub fn is_current(&self) -> bool {
+        try_with_state(|state| state.is_current(self)).unwrap_or(false)
+    }
+
+    /// Python's state words (spec §2.3): `current`/`suspended`, `active`, `pending`/`started`,
+    /// `main`, or just `dead`.
+    fn state_words(&self) -> Vec<&'static str> {
+        if self.is_dead() {
+            return vec!["dead"];
+        }
+        let mut words = Vec::with_capacity(4);
+        if self.is_current() {
+            words.push("current");
+        } else if self.is_active() {
+            words.push("suspended");
+        }
+        if self.is_active() {
+            words.push("active");
+        }
+        words.push(if self.is_started() {
+            "started"
+        } else {
+            "pending"
+        });
+        if self.is_main() {
+            words.push("main");
+        }
+        words
+    }
+}
+
+impl Drop for Greenlet {
+    #[inline]
+    fn drop(&mut self) {
+        if Rc::strong_count(&self.0) == 1 {
+            lifecycle::last_handle_dropped(self);
+        }
+    }
+}
+
+impl PartialEq for Greenlet {
+    fn eq(&self, other: &Greenlet) -> bool {
+        Rc::ptr_eq(&self.0, &other.0)
+    }
+}
+
+impl Eq for Greenlet {}
+
+impl Hash for Greenlet {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        self.0.id.hash(state);
+    }
+}
+
+/// `<greenlet #ID "NAME" WORDS>`, with the state words of Python's repr (spec §2.3), e.g.
+/// `<greenlet #1 current active started main>` or `<greenlet #7 "worker" suspended active
+/// started>`.
+impl fmt::Debug for Greenlet {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "<greenlet #{}", self.id())?;
+        if let Some(name) = self.name() {
+            write!(f, " {name:?}")?;
+        }
+        for word in self.state_words() {
+            write!(f, " {word}")?;
+        }
+        f.write_str(">")
+    }
+}
+
+/// A named greenlet displays as `<NAME>`; an unnamed one as its [`Debug`] form.
+///
+/// ```
+/// let g = greenlet::Greenlet::builder().name("origin").build(|_| Ok(()));
+/// assert_eq!(g.to_string(), "<origin>");
+/// let main = greenlet::getcurrent();
+/// assert_eq!(main.to_string(), format!("<greenlet #{} current active started main>", main.id()));
+/// ```
+impl fmt::Display for Greenlet {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.name() {
+            Some(name) => write!(f, "<{name}>"),
+            None => fmt::Debug::fmt(self, f),
+        }
+    }
+}
+
+/// Configures a greenlet before it is created: see [`Greenlet::builder`].
+#[derive(Default)]
+#[must_use = "a builder does nothing until `build` is called"]
+pub struct Builder {
+    name: Option<String>,
+    parent: Option<Greenlet>,
+    stack_size: Option<usize>,
+}
+
+impl Builder {
+    /// A builder with the defaults: no name, the current greenlet as parent,
+    /// [`DEFAULT_STACK_SIZE`].
+    pub fn new() -> Builder {
+        Builder::default()
+    }
+
+    /// Names the greenlet. The name shows in `Debug`/`Display`, in the `greenlet:new` probe and
+    /// in `gltop`.
+    pub fn name(mut self, name: impl Into<String>) -> Builder {
+        self.name = Some(name.into());
+        self
+    }
+
+    /// The parent that receives the greenlet's result (default: the current greenlet).
+    pub fn parent(mut self, parent: &Greenlet) -> Builder {
+        self.parent = Some(parent.clone());
+        self
+    }
+
+    /// The usable size of the greenlet's stack in bytes (rounded up to whole pages; default
+    /// [`DEFAULT_STACK_SIZE`]). A stack that cannot be allocated makes the first switch fail
+    /// with [`Error::StackAllocation`].
+    pub fn stack_size(mut self, bytes: usize) -> Builder {
+        self.stack_size = Some(bytes);
+        self
+    }
+
+    /// Creates the greenlet; `run` is called with the value of the first switch into it.
+    pub fn build<F, R>(self, run: F) -> Greenlet
+    where
+        F: FnOnce(Value) -> Result<R, Error> + 'static,
+        R: 'static,
+    {
+        let run: Run = Box::new(move |value| run(value).map(Value::new));
+        let (id, parent) = with_state(|state| {
+            let parent = self.parent.unwrap_or_else(|| state.current());
+            (state.next_id(), parent)
+        });
+        let name = self.name.map(String::into_boxed_str);
+        probes::new(|| (id, parent.id(), name.as_deref().unwrap_or("")));
+        Greenlet(Rc::new(Inner {
+            id,
+            name,
+            is_main: false,
+            state: Cell::new(State::Unstarted),
+            parent: RefCell::new(Some(parent)),
+            run: Cell::new(Some(run)),
+            stack_size: self.stack_size.unwrap_or(DEFAULT_STACK_SIZE),
+            context: Context::new(),
+            registry_index: Cell::new(NOT_REGISTERED),
+        }))
+    }
+}
+
+/// The greenlet running now. Each thread has a main greenlet, created on first use, which is
+/// current until something switches away from it.
+///
+/// The handle it returns keeps the greenlet alive like any other: a greenlet that keeps a
+/// handle to itself on its own stack while it is suspended is never killed by dropping its
+/// other handles. Mind Rust's temporaries: in `getcurrent().parent().unwrap().switch(v)` the
+/// handle from `getcurrent()` lives until the end of the statement, across the switch; bind
+/// the parent first (`let parent = getcurrent().parent().unwrap();`).
+///
+/// ```
+/// let main = greenlet::getcurrent();
+/// assert!(main.is_main() && main.is_current() && main.parent().is_none());
+/// let g = greenlet::Greenlet::new(|_| Ok(greenlet::getcurrent().is_main()));
+/// assert_eq!(g.switch(())?.downcast::<bool>().unwrap(), false);
+/// # Ok::<(), greenlet::Error>(())
+/// ```
+pub fn getcurrent() -> Greenlet {
+    with_state(|state| state.current())
+}

@@ -1,0 +1,287 @@
+//! A greenlet's life: start, `run`, death and the delivery of its result up the parent chain
+//! (spec §1.5, §5); the kill when its last handle is dropped (§8); killing every greenlet of a
+//! thread, explicitly or at thread exit (R4).
+
+use std::any::Any;
+use std::panic::{self, AssertUnwindSafe};
+use std::rc::Rc;
+
+use crate::error::{Error, GreenletExit};
+use crate::greenlet::{Greenlet, State};
+use crate::probes::{self, Outcome};
+use crate::switch::{try_with_state, with_state, Suspender};
+use crate::thread::ThreadState;
+use crate::transfer::{self, Transfer};
+use crate::value::Value;
+
+/// The largest stack a greenlet may ask for: 1 TiB of address space.
+const MAX_STACK_SIZE: usize = 1 << 40;
+
+/// Gives `g`, which is unstarted, a stack with its body ready to run; it becomes active.
+pub(crate) fn start(state: &ThreadState, g: &Greenlet) -> Result<(), Error> {
+    let size = g.inner().stack_size();
+    if size > MAX_STACK_SIZE {
+        let source = std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            format!("more than the {MAX_STACK_SIZE}-byte maximum"),
+        );
+        return Err(Error::StackAllocation { size, source });
+    }
+    g.inner()
+        .context()
+        .prepare(size, greenlet_body)
+        .map_err(|source| Error::StackAllocation { size, source })?;
+    g.inner().set_state(State::Active);
+    state.register(g);
+    Ok(())
+}
+
+/// The bottom frame of every greenlet's stack.
+///
+/// No panic may leave it (it would unwind across the stack switch): everything that can run
+/// user code (the tracer and the releases in the first arrival, `run`, dropping an unused
+/// `run`) runs under `catch_unwind`, and a panic there is this greenlet's death.
+fn greenlet_body(suspender: &Suspender<'_>) {
+    with_state(|state| {
+        let run = {
+            let me = state.current();
+            me.inner().context().bind(suspender);
+            me.inner().take_run()
+        };
+        let lived = panic::catch_unwind(AssertUnwindSafe(|| {
+            // The first transfer into this greenlet: its tracer event fires before `run`.
+            match (transfer::arrive(state), run) {
+                (Transfer::Value(value), Some(run)) => call_run(run, value),
+                (Transfer::Value(_), None) => unreachable!("a started greenlet without run"),
+                (other, _) => died_on_arrival(other),
+            }
+        }));
+        let (outcome, result) =
+            lived.unwrap_or_else(|panic| (Outcome::Panic, Transfer::Panic(panic)));
+        finish(state, outcome, result);
+    });
+    // Returning ends the coroutine: the trampoline frees this stack and resumes the greenlet
+    // `finish` made current.
+}
+
+fn call_run(run: crate::greenlet::Run, value: Value) -> (Outcome, Transfer) {
+    match run(value) {
+        Ok(value) => (Outcome::Returned, Transfer::Value(value)),
+        Err(Error::Exit(exit)) => (Outcome::Exit, Transfer::Value(Value::new(exit))),
+        Err(error) => (Outcome::Error, Transfer::Error(error)),
+    }
+}
+
+/// A greenlet whose first transfer carried an error (a throw into an unstarted greenlet, or a
+/// failing tracer) dies with it, without calling `run` (spec §6.4, §12.2).
+fn died_on_arrival(arrival: Transfer) -> (Outcome, Transfer) {
+    match arrival {
+        Transfer::Error(Error::Exit(exit)) => (Outcome::Exit, Transfer::Value(Value::new(exit))),
+        Transfer::Error(error) => (Outcome::Error, Transfer::Error(error)),
+        Transfer::Panic(panic) => (Outcome::Panic, Transfer::Panic(panic)),
+        Transfer::Value(_) | Transfer::Empty => unreachable!(),
+    }
+}
+
+/// The greenlet is dead: send its result to the first parent that can take it.
+fn finish(state: &ThreadState, outcome: Outcome, mut result: Transfer) {
+    let me = state.current();
+    me.inner().set_state(State::Dead);
+    state.unregister(me.inner());
+    probes::dead(me.id(), outcome);
+    let mut next = me.parent();
+    drop(me);
+    let target = loop {
+        let parent = next.expect("a greenlet always has a live ancestor: its thread's main");
+        match parent.state() {
+            State::Active => break parent,
+            State::Dead => next = parent.parent(),
+            State::Unstarted => match start(state, &parent) {
+                Ok(()) => break parent,
+                // A parent that cannot start passes the failure on (spec §5.3).
+                Err(error) => {
+                    result = Transfer::Error(error);
+                    next = parent.parent();
+                }
+            },
+        }
+    };
+    state.hand_off(target, result);
+}
+
+/// What went wrong while killing a greenlet whose last handle was dropped (or in
+/// [`kill_all`]): reported to the [kill hook](set_kill_hook), never lost.
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum KillFailure {
+    /// The greenlet answered the `GreenletExit` with another error.
+    Error(Error),
+    /// The greenlet panicked while being killed.
+    Panic(Box<dyn Any + Send>),
+    /// The greenlet caught the `GreenletExit` and is still suspended, with no handle left: it
+    /// is leaked (its stack stays allocated), as Python greenlet does.
+    Survived,
+}
+
+/// A function told about every [`KillFailure`] of its thread.
+pub type KillHook = Rc<dyn Fn(&Greenlet, &KillFailure)>;
+
+/// Installs this thread's kill hook and returns the previous one; `None` restores the
+/// default, which writes one line to stderr (`GreenletExit did not kill <greenlet ...>` for a
+/// greenlet that survived, as Python does).
+///
+/// ```
+/// use std::{cell::RefCell, rc::Rc};
+/// use greenlet::{getcurrent, set_kill_hook, Error, Greenlet, KillFailure};
+///
+/// let seen = Rc::new(RefCell::new(Vec::new()));
+/// let log = seen.clone();
+/// set_kill_hook(Some(Rc::new(move |_g: &Greenlet, failure: &KillFailure| {
+///     log.borrow_mut().push(format!("{failure:?}"));
+/// })));
+/// let main = getcurrent();
+/// let g = Greenlet::new(move |_| -> Result<(), Error> {
+///     main.switch(())?; // the kill arrives here...
+///     Ok(())
+/// });
+/// g.switch(())?;
+/// let g2 = g.clone();
+/// drop(g);
+/// drop(g2); // ...and the GreenletExit escapes: a clean death, nothing to report
+/// assert!(seen.borrow().is_empty());
+/// set_kill_hook(None);
+/// # Ok::<(), Error>(())
+/// ```
+pub fn set_kill_hook(hook: Option<KillHook>) -> Option<KillHook> {
+    with_state(|state| state.kill_hook.replace(hook))
+}
+
+pub(crate) fn report(state: &ThreadState, g: &Greenlet, failure: KillFailure) {
+    let hook = state.kill_hook.borrow().clone();
+    match hook {
+        Some(hook) => {
+            // The hook runs where a kill happened, often inside a drop: a panic out of it
+            // would cross a stack switch or abort, so it is reported here instead.
+            if let Err(panic) = panic::catch_unwind(AssertUnwindSafe(|| hook(g, &failure))) {
+                eprintln!(
+                    "greenlet: the kill hook panicked while reporting {failure:?} for {g:?}: {}",
+                    panic_message(panic.as_ref())
+                );
+            }
+        }
+        None => match &failure {
+            KillFailure::Error(error) => eprintln!("greenlet: killing {g:?} failed: {error}"),
+            KillFailure::Panic(panic) => eprintln!(
+                "greenlet: {g:?} panicked while being killed: {}",
+                panic_message(panic.as_ref())
+            ),
+            KillFailure::Survived => eprintln!("GreenletExit did not kill {g:?}"),
+        },
+    }
+}
+
+/// The message of a panic payload, when it has one.
+pub fn panic_message(payload: &(dyn Any + Send)) -> &str {
+    if let Some(s) = payload.downcast_ref::<&str>() {
+        s
+    } else if let Some(s) = payload.downcast_ref::<String>() {
+        s
+    } else {
+        "<non-string panic payload>"
+    }
+}
+
+/// Called when the last handle to `g` is being dropped.
+pub(crate) fn last_handle_dropped(g: &Greenlet) {
+    match g.state() {
+        State::Unstarted => probes::dead(g.id(), Outcome::Discarded),
+        State::Active if !g.is_main() => {
+            // No state: the thread is exiting and its greenlets were already torn down.
+            try_with_state(|state| kill_last_handle(state, g));
+        }
+        _ => {}
+    }
+}
+
+fn kill_last_handle(state: &ThreadState, g: &Greenlet) {
+    let exit =
+        GreenletExit::with_message("Killing the greenlet because all references have vanished.");
+    kill(state, g, exit);
+    if g.is_active() && g.handle_count() == 1 {
+        report(state, g, KillFailure::Survived);
+        std::mem::forget(g.clone());
+    }
+}
+
+/// Throws `exit` into `g` with the current greenlet as its temporary parent (spec §8.3); the
+/// value it returns is discarded, anything else is reported.
+fn kill(state: &ThreadState, g: &Greenlet, exit: GreenletExit) {
+    let parent = g.inner().replace_parent(Some(state.current()));
+    let arrival = transfer::send(g, Transfer::Error(exit.into()));
+    drop(g.inner().replace_parent(parent));
+    match arrival {
+        Ok(Transfer::Value(_)) | Ok(Transfer::Empty) => {}
+        Ok(Transfer::Error(error)) | Err(error) => report(state, g, KillFailure::Error(error)),
+        Ok(Transfer::Panic(panic)) => report(state, g, KillFailure::Panic(panic)),
+    }
+}
+
+/// Kills every suspended greenlet of the calling thread (except the caller), as if their last
+/// handles had been dropped: each receives a [`GreenletExit`] with the caller as temporary
+/// parent, so its destructors run. Returns how many are dead afterwards.
+///
+/// A thread does this by itself when it exits, so greenlets left suspended at thread exit are
+/// killed with their destructors run, not abandoned as Python greenlet abandons them.
+///
+/// ```
+/// use greenlet::{getcurrent, kill_all, Greenlet};
+///
+/// let main = getcurrent();
+/// let workers: Vec<Greenlet> = (0..3)
+///     .map(|_| {
+///         let main = main.clone();
+///         Greenlet::new(move |_| main.switch(()))
+///     })
+///     .collect();
+/// for w in &workers {
+///     w.switch(())?;
+/// }
+/// assert_eq!(kill_all(), 3);
+/// assert!(workers.iter().all(Greenlet::is_dead));
+/// # Ok::<(), greenlet::Error>(())
+/// ```
+pub fn kill_all() -> usize {
+    with_state(kill_all_in)
+}
+
+/// How many times [`kill_all_in`] sweeps: greenlets started while others are being killed are
+/// killed in the next sweep.
+const KILL_SWEEPS: usize = 4;
+
+pub(crate) fn kill_all_in(state: &ThreadState) -> usize {
+    let mut tried = std::collections::HashSet::new();
+    let mut killed = 0;
+    for _ in 0..KILL_SWEEPS {
+        let victims: Vec<Greenlet> = state
+            .live_greenlets()
+            .into_iter()
+            .filter(|g| !state.is_current(g) && !tried.contains(&g.id()))
+            .collect();
+        if victims.is_empty() {
+            break;
+        }
+        for g in &victims {
+            // Each greenlet gets one GreenletExit: one that survives it is left alone.
+            tried.insert(g.id());
+            if g.is_active() {
+                kill(
+                    state,
+                    g,
+                    GreenletExit::with_message("Killing all greenlets of the thread."),
+                );
+                killed += usize::from(g.is_dead());
+            }
+        }
+    }
+    killed
+}

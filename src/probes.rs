@@ -1,0 +1,53 @@
+//! The USDT probes of `probes/greenlet.d`, fired through the `usdt` crate.
+//!
+//! Each probe site is a one-byte `nop` guarded by the probe's is-enabled semaphore: with no
+//! tracer attached the cost is a load, a compare and a branch, and the argument closures are
+//! never called. Every probe has a call site here, or the crate would emit no note for it.
+
+use crate::trace::EventKind;
+
+include!(concat!(env!("OUT_DIR"), "/greenlet.rs"));
+
+/// How a greenlet ended: the `outcome` argument of `greenlet:dead`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(u8)]
+pub(crate) enum Outcome {
+    /// `run` returned a value.
+    Returned = 0,
+    /// `run` returned an error (or the greenlet died of one thrown before it started).
+    Error = 1,
+    /// A `GreenletExit` ended it.
+    Exit = 2,
+    /// A panic escaped `run`.
+    Panic = 3,
+    /// Its thread exited (main greenlets).
+    ThreadExit = 4,
+    /// Its last handle was dropped before it ever started.
+    Discarded = 5,
+}
+
+// The probe macros only accept a closure literal (a bare identifier hits their error arm), hence
+// the `|| f()` closures below.
+
+/// `greenlet:switch` or `greenlet:throw`, in the target of a transfer.
+#[inline(always)]
+#[allow(clippy::redundant_closure)]
+pub(crate) fn transfer(kind: EventKind, ids: impl FnOnce() -> (u64, u64)) {
+    match kind {
+        EventKind::Switch => self::greenlet::switch!(|| ids()),
+        EventKind::Throw => self::greenlet::throw!(|| ids()),
+    }
+}
+
+/// `greenlet:new(id, parent, name)`.
+#[inline(always)]
+#[allow(clippy::redundant_closure)]
+pub(crate) fn new<'a>(args: impl FnOnce() -> (u64, u64, &'a str)) {
+    self::greenlet::new!(|| args());
+}
+
+/// `greenlet:dead(id, outcome)`.
+#[inline(always)]
+pub(crate) fn dead(id: u64, outcome: Outcome) {
+    self::greenlet::dead!(|| (id, outcome as u8));
+}

@@ -1,0 +1,227 @@
+//! The unsafe core: stack switching and the per-thread state pointer.
+//!
+//! corosensei gives asymmetric coroutines (`resume` / `suspend`). Greenlets need symmetric
+//! transfers (any greenlet to any other), so every thread runs a *trampoline* on its main
+//! greenlet's stack while the main greenlet is suspended: a greenlet that switches away
+//! suspends back to the trampoline, which resumes whichever greenlet is now current. A switch
+//! between two non-main greenlets is therefore two stack switches; to or from main, one.
+//!
+//! Invariants this module relies on (and the rest of the crate upholds):
+//! 1. Only the thread's main greenlet runs the trampoline, and only while it is switching away,
+//!    so at most one trampoline runs per thread and a non-main greenlet only ever runs inside
+//!    it.
+//! 2. A greenlet's coroutine slot is touched only by the trampoline (to resume it and to free
+//!    it once it has finished) and by [`Context::prepare`] (only while the greenlet is
+//!    unstarted, when no coroutine exists yet).
+//! 3. The current greenlet is kept alive by the thread state's `current` handle; a greenlet
+//!    that switched away is kept alive by the `origin` handle until the target has taken it,
+//!    which happens after the trampoline is done with the greenlet it resumed.
+//!
+//! Everything here is private to the crate; the rest of the runtime is safe code.
+
+use std::cell::{Cell, UnsafeCell};
+use std::ptr;
+
+use corosensei::stack::DefaultStack;
+use corosensei::{Coroutine, CoroutineResult, Yielder};
+
+use crate::greenlet::Inner;
+use crate::thread::ThreadState;
+
+/// The stack type every greenlet runs on.
+pub(crate) type GreenStack = DefaultStack;
+
+type GreenCoroutine = Coroutine<(), (), (), GreenStack>;
+
+/// A greenlet's execution context: its coroutine (stack) and the yielder its body was given.
+pub(crate) struct Context {
+    coroutine: UnsafeCell<Option<GreenCoroutine>>,
+    yielder: Cell<*const Yielder<(), ()>>,
+}
+
+impl Drop for Context {
+    fn drop(&mut self) {
+        // A coroutine still suspended here belongs to a greenlet nobody can kill any more
+        // (its thread's state is gone). Dropping it would make corosensei unwind its frames,
+        // running greenlet code with no thread state: abandon it instead (its stack leaks).
+        if let Some(coroutine) = self.coroutine.get_mut().take() {
+            if coroutine.started() && !coroutine.done() {
+                std::mem::forget(coroutine);
+            }
+        }
+    }
+}
+
+/// The handle a greenlet body receives; [`Context::bind`] records it so that later switches
+/// out of this greenlet can suspend its coroutine.
+pub(crate) struct Suspender<'a>(&'a Yielder<(), ()>);
+
+impl Context {
+    pub(crate) const fn new() -> Context {
+        Context {
+            coroutine: UnsafeCell::new(None),
+            yielder: Cell::new(ptr::null()),
+        }
+    }
+
+    /// Creates the coroutine that will run `body` when the trampoline first resumes it.
+    pub(crate) fn prepare(
+        &self,
+        stack_size: usize,
+        body: fn(&Suspender<'_>),
+    ) -> std::io::Result<()> {
+        let stack = GreenStack::new(stack_size)?;
+        let coroutine = Coroutine::with_stack(stack, move |yielder: &Yielder<(), ()>, ()| {
+            body(&Suspender(yielder))
+        });
+        // SAFETY: invariant 2: the greenlet is unstarted, so neither the trampoline nor anyone
+        // else holds a reference into the slot (it is `None`).
+        let slot = unsafe { &mut *self.coroutine.get() };
+        debug_assert!(slot.is_none());
+        *slot = Some(coroutine);
+        Ok(())
+    }
+
+    /// Remembers the yielder of the running body; called first thing by the body.
+    pub(crate) fn bind(&self, suspender: &Suspender<'_>) {
+        self.yielder.set(suspender.0);
+    }
+
+    /// Suspends the running greenlet back to the trampoline, which resumes the greenlet the
+    /// thread state now names as current. Returns when this greenlet is resumed.
+    ///
+    /// Must only be called by the greenlet owning this context, while it is running.
+    #[inline]
+    pub(crate) fn suspend(&self) {
+        let yielder = self.yielder.get();
+        debug_assert!(!yielder.is_null());
+        // SAFETY: the pointer was set by `bind` at the start of this greenlet's body to the
+        // yielder corosensei passed it; that yielder lives in the body's bottom frame, which
+        // outlives every switch the body makes. We are running on that very coroutine (the
+        // caller is the running greenlet), which is what `Yielder::suspend` requires.
+        unsafe { &*yielder }.suspend(())
+    }
+
+    /// Gives up a suspended coroutine for good, without unwinding it: its stack is leaked.
+    /// Used at thread exit for greenlets that refused to die, whose frames must never run
+    /// again.
+    pub(crate) fn abandon(&self) {
+        // SAFETY: invariant 2: called at thread exit while the main greenlet runs, so no
+        // trampoline is running and nothing else refers into the slot.
+        let slot = unsafe { &mut *self.coroutine.get() };
+        std::mem::forget(slot.take());
+    }
+
+    /// Resumes the coroutine until it suspends or finishes; frees its stack when it finishes.
+    #[inline]
+    fn resume(&self) {
+        // SAFETY: invariant 2: only the trampoline touches a started greenlet's slot, and
+        // invariant 1: only one trampoline runs per thread, so this is the only reference.
+        let slot = unsafe { &mut *self.coroutine.get() };
+        let coroutine = slot
+            .as_mut()
+            .expect("the trampoline resumed a greenlet without a stack");
+        if let CoroutineResult::Return(()) = coroutine.resume(()) {
+            // The body returned: nothing is left on the stack; free it.
+            *slot = None;
+        }
+    }
+}
+
+/// Switches stacks away from `from`, the greenlet that was current until
+/// [`ThreadState::hand_off`] named the target; returns when `from` is resumed.
+#[inline]
+pub(crate) fn switch_away(state: &ThreadState, from: *const Inner) {
+    // SAFETY: invariant 3: `hand_off` parked `from`'s handle as the transfer's origin, which
+    // only the arriving target releases, after this switch has happened.
+    let from: &Inner = unsafe { &*from };
+    if from.is_main() {
+        trampoline(state);
+    } else {
+        from.context().suspend();
+    }
+}
+
+/// Runs on the main greenlet's stack while main is switched away: resumes whichever greenlet
+/// is current until main is current again.
+fn trampoline(state: &ThreadState) {
+    loop {
+        let next = state.current_ptr();
+        // SAFETY: invariant 3: the current greenlet is kept alive by the thread state's
+        // `current` handle, and when it switches away (inside `resume`) by the `origin`
+        // handle, which is only released by the next greenlet to run, after `resume` returns.
+        let next: &Inner = unsafe { &*next };
+        if next.is_main() {
+            return;
+        }
+        next.context().resume();
+    }
+}
+
+thread_local! {
+    /// This thread's state, allocated on first use and freed by [`Teardown`]. A plain pointer
+    /// with no destructor, so it stays readable while other thread-locals are destroyed.
+    static STATE: Cell<*const ThreadState> = const { Cell::new(ptr::null()) };
+    /// Set once this thread's state has been torn down.
+    static GONE: Cell<bool> = const { Cell::new(false) };
+    /// Its destructor tears this thread's greenlets down at thread exit.
+    static TEARDOWN: Teardown = const { Teardown };
+}
+
+struct Teardown;
+
+impl Drop for Teardown {
+    fn drop(&mut self) {
+        let state = STATE.get();
+        if state.is_null() {
+            return;
+        }
+        // SAFETY: `state` came from `Box::into_raw` in `init_state` and is freed only here.
+        // Killing the remaining greenlets runs while the state is still allocated and
+        // reachable through `STATE`.
+        unsafe { &*state }.teardown();
+        STATE.set(ptr::null());
+        GONE.set(true);
+        // SAFETY: nothing reachable refers to the state any more: `STATE` is cleared, and
+        // the only frames still holding references to it are those of greenlets that refused
+        // to die, which `teardown` abandoned: marked dead, their coroutines leaked, so they
+        // are never resumed or unwound.
+        drop(unsafe { Box::from_raw(state as *mut ThreadState) });
+    }
+}
+
+#[cold]
+fn init_state() -> *const ThreadState {
+    // Greenlet code that runs in another thread-local's destructor after this thread's
+    // teardown gets a fresh state; it is never torn down (the teardown hook cannot be
+    // registered again), so what it holds at thread exit is leaked, not killed.
+    if !GONE.get() {
+        TEARDOWN.with(|_| {});
+    }
+    let state = Box::into_raw(Box::new(ThreadState::new()));
+    STATE.set(state);
+    state
+}
+
+/// Runs `f` with this thread's state, creating it (and the main greenlet) on first use.
+#[inline]
+pub(crate) fn with_state<R>(f: impl FnOnce(&ThreadState) -> R) -> R {
+    let mut state = STATE.get();
+    if state.is_null() {
+        state = init_state();
+    }
+    // SAFETY: non-null `STATE` points to this thread's live state (see `Teardown`), and the
+    // state is only used through shared references (its fields are cells).
+    f(unsafe { &*state })
+}
+
+/// Like [`with_state`], but `None` once the state is gone (thread exit) or if it never
+/// existed, without creating it.
+pub(crate) fn try_with_state<R>(f: impl FnOnce(&ThreadState) -> R) -> Option<R> {
+    let state = STATE.try_with(Cell::get).ok()?;
+    if state.is_null() {
+        return None;
+    }
+    // SAFETY: as in `with_state`.
+    Some(f(unsafe { &*state }))
+}

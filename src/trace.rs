@@ -1,0 +1,205 @@
+//! In-process tracing: [`settrace`], [`gettrace`], the [`Event`]s a [`Tracer`] receives (spec
+//! R5, the seed's tracing page).
+
+use std::fmt;
+use std::panic::{self, AssertUnwindSafe};
+use std::rc::Rc;
+
+use crate::error::Error;
+use crate::greenlet::Greenlet;
+use crate::switch::with_state;
+use crate::thread::ThreadState;
+use crate::transfer::Transfer;
+
+/// A transfer between two greenlets, as a [`Tracer`] sees it.
+///
+/// Exactly one event fires per transfer, after the stack switch, in the target: inside the
+/// tracer, [`getcurrent`](crate::getcurrent) is `target`. New kinds of events may be added, so
+/// match with a wildcard arm, and read `origin`/`target` only from the kinds you know:
+///
+/// ```
+/// use greenlet::Event;
+///
+/// fn describe(event: &Event) -> Option<String> {
+///     match event {
+///         Event::Switch { origin, target } => Some(format!("switch {origin} -> {target}")),
+///         Event::Throw { origin, target } => Some(format!("throw {origin} -> {target}")),
+///         _ => None,
+///     }
+/// }
+/// ```
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Event {
+    /// The transfer carries a value: a switch, or a greenlet's result going to its parent.
+    Switch {
+        /// The greenlet that was running.
+        origin: Greenlet,
+        /// The greenlet that runs now (never a dead greenlet that was redirected past).
+        target: Greenlet,
+    },
+    /// The transfer carries an error, a `GreenletExit` or a panic: a throw, or an error going
+    /// up to a parent.
+    Throw {
+        /// The greenlet that was running.
+        origin: Greenlet,
+        /// The greenlet that runs now.
+        target: Greenlet,
+    },
+}
+
+impl Event {
+    /// Which kind of event this is.
+    pub fn kind(&self) -> EventKind {
+        match self {
+            Event::Switch { .. } => EventKind::Switch,
+            Event::Throw { .. } => EventKind::Throw,
+        }
+    }
+
+    /// The greenlet that was running before the transfer.
+    pub fn origin(&self) -> &Greenlet {
+        match self {
+            Event::Switch { origin, .. } | Event::Throw { origin, .. } => origin,
+        }
+    }
+
+    /// The greenlet running now, after the transfer.
+    pub fn target(&self) -> &Greenlet {
+        match self {
+            Event::Switch { target, .. } | Event::Throw { target, .. } => target,
+        }
+    }
+}
+
+/// The kind of an [`Event`], without its greenlets.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum EventKind {
+    /// [`Event::Switch`].
+    Switch,
+    /// [`Event::Throw`].
+    Throw,
+}
+
+impl EventKind {
+    /// `"switch"` or `"throw"`, the names Python greenlet and the USDT probes use.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EventKind::Switch => "switch",
+            EventKind::Throw => "throw",
+        }
+    }
+}
+
+impl fmt::Display for EventKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A trace callback, installed per thread with [`settrace`].
+///
+/// It runs in the target greenlet after every transfer and may do anything greenlet code can
+/// do, switches included (those are traced too: there is no reentrancy guard). If it returns
+/// an error or panics, it is removed from its thread and its error (or panic) replaces what
+/// the transfer carried, raised in the target as if by [`Greenlet::throw`]; on a greenlet's
+/// first switch, `run` is then never called (spec §12).
+///
+/// A `Tracer` is a cheap handle; `==` compares identity, so that what [`gettrace`] returned can
+/// be recognised and restored.
+#[derive(Clone)]
+pub struct Tracer(Rc<Callback>);
+
+type Callback = dyn Fn(&Event) -> Result<(), Error>;
+
+impl Tracer {
+    /// Wraps a callback.
+    pub fn new(callback: impl Fn(&Event) -> Result<(), Error> + 'static) -> Tracer {
+        Tracer(Rc::new(callback))
+    }
+
+    /// Calls the callback.
+    pub fn call(&self, event: &Event) -> Result<(), Error> {
+        (self.0)(event)
+    }
+}
+
+impl PartialEq for Tracer {
+    fn eq(&self, other: &Tracer) -> bool {
+        std::ptr::addr_eq(Rc::as_ptr(&self.0), Rc::as_ptr(&other.0))
+    }
+}
+
+impl Eq for Tracer {}
+
+impl fmt::Debug for Tracer {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Tracer({:p})", Rc::as_ptr(&self.0) as *const ())
+    }
+}
+
+/// Installs `tracer` for the calling thread (every greenlet of the thread, main included) and
+/// returns the previous one; `None` removes it. A tracer installed from inside a tracer takes
+/// effect from the next transfer.
+///
+/// ```
+/// use std::{cell::RefCell, rc::Rc};
+/// use greenlet::{settrace, Event, Greenlet, Tracer};
+///
+/// let log = Rc::new(RefCell::new(Vec::new()));
+/// let sink = log.clone();
+/// let previous = settrace(Some(Tracer::new(move |event: &Event| {
+///     sink.borrow_mut().push(format!("{} -> {}", event.kind(), event.target().id()));
+///     Ok(())
+/// })));
+/// let g = Greenlet::new(|_| Ok(()));
+/// g.switch(())?;
+/// settrace(previous);
+/// assert_eq!(log.borrow().len(), 2); // main -> g, then g -> main when it finishes
+/// # Ok::<(), greenlet::Error>(())
+/// ```
+pub fn settrace(tracer: Option<Tracer>) -> Option<Tracer> {
+    with_state(|state| set_tracer(state, tracer))
+}
+
+/// The calling thread's tracer, if any.
+pub fn gettrace() -> Option<Tracer> {
+    with_state(|state| state.tracer.borrow().clone())
+}
+
+fn set_tracer(state: &ThreadState, tracer: Option<Tracer>) -> Option<Tracer> {
+    state.trace_on.set(tracer.is_some());
+    state.tracer.replace(tracer)
+}
+
+/// Calls the thread's tracer for a transfer from `origin` that just arrived in the current
+/// greenlet; returns what the transfer now carries.
+#[cold]
+pub(crate) fn call_tracer(
+    state: &ThreadState,
+    kind: EventKind,
+    origin: &Greenlet,
+    payload: Transfer,
+) -> Transfer {
+    // A clone: the tracer may replace itself, or switch, while it runs.
+    let Some(tracer) = state.tracer.borrow().clone() else {
+        return payload;
+    };
+    let (origin, target) = (origin.clone(), state.current());
+    let event = match kind {
+        EventKind::Switch => Event::Switch { origin, target },
+        EventKind::Throw => Event::Throw { origin, target },
+    };
+    match panic::catch_unwind(AssertUnwindSafe(|| tracer.call(&event))) {
+        Ok(Ok(())) => payload,
+        Ok(Err(error)) => {
+            drop(set_tracer(state, None));
+            Transfer::Error(error)
+        }
+        Err(panic) => {
+            drop(set_tracer(state, None));
+            Transfer::Panic(panic)
+        }
+    }
+}

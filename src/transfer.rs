@@ -1,0 +1,115 @@
+//! The switch algorithm (spec §1.4, R2): find the greenlet that really receives a transfer,
+//! hand the payload over, switch stacks, and, in the target, take the payload and fire the
+//! probes and the tracer.
+
+use std::any::Any;
+use std::panic;
+
+use crate::error::Error;
+use crate::greenlet::{Greenlet, State};
+use crate::lifecycle;
+use crate::probes;
+use crate::switch::{self, with_state};
+use crate::thread::ThreadState;
+use crate::trace::{self, EventKind};
+use crate::value::Value;
+
+/// What a transfer carries.
+pub(crate) enum Transfer {
+    /// Nothing: the mailbox between transfers.
+    Empty,
+    /// A value: traced as a switch.
+    Value(Value),
+    /// An error (a `GreenletExit` included): traced as a throw.
+    Error(Error),
+    /// A panic on its way to a parent, where it resumes unwinding: traced as a throw.
+    Panic(Box<dyn Any + Send>),
+}
+
+impl Transfer {
+    #[inline]
+    pub(crate) fn kind(&self) -> EventKind {
+        match self {
+            Transfer::Value(_) => EventKind::Switch,
+            _ => EventKind::Throw,
+        }
+    }
+
+    /// What the pending `switch`/`throw` call returns: the value, the error, or a panic that
+    /// resumes unwinding here, in the greenlet that received it.
+    #[inline]
+    pub(crate) fn into_result(self) -> Result<Value, Error> {
+        match self {
+            Transfer::Value(value) => Ok(value),
+            Transfer::Error(error) => Err(error),
+            Transfer::Panic(payload) => panic::resume_unwind(payload),
+            Transfer::Empty => unreachable!("a transfer arrived without a payload"),
+        }
+    }
+}
+
+/// Sends `payload` to `target` (or the ancestor that stands in for it) and waits until a
+/// transfer comes back to the calling greenlet; returns what that transfer carries.
+///
+/// # Errors
+/// Before anything is transferred, if the greenlet that should receive the payload cannot be
+/// started (its stack cannot be allocated).
+#[inline]
+pub(crate) fn send(target: &Greenlet, payload: Transfer) -> Result<Transfer, Error> {
+    with_state(|state| {
+        // The target's handle moves into the thread state: the caller keeps none across the
+        // switch (a redirect target must be killable while the caller waits, spec §8).
+        let target = if target.state() == State::Active {
+            target.clone()
+        } else {
+            live_target(state, target)?
+        };
+        Ok(go(state, target, payload))
+    })
+}
+
+/// The greenlet that receives a transfer addressed to `target`: `target` itself if it is
+/// active or can be started; for a dead greenlet, its nearest live ancestor (spec §4.7-4.9).
+pub(crate) fn live_target(state: &ThreadState, target: &Greenlet) -> Result<Greenlet, Error> {
+    let mut candidate = target.clone();
+    loop {
+        match candidate.state() {
+            State::Active => return Ok(candidate),
+            State::Unstarted => {
+                lifecycle::start(state, &candidate)?;
+                return Ok(candidate);
+            }
+            State::Dead => {
+                candidate = candidate
+                    .parent()
+                    .expect("a dead greenlet always has a live ancestor: its thread's main");
+            }
+        }
+    }
+}
+
+/// Transfers `payload` to `target`, which is active, and returns what arrives back.
+#[inline]
+fn go(state: &ThreadState, target: Greenlet, payload: Transfer) -> Transfer {
+    let origin = state.current_ptr();
+    let to_self = state.is_current(&target);
+    state.hand_off(target, payload);
+    if !to_self {
+        switch::switch_away(state, origin);
+    }
+    arrive(state)
+}
+
+/// In the greenlet that has just become current: takes the payload, fires the probe and the
+/// tracer, releases the origin (which may kill it, if that was its last handle).
+#[inline]
+pub(crate) fn arrive(state: &ThreadState) -> Transfer {
+    let (origin, mut payload) = state.take_arrival();
+    let kind = payload.kind();
+    probes::transfer(kind, || (origin.id(), state.current().id()));
+    if state.trace_on.get() {
+        payload = trace::call_tracer(state, kind, &origin, payload);
+    }
+    drop(origin);
+    payload
+}

@@ -1,0 +1,210 @@
+//! [`Value`]: the type-erased payload carried by a switch.
+//!
+//! A greenlet switch carries one value of any `'static` type. Small values that greenlet code
+//! passes all the time (unit, integers, floats, `bool`, `char`, `&'static str`, a [`Greenlet`]
+//! handle) are stored inline, so a switch with such a payload never allocates; any other type
+//! is boxed. Everything here is safe code: the inline variants are chosen with `Any` downcasts
+//! on concrete types, which the compiler folds away for each monomorphised call.
+
+use std::any::{type_name, Any};
+use std::fmt;
+
+use crate::Greenlet;
+
+/// A value passed by [`Greenlet::switch`], returned by a greenlet's `run`, or received from a
+/// pending `switch`.
+///
+/// The value passed is the value received: there is no argument packing as in Python
+/// (`switch()` in Python delivers `()`; in Rust, switch with `()`).
+///
+/// ```
+/// use greenlet::Value;
+///
+/// let v = Value::new(42_u64);
+/// assert!(v.is::<u64>());
+/// assert_eq!(v.downcast_ref::<u64>(), Some(&42));
+/// assert_eq!(v.downcast::<u64>().unwrap(), 42);
+///
+/// let s = Value::new(String::from("hello"));
+/// assert_eq!(s.downcast::<String>().unwrap(), "hello");
+///
+/// // A Value passed where a value is expected is not wrapped twice.
+/// let unit = Value::new(Value::unit());
+/// assert!(unit.is_unit());
+/// ```
+pub struct Value(Repr);
+
+macro_rules! inline_types {
+    ($($variant:ident($ty:ty)),* $(,)?) => {
+        enum Repr {
+            $($variant($ty),)*
+            Greenlet(Greenlet),
+            Boxed(Box<dyn Any>),
+        }
+
+        impl Value {
+            /// Wraps `value`. Unit, the primitive numbers, `bool`, `char`, `&'static str` and
+            /// [`Greenlet`] are stored inline (no allocation); other types are boxed. Passing
+            /// a `Value` returns it unchanged.
+            #[inline]
+            pub fn new<T: 'static>(value: T) -> Value {
+                let mut slot = Some(value);
+                let any: &mut dyn Any = &mut slot;
+                if let Some(v) = any.downcast_mut::<Option<Value>>() {
+                    return take(v);
+                }
+                $(
+                    if let Some(v) = any.downcast_mut::<Option<$ty>>() {
+                        return Value(Repr::$variant(take(v)));
+                    }
+                )*
+                if let Some(v) = any.downcast_mut::<Option<Greenlet>>() {
+                    return Value(Repr::Greenlet(take(v)));
+                }
+                Value(Repr::Boxed(Box::new(take(&mut slot))))
+            }
+
+            /// Takes the value out if it is a `T`, or gives the value back.
+            #[inline]
+            pub fn downcast<T: 'static>(self) -> Result<T, Value> {
+                match self.0 {
+                    $(Repr::$variant(v) => cast(v).map_err(|v| Value(Repr::$variant(v))),)*
+                    Repr::Greenlet(g) => cast(g).map_err(|g| Value(Repr::Greenlet(g))),
+                    Repr::Boxed(b) => b.downcast::<T>().map(|b| *b).map_err(|b| Value(Repr::Boxed(b))),
+                }
+            }
+
+            /// Borrows the value if it is a `T`.
+            #[inline]
+            pub fn downcast_ref<T: 'static>(&self) -> Option<&T> {
+                match &self.0 {
+                    $(Repr::$variant(v) => (v as &dyn Any).downcast_ref(),)*
+                    Repr::Greenlet(g) => (g as &dyn Any).downcast_ref(),
+                    Repr::Boxed(b) => b.downcast_ref(),
+                }
+            }
+
+            /// Whether the value is a `T`.
+            #[inline]
+            pub fn is<T: 'static>(&self) -> bool {
+                self.downcast_ref::<T>().is_some()
+            }
+        }
+
+        impl fmt::Debug for Value {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                match &self.0 {
+                    $(Repr::$variant(v) => write!(f, "Value({:?}: {})", v, type_name::<$ty>()),)*
+                    Repr::Greenlet(g) => write!(f, "Value({g:?})"),
+                    Repr::Boxed(b) => {
+                        if let Some(s) = b.downcast_ref::<String>() {
+                            write!(f, "Value({s:?}: String)")
+                        } else if let Some(e) = b.downcast_ref::<crate::GreenletExit>() {
+                            write!(f, "Value({e:?})")
+                        } else {
+                            f.write_str("Value(<boxed>)")
+                        }
+                    }
+                }
+            }
+        }
+    };
+}
+
+inline_types! {
+    Unit(()),
+    Bool(bool),
+    Char(char),
+    U8(u8),
+    U16(u16),
+    U32(u32),
+    U64(u64),
+    Usize(usize),
+    I8(i8),
+    I16(i16),
+    I32(i32),
+    I64(i64),
+    Isize(isize),
+    F32(f32),
+    F64(f64),
+    Str(&'static str),
+}
+
+impl Value {
+    /// The unit value, `()`: what a switch with no meaningful payload carries.
+    #[inline]
+    pub const fn unit() -> Value {
+        Value(Repr::Unit(()))
+    }
+
+    /// Whether this is the unit value.
+    #[inline]
+    pub fn is_unit(&self) -> bool {
+        matches!(self.0, Repr::Unit(()))
+    }
+}
+
+impl Default for Value {
+    fn default() -> Self {
+        Value::unit()
+    }
+}
+
+#[inline]
+fn take<T>(slot: &mut Option<T>) -> T {
+    slot.take().expect("the slot was filled just before")
+}
+
+/// Moves `s` into a `T` when `S` and `T` are the same type.
+#[inline]
+fn cast<S: 'static, T: 'static>(s: S) -> Result<T, S> {
+    let mut slot = Some(s);
+    match (&mut slot as &mut dyn Any).downcast_mut::<Option<T>>() {
+        Some(t) => Ok(take(t)),
+        None => Err(take(&mut slot)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn small_values_are_inline_and_round_trip() {
+        assert!(matches!(Value::new(()).0, Repr::Unit(())));
+        assert!(matches!(Value::new(7_u64).0, Repr::U64(7)));
+        assert!(matches!(Value::new("x").0, Repr::Str("x")));
+        assert_eq!(Value::new(-3_i32).downcast::<i32>().unwrap(), -3);
+        assert_eq!(Value::new(1.5_f64).downcast::<f64>().unwrap(), 1.5);
+    }
+
+    #[test]
+    fn wrong_type_gives_the_value_back() {
+        let v = Value::new(5_u32);
+        let v = v.downcast::<u64>().unwrap_err();
+        assert_eq!(v.downcast::<u32>().unwrap(), 5);
+        let b = Value::new(vec![1, 2, 3]);
+        let b = b.downcast::<String>().unwrap_err();
+        assert_eq!(b.downcast::<Vec<i32>>().unwrap(), vec![1, 2, 3]);
+    }
+
+    #[test]
+    fn value_in_value_is_not_nested() {
+        let v = Value::new(Value::new(9_u8));
+        assert_eq!(v.downcast::<u8>().unwrap(), 9);
+    }
+
+    #[test]
+    fn value_stays_three_words() {
+        assert!(std::mem::size_of::<Value>() <= 24);
+    }
+
+    #[test]
+    fn debug_shows_inline_contents() {
+        assert_eq!(format!("{:?}", Value::new(3_i64)), "Value(3: i64)");
+        assert_eq!(
+            format!("{:?}", Value::new(String::from("s"))),
+            "Value(\"s\": String)"
+        );
+    }
+}
