@@ -230,25 +230,25 @@ static __always_inline int on_dead(__u64 id, __u8 outcome)
 }
 
 /* Plain uprobes: argument i is in the i-th integer argument register. */
-SEC("uprobe")
+SEC("uprobe.multi")
 int BPF_KPROBE(up_switch, __u64 origin, __u64 target)
 {
 	return on_transfer(origin, target, false);
 }
 
-SEC("uprobe")
+SEC("uprobe.multi")
 int BPF_KPROBE(up_throw, __u64 origin, __u64 target)
 {
 	return on_transfer(origin, target, true);
 }
 
-SEC("uprobe")
+SEC("uprobe.multi")
 int BPF_KPROBE(up_new, __u64 id, __u64 parent, const char *name)
 {
 	return on_new(id, parent, name);
 }
 
-SEC("uprobe")
+SEC("uprobe.multi")
 int BPF_KPROBE(up_dead, __u64 id, __u64 outcome)
 {
 	return on_dead(id, (__u8)outcome);
@@ -258,7 +258,7 @@ int BPF_KPROBE(up_dead, __u64 id, __u64 outcome)
  * The floor, for benchmarks only: the least a handler can do (bump a per-CPU
  * counter). benches/gltop_probe_cost.rs compares the handlers above with it.
  */
-SEC("uprobe")
+SEC("uprobe.multi")
 int up_floor(struct pt_regs *ctx)
 {
 	struct gl_totals *tot = get_totals();

@@ -7,7 +7,8 @@
 
 use std::path::Path;
 
-use goblin::elf::{program_header::PT_LOAD, section_header::SHT_NOBITS, Elf};
+use goblin::elf::program_header::{PF_X, PT_LOAD};
+use goblin::elf::{section_header::SHT_NOBITS, Elf};
 
 use super::Error;
 
@@ -122,11 +123,14 @@ impl ProbeSite {
     }
 }
 
-/// Maps a virtual address to a file offset through the `PT_LOAD` segments.
-fn vaddr_to_offset(elf: &Elf<'_>, vaddr: u64) -> Option<u64> {
+/// Maps the virtual address of an instruction to a file offset through the executable
+/// `PT_LOAD` segments. `None` outside them: the linker leaves the notes of call sites it
+/// garbage-collected, with addresses that point at nothing (often into the ELF header),
+/// and a uprobe there must never be planted.
+fn code_offset(elf: &Elf<'_>, vaddr: u64) -> Option<u64> {
     elf.program_headers
         .iter()
-        .filter(|ph| ph.p_type == PT_LOAD)
+        .filter(|ph| ph.p_type == PT_LOAD && ph.p_flags & PF_X != 0)
         .find(|ph| vaddr >= ph.p_vaddr && vaddr < ph.p_vaddr + ph.p_filesz)
         .map(|ph| vaddr - ph.p_vaddr + ph.p_offset)
 }
@@ -187,7 +191,7 @@ pub fn probe_sites(bytes: &[u8]) -> Result<Vec<ProbeSite>, goblin::error::Error>
             Some(actual) if base != 0 => pc.wrapping_add(actual).wrapping_sub(base),
             _ => pc,
         };
-        let Some(file_offset) = vaddr_to_offset(&elf, pc) else {
+        let Some(file_offset) = code_offset(&elf, pc) else {
             continue;
         };
         let args = args.split_whitespace().filter_map(ArgSpec::parse).collect();

@@ -19,6 +19,7 @@ pub mod elf;
 mod model;
 pub mod process;
 pub mod rates;
+pub mod semaphore;
 mod skel;
 
 use std::io;
@@ -30,6 +31,7 @@ pub use model::{
     HIST_BUCKETS,
 };
 pub use process::Process;
+pub use semaphore::semaphores;
 
 /// Why attaching or reading failed.
 #[derive(Debug, thiserror::Error)]

@@ -234,8 +234,11 @@ pub struct App {
     pub sort: Sort,
     /// Index of the selected row.
     pub selected: usize,
-    /// Id of the selected greenlet: the selection follows it across refreshes.
+    /// Id of the selected greenlet: once the user has moved the selection, it follows that
+    /// greenlet across refreshes and re-sorts; before, it stays on the top row.
     pub selected_id: Option<u64>,
+    /// The user moved the selection.
+    pub follow: bool,
     /// The screen shown.
     pub screen: Screen,
     /// The help overlay is open.
@@ -267,6 +270,7 @@ impl App {
             columns,
             selected: 0,
             selected_id: None,
+            follow: false,
             screen: Screen::Table,
             help: false,
             paused: false,
@@ -320,11 +324,18 @@ impl App {
     fn reselect(&mut self) {
         if let Some(i) = self
             .selected_id
+            .filter(|_| self.follow)
             .and_then(|id| self.rows.iter().position(|r| r.g.id == id))
         {
             self.selected = i;
         }
         self.select(self.selected);
+    }
+
+    /// Moves the selection at the user's request: from now on it follows the greenlet.
+    fn move_to(&mut self, i: usize) {
+        self.follow = true;
+        self.select(i);
     }
 
     fn select(&mut self, i: usize) {
@@ -363,6 +374,7 @@ impl App {
             Key::Back => self.screen = Screen::Table,
             Key::Enter => {
                 if let Some(id) = self.selected_id {
+                    self.follow = true;
                     self.screen = Screen::Detail(id);
                 }
             }
@@ -374,12 +386,12 @@ impl App {
                 };
                 self.rebuild();
             }
-            Key::Up => self.select(self.selected.saturating_sub(1)),
-            Key::Down => self.select(self.selected + 1),
-            Key::PageUp => self.select(self.selected.saturating_sub(self.page)),
-            Key::PageDown => self.select(self.selected + self.page),
-            Key::Top => self.select(0),
-            Key::Bottom => self.select(usize::MAX),
+            Key::Up => self.move_to(self.selected.saturating_sub(1)),
+            Key::Down => self.move_to(self.selected + 1),
+            Key::PageUp => self.move_to(self.selected.saturating_sub(self.page)),
+            Key::PageDown => self.move_to(self.selected + self.page),
+            Key::Top => self.move_to(0),
+            Key::Bottom => self.move_to(usize::MAX),
         }
         if let (Screen::Detail(_), Some(id)) = (self.screen, self.selected_id) {
             // Moving in the detail view moves to the next greenlet's detail.
@@ -477,6 +489,18 @@ mod tests {
         app.on_key(Key::NextColumn);
         assert_eq!(app.columns[app.sort.column].title, "CPU%");
         assert_eq!(ids(&app), [2, 3, 4], "back to the largest CPU share first");
+    }
+
+    #[test]
+    fn selection_stays_on_top_until_moved() {
+        let mut app = app();
+        assert_eq!((app.selected, app.selected_id), (0, Some(2)));
+        app.on_key(Key::Invert);
+        assert_eq!(
+            (app.selected, app.selected_id),
+            (0, Some(4)),
+            "still the top row"
+        );
     }
 
     #[test]
