@@ -115,8 +115,24 @@ fn bench(c: &mut Criterion<ThreadCpu>) {
     ];
     for (name, mode) in setups {
         let tracer = match mode {
-            None => Tracer::attach_floor(pid).unwrap(),
-            Some(mode) => attach(pid, mode),
+            None => Tracer::attach_floor(pid),
+            Some(mode) => Tracer::attach(
+                pid,
+                &Options {
+                    mode,
+                    ..Options::default()
+                },
+            ),
+        };
+        let tracer = match tracer {
+            Ok(t) => t,
+            // libbpf's USDT support refuses executables that keep the notes of probe call
+            // sites the linker garbage-collected, which optimised builds of the runtime do.
+            Err(e) if mode == Some(AttachMode::Usdt) => {
+                eprintln!("{name}: not measured here: {e}");
+                continue;
+            }
+            Err(e) => panic!("{name}: {e}"),
         };
         g.bench_function(name, |b| {
             b.iter(|| {
@@ -128,14 +144,6 @@ fn bench(c: &mut Criterion<ThreadCpu>) {
         assert!(counted > 0, "{name}: the probe never fired");
     }
     g.finish();
-}
-
-fn attach(pid: i32, mode: AttachMode) -> Tracer {
-    let opts = Options {
-        mode,
-        ..Options::default()
-    };
-    Tracer::attach(pid, &opts).unwrap()
 }
 
 criterion_group! {

@@ -69,13 +69,13 @@ struct Args {
     wait_for_tracer: bool,
 }
 
-/// Waits until something enables this process's `greenlet:new` probe.
+/// Waits until something enables all of this process's `greenlet` probes.
 fn wait_for_tracer() {
     let me = std::process::id() as i32;
     loop {
-        match greenlet::loader::semaphores(me) {
-            Ok(s) if s.get("new").is_some_and(|&n| n > 0) => return,
-            Ok(_) => std::thread::sleep(Duration::from_millis(20)),
+        match greenlet::loader::semaphore::all_enabled(me) {
+            Ok(true) => return,
+            Ok(false) => std::thread::sleep(Duration::from_millis(20)),
             Err(e) => {
                 eprintln!("demo: cannot read the probe semaphores ({e}); not waiting");
                 return;

@@ -21,6 +21,8 @@ pub struct Process {
     pub start_ticks: u64,
     /// Its command name (`/proc/PID/comm`).
     pub comm: String,
+    /// Device and inode of its executable, to notice an `exec` (0, 0 if unreadable).
+    pub exe_id: (u64, u64),
 }
 
 /// Fields of `/proc/PID/stat` after the parenthesised command name (which may hold spaces).
@@ -57,12 +59,21 @@ impl Process {
             pid,
             start_ticks,
             comm,
+            exe_id: exe_id(pid),
         })
     }
 
-    /// Whether this very process is still running (not exited, not a zombie, PID not reused).
+    /// Whether this very process still runs the same program: not exited, not a zombie, its
+    /// PID not reused, and no `exec` since (which takes its probes away).
     pub fn is_alive(&self) -> bool {
-        Process::find(self.pid).is_ok_and(|p| p.start_ticks == self.start_ticks)
+        Process::find(self.pid)
+            .is_ok_and(|p| p.start_ticks == self.start_ticks && p.exe_id == self.exe_id)
+    }
+
+    /// Whether it is alive but runs another program now (it called `exec`).
+    pub fn has_execed(&self) -> bool {
+        Process::find(self.pid)
+            .is_ok_and(|p| p.start_ticks == self.start_ticks && p.exe_id != self.exe_id)
     }
 
     /// Its executable, as a path the kernel resolves even if the file was replaced.
@@ -76,6 +87,12 @@ impl Process {
             .map(|d| d.count())
             .unwrap_or(0)
     }
+}
+
+/// Device and inode of the executable of `pid`; (0, 0) when it cannot be read.
+fn exe_id(pid: i32) -> (u64, u64) {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::metadata(format!("/proc/{pid}/exe")).map_or((0, 0), |m| (m.dev(), m.ino()))
 }
 
 /// Parses the `CapEff:` line of `/proc/self/status`.

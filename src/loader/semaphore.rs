@@ -21,13 +21,15 @@ pub struct Mapping {
     pub offset: u64,
     /// Inode of the mapped file (0 for anonymous memory).
     pub inode: u64,
+    /// Mapped writable (`rw-p`): semaphores live only in such mappings.
+    pub writable: bool,
 }
 
 /// Parses one `/proc/PID/maps` line.
 pub fn parse_maps_line(line: &str) -> Option<Mapping> {
     let mut f = line.split_whitespace();
     let (start, end) = f.next()?.split_once('-')?;
-    let _perms = f.next()?;
+    let perms = f.next()?;
     let offset = f.next()?;
     let _dev = f.next()?;
     let inode = f.next()?;
@@ -36,14 +38,18 @@ pub fn parse_maps_line(line: &str) -> Option<Mapping> {
         end: u64::from_str_radix(end, 16).ok()?,
         offset: u64::from_str_radix(offset, 16).ok()?,
         inode: inode.parse().ok()?,
+        writable: perms.as_bytes().get(1) == Some(&b'w'),
     })
 }
 
-/// The address at which file offset `file_offset` of inode `inode` is mapped.
+/// The address at which file offset `file_offset` of inode `inode` is mapped writable, as
+/// the kernel looks for a uprobe's reference counter. (The same file page can also be mapped
+/// read-only just before it: the RELRO part of the data segment.)
 pub fn address_of(maps: &[Mapping], inode: u64, file_offset: u64) -> Option<u64> {
     maps.iter()
         .find(|m| {
-            m.inode == inode
+            m.writable
+                && m.inode == inode
                 && file_offset >= m.offset
                 && file_offset < m.offset + (m.end - m.start)
         })
@@ -84,22 +90,39 @@ pub fn semaphores(pid: i32) -> Result<BTreeMap<String, u16>, Error> {
     Ok(values)
 }
 
+/// Whether all four `greenlet` probes of process `pid` are enabled (a tracer such as gltop
+/// is fully attached). A program can poll this on itself to start only once traced.
+pub fn all_enabled(pid: i32) -> Result<bool, Error> {
+    let values = semaphores(pid)?;
+    Ok(["switch", "throw", "new", "dead"]
+        .iter()
+        .all(|p| values.get(*p).is_some_and(|&n| n > 0)))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
     fn parses_maps_and_finds_addresses() {
+        // The RELRO mapping (r--p, made read-only after start-up) also covers file page
+        // 0x200000, at another address: the semaphore is in the writable one.
         let text = "\
 55d0c0a00000-55d0c0a4f000 r--p 00000000 fd:01 1234567 /usr/bin/demo
 55d0c0a4f000-55d0c0c00000 r-xp 0004f000 fd:01 1234567 /usr/bin/demo
+55d0c0dee000-55d0c0e00000 r--p 001ee000 fd:01 1234567 /usr/bin/demo
 55d0c0e00000-55d0c0e10000 rw-p 00200000 fd:01 1234567 /usr/bin/demo
 7ffd1a000000-7ffd1a021000 rw-p 00000000 00:00 0 [stack]";
         let maps: Vec<Mapping> = text.lines().filter_map(parse_maps_line).collect();
-        assert_eq!(maps.len(), 4);
-        assert_eq!(maps[2].offset, 0x200000);
+        assert_eq!(maps.len(), 5);
+        assert_eq!(maps[3].offset, 0x200000);
+        assert!(maps[3].writable && !maps[2].writable);
         assert_eq!(address_of(&maps, 1234567, 0x200458), Some(0x55d0c0e00458));
-        assert_eq!(address_of(&maps, 1234567, 0x50000), Some(0x55d0c0a50000));
+        assert_eq!(
+            address_of(&maps, 1234567, 0x1ef000),
+            None,
+            "read-only: not a semaphore"
+        );
         assert_eq!(address_of(&maps, 1234567, 0x300000), None);
         assert_eq!(address_of(&maps, 42, 0x200458), None);
         assert_eq!(parse_maps_line("garbage"), None);

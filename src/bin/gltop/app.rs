@@ -448,6 +448,7 @@ mod tests {
                 pid: 1,
                 start_ticks: 0,
                 comm: "t".into(),
+                exe_id: (0, 0),
             },
             mode: AttachMode::Uprobe,
             sites: 4,

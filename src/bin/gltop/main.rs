@@ -29,12 +29,13 @@ use greenlet::loader::{self, AttachMode, Capacities};
 )]
 pub struct Args {
     /// PID of the process to trace.
-    #[arg(short = 'p', long = "pid", value_name = "PID", value_parser = parse_pid)]
+    #[arg(short = 'p', long = "pid", value_name = "PID", value_parser = parse_pid,
+          allow_negative_numbers = true)]
     pub pid: i32,
 
     /// Refresh interval in seconds.
     #[arg(short = 'd', long = "delay", value_name = "SECONDS", default_value = "1",
-          value_parser = parse_seconds)]
+          value_parser = parse_seconds, allow_negative_numbers = true)]
     pub delay: f64,
 
     /// Print one JSON object per interval on stdout instead of the TUI.
@@ -42,8 +43,8 @@ pub struct Args {
     pub json: bool,
 
     /// Stop after this many intervals.
-    #[arg(short = 'n', long = "iterations", value_name = "COUNT",
-          value_parser = clap::value_parser!(u64).range(1..))]
+    #[arg(short = 'n', long = "iterations", value_name = "COUNT", value_parser = parse_count,
+          allow_negative_numbers = true)]
     pub count: Option<u64>,
 
     /// Greenlet records kept in the kernel (LRU: the least recently used is evicted).
@@ -58,11 +59,11 @@ pub struct Args {
 
     /// How to attach: register-reading uprobes, libbpf's generic USDT decoding, or the
     /// cheapest that the probe sites allow.
-    #[arg(long, value_enum, default_value_t = Mode::Auto)]
+    #[arg(long, value_enum, value_name = "MODE", default_value_t = Mode::Auto)]
     pub attach: Mode,
 
     /// Cost of one probe hit in nanoseconds, instead of measuring it at start-up.
-    #[arg(long, value_name = "NS", value_parser = parse_cost)]
+    #[arg(long, value_name = "NS", value_parser = parse_cost, allow_negative_numbers = true)]
     pub hit_cost_ns: Option<f64>,
 }
 
@@ -106,6 +107,13 @@ fn parse_seconds(s: &str) -> Result<f64, String> {
         Ok(v) if v.is_finite() && (0.05..=3600.0).contains(&v) => Ok(v),
         Ok(_) => Err("the interval must be between 0.05 and 3600 seconds".into()),
         Err(_) => Err("not a number of seconds".into()),
+    }
+}
+
+fn parse_count(s: &str) -> Result<u64, String> {
+    match s.parse::<u64>() {
+        Ok(n) if n > 0 => Ok(n),
+        _ => Err("a count is a positive integer".into()),
     }
 }
 
@@ -155,7 +163,14 @@ fn main() -> ExitCode {
     };
     match run::run(&args) {
         Ok(run::End::TargetExited(p)) => {
-            eprintln!("gltop: process {} ({}) exited", p.pid, p.comm);
+            if p.has_execed() {
+                eprintln!(
+                    "gltop: process {} ({}) replaced its program (exec): its greenlet probes are gone",
+                    p.pid, p.comm
+                );
+            } else {
+                eprintln!("gltop: process {} ({}) exited", p.pid, p.comm);
+            }
             ExitCode::SUCCESS
         }
         Ok(run::End::Done) => ExitCode::SUCCESS,

@@ -160,6 +160,45 @@ fn wait_until(deadline: Instant, process: &Process, signals: &mut Signals) -> Wa
     }
 }
 
+/// What the terminal has for the TUI.
+enum Input {
+    Nothing,
+    Ready,
+    Gone,
+}
+
+/// Waits up to `timeout` for terminal input. crossterm keeps reading a terminal that hung up
+/// (each read returns end-of-file at once) without ever returning, so the hang-up is caught
+/// here first.
+fn wait_input(timeout: Duration) -> anyhow::Result<Input> {
+    use nix::errno::Errno;
+    use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+    use std::io::IsTerminal;
+    use std::os::fd::AsFd;
+
+    let stdin = io::stdin();
+    if !stdin.is_terminal() {
+        // crossterm reads /dev/tty then, which it polls properly.
+        let ready = ratatui::crossterm::event::poll(timeout)?;
+        return Ok(if ready { Input::Ready } else { Input::Nothing });
+    }
+    let mut fds = [PollFd::new(stdin.as_fd(), PollFlags::POLLIN)];
+    let t = PollTimeout::try_from(timeout).unwrap_or(PollTimeout::MAX);
+    match poll(&mut fds, t) {
+        Ok(0) | Err(Errno::EINTR) => Ok(Input::Nothing),
+        Ok(_) => {
+            let events = fds[0].revents().unwrap_or(PollFlags::empty());
+            let gone = PollFlags::POLLHUP | PollFlags::POLLERR | PollFlags::POLLNVAL;
+            Ok(if events.intersects(gone) {
+                Input::Gone
+            } else {
+                Input::Ready
+            })
+        }
+        Err(e) => Err(anyhow::Error::new(e).context("cannot poll the terminal")),
+    }
+}
+
 fn run_tui(
     args: &Args,
     tracer: &Tracer,
@@ -195,7 +234,15 @@ fn run_tui(
                 next += interval;
                 continue;
             }
-            if event::poll((next - now).min(POLL)).map_err(anyhow::Error::from)? {
+            match wait_input((next - now).min(POLL))? {
+                Input::Nothing => continue,
+                // The terminal went away (its window closed): nobody is watching.
+                Input::Gone => return Ok(End::Done),
+                Input::Ready => {}
+            }
+            // One read from the terminal can carry several keys: handle every one crossterm
+            // has buffered before polling the terminal again.
+            while event::poll(Duration::ZERO).map_err(anyhow::Error::from)? {
                 match event::read().map_err(anyhow::Error::from)? {
                     Event::Key(k) if k.kind != KeyEventKind::Release => {
                         if let Some(key) = Key::from_crossterm(&k) {

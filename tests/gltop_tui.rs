@@ -1,0 +1,227 @@
+//! The TUI, driven in tmux against the demo: header, a known greenlet name, sorting, the
+//! detail view, help, and the exit when the demo ends.
+
+mod gltop_common;
+
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use gltop_common::*;
+
+/// A tmux session of our own, killed (by its name) when dropped.
+struct Tmux {
+    name: String,
+}
+
+impl Tmux {
+    fn start(tag: &str, command: &str) -> Tmux {
+        let name = format!("gltop-test-{}-{tag}", std::process::id());
+        let ok = Command::new("tmux")
+            .args([
+                "new-session",
+                "-d",
+                "-s",
+                &name,
+                "-x",
+                "160",
+                "-y",
+                "50",
+                command,
+            ])
+            .status()
+            .expect("run tmux")
+            .success();
+        assert!(ok, "tmux new-session failed");
+        Tmux { name }
+    }
+
+    fn screen(&self) -> String {
+        let out = Command::new("tmux")
+            .args(["capture-pane", "-p", "-t", &self.name])
+            .output()
+            .expect("tmux capture-pane");
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    fn keys(&self, keys: &[&str]) {
+        let status = Command::new("tmux")
+            .args(["send-keys", "-t", &self.name])
+            .args(keys)
+            .status()
+            .expect("tmux send-keys");
+        assert!(status.success());
+    }
+
+    /// Waits until the screen satisfies `pred`; the screen, or a panic with the last one.
+    fn wait_for(&self, what: &str, timeout: Duration, pred: impl Fn(&str) -> bool) -> String {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let s = self.screen();
+            if pred(&s) {
+                return s;
+            }
+            if Instant::now() > deadline {
+                panic!("timed out waiting for {what}; screen:\n{s}");
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+}
+
+impl Drop for Tmux {
+    fn drop(&mut self) {
+        let _ = Command::new("tmux")
+            .args(["kill-session", "-t", &self.name])
+            .status();
+    }
+}
+
+/// The header line of the table, e.g. `ID NAME▲ PARENT ...`.
+fn table_header(screen: &str) -> String {
+    screen
+        .lines()
+        .find(|l| l.contains("PARENT") && l.contains("STATE"))
+        .unwrap_or_default()
+        .to_string()
+}
+
+#[test]
+fn tui_shows_header_names_sorting_detail_help_and_exits_with_the_demo() {
+    if !bpf_or_skip("tui_shows_header_names_sorting_detail_help_and_exits_with_the_demo") {
+        return;
+    }
+    if Command::new("tmux").arg("-V").output().is_err() {
+        if std::env::var("CI").as_deref() == Ok("true") {
+            panic!("tmux is required under CI=true");
+        }
+        eprintln!("skipping: tmux is not installed");
+        return;
+    }
+    let mut demo = Proc::spawn(
+        Command::new(example("demo"))
+            .args(["--wait-for-tracer", "--seconds", "20", "--hog-every", "2"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null()),
+    );
+    let pid = demo.pid();
+    let cmd = format!(
+        "{} -p {pid} -d 0.5; echo GLTOP_EXIT=$?; sleep 60",
+        env!("CARGO_BIN_EXE_gltop")
+    );
+    let tmux = Tmux::start("tour", &cmd);
+    let long = Duration::from_secs(30);
+
+    // The header: process, threads, greenlets, rates, tracing cost.
+    let screen = tmux.wait_for("the header with rates", long, |s| {
+        s.contains(&format!("pid {pid} (demo)")) && s.contains("of a CPU")
+    });
+    for want in [
+        "threads",
+        "greenlets",
+        "alive",
+        "dead",
+        "throws",
+        "tracing cost",
+        "of a CPU",
+    ] {
+        assert!(screen.contains(want), "header shows {want:?}:\n{screen}");
+    }
+    // Known names: the demo's long-lived greenlets, seen from their creation.
+    tmux.wait_for("the demo's greenlets by name", long, |s| {
+        s.contains("cpu-hog") && s.contains("hub") && s.contains("acceptor")
+    });
+    assert!(
+        table_header(&tmux.screen()).contains("CPU%▼"),
+        "default sort: CPU% descending"
+    );
+
+    // Sorting: h moves the sort to the left (SW/S, STATE, PARENT, NAME), i inverts it.
+    tmux.keys(&["h", "h", "h", "h"]);
+    tmux.wait_for("sort by NAME ascending", long, |s| {
+        table_header(s).contains("NAME▲")
+    });
+    tmux.keys(&["i"]);
+    let screen = tmux.wait_for("sort by NAME descending", long, |s| {
+        table_header(s).contains("NAME▼")
+    });
+    // Descending by name: `main` (the nameless main greenlets) sorts first.
+    let first_row = screen
+        .lines()
+        .skip_while(|l| !l.contains("PARENT"))
+        .nth(1)
+        .unwrap_or_default();
+    assert!(first_row.contains(" main "), "{screen}");
+    tmux.keys(&["s"]);
+    tmux.wait_for("s moves to the next column", long, |s| {
+        table_header(s).contains("PARENT▲")
+    });
+
+    // Detail of the first greenlet by name: an acceptor.
+    tmux.keys(&["h"]);
+    tmux.wait_for("NAME ascending", long, |s| {
+        table_header(s).contains("NAME▲")
+    });
+    tmux.keys(&["g", "Enter"]);
+    let screen = tmux.wait_for("the detail view", long, |s| {
+        s.contains("slices (switch-in to switch-out)") && s.contains("top edges in")
+    });
+    assert!(screen.contains("\"acceptor\""), "{screen}");
+    assert!(screen.contains("top edges out"), "{screen}");
+    assert!(screen.contains("switches in"), "{screen}");
+    tmux.keys(&["Escape"]);
+    tmux.wait_for("back to the table", long, |s| !table_header(s).is_empty());
+
+    // Help, closed by any key.
+    tmux.keys(&["?"]);
+    tmux.wait_for("the help", long, |s| {
+        s.contains("gltop help") && s.contains("invert the sort")
+    });
+    tmux.keys(&["j"]);
+    tmux.wait_for("the help closed", long, |s| !s.contains("gltop help"));
+
+    // Pause shows in the header.
+    tmux.keys(&["Space"]);
+    tmux.wait_for("paused", long, |s| s.contains("PAUSED"));
+    tmux.keys(&["Space"]);
+    tmux.wait_for("resumed", long, |s| !s.contains("PAUSED"));
+
+    // The demo ends: gltop says so and exits 0.
+    let screen = tmux.wait_for("the demo's end", Duration::from_secs(60), |s| {
+        s.contains("GLTOP_EXIT=")
+    });
+    assert!(
+        screen.contains(&format!("gltop: process {pid} (demo) exited")),
+        "{screen}"
+    );
+    assert!(screen.contains("GLTOP_EXIT=0"), "{screen}");
+    demo.wait_for(Duration::from_secs(10));
+}
+
+#[test]
+fn q_quits_and_detaches() {
+    if !bpf_or_skip("q_quits_and_detaches") {
+        return;
+    }
+    if Command::new("tmux").arg("-V").output().is_err() {
+        if std::env::var("CI").as_deref() == Ok("true") {
+            panic!("tmux is required under CI=true");
+        }
+        eprintln!("skipping: tmux is not installed");
+        return;
+    }
+    let t = target(&["--threads", "1", "--rounds", "100000000"]);
+    let cmd = format!(
+        "{} -p {} -d 0.5 --hit-cost-ns 500; echo GLTOP_EXIT=$?; sleep 60",
+        env!("CARGO_BIN_EXE_gltop"),
+        t.pid()
+    );
+    let tmux = Tmux::start("quit", &cmd);
+    tmux.wait_for("the table", Duration::from_secs(30), |s| s.contains("t0-0"));
+    assert!(semaphores(t.pid()).iter().all(|(_, v)| *v > 0));
+    tmux.keys(&["q"]);
+    let screen = tmux.wait_for("exit", Duration::from_secs(30), |s| {
+        s.contains("GLTOP_EXIT=")
+    });
+    assert!(screen.contains("GLTOP_EXIT=0"), "{screen}");
+    assert!(semaphores_zero_within(t.pid(), Duration::from_secs(10)));
+}
