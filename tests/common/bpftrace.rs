@@ -1,0 +1,281 @@
+//! Running bpftrace against a workload process, and reading its `-f json` output.
+
+use std::collections::BTreeMap;
+use std::io::{BufRead, BufReader, Read};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc::{self, Receiver};
+use std::sync::OnceLock;
+use std::thread::JoinHandle;
+use std::time::Instant;
+
+use nix::sys::signal::{kill, Signal};
+use nix::unistd::Pid;
+use serde_json::Value;
+
+use super::{ci, wait_timeout, TIMEOUT};
+
+/// Whether bpftrace can run here. Outside CI, a test that cannot run prints why and returns
+/// early; under `CI=true` it fails instead.
+pub fn available(test: &str) -> bool {
+    static PROBE: OnceLock<Result<(), String>> = OnceLock::new();
+    let result = PROBE.get_or_init(|| {
+        let out = Command::new("bpftrace")
+            .args(["-e", "BEGIN { printf(\"ok\\n\"); exit(); }"])
+            .stdin(Stdio::null())
+            .output()
+            .map_err(|e| format!("cannot run bpftrace: {e}"))?;
+        if out.status.success() && String::from_utf8_lossy(&out.stdout).contains("ok") {
+            Ok(())
+        } else {
+            Err(format!(
+                "bpftrace cannot load a BPF program ({}): {}",
+                out.status,
+                String::from_utf8_lossy(&out.stderr).trim()
+            ))
+        }
+    });
+    match result {
+        Ok(()) => true,
+        Err(reason) if ci() => panic!("CI=true, but {test} cannot run: {reason}"),
+        Err(reason) => {
+            eprintln!("skipping {test}: {reason}");
+            false
+        }
+    }
+}
+
+/// What bpftrace runs: a script file or a program text.
+pub enum Program<'a> {
+    File(&'a Path),
+    Text(&'a str),
+}
+
+/// A bpftrace attached to one process (`-p PID`), with `/proc/PID/exe` as `$1`.
+pub struct Bpftrace {
+    child: Child,
+    lines: Receiver<String>,
+    stderr: Option<JoinHandle<String>>,
+    seen: Vec<String>,
+}
+
+impl Bpftrace {
+    /// Starts bpftrace with `-f json -p PID PROGRAM /proc/PID/exe` and waits until its BEGIN
+    /// probe has printed: bpftrace fires BEGIN once every probe is attached. Every program
+    /// given here must print something from BEGIN.
+    pub fn attach(program: Program<'_>, pid: u32) -> Bpftrace {
+        let mut cmd = Command::new("bpftrace");
+        cmd.args(["-f", "json", "-p", &pid.to_string()]);
+        match program {
+            Program::File(path) => cmd.arg(path),
+            Program::Text(text) => cmd.args(["-e", text]),
+        };
+        cmd.arg(format!("/proc/{pid}/exe"))
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        let mut child = cmd.spawn().expect("cannot start bpftrace");
+        let out = child.stdout.take().expect("piped stdout");
+        let (tx, lines) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(out).lines().map_while(Result::ok) {
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        let mut err = child.stderr.take().expect("piped stderr");
+        let stderr = std::thread::spawn(move || {
+            let mut text = String::new();
+            let _ = err.read_to_string(&mut text);
+            text
+        });
+        let mut bt = Bpftrace {
+            child,
+            lines,
+            stderr: Some(stderr),
+            seen: Vec::new(),
+        };
+        bt.wait_for_begin();
+        bt
+    }
+
+    fn wait_for_begin(&mut self) {
+        let deadline = Instant::now() + TIMEOUT;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.lines.recv_timeout(left) {
+                Ok(line) => {
+                    let begun = line.contains("\"type\": \"printf\"");
+                    self.seen.push(line);
+                    if begun {
+                        return;
+                    }
+                }
+                Err(_) => {
+                    let _ = self.child.kill();
+                    let _ = self.child.wait();
+                    let stderr = self.stderr.take().map(|h| h.join().unwrap_or_default());
+                    panic!(
+                        "bpftrace never printed from BEGIN; stdout: {:?}; stderr: {}",
+                        self.seen,
+                        stderr.unwrap_or_default()
+                    );
+                }
+            }
+        }
+    }
+
+    /// Waits for bpftrace to exit by itself (it does when the traced process exits) and
+    /// returns its output.
+    pub fn finish(mut self) -> Output {
+        let status = wait_timeout(&mut self.child, "bpftrace", TIMEOUT);
+        self.collect(status.success(), &status.to_string())
+    }
+
+    /// Stops bpftrace with SIGINT, as Ctrl-C does, and returns its output.
+    pub fn interrupt(mut self) -> Output {
+        kill(Pid::from_raw(self.child.id() as i32), Signal::SIGINT).expect("SIGINT to bpftrace");
+        let status = wait_timeout(&mut self.child, "bpftrace", TIMEOUT);
+        self.collect(status.success(), &status.to_string())
+    }
+
+    fn collect(&mut self, ok: bool, status: &str) -> Output {
+        let stderr = self
+            .stderr
+            .take()
+            .map(|h| h.join().unwrap_or_default())
+            .unwrap_or_default();
+        let mut lines = std::mem::take(&mut self.seen);
+        lines.extend(self.lines.try_iter());
+        assert!(ok, "bpftrace failed ({status}): {stderr}");
+        let events: Vec<Value> = lines
+            .iter()
+            .filter(|l| !l.trim().is_empty())
+            .map(|l| {
+                serde_json::from_str(l).unwrap_or_else(|e| {
+                    panic!("bpftrace printed a line that is not JSON ({e}): {l}")
+                })
+            })
+            .collect();
+        let output = Output { events, stderr };
+        output.assert_nothing_lost();
+        output
+    }
+}
+
+impl Drop for Bpftrace {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+/// One bucket of a bpftrace histogram.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Bucket {
+    pub min: Option<i64>,
+    pub max: Option<i64>,
+    pub count: u64,
+}
+
+/// What bpftrace printed, one JSON object per line.
+pub struct Output {
+    pub events: Vec<Value>,
+    pub stderr: String,
+}
+
+impl Output {
+    fn of_type<'a>(&'a self, kind: &'a str) -> impl Iterator<Item = &'a Value> + 'a {
+        self.events
+            .iter()
+            .filter(move |e| e["type"] == kind)
+            .map(|e| &e["data"])
+    }
+
+    fn assert_nothing_lost(&self) {
+        let lost: Vec<&Value> = self.of_type("lost_events").collect();
+        assert!(lost.is_empty(), "bpftrace lost events: {lost:?}");
+    }
+
+    /// Every print of the map `name` (`@name`), in order: keys (joined with ",", as bpftrace
+    /// prints them; "" for a map without keys) to values.
+    pub fn map_prints(&self, name: &str) -> Vec<BTreeMap<String, i64>> {
+        self.of_type("map")
+            .filter_map(|data| data.get(name))
+            .map(|value| match value {
+                Value::Object(entries) => entries
+                    .iter()
+                    .map(|(k, v)| (k.clone(), v.as_i64().expect("an integer map value")))
+                    .collect(),
+                v => BTreeMap::from([(String::new(), v.as_i64().expect("an integer value"))]),
+            })
+            .collect()
+    }
+
+    /// The map `name` as printed last (empty if it was never printed).
+    pub fn map(&self, name: &str) -> BTreeMap<String, i64> {
+        self.map_prints(name).pop().unwrap_or_default()
+    }
+
+    /// The map `name` summed over all its prints (for maps cleared after each print).
+    pub fn map_sum(&self, name: &str) -> BTreeMap<String, i64> {
+        let mut sum = BTreeMap::new();
+        for print in self.map_prints(name) {
+            for (k, v) in print {
+                *sum.entry(k).or_insert(0) += v;
+            }
+        }
+        sum
+    }
+
+    /// The histogram `name` as printed last, per key ("" for a histogram without keys).
+    pub fn hist(&self, name: &str) -> BTreeMap<String, Vec<Bucket>> {
+        let Some(data) = self.of_type("hist").filter_map(|d| d.get(name)).last() else {
+            return BTreeMap::new();
+        };
+        let buckets = |v: &Value| -> Vec<Bucket> {
+            v.as_array()
+                .expect("histogram buckets")
+                .iter()
+                .map(|b| Bucket {
+                    min: b["min"].as_i64(),
+                    max: b["max"].as_i64(),
+                    count: b["count"].as_u64().expect("bucket count"),
+                })
+                .collect()
+        };
+        match data {
+            Value::Object(keyed) => keyed.iter().map(|(k, v)| (k.clone(), buckets(v))).collect(),
+            v => BTreeMap::from([(String::new(), buckets(v))]),
+        }
+    }
+
+    /// The text of every printf, in order.
+    pub fn printfs(&self) -> Vec<String> {
+        self.of_type("printf")
+            .map(|d| d.as_str().expect("printf text").to_string())
+            .collect()
+    }
+
+    /// How many `time()` stamps were printed.
+    pub fn times(&self) -> usize {
+        self.of_type("time").count()
+    }
+}
+
+/// Splits a bpftrace map key ("1,2" or "7,worker") into its parts.
+pub fn key_parts(key: &str, n: usize) -> Vec<&str> {
+    let parts: Vec<&str> = key.splitn(n, ',').collect();
+    assert_eq!(parts.len(), n, "map key {key:?} has fewer than {n} parts");
+    parts
+}
+
+/// Parses a numeric key part.
+pub fn num(part: &str) -> u64 {
+    part.trim()
+        .parse()
+        .unwrap_or_else(|_| panic!("{part:?} is not a number"))
+}

@@ -1,0 +1,116 @@
+//! The USDT notes of binaries built with the runtime (issue 3, item 1): every probe of
+//! `probes/greenlet.d` has a note, with the argument sizes the provider declares and an
+//! is-enabled semaphore. Read from the ELF file with goblin; needs no BPF.
+
+mod common;
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use common::stapsdt::{probe_notes, ProbeNote};
+use common::workload::example_bin;
+use goblin::elf::section_header::{SHF_ALLOC, SHF_EXECINSTR, SHF_WRITE, SHT_PROGBITS};
+use goblin::elf::Elf;
+
+/// The probes of `probes/greenlet.d` and their argument sizes in bytes: `uint64_t` is 8,
+/// `char *` a pointer (8), `uint8_t` 1; all unsigned.
+const PROBES: [(&str, &[i32]); 4] = [
+    ("switch", &[8, 8]),
+    ("throw", &[8, 8]),
+    ("new", &[8, 8, 8]),
+    ("dead", &[8, 1]),
+];
+
+fn notes_of(example: &str) -> (Vec<u8>, Vec<ProbeNote>) {
+    let bytes = std::fs::read(example_bin(example)).expect("read the example binary");
+    let notes = probe_notes(&bytes);
+    (bytes, notes)
+}
+
+fn check_probe_set(example: &str) {
+    let (_, notes) = notes_of(example);
+    assert!(!notes.is_empty(), "{example}: no .note.stapsdt notes");
+    let names: BTreeSet<&str> = notes.iter().map(|n| n.name.as_str()).collect();
+    let expected: BTreeSet<&str> = PROBES.iter().map(|(name, _)| *name).collect();
+    assert_eq!(names, expected, "{example}: the probes in .note.stapsdt");
+    for note in &notes {
+        assert_eq!(note.provider, "greenlet", "{example}: {note:?}");
+        let sizes = PROBES.iter().find(|(n, _)| *n == note.name).unwrap().1;
+        assert_eq!(
+            note.arg_sizes(),
+            sizes,
+            "{example}: argument sizes of {note:?}"
+        );
+    }
+}
+
+#[test]
+fn the_workload_lists_the_four_probes_with_their_argument_sizes() {
+    check_probe_set("workload");
+}
+
+#[test]
+fn the_tracing_example_lists_the_four_probes_too() {
+    check_probe_set("tracing");
+}
+
+#[test]
+fn each_probe_has_one_semaphore_in_writable_data_and_sites_in_code() {
+    let (bytes, notes) = notes_of("workload");
+    let elf = Elf::parse(&bytes).expect("ELF");
+    let section_of = |addr: u64| {
+        elf.section_headers
+            .iter()
+            .find(|s| {
+                s.sh_flags & u64::from(SHF_ALLOC) != 0 && s.vm_range().contains(&(addr as usize))
+            })
+            .unwrap_or_else(|| panic!("no allocated section holds {addr:#x}"))
+    };
+    let base = elf
+        .section_headers
+        .iter()
+        .find(|s| elf.shdr_strtab.get_at(s.sh_name) == Some(".stapsdt.base"))
+        .expect("a .stapsdt.base section");
+
+    let mut semaphores: BTreeMap<&str, BTreeSet<u64>> = BTreeMap::new();
+    for note in &notes {
+        semaphores
+            .entry(&note.name)
+            .or_default()
+            .insert(note.semaphore);
+        assert_eq!(note.base, base.sh_addr, "{note:?}: base is .stapsdt.base");
+        let code = section_of(note.pc);
+        assert!(
+            code.sh_flags & u64::from(SHF_EXECINSTR) != 0,
+            "{note:?}: the probe site is not in code"
+        );
+        // The site is the usdt crate's one-byte nop, which a uprobe replaces with int3.
+        let file_offset = (note.pc - code.sh_addr + code.sh_offset) as usize;
+        assert_eq!(
+            bytes[file_offset], 0x90,
+            "{note:?}: the probe site is not a nop"
+        );
+    }
+    let mut all = BTreeSet::new();
+    for (name, set) in &semaphores {
+        assert_eq!(
+            set.len(),
+            1,
+            "every site of greenlet:{name} shares one semaphore"
+        );
+        let sema = *set.first().unwrap();
+        assert_ne!(sema, 0, "greenlet:{name} has no semaphore");
+        assert!(
+            all.insert(sema),
+            "greenlet:{name} shares its semaphore with another probe"
+        );
+        let data = section_of(sema);
+        assert_eq!(
+            data.sh_type, SHT_PROGBITS,
+            "greenlet:{name}: semaphore section type"
+        );
+        assert!(
+            data.sh_flags & u64::from(SHF_WRITE) != 0,
+            "greenlet:{name}: the semaphore is not writable"
+        );
+    }
+}
