@@ -45,13 +45,18 @@ pub fn available(test: &str) -> bool {
     }
 }
 
-/// What bpftrace runs: a script file or a program text.
+/// What bpftrace runs.
 pub enum Program<'a> {
+    /// A script file that takes the binary path as `$1`.
     File(&'a Path),
+    /// A program text that takes the binary path as `$1`.
     Text(&'a str),
+    /// A program text without `$1` (`usdt::greenlet:...` probes, found through `-p`).
+    OneLiner(&'a str),
 }
 
-/// A bpftrace attached to one process (`-p PID`), with `/proc/PID/exe` as `$1`.
+/// A bpftrace attached to one process (`-p PID`), with `/proc/PID/exe` as `$1` (except for a
+/// one-liner).
 pub struct Bpftrace {
     child: Child,
     lines: Receiver<String>,
@@ -64,17 +69,28 @@ impl Bpftrace {
     /// probe has printed: bpftrace fires BEGIN once every probe is attached. Every program
     /// given here must print something from BEGIN.
     pub fn attach(program: Program<'_>, pid: u32) -> Bpftrace {
-        let mut cmd = Command::new("bpftrace");
-        cmd.args(["-f", "json", "-p", &pid.to_string()]);
+        let mut args: Vec<String> = ["-f", "json", "-p", &pid.to_string()]
+            .map(String::from)
+            .to_vec();
+        let exe = format!("/proc/{pid}/exe");
         match program {
-            Program::File(path) => cmd.arg(path),
-            Program::Text(text) => cmd.args(["-e", text]),
-        };
-        cmd.arg(format!("/proc/{pid}/exe"))
+            Program::File(path) => args.extend([path.display().to_string(), exe]),
+            Program::Text(text) => args.extend(["-e".to_string(), text.to_string(), exe]),
+            Program::OneLiner(text) => args.extend(["-e".to_string(), text.to_string()]),
+        }
+        Bpftrace::spawn(&args)
+    }
+
+    /// Starts bpftrace with `args` (which should include `-f json`) and waits until its BEGIN
+    /// probe has printed.
+    pub fn spawn(args: &[String]) -> Bpftrace {
+        let mut child = Command::new("bpftrace")
+            .args(args)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
-            .stderr(Stdio::piped());
-        let mut child = cmd.spawn().expect("cannot start bpftrace");
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("cannot start bpftrace");
         let out = child.stdout.take().expect("piped stdout");
         let (tx, lines) = mpsc::channel();
         std::thread::spawn(move || {
