@@ -128,9 +128,16 @@ impl ThreadState {
         self.registry.borrow().live()
     }
 
-    /// Thread exit: kill what is still suspended, then the main greenlet is dead.
+    /// Thread exit: kill what is still suspended; abandon what refuses to die (reported dead,
+    /// its stack leaked: it can never run again); then the main greenlet is dead.
     pub(crate) fn teardown(&self) {
         lifecycle::kill_all_in(self);
+        for survivor in self.live_greenlets() {
+            lifecycle::report(self, &survivor, lifecycle::KillFailure::Survived);
+            self.unregister(survivor.inner());
+            survivor.inner().context().abandon();
+            survivor.inner().mark_dead_at_thread_exit();
+        }
         self.trace_on.set(false);
         drop(self.tracer.take());
         self.main.inner().mark_dead_at_thread_exit();

@@ -2,14 +2,14 @@
 //! `probes/greenlet.d` has a note, with the argument sizes the provider declares and an
 //! is-enabled semaphore. Read from the ELF file with goblin; needs no BPF.
 
-mod common;
+mod probe_support;
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use common::stapsdt::{probe_notes, ProbeNote};
-use common::workload::example_bin;
 use goblin::elf::section_header::{SHF_ALLOC, SHF_EXECINSTR, SHF_WRITE, SHT_PROGBITS};
 use goblin::elf::Elf;
+use probe_support::stapsdt::{probe_notes, ProbeNote};
+use probe_support::workload::example_bin;
 
 /// The probes of `probes/greenlet.d` and their argument sizes in bytes: `uint64_t` is 8,
 /// `char *` a pointer (8), `uint8_t` 1; all unsigned.

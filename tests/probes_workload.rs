@@ -2,16 +2,16 @@
 //! consistent, follows its documented topology exactly, repeats for a seed, and its command
 //! line behaves (issue 3, item 2). Needs no BPF.
 
-mod common;
+mod probe_support;
 
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use common::workload::{self, workload_bin, Report, Workload};
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
+use probe_support::workload::{self, workload_bin, Report, Workload};
 
 /// Checks what must hold for every report, whatever the options.
 fn check_consistent(r: &Report) {
@@ -289,7 +289,7 @@ fn wait_signal_starts_on_sigusr1_and_linger_waits_for_stdin() {
         "it exited without waiting"
     );
     drop(child.stdin.take());
-    let status = common::wait_timeout(&mut child, "the workload", common::TIMEOUT);
+    let status = probe_support::wait_timeout(&mut child, "the workload", probe_support::TIMEOUT);
     assert!(status.success());
 }
 

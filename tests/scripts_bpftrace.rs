@@ -6,13 +6,13 @@
 //! These tests need bpftrace and BPF: outside CI they skip with a reason, under `CI=true`
 //! they fail if bpftrace cannot run. The checks of the scripts' text run everywhere.
 
-mod common;
+mod probe_support;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
 
-use common::bpftrace::{self, key_parts, num, Bpftrace, Output, Program};
-use common::workload::{outcome_code, workload_bin, Report, Workload};
+use probe_support::bpftrace::{self, key_parts, num, Bpftrace, Output, Program};
+use probe_support::workload::{outcome_code, workload_bin, Report, Workload};
 
 /// The scripts this file tests; a script added to `scripts/` must be added here, with a test.
 const SCRIPTS: [&str; 8] = [
@@ -37,13 +37,13 @@ const SMALL: [&str; 5] = [
 ];
 
 fn script(name: &str) -> PathBuf {
-    common::root().join("scripts").join(name)
+    probe_support::root().join("scripts").join(name)
 }
 
 /// Runs the workload with `args`, with `name` attached from before its first greenlet until
 /// it exits.
 fn run_script(name: &str, args: &[&str]) -> (Report, Output) {
-    let _serial = common::bpf_lock();
+    let _serial = probe_support::bpf_lock();
     let mut w = Workload::start(args);
     let path = script(name);
     let bt = Bpftrace::attach(Program::File(&path), w.pid);
@@ -96,7 +96,7 @@ fn edges_by_binary_path_sees_a_process_started_after_it() {
     if skip("edges_by_binary_path_sees_a_process_started_after_it") {
         return;
     }
-    let _serial = common::bpf_lock();
+    let _serial = probe_support::bpf_lock();
     // A private copy of the binary, so that no other process runs it.
     let dir = std::env::temp_dir().join(format!("greenlet-scripts-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
@@ -126,7 +126,7 @@ fn edges_with_dash_c_runs_the_program_under_bpftrace() {
     if skip("edges_with_dash_c_runs_the_program_under_bpftrace") {
         return;
     }
-    let _serial = common::bpf_lock();
+    let _serial = probe_support::bpf_lock();
     let bin = workload_bin().display().to_string();
     let args: Vec<String> = vec![
         "-f".into(),
@@ -367,7 +367,7 @@ fn the_readme_one_liners_count_what_settrace_counted() {
     if skip("the_readme_one_liners_count_what_settrace_counted") {
         return;
     }
-    let _serial = common::bpf_lock();
+    let _serial = probe_support::bpf_lock();
     let mut outputs = Vec::new();
     let mut reports = Vec::new();
     for program in &programs {
@@ -418,7 +418,7 @@ fn the_readme_section_uses_the_tested_one_liners() {
     assert!(section.contains("Tracing in production"));
     assert_eq!(one_liners(&section), tested, "scripts/README-section.md");
     // Once merged into README.md, the section there must keep the tested one-liners.
-    if let Ok(readme) = std::fs::read_to_string(common::root().join("README.md")) {
+    if let Ok(readme) = std::fs::read_to_string(probe_support::root().join("README.md")) {
         if readme.contains("Tracing in production") {
             for line in one_liners(&readme) {
                 assert!(
@@ -433,7 +433,7 @@ fn the_readme_section_uses_the_tested_one_liners() {
 #[test]
 fn every_script_is_tested_indexed_and_documented() {
     let mut found = BTreeSet::new();
-    for entry in std::fs::read_dir(common::root().join("scripts")).unwrap() {
+    for entry in std::fs::read_dir(probe_support::root().join("scripts")).unwrap() {
         let name = entry.unwrap().file_name().into_string().unwrap();
         if name.ends_with(".bt") {
             found.insert(name);

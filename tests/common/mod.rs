@@ -1,53 +1,84 @@
-//! Helpers shared by the probe and script tests: the workload example and its JSON report,
-//! bpftrace and its JSON output, the `.note.stapsdt` notes of a binary, and the rule for
-//! skipping when BPF is not available.
-//!
-//! Each test crate uses a different subset of these helpers.
+//! Helpers shared by the spec tests: a print log, greenlet labels, a printing tracer.
 #![allow(dead_code)]
 
-pub mod bpftrace;
-pub mod stapsdt;
-pub mod workload;
+use std::cell::RefCell;
+use std::rc::Rc;
 
-use std::path::PathBuf;
-use std::process::{Child, ExitStatus};
-use std::sync::{Mutex, MutexGuard};
-use std::time::{Duration, Instant};
+use greenlet::{getcurrent, Event, Greenlet, Tracer};
 
-/// How long any one child process may take: generous, because the machines that run these
-/// tests are small and shared, and bpftrace compiles each program with LLVM.
-pub const TIMEOUT: Duration = Duration::from_secs(180);
+/// Collects what a Python example would print, one line per entry.
+#[derive(Clone, Default)]
+pub struct Log(Rc<RefCell<Vec<String>>>);
 
-/// The repository root.
-pub fn root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-}
-
-/// Whether this run is under CI, where tests needing BPF must run rather than skip.
-pub fn ci() -> bool {
-    std::env::var("CI").is_ok_and(|v| v == "true")
-}
-
-/// Serialises the tests of one test binary that run bpftrace, so that they do not compete
-/// for the machine's few cores (and attach times stay short).
-pub fn bpf_lock() -> MutexGuard<'static, ()> {
-    static LOCK: Mutex<()> = Mutex::new(());
-    LOCK.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
-}
-
-/// Waits for `child` to exit, for at most `timeout`; kills it and panics after that.
-pub fn wait_timeout(child: &mut Child, what: &str, timeout: Duration) -> ExitStatus {
-    let deadline = Instant::now() + timeout;
-    loop {
-        match child.try_wait() {
-            Ok(Some(status)) => return status,
-            Ok(None) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(20)),
-            Ok(None) => {
-                let _ = child.kill();
-                let _ = child.wait();
-                panic!("{what} did not exit within {timeout:?}; killed it");
-            }
-            Err(e) => panic!("cannot wait for {what}: {e}"),
-        }
+impl Log {
+    pub fn new() -> Log {
+        Log::default()
     }
+
+    pub fn say(&self, line: impl Into<String>) {
+        self.0.borrow_mut().push(line.into());
+    }
+
+    pub fn lines(&self) -> Vec<String> {
+        self.0.borrow().clone()
+    }
+
+    pub fn take(&self) -> Vec<String> {
+        std::mem::take(&mut self.0.borrow_mut())
+    }
+}
+
+/// The examples' `nm(g)`: the greenlet's name, `main` for a main greenlet, `?` otherwise.
+pub fn nm(g: &Greenlet) -> String {
+    match g.name() {
+        Some(name) => name.to_string(),
+        None if g.is_main() => "main".to_string(),
+        None => "?".to_string(),
+    }
+}
+
+/// `switch` or `throw`.
+pub fn kind(event: &Event) -> &'static str {
+    event.kind().as_str()
+}
+
+/// The examples' usual tracer: `TRACE kind origin -> target | current: name`.
+pub fn printing_tracer(log: &Log) -> Tracer {
+    let log = log.clone();
+    Tracer::new(move |event: &Event| {
+        log.say(format!(
+            "TRACE {} {} -> {} | current: {}",
+            kind(event),
+            nm(event.origin()),
+            nm(event.target()),
+            nm(&getcurrent())
+        ));
+        Ok(())
+    })
+}
+
+/// A greenlet's state words as Python's repr ends them (`suspended active started main>`),
+/// read from its `Debug` form (`<greenlet #N "name" WORDS>`), for comparing transcripts that
+/// print greenlets.
+pub fn words(g: &Greenlet) -> String {
+    let debug = format!("{g:?}");
+    let rest = debug
+        .strip_prefix(&format!("<greenlet #{} ", g.id()))
+        .expect("Debug starts with the id");
+    match g.name() {
+        Some(name) => rest
+            .strip_prefix(&format!("{name:?} "))
+            .expect("then the name")
+            .to_string(),
+        None => rest.to_string(),
+    }
+}
+
+/// A named child greenlet.
+pub fn named<F, R>(name: &str, run: F) -> Greenlet
+where
+    F: FnOnce(greenlet::Value) -> Result<R, greenlet::Error> + 'static,
+    R: 'static,
+{
+    Greenlet::builder().name(name).build(run)
 }
