@@ -1,11 +1,13 @@
 //! The USDT notes of binaries built with the runtime (issue 3, item 1): every probe of
 //! `probes/greenlet.d` has a note, with the argument sizes the provider declares and an
-//! is-enabled semaphore. Read from the ELF file with goblin; needs no BPF.
+//! is-enabled semaphore on a page of its own. Read from the ELF file with goblin; only the last
+//! test needs BPF.
 
 mod probe_support;
 
 use std::collections::{BTreeMap, BTreeSet};
 
+use goblin::elf::program_header::{PF_W, PT_LOAD};
 use goblin::elf::section_header::{SHF_ALLOC, SHF_EXECINSTR, SHF_WRITE, SHT_PROGBITS};
 use goblin::elf::Elf;
 use probe_support::stapsdt::{probe_notes, ProbeNote};
@@ -113,4 +115,75 @@ fn each_probe_has_one_semaphore_in_writable_data_and_sites_in_code() {
             "greenlet:{name}: the semaphore is not writable"
         );
     }
+}
+
+/// The kernel finds a semaphore by its file offset, in the first writable mapping of the file
+/// that covers it. If another writable segment's mapping also covers that file page (rust-lld
+/// can put the end of RELRO and the start of the data on one page), a process started after a
+/// tracer attached gets the wrong copy incremented and its probes never fire.
+fn check_semaphore_pages(example: &str) {
+    const PAGE: u64 = 4096;
+    let (bytes, notes) = notes_of(example);
+    let elf = Elf::parse(&bytes).expect("ELF");
+    let writable: Vec<_> = elf
+        .program_headers
+        .iter()
+        .filter(|ph| ph.p_type == PT_LOAD && ph.p_flags & PF_W != 0)
+        .collect();
+    for note in &notes {
+        let home = writable
+            .iter()
+            .find(|ph| (ph.p_vaddr..ph.p_vaddr + ph.p_filesz).contains(&note.semaphore))
+            .unwrap_or_else(|| panic!("{example}: {note:?}: semaphore outside writable file data"));
+        let file_page = (note.semaphore - home.p_vaddr + home.p_offset) / PAGE;
+        for other in writable.iter().filter(|ph| !std::ptr::eq(**ph, *home)) {
+            let first = other.p_offset / PAGE;
+            let last = (other.p_offset + other.p_filesz).div_ceil(PAGE);
+            assert!(
+                !(first..last).contains(&file_page),
+                "{example}: the page of greenlet:{}'s semaphore is also mapped by the \
+                 writable segment at {:#x}",
+                note.name,
+                other.p_vaddr
+            );
+        }
+    }
+}
+
+#[test]
+fn semaphores_sit_on_pages_only_the_data_segment_maps() {
+    check_semaphore_pages("workload");
+    check_semaphore_pages("tracing");
+}
+
+#[test]
+fn the_tracing_example_fires_its_probes_when_started_under_bpftrace() {
+    // examples/tracing is the binary whose layout put its semaphores on a shared page.
+    if !probe_support::bpftrace::available(
+        "the_tracing_example_fires_its_probes_when_started_under_bpftrace",
+    ) {
+        return;
+    }
+    let _serial = probe_support::bpf_lock();
+    let bin = example_bin("tracing").display().to_string();
+    let args: Vec<String> = vec![
+        "-f".into(),
+        "json".into(),
+        "-c".into(),
+        bin.clone(),
+        "-e".into(),
+        "BEGIN { printf(\"attached\\n\"); } usdt:$1:greenlet:switch { @switch = count(); } \
+         usdt:$1:greenlet:new { @new = count(); }"
+            .into(),
+        bin,
+    ];
+    let out = probe_support::bpftrace::Bpftrace::spawn(&args).finish();
+    // The example's transcript: five transfers; main, origin and target.
+    assert_eq!(out.map("@switch").values().sum::<i64>(), 5);
+    assert_eq!(out.map("@new").values().sum::<i64>(), 3);
+    assert!(
+        out.other.iter().any(|l| l.starts_with("Transfer from")),
+        "{:?}",
+        out.other
+    );
 }

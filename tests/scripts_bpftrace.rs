@@ -164,14 +164,20 @@ fn rates_splits_per_second_and_per_thread() {
         ],
     );
     for kind in ["switch", "throw"] {
-        let name = format!("@{kind}");
+        // The counts of every second, from the two sets of maps that take turns.
+        let mut seconds = Vec::new();
+        for set in ["a", "b"] {
+            seconds.extend(out.map_prints(&format!("@{kind}_{set}")));
+        }
         let mut per_tid = BTreeMap::new();
-        for (key, n) in out.map_sum(&name) {
-            let p = key_parts(&key, 2);
-            let tid: i32 = p[0].parse().unwrap();
-            let t = r.tids()[&tid];
-            assert_eq!(p[1], format!("workload-{t}"), "comm of thread {tid}");
-            per_tid.insert(tid, n as u64);
+        for second in &seconds {
+            for (key, n) in second {
+                let p = key_parts(key, 2);
+                let tid: i32 = p[0].parse().unwrap();
+                let t = r.tids()[&tid];
+                assert_eq!(p[1], format!("workload-{t}"), "comm of thread {tid}");
+                *per_tid.entry(tid).or_insert(0) += *n as u64;
+            }
         }
         let expected: BTreeMap<i32, u64> = r
             .per_thread
@@ -182,14 +188,10 @@ fn rates_splits_per_second_and_per_thread() {
             per_tid, expected,
             "{kind}es per thread, summed over the seconds"
         );
-        let busy_seconds = out
-            .map_prints(&name)
-            .iter()
-            .filter(|p| !p.is_empty())
-            .count();
+        let busy_seconds = seconds.iter().filter(|p| !p.is_empty()).count();
         assert!(
             busy_seconds >= 2,
-            "{name} was printed non-empty {busy_seconds} times"
+            "{kind}es were printed for {busy_seconds} seconds"
         );
     }
     assert!(
@@ -294,12 +296,11 @@ fn snoop_prints_every_event_once() {
     let mut throw = BTreeMap::new();
     let mut new = BTreeSet::new();
     let mut dead = BTreeSet::new();
-    let mut last_time = 0;
+    // Lines reach bpftrace through per-CPU buffers: in time order per CPU only, so the
+    // time column is parsed but not checked for order.
     for line in &lines[1..] {
         let f: Vec<&str> = line.split_whitespace().collect();
-        let time = num(f[0]);
-        assert!(time >= last_time, "time went backwards: {line}");
-        last_time = time;
+        num(f[0]);
         let tid: i32 = f[1].parse().unwrap();
         match f[2] {
             "switch" | "throw" => {
@@ -371,7 +372,7 @@ fn the_readme_one_liners_count_what_settrace_counted() {
     let mut outputs = Vec::new();
     let mut reports = Vec::new();
     for program in &programs {
-        let mut w = Workload::start(&["--threads=2", "--seed=13", "--pace=400"]);
+        let mut w = Workload::start(&["--threads=2", "--seed=13"]);
         // A BEGIN probe tells when everything is attached.
         let program = format!("{program} BEGIN {{ printf(\"attached\\n\"); }}");
         let bt = Bpftrace::attach(Program::OneLiner(&program), w.pid);
@@ -384,18 +385,12 @@ fn the_readme_one_liners_count_what_settrace_counted() {
         pairs(&outputs[0].map("@switches")),
         reports[0].edges_of("switch")
     );
-    // 2: switches per second per thread, summed.
-    let per_tid: BTreeMap<i32, u64> = outputs[1]
-        .map_sum("@")
-        .into_iter()
-        .map(|(k, v)| (k.parse().unwrap(), v as u64))
-        .collect();
-    let expected: BTreeMap<i32, u64> = reports[1]
-        .per_thread
-        .iter()
-        .map(|t| (t.tid, t.switch))
-        .collect();
-    assert_eq!(per_tid, expected);
+    // 2: greenlets created, by name.
+    let mut expected: BTreeMap<String, i64> = BTreeMap::new();
+    for g in &reports[1].greenlets {
+        *expected.entry(g.name.clone()).or_insert(0) += 1;
+    }
+    assert_eq!(outputs[1].map("@created"), expected);
     // 3: deaths by outcome code.
     let deaths: BTreeMap<u8, u64> = outputs[2]
         .map("@outcome")

@@ -165,16 +165,24 @@ impl Bpftrace {
         let mut lines = std::mem::take(&mut self.seen);
         lines.extend(self.lines.try_iter());
         assert!(ok, "bpftrace failed ({status}): {stderr}");
-        let events: Vec<Value> = lines
-            .iter()
+        // Under `-c`, the traced program's own output shares bpftrace's stdout.
+        let (json, other): (Vec<String>, Vec<String>) = lines
+            .into_iter()
             .filter(|l| !l.trim().is_empty())
+            .partition(|l| l.starts_with('{'));
+        let events: Vec<Value> = json
+            .iter()
             .map(|l| {
                 serde_json::from_str(l).unwrap_or_else(|e| {
                     panic!("bpftrace printed a line that is not JSON ({e}): {l}")
                 })
             })
             .collect();
-        let output = Output { events, stderr };
+        let output = Output {
+            events,
+            other,
+            stderr,
+        };
         output.assert_nothing_lost();
         output
     }
@@ -200,6 +208,8 @@ pub struct Bucket {
 /// What bpftrace printed, one JSON object per line.
 pub struct Output {
     pub events: Vec<Value>,
+    /// Lines that are not JSON: the output of a program run with `-c`.
+    pub other: Vec<String>,
     pub stderr: String,
 }
 

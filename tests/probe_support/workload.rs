@@ -5,69 +5,93 @@ use std::io::{BufRead, BufReader, Read};
 use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdin, Command, Stdio};
 use std::sync::mpsc::{self, Receiver};
+use std::sync::Mutex;
 use std::thread::JoinHandle;
-use std::time::{Instant, SystemTime};
+use std::time::Instant;
 
 use serde::Deserialize;
 
 use super::{root, wait_timeout, TIMEOUT};
 
-/// The workload binary that `cargo test` built next to this test binary.
+/// The workload example's binary, freshly built.
 pub fn workload_bin() -> PathBuf {
     example_bin("workload")
 }
 
-/// The binary of example `name` that `cargo test` built next to this test binary.
+/// The binary of example `name`, built (once per test binary) with `cargo build --example`
+/// for the profile and target this test binary was built for.
 ///
-/// `cargo test` builds every example into `target/<profile>/examples/` before it runs any test;
-/// test binaries live in `target/<profile>/deps/`. A binary older than the sources it is
-/// built from is refused, so a `cargo test --test NAME` (which builds no examples) can never
-/// test a stale example.
+/// Plain `cargo test` builds the examples too, but `cargo test --all-targets` builds them only
+/// as test harnesses, so the tests build what they run themselves: a no-op when it is fresh,
+/// a link when it is not.
 pub fn example_bin(name: &str) -> PathBuf {
+    static BUILT: Mutex<BTreeMap<String, PathBuf>> = Mutex::new(BTreeMap::new());
+    let mut built = BUILT.lock().unwrap_or_else(|p| p.into_inner());
+    if let Some(path) = built.get(name) {
+        return path.clone();
+    }
+    let path = cargo_build_example(name);
+    built.insert(name.to_string(), path.clone());
+    path
+}
+
+fn cargo_build_example(name: &str) -> PathBuf {
+    // Test binaries live in <target dir>[/<triple>]/<profile dir>/deps.
     let exe = std::env::current_exe().expect("the test binary's path");
     let profile_dir = exe
         .parent()
         .and_then(Path::parent)
-        .expect("test binaries live in target/<profile>/deps");
-    let bin = profile_dir.join("examples").join(name);
-    let built = std::fs::metadata(&bin)
-        .and_then(|m| m.modified())
-        .unwrap_or_else(|_| {
-            panic!(
-                "{} is missing: run plain `cargo test` (it builds the examples) or \
-                 `cargo build --example {name}`",
-                bin.display()
-            )
-        });
-    let newest = newest_source(name);
-    assert!(
-        built >= newest,
-        "{} is older than its sources: run plain `cargo test` or `cargo build --example {name}`",
-        bin.display()
-    );
-    bin
-}
-
-fn newest_source(example: &str) -> SystemTime {
-    let mut newest = SystemTime::UNIX_EPOCH;
-    let mut todo = vec![
-        root().join("src"),
-        root().join(format!("examples/{example}.rs")),
-        root().join("probes/greenlet.d"),
-    ];
-    while let Some(path) = todo.pop() {
-        let Ok(meta) = std::fs::metadata(&path) else {
-            continue;
-        };
-        if meta.is_dir() {
-            for entry in std::fs::read_dir(&path).into_iter().flatten().flatten() {
-                todo.push(entry.path());
-            }
-        } else if let Ok(modified) = meta.modified() {
-            newest = newest.max(modified);
+        .expect("test binaries live in <target>/<profile>/deps");
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| env!("CARGO").into());
+    let mut cmd = Command::new(cargo);
+    cmd.args([
+        "build",
+        "--quiet",
+        "--message-format=json",
+        "--example",
+        name,
+    ])
+    .current_dir(root())
+    .stdin(Stdio::null());
+    match profile_dir.file_name().and_then(|n| n.to_str()) {
+        Some("debug") => {}
+        Some("release") => {
+            cmd.arg("--release");
         }
+        Some(profile) => {
+            cmd.args(["--profile", profile]);
+        }
+        None => panic!("cannot tell the profile from {}", exe.display()),
     }
-    newest
+    let above = profile_dir.parent().expect("a target directory");
+    if !above.join("CACHEDIR.TAG").exists() {
+        // <target dir>/<triple>/<profile dir>
+        let triple = above
+            .file_name()
+            .and_then(|n| n.to_str())
+            .expect("a target triple");
+        cmd.args(["--target", triple]);
+        cmd.env(
+            "CARGO_TARGET_DIR",
+            above.parent().expect("a target directory"),
+        );
+    } else {
+        cmd.env("CARGO_TARGET_DIR", above);
+    }
+    let out = cmd.output().expect("cannot run cargo");
+    assert!(
+        out.status.success(),
+        "cargo build --example {name} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // The last compiler-artifact message of the example names its executable.
+    let executable = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
+        .filter(|msg| msg["reason"] == "compiler-artifact" && msg["target"]["name"] == name)
+        .filter_map(|msg| msg["executable"].as_str().map(PathBuf::from))
+        .last();
+    executable.unwrap_or_else(|| panic!("cargo built no executable for example {name}"))
 }
 
 /// Runs the workload to the end with `args` and returns its report.
