@@ -49,7 +49,7 @@
 //!   "config": { "threads": 2, "greenlets": 4, "switches": 100, "throws": 10, "kills": 1,
 //!               "iterations": 1, "seed": 0, "duration": null, "forever": false, "pace": 0,
 //!               "trace": true },        // false with --no-trace: no events are counted
-//!   "totals": { "switch": 232, "throw": 28, "new": 18, "dead": 18 },
+//!   "totals": { "switch": 520, "throw": 28, "new": 16, "dead": 16 },
 //!                                 // switch/throw: settrace events; new/dead: greenlets
 //!                                 // created (main greenlets included) and deaths
 //!   "deaths": { "returned": 4, "error": 2, "exit": 4, "panic": 2,
@@ -57,8 +57,8 @@
 //!   "edges": [ { "origin": 1, "target": 2, "kind": "switch", "count": 1 }, ... ],
 //!                                 // one entry per (origin id, target id, kind) seen by
 //!                                 // settrace, sorted; kind is "switch" or "throw"
-//!   "per_thread": [ { "thread": 0, "tid": 1236, "main": 1, "iterations": 1, "switch": 116,
-//!                     "throw": 14, "new": 9, "dead": 9 }, ... ],
+//!   "per_thread": [ { "thread": 0, "tid": 1236, "main": 1, "iterations": 1, "switch": 260,
+//!                     "throw": 14, "new": 8, "dead": 8 }, ... ],
 //!                                 // tid: the Linux thread id, as bpftrace's `tid`
 //!   "greenlets": [ { "id": 1, "name": "", "parent": 0, "thread": 0, "tid": 1236,
 //!                    "main": true, "outcome": "thread_exit" }, ... ]
@@ -423,7 +423,7 @@ fn yield_to_parent() -> Result<Value, Error> {
 }
 
 fn unexpected(what: impl std::fmt::Display) -> Error {
-    Error::msg(format!("workload: unexpected {what}"))
+    Error::msg(format!("unexpected {what}"))
 }
 
 /// A worker: obeys the hub's commands until told to finish or killed.

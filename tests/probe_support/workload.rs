@@ -90,7 +90,7 @@ fn cargo_build_example(name: &str) -> PathBuf {
         .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
         .filter(|msg| msg["reason"] == "compiler-artifact" && msg["target"]["name"] == name)
         .filter_map(|msg| msg["executable"].as_str().map(PathBuf::from))
-        .last();
+        .next_back();
     executable.unwrap_or_else(|| panic!("cargo built no executable for example {name}"))
 }
 
