@@ -1,7 +1,7 @@
 //! Running bpftrace against a workload process, and reading its `-f json` output.
 
 use std::collections::BTreeMap;
-use std::io::{BufRead, BufReader, Read};
+use std::io::{BufRead, BufReader, Read, Write};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc::{self, Receiver};
@@ -39,7 +39,8 @@ pub fn available(test: &str) -> bool {
         Ok(()) => true,
         Err(reason) if ci() => panic!("CI=true, but {test} cannot run: {reason}"),
         Err(reason) => {
-            eprintln!("skipping {test}: {reason}");
+            // Straight to stderr, past the test harness's capture, so the skip is seen.
+            let _ = writeln!(std::io::stderr(), "skipping {test}: {reason}");
             false
         }
     }
