@@ -409,20 +409,17 @@ fn the_readme_one_liners_count_what_settrace_counted() {
 #[test]
 fn the_readme_section_uses_the_tested_one_liners() {
     let tested = one_liners(&std::fs::read_to_string(script("README.md")).unwrap());
-    let section = std::fs::read_to_string(script("README-section.md")).unwrap();
-    assert!(section.contains("Tracing in production"));
-    assert_eq!(one_liners(&section), tested, "scripts/README-section.md");
-    // Once merged into README.md, the section there must keep the tested one-liners.
-    if let Ok(readme) = std::fs::read_to_string(probe_support::root().join("README.md")) {
-        if readme.contains("Tracing in production") {
-            for line in one_liners(&readme) {
-                assert!(
-                    tested.contains(&line),
-                    "README.md has an untested one-liner: {line}"
-                );
-            }
-        }
-    }
+    let readme = std::fs::read_to_string(probe_support::root().join("README.md")).unwrap();
+    let section = readme
+        .split("## Tracing in production")
+        .nth(1)
+        .expect("README.md has a \"Tracing in production\" section");
+    let section = section.split("\n## ").next().unwrap();
+    assert_eq!(
+        one_liners(section),
+        tested,
+        "README.md, Tracing in production"
+    );
 }
 
 #[test]
