@@ -3,7 +3,7 @@
 
 CARGO ?= cargo
 
-.PHONY: all test lint demo deps conformance
+.PHONY: all test lint demo deps conformance memcheck
 
 all: test
 
@@ -29,3 +29,7 @@ deps:
 N ?= 100000
 conformance:
 	conformance/run.sh $(N)
+
+## memcheck: every test binary under valgrind memcheck (zero errors allowed)
+memcheck:
+	bash .ci/memcheck.sh
