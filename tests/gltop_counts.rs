@@ -1,9 +1,12 @@
 //! Kernel-side counts equal what `settrace` saw, exactly: totals, per-edge and per-greenlet
-//! counts from `gltop --json`, against the target's own settrace report.
+//! counts from `gltop --json`, against the settrace report of the probes issue's workload
+//! (`examples/workload.rs`) and of gltop's own target (`examples/gltop_target.rs`).
 
 mod gltop_common;
 
 use std::collections::BTreeMap;
+use std::io::Write;
+use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use gltop_common::*;
@@ -98,34 +101,171 @@ fn assert_exact(report: &Value, last: &Value) {
     }
 }
 
+/// Runs the probes issue's workload with `args` under `gltop --json` with `gltop_args`: the
+/// workload waits on stdin until gltop says it is attached. Returns (the workload's report,
+/// gltop's last line).
+fn traced_workload(args: &[&str], gltop_args: &[&str]) -> (Value, Value) {
+    let mut w = Proc::spawn(
+        Command::new(example("workload"))
+            .args(args)
+            .args(["--wait", "stdin"])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped()),
+    );
+    assert!(
+        w.wait_stderr("workload: ready", Duration::from_secs(30)),
+        "{}",
+        w.stderr_so_far()
+    );
+    let mut g = gltop_json(w.pid(), gltop_args);
+    assert!(
+        g.wait_stderr("attached to process", Duration::from_secs(60)),
+        "{}",
+        g.stderr_so_far()
+    );
+    w.child.stdin.take().unwrap().write_all(b"go\n").unwrap();
+    let st = w
+        .wait_for(Duration::from_secs(300))
+        .expect("the workload finished");
+    assert!(st.success(), "workload failed: {}", w.stderr_text());
+    let g_st = g
+        .wait_for(Duration::from_secs(30))
+        .expect("gltop exits after the workload");
+    let err = g.stderr_text();
+    assert!(g_st.success() && err.contains("exited"), "gltop: {err}");
+    let report: Value = serde_json::from_str(w.stdout_text().trim()).expect("workload report");
+    let last = json_lines(&g.stdout_text())
+        .pop()
+        .expect("gltop's final line");
+    (report, last)
+}
+
+/// gltop's last line against the workload's report: every count, exactly.
+fn assert_workload_exact(report: &Value, last: &Value) {
+    let totals = &last["totals"];
+    let want = &report["totals"];
+    assert_eq!(totals["switches"], want["switch"], "switches");
+    assert_eq!(totals["throws"], want["throw"], "throws");
+    assert_eq!(
+        totals["greenlets_created"], want["new"],
+        "greenlets created"
+    );
+    assert_eq!(totals["greenlets_dead"], want["dead"], "deaths");
+    assert_eq!(totals["dropped"], 0, "{totals}");
+    assert_eq!(totals["late_greenlets"], 0, "{totals}");
+    for (outcome, n) in report["deaths"].as_object().unwrap() {
+        assert_eq!(
+            totals["dead_by_outcome"][outcome], *n,
+            "deaths by {outcome}"
+        );
+    }
+
+    // Edges: (origin, target) -> (switches, throws).
+    let mut edges: BTreeMap<(u64, u64), (u64, u64)> = BTreeMap::new();
+    for e in report["edges"].as_array().unwrap() {
+        let key = (e["origin"].as_u64().unwrap(), e["target"].as_u64().unwrap());
+        let count = e["count"].as_u64().unwrap();
+        let slot = edges.entry(key).or_default();
+        match e["kind"].as_str().unwrap() {
+            "switch" => slot.0 += count,
+            _ => slot.1 += count,
+        }
+    }
+    let got: BTreeMap<(u64, u64), (u64, u64)> = last["edges"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| {
+            let n = |k: &str| e[k].as_u64().unwrap();
+            ((n("origin"), n("target")), (n("switches"), n("throws")))
+        })
+        .collect();
+    assert_eq!(got, edges, "per-edge counts");
+
+    // Per greenlet: identity as the workload recorded it, and counts as its edges sum up.
+    let mut sums: BTreeMap<u64, [u64; 4]> = BTreeMap::new();
+    for (&(origin, target), &(sw, th)) in &edges {
+        let t = sums.entry(target).or_default();
+        t[0] += sw;
+        t[2] += th;
+        let o = sums.entry(origin).or_default();
+        o[1] += sw;
+        o[3] += th;
+    }
+    let greenlets = report["greenlets"].as_array().unwrap();
+    assert_eq!(last["greenlets"].as_array().unwrap().len(), greenlets.len());
+    for w in greenlets {
+        let id = w["id"].as_u64().unwrap();
+        let g = greenlet(last, id).unwrap_or_else(|| panic!("greenlet {id} recorded"));
+        assert_eq!(g["name"], w["name"], "name of {id}");
+        assert_eq!(g["tid"], w["tid"], "thread of {id}");
+        assert_eq!(g["main"], w["main"], "main-ness of {id}");
+        let parent = w["parent"].as_u64().unwrap();
+        assert_eq!(g["parent"].as_u64().unwrap_or(0), parent, "parent of {id}");
+        assert_eq!(g["outcome"], w["outcome"], "outcome of {id}");
+        assert_eq!(g["state"], "dead", "{id}");
+        let [sw_in, sw_out, th_in, th_out] = sums.get(&id).copied().unwrap_or_default();
+        assert_eq!(g["switches_in"], sw_in, "switches in of {id}");
+        assert_eq!(g["switches_out"], sw_out, "switches out of {id}");
+        assert_eq!(g["throws_in"], th_in, "throws in of {id}");
+        assert_eq!(g["throws_out"], th_out, "throws out of {id}");
+    }
+}
+
 #[test]
-fn a_million_switches_on_four_threads_match_settrace_exactly() {
-    if !bpf_or_skip("a_million_switches_on_four_threads_match_settrace_exactly") {
+fn a_million_switches_on_four_threads_match_the_workload_exactly() {
+    if !bpf_or_skip("a_million_switches_on_four_threads_match_the_workload_exactly") {
         return;
     }
-    // 4 threads x 30,000 trips x 9 hops = 1,080,000 transfers, every 7th a throw.
-    let (report, last) = traced_run(
+    let (report, last) = traced_workload(
         &[
             "--threads",
             "4",
             "--greenlets",
             "8",
-            "--rounds",
-            "30000",
-            "--throw-every",
-            "7",
+            "--switches",
+            "60000",
+            "--throws",
+            "6000",
+            "--kills",
+            "2",
+            "--iterations",
+            "2",
         ],
         &["-d", "0.5"],
     );
-    let transfers = report["switches"].as_u64().unwrap() + report["throws"].as_u64().unwrap();
-    assert!(transfers >= 1_000_000, "{transfers} transfers");
-    assert!(report["throws"].as_u64().unwrap() > 100_000);
-    assert_exact(&report, &last);
+    let switches = report["totals"]["switch"].as_u64().unwrap();
+    assert!(switches >= 1_000_000, "{switches} switches");
+    assert_eq!(report["threads"], 4);
     assert_eq!(last["attach"]["mode"], "uprobe");
-    // Every ring greenlet returned; the main greenlets died with their threads.
-    let outcomes = &last["totals"]["dead_by_outcome"];
-    assert_eq!(outcomes["returned"], 32, "{outcomes}");
-    assert_eq!(last["totals"]["greenlets_dead"], 36, "{}", last["totals"]);
+    assert_workload_exact(&report, &last);
+}
+
+#[test]
+fn the_workload_counts_the_same_with_libbpf_usdt_and_a_random_topology() {
+    if !bpf_or_skip("the_workload_counts_the_same_with_libbpf_usdt_and_a_random_topology") {
+        return;
+    }
+    let (report, last) = traced_workload(
+        &[
+            "--threads",
+            "2",
+            "--greenlets",
+            "5",
+            "--switches",
+            "3000",
+            "--throws",
+            "500",
+            "--seed",
+            "7",
+            "--iterations",
+            "3",
+        ],
+        &["-d", "0.5", "--attach", "usdt"],
+    );
+    assert_eq!(last["attach"]["mode"], "usdt");
+    assert_workload_exact(&report, &last);
 }
 
 #[test]

@@ -183,7 +183,7 @@ impl Tracer {
         let process = Process::find(pid)?;
         process::check_bpf_privilege()?;
         let exe = process.exe();
-        let sites = elf::greenlet_sites(&exe)?;
+        let elf::ProbeNotes { sites, orphans } = elf::greenlet_sites(&exe)?;
         if sites.is_empty() {
             return Err(Error::NoProbes {
                 pid,
@@ -211,6 +211,19 @@ impl Tracer {
             }
             AttachMode::Usdt => AttachMode::Usdt,
         };
+        if mode == AttachMode::Usdt {
+            if let Some((_, probe)) = orphans.first() {
+                return Err(Error::BadExecutable {
+                    path: exe,
+                    reason: format!(
+                        "libbpf's USDT support refuses it: it keeps {} note(s) of probe call \
+                         sites the linker removed (greenlet:{probe} among them); use the \
+                         uprobe attach mode",
+                        orphans.len()
+                    ),
+                });
+            }
+        }
         let (skel, mode) = match (load(&opts.capacities, true), mode) {
             (Ok(skel), mode) => (skel, mode),
             // Kernels before 6.6 have no uprobe-multi links and refuse those programs.

@@ -160,8 +160,19 @@ fn split_desc(desc: &[u8], addr_size: usize) -> Option<(u64, u64, u64, &str, &st
     Some((pc, base, sema, provider, name, args))
 }
 
-/// Every USDT probe site in the ELF image `bytes`, of every provider.
-pub fn probe_sites(bytes: &[u8]) -> Result<Vec<ProbeSite>, goblin::error::Error> {
+/// The USDT notes of an executable.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ProbeNotes {
+    /// Call sites in code.
+    pub sites: Vec<ProbeSite>,
+    /// (provider, probe) of each note whose address lies outside the executable segments:
+    /// a call site the linker garbage-collected. libbpf's USDT support refuses a probe that
+    /// has any.
+    pub orphans: Vec<(String, String)>,
+}
+
+/// Every USDT probe note in the ELF image `bytes`, of every provider.
+pub fn probe_sites(bytes: &[u8]) -> Result<ProbeNotes, goblin::error::Error> {
     let elf = Elf::parse(bytes)?;
     if !elf.little_endian {
         return Err(goblin::error::Error::Malformed(
@@ -175,9 +186,9 @@ pub fn probe_sites(bytes: &[u8]) -> Result<Vec<ProbeSite>, goblin::error::Error>
         .iter()
         .find(|sh| elf.shdr_strtab.get_at(sh.sh_name) == Some(".stapsdt.base"))
         .map(|sh| sh.sh_addr);
-    let mut sites = Vec::new();
+    let mut found = ProbeNotes::default();
     let Some(notes) = elf.iter_note_sections(bytes, Some(".note.stapsdt")) else {
-        return Ok(sites);
+        return Ok(found);
     };
     for note in notes {
         let note = note?;
@@ -192,10 +203,11 @@ pub fn probe_sites(bytes: &[u8]) -> Result<Vec<ProbeSite>, goblin::error::Error>
             _ => pc,
         };
         let Some(file_offset) = code_offset(&elf, pc) else {
+            found.orphans.push((provider.to_string(), name.to_string()));
             continue;
         };
         let args = args.split_whitespace().filter_map(ArgSpec::parse).collect();
-        sites.push(ProbeSite {
+        found.sites.push(ProbeSite {
             provider: provider.to_string(),
             name: name.to_string(),
             file_offset,
@@ -203,20 +215,19 @@ pub fn probe_sites(bytes: &[u8]) -> Result<Vec<ProbeSite>, goblin::error::Error>
             args,
         });
     }
-    Ok(sites)
+    Ok(found)
 }
 
-/// The `greenlet` provider's probe sites in the executable at `path`.
-pub fn greenlet_sites(path: &Path) -> Result<Vec<ProbeSite>, Error> {
+/// The `greenlet` provider's probe notes in the executable at `path`.
+pub fn greenlet_sites(path: &Path) -> Result<ProbeNotes, Error> {
     let bytes = std::fs::read(path).map_err(|e| Error::from_io(e, path))?;
-    let sites = probe_sites(&bytes).map_err(|e| Error::BadExecutable {
+    let mut notes = probe_sites(&bytes).map_err(|e| Error::BadExecutable {
         path: path.to_path_buf(),
         reason: e.to_string(),
     })?;
-    Ok(sites
-        .into_iter()
-        .filter(|s| s.provider == PROVIDER)
-        .collect())
+    notes.sites.retain(|s| s.provider == PROVIDER);
+    notes.orphans.retain(|(provider, _)| provider == PROVIDER);
+    Ok(notes)
 }
 
 #[cfg(test)]

@@ -64,7 +64,7 @@ pub enum Error {
         need: String,
     },
     /// The executable could not be parsed as ELF.
-    #[error("cannot read the probes of {path}: {reason}")]
+    #[error("cannot use the probes of {path}: {reason}")]
     BadExecutable {
         /// The file.
         path: PathBuf,

@@ -17,8 +17,8 @@ pub enum Outcome {
     Exit,
     /// It panicked.
     Panic,
-    /// Its thread exited while it was suspended.
-    Murdered,
+    /// Its thread exited (a main greenlet, or one still suspended then).
+    ThreadExit,
     /// It was dropped before it ever started.
     Discarded,
     /// An outcome code this version does not know.
@@ -33,7 +33,7 @@ impl Outcome {
             1 => Outcome::Error,
             2 => Outcome::Exit,
             3 => Outcome::Panic,
-            4 => Outcome::Murdered,
+            4 => Outcome::ThreadExit,
             5 => Outcome::Discarded,
             c => Outcome::Other(c),
         }
@@ -46,7 +46,7 @@ impl Outcome {
             Outcome::Error => "error",
             Outcome::Exit => "exit",
             Outcome::Panic => "panic",
-            Outcome::Murdered => "murdered",
+            Outcome::ThreadExit => "thread_exit",
             Outcome::Discarded => "discarded",
             Outcome::Other(_) => "other",
         }
@@ -487,6 +487,6 @@ mod tests {
             let o = Outcome::from_code(c);
             assert_eq!(o == Outcome::Other(c), c > 5, "{c}");
         }
-        assert_eq!(Outcome::from_code(4).as_str(), "murdered");
+        assert_eq!(Outcome::from_code(4).as_str(), "thread_exit");
     }
 }

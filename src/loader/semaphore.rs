@@ -71,7 +71,7 @@ pub fn semaphores(pid: i32) -> Result<BTreeMap<String, u16>, Error> {
     let mem_path = std::path::PathBuf::from(format!("/proc/{pid}/mem"));
     let mem = std::fs::File::open(&mem_path).map_err(|e| Error::from_io(e, &mem_path))?;
     let mut values = BTreeMap::new();
-    for site in elf::greenlet_sites(&exe)? {
+    for site in elf::greenlet_sites(&exe)?.sites {
         let Some(offset) = site.semaphore_offset else {
             continue;
         };

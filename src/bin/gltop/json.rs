@@ -51,7 +51,7 @@ struct DeadByOutcome {
     error: u64,
     exit: u64,
     panic: u64,
-    murdered: u64,
+    thread_exit: u64,
     discarded: u64,
     other: u64,
 }
@@ -188,7 +188,7 @@ pub fn interval_line(
                 error: o[1],
                 exit: o[2],
                 panic: o[3],
-                murdered: o[4],
+                thread_exit: o[4],
                 discarded: o[5],
                 other: o[6] + o[7],
             },
