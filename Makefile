@@ -7,19 +7,23 @@ CARGO ?= cargo
 
 all: test
 
-## test: formatting, lints, then every test (unit, integration, doc tests)
+## test: formatting, lints, then every test (unit, integration, doc tests), gltop's included
 test: lint
-	$(CARGO) test --all-targets
-	$(CARGO) test --doc
+	$(CARGO) test --all-targets --all-features
+	$(CARGO) test --doc --all-features
 
 ## lint: rustfmt and clippy, warnings are errors
 lint:
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --all-targets -- -D warnings
+	$(CARGO) clippy --all-targets --all-features -- -D warnings
 
-## demo: the seed's tracing example
-demo:
-	$(CARGO) run --example tracing
+## demo: a simulated greenlet server, watched live by gltop (q quits both)
+demo: deps
+	$(CARGO) build --release --features gltop --bin gltop --example demo
+	@target/release/examples/demo --wait-for-tracer >/dev/null & demo=$$!; \
+	  trap 'kill $$demo 2>/dev/null' EXIT INT TERM; \
+	  target/release/gltop -p $$demo
 
 ## deps: system packages and tools the tests need (Debian; run as root)
 deps:
