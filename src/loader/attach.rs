@@ -191,39 +191,7 @@ impl Tracer {
                 exe: std::fs::read_link(&exe).unwrap_or(exe),
             });
         }
-        let mode = match opts.mode {
-            AttachMode::Auto if sites.iter().all(ProbeSite::args_in_abi_registers) => {
-                AttachMode::Uprobe
-            }
-            AttachMode::Auto => AttachMode::Usdt,
-            AttachMode::Uprobe => {
-                if let Some(bad) = sites.iter().find(|s| !s.args_in_abi_registers()) {
-                    return Err(Error::BadExecutable {
-                        path: exe,
-                        reason: format!(
-                            "probe greenlet:{} passes its arguments as {:?}, not in the argument \
-                             registers; use the usdt attach mode",
-                            bad.name, bad.args
-                        ),
-                    });
-                }
-                AttachMode::Uprobe
-            }
-            AttachMode::Usdt => AttachMode::Usdt,
-        };
-        if mode == AttachMode::Usdt {
-            if let Some((_, probe)) = orphans.first() {
-                return Err(Error::BadExecutable {
-                    path: exe,
-                    reason: format!(
-                        "libbpf's USDT support refuses it: it keeps {} note(s) of probe call \
-                         sites the linker removed (greenlet:{probe} among them); use the \
-                         uprobe attach mode",
-                        orphans.len()
-                    ),
-                });
-            }
-        }
+        let mode = resolve_mode(opts.mode, &sites, &orphans, &exe)?;
         let (skel, mode) = match (load(&opts.capacities, true), mode) {
             (Ok(skel), mode) => (skel, mode),
             // Kernels before 6.6 have no uprobe-multi links and refuse those programs.
@@ -371,6 +339,42 @@ impl Tracer {
     }
 }
 
+/// The attach mode to use for these probe notes: `Auto` picks `Uprobe` when every site passes
+/// its arguments in the argument registers; a mode the notes cannot support is an error.
+fn resolve_mode(
+    asked: AttachMode,
+    sites: &[ProbeSite],
+    orphans: &[(String, String)],
+    exe: &Path,
+) -> Result<AttachMode, Error> {
+    let unreadable = sites.iter().find(|s| !s.args_in_abi_registers());
+    let mode = match (asked, unreadable) {
+        (AttachMode::Auto | AttachMode::Uprobe, None) => AttachMode::Uprobe,
+        (AttachMode::Uprobe, Some(bad)) => {
+            return Err(Error::BadExecutable {
+                path: exe.to_path_buf(),
+                reason: format!(
+                    "probe greenlet:{} passes its arguments as {:?}, not in the argument \
+                     registers; use the usdt attach mode",
+                    bad.name, bad.args
+                ),
+            })
+        }
+        _ => AttachMode::Usdt,
+    };
+    if let (AttachMode::Usdt, Some((_, probe))) = (mode, orphans.first()) {
+        return Err(Error::BadExecutable {
+            path: exe.to_path_buf(),
+            reason: format!(
+                "libbpf's USDT support refuses it: it keeps {} note(s) of probe call sites the \
+                 linker removed (greenlet:{probe} among them); use the uprobe attach mode",
+                orphans.len()
+            ),
+        });
+    }
+    Ok(mode)
+}
+
 /// Opens the skeleton, sizes its maps and loads it into the kernel; without the uprobe-multi
 /// programs unless `uprobes`.
 fn load(caps: &Capacities, uprobes: bool) -> Result<GreenletSkel<'static>, Error> {
@@ -403,4 +407,50 @@ fn load(caps: &Capacities, uprobes: bool) -> Result<GreenletSkel<'static>, Error
     }
     open.load()
         .map_err(|e| Error::bpf("cannot load the BPF programs", e))
+}
+
+#[cfg(all(test, target_arch = "x86_64"))]
+mod tests {
+    use super::*;
+    use crate::loader::elf::ArgSpec;
+
+    fn site(args: &str) -> ProbeSite {
+        ProbeSite {
+            provider: "greenlet".into(),
+            name: "switch".into(),
+            file_offset: 0x1000,
+            semaphore_offset: Some(0x2000),
+            args: args.split_whitespace().filter_map(ArgSpec::parse).collect(),
+        }
+    }
+
+    #[test]
+    fn auto_picks_uprobes_when_every_site_allows_them() {
+        let exe = Path::new("/x");
+        let abi = [site("8@%rdi 8@%rsi")];
+        let odd = [site("8@%rdi 8@%rsi"), site("8@%rax 8@%rsi")];
+        let orphan = [("greenlet".to_string(), "dead".to_string())];
+        let mode = |asked, sites: &[ProbeSite], orphans: &[(String, String)]| {
+            resolve_mode(asked, sites, orphans, exe).map_err(|e| e.to_string())
+        };
+        assert_eq!(
+            mode(AttachMode::Auto, &abi, &orphan),
+            Ok(AttachMode::Uprobe)
+        );
+        assert_eq!(mode(AttachMode::Auto, &odd, &[]), Ok(AttachMode::Usdt));
+        assert_eq!(mode(AttachMode::Usdt, &abi, &[]), Ok(AttachMode::Usdt));
+        assert_eq!(
+            mode(AttachMode::Uprobe, &abi, &orphan),
+            Ok(AttachMode::Uprobe)
+        );
+        let err = mode(AttachMode::Uprobe, &odd, &[]).unwrap_err();
+        assert!(err.contains("not in the argument registers"), "{err}");
+        let err = mode(AttachMode::Usdt, &abi, &orphan).unwrap_err();
+        assert!(
+            err.contains("refuses it") && err.contains("greenlet:dead"),
+            "{err}"
+        );
+        let err = mode(AttachMode::Auto, &odd, &orphan).unwrap_err();
+        assert!(err.contains("refuses it"), "{err}");
+    }
 }
