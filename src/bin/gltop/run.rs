@@ -139,7 +139,7 @@ fn run_json(
         if args.count.is_some_and(|n| printed >= n) {
             return Ok(End::Done);
         }
-        next += interval;
+        next = (next + interval).max(Instant::now());
     }
 }
 
@@ -213,10 +213,14 @@ fn run_tui(
         let interval = Duration::from_secs_f64(args.delay);
         let mut next = Instant::now() + interval;
         let mut refreshes = 0u64;
+        // Draw only when something changed: a refresh, a key, a resized terminal.
+        let mut dirty = true;
         loop {
-            terminal
-                .draw(|f| view::draw(f, app))
-                .map_err(anyhow::Error::from)?;
+            if std::mem::take(&mut dirty) {
+                terminal
+                    .draw(|f| view::draw(f, app))
+                    .map_err(anyhow::Error::from)?;
+            }
             if signals.pending() || app.quit {
                 return Ok(End::Done);
             }
@@ -227,11 +231,13 @@ fn run_tui(
             if now >= next {
                 let snap = tracer.snapshot()?;
                 app.update(snap);
+                dirty = true;
                 refreshes += 1;
                 if args.count.is_some_and(|n| refreshes >= n) {
                     return Ok(End::Done);
                 }
-                next += interval;
+                // After a slow refresh, skip the ticks already missed rather than catch up.
+                next = (next + interval).max(Instant::now());
                 continue;
             }
             match wait_input((next - now).min(POLL))? {
@@ -247,8 +253,10 @@ fn run_tui(
                     Event::Key(k) if k.kind != KeyEventKind::Release => {
                         if let Some(key) = Key::from_crossterm(&k) {
                             app.on_key(key);
+                            dirty = true;
                         }
                     }
+                    Event::Resize(..) => dirty = true,
                     _ => {}
                 }
             }
