@@ -112,6 +112,25 @@ static __always_inline __u32 log2_u64(__u64 v)
 	return r;
 }
 
+/* The slice `g` is running ends at `now` (nothing if it is not running). */
+static __always_inline void end_slice(struct gl_stats *g, __u64 now)
+{
+	if (g->last_in_ns && now >= g->last_in_ns) {
+		__u64 slice = now - g->last_in_ns;
+		__u32 b = log2_u64(slice);
+
+		if (b >= GL_HIST_BUCKETS)
+			b = GL_HIST_BUCKETS - 1;
+		g->hist[b]++;
+		g->on_cpu_ns += slice;
+		g->slices++;
+		if (slice > g->max_slice_ns)
+			g->max_slice_ns = slice;
+	}
+	g->last_in_ns = 0;
+	g->running = 0;
+}
+
 /* A transfer (switch or throw) from `origin` to `target`, fired in the target. */
 static __always_inline int on_transfer(__u64 origin, __u64 target, bool is_throw)
 {
@@ -135,20 +154,7 @@ static __always_inline int on_transfer(__u64 origin, __u64 target, bool is_throw
 			g->throws_out++;
 		else
 			g->switches_out++;
-		if (g->last_in_ns && now >= g->last_in_ns) {
-			__u64 slice = now - g->last_in_ns;
-			__u32 b = log2_u64(slice);
-
-			if (b >= GL_HIST_BUCKETS)
-				b = GL_HIST_BUCKETS - 1;
-			g->hist[b]++;
-			g->on_cpu_ns += slice;
-			g->slices++;
-			if (slice > g->max_slice_ns)
-				g->max_slice_ns = slice;
-		}
-		g->last_in_ns = 0;
-		g->running = 0;
+		end_slice(g, now);
 		set_tid(g);
 	}
 
@@ -222,10 +228,15 @@ static __always_inline int on_dead(__u64 id, __u8 outcome)
 	g = get_greenlet(id, tot, true);
 	if (!g)
 		return 0;
+	/*
+	 * A greenlet that dies while running (a main greenlet at thread exit, or
+	 * one whose last switch out comes after this probe) ends its slice here.
+	 */
 	g->dead_ns = bpf_ktime_get_ns();
+	end_slice(g, g->dead_ns);
 	g->dead = 1;
 	g->outcome = outcome;
-	g->tid = (__u32)bpf_get_current_pid_tgid();
+	set_tid(g);
 	return 0;
 }
 
