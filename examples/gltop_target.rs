@@ -2,7 +2,8 @@
 //! amount of greenlet traffic on several threads, records what `settrace` saw, and prints
 //! those totals as one JSON object on stdout when it exits:
 //! `{"switches": N, "throws": N, "edges": [[origin, target, switches, throws], ...],
-//! "names": {"id": "name", ...}}`.
+//! "names": {"id": "name", ...}, "spun": [[id, slices, total ns], ...]}`; `spun` is what the
+//! spinning greenlets timed of their own slices, from inside.
 //!
 //! Each thread's main greenlet creates `--greenlets` named greenlets `t<T>-<I>` and drives a
 //! ring: main -> 0 -> 1 -> ... -> last -> main, `--rounds` times. Every `--throw-every`th
@@ -71,6 +72,9 @@ struct Seen {
     edges: BTreeMap<(u64, u64), (u64, u64)>,
     /// id -> name
     names: BTreeMap<u64, String>,
+    /// id -> (slices, total ns) of the spinning greenlet, timed from inside: from the moment
+    /// it gets control to its next switch out.
+    spun: BTreeMap<u64, (u64, u64)>,
 }
 
 fn spin(d: Duration) {
@@ -139,6 +143,7 @@ fn thread_main(t: u32, args: Args) -> Seen {
     for i in 0..args.greenlets {
         let name = format!("t{t}-{i}");
         let (ring2, main2, hop2) = (ring.clone(), main.clone(), hop.clone());
+        let seen2 = seen.clone();
         let spin_us = if i == 0 { args.spin_us } else { 0 };
         let rounds = args.rounds;
         let g = Greenlet::builder().name(name.clone()).build(move |_| {
@@ -148,7 +153,15 @@ fn thread_main(t: u32, args: Args) -> Seen {
                 .cloned()
                 .unwrap_or_else(|| main2.clone());
             for r in 0..rounds {
+                let slice = Instant::now();
                 spin(Duration::from_micros(spin_us));
+                if spin_us > 0 {
+                    let ns = slice.elapsed().as_nanos() as u64;
+                    let mut s = seen2.borrow_mut();
+                    let e = s.spun.entry(getcurrent().id()).or_default();
+                    e.0 += 1;
+                    e.1 += ns;
+                }
                 if r + 1 < rounds {
                     hop2.to(&next)?;
                 }
@@ -207,17 +220,20 @@ fn main() {
         out.throws += s.throws;
         out.edges.extend(s.edges);
         out.names.extend(s.names);
+        out.spun.extend(s.spun);
     }
     let edges: Vec<[u64; 4]> = out
         .edges
         .iter()
         .map(|(&(o, t), &(s, th))| [o, t, s, th])
         .collect();
+    let spun: Vec<[u64; 3]> = out.spun.iter().map(|(&id, &(n, ns))| [id, n, ns]).collect();
     let report = serde_json::json!({
         "switches": out.switches,
         "throws": out.throws,
         "edges": edges,
         "names": out.names,
+        "spun": spun,
     });
     println!("{report}");
     if let Some(secs) = args.then_exec_sleep {
