@@ -10,6 +10,9 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
+#[path = "../probe_support/mod.rs"]
+mod probe_support;
+
 /// Whether BPF tests can run here. Outside CI a missing privilege skips the test with a
 /// printed reason; under `CI=true` it fails the test.
 pub fn bpf_or_skip(test: &str) -> bool {
@@ -32,20 +35,10 @@ pub fn gltop() -> Command {
     c
 }
 
-/// An example built next to gltop (`cargo test --all-targets --features gltop` builds them).
+/// The binary of an example of this repository, built for this test run if needed (with the
+/// `gltop` feature, which the demo and the test target need).
 pub fn example(name: &str) -> PathBuf {
-    let bin = PathBuf::from(env!("CARGO_BIN_EXE_gltop"));
-    let path = bin
-        .parent()
-        .expect("gltop lives in a directory")
-        .join("examples")
-        .join(name);
-    assert!(
-        path.exists(),
-        "{} is not built: run the tests with `cargo test --all-targets --features gltop`",
-        path.display()
-    );
-    path
+    probe_support::workload::example_bin_with_features(name, &["gltop"])
 }
 
 /// A child process killed (by its PID) when dropped, so a failing test leaves nothing behind.

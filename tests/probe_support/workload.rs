@@ -25,17 +25,22 @@ pub fn workload_bin() -> PathBuf {
 /// as test harnesses, so the tests build what they run themselves: a no-op when it is fresh,
 /// a link when it is not.
 pub fn example_bin(name: &str) -> PathBuf {
+    example_bin_with_features(name, &[])
+}
+
+/// [`example_bin`] for an example that needs cargo features (such as `gltop`).
+pub fn example_bin_with_features(name: &str, features: &[&str]) -> PathBuf {
     static BUILT: Mutex<BTreeMap<String, PathBuf>> = Mutex::new(BTreeMap::new());
     let mut built = BUILT.lock().unwrap_or_else(|p| p.into_inner());
     if let Some(path) = built.get(name) {
         return path.clone();
     }
-    let path = cargo_build_example(name);
+    let path = cargo_build_example(name, features);
     built.insert(name.to_string(), path.clone());
     path
 }
 
-fn cargo_build_example(name: &str) -> PathBuf {
+fn cargo_build_example(name: &str, features: &[&str]) -> PathBuf {
     // Test binaries live in <target dir>[/<triple>]/<profile dir>/deps.
     let exe = std::env::current_exe().expect("the test binary's path");
     let profile_dir = exe
@@ -53,6 +58,9 @@ fn cargo_build_example(name: &str) -> PathBuf {
     ])
     .current_dir(root())
     .stdin(Stdio::null());
+    if !features.is_empty() {
+        cmd.args(["--features", &features.join(",")]);
+    }
     match profile_dir.file_name().and_then(|n| n.to_str()) {
         Some("debug") => {}
         Some("release") => {
