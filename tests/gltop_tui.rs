@@ -162,8 +162,12 @@ fn tui_shows_header_names_sorting_detail_help_and_exits_with_the_demo() {
         table_header(s).contains("NAME▲")
     });
     tmux.keys(&["g", "Enter"]);
+    // Wait for the whole view: a capture can land in the middle of a redraw.
     let screen = tmux.wait_for("the detail view", long, |s| {
-        s.contains("slices (switch-in to switch-out)") && s.contains("top edges in")
+        s.contains("slices (switch-in to switch-out)")
+            && s.contains("top edges in")
+            && s.contains("top edges out")
+            && s.contains("switches in")
     });
     assert!(screen.contains("\"acceptor\""), "{screen}");
     assert!(screen.contains("top edges out"), "{screen}");
