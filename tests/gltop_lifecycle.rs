@@ -1,22 +1,14 @@
-//! The life of an attachment: the target exits or execs, gltop is killed or told to stop,
-//! two gltops at once, and maps ten times too small.
+//! The life of an attachment: the target exits or execs, gltop is told to stop, and maps ten
+//! times too small. (SIGKILL of gltop or of the target, and several gltops at once:
+//! `faults_attach.rs`.)
 
 mod gltop_common;
 
-use std::process::{Command, Stdio};
-use std::sync::Mutex;
 use std::time::Duration;
 
 use gltop_common::*;
 use libbpf_rs::query::ProgInfoIter;
 use nix::sys::signal::Signal;
-
-/// These tests count gltop's BPF programs system-wide: one at a time.
-static SERIAL: Mutex<()> = Mutex::new(());
-
-fn serial() -> std::sync::MutexGuard<'static, ()> {
-    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
-}
 
 /// Loaded BPF programs named like gltop's switch handler.
 fn gltop_programs() -> usize {
@@ -50,33 +42,6 @@ fn long_target() -> Proc {
         "--rounds",
         "100000000",
     ])
-}
-
-#[test]
-fn sigkill_of_gltop_drops_the_semaphores_to_zero_and_leaves_no_program() {
-    if !bpf_or_skip("sigkill_of_gltop_drops_the_semaphores_to_zero_and_leaves_no_program") {
-        return;
-    }
-    let _s = serial();
-    let t = long_target();
-    let mut g = gltop_json(t.pid(), &["-d", "1"]);
-    assert!(
-        wait_attached(t.pid(), Duration::from_secs(30)),
-        "gltop attached"
-    );
-    assert!(semaphores(t.pid()).iter().all(|(_, v)| *v > 0));
-    assert!(gltop_programs() > 0);
-    g.signal(Signal::SIGKILL);
-    g.wait_for(Duration::from_secs(30)).expect("gltop died");
-    assert!(
-        semaphores_zero_within(t.pid(), Duration::from_secs(10)),
-        "semaphores after SIGKILL: {:?}",
-        semaphores(t.pid())
-    );
-    assert!(
-        wait_programs_gone(Duration::from_secs(10)),
-        "a BPF program outlived gltop"
-    );
 }
 
 #[test]
@@ -151,62 +116,6 @@ fn a_target_that_execs_ends_gltop_with_a_message() {
         std::fs::read_link(format!("/proc/{}/exe", t.pid())).is_ok_and(|p| p.ends_with("sleep"))
     );
     assert!(wait_programs_gone(Duration::from_secs(10)));
-}
-
-#[test]
-fn two_gltops_on_one_process_both_count_exactly() {
-    if !bpf_or_skip("two_gltops_on_one_process_both_count_exactly") {
-        return;
-    }
-    let _s = serial();
-    let dir = std::env::temp_dir().join(format!("gltop-two-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let go = dir.join("go");
-    let mut t = Proc::spawn(
-        Command::new(example("gltop_target"))
-            .args([
-                "--threads",
-                "2",
-                "--greenlets",
-                "4",
-                "--rounds",
-                "20000",
-                "--throw-every",
-                "3",
-            ])
-            .arg("--wait-for-file")
-            .arg(&go)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped()),
-    );
-    let mut a = gltop_json(t.pid(), &["-d", "0.5"]);
-    let mut b = gltop_json(t.pid(), &["-d", "0.7", "--attach", "usdt"]);
-    // Both say they are attached before the target starts.
-    for g in [&a, &b] {
-        assert!(
-            g.wait_stderr("attached to process", Duration::from_secs(30)),
-            "{}",
-            g.stderr_so_far()
-        );
-    }
-    std::fs::write(&go, b"").unwrap();
-    assert!(t
-        .wait_for(Duration::from_secs(120))
-        .is_some_and(|s| s.success()));
-    let report: serde_json::Value = serde_json::from_str(t.stdout_text().trim()).unwrap();
-    for g in [&mut a, &mut b] {
-        assert!(g
-            .wait_for(Duration::from_secs(30))
-            .is_some_and(|s| s.success()));
-        let last = json_lines(&g.stdout_text()).pop().unwrap();
-        assert_eq!(last["totals"]["switches"], report["switches"]);
-        assert_eq!(last["totals"]["throws"], report["throws"]);
-        assert_eq!(
-            last["edges"].as_array().unwrap().len(),
-            report["edges"].as_array().unwrap().len()
-        );
-    }
-    std::fs::remove_dir_all(&dir).ok();
 }
 
 #[test]

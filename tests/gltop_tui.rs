@@ -4,77 +4,10 @@
 mod gltop_common;
 
 use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
+use gltop_common::tmux::{tmux_or_skip, Tmux};
 use gltop_common::*;
-
-/// A tmux session of our own, killed (by its name) when dropped.
-struct Tmux {
-    name: String,
-}
-
-impl Tmux {
-    fn start(tag: &str, command: &str) -> Tmux {
-        let name = format!("gltop-test-{}-{tag}", std::process::id());
-        let ok = Command::new("tmux")
-            .args([
-                "new-session",
-                "-d",
-                "-s",
-                &name,
-                "-x",
-                "160",
-                "-y",
-                "50",
-                command,
-            ])
-            .status()
-            .expect("run tmux")
-            .success();
-        assert!(ok, "tmux new-session failed");
-        Tmux { name }
-    }
-
-    fn screen(&self) -> String {
-        let out = Command::new("tmux")
-            .args(["capture-pane", "-p", "-t", &self.name])
-            .output()
-            .expect("tmux capture-pane");
-        String::from_utf8_lossy(&out.stdout).into_owned()
-    }
-
-    fn keys(&self, keys: &[&str]) {
-        let status = Command::new("tmux")
-            .args(["send-keys", "-t", &self.name])
-            .args(keys)
-            .status()
-            .expect("tmux send-keys");
-        assert!(status.success());
-    }
-
-    /// Waits until the screen satisfies `pred`; the screen, or a panic with the last one.
-    fn wait_for(&self, what: &str, timeout: Duration, pred: impl Fn(&str) -> bool) -> String {
-        let deadline = Instant::now() + timeout;
-        loop {
-            let s = self.screen();
-            if pred(&s) {
-                return s;
-            }
-            if Instant::now() > deadline {
-                panic!("timed out waiting for {what}; screen:\n{s}");
-            }
-            std::thread::sleep(Duration::from_millis(100));
-        }
-    }
-}
-
-impl Drop for Tmux {
-    fn drop(&mut self) {
-        let _ = Command::new("tmux")
-            .args(["kill-session", "-t", &self.name])
-            .status();
-    }
-}
 
 /// The header line of the table, e.g. `ID NAME▲ PARENT ...`.
 fn table_header(screen: &str) -> String {
@@ -90,11 +23,7 @@ fn tui_shows_header_names_sorting_detail_help_and_exits_with_the_demo() {
     if !bpf_or_skip("tui_shows_header_names_sorting_detail_help_and_exits_with_the_demo") {
         return;
     }
-    if Command::new("tmux").arg("-V").output().is_err() {
-        if std::env::var("CI").as_deref() == Ok("true") {
-            panic!("tmux is required under CI=true");
-        }
-        eprintln!("skipping: tmux is not installed");
+    if !tmux_or_skip() {
         return;
     }
     let mut demo = Proc::spawn(
@@ -206,11 +135,7 @@ fn q_quits_and_detaches() {
     if !bpf_or_skip("q_quits_and_detaches") {
         return;
     }
-    if Command::new("tmux").arg("-V").output().is_err() {
-        if std::env::var("CI").as_deref() == Ok("true") {
-            panic!("tmux is required under CI=true");
-        }
-        eprintln!("skipping: tmux is not installed");
+    if !tmux_or_skip() {
         return;
     }
     let t = target(&["--threads", "1", "--rounds", "100000000"]);

@@ -1,11 +1,15 @@
 //! Helpers for the gltop tests: BPF availability, the binaries under test, child processes
-//! that die with the test, and gltop's JSON lines.
+//! that die with the test, and gltop's JSON lines; the BPF objects gltop leaves in the kernel
+//! ([`kernel`]) and a tmux session for the TUI ([`tmux`]).
 #![allow(dead_code)]
+
+pub mod kernel;
+pub mod tmux;
 
 use std::io::{BufRead, BufReader, Read};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
@@ -26,6 +30,13 @@ pub fn bpf_or_skip(test: &str) -> bool {
             false
         }
     }
+}
+
+/// Serialises the tests of one test binary that attach gltop, so that they do not compete for
+/// the machine's few cores (and system-wide counts of BPF objects stay meaningful).
+pub fn serial() -> MutexGuard<'static, ()> {
+    static SERIAL: Mutex<()> = Mutex::new(());
+    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 /// The gltop binary of this build.
