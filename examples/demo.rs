@@ -24,14 +24,22 @@ use std::hint::black_box;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
+use clap::builder::RangedU64ValueParser;
 use clap::Parser;
 use greenlet::{getcurrent, Error, Greenlet};
+
+#[path = "support/cli.rs"]
+mod cli;
+
+/// The longest duration any option may ask for, in microseconds: one hour.
+const HOUR_US: u64 = 3_600_000_000;
 
 #[derive(Clone, Debug, Parser)]
 #[command(about = "A simulated greenlet server to watch with gltop")]
 struct Args {
     /// Worker threads, each with its own hub.
-    #[arg(long, default_value_t = 2)]
+    #[arg(long, default_value_t = 2,
+          value_parser = RangedU64ValueParser::<usize>::new().range(1..=1024))]
     threads: usize,
     /// Connections accepted per second on each thread.
     #[arg(long, default_value_t = 200)]
@@ -40,33 +48,42 @@ struct Args {
     #[arg(long, default_value_t = 20)]
     requests: u32,
     /// Mean simulated I/O wait per request, microseconds.
-    #[arg(long, default_value_t = 2000)]
+    #[arg(long, default_value_t = 2000, value_parser = RangedU64ValueParser::<u64>::new().range(0..=HOUR_US))]
     io_us: u64,
     /// CPU work per request, microseconds.
-    #[arg(long, default_value_t = 20)]
+    #[arg(long, default_value_t = 20, value_parser = RangedU64ValueParser::<u64>::new().range(0..=HOUR_US))]
     work_us: u64,
     /// Percentage of connections that are slow (their wait exceeds the timeout).
     #[arg(long, default_value_t = 5)]
     slow_percent: u64,
     /// Timeout of one I/O wait, milliseconds.
-    #[arg(long, default_value_t = 50)]
+    #[arg(long, default_value_t = 50, value_parser = RangedU64ValueParser::<u64>::new().range(0..=HOUR_US / 1000))]
     timeout_ms: u64,
     /// Length of the hog's long slices, milliseconds.
-    #[arg(long, default_value_t = 30)]
+    #[arg(long, default_value_t = 30, value_parser = RangedU64ValueParser::<u64>::new().range(0..=HOUR_US / 1000))]
     hog_slice_ms: u64,
     /// One hog slice in this many is long (1: all); the others take 200 µs.
     #[arg(long, default_value_t = 10)]
     hog_every: u64,
     /// The hog's pause between slices, milliseconds.
-    #[arg(long, default_value_t = 5)]
+    #[arg(long, default_value_t = 5, value_parser = RangedU64ValueParser::<u64>::new().range(0..=HOUR_US / 1000))]
     hog_sleep_ms: u64,
     /// Stop after this many seconds (0: run until killed).
-    #[arg(long, default_value_t = 0.0)]
+    #[arg(long, default_value_t = 0.0, value_parser = parse_seconds, allow_negative_numbers = true)]
     seconds: f64,
     /// Start serving only once a tracer (gltop, bpftrace) is attached, so that it sees every
     /// greenlet from its creation, names included.
     #[arg(long)]
     wait_for_tracer: bool,
+}
+
+/// `--seconds`: a finite number from 0 to a billion.
+fn parse_seconds(text: &str) -> Result<f64, String> {
+    match text.parse::<f64>() {
+        Ok(s) if (0.0..=1e9).contains(&s) => Ok(s),
+        Ok(_) => Err("not in 0..=1e9 seconds".into()),
+        Err(_) => Err("not a number of seconds".into()),
+    }
 }
 
 /// Waits until something enables all of this process's `greenlet` probes.
@@ -304,7 +321,7 @@ fn serve(thread: usize, args: Args, until: Option<Instant>) {
 }
 
 fn main() {
-    let args = Args::parse();
+    let args: Args = cli::parse_or_exit("demo");
     println!("demo: pid {}, {} threads", std::process::id(), args.threads);
     if args.wait_for_tracer {
         println!(

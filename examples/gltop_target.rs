@@ -23,10 +23,13 @@ use std::time::{Duration, Instant};
 use clap::Parser;
 use greenlet::{getcurrent, settrace, Error, Event, EventKind, Greenlet, Tracer};
 
+#[path = "support/cli.rs"]
+mod cli;
+
 #[derive(Clone, Debug, Parser)]
 struct Args {
     /// Threads.
-    #[arg(long, default_value_t = 4)]
+    #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u32).range(1..=1024))]
     threads: u32,
     /// Greenlets per thread besides main.
     #[arg(long, default_value_t = 8)]
@@ -197,7 +200,7 @@ fn thread_main(t: u32, args: Args) -> Seen {
 }
 
 fn main() {
-    let args = Args::parse();
+    let args: Args = cli::parse_or_exit("gltop_target");
     if args.wait_for_tracer {
         let me = std::process::id() as i32;
         wait("tracer attached", || {
