@@ -183,7 +183,15 @@ impl Tracer {
         let process = Process::find(pid)?;
         process::check_bpf_privilege()?;
         let exe = process.exe();
-        let elf::ProbeNotes { sites, orphans } = elf::greenlet_sites(&exe)?;
+        let elf::ProbeNotes { sites, orphans } = match elf::greenlet_sites(&exe) {
+            // A kernel thread has no executable, hence no probes.
+            Err(Error::Io { source, .. })
+                if source.kind() == std::io::ErrorKind::NotFound && process.is_alive() =>
+            {
+                elf::ProbeNotes::default()
+            }
+            notes => notes?,
+        };
         if sites.is_empty() {
             return Err(Error::NoProbes {
                 pid,
