@@ -11,6 +11,7 @@ mod run;
 mod table;
 mod view;
 
+use std::io::IsTerminal;
 use std::process::ExitCode;
 
 use clap::{Parser, ValueEnum};
@@ -161,6 +162,14 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    if !args.json && !std::io::stdout().is_terminal() {
+        // Checked before attaching: the TUI would fail only after the attach and the cost
+        // measurement, or draw escape sequences into a file.
+        eprintln!(
+            "gltop: the live view needs a terminal on stdout; use --json to write to a pipe or a file"
+        );
+        return ExitCode::from(2);
+    }
     match run::run(&args) {
         Ok(run::End::TargetExited(p)) => {
             if p.has_execed() {
