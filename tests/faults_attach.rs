@@ -145,16 +145,7 @@ fn assert_matches_target(who: &str, report: &Value, last: &Value) {
             ((n(0), n(1)), (n(2), n(3)))
         })
         .collect();
-    let got: BTreeMap<(u64, u64), (u64, u64)> = last["edges"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|e| {
-            let n = |k: &str| e[k].as_u64().unwrap();
-            ((n("origin"), n("target")), (n("switches"), n("throws")))
-        })
-        .collect();
-    assert_eq!(got, want, "{who}: per-edge counts");
+    assert_eq!(edge_counts(last), want, "{who}: per-edge counts");
 
     let names = report["names"].as_object().unwrap();
     let ids: BTreeSet<u64> = names.keys().map(|k| k.parse().unwrap()).collect();

@@ -83,16 +83,7 @@ fn assert_workload_exact(report: &Value, last: &Value) {
             _ => slot.1 += count,
         }
     }
-    let got: BTreeMap<(u64, u64), (u64, u64)> = last["edges"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|e| {
-            let n = |k: &str| e[k].as_u64().unwrap();
-            ((n("origin"), n("target")), (n("switches"), n("throws")))
-        })
-        .collect();
-    assert_eq!(got, edges, "per-edge counts");
+    assert_eq!(edge_counts(last), edges, "per-edge counts");
 
     // Per greenlet: identity as the workload recorded it, and counts as its edges sum up.
     let mut sums: BTreeMap<u64, [u64; 4]> = BTreeMap::new();
@@ -124,11 +115,15 @@ fn assert_workload_exact(report: &Value, last: &Value) {
     }
 }
 
-#[test]
-fn a_million_switches_on_four_threads_match_the_workload_exactly() {
-    if !bpf_or_skip("a_million_switches_on_four_threads_match_the_workload_exactly") {
-        return;
-    }
+/// At least `at_least` switches on four threads (8 workers each, a throw per ten switch
+/// steps, 2 kills per iteration), counted exactly; gltop refreshes every `delay` seconds.
+fn four_threads_exact(switches: u64, iterations: u64, delay: &str, at_least: u64) {
+    let started = std::time::Instant::now();
+    let (switches, throws, iterations) = (
+        switches.to_string(),
+        (switches / 10).to_string(),
+        iterations.to_string(),
+    );
     let (report, last) = traced_workload(
         &[
             "--threads",
@@ -136,21 +131,33 @@ fn a_million_switches_on_four_threads_match_the_workload_exactly() {
             "--greenlets",
             "8",
             "--switches",
-            "60000",
+            &switches,
             "--throws",
-            "6000",
+            &throws,
             "--kills",
             "2",
             "--iterations",
-            "2",
+            &iterations,
         ],
-        &["-d", "0.5"],
+        &["-d", delay],
     );
     let switches = report["totals"]["switch"].as_u64().unwrap();
-    assert!(switches >= 1_000_000, "{switches} switches");
+    assert!(switches >= at_least, "{switches} switches");
     assert_eq!(report["threads"], 4);
     assert_eq!(last["attach"]["mode"], "uprobe");
     assert_workload_exact(&report, &last);
+    eprintln!(
+        "{switches} switches on 4 threads counted exactly in {:.1} s",
+        started.elapsed().as_secs_f64()
+    );
+}
+
+#[test]
+fn a_million_switches_on_four_threads_match_the_workload_exactly() {
+    if !bpf_or_skip("a_million_switches_on_four_threads_match_the_workload_exactly") {
+        return;
+    }
+    four_threads_exact(60_000, 2, "0.5", 1_000_000);
 }
 
 /// Issue 6: ten million switches on four threads, counted exactly. About 10.8 million probe
@@ -161,33 +168,7 @@ fn ten_million_switches_on_four_threads_match_the_workload_exactly() {
     if !bpf_or_skip("ten_million_switches_on_four_threads_match_the_workload_exactly") {
         return;
     }
-    let started = std::time::Instant::now();
-    let (report, last) = traced_workload(
-        &[
-            "--threads",
-            "4",
-            "--greenlets",
-            "8",
-            "--switches",
-            "100000",
-            "--throws",
-            "10000",
-            "--kills",
-            "2",
-            "--iterations",
-            "11",
-        ],
-        &["-d", "1"],
-    );
-    let switches = report["totals"]["switch"].as_u64().unwrap();
-    assert!(switches >= 10_000_000, "{switches} switches");
-    assert_eq!(report["threads"], 4);
-    assert_eq!(last["attach"]["mode"], "uprobe");
-    assert_workload_exact(&report, &last);
-    eprintln!(
-        "{switches} switches on 4 threads counted exactly in {:.1} s",
-        started.elapsed().as_secs_f64()
-    );
+    four_threads_exact(100_000, 11, "1", 10_000_000);
 }
 
 #[test]

@@ -6,6 +6,7 @@
 pub mod kernel;
 pub mod tmux;
 
+use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Read};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
@@ -30,6 +31,19 @@ pub fn bpf_or_skip(test: &str) -> bool {
             false
         }
     }
+}
+
+/// Whether `program` runs (`program arg`, e.g. `--version`). Outside CI a missing tool skips
+/// the test with a printed reason; under `CI=true` it fails the test.
+pub fn tool_or_skip(program: &str, arg: &str) -> bool {
+    if Command::new(program).arg(arg).output().is_ok() {
+        return true;
+    }
+    if std::env::var("CI").as_deref() == Ok("true") {
+        panic!("{program} is required under CI=true but cannot be run");
+    }
+    eprintln!("skipping: {program} is not installed");
+    false
 }
 
 /// Serialises the tests of one test binary that attach gltop, so that they do not compete for
@@ -200,6 +214,19 @@ pub fn gltop_json(pid: i32, args: &[&str]) -> Proc {
 pub fn json_lines(text: &str) -> Vec<Value> {
     text.lines()
         .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("bad JSON line {l:?}: {e}")))
+        .collect()
+}
+
+/// The edges of a JSON line: (origin, target) -> (switches, throws).
+pub fn edge_counts(line: &Value) -> BTreeMap<(u64, u64), (u64, u64)> {
+    line["edges"]
+        .as_array()
+        .expect("edges")
+        .iter()
+        .map(|e| {
+            let n = |k: &str| e[k].as_u64().expect("an edge count");
+            ((n("origin"), n("target")), (n("switches"), n("throws")))
+        })
         .collect()
 }
 

@@ -6,14 +6,7 @@ use std::time::{Duration, Instant};
 /// Whether tmux is installed. Outside CI a missing tmux skips the test with a printed reason;
 /// under `CI=true` it fails the test.
 pub fn tmux_or_skip() -> bool {
-    if Command::new("tmux").arg("-V").output().is_ok() {
-        return true;
-    }
-    if std::env::var("CI").as_deref() == Ok("true") {
-        panic!("tmux is required under CI=true");
-    }
-    eprintln!("skipping: tmux is not installed");
-    false
+    super::tool_or_skip("tmux", "-V")
 }
 
 /// A tmux session of our own, killed (by its name) when dropped.
