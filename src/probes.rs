@@ -3,10 +3,30 @@
 //! Each probe site is a one-byte `nop` guarded by the probe's is-enabled semaphore: with no
 //! tracer attached the cost is a load, a compare and a branch, and the argument closures are
 //! never called. Every probe has a call site here, or the crate would emit no note for it.
+//!
+//! Built with `RUSTFLAGS="--cfg greenlet_no_probes"`, the probe sites are compiled out
+//! entirely. That build exists only to measure what the compiled-in, unattached probes cost
+//! (`benches/callgrind.py --no-probes-bin`); it is a cfg, not a cargo feature, so that
+//! `--all-features` never removes the probes.
 
 use crate::trace::EventKind;
 
+#[cfg(not(greenlet_no_probes))]
 include!(concat!(env!("OUT_DIR"), "/greenlet.rs"));
+
+/// Stand-ins for the generated probe macros: the arguments are never evaluated.
+#[cfg(greenlet_no_probes)]
+mod greenlet {
+    macro_rules! none {
+        ($args:expr) => {{
+            let _ = $args;
+        }};
+    }
+    pub(crate) use none as dead;
+    pub(crate) use none as new;
+    pub(crate) use none as switch;
+    pub(crate) use none as throw;
+}
 
 /// How a greenlet ended: the `outcome` argument of `greenlet:dead`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
