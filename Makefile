@@ -3,7 +3,7 @@
 
 CARGO ?= cargo
 
-.PHONY: all test lint demo deps
+.PHONY: all test lint demo deps conformance
 
 all: test
 
@@ -24,3 +24,8 @@ demo:
 ## deps: system packages and tools the tests need (Debian; run as root)
 deps:
 	bash .ci/deps.sh
+
+## conformance: N random scripts through Python greenlet and this runtime (default 100000)
+N ?= 100000
+conformance:
+	conformance/run.sh $(N)

@@ -473,6 +473,12 @@ impl Builder {
 /// The greenlet running now. Each thread has a main greenlet, created on first use, which is
 /// current until something switches away from it.
 ///
+/// The handle it returns keeps the greenlet alive like any other: a greenlet that keeps a
+/// handle to itself on its own stack while it is suspended is never killed by dropping its
+/// other handles. Mind Rust's temporaries: in `getcurrent().parent().unwrap().switch(v)` the
+/// handle from `getcurrent()` lives until the end of the statement, across the switch; bind
+/// the parent first (`let parent = getcurrent().parent().unwrap();`).
+///
 /// ```
 /// let main = greenlet::getcurrent();
 /// assert!(main.is_main() && main.is_current() && main.parent().is_none());

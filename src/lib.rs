@@ -69,6 +69,8 @@ mod greenlet;
 mod lifecycle;
 mod probes;
 mod recorder;
+#[doc(hidden)]
+pub mod stack;
 mod switch;
 mod thread;
 mod trace;

@@ -14,9 +14,19 @@ use crate::thread::ThreadState;
 use crate::transfer::{self, Transfer};
 use crate::value::Value;
 
+/// The largest stack a greenlet may ask for: 1 TiB of address space.
+const MAX_STACK_SIZE: usize = 1 << 40;
+
 /// Gives `g`, which is unstarted, a stack with its body ready to run; it becomes active.
 pub(crate) fn start(state: &ThreadState, g: &Greenlet) -> Result<(), Error> {
     let size = g.inner().stack_size();
+    if size > MAX_STACK_SIZE {
+        let source = std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            format!("more than the {MAX_STACK_SIZE}-byte maximum"),
+        );
+        return Err(Error::StackAllocation { size, source });
+    }
     g.inner()
         .context()
         .prepare(size, greenlet_body)
@@ -27,6 +37,10 @@ pub(crate) fn start(state: &ThreadState, g: &Greenlet) -> Result<(), Error> {
 }
 
 /// The bottom frame of every greenlet's stack.
+///
+/// No panic may leave it (it would unwind across the stack switch): everything that can run
+/// user code (the tracer and the releases in the first arrival, `run`, dropping an unused
+/// `run`) runs under `catch_unwind`, and a panic there is this greenlet's death.
 fn greenlet_body(suspender: &Suspender<'_>) {
     with_state(|state| {
         let run = {
@@ -34,13 +48,16 @@ fn greenlet_body(suspender: &Suspender<'_>) {
             me.inner().context().bind(suspender);
             me.inner().take_run()
         };
-        // The first transfer into this greenlet: its tracer event fires before `run`.
-        let arrival = transfer::arrive(state);
-        let (outcome, result) = match (arrival, run) {
-            (Transfer::Value(value), Some(run)) => call_run(run, value),
-            (Transfer::Value(_), None) => unreachable!("a started greenlet without run"),
-            (other, _) => died_on_arrival(other),
-        };
+        let lived = panic::catch_unwind(AssertUnwindSafe(|| {
+            // The first transfer into this greenlet: its tracer event fires before `run`.
+            match (transfer::arrive(state), run) {
+                (Transfer::Value(value), Some(run)) => call_run(run, value),
+                (Transfer::Value(_), None) => unreachable!("a started greenlet without run"),
+                (other, _) => died_on_arrival(other),
+            }
+        }));
+        let (outcome, result) =
+            lived.unwrap_or_else(|panic| (Outcome::Panic, Transfer::Panic(panic)));
         finish(state, outcome, result);
     });
     // Returning ends the coroutine: the trampoline frees this stack and resumes the greenlet
@@ -48,11 +65,10 @@ fn greenlet_body(suspender: &Suspender<'_>) {
 }
 
 fn call_run(run: crate::greenlet::Run, value: Value) -> (Outcome, Transfer) {
-    match panic::catch_unwind(AssertUnwindSafe(move || run(value))) {
-        Ok(Ok(value)) => (Outcome::Returned, Transfer::Value(value)),
-        Ok(Err(Error::Exit(exit))) => (Outcome::Exit, Transfer::Value(Value::new(exit))),
-        Ok(Err(error)) => (Outcome::Error, Transfer::Error(error)),
-        Err(panic) => (Outcome::Panic, Transfer::Panic(panic)),
+    match run(value) {
+        Ok(value) => (Outcome::Returned, Transfer::Value(value)),
+        Err(Error::Exit(exit)) => (Outcome::Exit, Transfer::Value(Value::new(exit))),
+        Err(error) => (Outcome::Error, Transfer::Error(error)),
     }
 }
 
@@ -140,10 +156,19 @@ pub fn set_kill_hook(hook: Option<KillHook>) -> Option<KillHook> {
     with_state(|state| state.kill_hook.replace(hook))
 }
 
-fn report(state: &ThreadState, g: &Greenlet, failure: KillFailure) {
+pub(crate) fn report(state: &ThreadState, g: &Greenlet, failure: KillFailure) {
     let hook = state.kill_hook.borrow().clone();
     match hook {
-        Some(hook) => hook(g, &failure),
+        Some(hook) => {
+            // The hook runs where a kill happened, often inside a drop: a panic out of it
+            // would cross a stack switch or abort, so it is reported here instead.
+            if let Err(panic) = panic::catch_unwind(AssertUnwindSafe(|| hook(g, &failure))) {
+                eprintln!(
+                    "greenlet: the kill hook panicked while reporting {failure:?} for {g:?}: {}",
+                    panic_message(panic.as_ref())
+                );
+            }
+        }
         None => match &failure {
             KillFailure::Error(error) => eprintln!("greenlet: killing {g:?} failed: {error}"),
             KillFailure::Panic(panic) => eprintln!(
@@ -229,22 +254,25 @@ pub fn kill_all() -> usize {
     with_state(kill_all_in)
 }
 
-/// How many times [`kill_all_in`] sweeps: greenlets created while others are being killed are
+/// How many times [`kill_all_in`] sweeps: greenlets started while others are being killed are
 /// killed in the next sweep.
 const KILL_SWEEPS: usize = 4;
 
 pub(crate) fn kill_all_in(state: &ThreadState) -> usize {
+    let mut tried = std::collections::HashSet::new();
     let mut killed = 0;
     for _ in 0..KILL_SWEEPS {
         let victims: Vec<Greenlet> = state
             .live_greenlets()
             .into_iter()
-            .filter(|g| !state.is_current(g))
+            .filter(|g| !state.is_current(g) && !tried.contains(&g.id()))
             .collect();
         if victims.is_empty() {
             break;
         }
         for g in &victims {
+            // Each greenlet gets one GreenletExit: one that survives it is left alone.
+            tried.insert(g.id());
             if g.is_active() {
                 kill(
                     state,

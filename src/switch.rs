@@ -39,6 +39,19 @@ pub(crate) struct Context {
     yielder: Cell<*const Yielder<(), ()>>,
 }
 
+impl Drop for Context {
+    fn drop(&mut self) {
+        // A coroutine still suspended here belongs to a greenlet nobody can kill any more
+        // (its thread's state is gone). Dropping it would make corosensei unwind its frames,
+        // running greenlet code with no thread state: abandon it instead (its stack leaks).
+        if let Some(coroutine) = self.coroutine.get_mut().take() {
+            if coroutine.started() && !coroutine.done() {
+                std::mem::forget(coroutine);
+            }
+        }
+    }
+}
+
 /// The handle a greenlet body receives; [`Context::bind`] records it so that later switches
 /// out of this greenlet can suspend its coroutine.
 pub(crate) struct Suspender<'a>(&'a Yielder<(), ()>);
@@ -87,6 +100,16 @@ impl Context {
         // outlives every switch the body makes. We are running on that very coroutine (the
         // caller is the running greenlet), which is what `Yielder::suspend` requires.
         unsafe { &*yielder }.suspend(())
+    }
+
+    /// Gives up a suspended coroutine for good, without unwinding it: its stack is leaked.
+    /// Used at thread exit for greenlets that refused to die, whose frames must never run
+    /// again.
+    pub(crate) fn abandon(&self) {
+        // SAFETY: invariant 2: called at thread exit while the main greenlet runs, so no
+        // trampoline is running and nothing else refers into the slot.
+        let slot = unsafe { &mut *self.coroutine.get() };
+        std::mem::forget(slot.take());
     }
 
     /// Resumes the coroutine until it suspends or finishes; frees its stack when it finishes.
@@ -159,29 +182,28 @@ impl Drop for Teardown {
         unsafe { &*state }.teardown();
         STATE.set(ptr::null());
         GONE.set(true);
-        // SAFETY: nothing refers to the state any more: `STATE` is cleared, this thread runs
-        // no greenlet code after this point (greenlets that refused to die stay suspended
-        // forever, and their frames are never resumed), and `try_with_state` now fails.
+        // SAFETY: nothing reachable refers to the state any more: `STATE` is cleared, and
+        // the only frames still holding references to it are those of greenlets that refused
+        // to die, which `teardown` abandoned: marked dead, their coroutines leaked, so they
+        // are never resumed or unwound.
         drop(unsafe { Box::from_raw(state as *mut ThreadState) });
     }
 }
 
 #[cold]
 fn init_state() -> *const ThreadState {
-    assert!(
-        !GONE.get(),
-        "greenlet: this thread's greenlet state was already torn down (thread exit)"
-    );
-    TEARDOWN.with(|_| {});
+    // Greenlet code that runs in another thread-local's destructor after this thread's
+    // teardown gets a fresh state; it is never torn down (the teardown hook cannot be
+    // registered again), so what it holds at thread exit is leaked, not killed.
+    if !GONE.get() {
+        TEARDOWN.with(|_| {});
+    }
     let state = Box::into_raw(Box::new(ThreadState::new()));
     STATE.set(state);
     state
 }
 
 /// Runs `f` with this thread's state, creating it (and the main greenlet) on first use.
-///
-/// # Panics
-/// During this thread's exit, after its greenlets were torn down.
 #[inline]
 pub(crate) fn with_state<R>(f: impl FnOnce(&ThreadState) -> R) -> R {
     let mut state = STATE.get();

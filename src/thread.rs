@@ -79,7 +79,8 @@ impl ThreadState {
 
     /// Makes `target` current and parks the previous current greenlet as the origin of the
     /// transfer, with `payload` in the mailbox. The caller then switches stacks (or not, for a
-    /// self-transfer) and the target calls [`ThreadState::take_arrival`].
+    /// self-transfer, where `target` is the current greenlet) and the target calls
+    /// [`ThreadState::take_arrival`].
     #[inline]
     pub(crate) fn hand_off(&self, target: Greenlet, payload: Transfer) {
         self.current_ptr.set(target.as_ptr());
@@ -91,13 +92,6 @@ impl ThreadState {
         );
         drop(stale);
         self.payload.set(payload);
-    }
-
-    /// A self-transfer: the current greenlet is both origin and target.
-    #[inline]
-    pub(crate) fn hand_to_self(&self, payload: Transfer) {
-        let me = self.current();
-        self.hand_off(me, payload);
     }
 
     /// Takes what the arriving transfer carries, and who sent it.
@@ -128,9 +122,16 @@ impl ThreadState {
         self.registry.borrow().live()
     }
 
-    /// Thread exit: kill what is still suspended, then the main greenlet is dead.
+    /// Thread exit: kill what is still suspended; abandon what refuses to die (reported dead,
+    /// its stack leaked: it can never run again); then the main greenlet is dead.
     pub(crate) fn teardown(&self) {
         lifecycle::kill_all_in(self);
+        for survivor in self.live_greenlets() {
+            lifecycle::report(self, &survivor, lifecycle::KillFailure::Survived);
+            self.unregister(survivor.inner());
+            survivor.inner().context().abandon();
+            survivor.inner().mark_dead_at_thread_exit();
+        }
         self.trace_on.set(false);
         drop(self.tracer.take());
         self.main.inner().mark_dead_at_thread_exit();

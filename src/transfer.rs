@@ -57,12 +57,14 @@ impl Transfer {
 #[inline]
 pub(crate) fn send(target: &Greenlet, payload: Transfer) -> Result<Transfer, Error> {
     with_state(|state| {
-        if target.state() == State::Active {
-            Ok(go(state, target, payload))
+        // The target's handle moves into the thread state: the caller keeps none across the
+        // switch (a redirect target must be killable while the caller waits, spec §8).
+        let target = if target.state() == State::Active {
+            target.clone()
         } else {
-            let target = live_target(state, target)?;
-            Ok(go(state, &target, payload))
-        }
+            live_target(state, target)?
+        };
+        Ok(go(state, target, payload))
     })
 }
 
@@ -88,12 +90,11 @@ pub(crate) fn live_target(state: &ThreadState, target: &Greenlet) -> Result<Gree
 
 /// Transfers `payload` to `target`, which is active, and returns what arrives back.
 #[inline]
-fn go(state: &ThreadState, target: &Greenlet, payload: Transfer) -> Transfer {
-    if state.is_current(target) {
-        state.hand_to_self(payload);
-    } else {
-        let origin = state.current_ptr();
-        state.hand_off(target.clone(), payload);
+fn go(state: &ThreadState, target: Greenlet, payload: Transfer) -> Transfer {
+    let origin = state.current_ptr();
+    let to_self = state.is_current(&target);
+    state.hand_off(target, payload);
+    if !to_self {
         switch::switch_away(state, origin);
     }
     arrive(state)

@@ -1,0 +1,348 @@
+//! Greenlet stacks: carved from large slabs, guarded, pooled per thread, and reported by name
+//! when they overflow.
+//!
+//! # Interface (crate-internal; `pub` only so tests and benches can reach it)
+//!
+//! ```ignore
+//! let stack = stack::allocate(64 << 10)?;          // pool first, then a shared free list, then a new slot
+//! stack.set_owner(g.id(), g.name());               // for the overflow message; cleared on release
+//! let co = Coroutine::with_stack(stack, body);     // GreenStack: corosensei::stack::Stack
+//! // ... when the coroutine is finished:
+//! stack::release(co.into_stack());                  // or just drop it: Drop does the same
+//! ```
+//!
+//! * [`allocate`]`(size)` returns a [`GreenStack`] with at least `size` usable bytes plus a
+//!   guard page. It also installs the overflow handler and the calling thread's alternate
+//!   signal stack on the thread's first allocation ([`install_overflow_handler`] does the
+//!   same explicitly and is idempotent).
+//! * [`release`] (or dropping the `GreenStack`) puts the stack in the pool of the thread that
+//!   releases it, whichever thread allocated it. A `GreenStack` is `Send`.
+//! * [`GreenStack::set_owner`] records the greenlet id and name (the name is copied, up to 48
+//!   bytes) for the overflow message.
+//!
+//! # Layout and guard pages
+//!
+//! Sizes are rounded up to a power of two, from 16 KiB ([`MIN_STACK_SIZE`]) to 1 TiB
+//! ([`MAX_STACK_SIZE`]); each power of two is a size class with its own slabs and free lists.
+//! 16 KiB is enough to panic and unwind, but not to print a panic backtrace
+//! (`RUST_BACKTRACE=1` overflows a 16 KiB stack in a debug build; 32 KiB is enough). The
+//! default, [`DEFAULT_STACK_SIZE`], is 1 MiB like corosensei's `DefaultStack`: the resident
+//! cost of a suspended greenlet is the same at any size (see below), only page tables grow. A slab is one
+//! `mmap(MAP_PRIVATE|MAP_ANONYMOUS|MAP_NORESERVE)` of about 256 MiB holding a table of owner
+//! records (64 bytes a slot) and then slots of `guard page + class size` (255 slots of the
+//! 1 MiB default). Slots are carved lazily; carving installs the slot's guard page:
+//!
+//! * Linux 6.13+: `madvise(MADV_GUARD_INSTALL)`, a page-table marker, so the slab stays one
+//!   kernel mapping however many stacks it holds. Support is detected on the first carve.
+//! * Fallback (older kernels): `mprotect(PROT_NONE)` on the guard page, which splits the
+//!   mapping, so every stack costs two kernel mappings, the same as one mapping per stack
+//!   with a guard (corosensei's `DefaultStack`). With the default `vm.max_map_count` of 65530
+//!   that caps a process at about 32,000 live greenlets, and near the cap `malloc` itself
+//!   starts failing; raise `vm.max_map_count` or use a 6.13+ kernel for more.
+//!
+//! Slabs are never unmapped; a stack nobody uses keeps its address range in a free list.
+//! With `MAP_NORESERVE` and the default heuristic overcommit (`vm.overcommit_memory=0`)
+//! address space costs nothing until touched: 1,000,000 stacks of 1 MiB reserve 1 TiB of the
+//! 128 TiB user address space. Under strict overcommit (`vm.overcommit_memory=2`) the kernel
+//! ignores `MAP_NORESERVE` and charges the whole slab, so use small stacks there.
+//!
+//! The memory a live stack really costs is the pages it touched (4 KiB for a suspended
+//! greenlet that never went deep) plus page tables: one 4 KiB page table covers 2 MiB of
+//! address space, so with 1 MiB stacks every two stacks share one page table (about 2 KiB
+//! per stack, not counted in RSS; see `VmPTE` in `/proc/self/status`). Smaller stacks share
+//! page tables more (64 KiB stacks: 128 bytes each). Consecutive slabs usually merge into
+//! one kernel mapping (1,000,000 stacks of 1 MiB: 3,922 slabs, 4 new mappings).
+//!
+//! A stack's first use costs a few microseconds (installing the guard, which allocates a page
+//! table, and faulting in the first page); reuse from the pool costs about 15 ns.
+//!
+//! # Pool and trimming
+//!
+//! Released stacks go to the releasing thread's pool (no lock, no system call)
+//! up to 32 MiB of stacks per class per thread (32 of the 1 MiB default); beyond that, a
+//! released stack is trimmed with `MADV_DONTNEED` and moved to the class's shared free list.
+//! A thread's pool is trimmed into the shared lists when the thread exits, and a stack
+//! released after that goes straight to the shared list. [`trim_pool`] trims the calling
+//! thread's pool on demand.
+//!
+//! # Overflow
+//!
+//! A SIGSEGV/SIGBUS handler, installed once per process, looks the faulting address up in a
+//! lock-free, append-only registry of slabs. A fault in a greenlet guard page prints one line,
+//! e.g. `greenlet: stack overflow in greenlet 42 "worker-7" (stack 65536 bytes); aborting`,
+//! and aborts. Any other fault goes to the previous handler (Rust's own, which reports
+//! overflows of thread stacks), or to the default action. Code that allocates a frame larger
+//! than a page without probing it can jump over a one-page guard; Rust code probes large
+//! frames. The lookup is a linear scan of the slabs (3,922 at a million 1 MiB stacks), so a
+//! program that takes SIGSEGV on purpose (a GC barrier, a wasm runtime) pays microseconds a
+//! fault before its handler runs.
+//!
+//! The handler runs on an alternate signal stack, 64 KiB that each thread gets on its first
+//! allocation (Rust's own is `AT_MINSIGSTKSZ` bytes, 11,952 on this machine kind, which leaves
+//! the handler no guaranteed room). Rust disables a thread's alternate stack when the thread's
+//! main function returns, before thread-local destructors run. A runtime that runs greenlets
+//! from a thread-local destructor (to kill them at thread exit) must call
+//! [`install_overflow_handler`] first, which re-enables it; allocations made after the
+//! allocator's own thread-locals are gone do that by themselves.
+
+mod overflow;
+mod pool;
+mod slab;
+
+use std::fmt;
+use std::io;
+
+use corosensei::stack::{Stack, StackPointer};
+
+pub use slab::GuardMode;
+use slab::{RawSlot, MAX_CLASS_SHIFT, MIN_CLASS_SHIFT};
+
+/// Stack size of a greenlet that does not ask for one: 1 MiB, like corosensei's
+/// `DefaultStack` (and half of a Rust thread's default).
+pub const DEFAULT_STACK_SIZE: usize = 1 << 20;
+/// Smallest usable size a stack gets; smaller requests are rounded up to it.
+pub const MIN_STACK_SIZE: usize = 1 << MIN_CLASS_SHIFT;
+/// Largest usable size a stack can have.
+pub const MAX_STACK_SIZE: usize = 1 << MAX_CLASS_SHIFT;
+/// Longest greenlet name kept for the overflow message, in bytes; longer names are cut.
+pub const OWNER_NAME_CAP: usize = slab::NAME_CAP;
+
+/// A greenlet stack: a guarded slot of a slab. Returns to a pool when dropped.
+pub struct GreenStack {
+    slot: RawSlot,
+}
+
+impl GreenStack {
+    /// Usable bytes (the size class: the requested size rounded up to a power of two).
+    pub fn usable_size(&self) -> usize {
+        self.slot.slab.usable()
+    }
+
+    /// Records which greenlet runs on this stack, for the overflow message. The name is
+    /// copied (cut at [`OWNER_NAME_CAP`] bytes). Cleared when the stack is released.
+    pub fn set_owner(&self, id: u64, name: Option<&str>) {
+        self.slot.owner().set(id, name);
+    }
+
+    /// Forgets the owner recorded by [`set_owner`](Self::set_owner).
+    pub fn clear_owner(&self) {
+        self.slot.owner().clear();
+    }
+}
+
+impl fmt::Debug for GreenStack {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("GreenStack")
+            .field("base", &format_args!("{:#x}", self.slot.base()))
+            .field("limit", &format_args!("{:#x}", self.slot.limit()))
+            .field("usable", &self.usable_size())
+            .finish()
+    }
+}
+
+impl Drop for GreenStack {
+    fn drop(&mut self) {
+        self.slot.owner().clear();
+        pool::give(self.slot);
+    }
+}
+
+// SAFETY: `limit()..base()` is a slot of a live (never unmapped) read-write mapping that
+// this `GreenStack` exclusively owns until it is dropped: the guard page at `limit()` is
+// installed (MADV_GUARD_INSTALL or PROT_NONE) before the slot is first handed out and never
+// removed, and above it are `usable_size()` >= 16 KiB (> MIN_STACK_SIZE) usable bytes. Both
+// ends are page-aligned, hence aligned to STACK_ALIGNMENT.
+unsafe impl Stack for GreenStack {
+    #[inline]
+    fn base(&self) -> StackPointer {
+        StackPointer::new(self.slot.base()).expect("stack base is never null")
+    }
+
+    #[inline]
+    fn limit(&self) -> StackPointer {
+        StackPointer::new(self.slot.limit()).expect("stack limit is never null")
+    }
+}
+
+/// The size class index for a request of `size` bytes.
+fn class_of(size: usize) -> io::Result<usize> {
+    if size > MAX_STACK_SIZE {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!("greenlet stack size {size} exceeds the maximum of {MAX_STACK_SIZE} bytes"),
+        ));
+    }
+    let rounded = size.max(MIN_STACK_SIZE).next_power_of_two();
+    Ok((rounded.trailing_zeros() - MIN_CLASS_SHIFT) as usize)
+}
+
+/// The usable size a request for `size` bytes gets, or `None` if it is too large.
+pub fn rounded_size(size: usize) -> Option<usize> {
+    class_of(size).ok().map(slab::class_size)
+}
+
+/// Allocates a stack with at least `size` usable bytes (see the module docs for rounding).
+/// From the calling thread's pool if it has one of that size (no system call), else from the
+/// shared free list, else carved from a slab.
+///
+/// Errors: `InvalidInput` above [`MAX_STACK_SIZE`]; the OS error if a slab cannot be mapped
+/// or a guard page installed (address space, `vm.max_map_count`, strict overcommit).
+pub fn allocate(size: usize) -> io::Result<GreenStack> {
+    let class = class_of(size)?;
+    let slot = pool::take(class, overflow::install)?;
+    Ok(GreenStack { slot })
+}
+
+/// Returns a stack to the calling thread's pool (the same as dropping it).
+pub fn release(stack: GreenStack) {
+    drop(stack);
+}
+
+/// Trims (`MADV_DONTNEED`) every stack in the calling thread's pool and moves them to the
+/// shared free lists. The next allocations on this thread then cost a lock each and fault
+/// their pages in again.
+pub fn trim_pool() {
+    pool::trim_local();
+}
+
+/// Installs the stack-overflow handler for the process (once) and makes sure the calling
+/// thread's alternate signal stack is enabled (one `sigaltstack` query after the first call
+/// on a thread). [`allocate`] calls it on each thread's first allocation; the runtime must
+/// call it again at the start of a thread-exit teardown that runs greenlets (see the module
+/// docs), and may call it early to report errors early.
+pub fn install_overflow_handler() -> io::Result<()> {
+    overflow::install()
+}
+
+/// How guard pages are made in this process (`None` until the first stack is carved).
+pub fn guard_mode() -> Option<GuardMode> {
+    slab::guard_mode()
+}
+
+/// Uses `mprotect(PROT_NONE)` guard pages (the pre-6.13 fallback) even where
+/// `MADV_GUARD_INSTALL` works, to test the fallback. Only effective before the first stack
+/// is carved; returns whether the process uses `mprotect` guards.
+#[doc(hidden)]
+pub fn force_mprotect_guards() -> bool {
+    slab::force_mprotect_guards()
+}
+
+/// Allocator counters, for tests and diagnostics.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct StackStats {
+    /// Slabs mapped by the process.
+    pub slabs: usize,
+    /// Slots ever carved (each has had its guard page installed).
+    pub carved: usize,
+    /// Stacks in the calling thread's pool.
+    pub thread_pooled: usize,
+    /// Stacks on the shared free lists.
+    pub shared_free: usize,
+}
+
+/// How many released stacks of `size` a thread keeps untrimmed in its pool (the high-water
+/// mark: `32 MiB / rounded size`); `None` if `size` is too large.
+pub fn pool_high_water(size: usize) -> Option<usize> {
+    class_of(size).ok().map(pool::high_water)
+}
+
+/// Current allocator counters.
+pub fn stats() -> StackStats {
+    StackStats {
+        slabs: slab::slab_count(),
+        carved: slab::carved_count(),
+        thread_pooled: pool::local_count(),
+        shared_free: pool::shared_count(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes_round_up_to_power_of_two_classes() {
+        assert_eq!(rounded_size(0), Some(16 << 10));
+        assert_eq!(rounded_size(4096), Some(16 << 10));
+        assert_eq!(rounded_size(16 << 10), Some(16 << 10));
+        assert_eq!(rounded_size((16 << 10) + 1), Some(32 << 10));
+        assert_eq!(rounded_size(100_000), Some(128 << 10));
+        assert_eq!(rounded_size(DEFAULT_STACK_SIZE), Some(DEFAULT_STACK_SIZE));
+        assert_eq!(rounded_size(MAX_STACK_SIZE), Some(MAX_STACK_SIZE));
+        assert_eq!(rounded_size(MAX_STACK_SIZE + 1), None);
+        assert_eq!(
+            allocate(usize::MAX).unwrap_err().kind(),
+            io::ErrorKind::InvalidInput
+        );
+    }
+
+    fn owner_message(id: u64, name: Option<&str>, usable: usize) -> String {
+        let owner = slab::SlotOwner::default();
+        owner.set(id, name);
+        overflow::message_for(&owner, usable)
+    }
+
+    #[test]
+    fn overflow_message_names_the_greenlet() {
+        assert_eq!(
+            owner_message(42, Some("worker-7"), 65536),
+            "greenlet: stack overflow in greenlet 42 \"worker-7\" (stack 65536 bytes); aborting\n"
+        );
+        assert_eq!(
+            owner_message(7, None, 1 << 20),
+            "greenlet: stack overflow in greenlet 7 (stack 1048576 bytes); aborting\n"
+        );
+        assert_eq!(
+            owner_message(u64::MAX, Some(""), 16384),
+            "greenlet: stack overflow in greenlet 18446744073709551615 \"\" (stack 16384 bytes); aborting\n"
+        );
+        assert_eq!(
+            owner_message(0, Some("x"), 16384),
+            "greenlet: stack overflow in a greenlet stack with no owner (stack 16384 bytes); aborting\n"
+        );
+        // Control characters and quotes cannot break the line.
+        assert_eq!(
+            owner_message(3, Some("a\"b\nc"), 16384),
+            "greenlet: stack overflow in greenlet 3 \"a?b?c\" (stack 16384 bytes); aborting\n"
+        );
+    }
+
+    #[test]
+    fn long_names_are_cut_on_a_char_boundary() {
+        let long = format!("a{}", "é".repeat(40)); // 81 bytes
+        let msg = owner_message(9, Some(&long), 16384);
+        let cut = format!("a{}", "é".repeat(23)); // 47 bytes: the 48th would split a character
+        assert_eq!(
+            msg,
+            format!("greenlet: stack overflow in greenlet 9 \"{cut}...\" (stack 16384 bytes); aborting\n")
+        );
+        let exact = "n".repeat(OWNER_NAME_CAP);
+        assert!(owner_message(1, Some(&exact), 16384).contains(&format!("\"{exact}\" (")));
+    }
+
+    #[test]
+    fn owner_records_every_name_length_and_overwrite() {
+        let owner = slab::SlotOwner::default();
+        let long: String = (0..70).map(|i| (b'a' + (i % 26) as u8) as char).collect();
+        for len in 0..70 {
+            // Overwrite a long name with a shorter one: no stale bytes show.
+            owner.set(1, Some(&long));
+            owner.set(2, Some(&long[..len]));
+            let kept = len.min(OWNER_NAME_CAP);
+            let cut = if len > OWNER_NAME_CAP { "..." } else { "" };
+            assert_eq!(
+                overflow::message_for(&owner, 16384),
+                format!(
+                    "greenlet: stack overflow in greenlet 2 \"{}{cut}\" (stack 16384 bytes); aborting\n",
+                    &long[..kept]
+                ),
+                "name length {len}"
+            );
+        }
+        owner.set(3, None);
+        assert!(overflow::message_for(&owner, 16384)
+            .starts_with("greenlet: stack overflow in greenlet 3 (stack"));
+        owner.clear();
+        assert!(overflow::message_for(&owner, 16384).contains("no owner"));
+    }
+}
