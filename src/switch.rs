@@ -144,6 +144,7 @@ pub(crate) fn switch_away(state: &ThreadState, from: *const Inner) {
 
 /// Runs on the main greenlet's stack while main is switched away: resumes whichever greenlet
 /// is current until main is current again.
+#[inline]
 fn trampoline(state: &ThreadState) {
     loop {
         let next = state.current_ptr();

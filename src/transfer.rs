@@ -54,18 +54,29 @@ impl Transfer {
 /// # Errors
 /// Before anything is transferred, if the greenlet that should receive the payload cannot be
 /// started (its stack cannot be allocated).
-#[inline]
+#[inline(always)]
 pub(crate) fn send(target: &Greenlet, payload: Transfer) -> Result<Transfer, Error> {
     with_state(|state| {
         // The target's handle moves into the thread state: the caller keeps none across the
         // switch (a redirect target must be killable while the caller waits, spec §8).
-        let target = if target.state() == State::Active {
-            target.clone()
+        if target.state() == State::Active {
+            Ok(go(state, target.clone(), payload))
         } else {
-            live_target(state, target)?
-        };
-        Ok(go(state, target, payload))
+            send_redirected(state, target, payload)
+        }
     })
+}
+
+/// [`send`] to a greenlet that is not active: it starts, or a live ancestor stands in.
+#[cold]
+#[inline(never)]
+fn send_redirected(
+    state: &ThreadState,
+    target: &Greenlet,
+    payload: Transfer,
+) -> Result<Transfer, Error> {
+    let target = live_target(state, target)?;
+    Ok(go(state, target, payload))
 }
 
 /// The greenlet that receives a transfer addressed to `target`: `target` itself if it is
