@@ -189,6 +189,7 @@ impl Greenlet {
         self.0.state.get()
     }
 
+    #[inline]
     pub(crate) fn handle_count(&self) -> usize {
         Rc::strong_count(&self.0)
     }

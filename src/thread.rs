@@ -80,7 +80,7 @@ impl ThreadState {
     /// Makes `target` current and parks the previous current greenlet as the origin of the
     /// transfer, with `payload` in the mailbox. The caller then switches stacks (or not, for a
     /// self-transfer, where `target` is the current greenlet) and the target calls
-    /// [`ThreadState::take_arrival`].
+    /// [`ThreadState::take_origin`] and [`ThreadState::take_payload`].
     #[inline]
     pub(crate) fn hand_off(&self, target: Greenlet, payload: Transfer) {
         self.current_ptr.set(target.as_ptr());
@@ -101,11 +101,25 @@ impl ThreadState {
         std::mem::forget(empty);
     }
 
-    /// Takes what the arriving transfer carries, and who sent it.
+    /// Takes who sent the arriving transfer.
     #[inline]
-    pub(crate) fn take_arrival(&self) -> (Greenlet, Transfer) {
-        let origin = self.origin.take().expect("arrival without an origin");
-        (origin, self.payload.replace(Transfer::Empty))
+    pub(crate) fn take_origin(&self) -> Greenlet {
+        self.origin.take().expect("arrival without an origin")
+    }
+
+    /// Takes what the arriving transfer carries.
+    #[inline]
+    pub(crate) fn take_payload(&self) -> Transfer {
+        self.payload.replace(Transfer::Empty)
+    }
+
+    /// Whether the arriving transfer carries a value, without taking it.
+    #[inline]
+    pub(crate) fn value_arrived(&self) -> bool {
+        // SAFETY: the mailbox is only accessed by this type's methods, which never hand out a
+        // reference into it and never call out while reading or writing it, and the state
+        // belongs to one thread: nothing writes the mailbox while this shared borrow lives.
+        matches!(unsafe { &*self.payload.as_ptr() }, Transfer::Value(_))
     }
 
     pub(crate) fn next_id(&self) -> u64 {

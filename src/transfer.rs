@@ -115,7 +115,36 @@ fn go(state: &ThreadState, target: Greenlet, payload: Transfer) -> Transfer {
 /// tracer, releases the origin (which may kill it, if that was its last handle).
 #[inline]
 pub(crate) fn arrive(state: &ThreadState) -> Transfer {
-    let (origin, mut payload) = state.take_arrival();
+    let origin = state.take_origin();
+    // The common case: a value, no tracer, and an origin that someone else still holds, so
+    // releasing it runs no code. The payload then goes straight from the mailbox to the
+    // caller, and the payload's kind is tested once, for the probe and the path alike.
+    if state.value_arrived() && !state.trace_on.get() {
+        probes::switch(|| (origin.id(), state.current().id()));
+        if origin.handle_count() > 1 {
+            drop(origin);
+            return state.take_payload();
+        }
+        return arrive_releasing(state, origin);
+    }
+    arrive_slow(state, origin)
+}
+
+/// [`arrive`] when the origin's handle is its last one: releasing it kills it.
+#[cold]
+#[inline(never)]
+fn arrive_releasing(state: &ThreadState, origin: Greenlet) -> Transfer {
+    let payload = state.take_payload();
+    drop(origin);
+    payload
+}
+
+/// [`arrive`] for an error, an exit or a panic, with a tracer installed, or when the origin
+/// may die of being released.
+#[cold]
+#[inline(never)]
+fn arrive_slow(state: &ThreadState, origin: Greenlet) -> Transfer {
+    let mut payload = state.take_payload();
     let kind = payload.kind();
     probes::transfer(kind, || (origin.id(), state.current().id()));
     if state.trace_on.get() {
