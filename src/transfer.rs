@@ -119,8 +119,11 @@ pub(crate) fn arrive(state: &ThreadState) -> Transfer {
     // The common case: a value, no tracer, and an origin that someone else still holds, so
     // releasing it runs no code. The payload then goes straight from the mailbox to the
     // caller, and the payload's kind is tested once, for the probe and the path alike.
-    if state.value_arrived() && !state.trace_on.get() {
+    if state.value_arrived() {
         probes::switch(|| (origin.id(), state.current().id()));
+        if state.trace_on.get() {
+            return arrive_traced(state, origin);
+        }
         if origin.handle_count() > 1 {
             drop(origin);
             return state.take_payload();
@@ -139,17 +142,24 @@ fn arrive_releasing(state: &ThreadState, origin: Greenlet) -> Transfer {
     payload
 }
 
-/// [`arrive`] for an error, an exit or a panic, with a tracer installed, or when the origin
-/// may die of being released.
+/// [`arrive`] for a value with a tracer installed (the probe has fired).
+#[inline(never)]
+fn arrive_traced(state: &ThreadState, origin: Greenlet) -> Transfer {
+    let payload = state.take_payload();
+    trace::call_tracer(state, EventKind::Switch, origin, payload)
+}
+
+/// [`arrive`] for an error, an exit or a panic.
 #[cold]
 #[inline(never)]
 fn arrive_slow(state: &ThreadState, origin: Greenlet) -> Transfer {
-    let mut payload = state.take_payload();
+    let payload = state.take_payload();
     let kind = payload.kind();
     probes::transfer(kind, || (origin.id(), state.current().id()));
     if state.trace_on.get() {
-        payload = trace::call_tracer(state, kind, &origin, payload);
+        trace::call_tracer(state, kind, origin, payload)
+    } else {
+        drop(origin);
+        payload
     }
-    drop(origin);
-    payload
 }
