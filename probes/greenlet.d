@@ -10,7 +10,8 @@
  *   new(id, parent id or 0, name or "")   a greenlet (or a thread's main greenlet) is created
  *   dead(id, outcome)              a greenlet is finished with:
  *        0 returned, 1 error, 2 exit (GreenletExit), 3 panic,
- *        4 murdered (its thread exited while it was suspended),
+ *        4 thread exit (a main greenlet whose thread exited, or a greenlet that survived
+ *          the GreenletExit thrown into it at thread exit and was abandoned),
  *        5 discarded (dropped before it ever started)
  */
 provider greenlet {

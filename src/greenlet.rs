@@ -13,9 +13,7 @@ use crate::thread::NOT_REGISTERED;
 use crate::transfer::{self, Transfer};
 use crate::value::Value;
 
-/// The stack size of a greenlet unless its [`Builder`] says otherwise: 1 MiB. Memory is only
-/// committed where the greenlet actually touches its stack.
-pub const DEFAULT_STACK_SIZE: usize = 1 << 20;
+pub use crate::stack::DEFAULT_STACK_SIZE;
 
 pub(crate) type Run = Box<dyn FnOnce(Value) -> Result<Value, Error>>;
 
@@ -436,9 +434,11 @@ impl Builder {
         self
     }
 
-    /// The usable size of the greenlet's stack in bytes (rounded up to whole pages; default
-    /// [`DEFAULT_STACK_SIZE`]). A stack that cannot be allocated makes the first switch fail
-    /// with [`Error::StackAllocation`].
+    /// The usable size of the greenlet's stack in bytes (default [`DEFAULT_STACK_SIZE`]),
+    /// rounded up to a power of two between 16 KiB and 1 TiB. Memory is committed only where
+    /// the greenlet touches its stack, and a guard page under it turns an overflow into a
+    /// one-line report naming the greenlet, then an abort. A stack that cannot be allocated
+    /// makes the first switch fail with [`Error::StackAllocation`].
     pub fn stack_size(mut self, bytes: usize) -> Builder {
         self.stack_size = Some(bytes);
         self

@@ -14,22 +14,12 @@ use crate::thread::ThreadState;
 use crate::transfer::{self, Transfer};
 use crate::value::Value;
 
-/// The largest stack a greenlet may ask for: 1 TiB of address space.
-const MAX_STACK_SIZE: usize = 1 << 40;
-
 /// Gives `g`, which is unstarted, a stack with its body ready to run; it becomes active.
 pub(crate) fn start(state: &ThreadState, g: &Greenlet) -> Result<(), Error> {
     let size = g.inner().stack_size();
-    if size > MAX_STACK_SIZE {
-        let source = std::io::Error::new(
-            std::io::ErrorKind::InvalidInput,
-            format!("more than the {MAX_STACK_SIZE}-byte maximum"),
-        );
-        return Err(Error::StackAllocation { size, source });
-    }
     g.inner()
         .context()
-        .prepare(size, greenlet_body)
+        .prepare(size, (g.id(), g.name()), greenlet_body)
         .map_err(|source| Error::StackAllocation { size, source })?;
     g.inner().set_state(State::Active);
     state.register(g);

@@ -28,6 +28,28 @@ mod greenlet {
     pub(crate) use none as throw;
 }
 
+/// Starts the `.probes` section, which holds the probes' is-enabled semaphores, on a page of
+/// its own.
+///
+/// A tracer names a semaphore by its offset in the binary's file, and the kernel increments it
+/// in the first writable mapping of the process that covers that offset. rust-lld lets the
+/// last file page of the RELRO segment (writable while the program loads) be the first page of
+/// the data segment, so when `.probes` lands on that page, a process that starts after a
+/// tracer attached (bpftrace by binary path or `-c`, libbpf with pid -1) gets the RELRO copy
+/// of the page incremented instead, and the probes never fire. A page-aligned object in
+/// `.probes` puts every semaphore on a page that only the data segment maps. It is empty,
+/// and interior-mutable so that it lands in writable data like the semaphores.
+#[cfg(target_os = "linux")]
+#[used]
+#[link_section = ".probes"]
+static PROBES_PAGE_START: PageStart = PageStart([]);
+
+/// An empty object with the alignment of the largest page size of the target.
+#[cfg(target_os = "linux")]
+#[cfg_attr(target_arch = "x86_64", repr(C, align(4096)))]
+#[cfg_attr(not(target_arch = "x86_64"), repr(C, align(65536)))]
+struct PageStart([std::sync::atomic::AtomicU8; 0]);
+
 /// How a greenlet ended: the `outcome` argument of `greenlet:dead`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[repr(u8)]

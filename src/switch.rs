@@ -22,14 +22,12 @@
 use std::cell::{Cell, UnsafeCell};
 use std::ptr;
 
-use corosensei::stack::DefaultStack;
 use corosensei::{Coroutine, CoroutineResult, Yielder};
 
 use crate::greenlet::Inner;
 use crate::thread::ThreadState;
 
-/// The stack type every greenlet runs on.
-pub(crate) type GreenStack = DefaultStack;
+use crate::stack::GreenStack;
 
 type GreenCoroutine = Coroutine<(), (), (), GreenStack>;
 
@@ -64,13 +62,17 @@ impl Context {
         }
     }
 
-    /// Creates the coroutine that will run `body` when the trampoline first resumes it.
+    /// Creates the coroutine that will run `body` when the trampoline first resumes it, on a
+    /// stack of `stack_size` usable bytes labelled with the greenlet's id and name (for the
+    /// stack overflow report).
     pub(crate) fn prepare(
         &self,
         stack_size: usize,
+        owner: (u64, Option<&str>),
         body: fn(&Suspender<'_>),
     ) -> std::io::Result<()> {
-        let stack = GreenStack::new(stack_size)?;
+        let stack = crate::stack::allocate(stack_size)?;
+        stack.set_owner(owner.0, owner.1);
         let coroutine = Coroutine::with_stack(stack, move |yielder: &Yielder<(), ()>, ()| {
             body(&Suspender(yielder))
         });

@@ -146,6 +146,9 @@ impl ThreadState {
     /// Thread exit: kill what is still suspended; abandon what refuses to die (reported dead,
     /// its stack leaked: it can never run again); then the main greenlet is dead.
     pub(crate) fn teardown(&self) {
+        // Rust has already disabled this thread's alternate signal stack (its main function
+        // returned): put ours back, so an overflow while the greenlets die is still reported.
+        let _ = crate::stack::install_overflow_handler();
         lifecycle::kill_all_in(self);
         for survivor in self.live_greenlets() {
             lifecycle::report(self, &survivor, lifecycle::KillFailure::Survived);

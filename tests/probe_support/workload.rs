@@ -1,0 +1,326 @@
+//! Running `examples/workload` and reading its JSON report (schema: the example's module docs).
+
+use std::collections::{BTreeMap, HashMap};
+use std::io::{BufRead, BufReader, Read};
+use std::path::{Path, PathBuf};
+use std::process::{Child, ChildStdin, Command, Stdio};
+use std::sync::mpsc::{self, Receiver};
+use std::sync::Mutex;
+use std::thread::JoinHandle;
+use std::time::Instant;
+
+use serde::Deserialize;
+
+use super::{root, wait_timeout, TIMEOUT};
+
+/// The workload example's binary, freshly built.
+pub fn workload_bin() -> PathBuf {
+    example_bin("workload")
+}
+
+/// The binary of example `name`, built (once per test binary) with `cargo build --example`
+/// for the profile and target this test binary was built for.
+///
+/// Plain `cargo test` builds the examples too, but `cargo test --all-targets` builds them only
+/// as test harnesses, so the tests build what they run themselves: a no-op when it is fresh,
+/// a link when it is not.
+pub fn example_bin(name: &str) -> PathBuf {
+    static BUILT: Mutex<BTreeMap<String, PathBuf>> = Mutex::new(BTreeMap::new());
+    let mut built = BUILT.lock().unwrap_or_else(|p| p.into_inner());
+    if let Some(path) = built.get(name) {
+        return path.clone();
+    }
+    let path = cargo_build_example(name);
+    built.insert(name.to_string(), path.clone());
+    path
+}
+
+fn cargo_build_example(name: &str) -> PathBuf {
+    // Test binaries live in <target dir>[/<triple>]/<profile dir>/deps.
+    let exe = std::env::current_exe().expect("the test binary's path");
+    let profile_dir = exe
+        .parent()
+        .and_then(Path::parent)
+        .expect("test binaries live in <target>/<profile>/deps");
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| env!("CARGO").into());
+    let mut cmd = Command::new(cargo);
+    cmd.args([
+        "build",
+        "--quiet",
+        "--message-format=json",
+        "--example",
+        name,
+    ])
+    .current_dir(root())
+    .stdin(Stdio::null());
+    match profile_dir.file_name().and_then(|n| n.to_str()) {
+        Some("debug") => {}
+        Some("release") => {
+            cmd.arg("--release");
+        }
+        Some(profile) => {
+            cmd.args(["--profile", profile]);
+        }
+        None => panic!("cannot tell the profile from {}", exe.display()),
+    }
+    let above = profile_dir.parent().expect("a target directory");
+    if !above.join("CACHEDIR.TAG").exists() {
+        // <target dir>/<triple>/<profile dir>
+        let triple = above
+            .file_name()
+            .and_then(|n| n.to_str())
+            .expect("a target triple");
+        cmd.args(["--target", triple]);
+        cmd.env(
+            "CARGO_TARGET_DIR",
+            above.parent().expect("a target directory"),
+        );
+    } else {
+        cmd.env("CARGO_TARGET_DIR", above);
+    }
+    let out = cmd.output().expect("cannot run cargo");
+    assert!(
+        out.status.success(),
+        "cargo build --example {name} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // The last compiler-artifact message of the example names its executable.
+    let executable = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
+        .filter(|msg| msg["reason"] == "compiler-artifact" && msg["target"]["name"] == name)
+        .filter_map(|msg| msg["executable"].as_str().map(PathBuf::from))
+        .next_back();
+    executable.unwrap_or_else(|| panic!("cargo built no executable for example {name}"))
+}
+
+/// Runs the workload to the end with `args` and returns its report.
+pub fn run(args: &[&str]) -> Report {
+    let mut w = Workload::start(args);
+    w.go();
+    w.finish()
+}
+
+/// A running workload, started with `--wait stdin`: it has printed `workload: ready` and
+/// created no greenlet yet.
+pub struct Workload {
+    child: Child,
+    pub pid: u32,
+    stdin: Option<ChildStdin>,
+    stderr: Receiver<String>,
+    stdout: Option<JoinHandle<String>>,
+    args: Vec<String>,
+}
+
+impl Workload {
+    /// Starts the workload with `args` plus `--wait stdin`, and waits for its ready line.
+    pub fn start(args: &[&str]) -> Workload {
+        let mut child = Command::new(workload_bin())
+            .args(args)
+            .args(["--wait", "stdin"])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("cannot start the workload");
+        let pid = child.id();
+        let stdin = child.stdin.take();
+        let mut out = child.stdout.take().expect("piped stdout");
+        let stdout = std::thread::spawn(move || {
+            let mut text = String::new();
+            let _ = out.read_to_string(&mut text);
+            text
+        });
+        let err = child.stderr.take().expect("piped stderr");
+        let (tx, stderr) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(err).lines().map_while(Result::ok) {
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        let w = Workload {
+            child,
+            pid,
+            stdin,
+            stderr,
+            stdout: Some(stdout),
+            args: args.iter().map(|s| s.to_string()).collect(),
+        };
+        let ready = w.wait_stderr("workload: ready");
+        assert_eq!(ready, format!("workload: ready pid={pid}"));
+        w
+    }
+
+    /// `/proc/PID/exe`: the binary path to give bpftrace for this process.
+    pub fn exe(&self) -> String {
+        format!("/proc/{}/exe", self.pid)
+    }
+
+    fn wait_stderr(&self, prefix: &str) -> String {
+        let deadline = Instant::now() + TIMEOUT;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.stderr.recv_timeout(left) {
+                Ok(line) if line.starts_with(prefix) => return line,
+                Ok(line) => eprintln!("workload stderr: {line}"),
+                Err(_) => panic!("the workload {:?} never printed {prefix:?}", self.args),
+            }
+        }
+    }
+
+    /// Lets it start: closes its stdin.
+    pub fn go(&mut self) {
+        drop(self.stdin.take());
+    }
+
+    /// Waits for it to exit successfully and returns its report.
+    pub fn finish(mut self) -> Report {
+        self.go();
+        let status = wait_timeout(&mut self.child, "the workload", TIMEOUT);
+        let stdout = self.stdout.take().expect("stdout").join().expect("reader");
+        let rest: Vec<String> = self.stderr.try_iter().collect();
+        assert!(
+            status.success(),
+            "the workload {:?} failed ({status}): {rest:?}",
+            self.args
+        );
+        let report: Report = serde_json::from_str(stdout.trim())
+            .unwrap_or_else(|e| panic!("the workload's report is not valid JSON ({e}): {stdout}"));
+        assert_eq!(report.pid, self.pid, "the report's pid");
+        report
+    }
+}
+
+impl Drop for Workload {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+/// The workload's JSON report.
+#[derive(Debug, Deserialize)]
+pub struct Report {
+    pub pid: u32,
+    pub threads: u32,
+    pub config: serde_json::Value,
+    pub totals: Totals,
+    pub deaths: BTreeMap<String, u64>,
+    pub edges: Vec<Edge>,
+    pub per_thread: Vec<PerThread>,
+    pub greenlets: Vec<GreenletInfo>,
+}
+
+#[derive(Debug, Deserialize, PartialEq, Eq)]
+pub struct Totals {
+    pub switch: u64,
+    pub throw: u64,
+    pub new: u64,
+    pub dead: u64,
+}
+
+#[derive(Debug, Deserialize, Clone)]
+pub struct Edge {
+    pub origin: u64,
+    pub target: u64,
+    pub kind: String,
+    pub count: u64,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct PerThread {
+    pub thread: u32,
+    pub tid: i32,
+    pub main: u64,
+    pub iterations: u64,
+    pub switch: u64,
+    pub throw: u64,
+    pub new: u64,
+    pub dead: u64,
+}
+
+#[derive(Debug, Deserialize, Clone)]
+pub struct GreenletInfo {
+    pub id: u64,
+    pub name: String,
+    pub parent: u64,
+    pub thread: u32,
+    pub tid: i32,
+    pub main: bool,
+    pub outcome: String,
+}
+
+/// The `outcome` argument of `greenlet:dead` for each outcome name of the report.
+pub const OUTCOMES: [(&str, u8); 6] = [
+    ("returned", 0),
+    ("error", 1),
+    ("exit", 2),
+    ("panic", 3),
+    ("thread_exit", 4),
+    ("discarded", 5),
+];
+
+pub fn outcome_code(name: &str) -> u8 {
+    OUTCOMES
+        .iter()
+        .find(|(n, _)| *n == name)
+        .unwrap_or_else(|| panic!("unknown outcome {name:?}"))
+        .1
+}
+
+impl Report {
+    /// Edge counts of one kind (`"switch"` or `"throw"`), by (origin, target).
+    pub fn edges_of(&self, kind: &str) -> BTreeMap<(u64, u64), u64> {
+        let mut map = BTreeMap::new();
+        for e in self.edges.iter().filter(|e| e.kind == kind) {
+            *map.entry((e.origin, e.target)).or_insert(0) += e.count;
+        }
+        map
+    }
+
+    /// Transfers of one kind (or both, with `None`) into each greenlet.
+    pub fn inbound(&self, kind: Option<&str>) -> BTreeMap<u64, u64> {
+        let mut map = BTreeMap::new();
+        for e in &self.edges {
+            if kind.is_none_or(|k| k == e.kind) {
+                *map.entry(e.target).or_insert(0) += e.count;
+            }
+        }
+        map
+    }
+
+    pub fn greenlet(&self, id: u64) -> &GreenletInfo {
+        self.greenlets
+            .iter()
+            .find(|g| g.id == id)
+            .unwrap_or_else(|| panic!("greenlet {id} is not in the report"))
+    }
+
+    /// The name the scripts give a greenlet: `<main>` for a main greenlet.
+    pub fn script_name(&self, id: u64) -> String {
+        let g = self.greenlet(id);
+        if g.main {
+            "<main>".to_string()
+        } else {
+            g.name.clone()
+        }
+    }
+
+    /// Greenlets per script name.
+    pub fn names_count(&self) -> BTreeMap<String, u64> {
+        let mut map = BTreeMap::new();
+        for g in &self.greenlets {
+            *map.entry(self.script_name(g.id)).or_insert(0) += 1;
+        }
+        map
+    }
+
+    /// The thread index of each Linux thread id.
+    pub fn tids(&self) -> HashMap<i32, u32> {
+        self.per_thread.iter().map(|t| (t.tid, t.thread)).collect()
+    }
+}
