@@ -56,15 +56,18 @@ impl Transfer {
 /// started (its stack cannot be allocated).
 #[inline(always)]
 pub(crate) fn send(target: &Greenlet, payload: Transfer) -> Result<Transfer, Error> {
-    with_state(|state| {
-        // The target's handle moves into the thread state: the caller keeps none across the
-        // switch (a redirect target must be killable while the caller waits, spec §8).
-        if target.state() == State::Active {
-            Ok(go(state, target.clone(), payload))
-        } else {
-            send_redirected(state, target, payload)
-        }
-    })
+    with_state(
+        #[inline(always)]
+        |state| {
+            // The target's handle moves into the thread state: the caller keeps none across the
+            // switch (a redirect target must be killable while the caller waits, spec §8).
+            if target.state() == State::Active {
+                Ok(go(state, target.clone(), payload))
+            } else {
+                send_redirected(state, target, payload)
+            }
+        },
+    )
 }
 
 /// [`send`] to a greenlet that is not active: it starts, or a live ancestor stands in.
@@ -100,7 +103,7 @@ pub(crate) fn live_target(state: &ThreadState, target: &Greenlet) -> Result<Gree
 }
 
 /// Transfers `payload` to `target`, which is active, and returns what arrives back.
-#[inline]
+#[inline(always)]
 fn go(state: &ThreadState, target: Greenlet, payload: Transfer) -> Transfer {
     let origin = state.current_ptr();
     let to_self = state.is_current(&target);
@@ -113,7 +116,7 @@ fn go(state: &ThreadState, target: Greenlet, payload: Transfer) -> Transfer {
 
 /// In the greenlet that has just become current: takes the payload, fires the probe and the
 /// tracer, releases the origin (which may kill it, if that was its last handle).
-#[inline]
+#[inline(always)]
 pub(crate) fn arrive(state: &ThreadState) -> Transfer {
     let origin = state.take_origin();
     // The common case: a value, no tracer, and an origin that someone else still holds, so
