@@ -37,6 +37,7 @@ DEFAULT_CASES = [
     "switch_main_child_traced",
     "lifetime",
     "floor_trampoline",
+    "floor_trampoline_call",
     "floor_main_child",
 ]
 

@@ -47,8 +47,8 @@ SWITCH_CASES = ["switch_two_greenlets", "switch_two_greenlets_u64",
 TRACED_CASES = {"switch_two_greenlets_traced": "switch_two_greenlets",
                 "switch_main_child_traced": "switch_main_child"}
 FLOORS = {"switch_two_greenlets": "floor_trampoline", "switch_main_child": "floor_main_child"}
-ALL_CASES = SWITCH_CASES + list(TRACED_CASES) + ["lifetime", "floor_trampoline",
-                                                  "floor_main_child"]
+FLOOR_CASES = ["floor_trampoline", "floor_trampoline_call", "floor_main_child"]
+ALL_CASES = SWITCH_CASES + list(TRACED_CASES) + ["lifetime"] + FLOOR_CASES
 
 # The targets of issue 5.
 MAX_INSTRUCTIONS = 70
@@ -228,11 +228,15 @@ def table_rows(results):
                  fmt(theirs, "ns"), fmt(ratio, "x"), f"<= {MAX_LIFETIME_NS:.0f} ns",
                  None if ours is None else ours <= MAX_LIFETIME_NS))
     # The floors, for reference.
-    for floor in ("floor_trampoline", "floor_main_child"):
+    for floor in FLOOR_CASES:
         ours = crit.get(floor, {}).get("median_ns")
+        instr = cg.get(floor, {}).get("instructions")
         label = {"floor_trampoline": "floor: bare corosensei trampoline ping-pong",
+                 "floor_trampoline_call": "floor: the same, switch = call returning on "
+                                          "the other stack",
                  "floor_main_child": "floor: bare corosensei resume/suspend"}[floor]
-        rows.append((label, fmt(ours, "ns"), "-", "-", "(reference)", None))
+        rows.append((label, fmt(ours, "ns"), "-", "-",
+                     f"(reference; {fmt(instr, 'instr')})", None))
     # Instructions per switch.
     for case in SWITCH_CASES + list(TRACED_CASES) + ["lifetime"]:
         figure = cg.get(case, {}).get("instructions")

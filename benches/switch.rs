@@ -9,7 +9,8 @@ use criterion::{criterion_group, criterion_main, Criterion};
 
 mod workloads;
 use workloads::{
-    lifetimes, maybe_traced, FloorMainChild, FloorTrampoline, MainChild, Payload, TwoGreenlets,
+    lifetimes, maybe_traced, FloorMainChild, FloorTrampoline, FloorTrampolineCall, MainChild,
+    Payload, TwoGreenlets,
 };
 
 fn switches(c: &mut Criterion) {
@@ -42,6 +43,8 @@ fn lifetime(c: &mut Criterion) {
 fn floors(c: &mut Criterion) {
     let mut trampoline = FloorTrampoline::new();
     c.bench_function("floor_trampoline", |b| b.iter_custom(|n| trampoline.run(n)));
+    let mut call = FloorTrampolineCall::new();
+    c.bench_function("floor_trampoline_call", |b| b.iter_custom(|n| call.run(n)));
     let mut main_child = FloorMainChild::new();
     c.bench_function("floor_main_child", |b| b.iter_custom(|n| main_child.run(n)));
 }

@@ -241,6 +241,53 @@ impl FloorTrampoline {
     }
 }
 
+/// The bare trampoline again, but each switch is a call to an out-of-line function that
+/// suspends and, once resumed, returns: as in the runtime, where `switch()` returns on a
+/// different stack from the one that called the trampoline. Same work as
+/// [`FloorTrampoline`] plus one call and one return per switch; the difference in wall time
+/// is what mispredicted returns cost (the CPU's return-stack predictor sees a `call` on one
+/// stack answered by a `ret` on another).
+pub struct FloorTrampolineCall {
+    coroutines: [Bare; 2],
+}
+
+#[inline(never)]
+fn switch_out(yielder: &Yielder<(), ()>, to: usize) {
+    NEXT.set(to);
+    yielder.suspend(());
+}
+
+impl FloorTrampolineCall {
+    /// Creates both coroutines.
+    pub fn new() -> FloorTrampolineCall {
+        let make = |me: usize| {
+            Coroutine::new(move |yielder: &Yielder<(), ()>, ()| loop {
+                switch_out(yielder, 1 - me);
+            })
+        };
+        FloorTrampolineCall {
+            coroutines: [make(0), make(1)],
+        }
+    }
+
+    /// Performs `switches` switches; returns their wall time.
+    pub fn run(&mut self, switches: u64) -> Duration {
+        NEXT.set(0);
+        let start = Instant::now();
+        for _ in 0..switches {
+            let next = NEXT.get();
+            black_box(self.coroutines[next].resume(()));
+        }
+        start.elapsed()
+    }
+}
+
+impl Default for FloorTrampolineCall {
+    fn default() -> Self {
+        FloorTrampolineCall::new()
+    }
+}
+
 impl Default for FloorTrampoline {
     fn default() -> Self {
         FloorTrampoline::new()
@@ -293,6 +340,7 @@ pub const CASES: &[(&str, bool)] = &[
     ("switch_main_child_traced", true),
     ("lifetime", false),
     ("floor_trampoline", true),
+    ("floor_trampoline_call", true),
     ("floor_main_child", true),
 ];
 
@@ -316,6 +364,7 @@ pub fn run_case(name: &str, n: u64) -> Option<Duration> {
             lifetimes(n)
         }
         "floor_trampoline" => FloorTrampoline::new().run(n),
+        "floor_trampoline_call" => FloorTrampolineCall::new().run(n),
         "floor_main_child" => FloorMainChild::new().run(n),
         _ => return None,
     };
