@@ -107,6 +107,16 @@ impl ThreadState {
         self.origin.take().expect("arrival without an origin")
     }
 
+    /// The ids of the arriving transfer's origin and target (for the probes), leaving the
+    /// origin in place.
+    #[cold]
+    pub(crate) fn arrival_ids(&self) -> (u64, u64) {
+        let origin = self.origin.take();
+        let id = origin.as_ref().map_or(0, Greenlet::id);
+        self.origin.set(origin);
+        (id, self.current().id())
+    }
+
     /// Takes what the arriving transfer carries.
     #[inline]
     pub(crate) fn take_payload(&self) -> Transfer {

@@ -118,12 +118,14 @@ fn go(state: &ThreadState, target: Greenlet, payload: Transfer) -> Transfer {
 /// tracer, releases the origin (which may kill it, if that was its last handle).
 #[inline(always)]
 pub(crate) fn arrive(state: &ThreadState) -> Transfer {
-    let origin = state.take_origin();
     // The common case: a value, no tracer, and an origin that someone else still holds, so
     // releasing it runs no code. The payload then goes straight from the mailbox to the
     // caller, and the payload's kind is tested once, for the probe and the path alike.
     if state.value_arrived() {
-        probes::switch(|| (origin.id(), state.current().id()));
+        // Fired before the origin is taken, so that the probe's out-of-line part needs
+        // nothing but the state, which the switch path keeps in a register anyway.
+        probes::switch(|| state.arrival_ids());
+        let origin = state.take_origin();
         if state.trace_on.get() {
             return arrive_traced(state, origin);
         }
@@ -133,7 +135,7 @@ pub(crate) fn arrive(state: &ThreadState) -> Transfer {
         }
         return arrive_releasing(state, origin);
     }
-    arrive_slow(state, origin)
+    arrive_slow(state, state.take_origin())
 }
 
 /// [`arrive`] when the origin's handle is its last one: releasing it kills it.
