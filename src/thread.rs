@@ -61,10 +61,13 @@ impl ThreadState {
     /// A new handle to the running greenlet.
     #[inline]
     pub(crate) fn current(&self) -> Greenlet {
-        let current = self.current.take();
-        let copy = current.clone();
-        self.current.set(current);
-        copy.expect("no current greenlet outside a hand-off")
+        // SAFETY: the slot is only accessed by this type's methods, which never hand out a
+        // reference into it; cloning an `Rc` runs no code that could reach the slot, and the
+        // state belongs to one thread: nothing writes the slot while this borrow lives.
+        let current = unsafe { &*self.current.as_ptr() };
+        current
+            .clone()
+            .expect("no current greenlet outside a hand-off")
     }
 
     #[inline]

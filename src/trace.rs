@@ -193,7 +193,7 @@ pub(crate) fn call_tracer(
         EventKind::Switch => Event::Switch { origin, target },
         EventKind::Throw => Event::Throw { origin, target },
     };
-    match panic::catch_unwind(AssertUnwindSafe(|| tracer.call(&event))) {
+    let payload = match panic::catch_unwind(AssertUnwindSafe(|| tracer.call(&event))) {
         Ok(Ok(())) => payload,
         Ok(Err(error)) => {
             drop(set_tracer(state, None));
@@ -203,5 +203,11 @@ pub(crate) fn call_tracer(
             drop(set_tracer(state, None));
             Transfer::Panic(panic)
         }
-    }
+    };
+    // Dropped field by field, in the order the event's drop glue would (origin, then target):
+    // the handles' drops inline, where the drop glue is an out-of-line call.
+    let (Event::Switch { origin, target } | Event::Throw { origin, target }) = event;
+    drop(origin);
+    drop(target);
+    payload
 }
