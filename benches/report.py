@@ -305,6 +305,10 @@ def render(results, rows):
     elif lv:
         lines.append("")
         lines.append(f"live: {lv['error']}")
+    if m["load_average"][0] > 1.0:
+        lines.append(f"note: load average {m['load_average'][0]} on {m['cpus']} CPUs when the run "
+                     "started: wall times are inflated, Python's more than ours, so the ratios "
+                     "flatter us; the instruction counts are unaffected.")
     lines.append("ratio: peer time / our time (how many times faster), or x floor for "
                  "instruction counts. Wall times are criterion medians; instruction counts are "
                  "callgrind, (I(2N) - I(N)) / N.")
