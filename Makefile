@@ -3,7 +3,7 @@
 
 CARGO ?= cargo
 
-.PHONY: all test lint demo deps conformance memcheck
+.PHONY: all test lint demo deps conformance memcheck bench
 
 all: test
 
@@ -37,3 +37,8 @@ conformance:
 ## memcheck: every test binary under valgrind memcheck (zero errors allowed)
 memcheck:
 	bash .ci/memcheck.sh
+
+## bench: our benchmarks beside Python greenlet's, one table (BENCH_ARGS=--quick|--json|--strict)
+BENCH_ARGS ?=
+bench:
+	bash benches/run.sh $(BENCH_ARGS)

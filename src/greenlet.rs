@@ -187,6 +187,7 @@ impl Greenlet {
         self.0.state.get()
     }
 
+    #[inline]
     pub(crate) fn handle_count(&self) -> usize {
         Rc::strong_count(&self.0)
     }
@@ -205,7 +206,7 @@ impl Greenlet {
     /// Whatever error is thrown into the caller while it waits (an error escaping a child
     /// whose parent is the caller, a [`Greenlet::throw`], a failing tracer), or
     /// [`Error::StackAllocation`] if this greenlet cannot be started (nothing is transferred).
-    #[inline]
+    #[inline(always)]
     pub fn switch<T: 'static>(&self, value: T) -> Result<Value, Error> {
         transfer::send(self, Transfer::Value(Value::new(value)))?.into_result()
     }

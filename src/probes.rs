@@ -3,10 +3,30 @@
 //! Each probe site is a one-byte `nop` guarded by the probe's is-enabled semaphore: with no
 //! tracer attached the cost is a load, a compare and a branch, and the argument closures are
 //! never called. Every probe has a call site here, or the crate would emit no note for it.
+//!
+//! Built with `RUSTFLAGS="--cfg greenlet_no_probes"`, the probe sites are compiled out
+//! entirely. That build exists only to measure what the compiled-in, unattached probes cost
+//! (`benches/callgrind.py --no-probes-bin`); it is a cfg, not a cargo feature, so that
+//! `--all-features` never removes the probes.
 
 use crate::trace::EventKind;
 
+#[cfg(not(greenlet_no_probes))]
 include!(concat!(env!("OUT_DIR"), "/greenlet.rs"));
+
+/// Stand-ins for the generated probe macros: the arguments are never evaluated.
+#[cfg(greenlet_no_probes)]
+mod greenlet {
+    macro_rules! none {
+        ($args:expr) => {{
+            let _ = $args;
+        }};
+    }
+    pub(crate) use none as dead;
+    pub(crate) use none as new;
+    pub(crate) use none as switch;
+    pub(crate) use none as throw;
+}
 
 /// Starts the `.probes` section, which holds the probes' is-enabled semaphores, on a page of
 /// its own.
@@ -53,13 +73,71 @@ pub(crate) enum Outcome {
 
 /// `greenlet:switch` or `greenlet:throw`, in the target of a transfer.
 #[inline(always)]
-#[allow(clippy::redundant_closure)]
 pub(crate) fn transfer(kind: EventKind, ids: impl FnOnce() -> (u64, u64)) {
     match kind {
-        EventKind::Switch => self::greenlet::switch!(|| ids()),
-        EventKind::Throw => self::greenlet::throw!(|| ids()),
+        EventKind::Switch => switch(ids),
+        EventKind::Throw => throw(ids),
     }
 }
+
+/// `greenlet:switch(origin, target)`: on the switch path, so its unattached cost is kept to
+/// a compare and a branch (see `if_enabled!`).
+#[inline(always)]
+pub(crate) fn switch(ids: impl FnOnce() -> (u64, u64)) {
+    if_enabled!("__usdt_sema_greenlet_switch", fire_switch(ids));
+}
+
+/// `greenlet:throw(origin, target)`.
+#[inline(always)]
+pub(crate) fn throw(ids: impl FnOnce() -> (u64, u64)) {
+    if_enabled!("__usdt_sema_greenlet_throw", fire_throw(ids));
+}
+
+#[cold]
+#[inline(never)]
+#[allow(clippy::redundant_closure)]
+fn fire_switch(ids: impl FnOnce() -> (u64, u64)) {
+    self::greenlet::switch!(|| ids());
+}
+
+#[cold]
+#[inline(never)]
+#[allow(clippy::redundant_closure)]
+fn fire_throw(ids: impl FnOnce() -> (u64, u64)) {
+    self::greenlet::throw!(|| ids());
+}
+
+/// Runs `$fire` (which fires the probe through the `usdt` macro, itself checking the
+/// semaphore again) when the probe's is-enabled semaphore is non-zero.
+///
+/// The `usdt` macros read the semaphore through an `extern` static, which the compiler
+/// addresses through the GOT in a position-independent binary: a load of the address, a
+/// compare and a branch. On x86-64 this tests the semaphore in place instead, addressed
+/// relative to the instruction pointer (the semaphore is a hidden symbol of the same binary,
+/// defined by the probe site's own assembly), and jumps out of line only when it is set: one
+/// compare and one branch on the switch path.
+macro_rules! if_enabled {
+    ($semaphore:literal, $fire:expr) => {{
+        #[cfg(all(target_arch = "x86_64", not(greenlet_no_probes)))]
+        // SAFETY: the assembly only reads the two bytes of the probe's semaphore (a static
+        // the `usdt` probe site in `$fire` defines in this binary, in the writable `.probes`
+        // section) and jumps to the label block or falls through; it touches no register
+        // but the flags, and no stack.
+        unsafe {
+            std::arch::asm!(
+                concat!("cmp word ptr [rip + ", $semaphore, "], 0"),
+                "jne {fire}",
+                fire = label { $fire },
+                options(readonly, nostack),
+            );
+        }
+        #[cfg(all(not(target_arch = "x86_64"), not(greenlet_no_probes)))]
+        $fire;
+        #[cfg(greenlet_no_probes)]
+        let _ = || $fire;
+    }};
+}
+use if_enabled;
 
 /// `greenlet:new(id, parent, name)`.
 #[inline(always)]

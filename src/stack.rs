@@ -110,6 +110,8 @@ pub const OWNER_NAME_CAP: usize = slab::NAME_CAP;
 /// A greenlet stack: a guarded slot of a slab. Returns to a pool when dropped.
 pub struct GreenStack {
     slot: RawSlot,
+    /// `slot.base()`, computed once: corosensei asks for it on every resume.
+    base: StackPointer,
 }
 
 impl GreenStack {
@@ -155,7 +157,7 @@ impl Drop for GreenStack {
 unsafe impl Stack for GreenStack {
     #[inline]
     fn base(&self) -> StackPointer {
-        StackPointer::new(self.slot.base()).expect("stack base is never null")
+        self.base
     }
 
     #[inline]
@@ -190,7 +192,8 @@ pub fn rounded_size(size: usize) -> Option<usize> {
 pub fn allocate(size: usize) -> io::Result<GreenStack> {
     let class = class_of(size)?;
     let slot = pool::take(class, overflow::install)?;
-    Ok(GreenStack { slot })
+    let base = StackPointer::new(slot.base()).expect("stack base is never null");
+    Ok(GreenStack { slot, base })
 }
 
 /// Returns a stack to the calling thread's pool (the same as dropping it).

@@ -132,7 +132,7 @@ impl Context {
 
 /// Switches stacks away from `from`, the greenlet that was current until
 /// [`ThreadState::hand_off`] named the target; returns when `from` is resumed.
-#[inline]
+#[inline(always)]
 pub(crate) fn switch_away(state: &ThreadState, from: *const Inner) {
     // SAFETY: invariant 3: `hand_off` parked `from`'s handle as the transfer's origin, which
     // only the arriving target releases, after this switch has happened.
@@ -146,6 +146,7 @@ pub(crate) fn switch_away(state: &ThreadState, from: *const Inner) {
 
 /// Runs on the main greenlet's stack while main is switched away: resumes whichever greenlet
 /// is current until main is current again.
+#[inline(always)]
 fn trampoline(state: &ThreadState) {
     loop {
         let next = state.current_ptr();
@@ -206,7 +207,7 @@ fn init_state() -> *const ThreadState {
 }
 
 /// Runs `f` with this thread's state, creating it (and the main greenlet) on first use.
-#[inline]
+#[inline(always)]
 pub(crate) fn with_state<R>(f: impl FnOnce(&ThreadState) -> R) -> R {
     let mut state = STATE.get();
     if state.is_null() {

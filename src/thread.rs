@@ -61,10 +61,13 @@ impl ThreadState {
     /// A new handle to the running greenlet.
     #[inline]
     pub(crate) fn current(&self) -> Greenlet {
-        let current = self.current.take();
-        let copy = current.clone();
-        self.current.set(current);
-        copy.expect("no current greenlet outside a hand-off")
+        // SAFETY: the slot is only accessed by this type's methods, which never hand out a
+        // reference into it; cloning an `Rc` runs no code that could reach the slot, and the
+        // state belongs to one thread: nothing writes the slot while this borrow lives.
+        let current = unsafe { &*self.current.as_ptr() };
+        current
+            .clone()
+            .expect("no current greenlet outside a hand-off")
     }
 
     #[inline]
@@ -80,7 +83,7 @@ impl ThreadState {
     /// Makes `target` current and parks the previous current greenlet as the origin of the
     /// transfer, with `payload` in the mailbox. The caller then switches stacks (or not, for a
     /// self-transfer, where `target` is the current greenlet) and the target calls
-    /// [`ThreadState::take_arrival`].
+    /// [`ThreadState::take_origin`] and [`ThreadState::take_payload`].
     #[inline]
     pub(crate) fn hand_off(&self, target: Greenlet, payload: Transfer) {
         self.current_ptr.set(target.as_ptr());
@@ -90,15 +93,46 @@ impl ThreadState {
             stale.is_none(),
             "a transfer started before the last one arrived"
         );
-        drop(stale);
-        self.payload.set(payload);
+        // Both slots are empty between transfers (the arrival takes them): nothing to drop,
+        // and not dropping saves the out-of-line drop glue of `Transfer` on every switch.
+        std::mem::forget(stale);
+        let empty = self.payload.replace(payload);
+        debug_assert!(
+            matches!(empty, Transfer::Empty),
+            "a payload was sent before the last one arrived"
+        );
+        std::mem::forget(empty);
     }
 
-    /// Takes what the arriving transfer carries, and who sent it.
+    /// Takes who sent the arriving transfer.
     #[inline]
-    pub(crate) fn take_arrival(&self) -> (Greenlet, Transfer) {
-        let origin = self.origin.take().expect("arrival without an origin");
-        (origin, self.payload.replace(Transfer::Empty))
+    pub(crate) fn take_origin(&self) -> Greenlet {
+        self.origin.take().expect("arrival without an origin")
+    }
+
+    /// The ids of the arriving transfer's origin and target (for the probes), leaving the
+    /// origin in place.
+    #[cold]
+    pub(crate) fn arrival_ids(&self) -> (u64, u64) {
+        let origin = self.origin.take();
+        let id = origin.as_ref().map_or(0, Greenlet::id);
+        self.origin.set(origin);
+        (id, self.current().id())
+    }
+
+    /// Takes what the arriving transfer carries.
+    #[inline]
+    pub(crate) fn take_payload(&self) -> Transfer {
+        self.payload.replace(Transfer::Empty)
+    }
+
+    /// Whether the arriving transfer carries a value, without taking it.
+    #[inline]
+    pub(crate) fn value_arrived(&self) -> bool {
+        // SAFETY: the mailbox is only accessed by this type's methods, which never hand out a
+        // reference into it and never call out while reading or writing it, and the state
+        // belongs to one thread: nothing writes the mailbox while this shared borrow lives.
+        matches!(unsafe { &*self.payload.as_ptr() }, Transfer::Value(_))
     }
 
     pub(crate) fn next_id(&self) -> u64 {

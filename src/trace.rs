@@ -174,24 +174,26 @@ fn set_tracer(state: &ThreadState, tracer: Option<Tracer>) -> Option<Tracer> {
 }
 
 /// Calls the thread's tracer for a transfer from `origin` that just arrived in the current
-/// greenlet; returns what the transfer now carries.
-#[cold]
+/// greenlet; returns what the transfer now carries. Releases `origin` (the arrival's handle
+/// on it) before returning, as the arrival would.
+#[inline(never)]
 pub(crate) fn call_tracer(
     state: &ThreadState,
     kind: EventKind,
-    origin: &Greenlet,
+    origin: Greenlet,
     payload: Transfer,
 ) -> Transfer {
     // A clone: the tracer may replace itself, or switch, while it runs.
     let Some(tracer) = state.tracer.borrow().clone() else {
         return payload;
     };
-    let (origin, target) = (origin.clone(), state.current());
+    // The event takes over the arrival's handle on the origin: one handle fewer to clone.
+    let target = state.current();
     let event = match kind {
         EventKind::Switch => Event::Switch { origin, target },
         EventKind::Throw => Event::Throw { origin, target },
     };
-    match panic::catch_unwind(AssertUnwindSafe(|| tracer.call(&event))) {
+    let payload = match panic::catch_unwind(AssertUnwindSafe(|| tracer.call(&event))) {
         Ok(Ok(())) => payload,
         Ok(Err(error)) => {
             drop(set_tracer(state, None));
@@ -201,5 +203,11 @@ pub(crate) fn call_tracer(
             drop(set_tracer(state, None));
             Transfer::Panic(panic)
         }
-    }
+    };
+    // Dropped field by field, in the order the event's drop glue would (origin, then target):
+    // the handles' drops inline, where the drop glue is an out-of-line call.
+    let (Event::Switch { origin, target } | Event::Throw { origin, target }) = event;
+    drop(origin);
+    drop(target);
+    payload
 }

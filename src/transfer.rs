@@ -54,18 +54,32 @@ impl Transfer {
 /// # Errors
 /// Before anything is transferred, if the greenlet that should receive the payload cannot be
 /// started (its stack cannot be allocated).
-#[inline]
+#[inline(always)]
 pub(crate) fn send(target: &Greenlet, payload: Transfer) -> Result<Transfer, Error> {
-    with_state(|state| {
-        // The target's handle moves into the thread state: the caller keeps none across the
-        // switch (a redirect target must be killable while the caller waits, spec §8).
-        let target = if target.state() == State::Active {
-            target.clone()
-        } else {
-            live_target(state, target)?
-        };
-        Ok(go(state, target, payload))
-    })
+    with_state(
+        #[inline(always)]
+        |state| {
+            // The target's handle moves into the thread state: the caller keeps none across the
+            // switch (a redirect target must be killable while the caller waits, spec §8).
+            if target.state() == State::Active {
+                Ok(go(state, target.clone(), payload))
+            } else {
+                send_redirected(state, target, payload)
+            }
+        },
+    )
+}
+
+/// [`send`] to a greenlet that is not active: it starts, or a live ancestor stands in.
+#[cold]
+#[inline(never)]
+fn send_redirected(
+    state: &ThreadState,
+    target: &Greenlet,
+    payload: Transfer,
+) -> Result<Transfer, Error> {
+    let target = live_target(state, target)?;
+    Ok(go(state, target, payload))
 }
 
 /// The greenlet that receives a transfer addressed to `target`: `target` itself if it is
@@ -89,7 +103,7 @@ pub(crate) fn live_target(state: &ThreadState, target: &Greenlet) -> Result<Gree
 }
 
 /// Transfers `payload` to `target`, which is active, and returns what arrives back.
-#[inline]
+#[inline(always)]
 fn go(state: &ThreadState, target: Greenlet, payload: Transfer) -> Transfer {
     let origin = state.current_ptr();
     let to_self = state.is_current(&target);
@@ -102,14 +116,55 @@ fn go(state: &ThreadState, target: Greenlet, payload: Transfer) -> Transfer {
 
 /// In the greenlet that has just become current: takes the payload, fires the probe and the
 /// tracer, releases the origin (which may kill it, if that was its last handle).
-#[inline]
+#[inline(always)]
 pub(crate) fn arrive(state: &ThreadState) -> Transfer {
-    let (origin, mut payload) = state.take_arrival();
+    // The common case: a value, no tracer, and an origin that someone else still holds, so
+    // releasing it runs no code. The payload then goes straight from the mailbox to the
+    // caller, and the payload's kind is tested once, for the probe and the path alike.
+    if state.value_arrived() {
+        // Fired before the origin is taken, so that the probe's out-of-line part needs
+        // nothing but the state, which the switch path keeps in a register anyway.
+        probes::switch(|| state.arrival_ids());
+        let origin = state.take_origin();
+        if state.trace_on.get() {
+            return arrive_traced(state, origin);
+        }
+        if origin.handle_count() > 1 {
+            drop(origin);
+            return state.take_payload();
+        }
+        return arrive_releasing(state, origin);
+    }
+    arrive_slow(state, state.take_origin())
+}
+
+/// [`arrive`] when the origin's handle is its last one: releasing it kills it.
+#[cold]
+#[inline(never)]
+fn arrive_releasing(state: &ThreadState, origin: Greenlet) -> Transfer {
+    let payload = state.take_payload();
+    drop(origin);
+    payload
+}
+
+/// [`arrive`] for a value with a tracer installed (the probe has fired).
+#[inline(never)]
+fn arrive_traced(state: &ThreadState, origin: Greenlet) -> Transfer {
+    let payload = state.take_payload();
+    trace::call_tracer(state, EventKind::Switch, origin, payload)
+}
+
+/// [`arrive`] for an error, an exit or a panic.
+#[cold]
+#[inline(never)]
+fn arrive_slow(state: &ThreadState, origin: Greenlet) -> Transfer {
+    let payload = state.take_payload();
     let kind = payload.kind();
     probes::transfer(kind, || (origin.id(), state.current().id()));
     if state.trace_on.get() {
-        payload = trace::call_tracer(state, kind, &origin, payload);
+        trace::call_tracer(state, kind, origin, payload)
+    } else {
+        drop(origin);
+        payload
     }
-    drop(origin);
-    payload
 }

@@ -6,8 +6,9 @@
 //! is boxed. Everything here is safe code: the inline variants are chosen with `Any` downcasts
 //! on concrete types, which the compiler folds away for each monomorphised call.
 
-use std::any::{type_name, Any};
+use std::any::{type_name, Any, TypeId};
 use std::fmt;
+use std::mem::{self, ManuallyDrop};
 
 use crate::Greenlet;
 
@@ -32,7 +33,24 @@ use crate::Greenlet;
 /// let unit = Value::new(Value::unit());
 /// assert!(unit.is_unit());
 /// ```
-pub struct Value(Repr);
+pub struct Value(ManuallyDrop<Repr>);
+
+/// Dropping a `Value` that holds nothing to drop (every inline type but [`Greenlet`]) costs a
+/// compare and a branch where it is dropped; the compiler's drop glue for the enum would be
+/// an out-of-line call on every switch.
+impl Drop for Value {
+    #[inline]
+    fn drop(&mut self) {
+        if matches!(*self.0, Repr::Greenlet(_) | Repr::Boxed(_)) {
+            drop_owned(self);
+        }
+    }
+}
+
+#[inline(never)]
+fn drop_owned(value: &mut Value) {
+    drop(value.take_repr());
+}
 
 macro_rules! inline_types {
     ($($variant:ident($ty:ty)),* $(,)?) => {
@@ -55,29 +73,41 @@ macro_rules! inline_types {
                 }
                 $(
                     if let Some(v) = any.downcast_mut::<Option<$ty>>() {
-                        return Value(Repr::$variant(take(v)));
+                        return Value::from_repr(Repr::$variant(take(v)));
                     }
                 )*
                 if let Some(v) = any.downcast_mut::<Option<Greenlet>>() {
-                    return Value(Repr::Greenlet(take(v)));
+                    return Value::from_repr(Repr::Greenlet(take(v)));
                 }
-                Value(Repr::Boxed(Box::new(take(&mut slot))))
+                Value::from_repr(Repr::Boxed(Box::new(take(&mut slot))))
             }
 
             /// Takes the value out if it is a `T`, or gives the value back.
             #[inline]
-            pub fn downcast<T: 'static>(self) -> Result<T, Value> {
-                match self.0 {
-                    $(Repr::$variant(v) => cast(v).map_err(|v| Value(Repr::$variant(v))),)*
-                    Repr::Greenlet(g) => cast(g).map_err(|g| Value(Repr::Greenlet(g))),
-                    Repr::Boxed(b) => b.downcast::<T>().map(|b| *b).map_err(|b| Value(Repr::Boxed(b))),
+            pub fn downcast<T: 'static>(mut self) -> Result<T, Value> {
+                // For an inline `T` this folds to one tag test (the type tests are constant).
+                $(
+                    if TypeId::of::<T>() == TypeId::of::<$ty>() {
+                        return match *self.0 {
+                            Repr::$variant(v) => cast(v).map_err(|_| self),
+                            _ => Err(self),
+                        };
+                    }
+                )*
+                match self.take_repr() {
+                    Repr::Greenlet(g) => cast(g).map_err(|g| Value::from_repr(Repr::Greenlet(g))),
+                    Repr::Boxed(b) => b
+                        .downcast::<T>()
+                        .map(|b| *b)
+                        .map_err(|b| Value::from_repr(Repr::Boxed(b))),
+                    $(Repr::$variant(v) => cast(v).map_err(|v| Value::from_repr(Repr::$variant(v))),)*
                 }
             }
 
             /// Borrows the value if it is a `T`.
             #[inline]
             pub fn downcast_ref<T: 'static>(&self) -> Option<&T> {
-                match &self.0 {
+                match &*self.0 {
                     $(Repr::$variant(v) => (v as &dyn Any).downcast_ref(),)*
                     Repr::Greenlet(g) => (g as &dyn Any).downcast_ref(),
                     Repr::Boxed(b) => b.downcast_ref(),
@@ -93,7 +123,7 @@ macro_rules! inline_types {
 
         impl fmt::Debug for Value {
             fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                match &self.0 {
+                match &*self.0 {
                     $(Repr::$variant(v) => write!(f, "Value({:?}: {})", v, type_name::<$ty>()),)*
                     Repr::Greenlet(g) => write!(f, "Value({g:?})"),
                     Repr::Boxed(b) => {
@@ -134,13 +164,24 @@ impl Value {
     /// The unit value, `()`: what a switch with no meaningful payload carries.
     #[inline]
     pub const fn unit() -> Value {
-        Value(Repr::Unit(()))
+        Value::from_repr(Repr::Unit(()))
+    }
+
+    #[inline]
+    const fn from_repr(repr: Repr) -> Value {
+        Value(ManuallyDrop::new(repr))
+    }
+
+    /// Moves the contents out, leaving a unit behind (whose drop does nothing).
+    #[inline]
+    fn take_repr(&mut self) -> Repr {
+        ManuallyDrop::into_inner(mem::replace(&mut self.0, ManuallyDrop::new(Repr::Unit(()))))
     }
 
     /// Whether this is the unit value.
     #[inline]
     pub fn is_unit(&self) -> bool {
-        matches!(self.0, Repr::Unit(()))
+        matches!(*self.0, Repr::Unit(()))
     }
 }
 
@@ -171,9 +212,9 @@ mod tests {
 
     #[test]
     fn small_values_are_inline_and_round_trip() {
-        assert!(matches!(Value::new(()).0, Repr::Unit(())));
-        assert!(matches!(Value::new(7_u64).0, Repr::U64(7)));
-        assert!(matches!(Value::new("x").0, Repr::Str("x")));
+        assert!(matches!(*Value::new(()).0, Repr::Unit(())));
+        assert!(matches!(*Value::new(7_u64).0, Repr::U64(7)));
+        assert!(matches!(*Value::new("x").0, Repr::Str("x")));
         assert_eq!(Value::new(-3_i32).downcast::<i32>().unwrap(), -3);
         assert_eq!(Value::new(1.5_f64).downcast::<f64>().unwrap(), 1.5);
     }

@@ -14,6 +14,8 @@
 //!   parent's pending `switch` call) and which frames it leaves alone (the intermediate
 //!   greenlet's).
 
+mod common;
+
 use std::cell::{OnceCell, RefCell};
 use std::fmt;
 use std::panic::{self, AssertUnwindSafe};
@@ -203,40 +205,13 @@ fn r5_3_stack_size_max_is_an_allocation_error() {
     assert!(!g.is_started());
 }
 
-/// Set in the child process that [`in_child_process`] starts.
-const CHILD_ENV: &str = "GREENLET_SPEC05_CHILD";
-
-/// Runs the test `name` of this binary again in a child process (where `CHILD_ENV` is set)
-/// and fails if the child does not exit successfully. For scenarios that may crash the process
-/// (a signal), which would otherwise take every other test of the binary down with it.
-/// Returns true in the child, which then runs the scenario itself.
-fn in_child_process(name: &str) -> bool {
-    if std::env::var_os(CHILD_ENV).is_some() {
-        return true;
-    }
-    let output = std::process::Command::new(std::env::current_exe().unwrap())
-        .args([name, "--exact", "--nocapture", "--test-threads=1"])
-        .env(CHILD_ENV, "1")
-        .env("RUST_BACKTRACE", "0")
-        .output()
-        .expect("cannot run the test binary again");
-    assert!(
-        output.status.success(),
-        "the scenario failed in a child process ({}):\n{}{}",
-        output.status,
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    );
-    false
-}
-
 /// §5.3 with the parent's stack size at `usize::MAX`: the parent is started from inside the
 /// finishing child (on the child's stack), so the failure must come back as an error for the
 /// next parent there too, leaving the runtime consistent. Runs in a child process because a
 /// failure here can corrupt the thread's greenlet state and crash the process.
 #[test]
 fn r5_3_parent_with_stack_size_max_passes_error_on() {
-    if !in_child_process("r5_3_parent_with_stack_size_max_passes_error_on") {
+    if common::in_child_process("r5_3_parent_with_stack_size_max_passes_error_on").is_some() {
         return;
     }
     let g1 = Greenlet::builder().stack_size(usize::MAX).build(|_| Ok(()));

@@ -14,6 +14,8 @@
 //!   so their destructors run. Tested here and in spec_09_threads.rs.
 //! - §1.8 step 7 (interpreter shutdown): no interpreter.
 
+mod common;
+
 use std::cell::{OnceCell, RefCell};
 use std::rc::Rc;
 use std::sync::{Arc, Mutex};
@@ -491,36 +493,12 @@ fn r8_5_kill_survivor_is_reported_and_leaked() {
     );
 }
 
-/// Set in the child process that [`in_child_process`] starts.
-const CHILD_ENV: &str = "GREENLET_SPEC08_CHILD";
-
-/// Runs the test `name` of this binary again in a child process and returns its stdout and
-/// stderr, or `None` when already in the child (which then runs the scenario).
-fn in_child_process(name: &str) -> Option<(String, String)> {
-    if std::env::var_os(CHILD_ENV).is_some() {
-        return None;
-    }
-    let output = std::process::Command::new(std::env::current_exe().unwrap())
-        .args([name, "--exact", "--nocapture", "--test-threads=1"])
-        .env(CHILD_ENV, "1")
-        .env("RUST_BACKTRACE", "0")
-        .output()
-        .expect("cannot run the test binary again");
-    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
-    let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
-    assert!(
-        output.status.success(),
-        "the scenario failed in a child process ({}):\n{stdout}{stderr}",
-        output.status
-    );
-    Some((stdout, stderr))
-}
-
 /// f06 with the default kill hook: the survivor is reported on stderr with Python's message,
 /// `GreenletExit did not kill <greenlet #ID suspended active started>`.
 #[test]
 fn r8_5_kill_survivor_default_report_on_stderr() {
-    if let Some((stdout, stderr)) = in_child_process("r8_5_kill_survivor_default_report_on_stderr")
+    if let Some((stdout, stderr)) =
+        common::in_child_process("r8_5_kill_survivor_default_report_on_stderr")
     {
         // The harness prints `test NAME ... ` before the test's own first line.
         let id: String = stdout

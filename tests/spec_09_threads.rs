@@ -10,6 +10,8 @@
 //! one and those calls do not compile. The `compile_fail` doctest on `Greenlet` shows the
 //! refusal; `r9_2_handles_are_not_send` checks the auto traits here.
 
+mod common;
+
 use std::cell::RefCell;
 use std::rc::Rc;
 use std::sync::{Arc, Mutex};
@@ -277,39 +279,13 @@ thread_local! {
     static KEPT: RefCell<Vec<Greenlet>> = const { RefCell::new(Vec::new()) };
 }
 
-/// Set in the child process that [`in_child_process`] starts.
-const CHILD_ENV: &str = "GREENLET_SPEC09_CHILD";
-
-/// Runs the test `name` of this binary again in a child process and fails unless it exits
-/// successfully; returns true in the child, which then runs the scenario. For scenarios that
-/// may crash the process.
-fn in_child_process(name: &str) -> bool {
-    if std::env::var_os(CHILD_ENV).is_some() {
-        return true;
-    }
-    let output = std::process::Command::new(std::env::current_exe().unwrap())
-        .args([name, "--exact", "--nocapture", "--test-threads=1"])
-        .env(CHILD_ENV, "1")
-        .env("RUST_BACKTRACE", "0")
-        .output()
-        .expect("cannot run the test binary again");
-    assert!(
-        output.status.success(),
-        "the scenario failed in a child process ({}):\n{}{}",
-        output.status,
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    );
-    false
-}
-
 /// Handles in a user thread-local that is destroyed *after* the runtime's teardown (it was
 /// first used before the runtime's state, and thread-locals are destroyed in reverse order):
 /// an ordinary suspended greenlet was already killed by the teardown (its destructor ran), and
 /// dropping its handle afterwards does nothing more.
 #[test]
 fn r9_3_thread_local_handles_outliving_the_teardown() {
-    if !in_child_process("r9_3_thread_local_handles_outliving_the_teardown") {
+    if common::in_child_process("r9_3_thread_local_handles_outliving_the_teardown").is_some() {
         return;
     }
     let log = shared();
@@ -358,7 +334,9 @@ fn r9_3_thread_local_handles_outliving_the_teardown() {
 /// without crashing (spec R4: "A thread that exits with suspended greenlets must not crash").
 #[test]
 fn r9_3_thread_local_handle_to_a_survivor_outliving_the_teardown() {
-    if !in_child_process("r9_3_thread_local_handle_to_a_survivor_outliving_the_teardown") {
+    if common::in_child_process("r9_3_thread_local_handle_to_a_survivor_outliving_the_teardown")
+        .is_some()
+    {
         return;
     }
     let log = shared();

@@ -10,7 +10,7 @@ use std::cell::Cell;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::rc::Rc;
 
-use common::{kind, named, nm, Log};
+use common::{kind, named, nm, trace_line, Log};
 use greenlet::{
     getcurrent, gettrace, set_kill_hook, settrace, Error, Event, GreenletExit, KillFailure, Tracer,
 };
@@ -19,13 +19,7 @@ use greenlet::{
 fn failing_tracer(log: &Log, fail_when: impl Fn(&Event) -> bool + 'static) -> Tracer {
     let log = log.clone();
     Tracer::new(move |event: &Event| {
-        log.say(format!(
-            "TRACE {} {} -> {} | current: {}",
-            kind(event),
-            nm(event.origin()),
-            nm(event.target()),
-            nm(&getcurrent())
-        ));
+        log.say(trace_line(event));
         if fail_when(event) {
             Err(Error::msg(format!("TraceError('{}')", kind(event))))
         } else {
@@ -316,13 +310,7 @@ fn r12_10_the_value_is_captured_before_the_tracer_runs() {
     let sink = log.clone();
     let trigger = armed.clone();
     settrace(Some(Tracer::new(move |e: &Event| {
-        sink.say(format!(
-            "TRACE {} {} -> {} | current: {}",
-            kind(e),
-            nm(e.origin()),
-            nm(e.target()),
-            nm(&getcurrent())
-        ));
+        sink.say(trace_line(e));
         if trigger.replace(false) {
             let r = h.switch("from tracer")?;
             sink.say(format!(

@@ -1,11 +1,11 @@
 //! A stack overflow inside a greenlet is reported in one line naming the greenlet and its
 //! stack size, then the process aborts (issue "Performance and scale", item 5).
 
-use std::process::Command;
+mod common;
+
+use std::os::unix::process::ExitStatusExt;
 
 use greenlet::Greenlet;
-
-const CHILD_ENV: &str = "GREENLET_OVERFLOW_CHILD";
 
 #[inline(never)]
 fn recurse(depth: u64) -> u64 {
@@ -19,27 +19,18 @@ fn recurse(depth: u64) -> u64 {
 
 #[test]
 fn overflow_in_a_named_greenlet_is_reported_then_aborts() {
-    if std::env::var_os(CHILD_ENV).is_some() {
+    let Some((status, _, stderr)) =
+        common::run_in_child("overflow_in_a_named_greenlet_is_reported_then_aborts")
+    else {
         let g = Greenlet::builder()
             .name("deep-diver")
             .stack_size(64 * 1024)
             .build(|_| Ok(recurse(0)));
         let _ = g.switch(());
         unreachable!("the overflow aborts the process");
-    }
-    let out = Command::new(std::env::current_exe().unwrap())
-        .args([
-            "overflow_in_a_named_greenlet_is_reported_then_aborts",
-            "--exact",
-            "--nocapture",
-        ])
-        .env(CHILD_ENV, "1")
-        .output()
-        .unwrap();
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    use std::os::unix::process::ExitStatusExt;
+    };
     assert_eq!(
-        out.status.signal(),
+        status.signal(),
         Some(6),
         "SIGABRT expected; stderr:\n{stderr}"
     );

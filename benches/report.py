@@ -1,0 +1,362 @@
+#!/usr/bin/env python3
+"""`make bench`: our benchmarks and Python greenlet's, in one run, in one table.
+
+Runs, in this order, so that everything sees the same machine within minutes:
+  1. the criterion benches (benches/switch.rs): wall time per switch / per lifetime, with the
+     bare corosensei floors;
+  2. callgrind (benches/callgrind.py): instructions per switch, setup cancelled out, for the
+     default build and for a build with the probes compiled out (--cfg greenlet_no_probes);
+  3. examples/million.rs: resident memory per live greenlet;
+  4. the Python greenlet peer: $PEER, else ../shared/peers/python_greenlet_bench.py when it
+     exists (the team's reference script), else benches/peer/python_greenlet_bench.py.
+Then prints one table (case, ours, peer, ratio, target, met?) and writes every figure to
+target/bench-report.json (--json prints that JSON instead of the table).
+
+Usage: benches/report.py [--quick] [--json] [--strict] [--skip STEP...]
+  --quick     CI-sized run: shorter criterion runs, fewer callgrind iterations, 100,000 live
+              greenlets instead of 1,000,000, the peer's --quick mode.
+  --strict    exit 1 when a target is missed (default: 0; the table says what is missed).
+  --skip      any of: criterion callgrind live peer
+"""
+import argparse
+import datetime
+import json
+import os
+import platform
+import subprocess
+import sys
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(HERE)
+sys.path.insert(0, HERE)
+import callgrind  # noqa: E402  (benches/callgrind.py)
+
+TARGET = os.path.join(ROOT, "target")
+SWITCH_LOOP = os.path.join(TARGET, "release", "examples", "switch_loop")
+NO_PROBES_DIR = os.path.join(TARGET, "no-probes")
+NO_PROBES_LOOP = os.path.join(NO_PROBES_DIR, "release", "examples", "switch_loop")
+MILLION = os.path.join(TARGET, "release", "examples", "million")
+# The team's peer script, next to a checkout at ../shared (override: PEER=/path/to/script).
+SHARED_PEER = os.environ.get("PEER") or os.path.normpath(
+    os.path.join(ROOT, "..", "shared", "peers", "python_greenlet_bench.py"))
+OWN_PEER = os.path.join(HERE, "peer", "python_greenlet_bench.py")
+
+SWITCH_CASES = ["switch_two_greenlets", "switch_two_greenlets_u64",
+                "switch_main_child", "switch_main_child_u64"]
+TRACED_CASES = {"switch_two_greenlets_traced": "switch_two_greenlets",
+                "switch_main_child_traced": "switch_main_child"}
+FLOORS = {"switch_two_greenlets": "floor_trampoline", "switch_main_child": "floor_main_child"}
+FLOOR_CASES = ["floor_trampoline", "floor_trampoline_call", "floor_main_child"]
+ALL_CASES = SWITCH_CASES + list(TRACED_CASES) + ["lifetime"] + FLOOR_CASES
+
+# The targets of issue 5.
+MAX_INSTRUCTIONS = 70
+MIN_SPEEDUP = 15.0
+MAX_TRACE_OVERHEAD_NS = 15.0
+MAX_LIFETIME_NS = 150.0
+MAX_PROBE_INSTRUCTIONS = 2.0
+LIVE_COUNT = 1_000_000
+MAX_LIVE_KIB = 4.5
+
+
+def log(message):
+    print(f"bench: {message}", file=sys.stderr, flush=True)
+
+
+def fail(message):
+    print(f"bench: {message}", file=sys.stderr)
+    sys.exit(1)
+
+
+def run(cmd, env=None, capture=True):
+    """Runs a command from the repository root; its output goes to stderr unless captured."""
+    proc = subprocess.run(cmd, cwd=ROOT, env=env, text=True,
+                          stdout=subprocess.PIPE if capture else sys.stderr,
+                          stderr=subprocess.PIPE if capture else sys.stderr)
+    return proc
+
+
+def build(steps):
+    log("building (release): switch_loop, million, the switch bench")
+    proc = run(["cargo", "build", "-q", "--release", "--example", "switch_loop",
+                "--example", "million"], capture=False)
+    if proc.returncode != 0:
+        fail("cargo build failed")
+    if "criterion" in steps:
+        proc = run(["cargo", "bench", "-q", "--bench", "switch", "--no-run"], capture=False)
+        if proc.returncode != 0:
+            fail("cargo bench --no-run failed")
+    if "callgrind" in steps:
+        log("building switch_loop with --cfg greenlet_no_probes (target/no-probes)")
+        env = dict(os.environ)
+        env["RUSTFLAGS"] = (env.get("RUSTFLAGS", "") + " --cfg greenlet_no_probes").strip()
+        env["CARGO_TARGET_DIR"] = NO_PROBES_DIR
+        proc = run(["cargo", "build", "-q", "--release", "--example", "switch_loop"],
+                   env=env, capture=False)
+        if proc.returncode != 0:
+            fail("the no-probes build failed")
+
+
+def criterion(quick):
+    """Median ns per iteration (= per switch, or per lifetime) of every criterion case."""
+    args = ["--noplot"]
+    if quick:
+        args += ["--warm-up-time", "0.5", "--measurement-time", "1", "--sample-size", "20"]
+    else:
+        args += ["--warm-up-time", "2", "--measurement-time", "4"]
+    log("criterion: cargo bench --bench switch -- " + " ".join(args))
+    started = time.time()
+    proc = run(["cargo", "bench", "-q", "--bench", "switch", "--"] + args, capture=False)
+    if proc.returncode != 0:
+        fail("cargo bench failed")
+    figures = {}
+    for case in ALL_CASES:
+        path = os.path.join(TARGET, "criterion", case, "new", "estimates.json")
+        if not os.path.exists(path) or os.path.getmtime(path) < started:
+            fail(f"criterion wrote no fresh estimate for {case} ({path})")
+        with open(path) as f:
+            estimates = json.load(f)
+        figures[case] = {
+            "median_ns": estimates["median"]["point_estimate"],
+            "mean_ns": estimates["mean"]["point_estimate"],
+            "mean_ci_ns": [estimates["mean"]["confidence_interval"]["lower_bound"],
+                           estimates["mean"]["confidence_interval"]["upper_bound"]],
+        }
+    return figures
+
+
+def instructions(quick):
+    """callgrind instructions per operation, default build and no-probes build."""
+    n = 20_000 if quick else 100_000
+    figures = {}
+    for case in ALL_CASES:
+        # A lifetime maps and unmaps a stack unless the stack pool serves it: fewer rounds.
+        rounds = max(n // 5, 1000) if case == "lifetime" else n
+        log(f"callgrind: {case} ({rounds} and {2 * rounds} operations, both builds)")
+        per, small, big, _ = callgrind.per_op(SWITCH_LOOP, case, rounds)
+        bare, _, _, _ = callgrind.per_op(NO_PROBES_LOOP, case, rounds)
+        figures[case] = {"instructions": round(per, 1), "instructions_no_probes": round(bare, 1),
+                         "probe_cost": round(per - bare, 1), "n": rounds}
+    return figures
+
+
+def live(quick):
+    count = 100_000 if quick else LIVE_COUNT
+    log(f"million: {count} live greenlets")
+    proc = run([MILLION, "--count", str(count), "--json"])
+    if proc.returncode != 0:
+        return {"count": count, "error": proc.stderr.strip()}
+    return json.loads(proc.stdout)
+
+
+def peer(quick):
+    if os.environ.get("PEER") and not os.path.exists(SHARED_PEER):
+        fail(f"PEER={SHARED_PEER}: no such file")
+    script = SHARED_PEER if os.path.exists(SHARED_PEER) else OWN_PEER
+    log(f"peer: python3 {os.path.relpath(script, ROOT)}" + (" --quick" if quick else ""))
+    cmd = ["python3", script, "--json"] + (["--quick"] if quick else [])
+    proc = run(cmd)
+    if proc.returncode != 0:
+        fail(f"the peer failed: {proc.stderr.strip()}\n"
+             "(is Python greenlet installed? python3 -m pip install greenlet)")
+    figures = {"script": os.path.relpath(script, ROOT), "cases": {}}
+    for line in proc.stdout.splitlines():
+        line = line.strip()
+        if line.startswith("{"):
+            row = json.loads(line)
+            figures["version"] = row.get("version")
+            figures["cases"][row["case"]] = {"value": row["value"], "unit": row["unit"]}
+    return figures
+
+
+def machine():
+    cpu = "?"
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    cpu = line.split(":", 1)[1].strip()
+                    break
+    except OSError:
+        pass
+    rustc = subprocess.run(["rustc", "--version"], capture_output=True, text=True).stdout.strip()
+    return {"date": datetime.datetime.now().isoformat(timespec="seconds"),
+            "cpu": cpu, "cpus": os.cpu_count(), "kernel": platform.release(),
+            "rustc": rustc, "load_average": [round(x, 2) for x in os.getloadavg()]}
+
+
+def fmt(value, unit, digits=1):
+    return "-" if value is None else f"{value:,.{digits}f} {unit}".strip()
+
+
+def table_rows(results):
+    """(case, ours, peer, ratio, target, met) rows; met is True/False/None."""
+    crit = results.get("criterion") or {}
+    cg = results.get("callgrind") or {}
+    peer_cases = (results.get("peer") or {}).get("cases", {})
+    rows = []
+
+    def peer_ns(case):
+        return peer_cases.get(case, {}).get("value")
+
+    # Wall time per switch, against Python greenlet.
+    for case in SWITCH_CASES:
+        ours = crit.get(case, {}).get("median_ns")
+        base = case.replace("_u64", "")
+        theirs = peer_ns(base)
+        ratio = theirs / ours if ours and theirs else None
+        name = case + (" (peer: no payload)" if case != base else "")
+        rows.append((name, fmt(ours, "ns"), fmt(theirs, "ns"),
+                     fmt(ratio, "x"), f">= {MIN_SPEEDUP:.0f}x faster than peer",
+                     None if ratio is None else ratio >= MIN_SPEEDUP))
+    # The tracer's cost.
+    for case, untraced in TRACED_CASES.items():
+        ours = crit.get(case, {}).get("median_ns")
+        plain = crit.get(untraced, {}).get("median_ns")
+        theirs = peer_ns(case)
+        extra = ours - plain if ours is not None and plain is not None else None
+        ratio = theirs / ours if ours and theirs else None
+        rows.append((case, fmt(ours, "ns"), fmt(theirs, "ns"), fmt(ratio, "x"),
+                     f"<= untraced + {MAX_TRACE_OVERHEAD_NS:.0f} ns (+{fmt(extra, 'ns')})",
+                     None if extra is None else extra <= MAX_TRACE_OVERHEAD_NS))
+    # A greenlet's lifetime.
+    ours = crit.get("lifetime", {}).get("median_ns")
+    theirs = peer_ns("lifetime")
+    ratio = theirs / ours if ours and theirs else None
+    rows.append(("lifetime (create + first switch + finish)", fmt(ours, "ns"),
+                 fmt(theirs, "ns"), fmt(ratio, "x"), f"<= {MAX_LIFETIME_NS:.0f} ns",
+                 None if ours is None else ours <= MAX_LIFETIME_NS))
+    # The floors, for reference.
+    for floor in FLOOR_CASES:
+        ours = crit.get(floor, {}).get("median_ns")
+        instr = cg.get(floor, {}).get("instructions")
+        label = {"floor_trampoline": "floor: bare corosensei trampoline ping-pong",
+                 "floor_trampoline_call": "floor: the same, switch = call returning on "
+                                          "the other stack",
+                 "floor_main_child": "floor: bare corosensei resume/suspend"}[floor]
+        rows.append((label, fmt(ours, "ns"), "-", "-",
+                     f"(reference; {fmt(instr, 'instr')})", None))
+    # Instructions per switch.
+    for case in SWITCH_CASES + list(TRACED_CASES) + ["lifetime"]:
+        figure = cg.get(case, {}).get("instructions")
+        base = case.replace("_u64", "").replace("_traced", "")
+        floor = cg.get(FLOORS.get(base, ""), {}).get("instructions")
+        if case in SWITCH_CASES:
+            target = f"<= {MAX_INSTRUCTIONS} (floor {fmt(floor, '')})"
+            met = None if figure is None else figure <= MAX_INSTRUCTIONS
+        else:
+            target, met = "(reference)", None
+        unit = "instr/lifetime" if case == "lifetime" else "instr/switch"
+        rows.append((f"{case}, instructions", fmt(figure, unit), "-",
+                     fmt(figure / floor, "x floor") if figure and floor else "-", target, met))
+    # Probes compiled in, nobody attached.
+    costs = [cg[c]["probe_cost"] for c in SWITCH_CASES if c in cg]
+    worst = max(costs) if costs else None
+    rows.append(("probes compiled in, unattached (worst switch case)",
+                 fmt(worst, "instr/switch"), "-", "-",
+                 f"<= {MAX_PROBE_INSTRUCTIONS:.0f} over no-probes build",
+                 None if worst is None else worst <= MAX_PROBE_INSTRUCTIONS))
+    # Live greenlets.
+    lv = results.get("live")
+    theirs = peer_cases.get("live_100k", {}).get("value")
+    if lv is None:
+        pass
+    elif "error" in lv:
+        rows.append((f"live greenlets ({lv['count']:,} alive)", "failed", fmt(theirs, "KiB"),
+                     "-", f"{LIVE_COUNT:,} alive, <= {MAX_LIVE_KIB} KiB each", False))
+    else:
+        ours = lv["kib_per_greenlet"]
+        ratio = theirs / ours if ours and theirs else None
+        rows.append((f"live greenlets ({lv['count']:,} alive; peer 100k)", fmt(ours, "KiB", 2),
+                     fmt(theirs, "KiB"), fmt(ratio, "x"),
+                     f"{LIVE_COUNT:,} alive, <= {MAX_LIVE_KIB} KiB each",
+                     lv["count"] >= LIVE_COUNT and ours <= MAX_LIVE_KIB))
+    return rows
+
+
+def render(results, rows):
+    m = results["machine"]
+    pr = results.get("peer") or {}
+    lines = [
+        f"greenlet benchmarks, {m['date']}: {m['cpu']} x{m['cpus']}, Linux {m['kernel']}, "
+        f"{m['rustc']}, load average {m['load_average'][0]}",
+        f"peer: Python greenlet {pr.get('version', '-')} ({pr.get('script', 'not run')}); "
+        f"command: {results['command']}",
+        "",
+    ]
+    header = ("case", "ours", "peer", "ratio", "target", "met?")
+    table = [header] + [(c, o, p, r, t, {True: "yes", False: "NO", None: "-"}[met])
+                        for c, o, p, r, t, met in rows]
+    widths = [max(len(row[i]) for row in table) for i in range(len(header))]
+    for i, row in enumerate(table):
+        lines.append("  ".join(cell.ljust(widths[j]) if j in (0, 4) else cell.rjust(widths[j])
+                               for j, cell in enumerate(row)).rstrip())
+        if i == 0:
+            lines.append("  ".join("-" * w for w in widths))
+    lv = results.get("live")
+    if lv and "error" not in lv:
+        lines.append("")
+        lines.append(f"live: {lv['count']:,} greenlets created and started in "
+                     f"{lv['create_seconds']:.2f} s ({lv['create_ns_per_greenlet']:.0f} ns each), "
+                     f"{lv['kib_per_greenlet']:.2f} KiB RSS each (+{lv['pte_delta_kib']:,} KiB "
+                     f"page tables), kernel mappings {lv['mappings_before']} -> "
+                     f"{lv['mappings_after']}")
+    elif lv:
+        lines.append("")
+        lines.append(f"live: {lv['error']}")
+    if m["load_average"][0] > 1.0:
+        lines.append(f"note: load average {m['load_average'][0]} on {m['cpus']} CPUs when the run "
+                     "started: wall times are inflated, Python's more than ours, so the ratios "
+                     "flatter us; the instruction counts are unaffected.")
+    lines.append("ratio: peer time / our time (how many times faster), or x floor for "
+                 "instruction counts. Wall times are criterion medians; instruction counts are "
+                 "callgrind, (I(2N) - I(N)) / N.")
+    return "\n".join(lines)
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--quick", action="store_true")
+    ap.add_argument("--json", action="store_true", help="print the JSON report, not the table")
+    ap.add_argument("--strict", action="store_true", help="exit 1 when a target is missed")
+    ap.add_argument("--skip", nargs="*", default=[],
+                    choices=["criterion", "callgrind", "live", "peer"])
+    args = ap.parse_args()
+    steps = [s for s in ("criterion", "callgrind", "live", "peer") if s not in args.skip]
+    if "callgrind" in steps and subprocess.run(["which", "valgrind"],
+                                               capture_output=True).returncode != 0:
+        fail("valgrind is missing (apt-get install valgrind), or pass --skip callgrind")
+
+    results = {"machine": machine(),
+               "command": "make bench" + (" BENCH_ARGS=--quick" if args.quick else ""),
+               "quick": args.quick}
+    build(steps)
+    if "criterion" in steps:
+        results["criterion"] = criterion(args.quick)
+    if "callgrind" in steps:
+        results["callgrind"] = instructions(args.quick)
+    if "live" in steps:
+        results["live"] = live(args.quick)
+    if "peer" in steps:
+        results["peer"] = peer(args.quick)
+    rows = table_rows(results)
+    results["table"] = [{"case": c, "ours": o, "peer": p, "ratio": r, "target": t, "met": met}
+                        for c, o, p, r, t, met in rows]
+    out = os.path.join(TARGET, "bench-report.json")
+    with open(out, "w") as f:
+        json.dump(results, f, indent=2)
+    if args.json:
+        print(json.dumps(results, indent=2))
+    else:
+        print(render(results, rows))
+        print(f"(all figures: {os.path.relpath(out, ROOT)})")
+    missed = [r[0] for r in rows if r[5] is False]
+    if missed:
+        log(f"{len(missed)} target(s) missed: " + "; ".join(missed))
+        if args.strict:
+            sys.exit(1)
+
+
+if __name__ == "__main__":
+    main()
