@@ -20,6 +20,9 @@ use std::time::{Duration, Instant};
 use clap::Parser;
 use greenlet::{getcurrent, Error, Greenlet, GreenletExit, Value, DEFAULT_STACK_SIZE};
 
+#[path = "support/cli.rs"]
+mod cli;
+
 #[derive(Parser)]
 #[command(about = "Create a million suspended greenlets; print time and memory per greenlet")]
 struct Args {
@@ -142,7 +145,7 @@ fn run(args: &Args) -> Result<Figures, String> {
 }
 
 fn main() -> ExitCode {
-    let args = Args::parse();
+    let args: Args = cli::parse_or_exit("million");
     if args.count == 0 {
         eprintln!("million: --count must be at least 1");
         return ExitCode::from(2);

@@ -10,10 +10,11 @@ mod workloads;
 
 use std::process::ExitCode;
 
-fn usage() -> ExitCode {
+/// Bad arguments: what is wrong and the usage, on one line; status 2.
+fn usage(problem: &str) -> ExitCode {
     let names: Vec<&str> = workloads::CASES.iter().map(|(name, _)| *name).collect();
     eprintln!(
-        "usage: switch_loop CASE COUNT  (CASE: {})",
+        "switch_loop: {problem}; usage: switch_loop CASE COUNT  (CASE: {})",
         names.join(", ")
     );
     ExitCode::from(2)
@@ -22,7 +23,7 @@ fn usage() -> ExitCode {
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let [case, count] = args.as_slice() else {
-        return usage();
+        return usage(&format!("2 arguments expected, {} given", args.len()));
     };
     let Ok(count) = count.parse::<u64>() else {
         eprintln!("switch_loop: COUNT must be a non-negative integer, got {count:?}");
@@ -34,9 +35,6 @@ fn main() -> ExitCode {
             println!("{case} {count} {per_op:.2} ns/op");
             ExitCode::SUCCESS
         }
-        None => {
-            eprintln!("switch_loop: unknown case {case:?}");
-            usage()
-        }
+        None => usage(&format!("unknown case {case:?}")),
     }
 }
