@@ -13,13 +13,15 @@ use std::process::{Command, Stdio};
 
 use gltop_common::example;
 
-/// The binaries with a command line: gltop and the examples that parse options.
+/// The binaries with a command line: gltop and the examples that parse options with clap
+/// (`switch_loop` takes two positional arguments and has no `--help`).
 fn binaries() -> Vec<(&'static str, PathBuf)> {
     vec![
         ("gltop", PathBuf::from(env!("CARGO_BIN_EXE_gltop"))),
         ("workload", example("workload")),
         ("demo", example("demo")),
         ("gltop_target", example("gltop_target")),
+        ("million", example("million")),
     ]
 }
 

@@ -1,5 +1,6 @@
 //! Misuse of every binary the project ships or documents (issue 6, item 4): `gltop`, and the
-//! examples with a command line, `workload`, `demo` and `gltop_target`. Each misuse must give
+//! examples with a command line, `workload`, `demo`, `gltop_target`, `million` and
+//! `switch_loop`. Each misuse must give
 //! exactly one line on stderr (`NAME: what is wrong`), exit code 2, nothing on stdout, and
 //! never a panic or a backtrace (the binaries run with `RUST_BACKTRACE=1`, so a panic would
 //! show one). Every table runs to the end and reports all its failures at once.
@@ -563,4 +564,66 @@ fn gltop_target_flags() {
         ],
     ));
     check_all("gltop_target", &example("gltop_target"), &[], &rows);
+}
+
+#[test]
+fn million_flags() {
+    let mut rows = clap_misuses(&[], "--count", "--json");
+    rows.extend(misuses(
+        &[],
+        &[
+            (
+                "zero count",
+                &["--count", "0"],
+                "--count must be at least 1",
+            ),
+            (
+                "negative count",
+                &["--count", "-1"],
+                "unexpected argument '-1' found",
+            ),
+            (
+                "non-numeric count",
+                &["--count", "many"],
+                "invalid value 'many' for '--count",
+            ),
+            (
+                "non-numeric stack size",
+                &["--stack-size", "big"],
+                "invalid value 'big'",
+            ),
+        ],
+    ));
+    check_all("million", &example("million"), &[], &rows);
+}
+
+#[test]
+fn switch_loop_arguments() {
+    // Not clap: two positional arguments, CASE and COUNT, and no --help.
+    const USAGE: &str = "; usage: switch_loop CASE COUNT  (CASE: switch_two_greenlets,";
+    let rows = misuses(
+        &[],
+        &[
+            (
+                "no arguments",
+                &[],
+                "switch_loop: 2 arguments expected, 0 given",
+            ),
+            ("one argument", &["lifetime"], "1 given"),
+            ("three arguments", &["lifetime", "1", "2"], "3 given"),
+            ("asking for help", &["--help"], USAGE),
+            (
+                "unknown case",
+                &["nosuch", "5"],
+                "unknown case \"nosuch\"; usage:",
+            ),
+            (
+                "non-numeric count",
+                &["lifetime", "many"],
+                "COUNT must be a non-negative integer",
+            ),
+            ("negative count", &["lifetime", "-1"], "got \"-1\""),
+        ],
+    );
+    check_all("switch_loop", &example("switch_loop"), &[], &rows);
 }
