@@ -238,7 +238,7 @@ fn gltops_on_one_process_count_exactly_and_come_and_go_independently() {
         .expect("the target ends");
     assert!(st.success(), "{}", t.stderr_text());
     let report: Value = serde_json::from_str(t.stdout_text().trim()).unwrap();
-    assert!(report["switches"].as_u64().unwrap() > 200_000, "{report}");
+    assert!(report["switches"].as_u64().unwrap() > 100_000, "{report}");
     for (who, g) in [("uprobe gltop", &mut a), ("usdt gltop", &mut b)] {
         let st = g.wait_for(LONG).expect("gltop ends with its target");
         assert_eq!(st.code(), Some(0), "{who}: {}", g.stderr_text());
