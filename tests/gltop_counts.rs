@@ -244,3 +244,62 @@ fn totals_are_cumulative_and_rates_follow_the_interval() {
         "{share} vs {hits} hits/s"
     );
 }
+
+/// While the target keeps creating greenlets, every snapshot holds every record the maps hold:
+/// none is cut short. (Reading the maps in batches smaller than the map once lost everything
+/// after the first short batch: snapshots of 1023, 2047, ... greenlets, the hubs missing,
+/// and their whole counts shown as one interval's rate when they came back.)
+#[test]
+fn every_snapshot_of_a_busy_process_holds_every_greenlet() {
+    if !bpf_or_skip("every_snapshot_of_a_busy_process_holds_every_greenlet") {
+        return;
+    }
+    let _serial = serial();
+    let mut demo = Proc::spawn(
+        Command::new(example("demo"))
+            .args([
+                "--conns-per-sec",
+                "1000",
+                "--seconds",
+                "8",
+                "--wait-for-tracer",
+            ])
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped()),
+    );
+    let mut g = gltop_json(demo.pid(), &["-d", "0.4"]);
+    let st = g
+        .wait_for(Duration::from_secs(120))
+        .expect("gltop exits after the demo");
+    assert!(st.success(), "gltop: {}", g.stderr_text());
+    demo.wait_for(Duration::from_secs(30));
+    let lines = json_lines(&g.stdout_text());
+    assert!(lines.len() >= 10, "{} lines", lines.len());
+    let most = lines
+        .iter()
+        .map(|l| l["greenlets"].as_array().unwrap().len())
+        .max()
+        .unwrap();
+    assert!(
+        most > 4096,
+        "the demo made only {most} greenlets: not a busy map"
+    );
+    for (i, line) in lines.iter().enumerate() {
+        let totals = &line["totals"];
+        assert_eq!(totals["dropped"], 0, "line {i}: the maps are large enough");
+        let records = line["greenlets"].as_array().unwrap().len() as u64;
+        // Totals are read first: every greenlet they count is in the map read after them.
+        let created = totals["greenlets_created"].as_u64().unwrap();
+        assert!(
+            records >= created,
+            "line {i}: {records} records for {created} greenlets created"
+        );
+        let hubs = line["greenlets"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|g| g["name"] == "hub")
+            .count();
+        assert_eq!(hubs, 2, "line {i}: both hubs (one per thread) are there");
+    }
+}

@@ -138,13 +138,18 @@ fn u64_key(bytes: &[u8]) -> Option<u64> {
     Some(u64::from_ne_bytes(bytes.get(..8)?.try_into().ok()?))
 }
 
-/// Reads every entry of a hash map in batches; `Err` if the kernel refused.
+/// Reads every entry of a hash map; `Err` if the kernel refused.
+///
+/// In one batch as large as the map: the kernel fills a hash-map batch bucket by bucket and
+/// returns it short when the next bucket does not fit, and libbpf-rs's batch iterator takes a
+/// short batch for the last one, so smaller batches silently lost whatever came after the
+/// first short one (snapshots cut at 1023, 2047, ... entries while the map was busy).
 fn read_all<K, V>(
     map: &libbpf_rs::MapMut<'_>,
     key: impl Fn(&[u8]) -> Option<K>,
     value: impl Fn(&[u8]) -> Option<V>,
 ) -> Result<Vec<(K, V)>, Error> {
-    let batch = map.max_entries().clamp(1, 1024);
+    let batch = map.max_entries().max(1);
     let iter = map
         .lookup_batch(batch, MapFlags::ANY, MapFlags::ANY)
         .map_err(|e| Error::bpf(format!("cannot read map {:?}", map.name()), e))?;

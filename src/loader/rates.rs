@@ -95,12 +95,19 @@ impl<'a> Interval<'a> {
 
     /// Rates of greenlet `g` of `cur`. A greenlet absent from `prev` counts from zero: it was
     /// created (or first seen) during the interval.
-    pub fn greenlet(&self, g: &GreenletStats) -> GreenletRates {
+    ///
+    /// `None` when the previous snapshot has no record of a greenlet that already existed
+    /// then (its record was evicted and made anew): its counts restarted, so no rate can be
+    /// told. A greenlet born during the interval counts from zero.
+    pub fn greenlet(&self, g: &GreenletStats) -> Option<GreenletRates> {
         let dt = self.dt_ns();
         let before = self.prev.greenlet(g.id);
+        if before.is_none() && g.created_ns.is_none_or(|born| born <= self.prev.at_ns) {
+            return None;
+        }
         let prev = |f: fn(&GreenletStats) -> u64| before.map_or(0, f);
         let on_cpu_before = before.map_or(0, |p| p.on_cpu_at(self.prev.at_ns));
-        GreenletRates {
+        Some(GreenletRates {
             switches_per_s: per_second(prev(|p| p.switches_in), g.switches_in, dt),
             throws_per_s: per_second(
                 prev(|p| p.throws_in + p.throws_out),
@@ -108,7 +115,7 @@ impl<'a> Interval<'a> {
                 dt,
             ),
             cpu_share: cpu_share(delta(on_cpu_before, g.on_cpu_at(self.cur.at_ns)), dt),
-        }
+        })
     }
 }
 
@@ -233,7 +240,7 @@ mod tests {
         };
         assert_eq!(iv.dt_ns(), 1_000_000_000);
         assert_eq!(iv.switches_per_s(), 1000.0);
-        let r = iv.greenlet(&b);
+        let r = iv.greenlet(&b).unwrap();
         assert_eq!(r.switches_per_s, 100.0);
         // It ran the whole second: the slice in progress counts.
         assert!((r.cpu_share - 1.0).abs() < 1e-9, "{}", r.cpu_share);
@@ -243,11 +250,18 @@ mod tests {
         c.switches_in = 4;
         c.throws_out = 2;
         c.on_cpu_ns = 500_000_000;
-        let r = iv.greenlet(&c);
+        c.created_ns = Some(500_000_000);
+        let r = iv.greenlet(&c).unwrap();
         assert_eq!(
             (r.switches_per_s, r.throws_per_s, r.cpu_share),
             (4.0, 2.0, 0.5)
         );
+        // One that existed before but has no previous record (evicted, made anew, or born
+        // before attach and unseen): no rate rather than its whole count in one interval.
+        c.created_ns = Some(1_000);
+        assert!(iv.greenlet(&c).is_none());
+        c.created_ns = None;
+        assert!(iv.greenlet(&c).is_none());
     }
 
     #[test]

@@ -23,7 +23,7 @@ pub enum Key {
     Back,
     Pause,
     Help,
-    ToggleDead,
+    CycleDead,
 }
 
 impl Key {
@@ -50,7 +50,7 @@ impl Key {
             KeyCode::Esc | KeyCode::Backspace => Key::Back,
             KeyCode::Char(' ') => Key::Pause,
             KeyCode::Char('?') => Key::Help,
-            KeyCode::Char('d') => Key::ToggleDead,
+            KeyCode::Char('d') => Key::CycleDead,
             _ => return None,
         })
     }
@@ -245,12 +245,56 @@ pub struct App {
     pub help: bool,
     /// Refreshes are not applied.
     pub paused: bool,
-    /// Dead greenlets are hidden from the table.
-    pub hide_dead: bool,
+    /// Which dead greenlets the table shows.
+    pub dead_view: DeadView,
     /// The user asked to quit.
     pub quit: bool,
     /// Rows a page moves.
     pub page: usize,
+}
+
+/// How long a dead greenlet stays in the table by default, after its death.
+pub const RETAIN_DEAD_NS: u64 = 5_000_000_000;
+
+/// Which dead greenlets the table shows (`d` cycles through them).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DeadView {
+    /// Those that died in the last [`RETAIN_DEAD_NS`] (the default, like a process leaving
+    /// `top`): the table holds what is alive and what just ended.
+    Recent,
+    /// Every dead greenlet still recorded.
+    All,
+    /// None.
+    None,
+}
+
+impl DeadView {
+    /// Whether a greenlet that died at `dead_ns` (if known) is shown at `now_ns`.
+    pub fn shows(self, dead_ns: Option<u64>, now_ns: u64) -> bool {
+        match self {
+            DeadView::All => true,
+            DeadView::None => false,
+            DeadView::Recent => dead_ns.is_some_and(|t| now_ns.saturating_sub(t) < RETAIN_DEAD_NS),
+        }
+    }
+
+    /// The next view in the `d` cycle.
+    pub fn next(self) -> DeadView {
+        match self {
+            DeadView::Recent => DeadView::All,
+            DeadView::All => DeadView::None,
+            DeadView::None => DeadView::Recent,
+        }
+    }
+
+    /// A word for the footer.
+    pub fn label(self) -> &'static str {
+        match self {
+            DeadView::Recent => " dead: recent ",
+            DeadView::All => " dead: all ",
+            DeadView::None => " dead: none ",
+        }
+    }
 }
 
 impl App {
@@ -274,7 +318,7 @@ impl App {
             screen: Screen::Table,
             help: false,
             paused: false,
-            hide_dead: false,
+            dead_view: DeadView::Recent,
             quit: false,
             page: 20,
         };
@@ -308,9 +352,9 @@ impl App {
             .cur
             .greenlets
             .iter()
-            .filter(|g| !(self.hide_dead && g.state == State::Dead))
+            .filter(|g| g.state != State::Dead || self.dead_view.shows(g.dead_ns, at))
             .map(|g| Row {
-                rates: iv.map(|iv| iv.greenlet(g)),
+                rates: iv.and_then(|iv| iv.greenlet(g)),
                 on_cpu_ns: g.on_cpu_at(at),
                 max_slice_ns: g.max_slice_at(at),
                 g: g.clone(),
@@ -367,8 +411,8 @@ impl App {
             Key::Quit => self.quit = true,
             Key::Help => self.help = true,
             Key::Pause => self.paused = !self.paused,
-            Key::ToggleDead => {
-                self.hide_dead = !self.hide_dead;
+            Key::CycleDead => {
+                self.dead_view = self.dead_view.next();
                 self.rebuild();
             }
             Key::Back => self.screen = Screen::Table,
@@ -455,10 +499,12 @@ mod tests {
             capacities: Capacities::default(),
             missing: vec![],
         };
+        let mut gone = g(4, "gone", State::Dead, 1, 50);
+        gone.dead_ns = Some(900_000_000);
         let a = vec![
             g(2, "busy", State::Suspended, 10, 100),
             g(3, "idle", State::Suspended, 10, 0),
-            g(4, "gone", State::Dead, 1, 50),
+            gone,
         ];
         let mut b = a.clone();
         b[0].on_cpu_ns = 600_000_000; // 60% of the second
@@ -526,9 +572,34 @@ mod tests {
     }
 
     #[test]
+    fn dead_greenlets_recent_all_none() {
+        let mut app = app();
+        assert_eq!(app.dead_view, DeadView::Recent);
+        let mut rows = ids(&app);
+        rows.sort();
+        assert_eq!(rows, [2, 3, 4], "died 0.1 s ago: still shown");
+        let mut later = app.cur.clone();
+        later.at_ns += RETAIN_DEAD_NS;
+        app.update(later);
+        assert!(
+            !ids(&app).contains(&4),
+            "died over 5 s ago: gone from the table"
+        );
+        app.on_key(Key::CycleDead);
+        assert_eq!(app.dead_view, DeadView::All);
+        assert!(ids(&app).contains(&4));
+        app.on_key(Key::CycleDead);
+        assert_eq!(app.dead_view, DeadView::None);
+        assert!(!ids(&app).contains(&4));
+        app.on_key(Key::CycleDead);
+        assert_eq!(app.dead_view, DeadView::Recent);
+    }
+
+    #[test]
     fn hide_dead_pause_help_and_quit() {
         let mut app = app();
-        app.on_key(Key::ToggleDead);
+        app.on_key(Key::CycleDead);
+        app.on_key(Key::CycleDead);
         assert_eq!(ids(&app), [2, 3]);
         app.on_key(Key::Pause);
         assert!(app.paused);

@@ -24,7 +24,7 @@ use greenlet::loader::{self, AttachMode, Capacities};
     version,
     about = "Live view of the greenlets of a running process, aggregated in the kernel by BPF",
     after_help = "Keys: q quit, j/k or arrows move, s or h/l sort column, i invert, Enter detail, \
-                  Esc back, space pause, d hide dead, ? help.\n\
+                  Esc back, space pause, d dead greenlets (recent, all, none), ? help.\n\
                   Needs CAP_BPF and CAP_PERFMON (or root). The target must be built with the \
                   greenlet crate (USDT provider `greenlet`)."
 )]

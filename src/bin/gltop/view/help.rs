@@ -11,7 +11,7 @@ const TEXT: &[&str] = &[
     "s, l/→, Tab    sort by the next column;  h/←: the previous column",
     "i              invert the sort",
     "Enter          detail of the selected greenlet;  Esc: back",
-    "d              hide or show dead greenlets",
+    "d              dead greenlets shown: recent (died < 5 s ago), all, none",
     "space          pause or resume refreshing",
     "?              this help (any key closes it)",
     "",

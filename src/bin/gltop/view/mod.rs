@@ -47,12 +47,7 @@ fn footer(f: &mut Frame<'_>, area: ratatui::layout::Rect, app: &App) {
             key("Enter"),
             " detail ".into(),
             key("d"),
-            if app.hide_dead {
-                " show dead "
-            } else {
-                " hide dead "
-            }
-            .into(),
+            app.dead_view.label().into(),
         ]),
         Screen::Detail(_) => {
             spans.extend([key("Esc"), " back ".into(), key("j/k"), " next ".into()])
