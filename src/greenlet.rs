@@ -41,6 +41,11 @@ pub(crate) struct Inner {
 
 impl Inner {
     #[inline]
+    pub(crate) fn id(&self) -> u64 {
+        self.id
+    }
+
+    #[inline]
     pub(crate) fn is_main(&self) -> bool {
         self.is_main
     }
@@ -208,7 +213,7 @@ impl Greenlet {
     /// [`Error::StackAllocation`] if this greenlet cannot be started (nothing is transferred).
     #[inline(always)]
     pub fn switch<T: 'static>(&self, value: T) -> Result<Value, Error> {
-        transfer::send(self, Transfer::Value(Value::new(value)))?.into_result()
+        transfer::switch_value(self, Value::new(value))
     }
 
     /// Raises `error` in this greenlet: out of its pending `switch` if it is suspended; at the

@@ -169,7 +169,7 @@ pub fn gettrace() -> Option<Tracer> {
 }
 
 fn set_tracer(state: &ThreadState, tracer: Option<Tracer>) -> Option<Tracer> {
-    state.trace_on.set(tracer.is_some());
+    state.set_tracing(tracer.is_some());
     state.tracer.replace(tracer)
 }
 

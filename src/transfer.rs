@@ -4,9 +4,10 @@
 
 use std::any::Any;
 use std::panic;
+use std::rc::Rc;
 
 use crate::error::Error;
-use crate::greenlet::{Greenlet, State};
+use crate::greenlet::{Greenlet, Inner, State};
 use crate::lifecycle;
 use crate::probes;
 use crate::switch::{self, with_state};
@@ -48,38 +49,60 @@ impl Transfer {
     }
 }
 
+/// Switches to `target` with `value` and waits until a transfer comes back to the calling
+/// greenlet: [`Greenlet::switch`]. The common case (an active target other than the caller, a
+/// value coming back, no tracer) is inlined into the caller; everything else goes through
+/// [`send`].
+#[inline(always)]
+pub(crate) fn switch_value(target: &Greenlet, value: Value) -> Result<Value, Error> {
+    with_state(
+        #[inline(always)]
+        |state| {
+            // A switch to the current greenlet takes this path too: it becomes current again
+            // and, if it is not main, suspends to the trampoline, which resumes it at once.
+            if target.state() != State::Active {
+                return switch_unusual(state, target, value);
+            }
+            let origin = state.current_ptr();
+            // The target's handle moves into the thread state: the caller keeps none across
+            // the switch (a redirect target must be killable while the caller waits, spec §8).
+            state.hand_off_value(target.inner().clone(), value);
+            switch::switch_away(state, origin);
+            if state.plain_arrival() {
+                Ok(arrive_plain(state))
+            } else {
+                arrive_unusual(state).into_result()
+            }
+        },
+    )
+}
+
+/// [`switch_value`] to a greenlet that is not active.
+#[cold]
+#[inline(never)]
+fn switch_unusual(state: &ThreadState, target: &Greenlet, value: Value) -> Result<Value, Error> {
+    send_from(state, target, Transfer::Value(value))?.into_result()
+}
+
 /// Sends `payload` to `target` (or the ancestor that stands in for it) and waits until a
 /// transfer comes back to the calling greenlet; returns what that transfer carries.
 ///
 /// # Errors
 /// Before anything is transferred, if the greenlet that should receive the payload cannot be
 /// started (its stack cannot be allocated).
-#[inline(always)]
 pub(crate) fn send(target: &Greenlet, payload: Transfer) -> Result<Transfer, Error> {
-    with_state(
-        #[inline(always)]
-        |state| {
-            // The target's handle moves into the thread state: the caller keeps none across the
-            // switch (a redirect target must be killable while the caller waits, spec §8).
-            if target.state() == State::Active {
-                Ok(go(state, target.clone(), payload))
-            } else {
-                send_redirected(state, target, payload)
-            }
-        },
-    )
+    with_state(|state| send_from(state, target, payload))
 }
 
-/// [`send`] to a greenlet that is not active: it starts, or a live ancestor stands in.
-#[cold]
-#[inline(never)]
-fn send_redirected(
-    state: &ThreadState,
-    target: &Greenlet,
-    payload: Transfer,
-) -> Result<Transfer, Error> {
+fn send_from(state: &ThreadState, target: &Greenlet, payload: Transfer) -> Result<Transfer, Error> {
     let target = live_target(state, target)?;
-    Ok(go(state, target, payload))
+    let origin = state.current_ptr();
+    let to_self = state.is_current(&target);
+    state.hand_off(target, payload);
+    if !to_self {
+        switch::switch_away(state, origin);
+    }
+    Ok(arrive(state))
 }
 
 /// The greenlet that receives a transfer addressed to `target`: `target` itself if it is
@@ -102,66 +125,53 @@ pub(crate) fn live_target(state: &ThreadState, target: &Greenlet) -> Result<Gree
     }
 }
 
-/// Transfers `payload` to `target`, which is active, and returns what arrives back.
-#[inline(always)]
-fn go(state: &ThreadState, target: Greenlet, payload: Transfer) -> Transfer {
-    let origin = state.current_ptr();
-    let to_self = state.is_current(&target);
-    state.hand_off(target, payload);
-    if !to_self {
-        switch::switch_away(state, origin);
-    }
-    arrive(state)
-}
-
 /// In the greenlet that has just become current: takes the payload, fires the probe and the
 /// tracer, releases the origin (which may kill it, if that was its last handle).
-#[inline(always)]
+#[inline]
 pub(crate) fn arrive(state: &ThreadState) -> Transfer {
-    // The common case: a value, no tracer, and an origin that someone else still holds, so
-    // releasing it runs no code. The payload then goes straight from the mailbox to the
-    // caller, and the payload's kind is tested once, for the probe and the path alike.
-    if state.value_arrived() {
-        // Fired before the origin is taken, so that the probe's out-of-line part needs
-        // nothing but the state, which the switch path keeps in a register anyway.
-        probes::switch(|| state.arrival_ids());
-        let origin = state.take_origin();
-        if state.trace_on.get() {
-            return arrive_traced(state, origin);
-        }
-        if origin.handle_count() > 1 {
-            drop(origin);
-            return state.take_payload();
-        }
-        return arrive_releasing(state, origin);
+    if state.plain_arrival() {
+        Transfer::Value(arrive_plain(state))
+    } else {
+        arrive_unusual(state)
     }
-    arrive_slow(state, state.take_origin())
 }
 
-/// [`arrive`] when the origin's handle is its last one: releasing it kills it.
+/// [`arrive`] of a value with no tracer installed: the switch path.
+#[inline(always)]
+fn arrive_plain(state: &ThreadState) -> Value {
+    // Fired before the origin is taken, so that the probe's out-of-line part needs nothing
+    // but the state, which the switch path keeps in a register anyway.
+    probes::switch(|| state.arrival_ids());
+    let origin = state.take_origin_inner();
+    if Rc::strong_count(&origin) > 1 {
+        // Not the last handle: a plain decrement, none of a handle's last-drop test.
+        drop(origin);
+    } else {
+        release_last_handle(state, origin);
+    }
+    // Taken last, so that it goes from the mailbox to the caller without a detour.
+    state.take_value()
+}
+
+/// Drops the arrival's handle on its origin when it is the last one: that kills the origin,
+/// which needs the mailbox; the value that arrived waits outside it meanwhile.
 #[cold]
 #[inline(never)]
-fn arrive_releasing(state: &ThreadState, origin: Greenlet) -> Transfer {
-    let payload = state.take_payload();
-    drop(origin);
-    payload
+fn release_last_handle(state: &ThreadState, origin: Rc<Inner>) {
+    let value = state.take_value();
+    drop(Greenlet::from_inner(origin));
+    state.restore_value(value);
 }
 
-/// [`arrive`] for a value with a tracer installed (the probe has fired).
-#[inline(never)]
-fn arrive_traced(state: &ThreadState, origin: Greenlet) -> Transfer {
-    let payload = state.take_payload();
-    trace::call_tracer(state, EventKind::Switch, origin, payload)
-}
-
-/// [`arrive`] for an error, an exit or a panic.
+/// [`arrive`] for an error, an exit or a panic, or with a tracer installed.
 #[cold]
 #[inline(never)]
-fn arrive_slow(state: &ThreadState, origin: Greenlet) -> Transfer {
+fn arrive_unusual(state: &ThreadState) -> Transfer {
     let payload = state.take_payload();
     let kind = payload.kind();
-    probes::transfer(kind, || (origin.id(), state.current().id()));
-    if state.trace_on.get() {
+    probes::transfer(kind, || state.arrival_ids());
+    let origin = state.take_origin();
+    if state.tracing() {
         trace::call_tracer(state, kind, origin, payload)
     } else {
         drop(origin);
