@@ -41,11 +41,6 @@ pub(crate) struct Inner {
 
 impl Inner {
     #[inline]
-    pub(crate) fn id(&self) -> u64 {
-        self.id
-    }
-
-    #[inline]
     pub(crate) fn is_main(&self) -> bool {
         self.is_main
     }

@@ -183,6 +183,10 @@ pub fn panic_message(payload: &(dyn Any + Send)) -> &str {
 
 /// Called when the last handle to `g` is being dropped.
 pub(crate) fn last_handle_dropped(g: &Greenlet) {
+    // The running greenlet lives on, held by the thread state until it switches away.
+    if try_with_state(|state| state.adopt(g)) == Some(true) {
+        return;
+    }
     match g.state() {
         State::Unstarted => probes::dead(g.id(), Outcome::Discarded),
         State::Active if !g.is_main() => {

@@ -15,6 +15,10 @@ use crate::value::Value;
 const TRACING: u8 = 1;
 /// [`ThreadState::flags`]: the transfer in flight carries an error or a panic, not a value.
 const UNUSUAL: u8 = 2;
+/// [`ThreadState::flags`]: the state holds a handle in `adopted`.
+const ADOPTED: u8 = 4;
+/// [`ThreadState::flags`]: the state holds a handle in `incoming`.
+const INCOMING: u8 = 8;
 
 /// `Inner::registry_index` of a greenlet that is not in the registry.
 pub(crate) const NOT_REGISTERED: usize = usize::MAX;
@@ -23,21 +27,41 @@ pub(crate) const NOT_REGISTERED: usize = usize::MAX;
 const ID_BLOCK: u64 = 1024;
 static NEXT_ID_BLOCK: AtomicU64 = AtomicU64::new(1);
 
+/// Per-thread state.
+///
+/// # Handles on the running greenlet
+///
+/// The state points to the running greenlet without holding a handle on it, so that a switch
+/// touches no reference count. The running greenlet is alive all the same, because it always
+/// has a handle somewhere:
+/// - a switch along the fast path (`transfer::switch_value`) targets a greenlet through a
+///   `&Greenlet` that the switching greenlet borrows for the whole switch; safe code cannot
+///   drop a borrowed handle, and the borrowing frame only goes away by being unwound, which
+///   needs that greenlet to run, when the target is no longer running;
+/// - every other transfer parks an owned handle on its target in `incoming`, released by the
+///   target once it has arrived;
+/// - when the last handle on the running greenlet is dropped, [`ThreadState::adopt`] keeps it
+///   in `adopted` instead, released at the next arrival, after the greenlet has switched away
+///   (which kills it then, as greenlet kills a greenlet whose last reference is dropped).
 pub(crate) struct ThreadState {
     main: Greenlet,
-    /// The running greenlet. `None` only inside a hand-off, never when user code runs.
-    current: Cell<Option<Rc<Inner>>>,
-    /// The same greenlet as `current`, as a plain pointer, for identity tests and the
-    /// trampoline without touching reference counts.
-    current_ptr: Cell<*const Inner>,
-    /// The greenlet that switched away, handed to the target, which releases it on arrival.
-    origin: Cell<Option<Rc<Inner>>>,
+    /// The running greenlet (see the type's documentation for why it is alive).
+    current: Cell<*const Inner>,
+    /// The greenlet that sent the transfer in flight: it was running until the hand-off, and
+    /// nothing runs between the hand-off and the arrival but the trampoline, which drops no
+    /// handle, so it is alive until the target has arrived.
+    origin: Cell<*const Inner>,
+    /// A handle on the running greenlet, taken when its last other handle was dropped
+    /// ([`ADOPTED`]).
+    adopted: Cell<Option<Greenlet>>,
+    /// A handle on the target of the transfer in flight ([`INCOMING`]).
+    incoming: Cell<Option<Greenlet>>,
     /// The value the transfer in flight carries (a unit between transfers).
     value: Cell<Value>,
     /// What the transfer in flight carries when it is an error or a panic ([`UNUSUAL`]).
     unusual: Cell<Transfer>,
-    /// [`TRACING`] | [`UNUSUAL`]: zero for the common arrival (a value, no tracer), so that
-    /// the arrival tests one byte for both.
+    /// [`TRACING`] | [`UNUSUAL`] | [`ADOPTED`] | [`INCOMING`]: zero for the common arrival (a
+    /// value, no tracer, no handle to release), so that the arrival tests one byte for all.
     flags: Cell<u8>,
     pub(crate) tracer: RefCell<Option<Tracer>>,
     pub(crate) kill_hook: RefCell<Option<KillHook>>,
@@ -54,10 +78,11 @@ impl ThreadState {
         let main = Greenlet::new_main(main_id);
         let main_ptr = main.as_ptr();
         ThreadState {
-            current: Cell::new(Some(main.inner().clone())),
-            current_ptr: Cell::new(main_ptr),
+            current: Cell::new(main_ptr),
+            origin: Cell::new(main_ptr),
             main,
-            origin: Cell::new(None),
+            adopted: Cell::new(None),
+            incoming: Cell::new(None),
             value: Cell::new(Value::unit()),
             unusual: Cell::new(Transfer::Empty),
             flags: Cell::new(0),
@@ -71,24 +96,59 @@ impl ThreadState {
     /// A new handle to the running greenlet.
     #[inline]
     pub(crate) fn current(&self) -> Greenlet {
-        // SAFETY: the slot is only accessed by this type's methods, which never hand out a
-        // reference into it; cloning an `Rc` runs no code that could reach the slot, and the
-        // state belongs to one thread: nothing writes the slot while this borrow lives.
-        let current = unsafe { &*self.current.as_ptr() };
-        let current = current
-            .clone()
-            .expect("no current greenlet outside a hand-off");
-        Greenlet::from_inner(current)
+        // SAFETY: `current` points to the running greenlet, which is alive (see the type's
+        // documentation).
+        unsafe { handle_at(self.current.get()) }
+    }
+
+    /// A new handle to the greenlet that sent the arriving transfer; only valid until the
+    /// arrival has released the handles it holds ([`ThreadState::release_held`]).
+    pub(crate) fn origin(&self) -> Greenlet {
+        // SAFETY: `origin` points to the sender of the transfer in flight, which is alive
+        // until the arrival is done (see the field's documentation); callers use it before the
+        // arrival releases anything.
+        unsafe { handle_at(self.origin.get()) }
     }
 
     #[inline]
     pub(crate) fn current_ptr(&self) -> *const Inner {
-        self.current_ptr.get()
+        self.current.get()
     }
 
     #[inline]
     pub(crate) fn is_current(&self, g: &Greenlet) -> bool {
-        std::ptr::eq(self.current_ptr.get(), g.as_ptr())
+        std::ptr::eq(self.current.get(), g.as_ptr())
+    }
+
+    /// Called when the last handle on `g` is being dropped: if `g` is the running greenlet,
+    /// the state keeps a handle on it (released after it has switched away) and returns true.
+    pub(crate) fn adopt(&self, g: &Greenlet) -> bool {
+        if !self.is_current(g) {
+            return false;
+        }
+        let none = self.adopted.replace(Some(g.clone()));
+        debug_assert!(none.is_none(), "a running greenlet adopted twice");
+        std::mem::forget(none);
+        self.flags.set(self.flags.get() | ADOPTED);
+        true
+    }
+
+    /// Releases the handles the state holds for the arrival that has just happened: on the
+    /// greenlet that was running when its last handle was dropped (which kills it, unless it
+    /// is running again), and on the transfer's target (which is running: the state adopts it
+    /// if that was its last handle). The arriving payload must have been taken first: killing
+    /// a greenlet uses the mailbox.
+    #[inline(never)]
+    pub(crate) fn release_held(&self) {
+        let flags = self.flags.get();
+        if flags & (ADOPTED | INCOMING) == 0 {
+            return;
+        }
+        self.flags.set(flags & !(ADOPTED | INCOMING));
+        let incoming = self.incoming.take();
+        let adopted = self.adopted.take();
+        drop(incoming);
+        drop(adopted);
     }
 
     /// Whether a tracer is installed.
@@ -109,71 +169,56 @@ impl ThreadState {
     }
 
     /// Makes `target` current and parks the previous current greenlet as the origin of the
-    /// transfer, with `payload` in the mailbox. The caller then switches stacks (or not, for a
-    /// self-transfer, where `target` is the current greenlet) and the target calls
-    /// [`ThreadState::take_origin`] and [`ThreadState::take_payload`] (or
-    /// [`ThreadState::take_value`] after a [`ThreadState::plain_arrival`] test).
+    /// transfer, with `payload` in the mailbox; the state holds `target`'s handle until it has
+    /// arrived. The caller then switches stacks (or not, for a self-transfer, where `target` is
+    /// the current greenlet) and the target takes the payload.
     pub(crate) fn hand_off(&self, target: Greenlet, payload: Transfer) {
+        let ptr = target.as_ptr();
+        let none = self.incoming.replace(Some(target));
+        debug_assert!(none.is_none(), "a transfer started before the last one arrived");
+        std::mem::forget(none);
+        let mut flags = self.flags.get() | INCOMING;
         match payload {
-            Transfer::Value(value) => self.hand_off_value(target.inner().clone(), value),
+            Transfer::Value(value) => self.put_value(value),
             unusual => {
-                self.flags.set(self.flags.get() | UNUSUAL);
+                flags |= UNUSUAL;
                 let empty = self.unusual.replace(unusual);
                 debug_assert!(
                     matches!(empty, Transfer::Empty),
                     "a payload was sent before the last one arrived"
                 );
                 std::mem::forget(empty);
-                self.make_current(target.inner().clone());
             }
         }
+        self.flags.set(flags);
+        self.make_current(ptr);
     }
 
-    /// [`ThreadState::hand_off`] of a value.
+    /// [`ThreadState::hand_off`] of a value to a greenlet kept alive by the caller (see the
+    /// type's documentation): the state takes no handle.
     #[inline(always)]
-    pub(crate) fn hand_off_value(&self, target: Rc<Inner>, value: Value) {
+    pub(crate) fn hand_off_value(&self, target: &Greenlet, value: Value) {
+        self.put_value(value);
+        self.make_current(target.as_ptr());
+    }
+
+    #[inline(always)]
+    fn put_value(&self, value: Value) {
         let unit = self.value.replace(value);
         debug_assert!(unit.is_unit(), "a value was sent before the last one arrived");
         // The slot holds a unit between transfers: nothing to drop.
         std::mem::forget(unit);
-        self.make_current(target);
     }
 
     #[inline(always)]
-    fn make_current(&self, target: Rc<Inner>) {
-        self.current_ptr.set(Rc::as_ptr(&target));
-        let origin = self.current.replace(Some(target));
-        let stale = self.origin.replace(origin);
-        debug_assert!(
-            stale.is_none(),
-            "a transfer started before the last one arrived"
-        );
-        // Empty between transfers (the arrival takes it): nothing to drop, and not dropping
-        // saves the out-of-line drop glue on every switch.
-        std::mem::forget(stale);
+    fn make_current(&self, target: *const Inner) {
+        self.origin.set(self.current.replace(target));
     }
 
-    /// Takes who sent the arriving transfer.
-    #[inline]
-    pub(crate) fn take_origin(&self) -> Greenlet {
-        Greenlet::from_inner(self.take_origin_inner())
-    }
-
-    /// [`ThreadState::take_origin`], as the bare reference-counted greenlet: dropping it does
-    /// not check for a last handle (see `transfer::arrive_plain`).
-    #[inline(always)]
-    pub(crate) fn take_origin_inner(&self) -> Rc<Inner> {
-        self.origin.take().expect("arrival without an origin")
-    }
-
-    /// The ids of the arriving transfer's origin and target (for the probes), leaving the
-    /// origin in place.
+    /// The ids of the arriving transfer's origin and target (for the probes).
     #[cold]
     pub(crate) fn arrival_ids(&self) -> (u64, u64) {
-        let origin = self.origin.take();
-        let id = origin.as_ref().map_or(0, |origin| origin.id());
-        self.origin.set(origin);
-        (id, self.current().id())
+        (self.origin().id(), self.current().id())
     }
 
     /// Takes what the arriving transfer carries.
@@ -185,13 +230,6 @@ impl ThreadState {
         } else {
             Transfer::Value(self.take_value())
         }
-    }
-
-    /// Puts back a value taken by [`ThreadState::take_value`], once the mailbox is free again.
-    pub(crate) fn restore_value(&self, value: Value) {
-        let unit = self.value.replace(value);
-        debug_assert!(unit.is_unit(), "a value was restored into a busy mailbox");
-        std::mem::forget(unit);
     }
 
     /// Takes the value of an arriving transfer known to carry one.
@@ -237,6 +275,21 @@ impl ThreadState {
         self.set_tracing(false);
         drop(self.tracer.take());
         self.main.inner().mark_dead_at_thread_exit();
+    }
+}
+
+/// A new handle on the greenlet at `ptr`.
+///
+/// # Safety
+/// `ptr` must point to the `Inner` of a live greenlet (one with a handle somewhere).
+#[inline]
+unsafe fn handle_at(ptr: *const Inner) -> Greenlet {
+    // SAFETY: the caller guarantees that `ptr` came from `Rc::as_ptr` on a live `Rc<Inner>`
+    // (every `Inner` lives in one), so its strong count is at least one: adding one and
+    // taking ownership of it is what `Rc::clone` does.
+    unsafe {
+        Rc::increment_strong_count(ptr);
+        Greenlet::from_inner(Rc::from_raw(ptr))
     }
 }
 

@@ -4,10 +4,9 @@
 
 use std::any::Any;
 use std::panic;
-use std::rc::Rc;
 
 use crate::error::Error;
-use crate::greenlet::{Greenlet, Inner, State};
+use crate::greenlet::{Greenlet, State};
 use crate::lifecycle;
 use crate::probes;
 use crate::switch::{self, with_state};
@@ -64,9 +63,7 @@ pub(crate) fn switch_value(target: &Greenlet, value: Value) -> Result<Value, Err
                 return switch_unusual(state, target, value);
             }
             let origin = state.current_ptr();
-            // The target's handle moves into the thread state: the caller keeps none across
-            // the switch (a redirect target must be killable while the caller waits, spec §8).
-            state.hand_off_value(target.inner().clone(), value);
+            state.hand_off_value(target, value);
             switch::switch_away(state, origin);
             if state.plain_arrival() {
                 Ok(arrive_plain(state))
@@ -95,6 +92,8 @@ pub(crate) fn send(target: &Greenlet, payload: Transfer) -> Result<Transfer, Err
 }
 
 fn send_from(state: &ThreadState, target: &Greenlet, payload: Transfer) -> Result<Transfer, Error> {
+    // The target's handle moves into the thread state: the caller keeps none across the
+    // switch (a redirect target must be killable while the caller waits, spec §8).
     let target = live_target(state, target)?;
     let origin = state.current_ptr();
     let to_self = state.is_current(&target);
@@ -136,41 +135,24 @@ pub(crate) fn arrive(state: &ThreadState) -> Transfer {
     }
 }
 
-/// [`arrive`] of a value with no tracer installed: the switch path.
+/// [`arrive`] of a value with no tracer installed and no handle to release: the switch path.
 #[inline(always)]
 fn arrive_plain(state: &ThreadState) -> Value {
-    // Fired before the origin is taken, so that the probe's out-of-line part needs nothing
-    // but the state, which the switch path keeps in a register anyway.
     probes::switch(|| state.arrival_ids());
-    let origin = state.take_origin_inner();
-    if Rc::strong_count(&origin) > 1 {
-        // Not the last handle: a plain decrement, none of a handle's last-drop test.
-        drop(origin);
-    } else {
-        release_last_handle(state, origin);
-    }
-    // Taken last, so that it goes from the mailbox to the caller without a detour.
     state.take_value()
 }
 
-/// Drops the arrival's handle on its origin when it is the last one: that kills the origin,
-/// which needs the mailbox; the value that arrived waits outside it meanwhile.
-#[cold]
-#[inline(never)]
-fn release_last_handle(state: &ThreadState, origin: Rc<Inner>) {
-    let value = state.take_value();
-    drop(Greenlet::from_inner(origin));
-    state.restore_value(value);
-}
-
-/// [`arrive`] for an error, an exit or a panic, or with a tracer installed.
+/// [`arrive`] for an error, an exit or a panic, with a tracer installed, or with handles to
+/// release.
 #[cold]
 #[inline(never)]
 fn arrive_unusual(state: &ThreadState) -> Transfer {
     let payload = state.take_payload();
     let kind = payload.kind();
     probes::transfer(kind, || state.arrival_ids());
-    let origin = state.take_origin();
+    // A handle of our own: the origin may be released (and killed) below.
+    let origin = state.origin();
+    state.release_held();
     if state.tracing() {
         trace::call_tracer(state, kind, origin, payload)
     } else {
