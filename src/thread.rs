@@ -5,6 +5,7 @@ use std::cell::{Cell, RefCell};
 use std::rc::{Rc, Weak};
 use std::sync::atomic::{AtomicU64, Ordering};
 
+use crate::error::Error;
 use crate::greenlet::{Greenlet, Inner, State};
 use crate::lifecycle::{self, KillHook};
 use crate::trace::Tracer;
@@ -60,6 +61,9 @@ pub(crate) struct ThreadState {
     value: Cell<Value>,
     /// What the transfer in flight carries when it is an error or a panic ([`UNUSUAL`]).
     unusual: Cell<Transfer>,
+    /// The error a switch returns, between its arrival and its return (see
+    /// `transfer::switch_value`).
+    error: Cell<Option<Error>>,
     /// [`TRACING`] | [`UNUSUAL`] | [`ADOPTED`] | [`INCOMING`]: zero for the common arrival (a
     /// value, no tracer, no handle to release), so that the arrival tests one byte for all.
     flags: Cell<u8>,
@@ -85,6 +89,7 @@ impl ThreadState {
             incoming: Cell::new(None),
             value: Cell::new(Value::unit()),
             unusual: Cell::new(Transfer::Empty),
+            error: Cell::new(None),
             flags: Cell::new(0),
             tracer: RefCell::new(None),
             kill_hook: RefCell::new(None),
@@ -202,8 +207,20 @@ impl ThreadState {
         self.make_current(target.as_ptr());
     }
 
+    /// Parks the error a switch is about to return.
+    pub(crate) fn put_error(&self, error: Error) {
+        let none = self.error.replace(Some(error));
+        debug_assert!(none.is_none(), "an error was parked twice");
+    }
+
+    /// Takes the error parked by [`ThreadState::put_error`].
+    #[inline]
+    pub(crate) fn take_error(&self) -> Error {
+        self.error.take().expect("no error parked")
+    }
+
     #[inline(always)]
-    fn put_value(&self, value: Value) {
+    pub(crate) fn put_value(&self, value: Value) {
         let unit = self.value.replace(value);
         debug_assert!(unit.is_unit(), "a value was sent before the last one arrived");
         // The slot holds a unit between transfers: nothing to drop.

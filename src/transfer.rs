@@ -49,9 +49,10 @@ impl Transfer {
 }
 
 /// Switches to `target` with `value` and waits until a transfer comes back to the calling
-/// greenlet: [`Greenlet::switch`]. The common case (an active target other than the caller, a
-/// value coming back, no tracer) is inlined into the caller; everything else goes through
-/// [`send`].
+/// greenlet: [`Greenlet::switch`]. The common case (an active target, a value coming back, no
+/// tracer) is inlined into the caller; everything else goes through out-of-line functions
+/// that leave what arrived in the thread state, so that the result is built in one place and
+/// the caller's test of it folds away on the common path.
 #[inline(always)]
 pub(crate) fn switch_value(target: &Greenlet, value: Value) -> Result<Value, Error> {
     with_state(
@@ -59,26 +60,58 @@ pub(crate) fn switch_value(target: &Greenlet, value: Value) -> Result<Value, Err
         |state| {
             // A switch to the current greenlet takes this path too: it becomes current again
             // and, if it is not main, suspends to the trampoline, which resumes it at once.
-            if target.state() != State::Active {
-                return switch_unusual(state, target, value);
-            }
-            let origin = state.current_ptr();
-            state.hand_off_value(target, value);
-            switch::switch_away(state, origin);
-            if state.plain_arrival() {
-                Ok(arrive_plain(state))
+            let value_arrived = if target.state() == State::Active {
+                let origin = state.current_ptr();
+                state.hand_off_value(target, value);
+                switch::switch_away(state, origin);
+                if state.plain_arrival() {
+                    probes::switch(|| state.arrival_ids());
+                    true
+                } else {
+                    settle(state, arrive_unusual(state))
+                }
             } else {
-                arrive_unusual(state).into_result()
+                switch_unusual(state, target, value)
+            };
+            if value_arrived {
+                Ok(state.take_value())
+            } else {
+                Err(state.take_error())
             }
         },
     )
 }
 
-/// [`switch_value`] to a greenlet that is not active.
+/// [`switch_value`] to a greenlet that is not active; returns what [`settle`] returns.
 #[cold]
 #[inline(never)]
-fn switch_unusual(state: &ThreadState, target: &Greenlet, value: Value) -> Result<Value, Error> {
-    send_from(state, target, Transfer::Value(value))?.into_result()
+fn switch_unusual(state: &ThreadState, target: &Greenlet, value: Value) -> bool {
+    match send_from(state, target, Transfer::Value(value)) {
+        Ok(arrival) => settle(state, arrival),
+        Err(error) => {
+            state.put_error(error);
+            false
+        }
+    }
+}
+
+/// Leaves what arrived in the thread state for [`switch_value`] to take: a value (returns true)
+/// or an error (returns false); a panic resumes unwinding here.
+#[cold]
+#[inline(never)]
+fn settle(state: &ThreadState, arrival: Transfer) -> bool {
+    match arrival {
+        Transfer::Value(value) => {
+            state.put_value(value);
+            true
+        }
+        Transfer::Error(error) => {
+            state.put_error(error);
+            false
+        }
+        Transfer::Panic(payload) => panic::resume_unwind(payload),
+        Transfer::Empty => unreachable!("a transfer arrived without a payload"),
+    }
 }
 
 /// Sends `payload` to `target` (or the ancestor that stands in for it) and waits until a
