@@ -208,7 +208,7 @@ impl Greenlet {
     /// [`Error::StackAllocation`] if this greenlet cannot be started (nothing is transferred).
     #[inline(always)]
     pub fn switch<T: 'static>(&self, value: T) -> Result<Value, Error> {
-        transfer::switch_value(self, Value::new(value))
+        transfer::switch_value(self, value)
     }
 
     /// Raises `error` in this greenlet: out of its pending `switch` if it is suspended; at the

@@ -67,7 +67,7 @@ pub(crate) struct ThreadState {
     /// [`TRACING`] | [`UNUSUAL`] | [`ADOPTED`] | [`INCOMING`]: zero for the common arrival (a
     /// value, no tracer, no handle to release), so that the arrival tests one byte for all.
     flags: Cell<u8>,
-    pub(crate) tracer: RefCell<Option<Tracer>>,
+    tracer: Cell<Option<Tracer>>,
     pub(crate) kill_hook: RefCell<Option<KillHook>>,
     /// Started, not yet finished greenlets of this thread, for `kill_all` and thread exit.
     registry: RefCell<Registry>,
@@ -91,7 +91,7 @@ impl ThreadState {
             unusual: Cell::new(Transfer::Empty),
             error: Cell::new(None),
             flags: Cell::new(0),
-            tracer: RefCell::new(None),
+            tracer: Cell::new(None),
             kill_hook: RefCell::new(None),
             registry: RefCell::new(Registry::default()),
             ids,
@@ -156,15 +156,37 @@ impl ThreadState {
         drop(adopted);
     }
 
+    /// A handle to this thread's tracer.
+    #[inline]
+    pub(crate) fn tracer(&self) -> Option<Tracer> {
+        let tracer = self.tracer.take();
+        let copy = tracer.clone();
+        self.tracer.set(tracer);
+        copy
+    }
+
+    /// Installs `tracer`; returns the previous one.
+    pub(crate) fn replace_tracer(&self, tracer: Option<Tracer>) -> Option<Tracer> {
+        self.set_tracing(tracer.is_some());
+        self.tracer.replace(tracer)
+    }
+
     /// Whether a tracer is installed.
     #[inline]
     pub(crate) fn tracing(&self) -> bool {
         self.flags.get() & TRACING != 0
     }
 
-    pub(crate) fn set_tracing(&self, on: bool) {
+    fn set_tracing(&self, on: bool) {
         let flags = self.flags.get() & !TRACING;
         self.flags.set(if on { flags | TRACING } else { flags });
+    }
+
+    /// Whether the arriving transfer is a value with a tracer installed and no handle to
+    /// release.
+    #[inline(always)]
+    pub(crate) fn traced_plain_arrival(&self) -> bool {
+        self.flags.get() == TRACING
     }
 
     /// Whether the arriving transfer is the common one: a value, with no tracer installed.
@@ -289,8 +311,7 @@ impl ThreadState {
             survivor.inner().context().abandon();
             survivor.inner().mark_dead_at_thread_exit();
         }
-        self.set_tracing(false);
-        drop(self.tracer.take());
+        drop(self.replace_tracer(None));
         self.main.inner().mark_dead_at_thread_exit();
     }
 }

@@ -165,27 +165,37 @@ pub fn settrace(tracer: Option<Tracer>) -> Option<Tracer> {
 
 /// The calling thread's tracer, if any.
 pub fn gettrace() -> Option<Tracer> {
-    with_state(|state| state.tracer.borrow().clone())
+    with_state(ThreadState::tracer)
 }
 
 fn set_tracer(state: &ThreadState, tracer: Option<Tracer>) -> Option<Tracer> {
-    state.set_tracing(tracer.is_some());
-    state.tracer.replace(tracer)
+    state.replace_tracer(tracer)
 }
 
 /// Calls the thread's tracer for a transfer from `origin` that just arrived in the current
 /// greenlet; returns what the transfer now carries. Releases `origin` (the arrival's handle
 /// on it) before returning, as the arrival would.
-#[inline(never)]
 pub(crate) fn call_tracer(
     state: &ThreadState,
     kind: EventKind,
     origin: Greenlet,
     payload: Transfer,
 ) -> Transfer {
+    trace_arrival(state, kind, origin).unwrap_or(payload)
+}
+
+/// Calls the thread's tracer for a transfer of `kind` from `origin` that just arrived in the
+/// current greenlet. Returns `None` if the transfer goes on unchanged, or what replaces its
+/// payload: the tracer's error or panic (the tracer is then removed). Releases `origin`.
+#[inline]
+pub(crate) fn trace_arrival(
+    state: &ThreadState,
+    kind: EventKind,
+    origin: Greenlet,
+) -> Option<Transfer> {
     // A clone: the tracer may replace itself, or switch, while it runs.
-    let Some(tracer) = state.tracer.borrow().clone() else {
-        return payload;
+    let Some(tracer) = state.tracer() else {
+        return None;
     };
     // The event takes over the arrival's handle on the origin: one handle fewer to clone.
     let target = state.current();
@@ -193,15 +203,15 @@ pub(crate) fn call_tracer(
         EventKind::Switch => Event::Switch { origin, target },
         EventKind::Throw => Event::Throw { origin, target },
     };
-    let payload = match panic::catch_unwind(AssertUnwindSafe(|| tracer.call(&event))) {
-        Ok(Ok(())) => payload,
+    let replacement = match panic::catch_unwind(AssertUnwindSafe(|| tracer.call(&event))) {
+        Ok(Ok(())) => None,
         Ok(Err(error)) => {
             drop(set_tracer(state, None));
-            Transfer::Error(error)
+            Some(Transfer::Error(error))
         }
         Err(panic) => {
             drop(set_tracer(state, None));
-            Transfer::Panic(panic)
+            Some(Transfer::Panic(panic))
         }
     };
     // Dropped field by field, in the order the event's drop glue would (origin, then target):
@@ -209,5 +219,5 @@ pub(crate) fn call_tracer(
     let (Event::Switch { origin, target } | Event::Throw { origin, target }) = event;
     drop(origin);
     drop(target);
-    payload
+    replacement
 }

@@ -54,7 +54,7 @@ impl Transfer {
 /// that leave what arrived in the thread state, so that the result is built in one place and
 /// the caller's test of it folds away on the common path.
 #[inline(always)]
-pub(crate) fn switch_value(target: &Greenlet, value: Value) -> Result<Value, Error> {
+pub(crate) fn switch_value<T: 'static>(target: &Greenlet, value: T) -> Result<Value, Error> {
     with_state(
         #[inline(always)]
         |state| {
@@ -62,16 +62,19 @@ pub(crate) fn switch_value(target: &Greenlet, value: Value) -> Result<Value, Err
             // and, if it is not main, suspends to the trampoline, which resumes it at once.
             let value_arrived = if target.state() == State::Active {
                 let origin = state.current_ptr();
-                state.hand_off_value(target, value);
+                // Wrapped only here, so that the value is built in the mailbox.
+                state.hand_off_value(target, Value::new(value));
                 switch::switch_away(state, origin);
                 if state.plain_arrival() {
                     probes::switch(|| state.arrival_ids());
                     true
+                } else if state.traced_plain_arrival() {
+                    arrive_traced(state)
                 } else {
                     settle(state, arrive_unusual(state))
                 }
             } else {
-                switch_unusual(state, target, value)
+                switch_unusual(state, target, Value::new(value))
             };
             if value_arrived {
                 Ok(state.take_value())
@@ -173,6 +176,25 @@ pub(crate) fn arrive(state: &ThreadState) -> Transfer {
 fn arrive_plain(state: &ThreadState) -> Value {
     probes::switch(|| state.arrival_ids());
     state.take_value()
+}
+
+/// The arrival of a value with a tracer installed and no handle to release, for
+/// [`switch_value`]: the value waits outside the mailbox while the tracer runs (it may switch).
+/// Returns what [`settle`] returns.
+#[inline(never)]
+fn arrive_traced(state: &ThreadState) -> bool {
+    probes::switch(|| state.arrival_ids());
+    let value = state.take_value();
+    match trace::trace_arrival(state, EventKind::Switch, state.origin()) {
+        None => {
+            state.put_value(value);
+            true
+        }
+        Some(replacement) => {
+            drop(value);
+            settle(state, replacement)
+        }
+    }
 }
 
 /// [`arrive`] for an error, an exit or a panic, with a tracer installed, or with handles to
