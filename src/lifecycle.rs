@@ -96,7 +96,7 @@ fn finish(state: &ThreadState, outcome: Outcome, mut result: Transfer) {
             },
         }
     };
-    state.hand_off(target, result);
+    state.hand_off_to_parent(target, result);
 }
 
 /// What went wrong while killing a greenlet whose last handle was dropped (or in

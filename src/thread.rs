@@ -221,6 +221,20 @@ impl ThreadState {
         self.make_current(ptr);
     }
 
+    /// [`ThreadState::hand_off`] from a greenlet that has just died to `parent`, taken from
+    /// the `parent` field of the dead greenlet or of one of its dead ancestors: that field
+    /// keeps `parent` alive until it has arrived, so a value needs no handle in the state.
+    pub(crate) fn hand_off_to_parent(&self, parent: Greenlet, result: Transfer) {
+        match result {
+            Transfer::Value(value) => {
+                self.hand_off_value(&parent, value);
+                // Not the last handle: the field it was cloned from holds another.
+                drop(parent);
+            }
+            unusual => self.hand_off(parent, unusual),
+        }
+    }
+
     /// [`ThreadState::hand_off`] of a value to a greenlet kept alive by the caller (see the
     /// type's documentation): the state takes no handle.
     #[inline(always)]

@@ -61,18 +61,7 @@ pub(crate) fn switch_value<T: 'static>(target: &Greenlet, value: T) -> Result<Va
             // A switch to the current greenlet takes this path too: it becomes current again
             // and, if it is not main, suspends to the trampoline, which resumes it at once.
             let value_arrived = if target.state() == State::Active {
-                let origin = state.current_ptr();
-                // Wrapped only here, so that the value is built in the mailbox.
-                state.hand_off_value(target, Value::new(value));
-                switch::switch_away(state, origin);
-                if state.plain_arrival() {
-                    probes::switch(|| state.arrival_ids());
-                    true
-                } else if state.traced_plain_arrival() {
-                    arrive_traced(state)
-                } else {
-                    settle(state, arrive_unusual(state))
-                }
+                transfer_value(state, target, Value::new(value))
             } else {
                 switch_unusual(state, target, Value::new(value))
             };
@@ -85,10 +74,34 @@ pub(crate) fn switch_value<T: 'static>(target: &Greenlet, value: T) -> Result<Va
     )
 }
 
+/// Transfers `value` to `target`, which is active and kept alive by the caller's handle, and
+/// waits for a transfer back; returns what [`settle`] returns.
+#[inline(always)]
+fn transfer_value(state: &ThreadState, target: &Greenlet, value: Value) -> bool {
+    let origin = state.current_ptr();
+    state.hand_off_value(target, value);
+    switch::switch_away(state, origin);
+    if state.plain_arrival() {
+        probes::switch(|| state.arrival_ids());
+        true
+    } else if state.traced_plain_arrival() {
+        arrive_traced(state)
+    } else {
+        settle(state, arrive_unusual(state))
+    }
+}
+
 /// [`switch_value`] to a greenlet that is not active; returns what [`settle`] returns.
-#[cold]
 #[inline(never)]
 fn switch_unusual(state: &ThreadState, target: &Greenlet, value: Value) -> bool {
+    if target.state() == State::Unstarted {
+        // Started here, so that the caller's handle keeps it alive as on the fast path.
+        if let Err(error) = lifecycle::start(state, target) {
+            state.put_error(error);
+            return false;
+        }
+        return transfer_value(state, target, value);
+    }
     match send_from(state, target, Transfer::Value(value)) {
         Ok(arrival) => settle(state, arrival),
         Err(error) => {
