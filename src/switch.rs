@@ -13,9 +13,12 @@
 //! 2. A greenlet's coroutine slot is touched only by the trampoline (to resume it and to free
 //!    it once it has finished) and by [`Context::prepare`] (only while the greenlet is
 //!    unstarted, when no coroutine exists yet).
-//! 3. The current greenlet is kept alive by the thread state's `current` handle; a greenlet
-//!    that switched away is kept alive by the `origin` handle until the target has taken it,
-//!    which happens after the trampoline is done with the greenlet it resumed.
+//! 3. The current greenlet is alive: it has a handle when it becomes current, and the drop of
+//!    its last handle while it runs is turned into a handle the thread state keeps (see
+//!    `ThreadState`). A greenlet that switched away (or died) stays alive until the target has
+//!    arrived: nothing runs in between but the trampoline, which drops no handle, and the
+//!    handle the state may keep on it is released by the arrival, after the trampoline is done
+//!    with the greenlet it resumed.
 //!
 //! Everything here is private to the crate; the rest of the runtime is safe code.
 
@@ -134,8 +137,8 @@ impl Context {
 /// [`ThreadState::hand_off`] named the target; returns when `from` is resumed.
 #[inline(always)]
 pub(crate) fn switch_away(state: &ThreadState, from: *const Inner) {
-    // SAFETY: invariant 3: `hand_off` parked `from`'s handle as the transfer's origin, which
-    // only the arriving target releases, after this switch has happened.
+    // SAFETY: invariant 3: `from` was current until the hand-off and stays alive until the
+    // target has arrived, after this switch has happened.
     let from: &Inner = unsafe { &*from };
     if from.is_main() {
         trampoline(state);
@@ -150,9 +153,9 @@ pub(crate) fn switch_away(state: &ThreadState, from: *const Inner) {
 fn trampoline(state: &ThreadState) {
     loop {
         let next = state.current_ptr();
-        // SAFETY: invariant 3: the current greenlet is kept alive by the thread state's
-        // `current` handle, and when it switches away (inside `resume`) by the `origin`
-        // handle, which is only released by the next greenlet to run, after `resume` returns.
+        // SAFETY: invariant 3: the current greenlet is alive, and when it switches away or
+        // dies (inside `resume`) it stays alive until the next greenlet to run has arrived,
+        // after `resume` returns.
         let next: &Inner = unsafe { &*next };
         if next.is_main() {
             return;
