@@ -153,13 +153,16 @@ fn rates_splits_per_second_and_per_thread() {
     if skip("rates_splits_per_second_and_per_thread") {
         return;
     }
-    // 2200 steps per thread at 1000 per second: more than two seconds.
+    // 3800 steps per thread at 1000 per second: nearly four seconds, so that at least two
+    // of the script's one-second intervals see traffic even when a busy machine delays
+    // bpftrace's interval probe (with two seconds of traffic, one delayed print could take
+    // it all).
     let (r, out) = run_script(
         "rates.bt",
         &[
             "--threads=2",
-            "--switches=2000",
-            "--throws=200",
+            "--switches=3500",
+            "--throws=300",
             "--pace=1000",
         ],
     );
