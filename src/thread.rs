@@ -159,10 +159,10 @@ impl ThreadState {
     /// A handle to this thread's tracer.
     #[inline]
     pub(crate) fn tracer(&self) -> Option<Tracer> {
-        let tracer = self.tracer.take();
-        let copy = tracer.clone();
-        self.tracer.set(tracer);
-        copy
+        // SAFETY: the slot is only accessed by this type's methods, which never hand out a
+        // reference into it; cloning an `Rc` runs no code that could reach the slot, and the
+        // state belongs to one thread: nothing writes the slot while this borrow lives.
+        unsafe { &*self.tracer.as_ptr() }.clone()
     }
 
     /// Installs `tracer`; returns the previous one.

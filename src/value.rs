@@ -54,6 +54,10 @@ fn drop_owned(value: &mut Value) {
 
 macro_rules! inline_types {
     ($($variant:ident($ty:ty)),* $(,)?) => {
+        // A tag as wide as a word: the receiver of a switch copies a value as whole words, and
+        // a word-sized load of a tag the sender wrote as one byte would wait for the store to
+        // reach the cache (a failed store-to-load forward: a third of a main<->child switch).
+        #[repr(u64)]
         enum Repr {
             $($variant($ty),)*
             Greenlet(Greenlet),
