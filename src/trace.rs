@@ -194,9 +194,7 @@ pub(crate) fn trace_arrival(
     origin: Greenlet,
 ) -> Option<Transfer> {
     // A clone: the tracer may replace itself, or switch, while it runs.
-    let Some(tracer) = state.tracer() else {
-        return None;
-    };
+    let tracer = state.tracer()?;
     // The event takes over the arrival's handle on the origin: one handle fewer to clone.
     let target = state.current();
     let event = match kind {
