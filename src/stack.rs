@@ -122,11 +122,13 @@ impl GreenStack {
 
     /// Records which greenlet runs on this stack, for the overflow message. The name is
     /// copied (cut at [`OWNER_NAME_CAP`] bytes). Cleared when the stack is released.
+    #[inline]
     pub fn set_owner(&self, id: u64, name: Option<&str>) {
         self.slot.owner().set(id, name);
     }
 
     /// Forgets the owner recorded by [`set_owner`](Self::set_owner).
+    #[inline]
     pub fn clear_owner(&self) {
         self.slot.owner().clear();
     }
