@@ -50,6 +50,16 @@ impl Inner {
         self.state.get()
     }
 
+    #[inline]
+    pub(crate) fn id(&self) -> u64 {
+        self.id
+    }
+
+    /// A handle to the parent (`None` only for a main greenlet).
+    pub(crate) fn parent(&self) -> Option<Greenlet> {
+        self.parent.borrow().clone()
+    }
+
     pub(crate) fn set_state(&self, state: State) {
         self.state.set(state);
     }
@@ -76,6 +86,16 @@ impl Inner {
         if self.state.get() != State::Dead {
             self.state.set(State::Dead);
             probes::dead(self.id, probes::Outcome::ThreadExit);
+        }
+    }
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        // The registry's backstop (see `thread::Registry`): a greenlet normally leaves it when
+        // it dies or is abandoned, long before its memory is freed.
+        if self.registry_index.get() != NOT_REGISTERED {
+            try_with_state(|state| state.unregister(self));
         }
     }
 }
@@ -260,7 +280,7 @@ impl Greenlet {
     /// The parent, which receives this greenlet's result when it finishes. `None` only for a
     /// main greenlet.
     pub fn parent(&self) -> Option<Greenlet> {
-        self.0.parent.borrow().clone()
+        self.0.parent()
     }
 
     /// Makes `parent` this greenlet's parent (spec §7), for unstarted and started greenlets
@@ -352,7 +372,9 @@ impl Greenlet {
 impl Drop for Greenlet {
     #[inline]
     fn drop(&mut self) {
-        if Rc::strong_count(&self.0) == 1 {
+        // A dead greenlet needs nothing more than its memory freed: test that inline, so that
+        // dropping a finished greenlet's last handle calls nothing but `Rc`'s own drop.
+        if Rc::strong_count(&self.0) == 1 && self.0.state.get() != State::Dead {
             lifecycle::last_handle_dropped(self);
         }
     }
