@@ -1,6 +1,6 @@
 //! The public [`Greenlet`] handle and its [`Builder`].
 
-use std::cell::{Cell, RefCell};
+use std::cell::Cell;
 use std::fmt;
 use std::hash::{Hash, Hasher};
 use std::rc::Rc;
@@ -29,14 +29,24 @@ pub(crate) enum State {
 
 pub(crate) struct Inner {
     id: u64,
-    name: Option<Box<str>>,
+    /// What a builder set beyond the defaults: `None` for a greenlet with no name and the
+    /// default stack size, which keeps `Inner` small (it is built on the stack and copied into
+    /// its `Rc`: a shorter copy).
+    options: Option<Box<Options>>,
     is_main: bool,
     state: Cell<State>,
-    parent: RefCell<Option<Greenlet>>,
+    /// A `Cell`, not a `RefCell`: read by taking and putting back (see `parent`), which runs
+    /// no user code in between.
+    parent: Cell<Option<Greenlet>>,
     run: Cell<Option<Run>>,
-    stack_size: usize,
     context: Context,
     pub(crate) registry_index: Cell<usize>,
+}
+
+/// The rarely set parts of a greenlet's configuration.
+struct Options {
+    name: Option<Box<str>>,
+    stack_size: usize,
 }
 
 impl Inner {
@@ -56,8 +66,17 @@ impl Inner {
     }
 
     /// A handle to the parent (`None` only for a main greenlet).
+    #[inline]
     pub(crate) fn parent(&self) -> Option<Greenlet> {
-        self.parent.borrow().clone()
+        let parent = self.parent.take();
+        let copy = parent.clone();
+        self.parent.set(parent);
+        copy
+    }
+
+    #[inline]
+    pub(crate) fn name(&self) -> Option<&str> {
+        self.options.as_ref().and_then(|o| o.name.as_deref())
     }
 
     pub(crate) fn set_state(&self, state: State) {
@@ -70,7 +89,9 @@ impl Inner {
     }
 
     pub(crate) fn stack_size(&self) -> usize {
-        self.stack_size
+        self.options
+            .as_ref()
+            .map_or(DEFAULT_STACK_SIZE, |o| o.stack_size)
     }
 
     pub(crate) fn take_run(&self) -> Option<Run> {
@@ -177,12 +198,11 @@ impl Greenlet {
         probes::new(|| (id, 0, ""));
         Greenlet(Rc::new(Inner {
             id,
-            name: None,
+            options: None,
             is_main: true,
             state: Cell::new(State::Active),
-            parent: RefCell::new(None),
+            parent: Cell::new(None),
             run: Cell::new(None),
-            stack_size: 0,
             context: Context::new(),
             registry_index: Cell::new(NOT_REGISTERED),
         }))
@@ -274,7 +294,7 @@ impl Greenlet {
 
     /// The name given by [`Builder::name`], if any.
     pub fn name(&self) -> Option<&str> {
-        self.0.name.as_deref()
+        self.0.name()
     }
 
     /// The parent, which receives this greenlet's result when it finishes. `None` only for a
@@ -477,16 +497,22 @@ impl Builder {
             let parent = self.parent.unwrap_or_else(|| state.current());
             (state.next_id(), parent)
         });
-        let name = self.name.map(String::into_boxed_str);
-        probes::new(|| (id, parent.id(), name.as_deref().unwrap_or("")));
+        let options = match (self.name, self.stack_size) {
+            (None, None) => None,
+            (name, size) => Some(Box::new(Options {
+                name: name.map(String::into_boxed_str),
+                stack_size: size.unwrap_or(DEFAULT_STACK_SIZE),
+            })),
+        };
+        let name = options.as_ref().and_then(|o| o.name.as_deref());
+        probes::new(|| (id, parent.id(), name.unwrap_or("")));
         Greenlet(Rc::new(Inner {
             id,
-            name,
+            options,
             is_main: false,
             state: Cell::new(State::Unstarted),
-            parent: RefCell::new(Some(parent)),
+            parent: Cell::new(Some(parent)),
             run: Cell::new(Some(run)),
-            stack_size: self.stack_size.unwrap_or(DEFAULT_STACK_SIZE),
             context: Context::new(),
             registry_index: Cell::new(NOT_REGISTERED),
         }))

@@ -15,6 +15,7 @@ use crate::transfer::{self, Transfer};
 use crate::value::Value;
 
 /// Gives `g`, which is unstarted, a stack with its body ready to run; it becomes active.
+#[inline]
 pub(crate) fn start(state: &ThreadState, g: &Greenlet) -> Result<(), Error> {
     let size = g.inner().stack_size();
     g.inner()
