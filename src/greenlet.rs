@@ -1,6 +1,6 @@
 //! The public [`Greenlet`] handle and its [`Builder`].
 
-use std::cell::{Cell, RefCell};
+use std::cell::Cell;
 use std::fmt;
 use std::hash::{Hash, Hasher};
 use std::rc::Rc;
@@ -29,14 +29,24 @@ pub(crate) enum State {
 
 pub(crate) struct Inner {
     id: u64,
-    name: Option<Box<str>>,
+    /// What a builder set beyond the defaults: `None` for a greenlet with no name and the
+    /// default stack size, which keeps `Inner` small (it is built on the stack and copied into
+    /// its `Rc`: a shorter copy).
+    options: Option<Box<Options>>,
     is_main: bool,
     state: Cell<State>,
-    parent: RefCell<Option<Greenlet>>,
+    /// A `Cell`, not a `RefCell`: read by taking and putting back (see `parent`), which runs
+    /// no user code in between.
+    parent: Cell<Option<Greenlet>>,
     run: Cell<Option<Run>>,
-    stack_size: usize,
     context: Context,
     pub(crate) registry_index: Cell<usize>,
+}
+
+/// The rarely set parts of a greenlet's configuration.
+struct Options {
+    name: Option<Box<str>>,
+    stack_size: usize,
 }
 
 impl Inner {
@@ -50,6 +60,25 @@ impl Inner {
         self.state.get()
     }
 
+    #[inline]
+    pub(crate) fn id(&self) -> u64 {
+        self.id
+    }
+
+    /// A handle to the parent (`None` only for a main greenlet).
+    #[inline]
+    pub(crate) fn parent(&self) -> Option<Greenlet> {
+        let parent = self.parent.take();
+        let copy = parent.clone();
+        self.parent.set(parent);
+        copy
+    }
+
+    #[inline]
+    pub(crate) fn name(&self) -> Option<&str> {
+        self.options.as_ref().and_then(|o| o.name.as_deref())
+    }
+
     pub(crate) fn set_state(&self, state: State) {
         self.state.set(state);
     }
@@ -60,7 +89,9 @@ impl Inner {
     }
 
     pub(crate) fn stack_size(&self) -> usize {
-        self.stack_size
+        self.options
+            .as_ref()
+            .map_or(DEFAULT_STACK_SIZE, |o| o.stack_size)
     }
 
     pub(crate) fn take_run(&self) -> Option<Run> {
@@ -76,6 +107,16 @@ impl Inner {
         if self.state.get() != State::Dead {
             self.state.set(State::Dead);
             probes::dead(self.id, probes::Outcome::ThreadExit);
+        }
+    }
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        // The registry's backstop (see `thread::Registry`): a greenlet normally leaves it when
+        // it dies or is abandoned, long before its memory is freed.
+        if self.registry_index.get() != NOT_REGISTERED {
+            try_with_state(|state| state.unregister(self));
         }
     }
 }
@@ -157,12 +198,11 @@ impl Greenlet {
         probes::new(|| (id, 0, ""));
         Greenlet(Rc::new(Inner {
             id,
-            name: None,
+            options: None,
             is_main: true,
             state: Cell::new(State::Active),
-            parent: RefCell::new(None),
+            parent: Cell::new(None),
             run: Cell::new(None),
-            stack_size: 0,
             context: Context::new(),
             registry_index: Cell::new(NOT_REGISTERED),
         }))
@@ -254,13 +294,13 @@ impl Greenlet {
 
     /// The name given by [`Builder::name`], if any.
     pub fn name(&self) -> Option<&str> {
-        self.0.name.as_deref()
+        self.0.name()
     }
 
     /// The parent, which receives this greenlet's result when it finishes. `None` only for a
     /// main greenlet.
     pub fn parent(&self) -> Option<Greenlet> {
-        self.0.parent.borrow().clone()
+        self.0.parent()
     }
 
     /// Makes `parent` this greenlet's parent (spec §7), for unstarted and started greenlets
@@ -352,7 +392,11 @@ impl Greenlet {
 impl Drop for Greenlet {
     #[inline]
     fn drop(&mut self) {
-        if Rc::strong_count(&self.0) == 1 {
+        // A dead greenlet needs nothing more than its memory freed: test that inline, so that
+        // dropping a finished greenlet's last handle calls nothing but `Rc`'s own drop. (A
+        // dead greenlet is current only inside `lifecycle::finish`, which drops no handle on
+        // it, so none of its last handles needs adopting by the thread state.)
+        if Rc::strong_count(&self.0) == 1 && self.0.state.get() != State::Dead {
             lifecycle::last_handle_dropped(self);
         }
     }
@@ -455,16 +499,22 @@ impl Builder {
             let parent = self.parent.unwrap_or_else(|| state.current());
             (state.next_id(), parent)
         });
-        let name = self.name.map(String::into_boxed_str);
-        probes::new(|| (id, parent.id(), name.as_deref().unwrap_or("")));
+        let options = match (self.name, self.stack_size) {
+            (None, None) => None,
+            (name, size) => Some(Box::new(Options {
+                name: name.map(String::into_boxed_str),
+                stack_size: size.unwrap_or(DEFAULT_STACK_SIZE),
+            })),
+        };
+        let name = options.as_ref().and_then(|o| o.name.as_deref());
+        probes::new(|| (id, parent.id(), name.unwrap_or("")));
         Greenlet(Rc::new(Inner {
             id,
-            name,
+            options,
             is_main: false,
             state: Cell::new(State::Unstarted),
-            parent: RefCell::new(Some(parent)),
+            parent: Cell::new(Some(parent)),
             run: Cell::new(Some(run)),
-            stack_size: self.stack_size.unwrap_or(DEFAULT_STACK_SIZE),
             context: Context::new(),
             registry_index: Cell::new(NOT_REGISTERED),
         }))

@@ -7,7 +7,7 @@ use std::panic::{self, AssertUnwindSafe};
 use std::rc::Rc;
 
 use crate::error::{Error, GreenletExit};
-use crate::greenlet::{Greenlet, State};
+use crate::greenlet::{Greenlet, Inner, State};
 use crate::probes::{self, Outcome};
 use crate::switch::{try_with_state, with_state, Suspender};
 use crate::thread::ThreadState;
@@ -15,6 +15,7 @@ use crate::transfer::{self, Transfer};
 use crate::value::Value;
 
 /// Gives `g`, which is unstarted, a stack with its body ready to run; it becomes active.
+#[inline]
 pub(crate) fn start(state: &ThreadState, g: &Greenlet) -> Result<(), Error> {
     let size = g.inner().stack_size();
     g.inner()
@@ -34,9 +35,9 @@ pub(crate) fn start(state: &ThreadState, g: &Greenlet) -> Result<(), Error> {
 fn greenlet_body(suspender: &Suspender<'_>) {
     with_state(|state| {
         let run = {
-            let me = state.current();
-            me.inner().context().bind(suspender);
-            me.inner().take_run()
+            let me = running(state);
+            me.context().bind(suspender);
+            me.take_run()
         };
         let lived = panic::catch_unwind(AssertUnwindSafe(|| {
             // The first transfer into this greenlet: its tracer event fires before `run`.
@@ -52,6 +53,17 @@ fn greenlet_body(suspender: &Suspender<'_>) {
     });
     // Returning ends the coroutine: the trampoline frees this stack and resumes the greenlet
     // `finish` made current.
+}
+
+/// The running greenlet, borrowed without touching its reference count: for the body's own
+/// bookkeeping, which runs only while its greenlet is current.
+#[inline(always)]
+fn running(state: &ThreadState) -> &Inner {
+    // SAFETY: the running greenlet is alive while it is current (switch.rs invariant 3: the
+    // drop of its last handle is turned into a handle the thread state keeps). Callers use
+    // the reference only in a block that makes no transfer, so it stays current until the
+    // reference is gone.
+    unsafe { &*state.current_ptr() }
 }
 
 fn call_run(run: crate::greenlet::Run, value: Value) -> (Outcome, Transfer) {
@@ -75,12 +87,13 @@ fn died_on_arrival(arrival: Transfer) -> (Outcome, Transfer) {
 
 /// The greenlet is dead: send its result to the first parent that can take it.
 fn finish(state: &ThreadState, outcome: Outcome, mut result: Transfer) {
-    let me = state.current();
-    me.inner().set_state(State::Dead);
-    state.unregister(me.inner());
-    probes::dead(me.id(), outcome);
-    let mut next = me.parent();
-    drop(me);
+    let mut next = {
+        let me = running(state);
+        me.set_state(State::Dead);
+        state.unregister(me);
+        probes::dead(me.id(), outcome);
+        me.parent()
+    };
     let target = loop {
         let parent = next.expect("a greenlet always has a live ancestor: its thread's main");
         match parent.state() {
@@ -181,7 +194,12 @@ pub fn panic_message(payload: &(dyn Any + Send)) -> &str {
     }
 }
 
-/// Called when the last handle to `g` is being dropped.
+/// Called when the last handle to `g`, which is not dead, is being dropped.
+///
+/// Never inlined: its probe site must stay in one function. Inlined into `Greenlet`'s drop
+/// glue, which every codegen unit instantiates, it would leave a note in each copy, and the
+/// copies the linker discards would leave notes pointing nowhere.
+#[inline(never)]
 pub(crate) fn last_handle_dropped(g: &Greenlet) {
     // The running greenlet lives on, held by the thread state until it switches away.
     if try_with_state(|state| state.adopt(g)) == Some(true) {

@@ -122,11 +122,13 @@ impl GreenStack {
 
     /// Records which greenlet runs on this stack, for the overflow message. The name is
     /// copied (cut at [`OWNER_NAME_CAP`] bytes). Cleared when the stack is released.
+    #[inline]
     pub fn set_owner(&self, id: u64, name: Option<&str>) {
         self.slot.owner().set(id, name);
     }
 
     /// Forgets the owner recorded by [`set_owner`](Self::set_owner).
+    #[inline]
     pub fn clear_owner(&self) {
         self.slot.owner().clear();
     }
@@ -167,15 +169,22 @@ unsafe impl Stack for GreenStack {
 }
 
 /// The size class index for a request of `size` bytes.
+#[inline]
 fn class_of(size: usize) -> io::Result<usize> {
     if size > MAX_STACK_SIZE {
-        return Err(io::Error::new(
-            io::ErrorKind::InvalidInput,
-            format!("greenlet stack size {size} exceeds the maximum of {MAX_STACK_SIZE} bytes"),
-        ));
+        return Err(too_large(size));
     }
     let rounded = size.max(MIN_STACK_SIZE).next_power_of_two();
     Ok((rounded.trailing_zeros() - MIN_CLASS_SHIFT) as usize)
+}
+
+#[cold]
+#[inline(never)]
+fn too_large(size: usize) -> io::Error {
+    io::Error::new(
+        io::ErrorKind::InvalidInput,
+        format!("greenlet stack size {size} exceeds the maximum of {MAX_STACK_SIZE} bytes"),
+    )
 }
 
 /// The usable size a request for `size` bytes gets, or `None` if it is too large.
@@ -189,6 +198,7 @@ pub fn rounded_size(size: usize) -> Option<usize> {
 ///
 /// Errors: `InvalidInput` above [`MAX_STACK_SIZE`]; the OS error if a slab cannot be mapped
 /// or a guard page installed (address space, `vm.max_map_count`, strict overcommit).
+#[inline]
 pub fn allocate(size: usize) -> io::Result<GreenStack> {
     let class = class_of(size)?;
     let slot = pool::take(class, overflow::install)?;

@@ -4,7 +4,7 @@
 use std::cell::{Cell, RefCell};
 use std::mem::{self, MaybeUninit};
 use std::ptr;
-use std::rc::{Rc, Weak};
+use std::rc::Rc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use crate::error::Error;
@@ -325,15 +325,18 @@ impl ThreadState {
         next_id(&self.ids)
     }
 
+    /// Adds `g`, which has just started, to the registry.
+    #[inline]
     pub(crate) fn register(&self, g: &Greenlet) {
-        let index = self.registry.borrow_mut().insert(Rc::downgrade(g.inner()));
-        g.inner().registry_index.set(index);
+        self.registry.borrow_mut().insert(g.inner());
     }
 
+    /// Removes `g` from the registry if it is in it (a greenlet that finished, or was
+    /// abandoned, or whose memory is being freed).
+    #[inline]
     pub(crate) fn unregister(&self, g: &Inner) {
-        let index = g.registry_index.replace(NOT_REGISTERED);
-        if index != NOT_REGISTERED {
-            self.registry.borrow_mut().remove(index);
+        if g.registry_index.get() != NOT_REGISTERED {
+            self.registry.borrow_mut().remove(g);
         }
     }
 
@@ -391,38 +394,68 @@ fn next_id(ids: &Cell<(u64, u64)>) -> u64 {
     next
 }
 
-/// A slab of weak references with O(1) insert and remove.
+/// The started, unfinished greenlets of a thread: a dense array of pointers, each greenlet
+/// knowing its index (`Inner::registry_index`). Insert pushes; remove moves the last entry into
+/// the hole. Neither touches a reference count, and a greenlet that starts and finishes
+/// without another greenlet starting meanwhile costs a push and a pop.
+///
+/// Invariant (what makes the pointers safe to follow): every entry points to a live `Inner`
+/// whose `registry_index` is that entry's index. It holds because an entry is only added by
+/// `insert` (with its index) and only removed by `remove`, which every way out of the registry
+/// goes through: a greenlet's death (`lifecycle::finish`), its abandonment at thread exit
+/// (`ThreadState::teardown`), and, as a backstop, the `Drop` of its `Inner`, which runs before
+/// its memory is freed. A greenlet left in the registry of a thread state that is freed (one
+/// started during the state's teardown, after the survivors were collected) keeps a stale
+/// index: `remove` checks that the entry at that index is the greenlet itself, so a later
+/// state's registry is never disturbed by it.
 #[derive(Default)]
 struct Registry {
-    slots: Vec<Weak<Inner>>,
-    free: Vec<usize>,
+    slots: Vec<*const Inner>,
 }
 
 impl Registry {
-    fn insert(&mut self, g: Weak<Inner>) -> usize {
-        match self.free.pop() {
-            Some(index) => {
-                self.slots[index] = g;
-                index
-            }
-            None => {
-                self.slots.push(g);
-                self.slots.len() - 1
-            }
-        }
+    #[inline]
+    fn insert(&mut self, g: &Rc<Inner>) {
+        debug_assert_eq!(g.registry_index.get(), NOT_REGISTERED);
+        g.registry_index.set(self.slots.len());
+        self.slots.push(Rc::as_ptr(g));
     }
 
-    fn remove(&mut self, index: usize) {
-        self.slots[index] = Weak::new();
-        self.free.push(index);
+    #[inline]
+    fn remove(&mut self, g: &Inner) {
+        let index = g.registry_index.replace(NOT_REGISTERED);
+        if self.slots.get(index).copied() != Some(g as *const Inner) {
+            // Registered in another (freed) thread state: nothing of ours to remove.
+            return;
+        }
+        let last = self.slots.pop().expect("the registry holds `g`");
+        if index < self.slots.len() {
+            self.slots[index] = last;
+            // SAFETY: `last` was an entry of the registry, so (type invariant) it points to a
+            // live `Inner`; it is not `g`, whose entry is at `index`, below the last one.
+            unsafe { &*last }.registry_index.set(index);
+        }
     }
 
     fn live(&self) -> Vec<Greenlet> {
         self.slots
             .iter()
-            .filter_map(Weak::upgrade)
-            .filter(|g| g.state() == State::Active && !g.is_main())
-            .map(Greenlet::from_inner)
+            .copied()
+            .filter(|&g| {
+                // SAFETY: (type invariant) every entry points to a live `Inner`.
+                let g = unsafe { &*g };
+                g.state() == State::Active && !g.is_main()
+            })
+            .map(|g| {
+                // SAFETY: (type invariant) every entry points to a live `Inner` owned by an
+                // `Rc` (`insert` takes one) whose strong count is not zero: when the count
+                // reaches zero, the `Inner`'s `Drop` removes it from the registry before any
+                // other code runs, and the entries are read under this registry's borrow.
+                unsafe {
+                    Rc::increment_strong_count(g);
+                    Greenlet::from_inner(Rc::from_raw(g))
+                }
+            })
             .collect()
     }
 }

@@ -122,6 +122,7 @@ fn take_slow(class: usize, arm: fn() -> io::Result<()>) -> io::Result<RawSlot> {
 }
 
 /// Returns a stack nobody uses any more.
+#[inline]
 pub(crate) fn give(slot: RawSlot) {
     let class = slot.slab.class();
     let kept = LOCAL
@@ -134,8 +135,16 @@ pub(crate) fn give(slot: RawSlot) {
         })
         .unwrap_or(false);
     if !kept {
-        give_shared(class, std::iter::once(slot));
+        give_shared_one(class, slot);
     }
+}
+
+/// [`give`] when the thread's pool is full or gone: out of line, so that the pool's fast path
+/// stays small.
+#[cold]
+#[inline(never)]
+fn give_shared_one(class: usize, slot: RawSlot) {
+    give_shared(class, std::iter::once(slot));
 }
 
 /// Trims every stack in the calling thread's pool and moves them to the shared lists.

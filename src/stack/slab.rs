@@ -133,38 +133,45 @@ impl SlotOwner {
     pub(crate) fn set(&self, id: u64, name: Option<&str>) {
         self.id.store(0, Ordering::Relaxed);
         let tag = match name {
+            // The common case, inline: no name, nothing to copy.
             None => 0,
-            Some(name) => {
-                let mut len = name.len();
-                let mut tag = TAG_HAS_NAME;
-                if len > NAME_CAP {
-                    len = NAME_CAP;
-                    while !name.is_char_boundary(len) {
-                        len -= 1;
-                    }
-                    tag |= TAG_TRUNCATED;
-                }
-                let bytes = &name.as_bytes()[..len];
-                let mut chunks = bytes.chunks_exact(8);
-                let mut words = self.name.iter();
-                for (chunk, word) in (&mut chunks).zip(&mut words) {
-                    let mut w = [0u8; 8];
-                    w.copy_from_slice(chunk);
-                    word.store(u64::from_le_bytes(w), Ordering::Relaxed);
-                }
-                let rest = chunks.remainder();
-                if let (false, Some(word)) = (rest.is_empty(), words.next()) {
-                    let v = rest
-                        .iter()
-                        .enumerate()
-                        .fold(0u64, |v, (i, &b)| v | (b as u64) << (8 * i));
-                    word.store(v, Ordering::Relaxed);
-                }
-                tag | len as u64
-            }
+            Some(name) => self.copy_name(name),
         };
         self.tag.store(tag, Ordering::Relaxed);
         self.id.store(id, Ordering::Release);
+    }
+
+    /// Copies `name` into the record (cut at `NAME_CAP` bytes) and returns its tag. `set`
+    /// calls it between clearing the id and publishing the new one, so a reader never pairs
+    /// the new id with a half-written name.
+    #[inline(never)]
+    fn copy_name(&self, name: &str) -> u64 {
+        let mut len = name.len();
+        let mut tag = TAG_HAS_NAME;
+        if len > NAME_CAP {
+            len = NAME_CAP;
+            while !name.is_char_boundary(len) {
+                len -= 1;
+            }
+            tag |= TAG_TRUNCATED;
+        }
+        let bytes = &name.as_bytes()[..len];
+        let mut chunks = bytes.chunks_exact(8);
+        let mut words = self.name.iter();
+        for (chunk, word) in (&mut chunks).zip(&mut words) {
+            let mut w = [0u8; 8];
+            w.copy_from_slice(chunk);
+            word.store(u64::from_le_bytes(w), Ordering::Relaxed);
+        }
+        let rest = chunks.remainder();
+        if let (false, Some(word)) = (rest.is_empty(), words.next()) {
+            let v = rest
+                .iter()
+                .enumerate()
+                .fold(0u64, |v, (i, &b)| v | (b as u64) << (8 * i));
+            word.store(v, Ordering::Relaxed);
+        }
+        tag | len as u64
     }
 
     /// Marks the slot as unowned.
