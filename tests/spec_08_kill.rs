@@ -694,3 +694,40 @@ fn r8_9_thread_exit_kills_suspended_greenlets() {
         ]
     );
 }
+
+/// A greenlet resumed by its child's result, whose only handle is that dead child's parent
+/// link: cutting the link (reparenting the child) drops its last handle while it runs. It runs
+/// on, and is killed once it switches away, as Python releases a greenlet's last reference
+/// after it has switched out; the value of that switch still reaches its target.
+#[test]
+fn r8_8_last_handle_dropped_while_running_kills_after_the_switch_out() {
+    let seen = out();
+    let main = getcurrent();
+    let child_slot: Rc<RefCell<Option<Greenlet>>> = Rc::new(RefCell::new(None));
+    let p = Greenlet::new({
+        let seen = seen.clone();
+        let main = main.clone();
+        let child_slot = child_slot.clone();
+        move |_| -> Result<(), Error> {
+            *child_slot.borrow_mut() = Some(Greenlet::new(|_| Ok(()))); // its parent: p
+            main.switch(())?; // main drops its handle on p, then starts the child
+            let child = child_slot.borrow_mut().take().unwrap();
+            child.set_parent(&main)?; // p's last handle goes here
+            drop(child);
+            say(&seen, "p runs without a handle");
+            match main.switch("from p") {
+                Err(e) if e.is_exit() => say(&seen, "p killed"),
+                other => say(&seen, format!("p resumed with {other:?}")),
+            }
+            Ok(())
+        }
+    });
+    p.switch(()).unwrap();
+    let child = child_slot.borrow().clone().unwrap();
+    drop(p);
+    // The child returns at once; its result resumes p, which switches back here.
+    let got = child.switch(()).unwrap();
+    assert_eq!(got.downcast::<&str>().unwrap(), "from p");
+    assert_eq!(*seen.borrow(), ["p runs without a handle", "p killed"]);
+    assert!(child.is_dead());
+}
