@@ -267,14 +267,20 @@ impl FloorTrampoline {
 
     /// Performs `switches` switches; returns their wall time.
     pub fn run(&mut self, switches: u64) -> Duration {
-        NEXT.set(0);
-        let start = Instant::now();
-        for _ in 0..switches {
-            let next = NEXT.get();
-            black_box(self.coroutines[next].resume(()));
-        }
-        start.elapsed()
+        run_trampoline(&mut self.coroutines, switches)
     }
+}
+
+/// The loop both trampoline floors run: resume whichever coroutine the last switch named.
+#[inline(always)]
+fn run_trampoline(coroutines: &mut [Bare; 2], switches: u64) -> Duration {
+    NEXT.set(0);
+    let start = Instant::now();
+    for _ in 0..switches {
+        let next = NEXT.get();
+        black_box(coroutines[next].resume(()));
+    }
+    start.elapsed()
 }
 
 /// The bare trampoline again, but each switch is a call to an out-of-line function that
@@ -308,13 +314,7 @@ impl FloorTrampolineCall {
 
     /// Performs `switches` switches; returns their wall time.
     pub fn run(&mut self, switches: u64) -> Duration {
-        NEXT.set(0);
-        let start = Instant::now();
-        for _ in 0..switches {
-            let next = NEXT.get();
-            black_box(self.coroutines[next].resume(()));
-        }
-        start.elapsed()
+        run_trampoline(&mut self.coroutines, switches)
     }
 }
 
