@@ -35,15 +35,15 @@ static NEXT_ID_BLOCK: AtomicU64 = AtomicU64::new(1);
 /// # Handles on the running greenlet
 ///
 /// The state points to the running greenlet without holding a handle on it, so that a switch
-/// touches no reference count. The running greenlet is alive all the same, because it always
-/// has a handle somewhere:
-/// - a switch along the fast path (`transfer::switch_value`) targets a greenlet through a
-///   `&Greenlet` that the switching greenlet borrows for the whole switch; safe code cannot
-///   drop a borrowed handle, and the borrowing frame only goes away by being unwound, which
-///   needs that greenlet to run, when the target is no longer running;
-/// - every other transfer parks an owned handle on its target in `incoming`, released by the
-///   target once it has arrived;
-/// - when the last handle on the running greenlet is dropped, [`ThreadState::adopt`] keeps it
+/// touches no reference count. The running greenlet is alive all the same: it has a handle
+/// when it becomes current, and that handle cannot be the last one to go while it runs.
+/// - A greenlet becomes current with a handle somewhere: a switch ([`ThreadState::hand_off_value`]
+///   from `transfer::switch_value`, which also starts an unstarted target) goes through the
+///   caller's `&Greenlet`; a dead greenlet's result goes to a parent held by the dead
+///   greenlet's `parent` field ([`ThreadState::hand_off_to_parent`]); every other transfer
+///   ([`ThreadState::hand_off`]) parks an owned handle on its target in `incoming`, released
+///   by the target once it has arrived.
+/// - When the last handle on the running greenlet is dropped, [`ThreadState::adopt`] keeps it
 ///   in `adopted` instead, released at the next arrival, after the greenlet has switched away
 ///   (which kills it then, as greenlet kills a greenlet whose last reference is dropped).
 pub(crate) struct ThreadState {

@@ -160,16 +160,12 @@ impl fmt::Debug for Tracer {
 /// # Ok::<(), greenlet::Error>(())
 /// ```
 pub fn settrace(tracer: Option<Tracer>) -> Option<Tracer> {
-    with_state(|state| set_tracer(state, tracer))
+    with_state(|state| state.replace_tracer(tracer))
 }
 
 /// The calling thread's tracer, if any.
 pub fn gettrace() -> Option<Tracer> {
     with_state(ThreadState::tracer)
-}
-
-fn set_tracer(state: &ThreadState, tracer: Option<Tracer>) -> Option<Tracer> {
-    state.replace_tracer(tracer)
 }
 
 /// Calls the thread's tracer for a transfer from `origin` that just arrived in the current
@@ -204,11 +200,11 @@ pub(crate) fn trace_arrival(
     let replacement = match panic::catch_unwind(AssertUnwindSafe(|| tracer.call(&event))) {
         Ok(Ok(())) => None,
         Ok(Err(error)) => {
-            drop(set_tracer(state, None));
+            drop(state.replace_tracer(None));
             Some(Transfer::Error(error))
         }
         Err(panic) => {
-            drop(set_tracer(state, None));
+            drop(state.replace_tracer(None));
             Some(Transfer::Panic(panic))
         }
     };
