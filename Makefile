@@ -1,5 +1,5 @@
-# greenlet: the two commands of the README are `make demo` and `make test`.
-# Every target runs from a fresh clone; `make deps` installs what a fresh Debian machine lacks.
+# greenlet: the two commands of the README are `make demo` and `make test`. Each does its own
+# set-up (`make deps`: what a fresh Debian machine lacks; quick when nothing is missing).
 
 CARGO ?= cargo
 
@@ -7,27 +7,25 @@ CARGO ?= cargo
 
 all: test
 
-## test: formatting, lints, then every test (unit, integration, doc tests), gltop's included
-test: lint
-	$(CARGO) test --all-targets --all-features
-	$(CARGO) test --doc --all-features
+## test: set-up, formatting, lints, then every test of the workspace (unit, integration, doc)
+test: deps lint
+	$(CARGO) test --workspace --all-targets
+	$(CARGO) test --workspace --doc
 
-## lint: rustfmt and clippy, warnings are errors
+## lint: rustfmt and clippy (warnings are errors); the runtime depends on no BPF, TUI or CLI crate
 lint:
 	$(CARGO) fmt --all -- --check
-	$(CARGO) clippy --all-targets -- -D warnings
-	$(CARGO) clippy --all-targets --all-features -- -D warnings
+	$(CARGO) clippy --workspace --all-targets -- -D warnings
+	bash .ci/runtime-deps.sh
 
 ## demo: a simulated greenlet server, watched live by gltop (q quits both)
 demo: deps
-	$(CARGO) build --release --features gltop --bin gltop --example demo
-	@target/release/examples/demo --wait-for-tracer >/dev/null & demo=$$!; \
-	  trap 'kill $$demo 2>/dev/null' EXIT INT TERM; \
-	  target/release/gltop -p $$demo
+	$(CARGO) build --release -p gltop --bin gltop -p greenlet-workloads --bin demo
+	bash gltop/demo.sh
 
-## deps: system packages and tools the tests need (Debian; run as root)
+## deps: system packages and tools the tests and the demo need (Debian; installs as root)
 deps:
-	bash .ci/deps.sh
+	@bash .ci/deps.sh
 
 ## conformance: N random scripts through Python greenlet and this runtime (default 100000)
 N ?= 100000

@@ -1,29 +1,51 @@
 #!/usr/bin/env bash
-# Installs what a fresh Debian machine lacks for building and testing greenlet. Idempotent.
+# Installs what a fresh Debian machine lacks for building, testing and running the demo:
+# `make test` and `make demo` run it first. Idempotent, and quick when nothing is missing
+# (a dpkg query and a Python import). Where it cannot install something (not root, no
+# apt-get, no network), it says in one line what is missing and how to install it.
 set -euo pipefail
 
-need_apt=()
-for pkg in clang libelf-dev zlib1g-dev pkg-config make gcc bpftrace tmux valgrind python3 python3-pip; do
-    dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || need_apt+=("$pkg")
+fail() {
+    echo "deps: $*" >&2
+    exit 1
+}
+
+packages=(clang libelf-dev zlib1g-dev pkg-config make gcc bpftrace tmux valgrind python3 python3-pip)
+missing=()
+for pkg in "${packages[@]}"; do
+    dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")
 done
-if ((${#need_apt[@]})); then
-    echo "deps: apt-get install ${need_apt[*]}"
+if ((${#missing[@]})); then
+    command -v apt-get >/dev/null ||
+        fail "missing packages ${missing[*]}, and no apt-get here to install them"
+    [ "$(id -u)" = 0 ] ||
+        fail "missing packages ${missing[*]}; install them as root: apt-get install ${missing[*]}"
+    echo "deps: apt-get install ${missing[*]}"
     export DEBIAN_FRONTEND=noninteractive
-    apt-get update -qq
-    apt-get install -y -qq --no-install-recommends "${need_apt[@]}" >/dev/null
+    log=$(mktemp)
+    if ! { apt-get update -qq && apt-get install -y -qq --no-install-recommends "${missing[@]}"; } >"$log" 2>&1; then
+        tail -5 "$log" >&2
+        rm -f "$log"
+        fail "apt-get install ${missing[*]} failed (output above)"
+    fi
+    rm -f "$log"
 fi
 
 if ! command -v cargo >/dev/null; then
-    echo "deps: installing the Rust toolchain with rustup"
-    curl -sSf https://sh.rustup.rs | sh -s -- -y --profile minimal --component rustfmt,clippy
-    # shellcheck disable=SC1091
-    source "$HOME/.cargo/env"
+    fail "no Rust toolchain (cargo); install one with rustup, with the rustfmt and clippy components"
 fi
-rustup component list --installed 2>/dev/null | grep -q '^rustfmt' || rustup component add rustfmt
-rustup component list --installed 2>/dev/null | grep -q '^clippy' || rustup component add clippy
+for component in rustfmt clippy; do
+    if ! cargo "${component/rustfmt/fmt}" --version >/dev/null 2>&1; then
+        command -v rustup >/dev/null || fail "cargo ${component/rustfmt/fmt} is missing and there is no rustup to add it"
+        rustup component add "$component" >/dev/null 2>&1 || fail "rustup component add $component failed"
+    fi
+done
 
-# Python greenlet: the behaviour reference the conformance tests run against.
+# Python greenlet: the behaviour reference that the conformance tests run against.
 if ! python3 -c 'import greenlet, sys; sys.exit(greenlet.__version__ != "3.5.6")' 2>/dev/null; then
     echo "deps: pip install greenlet==3.5.6"
-    python3 -m pip install -q greenlet==3.5.6 2>&1 | grep -v "Running pip as the 'root' user" || true
+    # Debian's own Python refuses pip installs without --break-system-packages (PEP 668).
+    python3 -m pip install -q greenlet==3.5.6 >/dev/null 2>&1 ||
+        python3 -m pip install -q --break-system-packages greenlet==3.5.6 >/dev/null 2>&1 ||
+        fail "pip install greenlet==3.5.6 failed; run: python3 -m pip install greenlet==3.5.6"
 fi

@@ -17,24 +17,72 @@ use std::fs;
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
-use clap::Parser;
 use greenlet::{getcurrent, Error, Greenlet, GreenletExit, Value, DEFAULT_STACK_SIZE};
 
-#[path = "support/cli.rs"]
-mod cli;
-
-#[derive(Parser)]
-#[command(about = "Create a million suspended greenlets; print time and memory per greenlet")]
+/// The command line (parsed by hand: the runtime's examples use no CLI crate).
 struct Args {
     /// How many greenlets to keep alive at once.
-    #[arg(long, default_value_t = 1_000_000)]
     count: u64,
-    /// Stack size of each greenlet in bytes (default: the runtime's default).
-    #[arg(long, default_value_t = DEFAULT_STACK_SIZE)]
+    /// Stack size of each greenlet in bytes.
     stack_size: usize,
     /// Print one JSON object instead of text.
-    #[arg(long)]
     json: bool,
+}
+
+/// `--help`: `{stack}` stands for the runtime's default stack size.
+const HELP: &str = "\
+Create a million suspended greenlets; print time and memory per greenlet
+
+Usage: million [OPTIONS]
+
+Options:
+      --count <COUNT>            How many greenlets to keep alive at once [default: 1000000]
+      --stack-size <STACK_SIZE>  Stack size of each greenlet in bytes [default: {stack}]
+      --json                     Print one JSON object instead of text
+  -h, --help                     Print help
+";
+
+impl Args {
+    /// Parses `args` (without the program name); `Ok(None)` for `--help`.
+    fn parse(mut args: impl Iterator<Item = String>) -> Result<Option<Args>, String> {
+        let mut parsed = Args {
+            count: 1_000_000,
+            stack_size: DEFAULT_STACK_SIZE,
+            json: false,
+        };
+        while let Some(arg) = args.next() {
+            let (flag, inline) = match arg.split_once('=') {
+                Some((flag, value)) if flag.starts_with("--") => {
+                    (flag.to_string(), Some(value.to_string()))
+                }
+                _ => (arg, None),
+            };
+            let mut value = |name: &str| {
+                inline
+                    .clone()
+                    .or_else(|| args.next())
+                    .ok_or_else(|| format!("a value is required for '{name}'"))
+            };
+            match flag.as_str() {
+                "-h" | "--help" => return Ok(None),
+                "--json" if inline.is_none() && parsed.json => {
+                    return Err("the argument '--json' cannot be used multiple times".into())
+                }
+                "--json" if inline.is_none() => parsed.json = true,
+                "--count" => parsed.count = number(&flag, &value(&flag)?)?,
+                "--stack-size" => parsed.stack_size = number(&flag, &value(&flag)?)?,
+                other => return Err(format!("unexpected argument '{other}' found")),
+            }
+        }
+        Ok(Some(parsed))
+    }
+}
+
+/// `text` as a non-negative whole number, or an error naming `flag`.
+fn number<T: std::str::FromStr>(flag: &str, text: &str) -> Result<T, String> {
+    text.parse().map_err(|_| {
+        format!("invalid value '{text}' for '{flag}': not a non-negative whole number")
+    })
 }
 
 /// A field of `/proc/self/status` in KiB (`VmRSS`, `VmPTE`), 0 where there is none.
@@ -145,7 +193,20 @@ fn run(args: &Args) -> Result<Figures, String> {
 }
 
 fn main() -> ExitCode {
-    let args: Args = cli::parse_or_exit("million");
+    let args = match Args::parse(std::env::args().skip(1)) {
+        Ok(Some(args)) => args,
+        Ok(None) => {
+            print!(
+                "{}",
+                HELP.replace("{stack}", &DEFAULT_STACK_SIZE.to_string())
+            );
+            return ExitCode::SUCCESS;
+        }
+        Err(e) => {
+            eprintln!("million: {e}");
+            return ExitCode::from(2);
+        }
+    };
     if args.count == 0 {
         eprintln!("million: --count must be at least 1");
         return ExitCode::from(2);

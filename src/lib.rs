@@ -67,9 +67,7 @@
 mod error;
 mod greenlet;
 mod lifecycle;
-#[cfg(feature = "gltop")]
-pub mod loader;
-mod probes;
+pub mod probes;
 mod recorder;
 #[doc(hidden)]
 pub mod stack;

@@ -1,4 +1,17 @@
-//! The USDT probes of `probes/greenlet.d`, fired through the `usdt` crate.
+//! The USDT probes of `probes/greenlet.d`: their vocabulary (probe names, death outcomes),
+//! public, and the probe sites the runtime fires through the `usdt` crate.
+//!
+//! This module is the one definition of that vocabulary: `gltop`, the test oracle and the
+//! tests use [`Outcome`] and [`PROBE_NAMES`] from here, and a test checks that
+//! `probes/greenlet.d`, the bpftrace scripts and the README agree with them.
+//!
+//! ```
+//! use greenlet::probes::{Outcome, PROBE_NAMES};
+//! assert_eq!(PROBE_NAMES, ["switch", "throw", "new", "dead"]);
+//! assert_eq!(Outcome::from_code(4), Some(Outcome::ThreadExit));
+//! assert_eq!(Outcome::ThreadExit.name(), "thread_exit");
+//! assert_eq!(Outcome::ALL.len(), 6);
+//! ```
 //!
 //! Each probe site is a one-byte `nop` guarded by the probe's is-enabled semaphore: with no
 //! tracer attached the cost is a load, a compare and a branch, and the argument closures are
@@ -50,10 +63,17 @@ static PROBES_PAGE_START: PageStart = PageStart([]);
 #[cfg_attr(not(target_arch = "x86_64"), repr(C, align(65536)))]
 struct PageStart([std::sync::atomic::AtomicU8; 0]);
 
+/// The probes of the `greenlet` USDT provider, in the order of `probes/greenlet.d`.
+pub const PROBE_NAMES: [&str; 4] = ["switch", "throw", "new", "dead"];
+
+/// The USDT provider name of every probe.
+pub const PROVIDER: &str = "greenlet";
+
 /// How a greenlet ended: the `outcome` argument of `greenlet:dead`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 #[repr(u8)]
-pub(crate) enum Outcome {
+#[non_exhaustive]
+pub enum Outcome {
     /// `run` returned a value.
     Returned = 0,
     /// `run` returned an error (or the greenlet died of one thrown before it started).
@@ -62,10 +82,96 @@ pub(crate) enum Outcome {
     Exit = 2,
     /// A panic escaped `run`.
     Panic = 3,
-    /// Its thread exited (main greenlets).
+    /// Its thread exited: a main greenlet whose thread exited, or a greenlet that survived
+    /// the `GreenletExit` thrown into it at thread exit and was abandoned.
     ThreadExit = 4,
     /// Its last handle was dropped before it ever started.
     Discarded = 5,
+}
+
+impl Outcome {
+    /// Every outcome, in code order (`ALL[i].code() == i`).
+    pub const ALL: [Outcome; 6] = [
+        Outcome::Returned,
+        Outcome::Error,
+        Outcome::Exit,
+        Outcome::Panic,
+        Outcome::ThreadExit,
+        Outcome::Discarded,
+    ];
+
+    /// The code the `dead` probe carries.
+    pub const fn code(self) -> u8 {
+        self as u8
+    }
+
+    /// The outcome with this code, if there is one.
+    pub const fn from_code(code: u8) -> Option<Outcome> {
+        if (code as usize) < Outcome::ALL.len() {
+            Some(Outcome::ALL[code as usize])
+        } else {
+            None
+        }
+    }
+
+    /// A short lower-case name (`returned`, `error`, `exit`, `panic`, `thread_exit`,
+    /// `discarded`), as gltop, the JSON output and the bpftrace scripts print it.
+    pub const fn name(self) -> &'static str {
+        match self {
+            Outcome::Returned => "returned",
+            Outcome::Error => "error",
+            Outcome::Exit => "exit",
+            Outcome::Panic => "panic",
+            Outcome::ThreadExit => "thread_exit",
+            Outcome::Discarded => "discarded",
+        }
+    }
+}
+
+impl std::fmt::Display for Outcome {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// Whether a tracer has enabled every `greenlet` probe of this process right now (each
+/// probe's is-enabled semaphore is non-zero): what a program that wants to be watched from
+/// its first switch waits for. Always `false` in a build with the probes compiled out.
+pub fn all_enabled() -> bool {
+    semaphores().iter().all(|&count| count > 0)
+}
+
+/// The is-enabled semaphores of [`PROBE_NAMES`], in that order: how many tracers enabled
+/// each probe.
+#[cfg(not(greenlet_no_probes))]
+fn semaphores() -> [u16; 4] {
+    extern "C" {
+        // The semaphores the `usdt` probe sites define in this binary (unsigned short).
+        #[link_name = "__usdt_sema_greenlet_switch"]
+        static SWITCH: u16;
+        #[link_name = "__usdt_sema_greenlet_throw"]
+        static THROW: u16;
+        #[link_name = "__usdt_sema_greenlet_new"]
+        static NEW: u16;
+        #[link_name = "__usdt_sema_greenlet_dead"]
+        static DEAD: u16;
+    }
+    // SAFETY: each static is a two-byte semaphore that a probe site below defines in this
+    // binary (every probe has one); the kernel changes it from outside the program, so it is
+    // read with a volatile load through a raw pointer, never through a reference.
+    unsafe {
+        [
+            std::ptr::read_volatile(&raw const SWITCH),
+            std::ptr::read_volatile(&raw const THROW),
+            std::ptr::read_volatile(&raw const NEW),
+            std::ptr::read_volatile(&raw const DEAD),
+        ]
+    }
+}
+
+#[cfg(greenlet_no_probes)]
+fn semaphores() -> [u16; 4] {
+    [0; 4]
 }
 
 // The probe macros only accept a closure literal (a bare identifier hits their error arm), hence
@@ -149,5 +255,5 @@ pub(crate) fn new<'a>(args: impl FnOnce() -> (u64, u64, &'a str)) {
 /// `greenlet:dead(id, outcome)`.
 #[inline(always)]
 pub(crate) fn dead(id: u64, outcome: Outcome) {
-    self::greenlet::dead!(|| (id, outcome as u8));
+    self::greenlet::dead!(|| (id, outcome.code()));
 }

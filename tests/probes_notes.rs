@@ -11,7 +11,7 @@ use goblin::elf::program_header::{PF_W, PT_LOAD};
 use goblin::elf::section_header::{SHF_ALLOC, SHF_EXECINSTR, SHF_WRITE, SHT_PROGBITS};
 use goblin::elf::Elf;
 use probe_support::stapsdt::{probe_notes, ProbeNote};
-use probe_support::workload::example_bin;
+use probe_support::workload::{example_bin, workload_bin};
 
 /// The probes of `probes/greenlet.d` and their argument sizes in bytes: `uint64_t` is 8,
 /// `char *` a pointer (8), `uint8_t` 1; all unsigned.
@@ -22,8 +22,14 @@ const PROBES: [(&str, &[i32]); 4] = [
     ("dead", &[8, 1]),
 ];
 
-fn notes_of(example: &str) -> (Vec<u8>, Vec<ProbeNote>) {
-    let bytes = std::fs::read(example_bin(example)).expect("read the example binary");
+/// The probe notes of a program: the runtime's example `tracing`, or the test oracle
+/// `workload` (a binary of the `greenlet-workloads` package).
+fn notes_of(program: &str) -> (Vec<u8>, Vec<ProbeNote>) {
+    let bin = match program {
+        "workload" => workload_bin(),
+        example => example_bin(example),
+    };
+    let bytes = std::fs::read(bin).expect("read the program's binary");
     let notes = probe_notes(&bytes);
     (bytes, notes)
 }

@@ -1,4 +1,5 @@
-//! Running `examples/workload` and reading its JSON report (schema: the example's module docs).
+//! Running the test oracle `workload` (`workloads/src/bin/workload.rs`) and reading its JSON
+//! report (schema: that program's module docs).
 
 use std::collections::{BTreeMap, HashMap};
 use std::io::{BufRead, BufReader, Read};
@@ -13,34 +14,43 @@ use serde::Deserialize;
 
 use super::{root, wait_timeout, TIMEOUT};
 
-/// The workload example's binary, freshly built.
+/// The test oracle's binary, freshly built.
 pub fn workload_bin() -> PathBuf {
-    example_bin("workload")
+    workloads_bin("workload")
 }
 
-/// The binary of example `name`, built (once per test binary) with `cargo build --example`
-/// for the profile and target this test binary was built for.
+/// The binary of the runtime's example `name`, built (once per test binary) with
+/// `cargo build -p greenlet --example` for the profile and target this test binary was built
+/// for.
 ///
 /// Plain `cargo test` builds the examples too, but `cargo test --all-targets` builds them only
 /// as test harnesses, so the tests build what they run themselves: a no-op when it is fresh,
 /// a link when it is not.
 pub fn example_bin(name: &str) -> PathBuf {
-    example_bin_with_features(name, &[])
+    built("greenlet", "--example", name)
 }
 
-/// [`example_bin`] for an example that needs cargo features (such as `gltop`).
-pub fn example_bin_with_features(name: &str, features: &[&str]) -> PathBuf {
+/// The binary `name` of the `greenlet-workloads` package (the demo, the oracle, gltop's test
+/// target), built as [`example_bin`] builds examples.
+pub fn workloads_bin(name: &str) -> PathBuf {
+    built("greenlet-workloads", "--bin", name)
+}
+
+/// Target `name` of kind `kind` (`--example`, `--bin`) of `package`, built once per test
+/// binary.
+fn built(package: &str, kind: &str, name: &str) -> PathBuf {
     static BUILT: Mutex<BTreeMap<String, PathBuf>> = Mutex::new(BTreeMap::new());
     let mut built = BUILT.lock().unwrap_or_else(|p| p.into_inner());
-    if let Some(path) = built.get(name) {
+    let key = format!("{package} {kind} {name}");
+    if let Some(path) = built.get(&key) {
         return path.clone();
     }
-    let path = cargo_build_example(name, features);
-    built.insert(name.to_string(), path.clone());
+    let path = cargo_build(package, kind, name);
+    built.insert(key, path.clone());
     path
 }
 
-fn cargo_build_example(name: &str, features: &[&str]) -> PathBuf {
+fn cargo_build(package: &str, kind: &str, name: &str) -> PathBuf {
     // Test binaries live in <target dir>[/<triple>]/<profile dir>/deps.
     let exe = std::env::current_exe().expect("the test binary's path");
     let profile_dir = exe
@@ -53,14 +63,13 @@ fn cargo_build_example(name: &str, features: &[&str]) -> PathBuf {
         "build",
         "--quiet",
         "--message-format=json",
-        "--example",
+        "-p",
+        package,
+        kind,
         name,
     ])
     .current_dir(root())
     .stdin(Stdio::null());
-    if !features.is_empty() {
-        cmd.args(["--features", &features.join(",")]);
-    }
     match profile_dir.file_name().and_then(|n| n.to_str()) {
         Some("debug") => {}
         Some("release") => {
@@ -89,7 +98,7 @@ fn cargo_build_example(name: &str, features: &[&str]) -> PathBuf {
     let out = cmd.output().expect("cannot run cargo");
     assert!(
         out.status.success(),
-        "cargo build --example {name} failed: {}",
+        "cargo build -p {package} {kind} {name} failed: {}",
         String::from_utf8_lossy(&out.stderr)
     );
     // The last compiler-artifact message of the example names its executable.
@@ -99,7 +108,7 @@ fn cargo_build_example(name: &str, features: &[&str]) -> PathBuf {
         .filter(|msg| msg["reason"] == "compiler-artifact" && msg["target"]["name"] == name)
         .filter_map(|msg| msg["executable"].as_str().map(PathBuf::from))
         .next_back();
-    executable.unwrap_or_else(|| panic!("cargo built no executable for example {name}"))
+    executable.unwrap_or_else(|| panic!("cargo built no executable for {package} {kind} {name}"))
 }
 
 /// Runs the workload to the end with `args` and returns its report.

@@ -1,0 +1,41 @@
+//! Builds the BPF skeleton from the top-level `bpf/` (clang, libelf and zlib are needed here,
+//! never by the runtime), and the USDT probe macros from `probes/greenlet.d`: gltop fires the
+//! runtime's own `greenlet:switch` probe at itself to measure what one hit costs.
+
+use std::env;
+use std::path::PathBuf;
+
+const PROBES: &str = "../probes/greenlet.d";
+const SRC: &str = "../bpf/greenlet.bpf.c";
+const HEADER: &str = "../bpf/greenlet.h";
+
+fn main() {
+    println!("cargo:rerun-if-changed={PROBES}");
+    usdt::Builder::new(PROBES)
+        .build()
+        .expect("cannot generate the USDT probes from probes/greenlet.d");
+    build_skeleton();
+}
+
+/// Compiles `bpf/greenlet.bpf.c` with clang and writes its libbpf-rs skeleton to
+/// `$OUT_DIR/greenlet.skel.rs`, which `src/loader/skel.rs` includes.
+fn build_skeleton() {
+    println!("cargo:rerun-if-changed={SRC}");
+    println!("cargo:rerun-if-changed={HEADER}");
+    let out = PathBuf::from(env::var_os("OUT_DIR").expect("cargo sets OUT_DIR"));
+    let arch = env::var("CARGO_CFG_TARGET_ARCH").expect("cargo sets CARGO_CFG_TARGET_ARCH");
+    // The UAPI headers (asm/types.h and friends) live under the multiarch triplet.
+    let multiarch = format!("-I/usr/include/{arch}-linux-gnu");
+    if let Err(e) = libbpf_cargo::SkeletonBuilder::new()
+        .source(SRC)
+        .clang_args([multiarch.as_str(), "-I../bpf", "-Wall", "-Werror"])
+        .build_and_generate(out.join("greenlet.skel.rs"))
+    {
+        // One readable line per cause instead of a Debug dump.
+        eprintln!("cannot build the BPF skeleton from {SRC} (needs clang, libelf, zlib):");
+        for cause in e.chain() {
+            eprintln!("  {cause}");
+        }
+        std::process::exit(1);
+    }
+}

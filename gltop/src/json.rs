@@ -1,0 +1,242 @@
+//! `--json`: one JSON object per interval. The schema is documented in the README
+//! ("gltop --json"); counts are cumulative since attach.
+
+use gltop::loader::rates::{nonempty_span, tracing_cost, Interval};
+use gltop::loader::{GreenletStats, Outcome, Snapshot, Tracer};
+use serde::Serialize;
+
+#[derive(Serialize)]
+struct Line<'a> {
+    /// Wall-clock time of the snapshot, seconds since the Unix epoch.
+    time_unix_s: f64,
+    pid: i32,
+    process: &'a str,
+    threads: usize,
+    attach: Attach<'a>,
+    /// Seconds between this snapshot and the previous one.
+    interval_s: f64,
+    totals: Totals,
+    rates: Rates,
+    cost: Cost,
+    greenlets: Vec<Greenlet<'a>>,
+    edges: Vec<Edge>,
+    per_thread: Vec<Thread>,
+}
+
+#[derive(Serialize)]
+struct Attach<'a> {
+    mode: &'a str,
+    sites: usize,
+    missing_probes: &'a [&'static str],
+}
+
+#[derive(Serialize)]
+struct Totals {
+    switches: u64,
+    throws: u64,
+    greenlets_created: u64,
+    greenlets_dead: u64,
+    /// Records lost to full maps (evicted + failed).
+    dropped: u64,
+    probe_hits: u64,
+    late_greenlets: u64,
+    dead_by_outcome: DeadByOutcome,
+    evicted: PerMap,
+    failed: PerMap,
+}
+
+#[derive(Serialize)]
+struct DeadByOutcome {
+    returned: u64,
+    error: u64,
+    exit: u64,
+    panic: u64,
+    thread_exit: u64,
+    discarded: u64,
+    other: u64,
+}
+
+#[derive(Serialize)]
+struct PerMap {
+    greenlets: u64,
+    edges: u64,
+}
+
+#[derive(Serialize)]
+struct Rates {
+    switches_per_s: f64,
+    throws_per_s: f64,
+    probe_hits_per_s: f64,
+}
+
+#[derive(Serialize)]
+struct Cost {
+    /// Nanoseconds one probe hit costs the target (measured at start-up or given).
+    per_hit_ns: Option<f64>,
+    /// probe_hits_per_s × per_hit_ns, as a share of one CPU.
+    cpu_share: Option<f64>,
+}
+
+#[derive(Serialize)]
+struct Greenlet<'a> {
+    id: u64,
+    name: &'a str,
+    parent: Option<u64>,
+    main: bool,
+    seen_new: bool,
+    state: &'static str,
+    outcome: Option<&'static str>,
+    tid: u32,
+    switches_in: u64,
+    switches_out: u64,
+    throws_in: u64,
+    throws_out: u64,
+    on_cpu_ns: u64,
+    running_ns: u64,
+    max_slice_ns: u64,
+    slices: u64,
+    created_ns: Option<u64>,
+    dead_ns: Option<u64>,
+    /// `[lower bound in ns, count]` for each non-empty log2 bucket.
+    slice_hist: Vec<[u64; 2]>,
+}
+
+#[derive(Serialize)]
+struct Edge {
+    origin: u64,
+    target: u64,
+    switches: u64,
+    throws: u64,
+}
+
+#[derive(Serialize)]
+struct Thread {
+    tid: u32,
+    current: Option<u64>,
+    since_ns: Option<u64>,
+    transfers: u64,
+    greenlets: u64,
+    dead: u64,
+}
+
+fn greenlet(g: &GreenletStats, at_ns: u64) -> Greenlet<'_> {
+    let slice_hist = nonempty_span(&g.hist)
+        .map(|span| {
+            span.filter(|&i| g.hist[i] != 0)
+                .map(|i| [gltop::loader::rates::bucket_range(i).0, g.hist[i]])
+                .collect()
+        })
+        .unwrap_or_default();
+    Greenlet {
+        id: g.id,
+        name: &g.name,
+        parent: g.parent,
+        main: g.is_main(),
+        seen_new: g.seen_new,
+        state: g.state.as_str(),
+        outcome: g.outcome.map(Outcome::as_str),
+        tid: g.tid,
+        switches_in: g.switches_in,
+        switches_out: g.switches_out,
+        throws_in: g.throws_in,
+        throws_out: g.throws_out,
+        on_cpu_ns: g.on_cpu_ns,
+        running_ns: g.on_cpu_at(at_ns) - g.on_cpu_ns,
+        max_slice_ns: g.max_slice_ns,
+        slices: g.slices,
+        created_ns: g.created_ns,
+        dead_ns: g.dead_ns,
+        slice_hist,
+    }
+}
+
+/// The JSON line for the interval from `prev` to `cur`.
+pub fn interval_line(
+    tracer: &Tracer,
+    prev: &Snapshot,
+    cur: &Snapshot,
+    per_hit_ns: Option<f64>,
+) -> String {
+    let iv = Interval { prev, cur };
+    let t = &cur.totals;
+    let o = &t.dead_by_outcome;
+    let hits_per_s = iv.hits_per_s();
+    let process = tracer.process();
+    let line = Line {
+        time_unix_s: std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0.0, |d| d.as_secs_f64()),
+        pid: process.pid,
+        process: &process.comm,
+        threads: process.threads(),
+        attach: Attach {
+            mode: tracer.mode().as_str(),
+            sites: tracer.sites(),
+            missing_probes: tracer.missing_probes(),
+        },
+        interval_s: iv.dt_ns() as f64 / 1e9,
+        totals: Totals {
+            switches: t.switches,
+            throws: t.throws,
+            greenlets_created: t.greenlets_created,
+            greenlets_dead: t.greenlets_dead,
+            dropped: t.dropped(),
+            probe_hits: t.hits(),
+            late_greenlets: t.late_greenlets,
+            dead_by_outcome: DeadByOutcome {
+                returned: o[0],
+                error: o[1],
+                exit: o[2],
+                panic: o[3],
+                thread_exit: o[4],
+                discarded: o[5],
+                other: o[6] + o[7],
+            },
+            evicted: PerMap {
+                greenlets: t.greenlets_evicted,
+                edges: t.edges_evicted,
+            },
+            failed: PerMap {
+                greenlets: t.greenlet_failures,
+                edges: t.edge_failures,
+            },
+        },
+        rates: Rates {
+            switches_per_s: iv.switches_per_s(),
+            throws_per_s: iv.throws_per_s(),
+            probe_hits_per_s: hits_per_s,
+        },
+        cost: Cost {
+            per_hit_ns,
+            cpu_share: per_hit_ns.map(|c| tracing_cost(hits_per_s, c)),
+        },
+        greenlets: cur
+            .greenlets
+            .iter()
+            .map(|g| greenlet(g, cur.at_ns))
+            .collect(),
+        edges: cur
+            .edges
+            .iter()
+            .map(|e| Edge {
+                origin: e.origin,
+                target: e.target,
+                switches: e.switches,
+                throws: e.throws,
+            })
+            .collect(),
+        per_thread: cur
+            .threads
+            .iter()
+            .map(|t| Thread {
+                tid: t.tid,
+                current: t.current,
+                since_ns: t.since_ns,
+                transfers: t.transfers,
+                greenlets: t.greenlets,
+                dead: t.dead,
+            })
+            .collect(),
+    };
+    serde_json::to_string(&line).expect("plain structs always serialize")
+}

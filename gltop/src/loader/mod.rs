@@ -1,0 +1,121 @@
+//! The BPF loader behind `gltop` (cargo feature `gltop`).
+//!
+//! [`Tracer::attach`] loads `bpf/greenlet.bpf.c` (compiled into a libbpf-rs skeleton by
+//! `build.rs`), attaches it to the `greenlet` USDT probes of one running process, and
+//! [`Tracer::snapshot`] reads what the kernel aggregated so far into plain data
+//! ([`Snapshot`]). The arithmetic on snapshots (rates, deltas, CPU shares, the cost of
+//! tracing) is in [`rates`], as pure functions.
+//!
+//! ```no_run
+//! use gltop::loader::{Options, Tracer};
+//! let tracer = Tracer::attach(1234, &Options::default())?;
+//! let snap = tracer.snapshot()?;
+//! println!("{} switches since attach", snap.totals.switches);
+//! # Ok::<(), gltop::loader::Error>(())
+//! ```
+
+mod attach;
+pub mod elf;
+mod model;
+pub mod process;
+pub mod rates;
+pub mod semaphore;
+mod skel;
+
+use std::io;
+use std::path::{Path, PathBuf};
+
+pub use attach::{AttachMode, Capacities, Options, Tracer};
+pub use model::{
+    threads_of, EdgeStats, GreenletStats, Outcome, Snapshot, State, ThreadStats, Totals,
+    HIST_BUCKETS,
+};
+pub use process::Process;
+pub use semaphore::semaphores;
+
+/// Why attaching or reading failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// No running process has this PID.
+    #[error("no such process: {pid}")]
+    NoSuchProcess {
+        /// The PID asked for.
+        pid: i32,
+    },
+    /// The process's executable has no `greenlet` USDT probes.
+    #[error(
+        "process {pid} ({comm}) has no greenlet USDT probes in {exe}: is it built with the greenlet crate?"
+    )]
+    NoProbes {
+        /// The process.
+        pid: i32,
+        /// Its command name.
+        comm: String,
+        /// The executable that was searched.
+        exe: PathBuf,
+    },
+    /// The kernel or `/proc` refused for lack of privilege.
+    #[error("not permitted to {action}: needs {need}")]
+    NotPermitted {
+        /// What was attempted.
+        action: String,
+        /// The privilege that is missing.
+        need: String,
+    },
+    /// The executable could not be parsed as ELF.
+    #[error("cannot use the probes of {path}: {reason}")]
+    BadExecutable {
+        /// The file.
+        path: PathBuf,
+        /// What went wrong.
+        reason: String,
+    },
+    /// A capacity is out of range.
+    #[error("bad capacity: {0}")]
+    BadCapacity(String),
+    /// Another I/O failure.
+    #[error("{action}: {source}")]
+    Io {
+        /// What was attempted.
+        action: String,
+        /// The failure.
+        source: io::Error,
+    },
+    /// libbpf failed.
+    #[error("{action}: {source}")]
+    Bpf {
+        /// What was attempted.
+        action: String,
+        /// The failure.
+        source: libbpf_rs::Error,
+    },
+}
+
+impl Error {
+    /// Classifies an I/O error met while reading `path` of the target.
+    pub(crate) fn from_io(e: io::Error, path: &Path) -> Error {
+        match e.kind() {
+            io::ErrorKind::PermissionDenied => Error::NotPermitted {
+                action: format!("read {}", path.display()),
+                need: "CAP_SYS_PTRACE, or to run as the target's user".into(),
+            },
+            _ => Error::Io {
+                action: format!("cannot read {}", path.display()),
+                source: e,
+            },
+        }
+    }
+
+    /// Classifies a libbpf failure during `action`: a refusal becomes `NotPermitted`.
+    pub(crate) fn bpf(action: impl Into<String>, e: libbpf_rs::Error) -> Error {
+        let action = action.into();
+        match e.kind() {
+            libbpf_rs::ErrorKind::PermissionDenied => Error::NotPermitted {
+                action,
+                need: process::BPF_PRIVILEGE.into(),
+            },
+            _ => Error::Bpf { action, source: e },
+        }
+    }
+}

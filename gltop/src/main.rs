@@ -1,0 +1,191 @@
+//! `gltop`: `top` for greenlets. Attaches BPF programs to the `greenlet` USDT probes of a
+//! running process and shows, live, what its greenlets do: a sortable table, a detail view
+//! with the slice histogram and the busiest edges, and what the tracing itself costs.
+//! `--json` prints one JSON object per interval instead, for scripts and tests.
+
+mod app;
+mod calibrate;
+mod format;
+mod json;
+mod run;
+mod table;
+mod view;
+
+use std::io::IsTerminal;
+use std::process::ExitCode;
+
+use clap::{Parser, ValueEnum};
+use gltop::loader::{self, AttachMode, Capacities};
+
+/// Command-line flags.
+#[derive(Debug, Parser)]
+#[command(
+    name = "gltop",
+    version,
+    about = "Live view of the greenlets of a running process, aggregated in the kernel by BPF",
+    after_help = "Keys: q quit, j/k or arrows move, s or h/l sort column, i invert, Enter detail, \
+                  Esc back, space pause, d dead greenlets (recent, all, none), ? help.\n\
+                  Needs CAP_BPF and CAP_PERFMON (or root). The target must be built with the \
+                  greenlet crate (USDT provider `greenlet`)."
+)]
+pub struct Args {
+    /// PID of the process to trace.
+    #[arg(short = 'p', long = "pid", value_name = "PID", value_parser = parse_pid,
+          allow_negative_numbers = true)]
+    pub pid: i32,
+
+    /// Refresh interval in seconds.
+    #[arg(short = 'd', long = "delay", value_name = "SECONDS", default_value = "1",
+          value_parser = parse_seconds, allow_negative_numbers = true)]
+    pub delay: f64,
+
+    /// Print one JSON object per interval on stdout instead of the TUI.
+    #[arg(long)]
+    pub json: bool,
+
+    /// Stop after this many intervals.
+    #[arg(short = 'n', long = "iterations", value_name = "COUNT", value_parser = parse_count,
+          allow_negative_numbers = true)]
+    pub count: Option<u64>,
+
+    /// Greenlet records kept in the kernel (LRU: the least recently used is evicted).
+    #[arg(long, value_name = "N", default_value_t = Capacities::default().greenlets,
+          value_parser = parse_capacity)]
+    pub max_greenlets: u32,
+
+    /// Origin -> target edges kept in the kernel (LRU).
+    #[arg(long, value_name = "N", default_value_t = Capacities::default().edges,
+          value_parser = parse_capacity)]
+    pub max_edges: u32,
+
+    /// How to attach: register-reading uprobes, libbpf's generic USDT decoding, or the
+    /// cheapest that the probe sites allow.
+    #[arg(long, value_enum, value_name = "MODE", default_value_t = Mode::Auto)]
+    pub attach: Mode,
+
+    /// Cost of one probe hit in nanoseconds, instead of measuring it at start-up.
+    #[arg(long, value_name = "NS", value_parser = parse_cost, allow_negative_numbers = true)]
+    pub hit_cost_ns: Option<f64>,
+}
+
+/// `--attach` values.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum Mode {
+    /// Uprobes when the probe sites allow it, else USDT.
+    Auto,
+    /// Register-reading uprobes.
+    Uprobe,
+    /// libbpf USDT argument decoding.
+    Usdt,
+}
+
+impl Args {
+    /// Loader options from the flags.
+    pub fn options(&self) -> loader::Options {
+        loader::Options {
+            capacities: Capacities {
+                greenlets: self.max_greenlets,
+                edges: self.max_edges,
+            },
+            mode: match self.attach {
+                Mode::Auto => AttachMode::Auto,
+                Mode::Uprobe => AttachMode::Uprobe,
+                Mode::Usdt => AttachMode::Usdt,
+            },
+        }
+    }
+}
+
+fn parse_pid(s: &str) -> Result<i32, String> {
+    match s.parse::<i32>() {
+        Ok(p) if p > 0 => Ok(p),
+        _ => Err("a PID is a positive integer".into()),
+    }
+}
+
+fn parse_seconds(s: &str) -> Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(v) if v.is_finite() && (0.05..=3600.0).contains(&v) => Ok(v),
+        Ok(_) => Err("the interval must be between 0.05 and 3600 seconds".into()),
+        Err(_) => Err("not a number of seconds".into()),
+    }
+}
+
+fn parse_count(s: &str) -> Result<u64, String> {
+    match s.parse::<u64>() {
+        Ok(n) if n > 0 => Ok(n),
+        _ => Err("a count is a positive integer".into()),
+    }
+}
+
+fn parse_capacity(s: &str) -> Result<u32, String> {
+    match s.parse::<u32>() {
+        Ok(n) if (1..=Capacities::MAX).contains(&n) => Ok(n),
+        _ => Err(format!(
+            "a capacity is an integer in 1..={}",
+            Capacities::MAX
+        )),
+    }
+}
+
+fn parse_cost(s: &str) -> Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(v) if v.is_finite() && v >= 0.0 => Ok(v),
+        _ => Err("a cost is a non-negative number of nanoseconds".into()),
+    }
+}
+
+/// The first sentence of a clap error, on one line, without clap's `error: ` prefix.
+fn one_line(err: &clap::Error) -> String {
+    let text = err.render().to_string();
+    let mut parts = Vec::new();
+    for line in text.lines() {
+        let line = line.trim();
+        if line.is_empty() || line.starts_with("Usage:") || line.starts_with("For more") {
+            break;
+        }
+        parts.push(line.strip_prefix("error: ").unwrap_or(line).to_string());
+    }
+    parts.join(" ")
+}
+
+fn main() -> ExitCode {
+    let args = match Args::try_parse() {
+        Ok(a) => a,
+        Err(e) => {
+            use clap::error::ErrorKind;
+            if matches!(e.kind(), ErrorKind::DisplayHelp | ErrorKind::DisplayVersion) {
+                print!("{}", e.render());
+                return ExitCode::SUCCESS;
+            }
+            eprintln!("gltop: {}", one_line(&e));
+            return ExitCode::from(2);
+        }
+    };
+    if !args.json && !std::io::stdout().is_terminal() {
+        // Checked before attaching: the TUI would fail only after the attach and the cost
+        // measurement, or draw escape sequences into a file.
+        eprintln!(
+            "gltop: the live view needs a terminal on stdout; use --json to write to a pipe or a file"
+        );
+        return ExitCode::from(2);
+    }
+    match run::run(&args) {
+        Ok(run::End::TargetExited(p)) => {
+            if p.has_execed() {
+                eprintln!(
+                    "gltop: process {} ({}) replaced its program (exec): its greenlet probes are gone",
+                    p.pid, p.comm
+                );
+            } else {
+                eprintln!("gltop: process {} ({}) exited", p.pid, p.comm);
+            }
+            ExitCode::SUCCESS
+        }
+        Ok(run::End::Done) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("gltop: {e}");
+            ExitCode::from(e.exit_code())
+        }
+    }
+}

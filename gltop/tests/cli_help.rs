@@ -1,0 +1,175 @@
+//! `--help` of every binary with a command line, compared exactly with the text stored in
+//! `tests/snapshots/NAME.help.txt` (issue 6, item 4). On a mismatch the test prints a diff;
+//! `UPDATE_SNAPSHOTS=1 cargo test -p gltop --test cli_help` rewrites the files (review
+//! the change with `git diff tests/snapshots`).
+//!
+//! The text must not depend on the terminal: it is the same through a pipe with any
+//! `COLUMNS`, and on a 40-column terminal (a pseudo-terminal made by util-linux `script`).
+
+mod gltop_common;
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+use gltop_common::example;
+
+/// The binaries with a command line: gltop and the examples that parse options with clap
+/// (`switch_loop` takes two positional arguments and has no `--help`).
+fn binaries() -> Vec<(&'static str, PathBuf)> {
+    vec![
+        ("gltop", PathBuf::from(env!("CARGO_BIN_EXE_gltop"))),
+        ("workload", example("workload")),
+        ("demo", example("demo")),
+        ("gltop_target", example("gltop_target")),
+        ("million", example("million")),
+    ]
+}
+
+fn snapshot_path(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/snapshots")
+        .join(format!("{name}.help.txt"))
+}
+
+/// A command that prints plain text whatever the environment says about colours.
+fn plain(cmd: &mut Command) -> &mut Command {
+    cmd.env("NO_COLOR", "1")
+        .env_remove("CLICOLOR_FORCE")
+        .env_remove("CLICOLOR")
+        .stdin(Stdio::null())
+}
+
+/// `bin --help` through a pipe, with `COLUMNS=columns`.
+fn help_piped(name: &str, bin: &Path, columns: &str) -> String {
+    let out = plain(Command::new(bin).arg("--help").env("COLUMNS", columns))
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {name}: {e}"));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{name} --help: {}: {err}", out.status);
+    assert!(err.is_empty(), "{name} --help wrote on stderr: {err}");
+    String::from_utf8(out.stdout).expect("help is UTF-8")
+}
+
+/// `bin --help` on a pseudo-terminal 40 columns wide, or None without `script`.
+fn help_on_a_terminal(name: &str, bin: &Path) -> Option<String> {
+    let inner = format!("stty cols 40 rows 24; exec '{}' --help", bin.display());
+    let out = plain(Command::new("script").args(["-q", "-e", "-c", &inner, "/dev/null"]))
+        .output()
+        .ok()?;
+    assert!(out.status.success(), "{name} --help on a terminal: {out:?}");
+    // The terminal turns each newline into CR LF.
+    Some(
+        String::from_utf8(out.stdout)
+            .expect("help is UTF-8")
+            .replace("\r\n", "\n"),
+    )
+}
+
+/// A line diff of `want` (-) and `got` (+), with two lines of context around each change.
+fn diff(want: &str, got: &str) -> String {
+    let (a, b): (Vec<&str>, Vec<&str>) = (want.lines().collect(), got.lines().collect());
+    // Longest common subsequence table, from the ends.
+    let mut lcs = vec![vec![0usize; b.len() + 1]; a.len() + 1];
+    for i in (0..a.len()).rev() {
+        for j in (0..b.len()).rev() {
+            lcs[i][j] = if a[i] == b[j] {
+                lcs[i + 1][j + 1] + 1
+            } else {
+                lcs[i + 1][j].max(lcs[i][j + 1])
+            };
+        }
+    }
+    let mut ops: Vec<(char, &str)> = Vec::new();
+    let (mut i, mut j) = (0, 0);
+    while i < a.len() || j < b.len() {
+        if i < a.len() && j < b.len() && a[i] == b[j] {
+            ops.push((' ', a[i]));
+            (i, j) = (i + 1, j + 1);
+        } else if i < a.len() && (j == b.len() || lcs[i + 1][j] >= lcs[i][j + 1]) {
+            ops.push(('-', a[i]));
+            i += 1;
+        } else {
+            ops.push(('+', b[j]));
+            j += 1;
+        }
+    }
+    let near_change = |k: usize| {
+        ops[k.saturating_sub(2)..(k + 3).min(ops.len())]
+            .iter()
+            .any(|(op, _)| *op != ' ')
+    };
+    let mut out = String::new();
+    let mut skipped = false;
+    for (k, (op, line)) in ops.iter().enumerate() {
+        if near_change(k) {
+            out.push_str(&format!("{op} {line}\n"));
+            skipped = false;
+        } else if !skipped {
+            out.push_str("  ...\n");
+            skipped = true;
+        }
+    }
+    if want.ends_with('\n') != got.ends_with('\n') {
+        out.push_str("(the final newline differs)\n");
+    }
+    out
+}
+
+#[test]
+fn the_diff_shows_what_changed() {
+    let d = diff("a\nb\nc\nd\ne\nf\ng\n", "a\nb\nc\nD\ne\nf\ng\nh\n");
+    assert_eq!(d, "  ...\n  b\n  c\n- d\n+ D\n  e\n  f\n  g\n+ h\n", "{d}");
+}
+
+#[test]
+fn help_matches_the_snapshots_whatever_the_terminal() {
+    let update = std::env::var("UPDATE_SNAPSHOTS").as_deref() == Ok("1");
+    if update && std::env::var("CI").as_deref() == Ok("true") {
+        panic!("UPDATE_SNAPSHOTS=1 under CI=true: snapshots are updated by a person, not by CI");
+    }
+    let mut failures = Vec::new();
+    for (name, bin) in binaries() {
+        let help = help_piped(name, &bin, "80");
+        for columns in ["20", "300"] {
+            if help_piped(name, &bin, columns) != help {
+                failures.push(format!(
+                    "{name} --help changes with COLUMNS={columns}: wrap it at a fixed width"
+                ));
+            }
+        }
+        match help_on_a_terminal(name, &bin) {
+            Some(tty) if tty != help => failures.push(format!(
+                "{name} --help differs on a 40-column terminal:\n{}",
+                diff(&help, &tty)
+            )),
+            Some(_) => {}
+            None if std::env::var("CI").as_deref() == Ok("true") => {
+                panic!("script (util-linux) is required under CI=true")
+            }
+            None => eprintln!("script is not installed: {name} not checked on a terminal"),
+        }
+
+        let path = snapshot_path(name);
+        if update {
+            std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+            std::fs::write(&path, &help).unwrap();
+            eprintln!("updated {}", path.display());
+            continue;
+        }
+        match std::fs::read_to_string(&path) {
+            Ok(want) if want == help => {}
+            Ok(want) => failures.push(format!(
+                "{name} --help differs from {} (- stored, + now):\n{}",
+                path.display(),
+                diff(&want, &help)
+            )),
+            Err(e) => failures.push(format!("{}: {e}", path.display())),
+        }
+    }
+    assert!(
+        failures.is_empty(),
+        "{}\n\nIf the new text is right: UPDATE_SNAPSHOTS=1 cargo test -p gltop --test \
+         cli_help, then review git diff tests/snapshots.",
+        failures.join("\n\n")
+    );
+}

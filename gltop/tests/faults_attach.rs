@@ -1,0 +1,310 @@
+//! Fault tests of an attachment, with real BPF (issue 6, item 3): gltop killed with SIGKILL
+//! leaves no BPF link, program or map and the probe semaphores back at zero (both attach
+//! modes); a target killed with SIGKILL ends gltop cleanly; gltops attached to one process
+//! at once count exactly and come and go independently; maps ten times too small show their
+//! overflow in the TUI header and survive the detail view of an evicted greenlet.
+//!
+//! The BPF objects are found by the target's PID (see `gltop_common::kernel`), so other BPF
+//! users on the machine do not disturb these checks.
+
+mod gltop_common;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::os::unix::process::ExitStatusExt;
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use gltop_common::kernel::{gltop_objects, Objects};
+use gltop_common::tmux::{tmux_or_skip, Tmux};
+use gltop_common::*;
+use nix::sys::signal::Signal;
+use serde_json::Value;
+
+const LONG: Duration = Duration::from_secs(30);
+
+/// A target that keeps switching (for hours) once a tracer is attached.
+fn long_target(threads: &str) -> Proc {
+    target(&[
+        "--threads",
+        threads,
+        "--greenlets",
+        "3",
+        "--rounds",
+        "100000000",
+        "--throw-every",
+        "5",
+    ])
+}
+
+/// Waits until gltop's stderr says it is attached.
+fn wait_gltop_attached(g: &Proc) {
+    assert!(
+        g.wait_stderr("attached to process", LONG),
+        "gltop did not attach: {}",
+        g.stderr_so_far()
+    );
+}
+
+#[test]
+fn gltop_killed_with_sigkill_leaves_no_link_program_or_map_and_zero_semaphores() {
+    if !bpf_or_skip("gltop_killed_with_sigkill_leaves_no_link_program_or_map_and_zero_semaphores") {
+        return;
+    }
+    let _s = serial();
+    for mode in ["uprobe", "usdt"] {
+        let t = long_target("2");
+        assert_eq!(gltop_objects(t.pid()), Default::default(), "{mode}");
+        let mut g = gltop_json(t.pid(), &["-d", "1", "--attach", mode]);
+        wait_gltop_attached(&g);
+        let attached = gltop_objects(t.pid());
+        // One link per probe, the programs of both modes (one object is loaded), and the
+        // maps: greenlets, edges, totals and libbpf's own.
+        assert_eq!(attached.links.len(), 4, "{mode}: {attached:?}");
+        assert!(attached.programs.len() >= 4, "{mode}: {attached:?}");
+        assert!(attached.maps.len() >= 3, "{mode}: {attached:?}");
+        assert!(
+            semaphores(t.pid()).iter().all(|(_, v)| *v > 0),
+            "{mode}: {:?}",
+            semaphores(t.pid())
+        );
+
+        g.signal(Signal::SIGKILL);
+        let st = g.wait_for(LONG).expect("gltop died");
+        assert_eq!(st.signal(), Some(Signal::SIGKILL as i32), "{mode}");
+        assert!(
+            semaphores_zero_within(t.pid(), Duration::from_secs(10)),
+            "{mode}: semaphores after SIGKILL: {:?}",
+            semaphores(t.pid())
+        );
+        let left = attached.wait_gone(Duration::from_secs(10));
+        assert!(left.is_empty(), "{mode}: outlived gltop: {left:?}");
+        assert_eq!(gltop_objects(t.pid()), Default::default(), "{mode}");
+        // The target goes on unharmed.
+        std::thread::sleep(Duration::from_millis(200));
+        assert!(
+            gltop::loader::Process::find(t.pid()).is_ok(),
+            "{mode}: the target died with gltop"
+        );
+    }
+}
+
+#[test]
+fn a_target_killed_with_sigkill_ends_gltop_with_a_message_and_exit_zero() {
+    if !bpf_or_skip("a_target_killed_with_sigkill_ends_gltop_with_a_message_and_exit_zero") {
+        return;
+    }
+    let _s = serial();
+    let mut t = long_target("2");
+    // An interval far longer than the test: only the target's death makes gltop print.
+    let mut g = gltop_json(t.pid(), &["-d", "3600"]);
+    wait_gltop_attached(&g);
+    assert!(wait_attached(t.pid(), LONG));
+    let attached = gltop_objects(t.pid());
+    assert_eq!(attached.links.len(), 4, "{attached:?}");
+    // Let it switch a while, then kill it mid-flight.
+    std::thread::sleep(Duration::from_millis(500));
+    t.signal(Signal::SIGKILL);
+    let t_st = t.wait_for(LONG).expect("the target died");
+    assert_eq!(t_st.signal(), Some(Signal::SIGKILL as i32));
+
+    let st = g.wait_for(Duration::from_secs(10)).expect("gltop ends");
+    let err = g.stderr_text();
+    assert_eq!(st.code(), Some(0), "{err}");
+    let lines: Vec<&str> = err.lines().collect();
+    assert_eq!(lines.len(), 2, "attached, then exited: {err}");
+    assert_eq!(
+        lines[1],
+        format!("gltop: process {} (gltop_target) exited", t.pid())
+    );
+    let out = json_lines(&g.stdout_text());
+    assert_eq!(out.len(), 1, "one final snapshot");
+    let totals = &out[0]["totals"];
+    assert!(totals["switches"].as_u64().unwrap() > 0, "{totals}");
+    assert!(totals["throws"].as_u64().unwrap() > 0, "{totals}");
+    // Killed mid-flight: no greenlet died (SIGKILL runs no code in the target).
+    assert_eq!(totals["greenlets_dead"], 0, "{totals}");
+    let left = attached.wait_gone(Duration::from_secs(10));
+    assert!(left.is_empty(), "outlived gltop: {left:?}");
+}
+
+/// gltop's last line against `gltop_target`'s report: totals, every edge and every greenlet's
+/// name and counts, exactly.
+fn assert_matches_target(who: &str, report: &Value, last: &Value) {
+    let totals = &last["totals"];
+    assert_eq!(totals["switches"], report["switches"], "{who}: switches");
+    assert_eq!(totals["throws"], report["throws"], "{who}: throws");
+    assert_eq!(totals["dropped"], 0, "{who}: {totals}");
+    assert_eq!(totals["late_greenlets"], 0, "{who}: {totals}");
+
+    let want: BTreeMap<(u64, u64), (u64, u64)> = report["edges"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| {
+            let n = |i: usize| e[i].as_u64().unwrap();
+            ((n(0), n(1)), (n(2), n(3)))
+        })
+        .collect();
+    assert_eq!(edge_counts(last), want, "{who}: per-edge counts");
+
+    let names = report["names"].as_object().unwrap();
+    let ids: BTreeSet<u64> = names.keys().map(|k| k.parse().unwrap()).collect();
+    let recorded: BTreeSet<u64> = last["greenlets"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|g| g["id"].as_u64().unwrap())
+        .collect();
+    assert_eq!(recorded, ids, "{who}: the greenlets recorded");
+    for id in ids {
+        let g = greenlet(last, id).unwrap();
+        assert_eq!(g["name"], names[&id.to_string()], "{who}: name of {id}");
+        let sum = |dir: fn(&(u64, u64)) -> u64, count: fn(&(u64, u64)) -> u64| -> u64 {
+            want.iter()
+                .filter(|(k, _)| dir(k) == id)
+                .map(|(_, v)| count(v))
+                .sum()
+        };
+        assert_eq!(g["switches_in"], sum(|k| k.1, |v| v.0), "{who}: {id}");
+        assert_eq!(g["switches_out"], sum(|k| k.0, |v| v.0), "{who}: {id}");
+        assert_eq!(g["throws_in"], sum(|k| k.1, |v| v.1), "{who}: {id}");
+        assert_eq!(g["throws_out"], sum(|k| k.0, |v| v.1), "{who}: {id}");
+        assert_eq!(g["state"], "dead", "{who}: {id}");
+    }
+}
+
+#[test]
+fn gltops_on_one_process_count_exactly_and_come_and_go_independently() {
+    if !bpf_or_skip("gltops_on_one_process_count_exactly_and_come_and_go_independently") {
+        return;
+    }
+    let _s = serial();
+    let dir = std::env::temp_dir().join(format!("gltop-faults-two-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let go = dir.join("go");
+    let _ = std::fs::remove_file(&go);
+    let mut t = Proc::spawn(
+        Command::new(example("gltop_target"))
+            .args([
+                "--threads",
+                "3",
+                "--greenlets",
+                "4",
+                "--rounds",
+                "20000",
+                "--throw-every",
+                "3",
+            ])
+            .arg("--wait-for-file")
+            .arg(&go)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped()),
+    );
+    // Two that stay, one per attach mode, with different intervals.
+    let mut a = gltop_json(t.pid(), &["-d", "0.5", "--attach", "uprobe"]);
+    let mut b = gltop_json(t.pid(), &["-d", "0.7", "--attach", "usdt"]);
+    wait_gltop_attached(&a);
+    wait_gltop_attached(&b);
+    let two = semaphores(t.pid());
+    let objects_ab = gltop_objects(t.pid());
+    assert_eq!(objects_ab.links.len(), 8, "{objects_ab:?}");
+
+    // The kernel counts each probe site once per process in its semaphore, however many
+    // tracers share the site's uprobe.
+    assert!(two.iter().all(|(_, n)| *n > 0), "{two:?}");
+
+    // A third one comes and is killed: the other two keep their links and the semaphores.
+    let mut c = gltop_json(t.pid(), &["-d", "0.5"]);
+    wait_gltop_attached(&c);
+    assert_eq!(semaphores(t.pid()), two, "with a third gltop");
+    let objects_abc = gltop_objects(t.pid());
+    assert_eq!(objects_abc.links.len(), 12, "{objects_abc:?}");
+    c.signal(Signal::SIGKILL);
+    assert!(c.wait_for(LONG).is_some());
+    let c_only = Objects {
+        links: &objects_abc.links - &objects_ab.links,
+        programs: &objects_abc.programs - &objects_ab.programs,
+        maps: &objects_abc.maps - &objects_ab.maps,
+    };
+    let left = c_only.wait_gone(Duration::from_secs(10));
+    assert!(left.is_empty(), "outlived the killed gltop: {left:?}");
+    // The other two are untouched: their objects, and their share of the semaphores.
+    assert_eq!(gltop_objects(t.pid()), objects_ab);
+    assert_eq!(semaphores(t.pid()), two, "semaphores after the third left");
+
+    std::fs::write(&go, b"").unwrap();
+    let st = t
+        .wait_for(Duration::from_secs(120))
+        .expect("the target ends");
+    assert!(st.success(), "{}", t.stderr_text());
+    let report: Value = serde_json::from_str(t.stdout_text().trim()).unwrap();
+    assert!(report["switches"].as_u64().unwrap() > 100_000, "{report}");
+    for (who, g) in [("uprobe gltop", &mut a), ("usdt gltop", &mut b)] {
+        let st = g.wait_for(LONG).expect("gltop ends with its target");
+        assert_eq!(st.code(), Some(0), "{who}: {}", g.stderr_text());
+        let last = json_lines(&g.stdout_text()).pop().unwrap();
+        assert_eq!(last["attach"]["mode"], who.split(' ').next().unwrap());
+        assert_matches_target(who, &report, &last);
+    }
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+/// The `dropped N` of the TUI header, if shown.
+fn header_dropped(screen: &str) -> Option<String> {
+    let line = screen.lines().find(|l| l.contains("tracing cost"))?;
+    let rest = &line[line.find("dropped ")? + "dropped ".len()..];
+    Some(rest.split_whitespace().next()?.to_string())
+}
+
+#[test]
+fn overflowing_maps_show_in_the_tui_header_and_an_evicted_detail_does_not_crash() {
+    if !bpf_or_skip("overflowing_maps_show_in_the_tui_header_and_an_evicted_detail_does_not_crash")
+        || !tmux_or_skip()
+    {
+        return;
+    }
+    let _s = serial();
+    // 640 greenlets in a ring, maps of 64: every trip round the ring evicts.
+    let t = target(&[
+        "--threads",
+        "1",
+        "--greenlets",
+        "640",
+        "--rounds",
+        "100000000",
+    ]);
+    let cmd = format!(
+        "{} -p {} -d 0.5 --hit-cost-ns 500 --max-greenlets 64 --max-edges 64; \
+         echo GLTOP_EXIT=$?; sleep 60",
+        env!("CARGO_BIN_EXE_gltop"),
+        t.pid()
+    );
+    let tmux = Tmux::start("overflow", &cmd);
+    let screen = tmux.wait_for("a non-zero dropped count", LONG, |s| {
+        header_dropped(s).is_some_and(|d| d != "0")
+    });
+    assert!(
+        screen.contains("maps hold 64 and 64, see --max-greenlets"),
+        "{screen}"
+    );
+    assert!(screen.contains("evicted"), "{screen}");
+    // The table never shows more than the map holds.
+    let shown = screen
+        .lines()
+        .find_map(|l| {
+            let rest = &l[l.find(" greenlets (")? + " greenlets (".len()..];
+            rest[..rest.find(')')?].parse::<u64>().ok()
+        })
+        .unwrap_or_else(|| panic!("no table title:\n{screen}"));
+    assert!(shown <= 64, "{shown} rows from maps of 64:\n{screen}");
+
+    // The detail of a ring greenlet: it is evicted at some refresh while shown.
+    tmux.keys(&["j", "Enter"]);
+    tmux.wait_for("the detail of an evicted greenlet", LONG, |s| {
+        s.contains("is no longer recorded (evicted from the map)")
+    });
+    tmux.keys(&["Escape", "q"]);
+    let screen = tmux.wait_for("gltop's exit", LONG, |s| s.contains("GLTOP_EXIT="));
+    assert!(screen.contains("GLTOP_EXIT=0"), "{screen}");
+    assert!(semaphores_zero_within(t.pid(), Duration::from_secs(10)));
+}

@@ -1,0 +1,305 @@
+//! Kernel-side counts equal what `settrace` saw, exactly: totals, per-edge and per-greenlet
+//! counts from `gltop --json`, against the settrace report of the probes issue's workload
+//! (`workloads/src/bin/workload.rs`); and the JSON lines are cumulative with consistent rates.
+
+mod gltop_common;
+
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use gltop_common::*;
+use serde_json::Value;
+
+/// Runs the probes issue's workload with `args` under `gltop --json` with `gltop_args`: the
+/// workload waits on stdin until gltop says it is attached. Returns (the workload's report,
+/// gltop's last line).
+fn traced_workload(args: &[&str], gltop_args: &[&str]) -> (Value, Value) {
+    let mut w = Proc::spawn(
+        Command::new(example("workload"))
+            .args(args)
+            .args(["--wait", "stdin"])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped()),
+    );
+    assert!(
+        w.wait_stderr("workload: ready", Duration::from_secs(30)),
+        "{}",
+        w.stderr_so_far()
+    );
+    let mut g = gltop_json(w.pid(), gltop_args);
+    assert!(
+        g.wait_stderr("attached to process", Duration::from_secs(60)),
+        "{}",
+        g.stderr_so_far()
+    );
+    w.child.stdin.take().unwrap().write_all(b"go\n").unwrap();
+    let st = w
+        .wait_for(Duration::from_secs(300))
+        .expect("the workload finished");
+    assert!(st.success(), "workload failed: {}", w.stderr_text());
+    let g_st = g
+        .wait_for(Duration::from_secs(30))
+        .expect("gltop exits after the workload");
+    let err = g.stderr_text();
+    assert!(g_st.success() && err.contains("exited"), "gltop: {err}");
+    let report: Value = serde_json::from_str(w.stdout_text().trim()).expect("workload report");
+    let last = json_lines(&g.stdout_text())
+        .pop()
+        .expect("gltop's final line");
+    (report, last)
+}
+
+/// gltop's last line against the workload's report: every count, exactly.
+fn assert_workload_exact(report: &Value, last: &Value) {
+    let totals = &last["totals"];
+    let want = &report["totals"];
+    assert_eq!(totals["switches"], want["switch"], "switches");
+    assert_eq!(totals["throws"], want["throw"], "throws");
+    assert_eq!(
+        totals["greenlets_created"], want["new"],
+        "greenlets created"
+    );
+    assert_eq!(totals["greenlets_dead"], want["dead"], "deaths");
+    assert_eq!(totals["dropped"], 0, "{totals}");
+    assert_eq!(totals["late_greenlets"], 0, "{totals}");
+    for (outcome, n) in report["deaths"].as_object().unwrap() {
+        assert_eq!(
+            totals["dead_by_outcome"][outcome], *n,
+            "deaths by {outcome}"
+        );
+    }
+
+    // Edges: (origin, target) -> (switches, throws).
+    let mut edges: BTreeMap<(u64, u64), (u64, u64)> = BTreeMap::new();
+    for e in report["edges"].as_array().unwrap() {
+        let key = (e["origin"].as_u64().unwrap(), e["target"].as_u64().unwrap());
+        let count = e["count"].as_u64().unwrap();
+        let slot = edges.entry(key).or_default();
+        match e["kind"].as_str().unwrap() {
+            "switch" => slot.0 += count,
+            _ => slot.1 += count,
+        }
+    }
+    assert_eq!(edge_counts(last), edges, "per-edge counts");
+
+    // Per greenlet: identity as the workload recorded it, and counts as its edges sum up.
+    let mut sums: BTreeMap<u64, [u64; 4]> = BTreeMap::new();
+    for (&(origin, target), &(sw, th)) in &edges {
+        let t = sums.entry(target).or_default();
+        t[0] += sw;
+        t[2] += th;
+        let o = sums.entry(origin).or_default();
+        o[1] += sw;
+        o[3] += th;
+    }
+    let greenlets = report["greenlets"].as_array().unwrap();
+    assert_eq!(last["greenlets"].as_array().unwrap().len(), greenlets.len());
+    for w in greenlets {
+        let id = w["id"].as_u64().unwrap();
+        let g = greenlet(last, id).unwrap_or_else(|| panic!("greenlet {id} recorded"));
+        assert_eq!(g["name"], w["name"], "name of {id}");
+        assert_eq!(g["tid"], w["tid"], "thread of {id}");
+        assert_eq!(g["main"], w["main"], "main-ness of {id}");
+        let parent = w["parent"].as_u64().unwrap();
+        assert_eq!(g["parent"].as_u64().unwrap_or(0), parent, "parent of {id}");
+        assert_eq!(g["outcome"], w["outcome"], "outcome of {id}");
+        assert_eq!(g["state"], "dead", "{id}");
+        let [sw_in, sw_out, th_in, th_out] = sums.get(&id).copied().unwrap_or_default();
+        assert_eq!(g["switches_in"], sw_in, "switches in of {id}");
+        assert_eq!(g["switches_out"], sw_out, "switches out of {id}");
+        assert_eq!(g["throws_in"], th_in, "throws in of {id}");
+        assert_eq!(g["throws_out"], th_out, "throws out of {id}");
+    }
+}
+
+/// At least `at_least` switches on four threads (8 workers each, a throw per ten switch
+/// steps, 2 kills per iteration), counted exactly; gltop refreshes every `delay` seconds.
+fn four_threads_exact(switches: u64, iterations: u64, delay: &str, at_least: u64) {
+    let started = std::time::Instant::now();
+    let (switches, throws, iterations) = (
+        switches.to_string(),
+        (switches / 10).to_string(),
+        iterations.to_string(),
+    );
+    let (report, last) = traced_workload(
+        &[
+            "--threads",
+            "4",
+            "--greenlets",
+            "8",
+            "--switches",
+            &switches,
+            "--throws",
+            &throws,
+            "--kills",
+            "2",
+            "--iterations",
+            &iterations,
+        ],
+        &["-d", delay],
+    );
+    let switches = report["totals"]["switch"].as_u64().unwrap();
+    assert!(switches >= at_least, "{switches} switches");
+    assert_eq!(report["threads"], 4);
+    assert_eq!(last["attach"]["mode"], "uprobe");
+    assert_workload_exact(&report, &last);
+    eprintln!(
+        "{switches} switches on 4 threads counted exactly in {:.1} s",
+        started.elapsed().as_secs_f64()
+    );
+}
+
+#[test]
+fn a_million_switches_on_four_threads_match_the_workload_exactly() {
+    if !bpf_or_skip("a_million_switches_on_four_threads_match_the_workload_exactly") {
+        return;
+    }
+    four_threads_exact(60_000, 2, "0.5", 1_000_000);
+}
+
+/// Issue 6: ten million switches on four threads, counted exactly. About 10.8 million probe
+/// hits at 0.6-0.8 µs each on top of the debug-built workload's own ~25 s of CPU: 26 to 54 s
+/// on the project's shared 2-core VM, depending on the other load (the test prints it).
+#[test]
+fn ten_million_switches_on_four_threads_match_the_workload_exactly() {
+    if !bpf_or_skip("ten_million_switches_on_four_threads_match_the_workload_exactly") {
+        return;
+    }
+    four_threads_exact(100_000, 11, "1", 10_000_000);
+}
+
+#[test]
+fn the_workload_counts_the_same_with_libbpf_usdt_and_a_random_topology() {
+    if !bpf_or_skip("the_workload_counts_the_same_with_libbpf_usdt_and_a_random_topology") {
+        return;
+    }
+    let (report, last) = traced_workload(
+        &[
+            "--threads",
+            "2",
+            "--greenlets",
+            "5",
+            "--switches",
+            "3000",
+            "--throws",
+            "500",
+            "--seed",
+            "7",
+            "--iterations",
+            "3",
+        ],
+        &["-d", "0.5", "--attach", "usdt"],
+    );
+    assert_eq!(last["attach"]["mode"], "usdt");
+    assert_workload_exact(&report, &last);
+}
+
+#[test]
+fn totals_are_cumulative_and_rates_follow_the_interval() {
+    if !bpf_or_skip("totals_are_cumulative_and_rates_follow_the_interval") {
+        return;
+    }
+    let mut t = target(&[
+        "--threads",
+        "1",
+        "--greenlets",
+        "2",
+        "--rounds",
+        "60000",
+        "--spin-us",
+        "20",
+    ]);
+    let mut g = gltop_json(t.pid(), &["-d", "0.3"]);
+    assert!(t.wait_for(Duration::from_secs(120)).is_some());
+    assert!(g.wait_for(Duration::from_secs(30)).is_some());
+    let lines = json_lines(&g.stdout_text());
+    assert!(lines.len() >= 3, "several intervals: {}", lines.len());
+    let switches: Vec<u64> = lines
+        .iter()
+        .map(|l| l["totals"]["switches"].as_u64().unwrap())
+        .collect();
+    assert!(
+        switches.windows(2).all(|w| w[0] <= w[1]),
+        "cumulative: {switches:?}"
+    );
+    for w in lines.windows(2) {
+        let dt = w[1]["interval_s"].as_f64().unwrap();
+        let d = w[1]["totals"]["switches"].as_u64().unwrap()
+            - w[0]["totals"]["switches"].as_u64().unwrap();
+        let rate = w[1]["rates"]["switches_per_s"].as_f64().unwrap();
+        assert!(
+            (rate * dt - d as f64).abs() <= 1.0 + 1e-6 * d as f64,
+            "{rate} * {dt} vs {d}"
+        );
+    }
+    let cost = &lines[1]["cost"];
+    assert_eq!(cost["per_hit_ns"], 500.0);
+    let hits = lines[1]["rates"]["probe_hits_per_s"].as_f64().unwrap();
+    let share = cost["cpu_share"].as_f64().unwrap();
+    assert!(
+        (share - hits * 500e-9).abs() < 1e-9,
+        "{share} vs {hits} hits/s"
+    );
+}
+
+/// While the target keeps creating greenlets, every snapshot holds every record the maps hold:
+/// none is cut short. (Reading the maps in batches smaller than the map once lost everything
+/// after the first short batch: snapshots of 1023, 2047, ... greenlets, the hubs missing,
+/// and their whole counts shown as one interval's rate when they came back.)
+#[test]
+fn every_snapshot_of_a_busy_process_holds_every_greenlet() {
+    if !bpf_or_skip("every_snapshot_of_a_busy_process_holds_every_greenlet") {
+        return;
+    }
+    let _serial = serial();
+    let mut demo = Proc::spawn(
+        Command::new(example("demo"))
+            .args([
+                "--conns-per-sec",
+                "1000",
+                "--seconds",
+                "8",
+                "--wait-for-tracer",
+            ])
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped()),
+    );
+    let mut g = gltop_json(demo.pid(), &["-d", "0.4"]);
+    let st = g
+        .wait_for(Duration::from_secs(120))
+        .expect("gltop exits after the demo");
+    assert!(st.success(), "gltop: {}", g.stderr_text());
+    demo.wait_for(Duration::from_secs(30));
+    let lines = json_lines(&g.stdout_text());
+    assert!(lines.len() >= 10, "{} lines", lines.len());
+    let most = lines
+        .iter()
+        .map(|l| l["greenlets"].as_array().unwrap().len())
+        .max()
+        .unwrap();
+    assert!(
+        most > 4096,
+        "the demo made only {most} greenlets: not a busy map"
+    );
+    for (i, line) in lines.iter().enumerate() {
+        let totals = &line["totals"];
+        assert_eq!(totals["dropped"], 0, "line {i}: the maps are large enough");
+        let records = line["greenlets"].as_array().unwrap().len() as u64;
+        // Totals are read first: every greenlet they count is in the map read after them.
+        let created = totals["greenlets_created"].as_u64().unwrap();
+        assert!(
+            records >= created,
+            "line {i}: {records} records for {created} greenlets created"
+        );
+        let hubs = line["greenlets"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|g| g["name"] == "hub")
+            .count();
+        assert_eq!(hubs, 2, "line {i}: both hubs (one per thread) are there");
+    }
+}
