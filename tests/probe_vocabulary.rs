@@ -72,7 +72,10 @@ fn the_d_file_declares_the_probes_in_the_runtime_order() {
 fn the_d_file_and_the_readmes_list_the_outcomes_of_the_runtime() {
     for path in ["probes/greenlet.d", "README.md", "scripts/README.md"] {
         let lists = outcome_lists(&read(path));
-        assert!(!lists.is_empty(), "{path}: no outcome list (0 returned, ...)");
+        assert!(
+            !lists.is_empty(),
+            "{path}: no outcome list (0 returned, ...)"
+        );
         for list in lists {
             assert_eq!(list, expected_list(), "{path}: outcome list");
         }

@@ -96,6 +96,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use clap::{Parser, ValueEnum};
+use greenlet::probes::Outcome;
 use greenlet::{getcurrent, kill_all, settrace, Error, EventKind, Greenlet, Tracer, Value};
 use nix::sys::signal::{SigSet, Signal};
 use serde::Serialize;
@@ -214,26 +215,18 @@ impl Config {
     }
 }
 
-/// How a greenlet died: the `outcome` argument of `greenlet:dead`, by name.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize)]
-#[serde(rename_all = "snake_case")]
-enum Outcome {
-    Returned,
-    Error,
-    Exit,
-    Panic,
-    ThreadExit,
-    Discarded,
+/// Serialises an outcome by its name (`greenlet::probes::Outcome::name`).
+fn outcome_name<S: serde::Serializer>(o: &Option<Outcome>, s: S) -> Result<S::Ok, S::Error> {
+    serde::Serialize::serialize(&o.map(Outcome::name), s)
 }
 
-const OUTCOMES: [Outcome; 6] = [
-    Outcome::Returned,
-    Outcome::Error,
-    Outcome::Exit,
-    Outcome::Panic,
-    Outcome::ThreadExit,
-    Outcome::Discarded,
-];
+/// Serialises a count per outcome as a map keyed by the outcomes' names.
+fn by_outcome_name<S: serde::Serializer>(
+    counts: &BTreeMap<Outcome, u64>,
+    s: S,
+) -> Result<S::Ok, S::Error> {
+    s.collect_map(counts.iter().map(|(o, n)| (o.name(), n)))
+}
 
 /// A greenlet the workload created (or a thread's main greenlet).
 #[derive(Clone, Debug, Serialize)]
@@ -244,6 +237,7 @@ struct GreenletRecord {
     thread: u32,
     tid: i32,
     main: bool,
+    #[serde(serialize_with = "outcome_name")]
     outcome: Option<Outcome>,
 }
 
@@ -646,6 +640,7 @@ struct Report {
     threads: u32,
     config: Config,
     totals: Totals,
+    #[serde(serialize_with = "by_outcome_name")]
     deaths: BTreeMap<Outcome, u64>,
     edges: Vec<Edge>,
     per_thread: Vec<PerThread>,
@@ -683,7 +678,7 @@ struct PerThread {
 fn report(cfg: Config, mut threads: Vec<ThreadReport>) -> Report {
     threads.sort_by_key(|t| t.index);
     let mut totals = Totals::default();
-    let mut deaths: BTreeMap<Outcome, u64> = OUTCOMES.iter().map(|&o| (o, 0)).collect();
+    let mut deaths: BTreeMap<Outcome, u64> = Outcome::ALL.iter().map(|&o| (o, 0)).collect();
     let mut edges = Vec::new();
     let mut per_thread = Vec::new();
     let mut greenlets = Vec::new();
