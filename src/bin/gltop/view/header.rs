@@ -98,9 +98,11 @@ pub fn draw(f: &mut Frame<'_>, area: Rect, app: &App) {
     if dropped > 0 {
         fourth.push(
             format!(
-                " (evicted {} greenlets, {} edges: maps hold {} and {}, see --max-greenlets)",
-                count(t.greenlets_evicted),
-                count(t.edges_evicted),
+                " (maps full: {} greenlet, {} edge, {} thread events not recorded; \
+                 maps hold {} and {}, see --max-greenlets)",
+                count(t.greenlet_failures),
+                count(t.edge_failures),
+                count(t.thread_failures),
                 target.capacities.greenlets,
                 target.capacities.edges,
             )
