@@ -98,13 +98,8 @@ pub fn draw(f: &mut Frame<'_>, area: Rect, app: &App) {
     if dropped > 0 {
         fourth.push(
             format!(
-                " (maps full: {} greenlet, {} edge, {} thread events not recorded; \
-                 maps hold {} and {}, see --max-greenlets)",
-                count(t.greenlet_failures),
-                count(t.edge_failures),
-                count(t.thread_failures),
-                target.capacities.greenlets,
-                target.capacities.edges,
+                " (events lost: maps of {} greenlets and {} edges full, see --max-greenlets)",
+                target.capacities.greenlets, target.capacities.edges,
             )
             .into(),
         );
