@@ -24,16 +24,27 @@
 
 char LICENSE[] SEC("license") = "Dual MIT/GPL";
 
-/* Capacities are defaults; the loader sets its own before load. */
+/*
+ * Capacities are defaults; the loader sets its own before load. Plain hash
+ * maps, not LRU: an entry stays until user space deletes it (see greenlet.h,
+ * "Lifetimes"), so the record of a live greenlet is never lost to a newer one.
+ */
 struct {
-	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(type, BPF_MAP_TYPE_HASH);
 	__uint(max_entries, 16384);
 	__type(key, __u64);
 	__type(value, struct gl_stats);
 } greenlets SEC(".maps");
 
 struct {
-	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 4096);
+	__type(key, __u32);
+	__type(value, struct gl_thread);
+} threads SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
 	__uint(max_entries, 16384);
 	__type(key, struct gl_edge_key);
 	__type(value, struct gl_edge);
@@ -48,7 +59,14 @@ struct {
 
 /* Initial values for inserts (in .rodata, so they cost no stack). */
 static const struct gl_stats zero_stats;
+static const struct gl_thread zero_thread;
 static const struct gl_edge zero_edge;
+
+/* Keeps the compiler from moving memory accesses across it (see greenlet.h, "Lifetimes"). */
+#define barrier() asm volatile("" ::: "memory")
+
+/* Outcomes after which no transfer out of the greenlet follows (probes/greenlet.d). */
+#define GL_OUTCOME_THREAD_EXIT 4
 
 static __always_inline struct gl_totals *get_totals(void)
 {
@@ -59,8 +77,8 @@ static __always_inline struct gl_totals *get_totals(void)
 
 /*
  * The entry of greenlet `id`, created empty if absent. NULL only when the
- * insert failed, which is counted. `late`: the caller is not `new`, so an
- * entry created here is a greenlet that predates the attach (or was evicted).
+ * insert failed (the map is full), which is counted. `late`: the caller is not
+ * `new`, so an entry created here is a greenlet that predates the attach.
  */
 static __always_inline struct gl_stats *get_greenlet(__u64 id, struct gl_totals *tot, bool late)
 {
@@ -68,25 +86,38 @@ static __always_inline struct gl_stats *get_greenlet(__u64 id, struct gl_totals 
 
 	if (g)
 		return g;
-	if (bpf_map_update_elem(&greenlets, &id, &zero_stats, BPF_NOEXIST) == 0) {
-		tot->greenlet_inserts++;
-		if (late)
-			tot->late_greenlets++;
-	}
+	if (bpf_map_update_elem(&greenlets, &id, &zero_stats, BPF_NOEXIST) == 0 && late)
+		tot->late_greenlets++;
 	g = bpf_map_lookup_elem(&greenlets, &id);
 	if (!g)
 		tot->greenlet_failures++;
 	return g;
 }
 
-/*
- * Greenlets never change threads: the thread id is read once per record (a
- * record created by a transfer, for a greenlet that predates the attach).
- */
-static __always_inline void set_tid(struct gl_stats *g)
+/* The entry of thread `tid`, created empty if absent; NULL (counted) if the map is full. */
+static __always_inline struct gl_thread *get_thread(__u32 tid, struct gl_totals *tot)
 {
-	if (!g->tid)
-		g->tid = (__u32)bpf_get_current_pid_tgid();
+	struct gl_thread *t = bpf_map_lookup_elem(&threads, &tid);
+
+	if (t)
+		return t;
+	bpf_map_update_elem(&threads, &tid, &zero_thread, BPF_NOEXIST);
+	t = bpf_map_lookup_elem(&threads, &tid);
+	if (!t)
+		tot->thread_failures++;
+	return t;
+}
+
+/*
+ * Thread `t`'s current greenlet is now `id`, since `now`. The time is stored
+ * first: a reader that copies the entry front to back and sees the new
+ * `current` sees its `since_ns` too.
+ */
+static __always_inline void set_current(struct gl_thread *t, __u64 id, __u64 now)
+{
+	t->since_ns = now;
+	barrier();
+	t->current = id;
 }
 
 /* floor(log2(v)) for v >= 1, 0 for v == 0; branch-free. */
@@ -112,11 +143,11 @@ static __always_inline __u32 log2_u64(__u64 v)
 	return r;
 }
 
-/* The slice `g` is running ends at `now` (nothing if it is not running). */
-static __always_inline void end_slice(struct gl_stats *g, __u64 now)
+/* A slice of `g` that began at `since` (0: unknown) ends at `now`. */
+static __always_inline void end_slice(struct gl_stats *g, __u64 since, __u64 now)
 {
-	if (g->last_in_ns && now >= g->last_in_ns) {
-		__u64 slice = now - g->last_in_ns;
+	if (since && now >= since) {
+		__u64 slice = now - since;
 		__u32 b = log2_u64(slice);
 
 		if (b >= GL_HIST_BUCKETS)
@@ -127,16 +158,16 @@ static __always_inline void end_slice(struct gl_stats *g, __u64 now)
 		if (slice > g->max_slice_ns)
 			g->max_slice_ns = slice;
 	}
-	g->last_in_ns = 0;
-	g->running = 0;
 }
 
 /* A transfer (switch or throw) from `origin` to `target`, fired in the target. */
 static __always_inline int on_transfer(__u64 origin, __u64 target, bool is_throw)
 {
 	__u64 now = bpf_ktime_get_ns();
+	__u32 tid = (__u32)bpf_get_current_pid_tgid();
 	struct gl_totals *tot = get_totals();
-	struct gl_stats *g;
+	struct gl_thread *t;
+	struct gl_stats *o, *g;
 	struct gl_edge *e;
 	struct gl_edge_key ek = { .origin = origin, .target = target };
 
@@ -146,34 +177,37 @@ static __always_inline int on_transfer(__u64 origin, __u64 target, bool is_throw
 		tot->throws++;
 	else
 		tot->switches++;
+	t = get_thread(tid, tot);
 
-	/* The origin's slice ends here. */
-	g = get_greenlet(origin, tot, true);
-	if (g) {
+	/* The origin's slice ends here (if this thread's current greenlet is known). */
+	o = get_greenlet(origin, tot, true);
+	if (o) {
 		if (is_throw)
-			g->throws_out++;
+			o->throws_out++;
 		else
-			g->switches_out++;
-		end_slice(g, now);
-		set_tid(g);
+			o->switches_out++;
+		if (t && t->current == origin)
+			end_slice(o, t->since_ns, now);
+		o->tid = tid;
 	}
 
-	/* The target's slice begins. */
+	/* The target's slice begins. Its record exists before the thread names it. */
 	g = get_greenlet(target, tot, true);
 	if (g) {
 		if (is_throw)
 			g->throws_in++;
 		else
 			g->switches_in++;
-		g->last_in_ns = now;
-		g->running = 1;
-		set_tid(g);
+		g->tid = tid;
+	}
+	if (t) {
+		t->transfers++;
+		set_current(t, target, now);
 	}
 
 	e = bpf_map_lookup_elem(&edges, &ek);
 	if (!e) {
-		if (bpf_map_update_elem(&edges, &ek, &zero_edge, BPF_NOEXIST) == 0)
-			tot->edge_inserts++;
+		bpf_map_update_elem(&edges, &ek, &zero_edge, BPF_NOEXIST);
 		e = bpf_map_lookup_elem(&edges, &ek);
 	}
 	if (e) {
@@ -184,6 +218,12 @@ static __always_inline int on_transfer(__u64 origin, __u64 target, bool is_throw
 	} else {
 		tot->edge_failures++;
 	}
+
+	/* A dead origin's last transfer: nothing names it after this store. */
+	if (o && o->dead) {
+		barrier();
+		o->done = 1;
+	}
 	return 0;
 }
 
@@ -192,6 +232,7 @@ static __always_inline int on_new(__u64 id, __u64 parent, const char *name)
 	__u64 now = bpf_ktime_get_ns();
 	__u32 tid = (__u32)bpf_get_current_pid_tgid();
 	struct gl_totals *tot = get_totals();
+	struct gl_thread *t;
 	struct gl_stats *g;
 
 	if (!tot)
@@ -207,16 +248,20 @@ static __always_inline int on_new(__u64 id, __u64 parent, const char *name)
 	if (bpf_probe_read_user_str(g->name, sizeof(g->name), name) < 0)
 		g->name[0] = 0;
 	if (parent == 0) {
-		/* A thread's main greenlet: it is running from the moment it exists. */
-		g->last_in_ns = now;
-		g->running = 1;
+		/* A thread's main greenlet: it is current from the moment it exists. */
+		t = get_thread(tid, tot);
+		if (t)
+			set_current(t, id, now);
 	}
 	return 0;
 }
 
 static __always_inline int on_dead(__u64 id, __u8 outcome)
 {
+	__u64 now = bpf_ktime_get_ns();
+	__u32 tid = (__u32)bpf_get_current_pid_tgid();
 	struct gl_totals *tot = get_totals();
+	struct gl_thread *t;
 	struct gl_stats *g;
 	__u32 slot = outcome < GL_OUTCOMES ? outcome : GL_OUTCOMES - 1;
 
@@ -228,15 +273,25 @@ static __always_inline int on_dead(__u64 id, __u8 outcome)
 	g = get_greenlet(id, tot, true);
 	if (!g)
 		return 0;
-	/*
-	 * A greenlet that dies while running (a main greenlet at thread exit, or
-	 * one whose last switch out comes after this probe) ends its slice here.
-	 */
-	g->dead_ns = bpf_ktime_get_ns();
-	end_slice(g, g->dead_ns);
-	g->dead = 1;
+	g->dead_ns = now;
 	g->outcome = outcome;
-	set_tid(g);
+	g->tid = tid;
+	g->dead = 1;
+	/*
+	 * A greenlet that returned, failed or exited is still running: its slice
+	 * ends at the transfer to its parent that follows, which also marks it
+	 * done. After a thread exit or a discard no transfer follows: a main
+	 * greenlet dying at thread exit ends its slice and its thread's entry here.
+	 */
+	if (outcome < GL_OUTCOME_THREAD_EXIT)
+		return 0;
+	t = bpf_map_lookup_elem(&threads, &tid);
+	if (t && t->current == id) {
+		end_slice(g, t->since_ns, now);
+		bpf_map_delete_elem(&threads, &tid);
+	}
+	barrier();
+	g->done = 1;
 	return 0;
 }
 

@@ -6,10 +6,20 @@
  * one definition of the layout.
  *
  * Writers. Greenlets never move between threads, and every probe about a
- * greenlet fires on the thread that owns it; so each entry of `greenlets`
- * and `edges` is written by one thread at a time and needs no
+ * greenlet fires on the thread that owns it; so each entry of `greenlets`,
+ * `threads` and `edges` is written by one thread at a time and needs no
  * atomics. Only `totals` is written by every thread: it is a per-CPU array
  * that user space sums.
+ *
+ * Lifetimes. `greenlets`, `threads` and `edges` are plain hash maps: the
+ * kernel never evicts an entry, so a greenlet's record stays until user
+ * space deletes it, and an insert into a full map fails (and is counted).
+ * User space deletes a greenlet's record once the record is `done` (no probe
+ * will name that greenlet again), and with it every edge that has that
+ * greenlet at one end. A handler stores `done` last, after every other write
+ * about that greenlet, its edges included; on x86-64 (TSO) stores become
+ * visible in program order, so a reader that sees `done` sees the final
+ * counts, and nothing writes the entry after that.
  */
 #ifndef GREENLET_BPF_H
 #define GREENLET_BPF_H
@@ -24,16 +34,12 @@
 #define GL_HIST_BUCKETS 40
 
 /*
- * Per greenlet, keyed by its id (u64), in an LRU hash map. The fields every
+ * Per greenlet, keyed by its id (u64), in a hash map. The fields every
  * transfer touches come first, so that they share as few cache lines as possible.
- *
- * Per thread, nothing is stored apart: a thread's current greenlet is the one
- * with `running` set and that thread's `tid`, switched in at `last_in_ns`.
- * (A separate per-thread map cost one more lookup on every hit.)
+ * Whether it is running is not here: `threads` names each thread's current
+ * greenlet, one entry per thread, so a snapshot shows exactly one per thread.
  */
 struct gl_stats {
-	/* When the current slice began: set on switch-in, 0 while not running. */
-	__u64 last_in_ns;
 	__u64 switches_in;
 	__u64 switches_out;
 	__u64 throws_in;
@@ -44,13 +50,18 @@ struct gl_stats {
 	__u64 slices;
 	/* Kernel thread id (the tid of bpf_get_current_pid_tgid) it lives on. */
 	__u32 tid;
-	/* 1 while it is its thread's current greenlet. */
-	__u8 running;
 	/* 1 once `new` was seen (0: the greenlet predates the attach). */
 	__u8 seen_new;
 	/* 1 once `dead` was seen; `outcome` is then its outcome (see probes/greenlet.d). */
 	__u8 dead;
 	__u8 outcome;
+	/*
+	 * 1 once no probe will name this greenlet again: set by `dead` when no
+	 * transfer out of it follows (outcomes 4 and up: thread exit, discarded),
+	 * else by the transfer out of it that follows its `dead` (a greenlet that
+	 * returns, fails or exits switches to its parent after its `dead` fires).
+	 */
+	__u8 done;
 	/* Parent id given to `new`; 0 for a thread's main greenlet. */
 	__u64 parent;
 	/* bpf_ktime_get_ns() (CLOCK_MONOTONIC) of `new`, of `dead`; 0 if not seen. */
@@ -60,7 +71,21 @@ struct gl_stats {
 	__u64 hist[GL_HIST_BUCKETS];
 };
 
-/* Per origin -> target edge, in an LRU hash map. */
+/*
+ * Per thread, keyed by its kernel thread id (u32): which greenlet is current
+ * and since when. Created by the thread's main greenlet's `new` or its first
+ * transfer; deleted when its main greenlet dies (thread exit).
+ */
+struct gl_thread {
+	/* The thread's current greenlet (the target of its last transfer). */
+	__u64 current;
+	/* When `current` was switched in (bpf_ktime_get_ns()). */
+	__u64 since_ns;
+	/* Transfers (switches and throws) into greenlets of this thread. */
+	__u64 transfers;
+};
+
+/* Per origin -> target edge, in a hash map. */
 struct gl_edge_key {
 	__u64 origin;
 	__u64 target;
@@ -83,15 +108,12 @@ struct gl_totals {
 	__u64 dead;
 	__u64 dead_by_outcome[GL_OUTCOMES];
 	/*
-	 * Entries created in each LRU map. An LRU map evicts its least recently
-	 * used entry when full, so (inserts - entries present) is the number of
-	 * entries evicted: records lost to a full map.
+	 * Events that could not be recorded in a map because an insert failed
+	 * (the map was full): the only way a record loses counts.
 	 */
-	__u64 greenlet_inserts;
-	__u64 edge_inserts;
-	/* Events that could not be recorded at all: an insert failed. */
 	__u64 greenlet_failures;
 	__u64 edge_failures;
+	__u64 thread_failures;
 	/* Greenlets first seen by a transfer or `dead` rather than `new` (attached mid-run). */
 	__u64 late_greenlets;
 };

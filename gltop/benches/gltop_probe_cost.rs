@@ -124,7 +124,7 @@ fn bench(c: &mut Criterion<ThreadCpu>) {
                 },
             ),
         };
-        let tracer = match tracer {
+        let mut tracer = match tracer {
             Ok(t) => t,
             // libbpf's USDT support refuses executables that keep the notes of probe call
             // sites the linker garbage-collected, which optimised builds of the runtime do.

@@ -1,7 +1,11 @@
 //! The viewer's state and what each key does to it. No drawing and no terminal here.
 
+use std::collections::VecDeque;
+
 use gltop::loader::rates::{GreenletRates, Interval};
-use gltop::loader::{AttachMode, Capacities, GreenletStats, Process, Snapshot, State, Tracer};
+use gltop::loader::{
+    AttachMode, Capacities, EdgeStats, GreenletStats, Process, Snapshot, State, Tracer,
+};
 
 use crate::format;
 use crate::table::{sort_rows, Column, Sort, SortKey};
@@ -210,6 +214,61 @@ impl Target {
     }
 }
 
+/// The greenlets and edges that ended (their records left the kernel's maps), oldest first:
+/// what the viewer still shows of the dead. Bounded: past `max_greenlets` greenlets and
+/// `EDGES_PER_GREENLET` times as many edges, the oldest are forgotten, and counted.
+#[derive(Debug)]
+pub struct History {
+    /// Most dead greenlets kept.
+    pub max_greenlets: usize,
+    greenlets: VecDeque<GreenletStats>,
+    edges: VecDeque<EdgeStats>,
+    /// Dead greenlets forgotten since attach.
+    pub forgotten_greenlets: u64,
+    /// Ended edges forgotten since attach.
+    pub forgotten_edges: u64,
+}
+
+/// Ended edges kept per dead greenlet kept.
+pub const EDGES_PER_GREENLET: usize = 4;
+
+impl History {
+    pub fn new(max_greenlets: usize) -> History {
+        History {
+            max_greenlets,
+            greenlets: VecDeque::new(),
+            edges: VecDeque::new(),
+            forgotten_greenlets: 0,
+            forgotten_edges: 0,
+        }
+    }
+
+    /// Keeps the ended records of `snap`, forgetting the oldest past the bounds, and returns
+    /// `snap` with every kept ended record in place of its own.
+    pub fn absorb(&mut self, mut snap: Snapshot) -> Snapshot {
+        let (ended, mut greenlets): (Vec<_>, Vec<_>) =
+            snap.greenlets.into_iter().partition(|g| g.ended);
+        self.greenlets.extend(ended);
+        let (ended, mut edges): (Vec<_>, Vec<_>) = snap.edges.into_iter().partition(|e| e.ended);
+        self.edges.extend(ended);
+        while self.greenlets.len() > self.max_greenlets {
+            self.greenlets.pop_front();
+            self.forgotten_greenlets += 1;
+        }
+        while self.edges.len() > self.max_greenlets * EDGES_PER_GREENLET {
+            self.edges.pop_front();
+            self.forgotten_edges += 1;
+        }
+        greenlets.extend(self.greenlets.iter().cloned());
+        greenlets.sort_by_key(|g| g.id);
+        edges.extend(self.edges.iter().copied());
+        edges.sort_by_key(|e| (e.origin, e.target));
+        snap.greenlets = greenlets;
+        snap.edges = edges;
+        snap
+    }
+}
+
 /// Everything the viewer shows and remembers.
 pub struct App {
     /// What gltop is attached to, and how.
@@ -220,8 +279,10 @@ pub struct App {
     pub delay: f64,
     /// The snapshot before `cur`, if any.
     pub prev: Option<Snapshot>,
-    /// The latest snapshot shown.
+    /// The latest snapshot shown: live greenlets and edges, and those `history` keeps.
     pub cur: Snapshot,
+    /// Dead greenlets and ended edges kept.
+    pub history: History,
     /// When the tracer attached (CLOCK_MONOTONIC ns).
     pub attached_ns: u64,
     /// Threads of the process at the last refresh.
@@ -262,7 +323,7 @@ pub enum DeadView {
     /// Those that died in the last [`RETAIN_DEAD_NS`] (the default, like a process leaving
     /// `top`): the table holds what is alive and what just ended.
     Recent,
-    /// Every dead greenlet still recorded.
+    /// Every dead greenlet kept (the last `--max-dead`).
     All,
     /// None.
     None,
@@ -298,9 +359,18 @@ impl DeadView {
 }
 
 impl App {
-    /// A viewer of `target`, starting from its first snapshot.
-    pub fn new(target: Target, per_hit_ns: Option<f64>, delay: f64, first: Snapshot) -> App {
+    /// A viewer of `target`, starting from its first snapshot, keeping the last `max_dead`
+    /// dead greenlets.
+    pub fn new(
+        target: Target,
+        per_hit_ns: Option<f64>,
+        delay: f64,
+        first: Snapshot,
+        max_dead: usize,
+    ) -> App {
         let columns = columns();
+        let mut history = History::new(max_dead);
+        let first = history.absorb(first);
         let mut app = App {
             threads: target.process.threads(),
             target,
@@ -309,6 +379,7 @@ impl App {
             prev: None,
             attached_ns: first.at_ns,
             cur: first,
+            history,
             rows: Vec::new(),
             sort: Sort::by(&columns, CPU_COLUMN),
             columns,
@@ -326,8 +397,10 @@ impl App {
         app
     }
 
-    /// Applies a new snapshot (ignored while paused).
+    /// Applies a new snapshot. While paused, only the greenlets that ended are kept (their
+    /// records have left the kernel): the screen does not change.
     pub fn update(&mut self, snap: Snapshot) {
+        let snap = self.history.absorb(snap);
         if self.paused {
             return;
         }
@@ -447,6 +520,16 @@ impl App {
     pub fn alive_dead(&self) -> (usize, u64) {
         (self.cur.alive(), self.cur.totals.greenlets_dead)
     }
+
+    /// The footer's word for the dead greenlets shown, with how many were forgotten.
+    pub fn dead_label(&self) -> String {
+        match (self.dead_view, self.history.forgotten_greenlets) {
+            (DeadView::All, n) if n > 0 => {
+                format!(" dead: all but {} forgotten ", format::count(n))
+            }
+            (view, _) => view.label().to_string(),
+        }
+    }
 }
 
 #[cfg(test)]
@@ -461,6 +544,7 @@ mod tests {
             seen_new: true,
             parent: Some(1),
             state,
+            ended: false,
             outcome: None,
             tid: 7,
             created_ns: Some(1),
@@ -510,7 +594,7 @@ mod tests {
         b[0].on_cpu_ns = 600_000_000; // 60% of the second
         b[1].on_cpu_ns = 100_000_000;
         b[2].on_cpu_ns = 50;
-        let mut app = App::new(target, Some(400.0), 1.0, snap(0, a));
+        let mut app = App::new(target, Some(400.0), 1.0, snap(0, a), 3);
         app.page = 2;
         app.update(snap(1_000_000_000, b));
         app
@@ -593,6 +677,56 @@ mod tests {
         assert!(!ids(&app).contains(&4));
         app.on_key(Key::CycleDead);
         assert_eq!(app.dead_view, DeadView::Recent);
+    }
+
+    fn edge(origin: u64, target: u64, ended: bool) -> EdgeStats {
+        EdgeStats {
+            origin,
+            target,
+            switches: 1,
+            throws: 0,
+            ended,
+        }
+    }
+
+    #[test]
+    fn ended_greenlets_are_kept_up_to_the_bound_and_the_rest_counted() {
+        let mut app = app(); // keeps 3 dead greenlets, 12 edges
+        let ended = |id: u64| {
+            let mut d = g(id, "done", State::Dead, 1, 5);
+            d.ended = true;
+            d.dead_ns = Some(1_000_000_000);
+            d
+        };
+        let live = g(2, "busy", State::Suspended, 10, 100);
+        let mut s = snap(1_100_000_000, vec![live.clone(), ended(10), ended(11)]);
+        s.edges = vec![edge(2, 10, true), edge(10, 2, true), edge(2, 3, false)];
+        app.update(s);
+        let mut s = snap(1_200_000_000, vec![live.clone(), ended(12)]);
+        s.edges = vec![edge(2, 3, false)];
+        app.update(s);
+        let ids: Vec<u64> = app.cur.greenlets.iter().map(|g| g.id).collect();
+        assert_eq!(ids, [2, 10, 11, 12], "live ones, and the ended ones kept");
+        assert_eq!(app.cur.edges.len(), 3);
+        assert_eq!(app.cur.edges_into(10), [edge(2, 10, true)]);
+        assert_eq!(app.history.forgotten_greenlets, 0);
+        // Paused: the screen stays, but what ended is still kept (its record left the kernel).
+        app.on_key(Key::Pause);
+        app.update(snap(
+            1_300_000_000,
+            vec![live.clone(), ended(13), ended(14)],
+        ));
+        assert_eq!(app.cur.at_ns, 1_200_000_000);
+        app.on_key(Key::Pause);
+        app.update(snap(1_400_000_000, vec![live]));
+        let ids: Vec<u64> = app.cur.greenlets.iter().map(|g| g.id).collect();
+        assert_eq!(ids, [2, 12, 13, 14], "the oldest two forgotten");
+        assert_eq!(app.history.forgotten_greenlets, 2);
+        assert_eq!(app.cur.alive(), 1);
+        app.on_key(Key::CycleDead);
+        assert_eq!(app.dead_label(), " dead: all but 2 forgotten ");
+        app.on_key(Key::CycleDead);
+        assert_eq!(app.dead_label(), " dead: none ");
     }
 
     #[test]

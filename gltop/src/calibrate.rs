@@ -43,12 +43,13 @@ pub fn per_hit_ns(mode: AttachMode) -> Option<f64> {
         capacities: Capacities {
             greenlets: 64,
             edges: 64,
+            threads: 64,
         },
         mode,
     };
     let mut best: Option<f64> = None;
     for _ in 0..ROUNDS {
-        let tracer = Tracer::attach(std::process::id() as i32, &opts).ok()?;
+        let mut tracer = Tracer::attach(std::process::id() as i32, &opts).ok()?;
         fire(HITS / 10); // warm the maps and caches
         let attached = fire(HITS);
         let seen = tracer.snapshot().ok()?.totals.switches;

@@ -1,5 +1,7 @@
 //! `--json`: one JSON object per interval. The schema is documented in the README
-//! ("gltop --json"); counts are cumulative since attach.
+//! ("gltop --json"); counts are cumulative since attach. Each line holds the live greenlets
+//! and edges, and those that ended since the previous line (`ended`), each in exactly one
+//! line: a reader that keeps every line's greenlets has all of them, and gltop keeps none.
 
 use gltop::loader::rates::{nonempty_span, tracing_cost, Interval};
 use gltop::loader::{GreenletStats, Outcome, Snapshot, Tracer};
@@ -21,6 +23,7 @@ struct Line<'a> {
     greenlets: Vec<Greenlet<'a>>,
     edges: Vec<Edge>,
     per_thread: Vec<Thread>,
+    maps: Maps,
 }
 
 #[derive(Serialize)]
@@ -36,13 +39,16 @@ struct Totals {
     throws: u64,
     greenlets_created: u64,
     greenlets_dead: u64,
-    /// Records lost to full maps (evicted + failed).
+    /// Events lost to full maps (failed inserts).
     dropped: u64,
+    /// Live greenlets in this line (state other than dead).
+    alive: u64,
     probe_hits: u64,
     late_greenlets: u64,
     dead_by_outcome: DeadByOutcome,
-    evicted: PerMap,
-    failed: PerMap,
+    failed: Failed,
+    /// Greenlets and edges that ended since attach (each was in one line with `ended`).
+    ended: PerMap,
 }
 
 #[derive(Serialize)]
@@ -60,6 +66,27 @@ struct DeadByOutcome {
 struct PerMap {
     greenlets: u64,
     edges: u64,
+}
+
+#[derive(Serialize)]
+struct Failed {
+    greenlets: u64,
+    edges: u64,
+    threads: u64,
+}
+
+#[derive(Serialize)]
+struct Maps {
+    greenlets: MapUse,
+    edges: MapUse,
+    threads: MapUse,
+}
+
+/// Entries a kernel map holds after this snapshot, and how many it can hold.
+#[derive(Serialize)]
+struct MapUse {
+    entries: u64,
+    capacity: u32,
 }
 
 #[derive(Serialize)]
@@ -85,6 +112,7 @@ struct Greenlet<'a> {
     main: bool,
     seen_new: bool,
     state: &'static str,
+    ended: bool,
     outcome: Option<&'static str>,
     tid: u32,
     switches_in: u64,
@@ -107,6 +135,7 @@ struct Edge {
     target: u64,
     switches: u64,
     throws: u64,
+    ended: bool,
 }
 
 #[derive(Serialize)]
@@ -115,8 +144,7 @@ struct Thread {
     current: Option<u64>,
     since_ns: Option<u64>,
     transfers: u64,
-    greenlets: u64,
-    dead: u64,
+    alive: u64,
 }
 
 fn greenlet(g: &GreenletStats, at_ns: u64) -> Greenlet<'_> {
@@ -134,6 +162,7 @@ fn greenlet(g: &GreenletStats, at_ns: u64) -> Greenlet<'_> {
         main: g.is_main(),
         seen_new: g.seen_new,
         state: g.state.as_str(),
+        ended: g.ended,
         outcome: g.outcome.map(Outcome::as_str),
         tid: g.tid,
         switches_in: g.switches_in,
@@ -162,6 +191,7 @@ pub fn interval_line(
     let o = &t.dead_by_outcome;
     let hits_per_s = iv.hits_per_s();
     let process = tracer.process();
+    let caps = tracer.capacities();
     let line = Line {
         time_unix_s: std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
@@ -181,6 +211,7 @@ pub fn interval_line(
             greenlets_created: t.greenlets_created,
             greenlets_dead: t.greenlets_dead,
             dropped: t.dropped(),
+            alive: cur.alive() as u64,
             probe_hits: t.hits(),
             late_greenlets: t.late_greenlets,
             dead_by_outcome: DeadByOutcome {
@@ -192,13 +223,14 @@ pub fn interval_line(
                 discarded: o[5],
                 other: o[6] + o[7],
             },
-            evicted: PerMap {
-                greenlets: t.greenlets_evicted,
-                edges: t.edges_evicted,
-            },
-            failed: PerMap {
+            failed: Failed {
                 greenlets: t.greenlet_failures,
                 edges: t.edge_failures,
+                threads: t.thread_failures,
+            },
+            ended: PerMap {
+                greenlets: t.ended_greenlets,
+                edges: t.ended_edges,
             },
         },
         rates: Rates {
@@ -223,6 +255,7 @@ pub fn interval_line(
                 target: e.target,
                 switches: e.switches,
                 throws: e.throws,
+                ended: e.ended,
             })
             .collect(),
         per_thread: cur
@@ -233,10 +266,23 @@ pub fn interval_line(
                 current: t.current,
                 since_ns: t.since_ns,
                 transfers: t.transfers,
-                greenlets: t.greenlets,
-                dead: t.dead,
+                alive: t.alive,
             })
             .collect(),
+        maps: Maps {
+            greenlets: MapUse {
+                entries: cur.maps.greenlets,
+                capacity: caps.greenlets,
+            },
+            edges: MapUse {
+                entries: cur.maps.edges,
+                capacity: caps.edges,
+            },
+            threads: MapUse {
+                entries: cur.maps.threads,
+                capacity: caps.threads,
+            },
+        },
     };
     serde_json::to_string(&line).expect("plain structs always serialize")
 }

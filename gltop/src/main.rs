@@ -48,15 +48,23 @@ pub struct Args {
           allow_negative_numbers = true)]
     pub count: Option<u64>,
 
-    /// Greenlet records kept in the kernel (LRU: the least recently used is evicted).
+    /// Greenlet records the kernel map holds: the live greenlets plus those that end between
+    /// two refreshes (ended ones move out at each refresh).
     #[arg(long, value_name = "N", default_value_t = Capacities::default().greenlets,
           value_parser = parse_capacity)]
     pub max_greenlets: u32,
 
-    /// Origin -> target edges kept in the kernel (LRU).
+    /// Origin -> target edges the kernel map holds (edges move out with their greenlets).
     #[arg(long, value_name = "N", default_value_t = Capacities::default().edges,
           value_parser = parse_capacity)]
     pub max_edges: u32,
+
+    /// Dead greenlets the live view keeps after they leave the kernel (the oldest are
+    /// forgotten, and counted). --json keeps none: each line has those that ended since the
+    /// previous one.
+    #[arg(long, value_name = "N", default_value_t = 16384, value_parser = parse_max_dead,
+          allow_negative_numbers = true)]
+    pub max_dead: usize,
 
     /// How to attach: register-reading uprobes, libbpf's generic USDT decoding, or the
     /// cheapest that the probe sites allow.
@@ -86,6 +94,7 @@ impl Args {
             capacities: Capacities {
                 greenlets: self.max_greenlets,
                 edges: self.max_edges,
+                ..Capacities::default()
             },
             mode: match self.attach {
                 Mode::Auto => AttachMode::Auto,
@@ -123,6 +132,16 @@ fn parse_capacity(s: &str) -> Result<u32, String> {
         Ok(n) if (1..=Capacities::MAX).contains(&n) => Ok(n),
         _ => Err(format!(
             "a capacity is an integer in 1..={}",
+            Capacities::MAX
+        )),
+    }
+}
+
+fn parse_max_dead(s: &str) -> Result<usize, String> {
+    match s.parse::<usize>() {
+        Ok(n) if n <= Capacities::MAX as usize => Ok(n),
+        _ => Err(format!(
+            "a number of dead greenlets is an integer in 0..={}",
             Capacities::MAX
         )),
     }

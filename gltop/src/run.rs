@@ -80,7 +80,7 @@ pub fn run(args: &Args) -> Result<End, Failure> {
         libbpf_rs::set_print(None);
     }
     let mut signals = Signals::block()?;
-    let tracer = Tracer::attach(args.pid, &args.options())?;
+    let mut tracer = Tracer::attach(args.pid, &args.options())?;
     let per_hit_ns = match args.hit_cost_ns {
         Some(ns) => Some(ns),
         None => calibrate::per_hit_ns(tracer.mode()),
@@ -97,16 +97,17 @@ pub fn run(args: &Args) -> Result<End, Failure> {
                 "{c:.0} ns per hit"
             )),
         );
-        run_json(args, &tracer, first, per_hit_ns, &mut signals)
+        run_json(args, &mut tracer, first, per_hit_ns, &mut signals)
     } else {
-        let mut app = App::new(Target::of(&tracer), per_hit_ns, args.delay, first);
-        run_tui(args, &tracer, &mut app, &mut signals)
+        let target = Target::of(&tracer);
+        let mut app = App::new(target, per_hit_ns, args.delay, first, args.max_dead);
+        run_tui(args, &mut tracer, &mut app, &mut signals)
     }
 }
 
 fn run_json(
     args: &Args,
-    tracer: &Tracer,
+    tracer: &mut Tracer,
     mut prev: Snapshot,
     per_hit_ns: Option<f64>,
     signals: &mut Signals,
@@ -201,7 +202,7 @@ fn wait_input(timeout: Duration) -> anyhow::Result<Input> {
 
 fn run_tui(
     args: &Args,
-    tracer: &Tracer,
+    tracer: &mut Tracer,
     app: &mut App,
     signals: &mut Signals,
 ) -> Result<End, Failure> {

@@ -151,6 +151,7 @@ fn gltop_flags() {
     const INTERVAL: &str = "between 0.05 and 3600 seconds";
     const COUNT: &str = "a count is a positive integer";
     const CAPACITY: &str = "a capacity is an integer in 1..=4194304";
+    const MAX_DEAD: &str = "a number of dead greenlets is an integer in 0..=4194304";
     const COST: &str = "a cost is a non-negative number of nanoseconds";
     const PID: &str = "a PID is a positive integer";
     let mut rows = clap_misuses(&["-p", "{pid}"], "--delay", "--json");
@@ -238,6 +239,21 @@ fn gltop_flags() {
                 CAPACITY,
             ),
             ("non-numeric capacity", &["--max-edges", "lots"], CAPACITY),
+            (
+                "negative dead greenlets kept",
+                &["--max-dead", "-1"],
+                MAX_DEAD,
+            ),
+            (
+                "non-numeric dead greenlets kept",
+                &["--max-dead", "all"],
+                MAX_DEAD,
+            ),
+            (
+                "dead greenlets kept above the maximum",
+                &["--max-dead", "4194305"],
+                MAX_DEAD,
+            ),
             (
                 "unknown attach mode",
                 &["--attach", "kprobe"],

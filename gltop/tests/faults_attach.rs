@@ -2,7 +2,7 @@
 //! leaves no BPF link, program or map and the probe semaphores back at zero (both attach
 //! modes); a target killed with SIGKILL ends gltop cleanly; gltops attached to one process
 //! at once count exactly and come and go independently; maps ten times too small show their
-//! overflow in the TUI header and survive the detail view of an evicted greenlet.
+//! overflow in the TUI header; the detail view of a greenlet the view forgot says so.
 //!
 //! The BPF objects are found by the target's PID (see `gltop_common::kernel`), so other BPF
 //! users on the machine do not disturb these checks.
@@ -127,8 +127,8 @@ fn a_target_killed_with_sigkill_ends_gltop_with_a_message_and_exit_zero() {
     assert!(left.is_empty(), "outlived gltop: {left:?}");
 }
 
-/// gltop's last line against `gltop_target`'s report: totals, every edge and every greenlet's
-/// name and counts, exactly.
+/// gltop's lines (`merged`) against `gltop_target`'s report: totals, every edge and every
+/// greenlet's name and counts, exactly.
 fn assert_matches_target(who: &str, report: &Value, last: &Value) {
     let totals = &last["totals"];
     assert_eq!(totals["switches"], report["switches"], "{who}: switches");
@@ -242,7 +242,7 @@ fn gltops_on_one_process_count_exactly_and_come_and_go_independently() {
     for (who, g) in [("uprobe gltop", &mut a), ("usdt gltop", &mut b)] {
         let st = g.wait_for(LONG).expect("gltop ends with its target");
         assert_eq!(st.code(), Some(0), "{who}: {}", g.stderr_text());
-        let last = json_lines(&g.stdout_text()).pop().unwrap();
+        let last = merged(&json_lines(&g.stdout_text()));
         assert_eq!(last["attach"]["mode"], who.split(' ').next().unwrap());
         assert_matches_target(who, &report, &last);
     }
@@ -257,14 +257,12 @@ fn header_dropped(screen: &str) -> Option<String> {
 }
 
 #[test]
-fn overflowing_maps_show_in_the_tui_header_and_an_evicted_detail_does_not_crash() {
-    if !bpf_or_skip("overflowing_maps_show_in_the_tui_header_and_an_evicted_detail_does_not_crash")
-        || !tmux_or_skip()
-    {
+fn overflowing_maps_show_in_the_tui_header() {
+    if !bpf_or_skip("overflowing_maps_show_in_the_tui_header") || !tmux_or_skip() {
         return;
     }
     let _s = serial();
-    // 640 greenlets in a ring, maps of 64: every trip round the ring evicts.
+    // 640 greenlets alive in a ring, maps of 64: most events find no room.
     let t = target(&[
         "--threads",
         "1",
@@ -284,10 +282,9 @@ fn overflowing_maps_show_in_the_tui_header_and_an_evicted_detail_does_not_crash(
         header_dropped(s).is_some_and(|d| d != "0")
     });
     assert!(
-        screen.contains("maps hold 64 and 64, see --max-greenlets"),
+        screen.contains("events lost: maps of 64 greenlets and 64 edges full"),
         "{screen}"
     );
-    assert!(screen.contains("evicted"), "{screen}");
     // The table never shows more than the map holds.
     let shown = screen
         .lines()
@@ -297,14 +294,53 @@ fn overflowing_maps_show_in_the_tui_header_and_an_evicted_detail_does_not_crash(
         })
         .unwrap_or_else(|| panic!("no table title:\n{screen}"));
     assert!(shown <= 64, "{shown} rows from maps of 64:\n{screen}");
-
-    // The detail of a ring greenlet: it is evicted at some refresh while shown.
+    // A recorded greenlet keeps its record: its detail stays.
     tmux.keys(&["j", "Enter"]);
-    tmux.wait_for("the detail of an evicted greenlet", LONG, |s| {
-        s.contains("is no longer recorded (evicted from the map)")
+    tmux.wait_for("a ring greenlet's detail", LONG, |s| {
+        s.contains("slices (switch-in")
     });
+    std::thread::sleep(Duration::from_secs(2));
+    let screen = tmux.screen();
+    assert!(!screen.contains("no longer recorded"), "{screen}");
     tmux.keys(&["Escape", "q"]);
     let screen = tmux.wait_for("gltop's exit", LONG, |s| s.contains("GLTOP_EXIT="));
     assert!(screen.contains("GLTOP_EXIT=0"), "{screen}");
     assert!(semaphores_zero_within(t.pid(), Duration::from_secs(10)));
+}
+
+#[test]
+fn the_detail_of_a_forgotten_greenlet_says_so() {
+    if !bpf_or_skip("the_detail_of_a_forgotten_greenlet_says_so") || !tmux_or_skip() {
+        return;
+    }
+    let _s = serial();
+    let demo = Proc::spawn(
+        Command::new(example("demo"))
+            .args(["--wait-for-tracer", "--seconds", "60"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null()),
+    );
+    // Keep no dead greenlet: one that dies while shown is forgotten at the next refresh.
+    let cmd = format!(
+        "{} -p {} -d 0.5 --hit-cost-ns 500 --max-dead 0; echo GLTOP_EXIT=$?; sleep 60",
+        env!("CARGO_BIN_EXE_gltop"),
+        demo.pid()
+    );
+    let tmux = Tmux::start("forgotten", &cmd);
+    tmux.wait_for("connections in the table", LONG, |s| s.contains("conn-"));
+    // Sort by id, newest first: the top row is the newest connection, which ends within
+    // a few tens of milliseconds.
+    tmux.keys(&["h", "h", "h", "h", "h", "i"]);
+    tmux.wait_for("the table sorted by id", LONG, |s| s.contains("ID▼"));
+    tmux.keys(&["Enter"]);
+    let screen = tmux.wait_for("the detail of a forgotten greenlet", LONG, |s| {
+        s.contains("is no longer recorded (dead and forgotten")
+    });
+    assert!(
+        screen.contains("keeps the last 0 dead greenlets"),
+        "{screen}"
+    );
+    tmux.keys(&["Escape", "q"]);
+    let screen = tmux.wait_for("gltop's exit", LONG, |s| s.contains("GLTOP_EXIT="));
+    assert!(screen.contains("GLTOP_EXIT=0"), "{screen}");
 }

@@ -14,7 +14,7 @@ use serde_json::Value;
 
 /// Runs the probes issue's workload with `args` under `gltop --json` with `gltop_args`: the
 /// workload waits on stdin until gltop says it is attached. Returns (the workload's report,
-/// gltop's last line).
+/// gltop's lines `merged`: the last one with every greenlet and edge of all of them).
 fn traced_workload(args: &[&str], gltop_args: &[&str]) -> (Value, Value) {
     let mut w = Proc::spawn(
         Command::new(example("workload"))
@@ -46,13 +46,10 @@ fn traced_workload(args: &[&str], gltop_args: &[&str]) -> (Value, Value) {
     let err = g.stderr_text();
     assert!(g_st.success() && err.contains("exited"), "gltop: {err}");
     let report: Value = serde_json::from_str(w.stdout_text().trim()).expect("workload report");
-    let last = json_lines(&g.stdout_text())
-        .pop()
-        .expect("gltop's final line");
-    (report, last)
+    (report, merged(&json_lines(&g.stdout_text())))
 }
 
-/// gltop's last line against the workload's report: every count, exactly.
+/// gltop's lines (`merged`) against the workload's report: every count, exactly.
 fn assert_workload_exact(report: &Value, last: &Value) {
     let totals = &last["totals"];
     let want = &report["totals"];
@@ -245,10 +242,11 @@ fn totals_are_cumulative_and_rates_follow_the_interval() {
     );
 }
 
-/// While the target keeps creating greenlets, every snapshot holds every record the maps hold:
-/// none is cut short. (Reading the maps in batches smaller than the map once lost everything
-/// after the first short batch: snapshots of 1023, 2047, ... greenlets, the hubs missing,
-/// and their whole counts shown as one interval's rate when they came back.)
+/// While the target keeps creating greenlets, every snapshot holds every greenlet the maps
+/// hold, none is cut short, and each greenlet that ends is reported once, in the line after it
+/// ended, and never again. (Reading the maps in batches smaller than the map once lost
+/// everything after the first short batch: snapshots of 1023, 2047, ... greenlets, the hubs
+/// missing, and their whole counts shown as one interval's rate when they came back.)
 #[test]
 fn every_snapshot_of_a_busy_process_holds_every_greenlet() {
     if !bpf_or_skip("every_snapshot_of_a_busy_process_holds_every_greenlet") {
@@ -259,47 +257,152 @@ fn every_snapshot_of_a_busy_process_holds_every_greenlet() {
         Command::new(example("demo"))
             .args([
                 "--conns-per-sec",
-                "1000",
+                "1500",
                 "--seconds",
-                "8",
+                "12",
                 "--wait-for-tracer",
             ])
             .stdout(Stdio::null())
             .stderr(Stdio::piped()),
     );
-    let mut g = gltop_json(demo.pid(), &["-d", "0.4"]);
+    let mut g = gltop_json(demo.pid(), &["-d", "2"]);
     let st = g
         .wait_for(Duration::from_secs(120))
         .expect("gltop exits after the demo");
     assert!(st.success(), "gltop: {}", g.stderr_text());
     demo.wait_for(Duration::from_secs(30));
     let lines = json_lines(&g.stdout_text());
-    assert!(lines.len() >= 10, "{} lines", lines.len());
+    assert!(lines.len() >= 5, "{} lines", lines.len());
+    let mut seen: BTreeMap<u64, bool> = BTreeMap::new(); // id -> ended
+    for (i, line) in lines.iter().enumerate() {
+        let totals = &line["totals"];
+        assert_eq!(totals["dropped"], 0, "line {i}: the maps are large enough");
+        for g in line["greenlets"].as_array().unwrap() {
+            let id = g["id"].as_u64().unwrap();
+            let ended = g["ended"].as_bool().unwrap();
+            assert_ne!(
+                seen.get(&id),
+                Some(&true),
+                "line {i}: {id} again after it ended"
+            );
+            assert!(!ended || g["state"] == "dead", "line {i}: {g}");
+            seen.insert(id, ended);
+        }
+        // Totals are read first: every greenlet they count was in this line or an earlier one.
+        let created = totals["greenlets_created"].as_u64().unwrap();
+        assert!(
+            seen.len() as u64 >= created,
+            "line {i}: {} greenlets seen for {created} created",
+            seen.len()
+        );
+        let hubs = line["greenlets"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|g| g["name"] == "hub" && g["state"] != "dead")
+            .count();
+        // The last lines may come after the demo's threads ended.
+        assert!(
+            hubs == 2 || i + 2 >= lines.len(),
+            "line {i}: both hubs (one per thread) are there, alive"
+        );
+        assert_eq!(
+            totals["ended"]["greenlets"].as_u64().unwrap(),
+            seen.values().filter(|&&e| e).count() as u64,
+            "line {i}: every greenlet that left the kernel was in a line"
+        );
+    }
+    let last = &lines.last().unwrap()["totals"];
+    // A batch cut short would show as greenlets missing from every line (below); it needs
+    // more records than the kernel's first batch holds (1023).
     let most = lines
         .iter()
         .map(|l| l["greenlets"].as_array().unwrap().len())
         .max()
         .unwrap();
     assert!(
-        most > 4096,
-        "the demo made only {most} greenlets: not a busy map"
+        most > 1023,
+        "at most {most} greenlets in a line: not a busy map"
     );
+    assert_eq!(
+        seen.len() as u64,
+        last["greenlets_created"].as_u64().unwrap()
+    );
+    assert!(
+        seen.values().all(|&e| e),
+        "every greenlet ended with the demo"
+    );
+}
+
+/// Issue 10, item 5: a snapshot says where every greenlet is at one instant. On two threads
+/// that each ping-pong between two greenlets as fast as they can, every JSON line has, per
+/// thread with greenlets, exactly one running greenlet, the one `per_thread` names current;
+/// and `alive` is the number of live greenlets listed, thread by thread too.
+#[test]
+fn every_snapshot_has_one_running_greenlet_per_thread_and_alive_counts_the_live_records() {
+    if !bpf_or_skip(
+        "every_snapshot_has_one_running_greenlet_per_thread_and_alive_counts_the_live_records",
+    ) {
+        return;
+    }
+    let _serial = serial();
+    let t = target(&[
+        "--threads",
+        "2",
+        "--greenlets",
+        "1",
+        "--rounds",
+        "1000000000",
+    ]);
+    let mut g = gltop_json(t.pid(), &["-d", "0.1", "-n", "30"]);
+    let st = g
+        .wait_for(Duration::from_secs(120))
+        .expect("gltop stops after 30 lines");
+    assert!(st.success(), "gltop: {}", g.stderr_text());
+    let lines = json_lines(&g.stdout_text());
+    assert_eq!(lines.len(), 30);
+    // Which greenlets were seen running, per thread: both of each pair, over the lines.
+    let mut ran: BTreeMap<u64, std::collections::BTreeSet<u64>> = BTreeMap::new();
+    let mut transfers: BTreeMap<u64, u64> = BTreeMap::new();
     for (i, line) in lines.iter().enumerate() {
-        let totals = &line["totals"];
-        assert_eq!(totals["dropped"], 0, "line {i}: the maps are large enough");
-        let records = line["greenlets"].as_array().unwrap().len() as u64;
-        // Totals are read first: every greenlet they count is in the map read after them.
-        let created = totals["greenlets_created"].as_u64().unwrap();
-        assert!(
-            records >= created,
-            "line {i}: {records} records for {created} greenlets created"
+        let greenlets = line["greenlets"].as_array().unwrap();
+        let threads = line["per_thread"].as_array().unwrap();
+        assert_eq!(threads.len(), 2, "line {i}: two threads with greenlets");
+        let live: Vec<&Value> = greenlets.iter().filter(|g| g["state"] != "dead").collect();
+        assert_eq!(live.len(), 4, "line {i}: a main and a child per thread");
+        assert_eq!(
+            line["totals"]["alive"].as_u64().unwrap(),
+            live.len() as u64,
+            "line {i}: alive counts the live records"
         );
-        let hubs = line["greenlets"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .filter(|g| g["name"] == "hub")
-            .count();
-        assert_eq!(hubs, 2, "line {i}: both hubs (one per thread) are there");
+        for th in threads {
+            let tid = th["tid"].as_u64().unwrap();
+            let running: Vec<u64> = greenlets
+                .iter()
+                .filter(|g| g["tid"] == tid && g["state"] == "running")
+                .map(|g| g["id"].as_u64().unwrap())
+                .collect();
+            assert_eq!(running.len(), 1, "line {i}: thread {tid} runs {running:?}");
+            assert_eq!(th["current"], running[0], "line {i}: thread {tid}");
+            let mine = live.iter().filter(|g| g["tid"] == tid).count() as u64;
+            assert_eq!(
+                th["alive"], mine,
+                "line {i}: live greenlets of thread {tid}"
+            );
+            ran.entry(tid).or_default().insert(running[0]);
+            let n = th["transfers"].as_u64().unwrap();
+            let before = transfers.insert(tid, n).unwrap_or(0);
+            assert!(n >= before, "line {i}: transfers are cumulative");
+        }
+    }
+    for (tid, n) in &transfers {
+        assert!(*n > 1000, "thread {tid} was busy: {n} transfers");
+    }
+    for (tid, ids) in &ran {
+        assert_eq!(
+            ids.len(),
+            2,
+            "thread {tid}: both greenlets seen running: {ids:?}"
+        );
     }
 }

@@ -37,8 +37,7 @@ fn a_greenlet_spinning_10ms_per_slice_shows_10ms_slices_and_ranks_first() {
         .wait_for(Duration::from_secs(30))
         .is_some_and(|s| s.success()));
     let report: serde_json::Value = serde_json::from_str(t.stdout_text().trim()).unwrap();
-    let lines = json_lines(&g.stdout_text());
-    let last = lines.last().expect("a JSON line");
+    let last = &merged(&json_lines(&g.stdout_text()));
     let names = report["names"].as_object().unwrap();
 
     let mut by_cpu: Vec<&serde_json::Value> =

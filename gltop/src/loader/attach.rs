@@ -1,5 +1,6 @@
 //! Loading the BPF object, attaching it to one process, and reading its maps.
 
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::mem::MaybeUninit;
 use std::path::Path;
 
@@ -7,7 +8,7 @@ use libbpf_rs::skel::{OpenSkel, SkelBuilder};
 use libbpf_rs::{Link, MapCore, MapFlags, OpenObject, ProgramMut, UprobeMultiOpts};
 
 use super::elf::{self, ProbeSite};
-use super::model::{threads_of, EdgeStats, GreenletStats, Snapshot, Totals};
+use super::model::{threads_of, EdgeStats, GreenletStats, MapUse, Snapshot, Totals};
 use super::process::{self, Process};
 use super::skel::{types, GreenletSkel, GreenletSkelBuilder};
 use super::Error;
@@ -16,14 +17,18 @@ use super::Error;
 /// that a greenlet created during the attach is more likely seen from its birth.
 const PROBES: [&str; 4] = ["new", "dead", "throw", "switch"];
 
-/// Map capacities (entries), fixed when the maps are created. An LRU map that is full
-/// evicts its least recently used entry; evictions are counted in [`Totals`].
+/// Map capacities (entries), fixed when the maps are created. The maps never evict: each
+/// must hold what is alive plus what ended since the last snapshot (which moves ended
+/// records out); an insert into a full map fails, and the event it would have recorded is
+/// counted in [`Totals::dropped`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Capacities {
     /// Greenlet records (about 450 bytes each).
     pub greenlets: u32,
     /// Origin -> target edges (48 bytes each).
     pub edges: u32,
+    /// Threads with greenlets (40 bytes each).
+    pub threads: u32,
 }
 
 impl Default for Capacities {
@@ -31,6 +36,7 @@ impl Default for Capacities {
         Capacities {
             greenlets: 16384,
             edges: 16384,
+            threads: 4096,
         }
     }
 }
@@ -40,7 +46,11 @@ impl Capacities {
     pub const MAX: u32 = 1 << 22;
 
     fn check(&self) -> Result<(), Error> {
-        for (what, n) in [("greenlets", self.greenlets), ("edges", self.edges)] {
+        for (what, n) in [
+            ("greenlets", self.greenlets),
+            ("edges", self.edges),
+            ("threads", self.threads),
+        ] {
             if n == 0 || n > Self::MAX {
                 return Err(Error::BadCapacity(format!(
                     "{what} capacity {n} is outside 1..={}",
@@ -96,6 +106,10 @@ pub struct Tracer {
     sites: usize,
     missing: Vec<&'static str>,
     capacities: Capacities,
+    /// Edges left in the kernel by the last snapshot.
+    live_edges: HashSet<(u64, u64)>,
+    /// Greenlet records and edges moved out of the kernel so far.
+    ended: [u64; 2],
 }
 
 impl std::fmt::Debug for Tracer {
@@ -131,11 +145,51 @@ unsafe impl Pod for types::gl_stats {}
 unsafe impl Pod for types::gl_edge_key {}
 // SAFETY: as above: two u64.
 unsafe impl Pod for types::gl_edge {}
+// SAFETY: as above: three u64.
+unsafe impl Pod for types::gl_thread {}
 // SAFETY: as above: u64 fields and an array of u64.
 unsafe impl Pod for types::gl_totals {}
 
 fn u64_key(bytes: &[u8]) -> Option<u64> {
     Some(u64::from_ne_bytes(bytes.get(..8)?.try_into().ok()?))
+}
+
+fn u32_key(bytes: &[u8]) -> Option<u32> {
+    Some(u32::from_ne_bytes(bytes.get(..4)?.try_into().ok()?))
+}
+
+/// A dead greenlet whose record is not `done` (its last transfer was never seen) this long
+/// after its death is moved out of the kernel anyway. Every way the runtime ends a greenlet
+/// marks it done; this only bounds the map if a process breaks that (or dies mid-way).
+const DEAD_GRACE_NS: u64 = 10_000_000_000;
+
+/// Deletes `keys` (each `key_size` bytes, concatenated) from a hash map; keys already gone
+/// are not an error.
+fn delete_all(map: &libbpf_rs::MapMut<'_>, keys: &[u8], key_size: usize) -> Result<(), Error> {
+    let count = keys.len() / key_size;
+    if count == 0 {
+        return Ok(());
+    }
+    if map
+        .delete_batch(keys, count as u32, MapFlags::ANY, MapFlags::ANY)
+        .is_ok()
+    {
+        return Ok(());
+    }
+    // The batch stops at the first key it cannot delete: delete one by one.
+    for key in keys.chunks_exact(key_size) {
+        match map.delete(key) {
+            Ok(()) => {}
+            Err(e) if e.kind() == libbpf_rs::ErrorKind::NotFound => {}
+            Err(e) => {
+                return Err(Error::bpf(
+                    format!("cannot delete from map {:?}", map.name()),
+                    e,
+                ))
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Reads every entry of a hash map; `Err` if the kernel refused.
@@ -222,6 +276,8 @@ impl Tracer {
             sites: 0,
             missing: Vec::new(),
             capacities: opts.capacities,
+            live_edges: HashSet::new(),
+            ended: [0; 2],
         };
         let probes: &[&'static str] = if floor { &["switch"] } else { &PROBES };
         for &probe in probes {
@@ -307,13 +363,16 @@ impl Tracer {
         self.capacities
     }
 
-    /// Reads everything aggregated since attach.
-    pub fn snapshot(&self) -> Result<Snapshot, Error> {
+    /// Reads everything aggregated since attach, and moves out of the kernel's maps the
+    /// records that are final: greenlets that ended (dead, and no probe will name them again)
+    /// and the edges with such a greenlet at one end. Those are in this snapshot with
+    /// `ended` set, and in no later one: whoever keeps a history keeps it from these.
+    ///
+    /// Live greenlets' records are never deleted, and a record is deleted only once nothing
+    /// writes it any more (see `bpf/greenlet.h`, "Lifetimes"), so no count is lost.
+    pub fn snapshot(&mut self) -> Result<Snapshot, Error> {
         let maps = &self.skel.maps;
-        // Totals first: every record they count as inserted is then in the maps read below
-        // or was evicted. (Read the other way round, records inserted in between would
-        // count as evicted; this way a record evicted in between is counted one refresh
-        // late.)
+        // Totals first: every event they count is then in the maps read below.
         let per_cpu = maps
             .totals
             .lookup_percpu(&0u32.to_ne_bytes(), MapFlags::ANY)
@@ -324,30 +383,104 @@ impl Tracer {
             .filter_map(|b| types::gl_totals::read(b))
             .collect();
         let at_ns = monotonic_ns();
-        let mut greenlets: Vec<GreenletStats> =
+        // Greenlets before threads: a thread's current greenlet has its record before the
+        // thread names it, so the current greenlet read below is in `records`, or was
+        // created after they were read (looked up on its own then).
+        let mut records: BTreeMap<u64, (types::gl_stats, bool)> =
             read_all(&maps.greenlets, u64_key, types::gl_stats::read)?
                 .into_iter()
-                .map(|(id, raw)| GreenletStats::from_raw(id, &raw))
+                .map(|(id, raw)| (id, (raw, false)))
                 .collect();
-        greenlets.sort_by_key(|g| g.id);
-        let mut edges: Vec<EdgeStats> =
-            read_all(&maps.edges, types::gl_edge_key::read, types::gl_edge::read)?
-                .into_iter()
-                .map(|(k, v)| EdgeStats {
-                    origin: k.origin,
-                    target: k.target,
-                    switches: v.switches,
-                    throws: v.throws,
-                })
-                .collect();
+        let threads = read_all(&maps.threads, u32_key, types::gl_thread::read)?;
+        // Edges after greenlets: every write to an edge precedes the `done` of the greenlets
+        // at its ends, so an edge of a greenlet seen done here has its final counts below.
+        let raw_edges = read_all(&maps.edges, types::gl_edge_key::read, types::gl_edge::read)?;
+
+        let current: HashMap<u64, u64> = threads
+            .iter()
+            .filter(|(_, t)| t.current != 0)
+            .map(|(_, t)| (t.current, t.since_ns))
+            .collect();
+        for &id in current.keys() {
+            if records.contains_key(&id) {
+                continue;
+            }
+            let raw = maps
+                .greenlets
+                .lookup(&id.to_ne_bytes(), MapFlags::ANY)
+                .map_err(|e| Error::bpf("cannot read map \"greenlets\"", e))?;
+            if let Some(raw) = raw.as_deref().and_then(types::gl_stats::read) {
+                // Read later than the others: kept in the map until the next snapshot.
+                records.insert(id, (raw, true));
+            }
+        }
+
+        let ended: HashSet<u64> = records
+            .iter()
+            .filter(|(id, (raw, late_read))| {
+                let finished = raw.done != 0
+                    || (raw.dead != 0 && at_ns.saturating_sub(raw.dead_ns) > DEAD_GRACE_NS);
+                finished && !late_read && !current.contains_key(id)
+            })
+            .map(|(&id, _)| id)
+            .collect();
+        // An edge ends with either of its greenlets; or, left by a greenlet whose record is
+        // gone (its insert failed in a full map), once a snapshot finds it still there.
+        let edge_ended = |k: &types::gl_edge_key| {
+            ended.contains(&k.origin)
+                || ended.contains(&k.target)
+                || (self.live_edges.contains(&(k.origin, k.target))
+                    && !(records.contains_key(&k.origin) && records.contains_key(&k.target)))
+        };
+
+        let mut keys = Vec::with_capacity(ended.len() * 8);
+        for id in &ended {
+            keys.extend_from_slice(&id.to_ne_bytes());
+        }
+        delete_all(&maps.greenlets, &keys, 8)?;
+        let mut keys = Vec::new();
+        let mut live_edges = HashSet::with_capacity(raw_edges.len());
+        let mut edges: Vec<EdgeStats> = Vec::with_capacity(raw_edges.len());
+        for (k, v) in &raw_edges {
+            let gone = edge_ended(k);
+            if gone {
+                keys.extend_from_slice(&k.origin.to_ne_bytes());
+                keys.extend_from_slice(&k.target.to_ne_bytes());
+            } else {
+                live_edges.insert((k.origin, k.target));
+            }
+            edges.push(EdgeStats {
+                origin: k.origin,
+                target: k.target,
+                switches: v.switches,
+                throws: v.throws,
+                ended: gone,
+            });
+        }
+        delete_all(&maps.edges, &keys, 16)?;
         edges.sort_by_key(|e| (e.origin, e.target));
-        let present = [greenlets.len(), edges.len()].map(|n| n as u64);
+
+        let maps_after = MapUse {
+            greenlets: (records.len() - ended.len()) as u64,
+            edges: live_edges.len() as u64,
+            threads: threads.len() as u64,
+        };
+        self.live_edges = live_edges;
+        self.ended[0] += ended.len() as u64;
+        self.ended[1] += (raw_edges.len() as u64) - maps_after.edges;
+        let greenlets: Vec<GreenletStats> = records
+            .iter()
+            .map(|(&id, (raw, _))| {
+                GreenletStats::from_raw(id, raw, current.get(&id).copied(), ended.contains(&id))
+            })
+            .collect();
         Ok(Snapshot {
             at_ns,
-            totals: Totals::from_raw(&per_cpu, present),
-            threads: threads_of(&greenlets),
+            totals: Totals::from_raw(&per_cpu, self.ended),
+            threads: threads_of(&greenlets, &threads),
             greenlets,
             edges,
+            maps: maps_after,
         })
     }
 }
@@ -401,6 +534,7 @@ fn load(caps: &Capacities, uprobes: bool) -> Result<GreenletSkel<'static>, Error
     let sizes = [
         (&mut open.maps.greenlets, caps.greenlets),
         (&mut open.maps.edges, caps.edges),
+        (&mut open.maps.threads, caps.threads),
     ];
     for (map, n) in sizes {
         map.set_max_entries(n)

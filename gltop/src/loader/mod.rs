@@ -8,7 +8,7 @@
 //!
 //! ```no_run
 //! use gltop::loader::{Options, Tracer};
-//! let tracer = Tracer::attach(1234, &Options::default())?;
+//! let mut tracer = Tracer::attach(1234, &Options::default())?;
 //! let snap = tracer.snapshot()?;
 //! println!("{} switches since attach", snap.totals.switches);
 //! # Ok::<(), gltop::loader::Error>(())
@@ -27,8 +27,7 @@ use std::path::{Path, PathBuf};
 
 pub use attach::{AttachMode, Capacities, Options, Tracer};
 pub use model::{
-    threads_of, EdgeStats, GreenletStats, Outcome, Snapshot, State, ThreadStats, Totals,
-    HIST_BUCKETS,
+    EdgeStats, GreenletStats, MapUse, Outcome, Snapshot, State, ThreadStats, Totals, HIST_BUCKETS,
 };
 pub use process::Process;
 pub use semaphore::semaphores;

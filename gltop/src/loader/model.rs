@@ -85,13 +85,16 @@ pub struct GreenletStats {
     pub id: u64,
     /// Its name; empty when it has none or `new` was not seen.
     pub name: String,
-    /// Whether its `new` probe was seen (false: it predates the attach, or its record was
-    /// evicted and recreated).
+    /// Whether its `new` probe was seen (false: it predates the attach).
     pub seen_new: bool,
     /// Its parent when created; `None` for a main greenlet or when `new` was not seen.
     pub parent: Option<u64>,
-    /// Derived state.
+    /// Derived state: `Running` when the kernel's per-thread map names it as its thread's
+    /// current greenlet, which it does for exactly one greenlet per thread.
     pub state: State,
+    /// Its record left the kernel's map with this snapshot: it is dead, no probe will name it
+    /// again, and these counts are final. It is in no later snapshot.
+    pub ended: bool,
     /// How it ended, once dead.
     pub outcome: Option<Outcome>,
     /// The kernel thread id it lives on.
@@ -100,7 +103,7 @@ pub struct GreenletStats {
     pub created_ns: Option<u64>,
     /// See `created_ns`.
     pub dead_ns: Option<u64>,
-    /// When its current slice began, while it is running.
+    /// When its current slice began, while it is running (from the per-thread map).
     pub running_since_ns: Option<u64>,
     /// Transfers into and out of it.
     pub switches_in: u64,
@@ -146,7 +149,14 @@ impl GreenletStats {
         }
     }
 
-    pub(super) fn from_raw(id: u64, raw: &types::gl_stats) -> GreenletStats {
+    /// A record read from the kernel; `running_since` is the switch-in time when the
+    /// per-thread map names it as its thread's current greenlet.
+    pub(super) fn from_raw(
+        id: u64,
+        raw: &types::gl_stats,
+        running_since: Option<u64>,
+        ended: bool,
+    ) -> GreenletStats {
         let name: Vec<u8> = raw
             .name
             .iter()
@@ -155,11 +165,12 @@ impl GreenletStats {
             .collect();
         let seen_new = raw.seen_new != 0;
         let dead = raw.dead != 0;
-        let running = raw.running != 0 && raw.last_in_ns != 0;
-        let state = if dead {
-            State::Dead
-        } else if running {
+        // A greenlet whose `dead` probe fired is still its thread's current greenlet until
+        // its last transfer (to its parent): it is running then, its outcome already known.
+        let state = if running_since.is_some() {
             State::Running
+        } else if dead {
+            State::Dead
         } else if seen_new && raw.parent != 0 && raw.switches_in + raw.throws_in == 0 {
             State::Unstarted
         } else {
@@ -172,11 +183,12 @@ impl GreenletStats {
             seen_new,
             parent: if seen_new { nonzero(raw.parent) } else { None },
             state,
+            ended,
             outcome: dead.then(|| Outcome::from_code(raw.outcome)),
             tid: raw.tid,
             created_ns: nonzero(raw.created_ns),
             dead_ns: nonzero(raw.dead_ns),
-            running_since_ns: if running { Some(raw.last_in_ns) } else { None },
+            running_since_ns: running_since,
             switches_in: raw.switches_in,
             switches_out: raw.switches_out,
             throws_in: raw.throws_in,
@@ -200,49 +212,55 @@ pub struct EdgeStats {
     pub switches: u64,
     /// Throws along it.
     pub throws: u64,
+    /// Its entry left the kernel's map with this snapshot (a greenlet at one of its ends
+    /// ended): these counts are final, and it is in no later snapshot.
+    pub ended: bool,
 }
 
-/// One thread with recorded greenlets, derived from them: the kernel marks each thread's
-/// current greenlet (`running`, with its `tid` and switch-in time).
+/// One thread with greenlets: an entry of the kernel's per-thread map (its current greenlet),
+/// or the thread of a live greenlet.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct ThreadStats {
     /// Kernel thread id.
     pub tid: u32,
-    /// Its current greenlet, if recorded.
+    /// Its current greenlet; `None` until its first transfer when its greenlets predate the
+    /// attach, and once its main greenlet died (thread exit).
     pub current: Option<u64>,
     /// When `current` was switched in (CLOCK_MONOTONIC ns).
     pub since_ns: Option<u64>,
     /// Transfers into greenlets of this thread since attach (switches and throws).
     pub transfers: u64,
-    /// Recorded greenlets of this thread, and how many of them are dead.
-    pub greenlets: u64,
-    /// See `greenlets`.
-    pub dead: u64,
+    /// Live greenlets of this thread in the snapshot.
+    pub alive: u64,
 }
 
-/// The threads of `greenlets` (sorted by id), sorted by tid.
-pub fn threads_of(greenlets: &[GreenletStats]) -> Vec<ThreadStats> {
+/// The threads of a snapshot, sorted by tid: every entry of the per-thread map (`(tid,
+/// entry)`), and the thread of every live greenlet.
+pub(super) fn threads_of(
+    greenlets: &[GreenletStats],
+    entries: &[(u32, types::gl_thread)],
+) -> Vec<ThreadStats> {
     let mut by_tid: std::collections::BTreeMap<u32, ThreadStats> = Default::default();
-    for g in greenlets.iter().filter(|g| g.tid != 0) {
-        let t = by_tid.entry(g.tid).or_insert(ThreadStats {
-            tid: g.tid,
-            current: None,
-            since_ns: None,
-            transfers: 0,
-            greenlets: 0,
-            dead: 0,
-        });
-        t.transfers += g.switches_in + g.throws_in;
-        t.greenlets += 1;
-        t.dead += u64::from(g.state == State::Dead);
-        if let Some(since) = g.running_since_ns {
-            // Only one greenlet per thread runs; if a stale record says otherwise, the
-            // latest switch-in wins.
-            if t.since_ns.is_none_or(|s| since >= s) {
-                t.current = Some(g.id);
-                t.since_ns = Some(since);
-            }
+    let blank = |tid| ThreadStats {
+        tid,
+        current: None,
+        since_ns: None,
+        transfers: 0,
+        alive: 0,
+    };
+    for (tid, e) in entries {
+        let t = by_tid.entry(*tid).or_insert(blank(*tid));
+        if e.current != 0 {
+            t.current = Some(e.current);
+            t.since_ns = Some(e.since_ns);
         }
+        t.transfers = e.transfers;
+    }
+    for g in greenlets
+        .iter()
+        .filter(|g| g.tid != 0 && g.state != State::Dead)
+    {
+        by_tid.entry(g.tid).or_insert(blank(g.tid)).alive += 1;
     }
     by_tid.into_values().collect()
 }
@@ -262,14 +280,18 @@ pub struct Totals {
     pub dead_by_outcome: [u64; 8],
     /// Greenlets first seen by something other than `new`: they predate the attach.
     pub late_greenlets: u64,
-    /// Records evicted from the greenlet and edge maps because they were full.
-    pub greenlets_evicted: u64,
-    /// See `greenlets_evicted`.
-    pub edges_evicted: u64,
-    /// Events that could not be recorded in each map at all (an insert failed).
+    /// Events that could not be recorded in each map because an insert failed (the map was
+    /// full): the only losses. The kernel never evicts a record.
     pub greenlet_failures: u64,
     /// See `greenlet_failures`.
     pub edge_failures: u64,
+    /// See `greenlet_failures`.
+    pub thread_failures: u64,
+    /// Greenlet records and edges moved out of the kernel's maps since attach (their
+    /// greenlet ended and they were read for the last time).
+    pub ended_greenlets: u64,
+    /// See `ended_greenlets`.
+    pub ended_edges: u64,
 }
 
 impl Totals {
@@ -278,13 +300,13 @@ impl Totals {
         self.switches + self.throws + self.greenlets_created + self.greenlets_dead
     }
 
-    /// Records lost to full maps: evictions plus failed inserts.
+    /// Events lost to full maps: failed inserts.
     pub fn dropped(&self) -> u64 {
-        self.greenlets_evicted + self.edges_evicted + self.greenlet_failures + self.edge_failures
+        self.greenlet_failures + self.edge_failures + self.thread_failures
     }
 
-    /// Sums the per-CPU copies and derives evictions from the entries present in each map.
-    pub(super) fn from_raw(per_cpu: &[types::gl_totals], present: [u64; 2]) -> Totals {
+    /// Sums the per-CPU copies; `ended` is what user space moved out of the maps so far.
+    pub(super) fn from_raw(per_cpu: &[types::gl_totals], ended: [u64; 2]) -> Totals {
         let mut s = types::gl_totals::default();
         for c in per_cpu {
             s.switches += c.switches;
@@ -294,13 +316,12 @@ impl Totals {
             for (a, b) in s.dead_by_outcome.iter_mut().zip(c.dead_by_outcome) {
                 *a += b;
             }
-            s.greenlet_inserts += c.greenlet_inserts;
-            s.edge_inserts += c.edge_inserts;
             s.greenlet_failures += c.greenlet_failures;
             s.edge_failures += c.edge_failures;
+            s.thread_failures += c.thread_failures;
             s.late_greenlets += c.late_greenlets;
         }
-        let [greenlets, edges] = present;
+        let [ended_greenlets, ended_edges] = ended;
         Totals {
             switches: s.switches,
             throws: s.throws,
@@ -308,27 +329,48 @@ impl Totals {
             greenlets_dead: s.dead,
             dead_by_outcome: s.dead_by_outcome,
             late_greenlets: s.late_greenlets,
-            greenlets_evicted: s.greenlet_inserts.saturating_sub(greenlets),
-            edges_evicted: s.edge_inserts.saturating_sub(edges),
             greenlet_failures: s.greenlet_failures,
             edge_failures: s.edge_failures,
+            thread_failures: s.thread_failures,
+            ended_greenlets,
+            ended_edges,
         }
     }
 }
 
-/// Everything the kernel aggregated, read at one moment.
+/// Entries of each kernel map, and their capacities.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct MapUse {
+    /// Entries left in each map after the snapshot moved ended records out.
+    pub greenlets: u64,
+    /// See `greenlets`.
+    pub edges: u64,
+    /// See `greenlets`.
+    pub threads: u64,
+}
+
+/// What the kernel aggregated, read in one pass.
+///
+/// The per-thread map is read once, after the greenlet records, so each thread has exactly
+/// one current greenlet (`State::Running`), and its record is in the snapshot. Counters are
+/// read record by record while the process runs: totals first, then greenlets, threads and
+/// edges, so a count may be a few events newer in a later-read map (e.g. a greenlet created
+/// after the totals were read is in `greenlets`, not yet in `totals.greenlets_created`).
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Snapshot {
     /// CLOCK_MONOTONIC nanoseconds when it was read (the clock of all `_ns` instants).
     pub at_ns: u64,
     /// Totals.
     pub totals: Totals,
-    /// Greenlets, by id.
+    /// Greenlets, by id: every record in the kernel, plus (`ended`) those whose record left
+    /// the kernel with this snapshot.
     pub greenlets: Vec<GreenletStats>,
-    /// Edges, by (origin, target).
+    /// Edges, by (origin, target), likewise.
     pub edges: Vec<EdgeStats>,
-    /// Threads with recorded greenlets, by tid (derived from `greenlets`).
+    /// Threads with greenlets, by tid.
     pub threads: Vec<ThreadStats>,
+    /// Kernel map entries after this snapshot.
+    pub maps: MapUse,
 }
 
 impl Snapshot {
@@ -340,7 +382,8 @@ impl Snapshot {
             .map(|i| &self.greenlets[i])
     }
 
-    /// Greenlets recorded and not dead.
+    /// Greenlets recorded and not dead: derived from the records, so it always equals the
+    /// number of live greenlets in the snapshot.
     pub fn alive(&self) -> usize {
         self.greenlets
             .iter()
@@ -384,46 +427,47 @@ mod tests {
         r.seen_new = 1;
         r.parent = 7;
         r.name[..3].copy_from_slice(&[b'a' as i8, b'b' as i8, b'c' as i8]);
-        let g = GreenletStats::from_raw(9, &r);
+        let g = GreenletStats::from_raw(9, &r, None, false);
         assert_eq!(
             (g.state, g.display_name(), g.parent),
             (State::Unstarted, "abc", Some(7))
         );
 
         r.switches_in = 1;
-        r.running = 1;
-        r.last_in_ns = 100;
-        let g = GreenletStats::from_raw(9, &r);
+        let g = GreenletStats::from_raw(9, &r, Some(100), false);
         assert_eq!((g.state, g.running_since_ns), (State::Running, Some(100)));
         assert_eq!((g.on_cpu_at(150), g.max_slice_at(150)), (50, 50));
 
-        r.running = 0;
-        r.last_in_ns = 0;
-        assert_eq!(GreenletStats::from_raw(9, &r).state, State::Suspended);
+        assert_eq!(
+            GreenletStats::from_raw(9, &r, None, false).state,
+            State::Suspended
+        );
         r.dead = 1;
         r.outcome = 3;
-        let g = GreenletStats::from_raw(9, &r);
-        assert_eq!((g.state, g.outcome), (State::Dead, Some(Outcome::Panic)));
+        // Dead, but still its thread's current greenlet until its last transfer.
+        let g = GreenletStats::from_raw(9, &r, Some(100), false);
+        assert_eq!((g.state, g.outcome), (State::Running, Some(Outcome::Panic)));
+        let g = GreenletStats::from_raw(9, &r, None, true);
+        assert_eq!((g.state, g.ended), (State::Dead, true));
 
         let mut m = raw();
         m.seen_new = 1;
-        let g = GreenletStats::from_raw(1, &m);
+        let g = GreenletStats::from_raw(1, &m, None, false);
         assert!(g.is_main());
         assert_eq!((g.display_name(), g.parent), ("main", None));
         // Seen only through a transfer: unknown name and parent.
         let mut late = raw();
         late.switches_out = 1;
-        let g = GreenletStats::from_raw(2, &late);
+        let g = GreenletStats::from_raw(2, &late, None, false);
         assert!(!g.is_main());
         assert_eq!((g.display_name(), g.state), ("?", State::Suspended));
     }
 
     #[test]
-    fn sums_cpus_and_counts_evictions() {
+    fn sums_cpus_and_counts_only_failed_inserts_as_dropped() {
         let mut a = types::gl_totals {
             switches: 5,
-            greenlet_inserts: 10,
-            edge_inserts: 4,
+            greenlet_failures: 1,
             edge_failures: 2,
             ..Default::default()
         };
@@ -433,52 +477,54 @@ mod tests {
             throws: 1,
             created: 3,
             dead: 1,
-            greenlet_inserts: 5,
+            thread_failures: 4,
             ..Default::default()
         };
-        let t = Totals::from_raw(&[a, b], [12, 4]);
+        let t = Totals::from_raw(&[a, b], [12, 30]);
         assert_eq!((t.switches, t.throws, t.hits()), (12, 1, 17));
-        assert_eq!((t.greenlets_evicted, t.edges_evicted), (3, 0));
-        assert_eq!(t.dropped(), 5);
+        assert_eq!((t.ended_greenlets, t.ended_edges), (12, 30));
+        assert_eq!(t.dropped(), 7);
         assert_eq!(t.dead_by_outcome[4], 1);
     }
 
     #[test]
-    fn threads_are_derived_from_running_greenlets() {
-        let mk = |id: u64, tid: u32, running: Option<u64>, dead: bool, sw: u64| {
+    fn threads_come_from_the_per_thread_map_and_live_greenlets() {
+        let mk = |id: u64, tid: u32, dead: bool| {
             let mut r = raw();
             r.seen_new = 1;
             r.parent = 1;
             r.tid = tid;
-            r.switches_in = sw;
-            r.throws_in = 1;
-            if let Some(t) = running {
-                r.running = 1;
-                r.last_in_ns = t;
-            }
+            r.switches_in = 1;
             r.dead = u8::from(dead);
-            GreenletStats::from_raw(id, &r)
+            GreenletStats::from_raw(id, &r, None, dead)
         };
         let gs = vec![
-            mk(1, 10, None, false, 5),
-            mk(2, 10, Some(700), false, 3),
-            mk(3, 20, None, true, 1),
-            mk(4, 20, Some(900), false, 2),
-            mk(5, 20, Some(100), false, 0), // a stale record: the latest switch-in wins
-            mk(6, 0, None, false, 0),       // no thread known: not counted
+            mk(1, 10, false),
+            mk(2, 10, false),
+            mk(3, 20, true),
+            mk(4, 20, false),
+            mk(5, 30, false), // a thread with no entry (its greenlets predate the attach)
+            mk(6, 0, false),  // no thread known: not counted
+            mk(7, 40, true),  // only dead greenlets, no entry: not a thread with greenlets
         ];
-        let t = threads_of(&gs);
-        assert_eq!(t.len(), 2);
+        let entry = |current, since_ns, transfers| types::gl_thread {
+            current,
+            since_ns,
+            transfers,
+        };
+        let t = threads_of(&gs, &[(20, entry(4, 900, 6)), (10, entry(2, 700, 10))]);
+        let got: Vec<_> = t
+            .iter()
+            .map(|t| (t.tid, t.current, t.since_ns, t.transfers, t.alive))
+            .collect();
         assert_eq!(
-            (t[0].tid, t[0].current, t[0].since_ns),
-            (10, Some(2), Some(700))
+            got,
+            [
+                (10, Some(2), Some(700), 10, 2),
+                (20, Some(4), Some(900), 6, 1),
+                (30, None, None, 0, 1),
+            ]
         );
-        assert_eq!((t[0].transfers, t[0].greenlets, t[0].dead), (10, 2, 0));
-        assert_eq!(
-            (t[1].tid, t[1].current, t[1].since_ns),
-            (20, Some(4), Some(900))
-        );
-        assert_eq!((t[1].transfers, t[1].greenlets, t[1].dead), (6, 3, 1));
     }
 
     #[test]

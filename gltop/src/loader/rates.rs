@@ -3,8 +3,8 @@
 
 use super::model::{GreenletStats, Snapshot, HIST_BUCKETS};
 
-/// The increase of a cumulative counter; 0 if it went backwards (its record was evicted and
-/// recreated between the two readings).
+/// The increase of a cumulative counter; 0 if it went backwards (a greenlet record made anew:
+/// its first record was lost to a full map).
 pub fn delta(prev: u64, cur: u64) -> u64 {
     cur.saturating_sub(prev)
 }
@@ -97,8 +97,9 @@ impl<'a> Interval<'a> {
     /// created (or first seen) during the interval.
     ///
     /// `None` when the previous snapshot has no record of a greenlet that already existed
-    /// then (its record was evicted and made anew): its counts restarted, so no rate can be
-    /// told. A greenlet born during the interval counts from zero.
+    /// then (it predates the attach and was first seen during the interval, or its first
+    /// record was lost to a full map): no rate can be told. A greenlet born during the
+    /// interval counts from zero.
     pub fn greenlet(&self, g: &GreenletStats) -> Option<GreenletRates> {
         let dt = self.dt_ns();
         let before = self.prev.greenlet(g.id);
@@ -171,6 +172,7 @@ mod tests {
             seen_new: true,
             parent: Some(1),
             state: State::Suspended,
+            ended: false,
             outcome: None,
             tid: 1,
             created_ns: None,
@@ -256,8 +258,8 @@ mod tests {
             (r.switches_per_s, r.throws_per_s, r.cpu_share),
             (4.0, 2.0, 0.5)
         );
-        // One that existed before but has no previous record (evicted, made anew, or born
-        // before attach and unseen): no rate rather than its whole count in one interval.
+        // One that existed before but has no previous record (born before attach and unseen,
+        // or lost to a full map): no rate rather than its whole count in one interval.
         c.created_ns = Some(1_000);
         assert!(iv.greenlet(&c).is_none());
         c.created_ns = None;

@@ -17,7 +17,11 @@ const TOP_EDGES: usize = 10;
 
 pub fn draw(f: &mut Frame<'_>, area: Rect, app: &App, id: u64) {
     let Some(g) = app.cur.greenlet(id) else {
-        let msg = format!("greenlet {id} is no longer recorded (evicted from the map)");
+        let msg = format!(
+            "greenlet {id} is no longer recorded (dead and forgotten: the view keeps the last {} \
+             dead greenlets, see --max-dead)",
+            app.history.max_greenlets
+        );
         f.render_widget(Paragraph::new(msg), area);
         return;
     };

@@ -98,11 +98,8 @@ pub fn draw(f: &mut Frame<'_>, area: Rect, app: &App) {
     if dropped > 0 {
         fourth.push(
             format!(
-                " (evicted {} greenlets, {} edges: maps hold {} and {}, see --max-greenlets)",
-                count(t.greenlets_evicted),
-                count(t.edges_evicted),
-                target.capacities.greenlets,
-                target.capacities.edges,
+                " (events lost: maps of {} greenlets and {} edges full, see --max-greenlets)",
+                target.capacities.greenlets, target.capacities.edges,
             )
             .into(),
         );

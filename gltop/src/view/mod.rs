@@ -47,7 +47,7 @@ fn footer(f: &mut Frame<'_>, area: ratatui::layout::Rect, app: &App) {
             key("Enter"),
             " detail ".into(),
             key("d"),
-            app.dead_view.label().into(),
+            app.dead_label().into(),
         ]),
         Screen::Detail(_) => {
             spans.extend([key("Esc"), " back ".into(), key("j/k"), " next ".into()])

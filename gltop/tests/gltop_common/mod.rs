@@ -221,6 +221,27 @@ pub fn json_lines(text: &str) -> Vec<Value> {
         .collect()
 }
 
+/// The last of gltop's JSON lines with the greenlets and edges of all of them: each line has
+/// the live ones and those that ended since the previous line, so the union (each record's
+/// latest version) holds every greenlet and edge seen since attach.
+pub fn merged(lines: &[Value]) -> Value {
+    let mut greenlets: BTreeMap<u64, Value> = BTreeMap::new();
+    let mut edges: BTreeMap<(u64, u64), Value> = BTreeMap::new();
+    for line in lines {
+        for g in line["greenlets"].as_array().expect("greenlets") {
+            greenlets.insert(g["id"].as_u64().expect("an id"), g.clone());
+        }
+        for e in line["edges"].as_array().expect("edges") {
+            let key = (e["origin"].as_u64().unwrap(), e["target"].as_u64().unwrap());
+            edges.insert(key, e.clone());
+        }
+    }
+    let mut last = lines.last().expect("a JSON line").clone();
+    last["greenlets"] = Value::Array(greenlets.into_values().collect());
+    last["edges"] = Value::Array(edges.into_values().collect());
+    last
+}
+
 /// The edges of a JSON line: (origin, target) -> (switches, throws).
 pub fn edge_counts(line: &Value) -> BTreeMap<(u64, u64), (u64, u64)> {
     line["edges"]
