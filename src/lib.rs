@@ -35,8 +35,10 @@
 //! ```
 //!
 //! # Semantics
-//! The runtime follows Python greenlet 3.x (the behaviour reference is
-//! `spec/python-greenlet-reference.md` in the project's shared folder):
+//! The runtime follows Python greenlet 3.x. The behaviour reference is
+//! `docs/reference/python-greenlet-reference.md` in the repository: a `§N.M` ("spec §4.7") in
+//! these docs, the sources and the tests is one of its numbered items, and `R1`-`R6` ("spec R4")
+//! a section of `docs/reference/greenlet-semantics.md`, which maps it onto Rust. In short:
 //! - [`Greenlet::switch`] starts an unstarted greenlet (its function receives the value),
 //!   resumes a suspended one (its pending `switch` returns the value), returns the value at
 //!   once when you switch to yourself, and redirects to the nearest live ancestor when the

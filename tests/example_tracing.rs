@@ -2,16 +2,15 @@
 //! compares its output with the seed's transcript: lines 2 to 6 byte for byte; lines 1 and 7
 //! differ only in how the unnamed main greenlet prints, which must be the runtime's `Display`
 //! of an unnamed main greenlet (`<greenlet #ID WORDS>`), with the state words Python shows in
-//! the same places (`python-examples/z01_tracing_doc_doctest.out`): suspended in line 1, where
-//! the callback runs in `origin`; current in line 7, where it runs in main.
+//! the same places (`docs/reference/python-examples/z01_tracing_doc_doctest.out`): suspended in
+//! line 1, where the callback runs in `origin`; current in line 7, where it runs in main.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 /// The seed's transcript: the expected output of the `settrace` example on the tracing page,
-/// copied from the project's shared folder, `seed/greenlet-tracing.txt` (kept here so the test
-/// runs on a clone without that folder). `<greenlet.greenlet object ...>` is how Python prints
-/// the unnamed main greenlet.
+/// `docs/seed/greenlet-tracing.txt`, lines 59 to 65, copied here unchanged.
+/// `<greenlet.greenlet object ...>` is how Python prints the unnamed main greenlet.
 const SEED_TRANSCRIPT: [&str; 7] = [
     "Transfer from <greenlet.greenlet object ...> to <origin> with switch",
     "In origin",

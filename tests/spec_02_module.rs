@@ -1,6 +1,6 @@
-//! Spec section 2 (module surface): `python-greenlet-reference.md` §2.1-§2.4, ported to the
-//! Rust runtime. Each test ports the item's Python example (`python-examples/aNN_*.py`) and
-//! asserts what its `.out` shows, adapted to Rust.
+//! Spec section 2 (module surface): `docs/reference/python-greenlet-reference.md` §2.1-§2.4, ported
+//! to the Rust runtime. Each test ports the item's Python example
+//! (`docs/reference/python-examples/aNN_*.py`) and asserts what its `.out` shows, adapted to Rust.
 //!
 //! Not applicable (spec R1):
 //! - §2.1, last line: `greenlet.greenlet.getcurrent is greenlet.getcurrent` (module attributes

@@ -1,5 +1,5 @@
-//! Spec section 3 (creating greenlets; `run`; states): `python-greenlet-reference.md`
-//! §3.1-§3.7, ported to the Rust runtime.
+//! Spec section 3 (creating greenlets; `run`; states):
+//! `docs/reference/python-greenlet-reference.md` §3.1-§3.7, ported to the Rust runtime.
 //!
 //! Not applicable (spec R1):
 //! - §3.1: `gr_frame` (no frame objects), `run=None` and a greenlet created without `run`

@@ -1,6 +1,6 @@
-//! Spec section 4 (switching and value passing): `python-greenlet-reference.md` §4.1-§4.9,
-//! ported to the Rust runtime. Python's `print`s are collected in a `Vec<String>` and compared
-//! with the example's `.out`, adapted to Rust values.
+//! Spec section 4 (switching and value passing): `docs/reference/python-greenlet-reference.md`
+//! §4.1-§4.9, ported to the Rust runtime. Python's `print`s are collected in a `Vec<String>` and
+//! compared with the example's `.out`, adapted to Rust values.
 //!
 //! Not applicable (spec R1): Python's argument packing (§1.4 step 4): positional arguments
 //! becoming a tuple, `switch()` delivering `()`, keyword arguments becoming a dict (§4.2's

@@ -1,6 +1,6 @@
-//! Spec section 5 (exceptions and death): `python-greenlet-reference.md` §5.1-§5.5, ported to
-//! the Rust runtime. An exception is an `Err(Error)` returned by `run`; a panic escaping `run`
-//! is carried the same way and resumes unwinding in the parent (spec R3).
+//! Spec section 5 (exceptions and death): `docs/reference/python-greenlet-reference.md` §5.1-§5.5,
+//! ported to the Rust runtime. An exception is an `Err(Error)` returned by `run`; a panic escaping
+//! `run` is carried the same way and resumes unwinding in the parent (spec R3).
 //!
 //! Not applicable (spec R1):
 //! - §5.3's trigger, a parent without `run` (`AttributeError: run`): impossible by

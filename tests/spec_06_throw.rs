@@ -1,6 +1,6 @@
-//! Spec section 6 (`throw()`): `python-greenlet-reference.md` §6.1-§6.7, ported to the Rust
-//! runtime. Python exceptions are user errors of the [`Exc`] type below, whose `Display` is
-//! Python's `repr` (`ValueError('v')`), so the collected lines read like the `.out` files.
+//! Spec section 6 (`throw()`): `docs/reference/python-greenlet-reference.md` §6.1-§6.7, ported to
+//! the Rust runtime. Python exceptions are user errors of the [`Exc`] type below, whose `Display`
+//! is Python's `repr` (`ValueError('v')`), so the collected lines read like the `.out` files.
 //! `GreenletExit` displays as `GreenletExit` (or `GreenletExit: message`).
 //!
 //! Not applicable (spec R1):

@@ -1,5 +1,5 @@
-//! Spec section 7 (parents): `python-greenlet-reference.md` §7.1-§7.2, ported to the Rust
-//! runtime.
+//! Spec section 7 (parents): `docs/reference/python-greenlet-reference.md` §7.1-§7.2, ported to the
+//! Rust runtime.
 //!
 //! Not applicable (spec R1, R4):
 //! - §7.1, a parent that is not a greenlet (`None`, `1`, `"42"`: `TypeError`): `set_parent`

@@ -1,7 +1,7 @@
 //! Spec section 8 (greenlets killed when the last reference is dropped):
-//! `python-greenlet-reference.md` §8.1-§8.9 and §1.8, ported to the Rust runtime. A Python
-//! `del g` of the last reference is dropping the last `Greenlet` handle; `finally` blocks are
-//! destructors (the `Guard` below); `sys.unraisablehook` is the kill hook (`set_kill_hook`).
+//! `docs/reference/python-greenlet-reference.md` §8.1-§8.9 and §1.8, ported to the Rust runtime. A
+//! Python `del g` of the last reference is dropping the last `Greenlet` handle; `finally` blocks
+//! are destructors (the `Guard` below); `sys.unraisablehook` is the kill hook (`set_kill_hook`).
 //!
 //! Not applicable (spec R1, R4):
 //! - §8.7's mechanism (`gc.collect()` and `tp_is_gc`): Rust has no cycle collector. The

@@ -1,7 +1,7 @@
-//! Spec section 9 (threads): `python-greenlet-reference.md` §9.1-§9.3, with spec R4's Rust
-//! rules for threads: per-thread main greenlets, `!Send` handles, and what happens to a
-//! thread's greenlets when it exits (killed, destructors run: the runtime's documented choice,
-//! see `kill_all` and the crate docs), plus `kill_all`, the explicit way to kill them.
+//! Spec section 9 (threads): `docs/reference/python-greenlet-reference.md` §9.1-§9.3, with spec
+//! R4's Rust rules for threads: per-thread main greenlets, `!Send` handles, and what happens to a
+//! thread's greenlets when it exits (killed, destructors run: the runtime's documented choice, see
+//! `kill_all` and the crate docs), plus `kill_all`, the explicit way to kill them.
 //!
 //! Not applicable (spec R4): every cross-thread runtime error of §9.2 and §9.3 (`Cannot switch
 //! to a different thread`, `parent cannot be on a different thread`, `cannot switch to a
