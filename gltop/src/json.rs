@@ -4,7 +4,7 @@
 //! line: a reader that keeps every line's greenlets has all of them, and gltop keeps none.
 
 use gltop::loader::rates::{nonempty_span, tracing_cost, Interval};
-use gltop::loader::{GreenletStats, Outcome, Snapshot, Tracer};
+use gltop::loader::{Ended, GreenletStats, Outcome, Snapshot, Tracer, OUTCOME_SLOTS};
 use serde::Serialize;
 
 #[derive(Serialize)]
@@ -51,15 +51,18 @@ struct Totals {
     ended: PerMap,
 }
 
-#[derive(Serialize)]
-struct DeadByOutcome {
-    returned: u64,
-    error: u64,
-    exit: u64,
-    panic: u64,
-    thread_exit: u64,
-    discarded: u64,
-    other: u64,
+/// Deaths per outcome, keyed by the runtime's outcome names in code order, then `other`
+/// for codes this gltop does not know.
+struct DeadByOutcome([u64; OUTCOME_SLOTS]);
+
+impl Serialize for DeadByOutcome {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let known = Outcome::ALL
+            .iter()
+            .map(|o| (o.name(), self.0[usize::from(o.code())]));
+        let other: u64 = self.0[Outcome::ALL.len()..].iter().sum();
+        s.collect_map(known.chain([("other", other)]))
+    }
 }
 
 #[derive(Serialize)]
@@ -163,7 +166,7 @@ fn greenlet(g: &GreenletStats, at_ns: u64) -> Greenlet<'_> {
         seen_new: g.seen_new,
         state: g.state.as_str(),
         ended: g.ended,
-        outcome: g.outcome.map(Outcome::as_str),
+        outcome: g.outcome.map(Ended::name),
         tid: g.tid,
         switches_in: g.switches_in,
         switches_out: g.switches_out,
@@ -214,15 +217,7 @@ pub fn interval_line(
             alive: cur.alive() as u64,
             probe_hits: t.hits(),
             late_greenlets: t.late_greenlets,
-            dead_by_outcome: DeadByOutcome {
-                returned: o[0],
-                error: o[1],
-                exit: o[2],
-                panic: o[3],
-                thread_exit: o[4],
-                discarded: o[5],
-                other: o[6] + o[7],
-            },
+            dead_by_outcome: DeadByOutcome(*o),
             failed: Failed {
                 greenlets: t.greenlet_failures,
                 edges: t.edge_failures,

@@ -271,22 +271,14 @@ pub struct GreenletInfo {
     pub outcome: String,
 }
 
-/// The `outcome` argument of `greenlet:dead` for each outcome name of the report.
-pub const OUTCOMES: [(&str, u8); 6] = [
-    ("returned", 0),
-    ("error", 1),
-    ("exit", 2),
-    ("panic", 3),
-    ("thread_exit", 4),
-    ("discarded", 5),
-];
-
+/// The `outcome` argument of `greenlet:dead` for an outcome name of the report (names and
+/// codes: `greenlet::probes::Outcome`).
 pub fn outcome_code(name: &str) -> u8 {
-    OUTCOMES
+    greenlet::probes::Outcome::ALL
         .iter()
-        .find(|(n, _)| *n == name)
+        .find(|o| o.name() == name)
         .unwrap_or_else(|| panic!("unknown outcome {name:?}"))
-        .1
+        .code()
 }
 
 impl Report {

@@ -13,9 +13,14 @@ use super::process::{self, Process};
 use super::skel::{types, GreenletSkel, GreenletSkelBuilder};
 use super::Error;
 
-/// The probes of the provider, in the order they are attached: `new` and `dead` first, so
-/// that a greenlet created during the attach is more likely seen from its birth.
-const PROBES: [&str; 4] = ["new", "dead", "throw", "switch"];
+/// The probes of the provider (`greenlet::probes::PROBE_NAMES`), in the order they are
+/// attached: `new` and `dead` first, so that a greenlet created during the attach is more
+/// likely seen from its birth.
+fn attach_order() -> [&'static str; 4] {
+    let mut probes = greenlet::probes::PROBE_NAMES;
+    probes.sort_by_key(|name| !matches!(*name, "new" | "dead"));
+    probes
+}
 
 /// Map capacities (entries), fixed when the maps are created. The maps never evict: each
 /// must hold what is alive plus what ended since the last snapshot (which moves ended
@@ -279,7 +284,8 @@ impl Tracer {
             live_edges: HashSet::new(),
             ended: [0; 2],
         };
-        let probes: &[&'static str] = if floor { &["switch"] } else { &PROBES };
+        let all = attach_order();
+        let probes: &[&'static str] = if floor { &["switch"] } else { &all };
         for &probe in probes {
             let here: Vec<&ProbeSite> = sites.iter().filter(|s| s.name == probe).collect();
             if here.is_empty() {

@@ -13,7 +13,7 @@ use goblin::elf::{section_header::SHT_NOBITS, Elf};
 use super::Error;
 
 /// The USDT provider this crate's probes belong to.
-pub const PROVIDER: &str = "greenlet";
+pub const PROVIDER: &str = greenlet::probes::PROVIDER;
 
 /// The integer argument registers of the C calling convention, in order: the `usdt` crate
 /// passes probe argument i in register i, so a site whose arguments sit there can be read

@@ -27,7 +27,8 @@ use std::path::{Path, PathBuf};
 
 pub use attach::{AttachMode, Capacities, Options, Tracer};
 pub use model::{
-    EdgeStats, GreenletStats, MapUse, Outcome, Snapshot, State, ThreadStats, Totals, HIST_BUCKETS,
+    EdgeStats, Ended, GreenletStats, MapUse, Outcome, Snapshot, State, ThreadStats, Totals,
+    HIST_BUCKETS, OUTCOME_SLOTS,
 };
 pub use process::Process;
 pub use semaphore::semaphores;

@@ -6,49 +6,37 @@ use super::skel::types;
 /// shorter than 2 ns, bucket `i` those in `[2^i, 2^(i+1))` ns, the last one everything longer.
 pub const HIST_BUCKETS: usize = 40;
 
-/// How a greenlet ended (the `outcome` argument of the `dead` probe).
+pub use greenlet::probes::Outcome;
+
+/// Slots of `Totals::dead_by_outcome`: `GL_OUTCOMES` of `bpf/greenlet.h` (the skeleton's
+/// array has this length, or `Totals::from_raw` does not compile). Every code of the
+/// runtime's [`Outcome`] has a slot of its own; larger codes share the last.
+pub const OUTCOME_SLOTS: usize = 8;
+const _: () = assert!(Outcome::ALL.len() < OUTCOME_SLOTS);
+
+/// How a finished greenlet's record says it ended: the `outcome` code of the `dead` probe,
+/// read as one of the runtime's [`Outcome`]s (their one definition is
+/// `greenlet::probes`), or kept as a number when this gltop does not know the code (a target
+/// built with a newer runtime).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum Outcome {
-    /// Its run function returned a value.
-    Returned,
-    /// Its run function returned an error.
-    Error,
-    /// It ended with `GreenletExit`.
-    Exit,
-    /// It panicked.
-    Panic,
-    /// Its thread exited (a main greenlet, or one still suspended then).
-    ThreadExit,
-    /// It was dropped before it ever started.
-    Discarded,
-    /// An outcome code this version does not know.
-    Other(u8),
+pub enum Ended {
+    /// One of the runtime's outcomes.
+    As(Outcome),
+    /// A code this version does not know.
+    Unknown(u8),
 }
 
-impl Outcome {
+impl Ended {
     /// From the probe's code.
-    pub fn from_code(code: u8) -> Outcome {
-        match code {
-            0 => Outcome::Returned,
-            1 => Outcome::Error,
-            2 => Outcome::Exit,
-            3 => Outcome::Panic,
-            4 => Outcome::ThreadExit,
-            5 => Outcome::Discarded,
-            c => Outcome::Other(c),
-        }
+    pub fn from_code(code: u8) -> Ended {
+        Outcome::from_code(code).map_or(Ended::Unknown(code), Ended::As)
     }
 
-    /// A short lower-case name.
-    pub fn as_str(self) -> &'static str {
+    /// The outcome's name (`Outcome::name`), or `other` for an unknown code.
+    pub fn name(self) -> &'static str {
         match self {
-            Outcome::Returned => "returned",
-            Outcome::Error => "error",
-            Outcome::Exit => "exit",
-            Outcome::Panic => "panic",
-            Outcome::ThreadExit => "thread_exit",
-            Outcome::Discarded => "discarded",
-            Outcome::Other(_) => "other",
+            Ended::As(o) => o.name(),
+            Ended::Unknown(_) => "other",
         }
     }
 }
@@ -96,7 +84,7 @@ pub struct GreenletStats {
     /// again, and these counts are final. It is in no later snapshot.
     pub ended: bool,
     /// How it ended, once dead.
-    pub outcome: Option<Outcome>,
+    pub outcome: Option<Ended>,
     /// The kernel thread id it lives on.
     pub tid: u32,
     /// CLOCK_MONOTONIC nanoseconds of its creation and death, when seen.
@@ -184,7 +172,7 @@ impl GreenletStats {
             parent: if seen_new { nonzero(raw.parent) } else { None },
             state,
             ended,
-            outcome: dead.then(|| Outcome::from_code(raw.outcome)),
+            outcome: dead.then(|| Ended::from_code(raw.outcome)),
             tid: raw.tid,
             created_ns: nonzero(raw.created_ns),
             dead_ns: nonzero(raw.dead_ns),
@@ -276,8 +264,8 @@ pub struct Totals {
     pub greenlets_created: u64,
     /// Hits of the `dead` probe.
     pub greenlets_dead: u64,
-    /// Deaths per outcome code (the last slot gathers codes 7 and up).
-    pub dead_by_outcome: [u64; 8],
+    /// Deaths per outcome code (the last slot gathers codes `OUTCOME_SLOTS - 1` and up).
+    pub dead_by_outcome: [u64; OUTCOME_SLOTS],
     /// Greenlets first seen by something other than `new`: they predate the attach.
     pub late_greenlets: u64,
     /// Events that could not be recorded in each map because an insert failed (the map was
@@ -446,7 +434,10 @@ mod tests {
         r.outcome = 3;
         // Dead, but still its thread's current greenlet until its last transfer.
         let g = GreenletStats::from_raw(9, &r, Some(100), false);
-        assert_eq!((g.state, g.outcome), (State::Running, Some(Outcome::Panic)));
+        assert_eq!(
+            (g.state, g.outcome),
+            (State::Running, Some(Ended::As(Outcome::Panic)))
+        );
         let g = GreenletStats::from_raw(9, &r, None, true);
         assert_eq!((g.state, g.ended), (State::Dead, true));
 
@@ -529,10 +520,16 @@ mod tests {
 
     #[test]
     fn outcome_codes_round_trip() {
-        for c in 0..=6u8 {
-            let o = Outcome::from_code(c);
-            assert_eq!(o == Outcome::Other(c), c > 5, "{c}");
+        for c in 0..=255u8 {
+            match Ended::from_code(c) {
+                Ended::As(o) => assert_eq!(o.code(), c),
+                Ended::Unknown(u) => {
+                    assert_eq!(u, c);
+                    assert!(usize::from(c) >= Outcome::ALL.len(), "{c}");
+                }
+            }
         }
-        assert_eq!(Outcome::from_code(4).as_str(), "thread_exit");
+        assert_eq!(Ended::from_code(4).name(), "thread_exit");
+        assert_eq!(Ended::from_code(6).name(), "other");
     }
 }

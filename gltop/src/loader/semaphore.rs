@@ -94,7 +94,7 @@ pub fn semaphores(pid: i32) -> Result<BTreeMap<String, u16>, Error> {
 /// is fully attached). A program can poll this on itself to start only once traced.
 pub fn all_enabled(pid: i32) -> Result<bool, Error> {
     let values = semaphores(pid)?;
-    Ok(["switch", "throw", "new", "dead"]
+    Ok(greenlet::probes::PROBE_NAMES
         .iter()
         .all(|p| values.get(*p).is_some_and(|&n| n > 0)))
 }

@@ -47,7 +47,7 @@ pub fn draw(f: &mut Frame<'_>, area: Rect, app: &App, id: u64) {
                 "created {}   died {} ({})",
                 ago(g.created_ns),
                 ago(Some(d)),
-                o.as_str()
+                o.name()
             ),
             _ => format!("created {}", ago(g.created_ns)),
         }),
