@@ -137,13 +137,9 @@ fn edges_with_dash_c_runs_the_program_under_bpftrace() {
         bin,
     ];
     let out = Bpftrace::spawn(&args).finish();
-    // The workload's report went to the same stdout: the one object with a pid.
-    let report = out
-        .events
-        .iter()
-        .find(|e| e.get("pid").is_some())
-        .expect("the workload's report");
-    let r: Report = serde_json::from_value(report.clone()).unwrap();
+    // The workload's report went to the same stdout: its one line that is not bpftrace's.
+    assert_eq!(out.other.len(), 1, "the workload's report: {:?}", out.other);
+    let r: Report = serde_json::from_str(&out.other[0]).unwrap();
     assert_eq!(pairs(&out.map("@switch")), r.edges_of("switch"));
     assert_eq!(pairs(&out.map("@throw")), r.edges_of("throw"));
 }
@@ -351,10 +347,10 @@ fn snoop_prints_every_event_once() {
     assert_eq!(dead, expected_dead);
 }
 
-/// The one-liners of `scripts/README.md`: lines `bpftrace -p PID -e '...'`.
+/// The one-liners of `scripts/README.md`: lines `scripts/bpftrace.sh -p PID -e '...'`.
 fn one_liners(text: &str) -> Vec<String> {
     text.lines()
-        .filter_map(|l| l.trim().strip_prefix("bpftrace -p PID -e '"))
+        .filter_map(|l| l.trim().strip_prefix("scripts/bpftrace.sh -p PID -e '"))
         .map(|l| {
             l.strip_suffix('\'')
                 .expect("a one-liner ends with a quote")
@@ -451,14 +447,14 @@ fn every_script_is_tested_indexed_and_documented() {
             text.contains(&format!(" * {name}\t")),
             "{name}: header names the script"
         );
-        assert!(text.contains(" * USAGE:"), "{name}: usage");
+        assert!(text.contains(" * USAGE (bpftrace.sh"), "{name}: usage");
         assert!(
-            text.contains(&format!("bpftrace -p PID {name} /proc/PID/exe")),
-            "{name}: usage by PID"
+            text.contains(&format!(" *   bpftrace.sh -p PID {name} /proc/PID/exe")),
+            "{name}: usage by PID, through bpftrace.sh"
         );
         assert!(
-            text.contains(&format!("bpftrace {name} /path/to/binary")),
-            "{name}: usage by binary path"
+            text.contains(&format!(" *   bpftrace.sh {name} /path/to/binary")),
+            "{name}: usage by binary path, through bpftrace.sh"
         );
         let sample = text
             .split(" * Example output")
@@ -479,8 +475,142 @@ fn every_script_is_tested_indexed_and_documented() {
             "scripts/README.md does not index {stem}"
         );
         assert!(
-            index.contains(&format!("bpftrace -p PID scripts/{name} /proc/PID/exe")),
+            index.contains(&format!(
+                "scripts/bpftrace.sh -p PID scripts/{name} /proc/PID/exe"
+            )),
             "scripts/README.md has no one-liner for {name}"
         );
     }
+}
+
+/// `bpftrace -f json` lines of the shapes bpftrace 0.17 prints, keyed as deaths.bt keys.
+const RECORDS: [&str; 7] = [
+    r#"{"type": "attached_probes", "data": {"probes": 10}}"#,
+    r#"{"type": "printf", "data": "Counting greenlet deaths... Hit Ctrl-C to end.\n"}"#,
+    r#"{"type": "time", "data": "11:02:54\n"}"#,
+    r#"{"type": "map", "data": {"@deaths": {"thread_exit,<main>": 2, "exit,worker": 4}}}"#,
+    r#"{"type": "map", "data": {"@b": 1}}"#,
+    r#"{"type": "hist", "data": {"@lifetime_us": {"<main>": [{"min": 64, "max": 127, "count": 2}]}}}"#,
+    r#"{"type": "hist", "data": {"@run_slice_ns": [{"max": -1, "count": 1}, {"min": 0, "max": 0, "count": 3}]}}"#,
+];
+
+fn parse(lines: &[&str], program_output: bool) -> Result<Output, String> {
+    let lines: Vec<String> = lines.iter().map(|l| l.to_string()).collect();
+    Output::parse(&lines, String::new(), program_output)
+}
+
+#[test]
+fn the_output_parser_reads_the_records_bpftrace_prints() {
+    let out = parse(&RECORDS, false).unwrap();
+    let deaths = BTreeMap::from([
+        ("exit,worker".to_string(), 4),
+        ("thread_exit,<main>".to_string(), 2),
+    ]);
+    assert_eq!(out.map("@deaths"), deaths);
+    assert_eq!(out.map("@b"), BTreeMap::from([(String::new(), 1)]));
+    assert_eq!(out.hist("@lifetime_us")["<main>"][0].count, 2);
+    let slices: Vec<u64> = out.hist("@run_slice_ns")[""]
+        .iter()
+        .map(|b| b.count)
+        .collect();
+    assert_eq!(slices, [1, 3]);
+    assert_eq!(out.printfs().len(), 1);
+    assert_eq!(out.times(), 1);
+    assert!(out.other.is_empty());
+}
+
+#[test]
+fn the_output_parser_rejects_a_duplicate_key() {
+    // What deaths.bt printed when a name carried stray bytes: two keys that print alike.
+    let deaths = r#"{"type": "map", "data": {"@deaths": {"thread_exit,<main>": 1, "exit,worker": 4, "thread_exit,<main>": 1}}}"#;
+    let err = parse(&[RECORDS[0], deaths], false).err().expect("rejected");
+    assert!(
+        err.contains(r#"duplicate key "thread_exit,<main>""#),
+        "{err}"
+    );
+    let lifetimes = r#"{"type": "hist", "data": {"@lifetime_us": {"<main>": [{"min": 64, "max": 127, "count": 1}], "<main>": [{"min": 64, "max": 127, "count": 1}]}}}"#;
+    let err = parse(&[lifetimes], false).err().expect("rejected");
+    assert!(err.contains(r#"duplicate key "<main>""#), "{err}");
+    // At any depth: a record with two "data".
+    let twice = r#"{"type": "map", "data": {"@b": 1}, "data": {"@b": 2}}"#;
+    let err = parse(&[twice], false).err().expect("rejected");
+    assert!(err.contains(r#"duplicate key "data""#), "{err}");
+}
+
+#[test]
+fn the_output_parser_rejects_lines_and_shapes_it_does_not_expect() {
+    let unexpected = [
+        // Text output, not -f json.
+        "Attaching 10 probes...",
+        "@deaths[exit, worker]: 4",
+        // Records these tests never ask for.
+        r#"{"type": "stats", "data": {"@s": {"count": 1, "average": 2, "total": 2}}}"#,
+        r#"{"type": "helper_error", "helper": "map_lookup_elem", "retcode": -2, "line": 1, "col": 1}"#,
+        r#"{"type": "lost_events", "data": {"events": 3}}"#,
+        // Known records of another shape.
+        r#"{"type": "map", "data": {"@deaths": {"exit,worker": "4"}}}"#,
+        r#"{"type": "map", "data": {"@a": 1, "@b": 2}}"#,
+        r#"{"type": "map", "data": {"deaths": 1}}"#,
+        r#"{"type": "map", "data": {}}"#,
+        r#"{"type": "hist", "data": {"@h": [{"min": 0, "max": 0, "count": 1, "sum": 1}]}}"#,
+        r#"{"type": "hist", "data": {"@h": [{"min": 0, "max": 0}]}}"#,
+        r#"{"type": "printf", "data": {"text": "ok"}}"#,
+        r#"{"type": "printf", "data": "ok\n", "extra": 1}"#,
+        r#"{"type": "printf", "data": "ok\n"} {"type": "printf", "data": "ok\n"}"#,
+    ];
+    for line in unexpected {
+        assert!(
+            parse(&[RECORDS[0], line], false).is_err(),
+            "accepted {line}"
+        );
+    }
+    // Under -c the traced program's lines are its own; elsewhere they are an error.
+    let program = r#"{"pid": 12, "totals": {}}"#;
+    let out = parse(&[RECORDS[0], program, RECORDS[3]], true).unwrap();
+    assert_eq!(out.other, [program]);
+    assert_eq!(out.map("@deaths").len(), 2);
+    assert!(parse(&[RECORDS[0], program], false).is_err());
+    // Under -c too, a line that starts as a record must be one.
+    let bad = r#"{"type": "map", "data": {"@deaths": {"a": 1, "a": 2}}}"#;
+    assert!(parse(&[bad], true).is_err());
+    // bpftrace's RLIMIT_MEMLOCK error on stderr.
+    let stderr = "ERROR: Unknown error -1: couldn't set RLIMIT_MEMLOCK for bpftrace. If your \
+                  program is not loading, you can try \"ulimit -l 8192\" to fix the problem\n";
+    let lines = vec![RECORDS[0].to_string()];
+    let err = Output::parse(&lines, stderr.into(), false)
+        .err()
+        .expect("rejected");
+    assert!(err.contains("RLIMIT_MEMLOCK"), "{err}");
+}
+
+#[test]
+fn bpftrace_sh_drops_the_memlock_error_and_nothing_else() {
+    if skip("bpftrace_sh_drops_the_memlock_error_and_nothing_else") {
+        return;
+    }
+    let _serial = probe_support::bpf_lock();
+    let run = |program: &str| {
+        std::process::Command::new(bpftrace::wrapper())
+            .args(["-e", program])
+            .stdin(std::process::Stdio::null())
+            .output()
+            .expect("cannot run scripts/bpftrace.sh")
+    };
+    let ok = run(r#"BEGIN { printf("ok\n"); exit(); }"#);
+    let stderr = String::from_utf8_lossy(&ok.stderr);
+    assert!(ok.status.success(), "{}: {stderr}", ok.status);
+    assert!(String::from_utf8_lossy(&ok.stdout).contains("ok\n"));
+    assert!(
+        !stderr.contains(bpftrace::MEMLOCK_ERROR) && !stderr.contains("ERROR"),
+        "stderr: {stderr}"
+    );
+    // bpftrace's own errors and exit status come through.
+    let bad = run(r#"BEGIN { printf("ok\n") exit(); }"#);
+    let stderr = String::from_utf8_lossy(&bad.stderr);
+    assert_eq!(bad.status.code(), Some(1), "stderr: {stderr}");
+    assert!(stderr.contains("ERROR: syntax error"), "stderr: {stderr}");
+    assert!(
+        !stderr.contains(bpftrace::MEMLOCK_ERROR),
+        "stderr: {stderr}"
+    );
 }

@@ -1,19 +1,36 @@
-//! Running bpftrace against a workload process, and reading its `-f json` output.
+//! Running bpftrace against a workload process, the way `scripts/README.md` says (through
+//! `scripts/bpftrace.sh`), and reading its `-f json` output strictly: a record bpftrace does
+//! not print for these programs, a shape it does not have, or a key twice in one object is an
+//! error, never something to skip or overwrite.
 
 use std::collections::BTreeMap;
+use std::fmt;
 use std::io::{BufRead, BufReader, Read, Write};
-use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::mpsc::{self, Receiver};
 use std::sync::OnceLock;
 use std::thread::JoinHandle;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
-use serde_json::Value;
+use serde::de::{self, Deserialize, Deserializer, MapAccess, SeqAccess, Visitor};
+use serde_json::{Map, Number, Value};
 
-use super::{ci, wait_timeout, TIMEOUT};
+use super::{ci, root, TIMEOUT};
+
+/// `scripts/bpftrace.sh`: bpftrace with the same arguments, less the RLIMIT_MEMLOCK error line
+/// of bpftrace 0.17 where it means nothing. The README runs bpftrace through it; so do these
+/// tests.
+pub fn wrapper() -> PathBuf {
+    root().join("scripts").join("bpftrace.sh")
+}
+
+/// What bpftrace 0.17 prints to stderr when it cannot raise RLIMIT_MEMLOCK; `bpftrace.sh`
+/// must keep it from the user.
+pub const MEMLOCK_ERROR: &str = "couldn't set RLIMIT_MEMLOCK";
 
 /// Whether bpftrace can run here. Outside CI, a test that cannot run prints why and returns
 /// early; under `CI=true` it fails instead.
@@ -59,10 +76,14 @@ pub enum Program<'a> {
 /// A bpftrace attached to one process (`-p PID`), with `/proc/PID/exe` as `$1` (except for a
 /// one-liner).
 pub struct Bpftrace {
+    /// `bpftrace.sh`, leader of its own process group (bpftrace, the wrapper's filter, and
+    /// the program of `-c`).
     child: Child,
     lines: Receiver<String>,
     stderr: Option<JoinHandle<String>>,
     seen: Vec<String>,
+    /// Run with `-c`: the traced program's own lines share bpftrace's stdout.
+    program_output: bool,
 }
 
 impl Bpftrace {
@@ -82,16 +103,18 @@ impl Bpftrace {
         Bpftrace::spawn(&args)
     }
 
-    /// Starts bpftrace with `args` (which should include `-f json`) and waits until its BEGIN
-    /// probe has printed.
+    /// Starts `scripts/bpftrace.sh` with `args` (which should include `-f json`), in a
+    /// process group of its own as a shell's job is, and waits until bpftrace's BEGIN probe
+    /// has printed.
     pub fn spawn(args: &[String]) -> Bpftrace {
-        let mut child = Command::new("bpftrace")
+        let mut child = Command::new(wrapper())
             .args(args)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
+            .process_group(0)
             .spawn()
-            .expect("cannot start bpftrace");
+            .expect("cannot start scripts/bpftrace.sh");
         let out = child.stdout.take().expect("piped stdout");
         let (tx, lines) = mpsc::channel();
         std::thread::spawn(move || {
@@ -112,6 +135,7 @@ impl Bpftrace {
             lines,
             stderr: Some(stderr),
             seen: Vec::new(),
+            program_output: args.iter().any(|a| a == "-c"),
         };
         bt.wait_for_begin();
         bt
@@ -130,8 +154,7 @@ impl Bpftrace {
                     }
                 }
                 Err(_) => {
-                    let _ = self.child.kill();
-                    let _ = self.child.wait();
+                    self.kill_group();
                     let stderr = self.stderr.take().map(|h| h.join().unwrap_or_default());
                     panic!(
                         "bpftrace never printed from BEGIN; stdout: {:?}; stderr: {}",
@@ -146,18 +169,47 @@ impl Bpftrace {
     /// Waits for bpftrace to exit by itself (it does when the traced process exits) and
     /// returns its output.
     pub fn finish(mut self) -> Output {
-        let status = wait_timeout(&mut self.child, "bpftrace", TIMEOUT);
-        self.collect(status.success(), &status.to_string())
+        let status = self.wait();
+        self.collect(status)
     }
 
-    /// Stops bpftrace with SIGINT, as Ctrl-C does, and returns its output.
+    /// Stops bpftrace with SIGINT to its process group, as Ctrl-C does, and returns its
+    /// output.
     pub fn interrupt(mut self) -> Output {
-        kill(Pid::from_raw(self.child.id() as i32), Signal::SIGINT).expect("SIGINT to bpftrace");
-        let status = wait_timeout(&mut self.child, "bpftrace", TIMEOUT);
-        self.collect(status.success(), &status.to_string())
+        kill(self.group(), Signal::SIGINT).expect("SIGINT to bpftrace's process group");
+        let status = self.wait();
+        self.collect(status)
     }
 
-    fn collect(&mut self, ok: bool, status: &str) -> Output {
+    fn group(&self) -> Pid {
+        Pid::from_raw(-(self.child.id() as i32))
+    }
+
+    /// Kills the whole process group (bpftrace under the wrapper) and reaps the wrapper.
+    fn kill_group(&mut self) {
+        let _ = kill(self.group(), Signal::SIGKILL);
+        let _ = self.child.wait();
+    }
+
+    /// Waits for the wrapper to exit, for at most [`TIMEOUT`]; kills its group after that.
+    fn wait(&mut self) -> ExitStatus {
+        let deadline = Instant::now() + TIMEOUT;
+        loop {
+            match self.child.try_wait() {
+                Ok(Some(status)) => return status,
+                Ok(None) if Instant::now() < deadline => {
+                    std::thread::sleep(Duration::from_millis(20))
+                }
+                Ok(None) => {
+                    self.kill_group();
+                    panic!("bpftrace did not exit within {TIMEOUT:?}; killed it");
+                }
+                Err(e) => panic!("cannot wait for bpftrace: {e}"),
+            }
+        }
+    }
+
+    fn collect(&mut self, status: ExitStatus) -> Output {
         let stderr = self
             .stderr
             .take()
@@ -165,37 +217,159 @@ impl Bpftrace {
             .unwrap_or_default();
         let mut lines = std::mem::take(&mut self.seen);
         lines.extend(self.lines.try_iter());
-        assert!(ok, "bpftrace failed ({status}): {stderr}");
-        // Under `-c`, the traced program's own output shares bpftrace's stdout.
-        let (json, other): (Vec<String>, Vec<String>) = lines
-            .into_iter()
-            .filter(|l| !l.trim().is_empty())
-            .partition(|l| l.starts_with('{'));
-        let events: Vec<Value> = json
-            .iter()
-            .map(|l| {
-                serde_json::from_str(l).unwrap_or_else(|e| {
-                    panic!("bpftrace printed a line that is not JSON ({e}): {l}")
-                })
-            })
-            .collect();
-        let output = Output {
-            events,
-            other,
-            stderr,
-        };
-        output.assert_nothing_lost();
-        output
+        assert!(status.success(), "bpftrace failed ({status}): {stderr}");
+        Output::parse(&lines, stderr, self.program_output)
+            .unwrap_or_else(|e| panic!("bpftrace's output: {e}"))
     }
 }
 
 impl Drop for Bpftrace {
     fn drop(&mut self) {
         if let Ok(None) = self.child.try_wait() {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
+            self.kill_group();
         }
     }
+}
+
+/// A JSON value read with every object's keys checked: `serde_json::Value` keeps the last of
+/// two equal keys, which hid a map whose equal-looking keys bpftrace printed twice.
+struct Strict(Value);
+
+impl<'de> Deserialize<'de> for Strict {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Strict, D::Error> {
+        deserializer.deserialize_any(StrictVisitor)
+    }
+}
+
+struct StrictVisitor;
+
+impl<'de> Visitor<'de> for StrictVisitor {
+    type Value = Strict;
+
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("a JSON value")
+    }
+
+    fn visit_bool<E>(self, v: bool) -> Result<Strict, E> {
+        Ok(Strict(Value::Bool(v)))
+    }
+
+    fn visit_i64<E>(self, v: i64) -> Result<Strict, E> {
+        Ok(Strict(Value::from(v)))
+    }
+
+    fn visit_u64<E>(self, v: u64) -> Result<Strict, E> {
+        Ok(Strict(Value::from(v)))
+    }
+
+    fn visit_f64<E: de::Error>(self, v: f64) -> Result<Strict, E> {
+        Number::from_f64(v)
+            .map(|n| Strict(Value::Number(n)))
+            .ok_or_else(|| E::custom(format!("not a JSON number: {v}")))
+    }
+
+    fn visit_str<E>(self, v: &str) -> Result<Strict, E> {
+        Ok(Strict(Value::String(v.to_string())))
+    }
+
+    fn visit_string<E>(self, v: String) -> Result<Strict, E> {
+        Ok(Strict(Value::String(v)))
+    }
+
+    fn visit_unit<E>(self) -> Result<Strict, E> {
+        Ok(Strict(Value::Null))
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Strict, A::Error> {
+        let mut items = Vec::new();
+        while let Some(Strict(item)) = seq.next_element()? {
+            items.push(item);
+        }
+        Ok(Strict(Value::Array(items)))
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Strict, A::Error> {
+        let mut object = Map::new();
+        while let Some(key) = map.next_key::<String>()? {
+            let Strict(value) = map.next_value()?;
+            if object.contains_key(&key) {
+                return Err(de::Error::custom(format!("duplicate key {key:?}")));
+            }
+            object.insert(key, value);
+        }
+        Ok(Strict(Value::Object(object)))
+    }
+}
+
+/// Parses one line as JSON, rejecting an object with a key twice.
+fn strict_json(line: &str) -> Result<Value, String> {
+    let mut de = serde_json::Deserializer::from_str(line);
+    let Strict(value) = Strict::deserialize(&mut de).map_err(|e| format!("{e}: {line}"))?;
+    de.end().map_err(|e| format!("{e}: {line}"))?;
+    Ok(value)
+}
+
+/// Checks that `record` is one bpftrace 0.17 prints with `-f json` for the programs these
+/// tests run, in the shape it prints it: `{"type": T, "data": D}` with
+/// - attached_probes: `{"probes": N}`, lost_events: `{"events": N}`,
+/// - printf, time: a string,
+/// - map: `{"@name": N}` or `{"@name": {"key": N, ...}}`,
+/// - hist: `{"@name": [BUCKET, ...]}` or `{"@name": {"key": [BUCKET, ...], ...}}`, where a
+///   bucket is `{"min": N, "max": N, "count": N}` (the first bucket has no min).
+fn check_record(record: &Value) -> Result<(), String> {
+    let fields = record.as_object().ok_or("not an object")?;
+    if fields.len() != 2 || !fields.contains_key("type") || !fields.contains_key("data") {
+        return Err("not {\"type\", \"data\"}".into());
+    }
+    let data = &fields["data"];
+    let integer = |v: &Value| v.as_i64().is_some();
+    let one_field = |name: &str| {
+        data.as_object()
+            .is_some_and(|o| o.len() == 1 && o.get(name).is_some_and(integer))
+    };
+    let ok = match fields["type"]
+        .as_str()
+        .ok_or("a type that is not a string")?
+    {
+        "attached_probes" => one_field("probes"),
+        "lost_events" => one_field("events"),
+        "printf" | "time" => data.is_string(),
+        "map" => map_data(data, &integer),
+        "hist" => map_data(data, &|v: &Value| {
+            v.as_array()
+                .is_some_and(|buckets| buckets.iter().all(bucket))
+        }),
+        other => return Err(format!("a record of type {other:?}")),
+    };
+    if ok {
+        Ok(())
+    } else {
+        Err("data of an unexpected shape".into())
+    }
+}
+
+/// `{"@name": V}` or `{"@name": {"key": V, ...}}`, each V passing `value`.
+fn map_data(data: &Value, value: &dyn Fn(&Value) -> bool) -> bool {
+    let Some(maps) = data.as_object() else {
+        return false;
+    };
+    let Some((name, v)) = maps.iter().next() else {
+        return false;
+    };
+    maps.len() == 1
+        && name.starts_with('@')
+        && match v {
+            Value::Object(keyed) => keyed.values().all(value),
+            v => value(v),
+        }
+}
+
+fn bucket(b: &Value) -> bool {
+    b.as_object().is_some_and(|b| {
+        b.get("count").is_some_and(Value::is_u64)
+            && b.iter()
+                .all(|(k, v)| matches!(k.as_str(), "min" | "max" | "count") && v.as_i64().is_some())
+    })
 }
 
 /// One bucket of a bpftrace histogram.
@@ -208,13 +382,47 @@ pub struct Bucket {
 
 /// What bpftrace printed, one JSON object per line.
 pub struct Output {
+    /// bpftrace's records, in order, each checked by [`check_record`].
     pub events: Vec<Value>,
-    /// Lines that are not JSON: the output of a program run with `-c`.
+    /// The lines of the program run with `-c` (which shares bpftrace's stdout).
     pub other: Vec<String>,
     pub stderr: String,
 }
 
 impl Output {
+    /// Reads what bpftrace printed: `stdout`, its lines, and `stderr`. Every non-empty line
+    /// must be a bpftrace record (see [`check_record`]), except under `-c`
+    /// (`program_output`), where lines that do not start as a record are the traced
+    /// program's and go to `other`. `stderr` must not hold bpftrace's RLIMIT_MEMLOCK error.
+    pub fn parse(
+        stdout: &[String],
+        stderr: String,
+        program_output: bool,
+    ) -> Result<Output, String> {
+        if let Some(line) = stderr.lines().find(|l| l.contains(MEMLOCK_ERROR)) {
+            return Err(format!("stderr has the RLIMIT_MEMLOCK error: {line}"));
+        }
+        let mut events = Vec::new();
+        let mut other = Vec::new();
+        for line in stdout.iter().filter(|l| !l.trim().is_empty()) {
+            if program_output && !line.starts_with("{\"type\": ") {
+                other.push(line.clone());
+                continue;
+            }
+            let record = strict_json(line)
+                .map_err(|e| format!("not one JSON object with distinct keys: {e}"))?;
+            check_record(&record).map_err(|e| format!("unexpected record, {e}: {line}"))?;
+            events.push(record);
+        }
+        let output = Output {
+            events,
+            other,
+            stderr,
+        };
+        output.check_nothing_lost()?;
+        Ok(output)
+    }
+
     fn of_type<'a>(&'a self, kind: &'a str) -> impl Iterator<Item = &'a Value> + 'a {
         self.events
             .iter()
@@ -222,9 +430,13 @@ impl Output {
             .map(|e| &e["data"])
     }
 
-    fn assert_nothing_lost(&self) {
+    fn check_nothing_lost(&self) -> Result<(), String> {
         let lost: Vec<&Value> = self.of_type("lost_events").collect();
-        assert!(lost.is_empty(), "bpftrace lost events: {lost:?}");
+        if lost.is_empty() {
+            Ok(())
+        } else {
+            Err(format!("bpftrace lost events: {lost:?}"))
+        }
     }
 
     /// Every print of the map `name` (`@name`), in order: keys (joined with ",", as bpftrace
