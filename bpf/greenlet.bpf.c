@@ -1,16 +1,17 @@
 // SPDX-License-Identifier: MIT OR Apache-2.0
 /*
  * Kernel-side aggregation of the `greenlet` USDT provider (probes/greenlet.d)
- * for one traced process. The Rust loader (src/loader/) attaches each probe
+ * for one traced process. The Rust loader (gltop/src/loader/) attaches each probe
  * either through a plain uprobe that reads the argument registers (`up_*`
  * programs: used when every call site passes argument i in the i-th ABI
  * register, as the `usdt` crate does; cheapest) or through libbpf's generic
  * USDT argument decoding (`usdt_*` programs: any other argument layout).
  * Both kinds run the same handlers below.
  *
- * Cost matters: every hit already pays the uprobe trap (about 410 ns on the
- * project's VM for a bare per-CPU counter), so a handler does a handful of
- * map lookups and no helper it can do without.
+ * Cost matters: every hit already pays the uprobe trap (550-750 ns per hit on
+ * the project's VM for a program that only bumps a per-CPU counter; README,
+ * "What attaching costs"), so a handler does a handful of map lookups and no
+ * helper it can do without.
  */
 #include <linux/types.h>
 #include <stdbool.h>

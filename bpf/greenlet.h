@@ -1,7 +1,7 @@
 /* SPDX-License-Identifier: MIT OR Apache-2.0 */
 /*
  * Every struct that both the BPF program (greenlet.bpf.c) and the Rust loader
- * (src/loader/) read. The Rust side never redeclares them: libbpf-cargo turns
+ * (gltop/src/loader/) read. The Rust side never redeclares them: libbpf-cargo turns
  * the BTF of these types into `greenlet_skel::types::*`, so this file is the
  * one definition of the layout.
  *

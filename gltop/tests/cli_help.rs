@@ -13,8 +13,9 @@ use std::process::{Command, Stdio};
 
 use gltop_common::example;
 
-/// The binaries with a command line: gltop and the examples that parse options with clap
-/// (`switch_loop` takes two positional arguments and has no `--help`).
+/// The binaries with a command line: gltop, the workloads' binaries (`workloads/src/bin/`) and
+/// the runtime's `million` example (`switch_loop` takes two positional arguments and has no
+/// `--help`).
 fn binaries() -> Vec<(&'static str, PathBuf)> {
     vec![
         ("gltop", PathBuf::from(env!("CARGO_BIN_EXE_gltop"))),

@@ -2,7 +2,7 @@
 //! the bpftrace script tests and the BPF loader tests compare their counts against.
 //!
 //! ```text
-//! cargo run --example workload -- --threads 2 --greenlets 4 --switches 100 --throws 10 --kills 1
+//! cargo run -p greenlet-workloads --bin workload -- --threads 2 --greenlets 4 --switches 100 --throws 10 --kills 1
 //! ```
 //!
 //! # Topology
