@@ -27,6 +27,14 @@
 
 set -u
 
+# bpftrace 0.17 removes its uprobes through tracefs when it exits, and prints
+# "ERROR: failed to detach probe" for each one where tracefs is not mounted (attaching does
+# not need it). Most systems mount it at boot (systemd does); where it is missing and this
+# runs as root, mount it where the kernel documents it, as boot would have.
+if [ ! -e /sys/kernel/tracing/uprobe_events ] && [ "$(id -u)" = 0 ]; then
+	mount -t tracefs nodev /sys/kernel/tracing 2>/dev/null || true
+fi
+
 if ulimit -l unlimited 2>/dev/null; then
 	exec bpftrace "$@"
 fi

@@ -581,6 +581,13 @@ fn the_output_parser_rejects_lines_and_shapes_it_does_not_expect() {
         .err()
         .expect("rejected");
     assert!(err.contains("RLIMIT_MEMLOCK"), "{err}");
+    // bpftrace's detach error where tracefs is not mounted.
+    let stderr = "open(/sys/kernel/tracing/uprobe_events): No such file or directory\n\
+                  ERROR: failed to detach probe: uprobe:/bin/x:greenlet:switch\n";
+    let err = Output::parse(&lines, stderr.into(), false)
+        .err()
+        .expect("rejected");
+    assert!(err.contains("failed to detach probe"), "{err}");
 }
 
 #[test]

@@ -393,7 +393,9 @@ impl Output {
     /// Reads what bpftrace printed: `stdout`, its lines, and `stderr`. Every non-empty line
     /// must be a bpftrace record (see [`check_record`]), except under `-c`
     /// (`program_output`), where lines that do not start as a record are the traced
-    /// program's and go to `other`. `stderr` must not hold bpftrace's RLIMIT_MEMLOCK error.
+    /// program's and go to `other`. `stderr` must hold no `ERROR` line: neither bpftrace's
+    /// RLIMIT_MEMLOCK error nor its "failed to detach probe" where tracefs is not mounted
+    /// (`scripts/bpftrace.sh` avoids both; users read ERROR as a failure).
     pub fn parse(
         stdout: &[String],
         stderr: String,
@@ -401,6 +403,9 @@ impl Output {
     ) -> Result<Output, String> {
         if let Some(line) = stderr.lines().find(|l| l.contains(MEMLOCK_ERROR)) {
             return Err(format!("stderr has the RLIMIT_MEMLOCK error: {line}"));
+        }
+        if let Some(line) = stderr.lines().find(|l| l.contains("ERROR")) {
+            return Err(format!("stderr has an ERROR line: {line}"));
         }
         let mut events = Vec::new();
         let mut other = Vec::new();
