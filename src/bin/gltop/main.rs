@@ -23,8 +23,8 @@ use greenlet::loader::{self, AttachMode, Capacities};
     name = "gltop",
     version,
     about = "Live view of the greenlets of a running process, aggregated in the kernel by BPF",
-    after_help = "Keys: q quit, j/k or arrows move, s or h/l sort column, i invert, Enter detail, \
-                  Esc back, space pause, d dead greenlets (recent, all, none), ? help.\n\
+    after_help = "Keys: q quit, j/k or arrows move, g/G top/bottom, s or h/l sort column, i invert, \
+                  Enter detail, Esc back, space pause, d dead greenlets (recent, all, none), ? help.\n\
                   Needs CAP_BPF and CAP_PERFMON (or root). The target must be built with the \
                   greenlet crate (USDT provider `greenlet`)."
 )]
