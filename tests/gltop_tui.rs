@@ -489,3 +489,32 @@ fn thread_counts_tell_live_threads_from_those_seen() {
     tmux.wait_for(&after, long, |s| s.contains(&after));
 }
 
+#[test]
+fn usdt_mode_measures_the_per_hit_cost() {
+    if !bpf_or_skip("usdt_mode_measures_the_per_hit_cost") || !tmux_or_skip() {
+        return;
+    }
+    let _s = serial();
+    let demo = demo(120, &[]);
+    let tmux = Tmux::start_sized(
+        "usdt",
+        &gltop_cmd(demo.pid(), "-d 0.5 --attach usdt"),
+        120,
+        40,
+    );
+    let screen = tmux.wait_for("the tracing cost", Duration::from_secs(60), |s| {
+        s.contains("tracing cost") && (s.contains("of a CPU") || s.contains("unknown"))
+    });
+    assert!(screen.contains(" usdt on "), "{screen}");
+    let line = screen
+        .lines()
+        .find(|l| l.contains("tracing cost"))
+        .unwrap_or_default();
+    let ns: f64 = line
+        .split(" × ")
+        .nth(1)
+        .and_then(|r| r.split("ns").next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no per-hit cost in {line:?}"));
+    assert!(ns > 0.0, "{line:?}");
+}
