@@ -71,7 +71,7 @@ pub struct Args {
 /// `--attach` values.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 pub enum Mode {
-    /// Uprobes when the probe sites allow it, else USDT.
+    /// Uprobes when the probe sites and the kernel (uprobe-multi links) allow them, else USDT.
     Auto,
     /// Register-reading uprobes.
     Uprobe,
