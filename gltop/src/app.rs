@@ -1,6 +1,6 @@
 //! The viewer's state and what each key does to it. No drawing and no terminal here.
 
-use std::collections::VecDeque;
+use std::collections::{BTreeSet, VecDeque};
 
 use gltop::loader::rates::{GreenletRates, Interval};
 use gltop::loader::{
@@ -283,23 +283,28 @@ pub struct App {
     pub cur: Snapshot,
     /// Dead greenlets and ended edges kept.
     pub history: History,
+    /// When gltop had finished reading `cur` (CLOCK_MONOTONIC ns): every record in it was
+    /// read before this instant, so a slice in progress began before it.
+    pub read_ns: u64,
     /// When the tracer attached (CLOCK_MONOTONIC ns).
     pub attached_ns: u64,
-    /// Threads of the process at the last refresh.
-    pub threads: usize,
+    /// Threads of the process at the last refresh, and which of them have greenlets.
+    pub threads: ThreadCounts,
+    /// Every thread seen with a recorded greenlet since attach (records may be evicted
+    /// later; the thread stays counted).
+    pub tids_seen: BTreeSet<u32>,
     /// The table's rows, filtered and sorted.
     pub rows: Vec<Row>,
     /// The table's columns.
     pub columns: Vec<Column<Row>>,
     /// The table's order.
     pub sort: Sort,
-    /// Index of the selected row.
+    /// Index of the selected row. The selection is a position, as in `top`: it stays on
+    /// that row across refreshes and re-sorts, whichever greenlet the row shows (a greenlet
+    /// followed by id would sink out of sight as it dies).
     pub selected: usize,
-    /// Id of the selected greenlet: once the user has moved the selection, it follows that
-    /// greenlet across refreshes and re-sorts; before, it stays on the top row.
+    /// Id of the greenlet in the selected row.
     pub selected_id: Option<u64>,
-    /// The user moved the selection.
-    pub follow: bool,
     /// The screen shown.
     pub screen: Screen,
     /// The help overlay is open.
@@ -312,6 +317,40 @@ pub struct App {
     pub quit: bool,
     /// Rows a page moves.
     pub page: usize,
+}
+
+/// The process's threads and those with greenlets, for the header.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ThreadCounts {
+    /// Threads of the process alive now.
+    pub alive: usize,
+    /// Of those, threads with recorded greenlets.
+    pub with_greenlets_now: usize,
+    /// Threads seen with recorded greenlets since attach, those that exited included.
+    pub with_greenlets_since_attach: usize,
+}
+
+impl ThreadCounts {
+    /// The counts from the threads alive now (`live`), the threads of the greenlets recorded
+    /// now (`recorded`) and every thread seen with greenlets since attach (`seen`, which
+    /// includes `recorded`).
+    pub fn of(live: &BTreeSet<u32>, recorded: &BTreeSet<u32>, seen: &BTreeSet<u32>) -> Self {
+        ThreadCounts {
+            alive: live.len(),
+            with_greenlets_now: live.intersection(recorded).count(),
+            with_greenlets_since_attach: seen.len(),
+        }
+    }
+}
+
+/// The thread ids of process `pid` now (empty once it is gone).
+fn live_tids(pid: i32) -> BTreeSet<u32> {
+    std::fs::read_dir(format!("/proc/{pid}/task"))
+        .map(|d| {
+            d.filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
+                .collect()
+        })
+        .unwrap_or_default()
 }
 
 /// How long a dead greenlet stays in the table by default, after its death.
@@ -359,24 +398,27 @@ impl DeadView {
 }
 
 impl App {
-    /// A viewer of `target`, starting from its first snapshot, keeping the last `max_dead`
-    /// dead greenlets.
+    /// A viewer of `target`, starting from its first snapshot (read completely by
+    /// `read_ns`), keeping the last `max_dead` dead greenlets.
     pub fn new(
         target: Target,
         per_hit_ns: Option<f64>,
         delay: f64,
         first: Snapshot,
+        read_ns: u64,
         max_dead: usize,
     ) -> App {
         let columns = columns();
         let mut history = History::new(max_dead);
         let first = history.absorb(first);
         let mut app = App {
-            threads: target.process.threads(),
+            threads: ThreadCounts::default(),
+            tids_seen: BTreeSet::new(),
             target,
             per_hit_ns,
             delay,
             prev: None,
+            read_ns,
             attached_ns: first.at_ns,
             cur: first,
             history,
@@ -385,7 +427,6 @@ impl App {
             columns,
             selected: 0,
             selected_id: None,
-            follow: false,
             screen: Screen::Table,
             help: false,
             paused: false,
@@ -393,20 +434,31 @@ impl App {
             quit: false,
             page: 20,
         };
+        app.count_threads();
         app.rebuild();
         app
     }
 
-    /// Applies a new snapshot. While paused, only the greenlets that ended are kept (their
-    /// records have left the kernel): the screen does not change.
-    pub fn update(&mut self, snap: Snapshot) {
+    /// Applies a new snapshot, read completely by `read_ns`. While paused, only the
+    /// greenlets that ended are kept (their records have left the kernel): the screen does
+    /// not change.
+    pub fn update(&mut self, snap: Snapshot, read_ns: u64) {
         let snap = self.history.absorb(snap);
         if self.paused {
             return;
         }
-        self.threads = self.target.process.threads();
         self.prev = Some(std::mem::replace(&mut self.cur, snap));
+        self.read_ns = read_ns;
+        self.count_threads();
         self.rebuild();
+    }
+
+    /// Counts the process's threads now and those with greenlets.
+    fn count_threads(&mut self) {
+        let recorded: BTreeSet<u32> = self.cur.threads.iter().map(|t| t.tid).collect();
+        self.tids_seen.extend(&recorded);
+        let live = live_tids(self.target.process.pid);
+        self.threads = ThreadCounts::of(&live, &recorded, &self.tids_seen);
     }
 
     /// The rates of the last interval, once there are two snapshots.
@@ -417,7 +469,7 @@ impl App {
         })
     }
 
-    /// Recomputes, filters and sorts the rows, keeping the selection on the same greenlet.
+    /// Recomputes, filters and sorts the rows; the selection keeps its position.
     fn rebuild(&mut self) {
         let at = self.cur.at_ns;
         let iv = self.interval();
@@ -435,24 +487,7 @@ impl App {
             .collect();
         sort_rows(&mut rows, &self.columns, self.sort);
         self.rows = rows;
-        self.reselect();
-    }
-
-    fn reselect(&mut self) {
-        if let Some(i) = self
-            .selected_id
-            .filter(|_| self.follow)
-            .and_then(|id| self.rows.iter().position(|r| r.g.id == id))
-        {
-            self.selected = i;
-        }
         self.select(self.selected);
-    }
-
-    /// Moves the selection at the user's request: from now on it follows the greenlet.
-    fn move_to(&mut self, i: usize) {
-        self.follow = true;
-        self.select(i);
     }
 
     fn select(&mut self, i: usize) {
@@ -491,7 +526,6 @@ impl App {
             Key::Back => self.screen = Screen::Table,
             Key::Enter => {
                 if let Some(id) = self.selected_id {
-                    self.follow = true;
                     self.screen = Screen::Detail(id);
                 }
             }
@@ -503,15 +537,32 @@ impl App {
                 };
                 self.rebuild();
             }
-            Key::Up => self.move_to(self.selected.saturating_sub(1)),
-            Key::Down => self.move_to(self.selected + 1),
-            Key::PageUp => self.move_to(self.selected.saturating_sub(self.page)),
-            Key::PageDown => self.move_to(self.selected + self.page),
-            Key::Top => self.move_to(0),
-            Key::Bottom => self.move_to(usize::MAX),
+            Key::Up | Key::Down | Key::PageUp | Key::PageDown | Key::Top | Key::Bottom => {
+                self.move_selection(key)
+            }
         }
-        if let (Screen::Detail(_), Some(id)) = (self.screen, self.selected_id) {
-            // Moving in the detail view moves to the next greenlet's detail.
+    }
+
+    /// Moves the selection. In the detail view the move starts from the row of the greenlet
+    /// shown (rows move under a fixed position) and shows the detail of the row moved to.
+    fn move_selection(&mut self, key: Key) {
+        let detail = match self.screen {
+            Screen::Detail(id) => Some(id),
+            Screen::Table => None,
+        };
+        if let Some(i) = detail.and_then(|id| self.rows.iter().position(|r| r.g.id == id)) {
+            self.selected = i;
+        }
+        let i = self.selected;
+        self.select(match key {
+            Key::Up => i.saturating_sub(1),
+            Key::Down => i.saturating_add(1),
+            Key::PageUp => i.saturating_sub(self.page),
+            Key::PageDown => i.saturating_add(self.page),
+            Key::Top => 0,
+            _ => usize::MAX,
+        });
+        if let (Some(_), Some(id)) = (detail, self.selected_id) {
             self.screen = Screen::Detail(id);
         }
     }
@@ -594,9 +645,9 @@ mod tests {
         b[0].on_cpu_ns = 600_000_000; // 60% of the second
         b[1].on_cpu_ns = 100_000_000;
         b[2].on_cpu_ns = 50;
-        let mut app = App::new(target, Some(400.0), 1.0, snap(0, a), 3);
+        let mut app = App::new(target, Some(400.0), 1.0, snap(0, a), 1_000, 3);
         app.page = 2;
-        app.update(snap(1_000_000_000, b));
+        app.update(snap(1_000_000_000, b), 1_000_001_000);
         app
     }
 
@@ -635,16 +686,47 @@ mod tests {
     }
 
     #[test]
-    fn selection_follows_the_greenlet_and_enter_opens_detail() {
+    fn selection_keeps_its_position_and_enter_opens_detail() {
         let mut app = app();
         app.on_key(Key::Down);
-        assert_eq!(app.selected_id, Some(3));
-        app.on_key(Key::Invert); // 3 moves but stays selected
-        assert_eq!(app.rows[app.selected].g.id, 3);
-        app.on_key(Key::Enter);
-        assert_eq!(app.screen, Screen::Detail(3));
         app.on_key(Key::Down);
-        assert_eq!(app.screen, Screen::Detail(app.selected_id.unwrap()));
+        assert_eq!((app.selected, app.selected_id), (2, Some(4)));
+        // Re-sorted (least CPU first: greenlet 4 goes to the top): the selection stays on
+        // the third row, which now shows greenlet 2.
+        app.on_key(Key::Invert);
+        assert_eq!(ids(&app), [4, 3, 2]);
+        assert_eq!((app.selected, app.selected_id), (2, Some(2)));
+        // A refresh in which the greenlet of the selected row dies and leaves the table.
+        let mut later = app.cur.clone();
+        later.at_ns += RETAIN_DEAD_NS;
+        let busy = later.greenlets.iter_mut().find(|g| g.id == 2).unwrap();
+        busy.state = State::Dead;
+        busy.dead_ns = Some(1_000_000_000);
+        app.update(later, 0);
+        assert_eq!(ids(&app), [3]);
+        assert_eq!(
+            (app.selected, app.selected_id),
+            (0, Some(3)),
+            "the last row"
+        );
+    }
+
+    #[test]
+    fn detail_view_keeps_its_greenlet_and_moves_from_it() {
+        let mut app = app();
+        app.on_key(Key::Bottom);
+        assert_eq!(app.selected_id, Some(4));
+        app.on_key(Key::Enter);
+        assert_eq!(app.screen, Screen::Detail(4));
+        // Keys other than moves leave the detail on its greenlet, though the row at the
+        // selected position now shows another one.
+        app.on_key(Key::Invert);
+        assert_eq!(ids(&app), [4, 3, 2]);
+        app.on_key(Key::Pause);
+        assert_eq!(app.screen, Screen::Detail(4));
+        // A move starts from the row of the greenlet shown.
+        app.on_key(Key::Down);
+        assert_eq!(app.screen, Screen::Detail(3));
         app.on_key(Key::Back);
         assert_eq!(app.screen, Screen::Table);
         app.on_key(Key::Bottom);
@@ -653,6 +735,29 @@ mod tests {
         assert_eq!(app.selected, 0);
         app.on_key(Key::Up);
         assert_eq!(app.selected, 0);
+        app.on_key(Key::PageDown);
+        app.on_key(Key::Top);
+        assert_eq!(app.selected, 0);
+    }
+
+    #[test]
+    fn thread_counts_tell_alive_from_seen() {
+        let set = |v: &[u32]| v.iter().copied().collect::<BTreeSet<u32>>();
+        // Threads 10 (no greenlets), 11 and 12 alive; 13 exited, its records still there;
+        // 14 exited, its records evicted.
+        let counts = ThreadCounts::of(
+            &set(&[10, 11, 12]),
+            &set(&[11, 12, 13]),
+            &set(&[11, 12, 13, 14]),
+        );
+        assert_eq!(
+            counts,
+            ThreadCounts {
+                alive: 3,
+                with_greenlets_now: 2,
+                with_greenlets_since_attach: 4
+            }
+        );
     }
 
     #[test]
@@ -664,7 +769,7 @@ mod tests {
         assert_eq!(rows, [2, 3, 4], "died 0.1 s ago: still shown");
         let mut later = app.cur.clone();
         later.at_ns += RETAIN_DEAD_NS;
-        app.update(later);
+        app.update(later, 0);
         assert!(
             !ids(&app).contains(&4),
             "died over 5 s ago: gone from the table"
@@ -701,10 +806,10 @@ mod tests {
         let live = g(2, "busy", State::Suspended, 10, 100);
         let mut s = snap(1_100_000_000, vec![live.clone(), ended(10), ended(11)]);
         s.edges = vec![edge(2, 10, true), edge(10, 2, true), edge(2, 3, false)];
-        app.update(s);
+        app.update(s, 1_100_001_000);
         let mut s = snap(1_200_000_000, vec![live.clone(), ended(12)]);
         s.edges = vec![edge(2, 3, false)];
-        app.update(s);
+        app.update(s, 1_200_001_000);
         let ids: Vec<u64> = app.cur.greenlets.iter().map(|g| g.id).collect();
         assert_eq!(ids, [2, 10, 11, 12], "live ones, and the ended ones kept");
         assert_eq!(app.cur.edges.len(), 3);
@@ -712,13 +817,13 @@ mod tests {
         assert_eq!(app.history.forgotten_greenlets, 0);
         // Paused: the screen stays, but what ended is still kept (its record left the kernel).
         app.on_key(Key::Pause);
-        app.update(snap(
-            1_300_000_000,
-            vec![live.clone(), ended(13), ended(14)],
-        ));
+        app.update(
+            snap(1_300_000_000, vec![live.clone(), ended(13), ended(14)]),
+            1_300_001_000,
+        );
         assert_eq!(app.cur.at_ns, 1_200_000_000);
         app.on_key(Key::Pause);
-        app.update(snap(1_400_000_000, vec![live]));
+        app.update(snap(1_400_000_000, vec![live]), 1_400_001_000);
         let ids: Vec<u64> = app.cur.greenlets.iter().map(|g| g.id).collect();
         assert_eq!(ids, [2, 12, 13, 14], "the oldest two forgotten");
         assert_eq!(app.history.forgotten_greenlets, 2);
@@ -738,7 +843,7 @@ mod tests {
         app.on_key(Key::Pause);
         assert!(app.paused);
         let before = app.cur.at_ns;
-        app.update(snap(5, vec![]));
+        app.update(snap(5, vec![]), 6);
         assert_eq!(app.cur.at_ns, before, "paused: the snapshot is not applied");
         app.on_key(Key::Help);
         assert!(app.help);

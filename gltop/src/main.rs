@@ -23,8 +23,8 @@ use gltop::loader::{self, AttachMode, Capacities};
     name = "gltop",
     version,
     about = "Live view of the greenlets of a running process, aggregated in the kernel by BPF",
-    after_help = "Keys: q quit, j/k or arrows move, s or h/l sort column, i invert, Enter detail, \
-                  Esc back, space pause, d dead greenlets (recent, all, none), ? help.\n\
+    after_help = "Keys: q quit, j/k or arrows move, g/G top/bottom, s or h/l sort column, i invert, \
+                  Enter detail, Esc back, space pause, d dead greenlets (recent, all, none), ? help.\n\
                   Needs CAP_BPF and CAP_PERFMON (or root). The target must be built with the \
                   greenlet crate (USDT provider `greenlet`)."
 )]
@@ -79,7 +79,7 @@ pub struct Args {
 /// `--attach` values.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 pub enum Mode {
-    /// Uprobes when the probe sites allow it, else USDT.
+    /// Uprobes when the probe sites and the kernel (uprobe-multi links) allow them, else USDT.
     Auto,
     /// Register-reading uprobes.
     Uprobe,
@@ -169,6 +169,9 @@ fn one_line(err: &clap::Error) -> String {
 }
 
 fn main() -> ExitCode {
+    if let Some(code) = calibrate::child_main() {
+        return code;
+    }
     let args = match Args::try_parse() {
         Ok(a) => a,
         Err(e) => {

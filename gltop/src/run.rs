@@ -64,6 +64,13 @@ impl Signals {
     }
 }
 
+/// CLOCK_MONOTONIC now, in nanoseconds: the clock of the snapshots' instants.
+fn monotonic_ns() -> u64 {
+    let ts = nix::time::clock_gettime(nix::time::ClockId::CLOCK_MONOTONIC)
+        .expect("CLOCK_MONOTONIC is always available on Linux");
+    ts.tv_sec() as u64 * 1_000_000_000 + ts.tv_nsec() as u64
+}
+
 /// What the loop waits for between refreshes.
 enum Wake {
     Tick,
@@ -86,6 +93,7 @@ pub fn run(args: &Args) -> Result<End, Failure> {
         None => calibrate::per_hit_ns(tracer.mode()),
     };
     let first = tracer.snapshot()?;
+    let first_read_ns = monotonic_ns();
     if args.json {
         eprintln!(
             "gltop: attached to process {} ({}): {} probe sites ({}), {}",
@@ -99,8 +107,14 @@ pub fn run(args: &Args) -> Result<End, Failure> {
         );
         run_json(args, &mut tracer, first, per_hit_ns, &mut signals)
     } else {
-        let target = Target::of(&tracer);
-        let mut app = App::new(target, per_hit_ns, args.delay, first, args.max_dead);
+        let mut app = App::new(
+            Target::of(&tracer),
+            per_hit_ns,
+            args.delay,
+            first,
+            first_read_ns,
+            args.max_dead,
+        );
         run_tui(args, &mut tracer, &mut app, &mut signals)
     }
 }
@@ -231,7 +245,7 @@ fn run_tui(
             let now = Instant::now();
             if now >= next {
                 let snap = tracer.snapshot()?;
-                app.update(snap);
+                app.update(snap, monotonic_ns());
                 dirty = true;
                 refreshes += 1;
                 if args.count.is_some_and(|n| refreshes >= n) {

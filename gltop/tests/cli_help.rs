@@ -174,3 +174,41 @@ fn help_matches_the_snapshots_whatever_the_terminal() {
         failures.join("\n\n")
     );
 }
+
+/// The README and `gltop --help` name the same default attach mode (the help's comes from the
+/// code), and the README calls no other mode the default.
+#[test]
+fn readme_and_help_agree_on_the_default_attach_mode() {
+    let help = help_piped("gltop", Path::new(env!("CARGO_BIN_EXE_gltop")), "80");
+    let attach = &help[help.find("--attach <MODE>").expect("--attach in the help")..];
+    let attach = &attach[..attach.find("--hit-cost-ns").unwrap_or(attach.len())];
+    let modes: Vec<&str> = attach
+        .lines()
+        .filter_map(|l| l.trim().strip_prefix("- ")?.split(':').next())
+        .collect();
+    let default = attach
+        .split("[default: ")
+        .nth(1)
+        .and_then(|r| r.split(']').next())
+        .expect("a default attach mode in the help");
+    assert!(modes.contains(&default), "{modes:?} {default}");
+
+    let readme = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("README.md"))
+        .expect("README.md");
+    // Joined lines: a phrase may be wrapped.
+    let readme = readme.split_whitespace().collect::<Vec<_>>().join(" ");
+    let called_default: Vec<&str> = modes
+        .iter()
+        .copied()
+        .filter(|m| {
+            ["(default)", "(the default)"]
+                .iter()
+                .any(|d| readme.contains(&format!("`{m}` {d}")))
+        })
+        .collect();
+    assert_eq!(
+        called_default,
+        [default],
+        "the README calls {called_default:?} the default attach mode; gltop --help says {default}"
+    );
+}

@@ -79,10 +79,13 @@ pub fn draw(f: &mut Frame<'_>, area: Rect, app: &App, id: u64) {
         )));
     }
     if let Some(since) = g.running_since_ns {
-        info.push(Line::from(format!(
-            "running now, for {}",
-            duration_ns(at.saturating_sub(since))
-        )));
+        // Measured to when gltop had read the record, not to the snapshot's instant: a
+        // greenlet switched in while the maps were being read began its slice after that.
+        info.push(Line::from(if app.read_ns > since {
+            format!("running now, for {}", duration_ns(app.read_ns - since))
+        } else {
+            "running now, switched in as the last refresh read it".to_string()
+        }));
     }
 
     let [top, bottom] = Layout::vertical([

@@ -10,68 +10,116 @@ use ratatui::Frame;
 use crate::app::App;
 use crate::format::{count, duration_ns, percent, rate};
 
-/// Lines the header takes.
-pub const HEIGHT: u16 = 4;
+/// Separates groups on one line.
+const GAP: &str = "   ";
+/// Starts a line continued from the one above.
+const INDENT: &str = "  ";
+
+/// Spans kept together on one line.
+type Group = Vec<Span<'static>>;
 
 fn bold(s: String) -> Span<'static> {
     Span::styled(s, Style::default().add_modifier(Modifier::BOLD))
 }
 
-pub fn draw(f: &mut Frame<'_>, area: Rect, app: &App) {
+/// Lays out `lines` (each a list of groups) in `width` columns: groups go on one line,
+/// `GAP` apart, while they fit; the next one starts a continuation line, indented. Every
+/// group is short enough for 80 columns, so nothing is cut there or wider.
+pub fn pack(lines: Vec<Vec<Group>>, width: usize) -> Vec<Line<'static>> {
+    let mut out = Vec::new();
+    for groups in lines {
+        let mut line: Vec<Span<'static>> = Vec::new();
+        let mut used = 0;
+        for group in groups {
+            let w: usize = group.iter().map(Span::width).sum();
+            if used > 0 && used + GAP.len() + w <= width {
+                line.push(GAP.into());
+                used += GAP.len();
+            } else if used > 0 {
+                out.push(Line::from(std::mem::take(&mut line)));
+                line.push(INDENT.into());
+                used = INDENT.len();
+            }
+            line.extend(group);
+            used += w;
+        }
+        if !line.is_empty() {
+            out.push(Line::from(line));
+        }
+    }
+    out
+}
+
+/// The header's lines for a screen `width` columns wide.
+pub fn lines(app: &App, width: u16) -> Vec<Line<'static>> {
     let t = &app.cur.totals;
     let iv = app.interval();
     let per_s = |v: Option<f64>| v.map_or("-".to_string(), rate);
     let (alive, dead) = app.alive_dead();
     let target = &app.target;
 
-    let mut first = vec![
-        bold("gltop".into()),
-        format!(" pid {} ({})", target.process.pid, target.process.comm).into(),
-        format!(
-            "  attached {} ago, {} on {} sites  refresh {}s",
+    let mut first: Vec<Group> = vec![
+        vec![
+            bold("gltop".into()),
+            format!(" pid {} ({})", target.process.pid, target.process.comm).into(),
+        ],
+        vec![format!(
+            "attached {} ago, {} on {} sites",
             duration_ns(app.cur.at_ns.saturating_sub(app.attached_ns)),
             target.mode.as_str(),
             target.sites,
-            app.delay
         )
-        .into(),
+        .into()],
+        vec![format!("refresh {}s", app.delay).into()],
     ];
     if app.paused {
-        first.push("  ".into());
-        first.push(Span::styled(
+        first.push(vec![Span::styled(
             " PAUSED ",
             Style::default().add_modifier(Modifier::REVERSED),
-        ));
+        )]);
     }
 
-    let second = Line::from(vec![
-        "threads ".into(),
-        bold(app.threads.to_string()),
-        format!(" ({} with greenlets)", app.cur.threads.len()).into(),
-        "   greenlets ".into(),
-        bold(count(alive as u64)),
-        " alive, ".into(),
-        bold(count(dead)),
-        " dead".into(),
-        format!(
-            "   created {}/s",
+    let th = app.threads;
+    let second: Vec<Group> = vec![
+        vec![
+            "threads ".into(),
+            bold(th.alive.to_string()),
+            " alive, with greenlets: ".into(),
+            bold(th.with_greenlets_now.to_string()),
+            " now, ".into(),
+            bold(th.with_greenlets_since_attach.to_string()),
+            " since attach".into(),
+        ],
+        vec![
+            "greenlets ".into(),
+            bold(count(alive as u64)),
+            " alive, ".into(),
+            bold(count(dead)),
+            " dead".into(),
+        ],
+        vec![format!(
+            "created {}/s",
             per_s(iv.map(|iv| gltop::loader::rates::per_second(
                 iv.prev.totals.greenlets_created,
                 t.greenlets_created,
                 iv.dt_ns()
             )))
         )
-        .into(),
-    ]);
+        .into()],
+    ];
 
-    let third = Line::from(vec![
-        "switches ".into(),
-        bold(format!("{}/s", per_s(iv.map(|iv| iv.switches_per_s())))),
-        format!(" ({} total)", count(t.switches)).into(),
-        "   throws ".into(),
-        bold(format!("{}/s", per_s(iv.map(|iv| iv.throws_per_s())))),
-        format!(" ({} total)", count(t.throws)).into(),
-    ]);
+    let third: Vec<Group> = vec![
+        vec![
+            "switches ".into(),
+            bold(format!("{}/s", per_s(iv.map(|iv| iv.switches_per_s())))),
+            format!(" ({} total)", count(t.switches)).into(),
+        ],
+        vec![
+            "throws ".into(),
+            bold(format!("{}/s", per_s(iv.map(|iv| iv.throws_per_s())))),
+            format!(" ({} total)", count(t.throws)).into(),
+        ],
+    ];
 
     let hits = iv.map(|iv| iv.hits_per_s());
     let cost = match (hits, app.per_hit_ns) {
@@ -89,24 +137,57 @@ pub fn draw(f: &mut Frame<'_>, area: Rect, app: &App) {
     } else {
         Style::default()
     };
-    let mut fourth = vec![
-        "tracing cost ".into(),
-        bold(cost),
-        "   dropped ".into(),
-        Span::styled(count(dropped), drop_style),
+    let mut fourth: Vec<Group> = vec![
+        vec!["tracing cost ".into(), bold(cost)],
+        vec!["dropped ".into(), Span::styled(count(dropped), drop_style)],
     ];
     if dropped > 0 {
-        fourth.push(
-            format!(
-                " (events lost: maps of {} greenlets and {} edges full, see --max-greenlets)",
-                target.capacities.greenlets, target.capacities.edges,
-            )
-            .into(),
-        );
+        fourth.push(vec![format!(
+            "events lost: maps of {} greenlets and {} edges full,",
+            target.capacities.greenlets, target.capacities.edges,
+        )
+        .into()]);
+        fourth.push(vec!["see --max-greenlets, --max-edges".into()]);
     }
     if !target.missing.is_empty() {
-        fourth.push(format!("   missing probes: {}", target.missing.join(",")).into());
+        fourth.push(vec![format!(
+            "missing probes: {}",
+            target.missing.join(",")
+        )
+        .into()]);
     }
-    let text = vec![Line::from(first), second, third, Line::from(fourth)];
-    f.render_widget(Paragraph::new(text), area);
+    pack(vec![first, second, third, fourth], width as usize)
+}
+
+pub fn draw(f: &mut Frame<'_>, area: Rect, lines: Vec<Line<'static>>) {
+    f.render_widget(Paragraph::new(lines), area);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn text(lines: &[Line<'_>]) -> Vec<String> {
+        lines.iter().map(|l| l.to_string()).collect()
+    }
+
+    #[test]
+    fn groups_wrap_to_indented_lines_and_never_split() {
+        let g = |s: &'static str| -> Group { vec![Span::raw(s)] };
+        let lines = || vec![vec![g("aaaa bbbb"), g("cc"), g("dddddd")], vec![g("e")]];
+        assert_eq!(
+            text(&pack(lines(), 80)),
+            ["aaaa bbbb   cc   dddddd", "e"],
+            "one line each when they fit"
+        );
+        assert_eq!(
+            text(&pack(lines(), 15)),
+            ["aaaa bbbb   cc", "  dddddd", "e"]
+        );
+        assert_eq!(
+            text(&pack(lines(), 4)),
+            ["aaaa bbbb", "  cc", "  dddddd", "e"],
+            "a group wider than the line is kept whole"
+        );
+    }
 }

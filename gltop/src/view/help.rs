@@ -7,7 +7,8 @@ use ratatui::Frame;
 
 const TEXT: &[&str] = &[
     "q, Ctrl-C      quit (detaches)",
-    "j/k, ↓/↑       move the selection; PgUp/PgDn, g/G: page, top, bottom",
+    "j/k, ↓/↑       move the selection (it keeps its row as the table changes)",
+    "g/Home, G/End  jump to the top or the bottom;  PgUp/PgDn: a page",
     "s, l/→, Tab    sort by the next column;  h/←: the previous column",
     "i              invert the sort",
     "Enter          detail of the selected greenlet;  Esc: back",

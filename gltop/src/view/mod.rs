@@ -7,6 +7,8 @@ mod help;
 pub mod histogram;
 mod table;
 
+use std::borrow::Cow;
+
 use ratatui::layout::{Constraint, Layout};
 use ratatui::style::{Modifier, Style};
 use ratatui::text::{Line, Span};
@@ -16,13 +18,14 @@ use crate::app::{App, Screen};
 
 /// Draws the whole screen.
 pub fn draw(f: &mut Frame<'_>, app: &App) {
+    let head_lines = header::lines(app, f.area().width);
     let [head, body, foot] = Layout::vertical([
-        Constraint::Length(header::HEIGHT),
+        Constraint::Length(head_lines.len() as u16),
         Constraint::Min(3),
         Constraint::Length(1),
     ])
     .areas(f.area());
-    header::draw(f, head, app);
+    header::draw(f, head, head_lines);
     match app.screen {
         Screen::Table => table::draw(f, body, &app.columns, &app.rows, app.sort, app.selected),
         Screen::Detail(id) => detail::draw(f, body, app, id),
@@ -33,31 +36,45 @@ pub fn draw(f: &mut Frame<'_>, app: &App) {
     }
 }
 
+/// The key hints at the bottom. On a narrow screen the least needed go first (the higher
+/// the number, the sooner); `q` and `?` always stay.
 fn footer(f: &mut Frame<'_>, area: ratatui::layout::Rect, app: &App) {
-    let key = |k: &'static str| Span::styled(k, Style::default().add_modifier(Modifier::REVERSED));
-    let mut spans = vec![key("q"), " quit ".into()];
+    let mut items: Vec<(&'static str, Cow<'static, str>, u8)> = vec![("q", " quit ".into(), 0)];
     match app.screen {
-        Screen::Table => spans.extend([
-            key("j/k"),
-            " move ".into(),
-            key("s h/l"),
-            " sort ".into(),
-            key("i"),
-            " invert ".into(),
-            key("Enter"),
-            " detail ".into(),
-            key("d"),
-            app.dead_label().into(),
+        Screen::Table => items.extend([
+            ("j/k", " move ".into(), 1),
+            ("g", " top ".into(), 1),
+            ("s h/l", " sort ".into(), 3),
+            ("i", " invert ".into(), 5),
+            ("Enter", " detail ".into(), 2),
+            ("d", app.dead_label().into(), 4),
         ]),
         Screen::Detail(_) => {
-            spans.extend([key("Esc"), " back ".into(), key("j/k"), " next ".into()])
+            items.extend([("Esc", " back ".into(), 1), ("j/k", " next ".into(), 2)])
         }
     }
-    spans.extend([
-        key("space"),
-        if app.paused { " resume " } else { " pause " }.into(),
-        key("?"),
-        " help".into(),
-    ]);
+    let pause = if app.paused { " resume " } else { " pause " };
+    items.push(("space", pause.into(), 6));
+    items.push(("?", " help".into(), 0));
+    let width = |items: &[(&str, Cow<'static, str>, u8)]| -> usize {
+        items
+            .iter()
+            .map(|(k, l, _)| Span::raw(*k).width() + Span::raw(l.as_ref()).width())
+            .sum()
+    };
+    while width(&items) > area.width as usize {
+        let Some(drop) = (0..items.len())
+            .filter(|&i| items[i].2 > 0)
+            .max_by_key(|&i| items[i].2)
+        else {
+            break;
+        };
+        items.remove(drop);
+    }
+    let key = |k: &'static str| Span::styled(k, Style::default().add_modifier(Modifier::REVERSED));
+    let spans: Vec<Span> = items
+        .into_iter()
+        .flat_map(|(k, l, _)| [key(k), l.into()])
+        .collect();
     f.render_widget(Line::from(spans), area);
 }

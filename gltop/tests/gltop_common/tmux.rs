@@ -15,7 +15,13 @@ pub struct Tmux {
 }
 
 impl Tmux {
+    /// A 160x50 session running `command`.
     pub fn start(tag: &str, command: &str) -> Tmux {
+        Tmux::start_sized(tag, command, 160, 50)
+    }
+
+    /// A session `columns` wide and `lines` high running `command`.
+    pub fn start_sized(tag: &str, command: &str, columns: u16, lines: u16) -> Tmux {
         let name = format!("gltop-test-{}-{tag}", std::process::id());
         let ok = Command::new("tmux")
             .args([
@@ -24,9 +30,9 @@ impl Tmux {
                 "-s",
                 &name,
                 "-x",
-                "160",
+                &columns.to_string(),
                 "-y",
-                "50",
+                &lines.to_string(),
                 command,
             ])
             .status()
@@ -39,6 +45,15 @@ impl Tmux {
     pub fn screen(&self) -> String {
         let out = Command::new("tmux")
             .args(["capture-pane", "-p", "-t", &self.name])
+            .output()
+            .expect("tmux capture-pane");
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// The screen with its attributes as escape sequences (`capture-pane -e`).
+    pub fn styled_screen(&self) -> String {
+        let out = Command::new("tmux")
+            .args(["capture-pane", "-p", "-e", "-t", &self.name])
             .output()
             .expect("tmux capture-pane");
         String::from_utf8_lossy(&out.stdout).into_owned()

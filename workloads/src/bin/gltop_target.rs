@@ -48,6 +48,10 @@ struct Args {
     /// Start only once this file exists (after --wait-for-tracer, if both are given).
     #[arg(long, value_name = "PATH")]
     wait_for_file: Option<std::path::PathBuf>,
+    /// Once the threads have ended, wait this long before the report (their greenlets are
+    /// gone, the process lives on).
+    #[arg(long, value_name = "SECONDS", default_value_t = 0)]
+    linger: u32,
     /// At the end, replace this program with `sleep SECONDS` (exec) instead of exiting.
     #[arg(long, value_name = "SECONDS")]
     then_exec_sleep: Option<u32>,
@@ -221,6 +225,7 @@ fn main() {
         out.names.extend(s.names);
         out.spun.extend(s.spun);
     }
+    std::thread::sleep(Duration::from_secs(args.linger.into()));
     let edges: Vec<[u64; 4]> = out
         .edges
         .iter()
