@@ -4,7 +4,7 @@ use std::collections::{BTreeSet, VecDeque};
 
 use gltop::loader::rates::{GreenletRates, Interval};
 use gltop::loader::{
-    AttachMode, Capacities, EdgeStats, GreenletStats, Process, Snapshot, State, Tracer,
+    AttachMode, Capacities, EdgeStats, GreenletStats, Process, Session, Snapshot, State,
 };
 
 use crate::format;
@@ -202,14 +202,14 @@ pub struct Target {
 }
 
 impl Target {
-    /// What `tracer` is attached to.
-    pub fn of(tracer: &Tracer) -> Target {
+    /// What `session` is attached to.
+    pub fn of(session: &Session) -> Target {
         Target {
-            process: tracer.process().clone(),
-            mode: tracer.mode(),
-            sites: tracer.sites(),
-            capacities: tracer.capacities(),
-            missing: tracer.missing_probes().to_vec(),
+            process: session.process().clone(),
+            mode: session.mode(),
+            sites: session.sites(),
+            capacities: session.capacities(),
+            missing: session.missing_probes().to_vec(),
         }
     }
 }
@@ -286,7 +286,7 @@ pub struct App {
     /// When gltop had finished reading `cur` (CLOCK_MONOTONIC ns): every record in it was
     /// read before this instant, so a slice in progress began before it.
     pub read_ns: u64,
-    /// When the tracer attached (CLOCK_MONOTONIC ns).
+    /// When the session attached (CLOCK_MONOTONIC ns).
     pub attached_ns: u64,
     /// Threads of the process at the last refresh, and which of them have greenlets.
     pub threads: ThreadCounts,

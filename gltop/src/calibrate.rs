@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 
 use gltop::loader::elf::PROVIDER;
 use gltop::loader::rates::per_hit_ns as cost_from_run;
-use gltop::loader::{AttachMode, Capacities, Options, Tracer};
+use gltop::loader::{AttachMode, Capacities, Options, Session};
 use goblin::elf::program_header::{PF_X, PT_LOAD};
 use goblin::elf::Elf;
 use nix::time::{clock_gettime, ClockId};
@@ -207,11 +207,11 @@ fn measure(mode: AttachMode) -> Option<f64> {
     };
     let mut best: Option<f64> = None;
     for _ in 0..ROUNDS {
-        let mut tracer = Tracer::attach(std::process::id() as i32, &opts).ok()?;
+        let mut session = Session::attach(std::process::id() as i32, &opts).ok()?;
         fire(HITS / 10); // warm the maps and caches
         let attached = fire(HITS);
-        let seen = tracer.snapshot().ok()?.totals.switches;
-        drop(tracer);
+        let seen = session.snapshot().ok()?.totals.switches;
+        drop(session);
         let detached = fire(HITS);
         if seen < HITS {
             // The probe did not fire: nothing to measure.

@@ -4,7 +4,7 @@
 //! line: a reader that keeps every line's greenlets has all of them, and gltop keeps none.
 
 use gltop::loader::rates::{nonempty_span, tracing_cost, Interval};
-use gltop::loader::{Ended, GreenletStats, Outcome, Snapshot, Tracer, OUTCOME_SLOTS};
+use gltop::loader::{Ended, GreenletStats, Outcome, Session, Snapshot, OUTCOME_SLOTS};
 use serde::Serialize;
 
 #[derive(Serialize)]
@@ -184,7 +184,7 @@ fn greenlet(g: &GreenletStats, at_ns: u64) -> Greenlet<'_> {
 
 /// The JSON line for the interval from `prev` to `cur`.
 pub fn interval_line(
-    tracer: &Tracer,
+    session: &Session,
     prev: &Snapshot,
     cur: &Snapshot,
     per_hit_ns: Option<f64>,
@@ -193,8 +193,8 @@ pub fn interval_line(
     let t = &cur.totals;
     let o = &t.dead_by_outcome;
     let hits_per_s = iv.hits_per_s();
-    let process = tracer.process();
-    let caps = tracer.capacities();
+    let process = session.process();
+    let caps = session.capacities();
     let line = Line {
         time_unix_s: std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
@@ -203,9 +203,9 @@ pub fn interval_line(
         process: &process.comm,
         threads: process.threads(),
         attach: Attach {
-            mode: tracer.mode().as_str(),
-            sites: tracer.sites(),
-            missing_probes: tracer.missing_probes(),
+            mode: session.mode().as_str(),
+            sites: session.sites(),
+            missing_probes: session.missing_probes(),
         },
         interval_s: iv.dt_ns() as f64 / 1e9,
         totals: Totals {

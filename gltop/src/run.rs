@@ -4,7 +4,7 @@
 use std::io::{self, Write};
 use std::time::{Duration, Instant};
 
-use gltop::loader::{self, Process, Snapshot, Tracer};
+use gltop::loader::{self, Process, Session, Snapshot};
 use nix::sys::signal::{SigSet, Signal};
 use nix::sys::signalfd::{SfdFlags, SignalFd};
 
@@ -87,41 +87,41 @@ pub fn run(args: &Args) -> Result<End, Failure> {
         libbpf_rs::set_print(None);
     }
     let mut signals = Signals::block()?;
-    let mut tracer = Tracer::attach(args.pid, &args.options())?;
+    let mut session = Session::attach(args.pid, &args.options())?;
     let per_hit_ns = match args.hit_cost_ns {
         Some(ns) => Some(ns),
-        None => calibrate::per_hit_ns(tracer.mode()),
+        None => calibrate::per_hit_ns(session.mode()),
     };
-    let first = tracer.snapshot()?;
+    let first = session.snapshot()?;
     let first_read_ns = monotonic_ns();
     if args.json {
         eprintln!(
             "gltop: attached to process {} ({}): {} probe sites ({}), {}",
-            tracer.process().pid,
-            tracer.process().comm,
-            tracer.sites(),
-            tracer.mode().as_str(),
+            session.process().pid,
+            session.process().comm,
+            session.sites(),
+            session.mode().as_str(),
             per_hit_ns.map_or("per-hit cost unknown".into(), |c| format!(
                 "{c:.0} ns per hit"
             )),
         );
-        run_json(args, &mut tracer, first, per_hit_ns, &mut signals)
+        run_json(args, &mut session, first, per_hit_ns, &mut signals)
     } else {
         let mut app = App::new(
-            Target::of(&tracer),
+            Target::of(&session),
             per_hit_ns,
             args.delay,
             first,
             first_read_ns,
             args.max_dead,
         );
-        run_tui(args, &mut tracer, &mut app, &mut signals)
+        run_tui(args, &mut session, &mut app, &mut signals)
     }
 }
 
 fn run_json(
     args: &Args,
-    tracer: &mut Tracer,
+    session: &mut Session,
     mut prev: Snapshot,
     per_hit_ns: Option<f64>,
     signals: &mut Signals,
@@ -131,12 +131,12 @@ fn run_json(
     let mut printed = 0u64;
     let mut next = Instant::now() + interval;
     loop {
-        let wake = wait_until(next, tracer.process(), signals);
+        let wake = wait_until(next, session.process(), signals);
         if let Wake::Stop = wake {
             return Ok(End::Done);
         }
-        let snap = tracer.snapshot()?;
-        let line = json::interval_line(tracer, &prev, &snap, per_hit_ns);
+        let snap = session.snapshot()?;
+        let line = json::interval_line(session, &prev, &snap, per_hit_ns);
         if let Err(e) = writeln!(out, "{line}").and_then(|()| out.flush()) {
             // A closed pipe (`gltop --json | head -1`) is a normal way to stop.
             return match e.kind() {
@@ -149,7 +149,7 @@ fn run_json(
         printed += 1;
         prev = snap;
         if let Wake::TargetExited = wake {
-            return Ok(End::TargetExited(tracer.process().clone()));
+            return Ok(End::TargetExited(session.process().clone()));
         }
         if args.count.is_some_and(|n| printed >= n) {
             return Ok(End::Done);
@@ -216,7 +216,7 @@ fn wait_input(timeout: Duration) -> anyhow::Result<Input> {
 
 fn run_tui(
     args: &Args,
-    tracer: &mut Tracer,
+    session: &mut Session,
     app: &mut App,
     signals: &mut Signals,
 ) -> Result<End, Failure> {
@@ -239,12 +239,12 @@ fn run_tui(
             if signals.pending() || app.quit {
                 return Ok(End::Done);
             }
-            if !tracer.process().is_alive() {
-                return Ok(End::TargetExited(tracer.process().clone()));
+            if !session.process().is_alive() {
+                return Ok(End::TargetExited(session.process().clone()));
             }
             let now = Instant::now();
             if now >= next {
-                let snap = tracer.snapshot()?;
+                let snap = session.snapshot()?;
                 app.update(snap, monotonic_ns());
                 dirty = true;
                 refreshes += 1;

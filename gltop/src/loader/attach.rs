@@ -91,7 +91,7 @@ impl AttachMode {
     }
 }
 
-/// What [`Tracer::attach`] may be told.
+/// What [`Session::attach`] may be told.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Options {
     /// Map capacities.
@@ -102,7 +102,7 @@ pub struct Options {
 
 /// BPF programs attached to one process. Dropping it detaches them (libbpf links are file
 /// descriptors, so they also go away if this process dies).
-pub struct Tracer {
+pub struct Session {
     // Field order: links must be dropped before the skeleton that owns their programs.
     links: Vec<Link>,
     skel: GreenletSkel<'static>,
@@ -117,9 +117,9 @@ pub struct Tracer {
     ended: [u64; 2],
 }
 
-impl std::fmt::Debug for Tracer {
+impl std::fmt::Debug for Session {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Tracer")
+        f.debug_struct("Session")
             .field("process", &self.process)
             .field("mode", &self.mode)
             .field("sites", &self.sites)
@@ -224,25 +224,25 @@ pub(crate) fn monotonic_ns() -> u64 {
     ts.tv_sec() as u64 * 1_000_000_000 + ts.tv_nsec() as u64
 }
 
-impl Tracer {
+impl Session {
     /// Loads the BPF programs with `opts.capacities` and attaches them to the `greenlet`
     /// probes of process `pid` (all its threads).
-    pub fn attach(pid: i32, opts: &Options) -> Result<Tracer, Error> {
-        Tracer::attach_programs(pid, opts, false)
+    pub fn attach(pid: i32, opts: &Options) -> Result<Session, Error> {
+        Session::attach_programs(pid, opts, false)
     }
 
     /// For benchmarks: attaches, to the `switch` probe only, a program that does nothing but
     /// count hits in `Totals::switches` (the cheapest a handler can be).
     #[doc(hidden)]
-    pub fn attach_floor(pid: i32) -> Result<Tracer, Error> {
+    pub fn attach_floor(pid: i32) -> Result<Session, Error> {
         let opts = Options {
             mode: AttachMode::Uprobe,
             ..Options::default()
         };
-        Tracer::attach_programs(pid, &opts, true)
+        Session::attach_programs(pid, &opts, true)
     }
 
-    fn attach_programs(pid: i32, opts: &Options, floor: bool) -> Result<Tracer, Error> {
+    fn attach_programs(pid: i32, opts: &Options, floor: bool) -> Result<Session, Error> {
         opts.capacities.check()?;
         let process = Process::find(pid)?;
         process::check_bpf_privilege()?;
@@ -273,7 +273,7 @@ impl Tracer {
             (Err(e), AttachMode::Uprobe) => return Err(e),
             (Err(_), _) => (load(&opts.capacities, false)?, mode),
         };
-        let mut tracer = Tracer {
+        let mut session = Session {
             links: Vec::new(),
             skel,
             process,
@@ -289,12 +289,12 @@ impl Tracer {
         for &probe in probes {
             let here: Vec<&ProbeSite> = sites.iter().filter(|s| s.name == probe).collect();
             if here.is_empty() {
-                tracer.missing.push(probe);
+                session.missing.push(probe);
                 continue;
             }
-            tracer.attach_probe(probe, &here, &exe, floor)?;
+            session.attach_probe(probe, &here, &exe, floor)?;
         }
-        Ok(tracer)
+        Ok(session)
     }
 
     fn attach_probe(
@@ -530,7 +530,7 @@ fn resolve_mode(
 /// Opens the skeleton, sizes its maps and loads it into the kernel; without the uprobe-multi
 /// programs unless `uprobes`.
 fn load(caps: &Capacities, uprobes: bool) -> Result<GreenletSkel<'static>, Error> {
-    // The skeleton borrows its object storage for its whole life. A `Tracer` owns the
+    // The skeleton borrows its object storage for its whole life. A `Session` owns the
     // skeleton, so the storage is given a 'static lifetime by leaking one small box per
     // attach; the BPF object itself is still closed when the skeleton drops.
     let storage: &'static mut MaybeUninit<OpenObject> = Box::leak(Box::new(MaybeUninit::uninit()));

@@ -1,15 +1,15 @@
 //! The BPF loader behind `gltop` (cargo feature `gltop`).
 //!
-//! [`Tracer::attach`] loads `bpf/greenlet.bpf.c` (compiled into a libbpf-rs skeleton by
+//! [`Session::attach`] loads `bpf/greenlet.bpf.c` (compiled into a libbpf-rs skeleton by
 //! `build.rs`), attaches it to the `greenlet` USDT probes of one running process, and
-//! [`Tracer::snapshot`] reads what the kernel aggregated so far into plain data
+//! [`Session::snapshot`] reads what the kernel aggregated so far into plain data
 //! ([`Snapshot`]). The arithmetic on snapshots (rates, deltas, CPU shares, the cost of
 //! tracing) is in [`rates`], as pure functions.
 //!
 //! ```no_run
-//! use gltop::loader::{Options, Tracer};
-//! let mut tracer = Tracer::attach(1234, &Options::default())?;
-//! let snap = tracer.snapshot()?;
+//! use gltop::loader::{Options, Session};
+//! let mut session = Session::attach(1234, &Options::default())?;
+//! let snap = session.snapshot()?;
 //! println!("{} switches since attach", snap.totals.switches);
 //! # Ok::<(), gltop::loader::Error>(())
 //! ```
@@ -25,7 +25,7 @@ mod skel;
 use std::io;
 use std::path::{Path, PathBuf};
 
-pub use attach::{AttachMode, Capacities, Options, Tracer};
+pub use attach::{AttachMode, Capacities, Options, Session};
 pub use model::{
     EdgeStats, Ended, GreenletStats, MapUse, Outcome, Snapshot, State, ThreadStats, Totals,
     HIST_BUCKETS, OUTCOME_SLOTS,
