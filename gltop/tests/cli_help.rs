@@ -193,8 +193,9 @@ fn readme_and_help_agree_on_the_default_attach_mode() {
         .expect("a default attach mode in the help");
     assert!(modes.contains(&default), "{modes:?} {default}");
 
-    let readme = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("README.md"))
-        .expect("README.md");
+    let readme =
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("../README.md"))
+            .expect("README.md");
     // Joined lines: a phrase may be wrapped.
     let readme = readme.split_whitespace().collect::<Vec<_>>().join(" ");
     let called_default: Vec<&str> = modes
