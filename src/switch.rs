@@ -41,15 +41,27 @@ pub(crate) struct Context {
 }
 
 impl Drop for Context {
+    /// Inline and small: a greenlet's `Inner` is dropped long after its coroutine finished and
+    /// freed its stack (or before it ever had one), so this is a load and a test, wherever
+    /// the drop glue is instantiated. Whether the compiler inlined the glue used to depend on
+    /// what else shared its codegen unit.
+    #[inline]
     fn drop(&mut self) {
-        // A coroutine still suspended here belongs to a greenlet nobody can kill any more
-        // (its thread's state is gone). Dropping it would make corosensei unwind its frames,
-        // running greenlet code with no thread state: abandon it instead (its stack leaks).
         if let Some(coroutine) = self.coroutine.get_mut().take() {
-            if coroutine.started() && !coroutine.done() {
-                std::mem::forget(coroutine);
-            }
+            drop_coroutine(coroutine);
         }
+    }
+}
+
+/// Drops a coroutine left in a [`Context`] being dropped. One that is still suspended belongs
+/// to a greenlet nobody can kill any more (its thread's state is gone): dropping it would make
+/// corosensei unwind its frames, running greenlet code with no thread state, so it is
+/// abandoned instead (its stack leaks).
+#[cold]
+#[inline(never)]
+fn drop_coroutine(coroutine: GreenCoroutine) {
+    if coroutine.started() && !coroutine.done() {
+        std::mem::forget(coroutine);
     }
 }
 
