@@ -22,6 +22,11 @@
 //! (`benches/callgrind.py --no-probes-bin`); it is a cfg, not a cargo feature, so that
 //! `--all-features` never removes the probes.
 
+// Unsafe code: the volatile reads of the probes' semaphores (`semaphores`), the x86-64
+// semaphore test of `if_enabled!`, the page-aligned `.probes` section start, and the probe
+// sites the `usdt` crate generates (see the note above `fire_switch`).
+#![allow(unsafe_code)]
+
 use crate::trace::EventKind;
 
 #[cfg(not(greenlet_no_probes))]

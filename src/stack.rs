@@ -85,6 +85,11 @@
 //! [`install_overflow_handler`] first, which re-enables it; allocations made after the
 //! allocator's own thread-locals are gone do that by themselves.
 
+// Unsafe code: here, the `corosensei::stack::Stack` impl of `GreenStack`; in `slab.rs`, the
+// mappings, guard pages and the slab registry the signal handler reads; in `overflow.rs`, the
+// signal handler and the alternate signal stacks. `pool.rs` is safe code.
+#![allow(unsafe_code)]
+
 mod overflow;
 mod pool;
 mod slab;

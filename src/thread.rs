@@ -1,5 +1,13 @@
 //! Per-thread state: the main greenlet, the current greenlet, the transfer mailbox, the tracer
-//! slot, the registry of started greenlets, and id allocation.
+//! slot, the registry of started greenlets, and id allocation; and the thread-local pointer to
+//! it ([`with_state`]), set on first use and cleared when the thread's greenlets are torn down
+//! at thread exit.
+
+// Unsafe code: handles made from the pointers to the running greenlet and to a transfer's
+// origin (`handle_at`), the tracer slot read in place, the word-wise read of the mailbox
+// (`ThreadState::take_value`), the registry's plain pointers (`Registry`), and the
+// thread-local pointer to the state (`with_state`, `try_with_state`, `Teardown`).
+#![allow(unsafe_code)]
 
 use std::cell::{Cell, RefCell};
 use std::mem::{self, MaybeUninit};
@@ -361,6 +369,79 @@ impl ThreadState {
         drop(self.replace_tracer(None));
         self.main.inner().mark_dead_at_thread_exit();
     }
+}
+
+// -------------------------------------------------------------------------------------------
+// The thread's state: created on first use, torn down at thread exit.
+
+thread_local! {
+    /// This thread's state, allocated on first use and freed by [`Teardown`]. A plain pointer
+    /// with no destructor, so it stays readable while other thread-locals are destroyed.
+    static STATE: Cell<*const ThreadState> = const { Cell::new(ptr::null()) };
+    /// Set once this thread's state has been torn down.
+    static GONE: Cell<bool> = const { Cell::new(false) };
+    /// Its destructor tears this thread's greenlets down at thread exit.
+    static TEARDOWN: Teardown = const { Teardown };
+}
+
+/// Dropped at thread exit: kills the thread's remaining greenlets
+/// ([`ThreadState::teardown`]), then frees the state.
+struct Teardown;
+
+impl Drop for Teardown {
+    fn drop(&mut self) {
+        let state = STATE.get();
+        if state.is_null() {
+            return;
+        }
+        // SAFETY: `state` came from `Box::into_raw` in `init_state` and is freed only here.
+        // Killing the remaining greenlets runs while the state is still allocated and
+        // reachable through `STATE`.
+        unsafe { &*state }.teardown();
+        STATE.set(ptr::null());
+        GONE.set(true);
+        // SAFETY: nothing reachable refers to the state any more: `STATE` is cleared, and
+        // the only frames still holding references to it are those of greenlets that refused
+        // to die, which `teardown` abandoned: marked dead, their coroutines leaked, so they
+        // are never resumed or unwound.
+        drop(unsafe { Box::from_raw(state as *mut ThreadState) });
+    }
+}
+
+#[cold]
+fn init_state() -> *const ThreadState {
+    // Greenlet code that runs in another thread-local's destructor after this thread's
+    // teardown gets a fresh state; it is never torn down (the teardown hook cannot be
+    // registered again), so what it holds at thread exit is leaked, not killed.
+    if !GONE.get() {
+        TEARDOWN.with(|_| {});
+    }
+    let state = Box::into_raw(Box::new(ThreadState::new()));
+    STATE.set(state);
+    state
+}
+
+/// Runs `f` with this thread's state, creating it (and the main greenlet) on first use.
+#[inline(always)]
+pub(crate) fn with_state<R>(f: impl FnOnce(&ThreadState) -> R) -> R {
+    let mut state = STATE.get();
+    if state.is_null() {
+        state = init_state();
+    }
+    // SAFETY: non-null `STATE` points to this thread's live state (see `Teardown`), and the
+    // state is only used through shared references (its fields are cells).
+    f(unsafe { &*state })
+}
+
+/// Like [`with_state`], but `None` once the state is gone (thread exit) or if it never
+/// existed, without creating it.
+pub(crate) fn try_with_state<R>(f: impl FnOnce(&ThreadState) -> R) -> Option<R> {
+    let state = STATE.try_with(Cell::get).ok()?;
+    if state.is_null() {
+        return None;
+    }
+    // SAFETY: as in `with_state`.
+    Some(f(unsafe { &*state }))
 }
 
 /// A new handle on the greenlet at `ptr`.

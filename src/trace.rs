@@ -7,8 +7,7 @@ use std::rc::Rc;
 
 use crate::error::Error;
 use crate::greenlet::Greenlet;
-use crate::switch::with_state;
-use crate::thread::ThreadState;
+use crate::thread::{with_state, ThreadState};
 use crate::transfer::Transfer;
 
 /// A transfer between two greenlets, as a [`Tracer`] sees it.

@@ -9,8 +9,8 @@ use crate::error::Error;
 use crate::greenlet::{Greenlet, State};
 use crate::lifecycle;
 use crate::probes;
-use crate::switch::{self, with_state};
-use crate::thread::ThreadState;
+use crate::switch;
+use crate::thread::{with_state, ThreadState};
 use crate::trace::{self, EventKind};
 use crate::value::Value;
 
