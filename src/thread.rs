@@ -24,8 +24,9 @@ use crate::value::Value;
 
 /// [`ThreadState::flags`]: a tracer is installed.
 const TRACING: u8 = 1;
-/// [`ThreadState::flags`]: the transfer in flight carries an error or a panic, not a value.
-const UNUSUAL: u8 = 2;
+/// [`ThreadState::flags`]: the transfer in flight carries an error or a panic (in `thrown`),
+/// not a value.
+const THROWN: u8 = 2;
 /// [`ThreadState::flags`]: the state holds a handle in `adopted`.
 const ADOPTED: u8 = 4;
 /// [`ThreadState::flags`]: the state holds a handle in `incoming`.
@@ -69,13 +70,14 @@ pub(crate) struct ThreadState {
     incoming: Cell<Option<Greenlet>>,
     /// The value the transfer in flight carries (a unit between transfers).
     value: Cell<Value>,
-    /// What the transfer in flight carries when it is an error or a panic ([`UNUSUAL`]).
-    unusual: Cell<Transfer>,
+    /// What the transfer in flight carries when it is an error or a panic ([`THROWN`]).
+    thrown: Cell<Transfer>,
     /// The error a switch returns, between its arrival and its return (see
     /// `transfer::switch_value`).
     error: Cell<Option<Error>>,
-    /// [`TRACING`] | [`UNUSUAL`] | [`ADOPTED`] | [`INCOMING`]: zero for the common arrival (a
-    /// value, no tracer, no handle to release), so that the arrival tests one byte for all.
+    /// [`TRACING`] | [`THROWN`] | [`ADOPTED`] | [`INCOMING`]: zero for the common arrival (a
+    /// value, no tracer, no handle to release), so that the arrival tests one byte for all
+    /// (see `transfer`'s module documentation, Arrival).
     flags: Cell<u8>,
     tracer: Cell<Option<Tracer>>,
     pub(crate) kill_hook: RefCell<Option<KillHook>>,
@@ -98,7 +100,7 @@ impl ThreadState {
             adopted: Cell::new(None),
             incoming: Cell::new(None),
             value: Cell::new(Value::unit()),
-            unusual: Cell::new(Transfer::Empty),
+            thrown: Cell::new(Transfer::Empty),
             error: Cell::new(None),
             flags: Cell::new(0),
             tracer: Cell::new(None),
@@ -117,7 +119,8 @@ impl ThreadState {
     }
 
     /// A new handle to the greenlet that sent the arriving transfer; only valid until the
-    /// arrival has released the handles it holds ([`ThreadState::release_held`]).
+    /// arrival has released the handles it holds ([`ThreadState::release_held`]: arrival
+    /// rule 2 in `transfer`).
     pub(crate) fn origin(&self) -> Greenlet {
         // SAFETY: `origin` points to the sender of the transfer in flight, which is alive
         // until the arrival is done (see the field's documentation); callers use it before the
@@ -152,7 +155,7 @@ impl ThreadState {
     /// greenlet that was running when its last handle was dropped (which kills it, unless it
     /// is running again), and on the transfer's target (which is running: the state adopts it
     /// if that was its last handle). The arriving payload must have been taken first: killing
-    /// a greenlet uses the mailbox.
+    /// a greenlet uses the mailbox (arrival rules 1 and 3 in `transfer`).
     #[inline(never)]
     pub(crate) fn release_held(&self) {
         let flags = self.flags.get();
@@ -193,13 +196,14 @@ impl ThreadState {
     }
 
     /// Whether the arriving transfer is a value with a tracer installed and no handle to
-    /// release.
+    /// release: `transfer::arrive_traced`.
     #[inline(always)]
     pub(crate) fn traced_plain_arrival(&self) -> bool {
         self.flags.get() == TRACING
     }
 
-    /// Whether the arriving transfer is the common one: a value, with no tracer installed.
+    /// Whether the arriving transfer is the common one: a value, with no tracer installed and
+    /// no handle to release (`transfer::arrive_plain`).
     #[inline(always)]
     pub(crate) fn plain_arrival(&self) -> bool {
         self.flags.get() == 0
@@ -220,9 +224,9 @@ impl ThreadState {
         let mut flags = self.flags.get() | INCOMING;
         match payload {
             Transfer::Value(value) => self.put_value(value),
-            unusual => {
-                flags |= UNUSUAL;
-                let empty = self.unusual.replace(unusual);
+            thrown => {
+                flags |= THROWN;
+                let empty = self.thrown.replace(thrown);
                 debug_assert!(
                     matches!(empty, Transfer::Empty),
                     "a payload was sent before the last one arrived"
@@ -244,7 +248,7 @@ impl ThreadState {
                 // Not the last handle: the field it was cloned from holds another.
                 drop(parent);
             }
-            unusual => self.hand_off(parent, unusual),
+            thrown => self.hand_off(parent, thrown),
         }
     }
 
@@ -293,9 +297,9 @@ impl ThreadState {
     /// Takes what the arriving transfer carries.
     pub(crate) fn take_payload(&self) -> Transfer {
         let flags = self.flags.get();
-        if flags & UNUSUAL != 0 {
-            self.flags.set(flags & !UNUSUAL);
-            self.unusual.replace(Transfer::Empty)
+        if flags & THROWN != 0 {
+            self.flags.set(flags & !THROWN);
+            self.thrown.replace(Transfer::Empty)
         } else {
             Transfer::Value(self.take_value())
         }
