@@ -60,6 +60,11 @@
 //! `bpftrace` and the `gltop` viewer can watch a running process. Unattached, a probe costs a
 //! load and a branch.
 //!
+//! # Stacks
+//! Greenlets run on stacks from the [`stack`] module: carved from large slabs, with a guard
+//! page each, pooled per thread, and named in a one-line report when they overflow. Its
+//! [`GreenStack`](stack::GreenStack) is a corosensei stack, usable by any corosensei coroutine.
+//!
 //! [`switch`]: Greenlet::switch
 
 #![warn(missing_docs)]
@@ -78,7 +83,6 @@ mod greenlet;
 mod lifecycle;
 pub mod probes;
 mod recorder;
-#[doc(hidden)]
 pub mod stack;
 mod switch;
 mod thread;
