@@ -8,8 +8,8 @@ use std::rc::Rc;
 use crate::error::{Error, GreenletExit};
 use crate::lifecycle;
 use crate::probes;
-use crate::switch::{try_with_state, with_state, Context};
-use crate::thread::NOT_REGISTERED;
+use crate::switch::Context;
+use crate::thread::{try_with_state, with_state, NOT_REGISTERED};
 use crate::transfer::{self, Transfer};
 use crate::value::Value;
 

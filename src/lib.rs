@@ -62,16 +62,29 @@
 //! `bpftrace` and the `gltop` viewer can watch a running process. Unattached, a probe costs a
 //! load and a branch.
 //!
+//! # Stacks
+//! Greenlets run on stacks from the [`stack`] module: carved from large slabs, with a guard
+//! page each, pooled per thread, and named in a one-line report when they overflow. Its
+//! [`GreenStack`](stack::GreenStack) is a corosensei stack, usable by any corosensei coroutine.
+//!
 //! [`switch`]: Greenlet::switch
 
 #![warn(missing_docs)]
+// Unsafe code is denied in the crate and allowed only at the top of the modules that need it,
+// each saying what for: `switch` (the trampoline and each greenlet's coroutine slot), `thread`
+// (the thread-local state pointer, handles made from plain pointers to greenlets, the tracer
+// slot, the mailbox's word-wise read, the registry), `lifecycle` (the running greenlet
+// borrowed by its own body), `probes` (the probe sites and their semaphores) and `stack`, with
+// `stack::slab` and `stack::overflow` (mappings, guard pages, the overflow signal handler).
+// Every unsafe block has a `// SAFETY:` comment (clippy's `undocumented_unsafe_blocks`,
+// denied in Cargo.toml).
+#![deny(unsafe_code)]
 
 mod error;
 mod greenlet;
 mod lifecycle;
 pub mod probes;
 mod recorder;
-#[doc(hidden)]
 pub mod stack;
 mod switch;
 mod thread;

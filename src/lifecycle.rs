@@ -2,6 +2,10 @@
 //! (spec §1.5, §5); the kill when its last handle is dropped (§8); killing every greenlet of a
 //! thread, explicitly or at thread exit (R4).
 
+// Unsafe code: one block, in `running`: the running greenlet borrowed by its own body through
+// the thread state's pointer, without a handle.
+#![allow(unsafe_code)]
+
 use std::any::Any;
 use std::panic::{self, AssertUnwindSafe};
 use std::rc::Rc;
@@ -9,8 +13,8 @@ use std::rc::Rc;
 use crate::error::{Error, GreenletExit};
 use crate::greenlet::{Greenlet, Inner, State};
 use crate::probes::{self, Outcome};
-use crate::switch::{try_with_state, with_state, Suspender};
-use crate::thread::ThreadState;
+use crate::switch::Suspender;
+use crate::thread::{try_with_state, with_state, ThreadState};
 use crate::transfer::{self, Transfer};
 use crate::value::Value;
 

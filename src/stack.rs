@@ -1,24 +1,47 @@
-//! Greenlet stacks: carved from large slabs, guarded, pooled per thread, and reported by name
-//! when they overflow.
+//! Stacks for [corosensei] coroutines: carved from large slabs, guarded, pooled per thread,
+//! and reported by name when they overflow. Every greenlet runs on one; any other corosensei
+//! coroutine can too.
 //!
-//! # Interface (crate-internal; `pub` only so tests and benches can reach it)
+//! A [`GreenStack`] implements corosensei's [`Stack`] trait (corosensei 0.3), so it goes
+//! wherever corosensei takes a stack. Allocating one from the pool costs about 15 ns and no
+//! system call; a guard page under it turns an overflow into a one-line report naming the
+//! stack's owner, then an abort; its memory costs only the pages the coroutine touches.
 //!
-//! ```ignore
-//! let stack = stack::allocate(64 << 10)?;          // pool first, then a shared free list, then a new slot
-//! stack.set_owner(g.id(), g.name());               // for the overflow message; cleared on release
-//! let co = Coroutine::with_stack(stack, body);     // GreenStack: corosensei::stack::Stack
-//! // ... when the coroutine is finished:
-//! stack::release(co.into_stack());                  // or just drop it: Drop does the same
+//! ```
+//! use corosensei::{Coroutine, CoroutineResult, Yielder};
+//! use greenlet::stack::{self, GreenStack};
+//!
+//! // At least 64 KiB usable, plus a guard page: from the thread's pool if it has one.
+//! let stack = stack::allocate(64 << 10)?;
+//! assert_eq!(stack.usable_size(), 64 << 10);
+//! // Named in the overflow message, should the coroutine overflow it.
+//! stack.set_owner(7, Some("parser"));
+//!
+//! let mut co: Coroutine<u32, u32, u32, GreenStack> =
+//!     Coroutine::with_stack(stack, |yielder: &Yielder<u32, u32>, first: u32| {
+//!         let second = yielder.suspend(first + 1);
+//!         first + second
+//!     });
+//! assert!(matches!(co.resume(1), CoroutineResult::Yield(2)));
+//! assert!(matches!(co.resume(10), CoroutineResult::Return(11)));
+//!
+//! // Back to this thread's pool (dropping the stack, or the coroutine, does the same).
+//! stack::release(co.into_stack());
+//! assert!(stack::stats().thread_pooled >= 1);
+//! # Ok::<(), std::io::Error>(())
 //! ```
 //!
 //! * [`allocate`]`(size)` returns a [`GreenStack`] with at least `size` usable bytes plus a
-//!   guard page. It also installs the overflow handler and the calling thread's alternate
-//!   signal stack on the thread's first allocation ([`install_overflow_handler`] does the
-//!   same explicitly and is idempotent).
+//!   guard page. On the thread's first allocation it also installs the process's overflow
+//!   handler (a SIGSEGV/SIGBUS handler that passes every other fault on to the one installed
+//!   before it) and the calling thread's alternate signal stack
+//!   ([`install_overflow_handler`] does the same explicitly and is idempotent).
 //! * [`release`] (or dropping the `GreenStack`) puts the stack in the pool of the thread that
 //!   releases it, whichever thread allocated it. A `GreenStack` is `Send`.
-//! * [`GreenStack::set_owner`] records the greenlet id and name (the name is copied, up to 48
-//!   bytes) for the overflow message.
+//! * [`GreenStack::set_owner`] records an id and a name (the name is copied, up to
+//!   [`OWNER_NAME_CAP`] bytes) for the overflow message; releasing the stack clears them.
+//! * [`stats`], [`guard_mode`], [`pool_high_water`] and [`trim_pool`] observe and trim the
+//!   allocator.
 //!
 //! # Layout and guard pages
 //!
@@ -85,6 +108,11 @@
 //! [`install_overflow_handler`] first, which re-enables it; allocations made after the
 //! allocator's own thread-locals are gone do that by themselves.
 
+// Unsafe code: here, the `corosensei::stack::Stack` impl of `GreenStack`; in `slab.rs`, the
+// mappings, guard pages and the slab registry the signal handler reads; in `overflow.rs`, the
+// signal handler and the alternate signal stacks. `pool.rs` is safe code.
+#![allow(unsafe_code)]
+
 mod overflow;
 mod pool;
 mod slab;
@@ -120,8 +148,9 @@ impl GreenStack {
         self.slot.slab.usable()
     }
 
-    /// Records which greenlet runs on this stack, for the overflow message. The name is
-    /// copied (cut at [`OWNER_NAME_CAP`] bytes). Cleared when the stack is released.
+    /// Records which greenlet (or other coroutine: the message calls it a greenlet) runs on
+    /// this stack, for the overflow message: `id` (0 for none) and an optional name, copied
+    /// and cut at [`OWNER_NAME_CAP`] bytes. Cleared when the stack is released.
     #[inline]
     pub fn set_owner(&self, id: u64, name: Option<&str>) {
         self.slot.owner().set(id, name);
@@ -220,9 +249,15 @@ pub fn trim_pool() {
 
 /// Installs the stack-overflow handler for the process (once) and makes sure the calling
 /// thread's alternate signal stack is enabled (one `sigaltstack` query after the first call
-/// on a thread). [`allocate`] calls it on each thread's first allocation; the runtime must
-/// call it again at the start of a thread-exit teardown that runs greenlets (see the module
-/// docs), and may call it early to report errors early.
+/// on a thread). [`allocate`] calls it on each thread's first allocation. Code that resumes
+/// coroutines from a thread-local destructor (as the greenlet runtime does to kill a thread's
+/// greenlets at thread exit) must call it first, because Rust disables the thread's
+/// alternate signal stack before those destructors run (see [Overflow](self#overflow)); and
+/// anyone may call it early, to see an error early.
+///
+/// # Errors
+/// The OS error if the handler cannot be installed, or the alternate stack mapped or
+/// registered.
 pub fn install_overflow_handler() -> io::Result<()> {
     overflow::install()
 }

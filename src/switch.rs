@@ -1,4 +1,5 @@
-//! The unsafe core: stack switching and the per-thread state pointer.
+//! Stack switching: each greenlet's execution context (its corosensei coroutine) and the
+//! trampoline that makes symmetric transfers out of corosensei's asymmetric coroutines.
 //!
 //! corosensei gives asymmetric coroutines (`resume` / `suspend`). Greenlets need symmetric
 //! transfers (any greenlet to any other), so every thread runs a *trampoline* on its main
@@ -20,7 +21,13 @@
 //!    handle the state may keep on it is released by the arrival, after the trampoline is done
 //!    with the greenlet it resumed.
 //!
-//! Everything here is private to the crate; the rest of the runtime is safe code.
+//! Everything here is private to the crate. The per-thread state it switches for lives in
+//! `thread.rs`, the switch algorithm around it in `transfer.rs`.
+
+// Unsafe code: the coroutine slot (an `UnsafeCell` behind a shared reference), the yielder
+// pointer kept across switches, and the pointers to the greenlet that switches away and to
+// the one the trampoline resumes; every block rests on the invariants above.
+#![allow(unsafe_code)]
 
 use std::cell::{Cell, UnsafeCell};
 use std::ptr;
@@ -41,15 +48,27 @@ pub(crate) struct Context {
 }
 
 impl Drop for Context {
+    /// Inline and small: a greenlet's `Inner` is dropped long after its coroutine finished and
+    /// freed its stack (or before it ever had one), so this is a load and a test, wherever
+    /// the drop glue is instantiated. Whether the compiler inlined the glue used to depend on
+    /// what else shared its codegen unit.
+    #[inline]
     fn drop(&mut self) {
-        // A coroutine still suspended here belongs to a greenlet nobody can kill any more
-        // (its thread's state is gone). Dropping it would make corosensei unwind its frames,
-        // running greenlet code with no thread state: abandon it instead (its stack leaks).
         if let Some(coroutine) = self.coroutine.get_mut().take() {
-            if coroutine.started() && !coroutine.done() {
-                std::mem::forget(coroutine);
-            }
+            drop_coroutine(coroutine);
         }
+    }
+}
+
+/// Drops a coroutine left in a [`Context`] being dropped. One that is still suspended belongs
+/// to a greenlet nobody can kill any more (its thread's state is gone): dropping it would make
+/// corosensei unwind its frames, running greenlet code with no thread state, so it is
+/// abandoned instead (its stack leaks).
+#[cold]
+#[inline(never)]
+fn drop_coroutine(coroutine: GreenCoroutine) {
+    if coroutine.started() && !coroutine.done() {
+        std::mem::forget(coroutine);
     }
 }
 
@@ -162,72 +181,4 @@ fn trampoline(state: &ThreadState) {
         }
         next.context().resume();
     }
-}
-
-thread_local! {
-    /// This thread's state, allocated on first use and freed by [`Teardown`]. A plain pointer
-    /// with no destructor, so it stays readable while other thread-locals are destroyed.
-    static STATE: Cell<*const ThreadState> = const { Cell::new(ptr::null()) };
-    /// Set once this thread's state has been torn down.
-    static GONE: Cell<bool> = const { Cell::new(false) };
-    /// Its destructor tears this thread's greenlets down at thread exit.
-    static TEARDOWN: Teardown = const { Teardown };
-}
-
-struct Teardown;
-
-impl Drop for Teardown {
-    fn drop(&mut self) {
-        let state = STATE.get();
-        if state.is_null() {
-            return;
-        }
-        // SAFETY: `state` came from `Box::into_raw` in `init_state` and is freed only here.
-        // Killing the remaining greenlets runs while the state is still allocated and
-        // reachable through `STATE`.
-        unsafe { &*state }.teardown();
-        STATE.set(ptr::null());
-        GONE.set(true);
-        // SAFETY: nothing reachable refers to the state any more: `STATE` is cleared, and
-        // the only frames still holding references to it are those of greenlets that refused
-        // to die, which `teardown` abandoned: marked dead, their coroutines leaked, so they
-        // are never resumed or unwound.
-        drop(unsafe { Box::from_raw(state as *mut ThreadState) });
-    }
-}
-
-#[cold]
-fn init_state() -> *const ThreadState {
-    // Greenlet code that runs in another thread-local's destructor after this thread's
-    // teardown gets a fresh state; it is never torn down (the teardown hook cannot be
-    // registered again), so what it holds at thread exit is leaked, not killed.
-    if !GONE.get() {
-        TEARDOWN.with(|_| {});
-    }
-    let state = Box::into_raw(Box::new(ThreadState::new()));
-    STATE.set(state);
-    state
-}
-
-/// Runs `f` with this thread's state, creating it (and the main greenlet) on first use.
-#[inline(always)]
-pub(crate) fn with_state<R>(f: impl FnOnce(&ThreadState) -> R) -> R {
-    let mut state = STATE.get();
-    if state.is_null() {
-        state = init_state();
-    }
-    // SAFETY: non-null `STATE` points to this thread's live state (see `Teardown`), and the
-    // state is only used through shared references (its fields are cells).
-    f(unsafe { &*state })
-}
-
-/// Like [`with_state`], but `None` once the state is gone (thread exit) or if it never
-/// existed, without creating it.
-pub(crate) fn try_with_state<R>(f: impl FnOnce(&ThreadState) -> R) -> Option<R> {
-    let state = STATE.try_with(Cell::get).ok()?;
-    if state.is_null() {
-        return None;
-    }
-    // SAFETY: as in `with_state`.
-    Some(f(unsafe { &*state }))
 }

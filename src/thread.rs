@@ -1,5 +1,13 @@
 //! Per-thread state: the main greenlet, the current greenlet, the transfer mailbox, the tracer
-//! slot, the registry of started greenlets, and id allocation.
+//! slot, the registry of started greenlets, and id allocation; and the thread-local pointer to
+//! it ([`with_state`]), set on first use and cleared when the thread's greenlets are torn down
+//! at thread exit.
+
+// Unsafe code: handles made from the pointers to the running greenlet and to a transfer's
+// origin (`handle_at`), the tracer slot read in place, the word-wise read of the mailbox
+// (`ThreadState::take_value`), the registry's plain pointers (`Registry`), and the
+// thread-local pointer to the state (`with_state`, `try_with_state`, `Teardown`).
+#![allow(unsafe_code)]
 
 use std::cell::{Cell, RefCell};
 use std::mem::{self, MaybeUninit};
@@ -16,8 +24,9 @@ use crate::value::Value;
 
 /// [`ThreadState::flags`]: a tracer is installed.
 const TRACING: u8 = 1;
-/// [`ThreadState::flags`]: the transfer in flight carries an error or a panic, not a value.
-const UNUSUAL: u8 = 2;
+/// [`ThreadState::flags`]: the transfer in flight carries an error or a panic (in `thrown`),
+/// not a value.
+const THROWN: u8 = 2;
 /// [`ThreadState::flags`]: the state holds a handle in `adopted`.
 const ADOPTED: u8 = 4;
 /// [`ThreadState::flags`]: the state holds a handle in `incoming`.
@@ -61,13 +70,14 @@ pub(crate) struct ThreadState {
     incoming: Cell<Option<Greenlet>>,
     /// The value the transfer in flight carries (a unit between transfers).
     value: Cell<Value>,
-    /// What the transfer in flight carries when it is an error or a panic ([`UNUSUAL`]).
-    unusual: Cell<Transfer>,
+    /// What the transfer in flight carries when it is an error or a panic ([`THROWN`]).
+    thrown: Cell<Transfer>,
     /// The error a switch returns, between its arrival and its return (see
     /// `transfer::switch_value`).
     error: Cell<Option<Error>>,
-    /// [`TRACING`] | [`UNUSUAL`] | [`ADOPTED`] | [`INCOMING`]: zero for the common arrival (a
-    /// value, no tracer, no handle to release), so that the arrival tests one byte for all.
+    /// [`TRACING`] | [`THROWN`] | [`ADOPTED`] | [`INCOMING`]: zero for the common arrival (a
+    /// value, no tracer, no handle to release), so that the arrival tests one byte for all
+    /// (see `transfer`'s module documentation, Arrival).
     flags: Cell<u8>,
     tracer: Cell<Option<Tracer>>,
     pub(crate) kill_hook: RefCell<Option<KillHook>>,
@@ -90,7 +100,7 @@ impl ThreadState {
             adopted: Cell::new(None),
             incoming: Cell::new(None),
             value: Cell::new(Value::unit()),
-            unusual: Cell::new(Transfer::Empty),
+            thrown: Cell::new(Transfer::Empty),
             error: Cell::new(None),
             flags: Cell::new(0),
             tracer: Cell::new(None),
@@ -109,7 +119,8 @@ impl ThreadState {
     }
 
     /// A new handle to the greenlet that sent the arriving transfer; only valid until the
-    /// arrival has released the handles it holds ([`ThreadState::release_held`]).
+    /// arrival has released the handles it holds ([`ThreadState::release_held`]: arrival
+    /// rule 2 in `transfer`).
     pub(crate) fn origin(&self) -> Greenlet {
         // SAFETY: `origin` points to the sender of the transfer in flight, which is alive
         // until the arrival is done (see the field's documentation); callers use it before the
@@ -144,7 +155,7 @@ impl ThreadState {
     /// greenlet that was running when its last handle was dropped (which kills it, unless it
     /// is running again), and on the transfer's target (which is running: the state adopts it
     /// if that was its last handle). The arriving payload must have been taken first: killing
-    /// a greenlet uses the mailbox.
+    /// a greenlet uses the mailbox (arrival rules 1 and 3 in `transfer`).
     #[inline(never)]
     pub(crate) fn release_held(&self) {
         let flags = self.flags.get();
@@ -185,13 +196,14 @@ impl ThreadState {
     }
 
     /// Whether the arriving transfer is a value with a tracer installed and no handle to
-    /// release.
+    /// release: `transfer::arrive_traced`.
     #[inline(always)]
     pub(crate) fn traced_plain_arrival(&self) -> bool {
         self.flags.get() == TRACING
     }
 
-    /// Whether the arriving transfer is the common one: a value, with no tracer installed.
+    /// Whether the arriving transfer is the common one: a value, with no tracer installed and
+    /// no handle to release (`transfer::arrive_plain`).
     #[inline(always)]
     pub(crate) fn plain_arrival(&self) -> bool {
         self.flags.get() == 0
@@ -212,9 +224,9 @@ impl ThreadState {
         let mut flags = self.flags.get() | INCOMING;
         match payload {
             Transfer::Value(value) => self.put_value(value),
-            unusual => {
-                flags |= UNUSUAL;
-                let empty = self.unusual.replace(unusual);
+            thrown => {
+                flags |= THROWN;
+                let empty = self.thrown.replace(thrown);
                 debug_assert!(
                     matches!(empty, Transfer::Empty),
                     "a payload was sent before the last one arrived"
@@ -236,7 +248,7 @@ impl ThreadState {
                 // Not the last handle: the field it was cloned from holds another.
                 drop(parent);
             }
-            unusual => self.hand_off(parent, unusual),
+            thrown => self.hand_off(parent, thrown),
         }
     }
 
@@ -285,9 +297,9 @@ impl ThreadState {
     /// Takes what the arriving transfer carries.
     pub(crate) fn take_payload(&self) -> Transfer {
         let flags = self.flags.get();
-        if flags & UNUSUAL != 0 {
-            self.flags.set(flags & !UNUSUAL);
-            self.unusual.replace(Transfer::Empty)
+        if flags & THROWN != 0 {
+            self.flags.set(flags & !THROWN);
+            self.thrown.replace(Transfer::Empty)
         } else {
             Transfer::Value(self.take_value())
         }
@@ -361,6 +373,79 @@ impl ThreadState {
         drop(self.replace_tracer(None));
         self.main.inner().mark_dead_at_thread_exit();
     }
+}
+
+// -------------------------------------------------------------------------------------------
+// The thread's state: created on first use, torn down at thread exit.
+
+thread_local! {
+    /// This thread's state, allocated on first use and freed by [`Teardown`]. A plain pointer
+    /// with no destructor, so it stays readable while other thread-locals are destroyed.
+    static STATE: Cell<*const ThreadState> = const { Cell::new(ptr::null()) };
+    /// Set once this thread's state has been torn down.
+    static GONE: Cell<bool> = const { Cell::new(false) };
+    /// Its destructor tears this thread's greenlets down at thread exit.
+    static TEARDOWN: Teardown = const { Teardown };
+}
+
+/// Dropped at thread exit: kills the thread's remaining greenlets
+/// ([`ThreadState::teardown`]), then frees the state.
+struct Teardown;
+
+impl Drop for Teardown {
+    fn drop(&mut self) {
+        let state = STATE.get();
+        if state.is_null() {
+            return;
+        }
+        // SAFETY: `state` came from `Box::into_raw` in `init_state` and is freed only here.
+        // Killing the remaining greenlets runs while the state is still allocated and
+        // reachable through `STATE`.
+        unsafe { &*state }.teardown();
+        STATE.set(ptr::null());
+        GONE.set(true);
+        // SAFETY: nothing reachable refers to the state any more: `STATE` is cleared, and
+        // the only frames still holding references to it are those of greenlets that refused
+        // to die, which `teardown` abandoned: marked dead, their coroutines leaked, so they
+        // are never resumed or unwound.
+        drop(unsafe { Box::from_raw(state as *mut ThreadState) });
+    }
+}
+
+#[cold]
+fn init_state() -> *const ThreadState {
+    // Greenlet code that runs in another thread-local's destructor after this thread's
+    // teardown gets a fresh state; it is never torn down (the teardown hook cannot be
+    // registered again), so what it holds at thread exit is leaked, not killed.
+    if !GONE.get() {
+        TEARDOWN.with(|_| {});
+    }
+    let state = Box::into_raw(Box::new(ThreadState::new()));
+    STATE.set(state);
+    state
+}
+
+/// Runs `f` with this thread's state, creating it (and the main greenlet) on first use.
+#[inline(always)]
+pub(crate) fn with_state<R>(f: impl FnOnce(&ThreadState) -> R) -> R {
+    let mut state = STATE.get();
+    if state.is_null() {
+        state = init_state();
+    }
+    // SAFETY: non-null `STATE` points to this thread's live state (see `Teardown`), and the
+    // state is only used through shared references (its fields are cells).
+    f(unsafe { &*state })
+}
+
+/// Like [`with_state`], but `None` once the state is gone (thread exit) or if it never
+/// existed, without creating it.
+pub(crate) fn try_with_state<R>(f: impl FnOnce(&ThreadState) -> R) -> Option<R> {
+    let state = STATE.try_with(Cell::get).ok()?;
+    if state.is_null() {
+        return None;
+    }
+    // SAFETY: as in `with_state`.
+    Some(f(unsafe { &*state }))
 }
 
 /// A new handle on the greenlet at `ptr`.

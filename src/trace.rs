@@ -7,8 +7,7 @@ use std::rc::Rc;
 
 use crate::error::Error;
 use crate::greenlet::Greenlet;
-use crate::switch::with_state;
-use crate::thread::ThreadState;
+use crate::thread::{with_state, ThreadState};
 use crate::transfer::Transfer;
 
 /// A transfer between two greenlets, as a [`Tracer`] sees it.
@@ -169,8 +168,8 @@ pub fn gettrace() -> Option<Tracer> {
 }
 
 /// Calls the thread's tracer for a transfer from `origin` that just arrived in the current
-/// greenlet; returns what the transfer now carries. Releases `origin` (the arrival's handle
-/// on it) before returning, as the arrival would.
+/// greenlet (`transfer::arrive_slow`); returns what the transfer now carries (arrival rule 4
+/// in `transfer`). Releases `origin` (the arrival's handle on it) before returning.
 pub(crate) fn call_tracer(
     state: &ThreadState,
     kind: EventKind,
@@ -181,7 +180,8 @@ pub(crate) fn call_tracer(
 }
 
 /// Calls the thread's tracer for a transfer of `kind` from `origin` that just arrived in the
-/// current greenlet. Returns `None` if the transfer goes on unchanged, or what replaces its
+/// current greenlet, whose payload is already out of the thread state (arrival rules 1 and 4
+/// in `transfer`). Returns `None` if the transfer goes on unchanged, or what replaces its
 /// payload: the tracer's error or panic (the tracer is then removed). Releases `origin`.
 #[inline]
 pub(crate) fn trace_arrival(

@@ -1,6 +1,47 @@
 //! The switch algorithm (spec §1.4, R2): find the greenlet that really receives a transfer,
 //! hand the payload over, switch stacks, and, in the target, take the payload and fire the
 //! probes and the tracer.
+//!
+//! # Arrival
+//!
+//! Every transfer ends with an *arrival*, in its target, right after the stack switch (at once
+//! for a transfer to the current greenlet). The sender's hand-off (`ThreadState::hand_off*`)
+//! made the target current and left in the thread state the payload (a value in the mailbox,
+//! or an error or a panic in the `thrown` slot), a plain pointer to the origin, and perhaps
+//! handles to release. The arrival functions below share these rules:
+//!
+//! 1. **The payload is taken out of the state first**, before anything runs that can transfer
+//!    again (the tracer, a greenlet killed by a release): the next transfer's hand-off finds
+//!    the mailbox empty (a unit value, no `thrown` payload), as it asserts.
+//! 2. **The origin pointer is followed only until the releases** (rule 3): the origin is
+//!    alive until then because nothing ran since the hand-off but the trampoline, which drops
+//!    no handle. The probe reads its id before the releases, and the tracer gets a handle on
+//!    it taken before them (`ThreadState::origin`).
+//! 3. **The state's handles are released once the payload is out** (`ThreadState::release_held`):
+//!    the target's handle parked by the hand-off, and the adopted last handle of a greenlet
+//!    that was running when it was dropped. Dropping that one kills the greenlet, which is a
+//!    transfer of its own, using the mailbox: hence rule 1.
+//! 4. **One probe and one tracer event per transfer, in the target**, the probe first:
+//!    `greenlet:switch` for a value, `greenlet:throw` for an error or a panic; then the tracer,
+//!    which may switch (the payload waits outside the state meanwhile, rule 1), and whose
+//!    error or panic, if it fails, replaces the payload.
+//! 5. **What is delivered**: a value, an error, or a panic that resumes unwinding in the
+//!    target. To a pending `switch`, the value or the error goes back into the state ([`settle`])
+//!    and [`switch_value`] takes it, with nothing running in between ([`Arrived`] says which);
+//!    to a `throw`, a kill or a greenlet's first transfer, it is returned as a [`Transfer`].
+//!
+//! The state's flag byte says which rules have work to do, so that the common arrival tests
+//! one byte: zero is a value with no tracer and nothing to release (rules 3 and the tracer of
+//! 4 have nothing to do). The paths, fastest first:
+//!
+//! | path | when (flags) | what it does |
+//! | --- | --- | --- |
+//! | [`arrive_plain`], inlined into [`transfer_value`] | zero | probe, take the value |
+//! | [`arrive_traced`] | a tracer only | probe, take the value, tracer, [`settle`] |
+//! | [`arrive_slow`] | anything else | every rule, through `trace::call_tracer` |
+//!
+//! [`arrive`] is the entry point for everything but `switch` (a `throw`, a kill, a greenlet's
+//! first transfer): the plain path or the slow one.
 
 use std::any::Any;
 use std::panic;
@@ -9,8 +50,8 @@ use crate::error::Error;
 use crate::greenlet::{Greenlet, State};
 use crate::lifecycle;
 use crate::probes;
-use crate::switch::{self, with_state};
-use crate::thread::ThreadState;
+use crate::switch;
+use crate::thread::{with_state, ThreadState};
 use crate::trace::{self, EventKind};
 use crate::value::Value;
 
@@ -48,11 +89,22 @@ impl Transfer {
     }
 }
 
+/// What arrived for a pending [`switch_value`], left in the thread state for it to take:
+/// the rest of the switch path hands this back instead of the value or the error itself, so
+/// that the result is built in one place and, on the fast path, the test folds away.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+#[must_use]
+enum Arrived {
+    /// A value, in the mailbox ([`ThreadState::take_value`]).
+    Value,
+    /// An error, parked ([`ThreadState::take_error`]).
+    Error,
+}
+
 /// Switches to `target` with `value` and waits until a transfer comes back to the calling
 /// greenlet: [`Greenlet::switch`]. The common case (an active target, a value coming back, no
-/// tracer) is inlined into the caller; everything else goes through out-of-line functions
-/// that leave what arrived in the thread state, so that the result is built in one place and
-/// the caller's test of it folds away on the common path.
+/// tracer) is inlined into the caller; everything else goes through the out-of-line slow path,
+/// which leaves what arrived in the thread state ([`Arrived`]).
 #[inline(always)]
 pub(crate) fn switch_value<T: 'static>(target: &Greenlet, value: T) -> Result<Value, Error> {
     with_state(
@@ -60,45 +112,47 @@ pub(crate) fn switch_value<T: 'static>(target: &Greenlet, value: T) -> Result<Va
         |state| {
             // A switch to the current greenlet takes this path too: it becomes current again
             // and, if it is not main, suspends to the trampoline, which resumes it at once.
-            let value_arrived = if target.state() == State::Active {
+            let arrived = if target.state() == State::Active {
                 transfer_value(state, target, Value::new(value))
             } else {
-                switch_unusual(state, target, Value::new(value))
+                switch_slow(state, target, Value::new(value))
             };
-            if value_arrived {
-                Ok(state.take_value())
-            } else {
-                Err(state.take_error())
+            match arrived {
+                Arrived::Value => Ok(state.take_value()),
+                Arrived::Error => Err(state.take_error()),
             }
         },
     )
 }
 
 /// Transfers `value` to `target`, which is active and kept alive by the caller's handle, and
-/// waits for a transfer back; returns what [`settle`] returns.
+/// waits for a transfer back, which arrives by the path its flags select (see
+/// [Arrival](self#arrival)).
 #[inline(always)]
-fn transfer_value(state: &ThreadState, target: &Greenlet, value: Value) -> bool {
+fn transfer_value(state: &ThreadState, target: &Greenlet, value: Value) -> Arrived {
     let origin = state.current_ptr();
     state.hand_off_value(target, value);
     switch::switch_away(state, origin);
     if state.plain_arrival() {
+        // `arrive_plain`, with the value left in the mailbox for `switch_value`.
         probes::switch(|| state.arrival_ids());
-        true
+        Arrived::Value
     } else if state.traced_plain_arrival() {
         arrive_traced(state)
     } else {
-        settle(state, arrive_unusual(state))
+        settle(state, arrive_slow(state))
     }
 }
 
-/// [`switch_value`] to a greenlet that is not active; returns what [`settle`] returns.
+/// The slow path of [`switch_value`]: a target that is not active (unstarted: started here;
+/// dead: the transfer goes to its nearest live ancestor).
 #[inline(never)]
-fn switch_unusual(state: &ThreadState, target: &Greenlet, value: Value) -> bool {
+fn switch_slow(state: &ThreadState, target: &Greenlet, value: Value) -> Arrived {
     if target.state() == State::Unstarted {
         // Started here, so that the caller's handle keeps it alive as on the fast path.
         if let Err(error) = lifecycle::start(state, target) {
             state.put_error(error);
-            return false;
+            return Arrived::Error;
         }
         return transfer_value(state, target, value);
     }
@@ -106,24 +160,24 @@ fn switch_unusual(state: &ThreadState, target: &Greenlet, value: Value) -> bool 
         Ok(arrival) => settle(state, arrival),
         Err(error) => {
             state.put_error(error);
-            false
+            Arrived::Error
         }
     }
 }
 
-/// Leaves what arrived in the thread state for [`switch_value`] to take: a value (returns true)
-/// or an error (returns false); a panic resumes unwinding here.
+/// Puts what arrived back into the thread state for [`switch_value`] to take (rule 5 of
+/// [Arrival](self#arrival)); a panic resumes unwinding here.
 #[cold]
 #[inline(never)]
-fn settle(state: &ThreadState, arrival: Transfer) -> bool {
+fn settle(state: &ThreadState, arrival: Transfer) -> Arrived {
     match arrival {
         Transfer::Value(value) => {
             state.put_value(value);
-            true
+            Arrived::Value
         }
         Transfer::Error(error) => {
             state.put_error(error);
-            false
+            Arrived::Error
         }
         Transfer::Panic(payload) => panic::resume_unwind(payload),
         Transfer::Empty => unreachable!("a transfer arrived without a payload"),
@@ -173,35 +227,36 @@ pub(crate) fn live_target(state: &ThreadState, target: &Greenlet) -> Result<Gree
     }
 }
 
-/// In the greenlet that has just become current: takes the payload, fires the probe and the
-/// tracer, releases the origin (which may kill it, if that was its last handle).
+/// The arrival of a transfer in the greenlet that has just become current, for everything but
+/// `switch` (see [Arrival](self#arrival)): returns what the transfer carries.
 #[inline]
 pub(crate) fn arrive(state: &ThreadState) -> Transfer {
     if state.plain_arrival() {
         Transfer::Value(arrive_plain(state))
     } else {
-        arrive_unusual(state)
+        arrive_slow(state)
     }
 }
 
-/// [`arrive`] of a value with no tracer installed and no handle to release: the switch path.
+/// The plain arrival: a value, no tracer, nothing to release (flags zero). The probe, then
+/// the value out of the mailbox.
 #[inline(always)]
 fn arrive_plain(state: &ThreadState) -> Value {
     probes::switch(|| state.arrival_ids());
     state.take_value()
 }
 
-/// The arrival of a value with a tracer installed and no handle to release, for
-/// [`switch_value`]: the value waits outside the mailbox while the tracer runs (it may switch).
-/// Returns what [`settle`] returns.
+/// The traced arrival, for [`switch_value`]: a value with a tracer installed and nothing to
+/// release. The probe, the value out of the mailbox (it waits here while the tracer runs: the
+/// tracer may switch), the tracer, then [`settle`] of the value or of the tracer's failure.
 #[inline(never)]
-fn arrive_traced(state: &ThreadState) -> bool {
+fn arrive_traced(state: &ThreadState) -> Arrived {
     probes::switch(|| state.arrival_ids());
     let value = state.take_value();
     match trace::trace_arrival(state, EventKind::Switch, state.origin()) {
         None => {
             state.put_value(value);
-            true
+            Arrived::Value
         }
         Some(replacement) => {
             drop(value);
@@ -210,11 +265,12 @@ fn arrive_traced(state: &ThreadState) -> bool {
     }
 }
 
-/// [`arrive`] for an error, an exit or a panic, with a tracer installed, or with handles to
-/// release.
+/// The slow arrival: an error or a panic, or handles to release, with or without a tracer.
+/// Every rule of [Arrival](self#arrival), in order: the payload out of the state, the probe, a
+/// handle on the origin for the tracer, the releases, the tracer.
 #[cold]
 #[inline(never)]
-fn arrive_unusual(state: &ThreadState) -> Transfer {
+fn arrive_slow(state: &ThreadState) -> Transfer {
     let payload = state.take_payload();
     let kind = payload.kind();
     probes::transfer(kind, || state.arrival_ids());

@@ -8,6 +8,11 @@
 //! slot's owner record, formatting into a buffer on its own stack, `write(2)`, `abort()`,
 //! and (for a foreign fault whose previous disposition was the default) `sigaction(2)`.
 
+// Unsafe code: the signal handler and its installation (`sigaction`), the per-thread
+// alternate signal stacks (`mmap`, `sigaltstack`, a pthread key owning them), and the
+// handler's reads of `siginfo` and writes to fd 2.
+#![allow(unsafe_code)]
+
 use std::io;
 use std::num::NonZeroUsize;
 use std::os::fd::BorrowedFd;

@@ -15,6 +15,9 @@
 //! * When a thread exits, its pool is trimmed into the shared lists. A stack given back after
 //!   that (from a later thread-local destructor) is trimmed and goes to the shared list too.
 
+// Safe code (the parent module allows unsafe code for its siblings).
+#![deny(unsafe_code)]
+
 use std::cell::RefCell;
 use std::io;
 use std::sync::Mutex;

@@ -16,6 +16,10 @@
 //! Slabs and slots are never unmapped: a slot lives in a free list when no greenlet uses it,
 //! and trimming gives its memory back with `MADV_DONTNEED` while keeping the address range.
 
+// Unsafe code: `mmap`, `madvise` and `mprotect` on the slabs, the owner table made from a
+// slab's first pages, and the slab registry's pointers (read from the signal handler).
+#![allow(unsafe_code)]
+
 use std::io;
 use std::num::NonZeroUsize;
 use std::ptr::NonNull;
