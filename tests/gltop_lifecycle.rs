@@ -375,3 +375,43 @@ fn a_high_birth_rate_for_minutes_loses_nothing_and_memory_stays_flat() {
         peak(0..n, |e| e.1)
     );
 }
+
+/// Greenlets that end before the first line (here while gltop measures the cost of a probe
+/// hit, after the attach) left the kernel with the snapshot that starts the first interval:
+/// they are in the first line, not lost.
+#[test]
+fn greenlets_that_end_before_the_first_line_are_in_it() {
+    if !bpf_or_skip("greenlets_that_end_before_the_first_line_are_in_it") {
+        return;
+    }
+    let _s = serial();
+    let mut t = target(&["--threads", "2", "--greenlets", "4", "--rounds", "10"]);
+    // No --hit-cost-ns: gltop measures it after attaching, while the target runs and ends.
+    let mut g = Proc::spawn(
+        gltop()
+            .args(["-p", &t.pid().to_string(), "--json", "-d", "5"])
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped()),
+    );
+    assert!(t
+        .wait_for(Duration::from_secs(60))
+        .is_some_and(|s| s.success()));
+    let st = g.wait_for(Duration::from_secs(60)).expect("gltop ends");
+    assert_eq!(st.code(), Some(0), "{}", g.stderr_text());
+    let report: serde_json::Value = serde_json::from_str(t.stdout_text().trim()).unwrap();
+    let lines = json_lines(&g.stdout_text());
+    let all = merged(&lines);
+    let names = report["names"].as_object().unwrap();
+    let ids: std::collections::BTreeSet<u64> = all["greenlets"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|g| g["id"].as_u64().unwrap())
+        .collect();
+    let want: std::collections::BTreeSet<u64> = names.keys().map(|k| k.parse().unwrap()).collect();
+    assert_eq!(ids, want, "{} lines", lines.len());
+    assert_eq!(
+        all["totals"]["ended"]["greenlets"].as_u64().unwrap(),
+        want.len() as u64
+    );
+}
