@@ -608,7 +608,7 @@ mod tests {
             on_cpu_ns,
             max_slice_ns: on_cpu_ns,
             slices: switches_in,
-            hist: vec![0; HIST_BUCKETS],
+            hist: vec![0; HIST_BUCKETS].into(),
         }
     }
 

@@ -4,7 +4,7 @@
 use std::io::{self, Write};
 use std::time::{Duration, Instant};
 
-use gltop::loader::{self, Process, Session, Snapshot};
+use gltop::loader::{self, EdgeStats, GreenletStats, Process, Session, Snapshot};
 use nix::sys::signal::{SigSet, Signal};
 use nix::sys::signalfd::{SfdFlags, SignalFd};
 
@@ -130,12 +130,21 @@ fn run_json(
     let mut out = io::stdout().lock();
     let mut printed = 0u64;
     let mut next = Instant::now() + interval;
+    // The first snapshot only starts the first interval, but the records that ended in it
+    // have left the kernel: they go in the first line.
+    let mut carried = Some(ended_of(&prev));
     loop {
         let wake = wait_until(next, session.process(), signals);
         if let Wake::Stop = wake {
             return Ok(End::Done);
         }
-        let snap = session.snapshot()?;
+        let mut snap = session.snapshot()?;
+        if let Some((greenlets, edges)) = carried.take() {
+            snap.greenlets.extend(greenlets);
+            snap.greenlets.sort_by_key(|g| g.id);
+            snap.edges.extend(edges);
+            snap.edges.sort_by_key(|e| (e.origin, e.target));
+        }
         let line = json::interval_line(session, &prev, &snap, per_hit_ns);
         if let Err(e) = writeln!(out, "{line}").and_then(|()| out.flush()) {
             // A closed pipe (`gltop --json | head -1`) is a normal way to stop.
@@ -156,6 +165,14 @@ fn run_json(
         }
         next = (next + interval).max(Instant::now());
     }
+}
+
+/// The greenlets and edges of `snap` whose records left the kernel with it.
+fn ended_of(snap: &Snapshot) -> (Vec<GreenletStats>, Vec<EdgeStats>) {
+    (
+        snap.greenlets.iter().filter(|g| g.ended).cloned().collect(),
+        snap.edges.iter().filter(|e| e.ended).copied().collect(),
+    )
 }
 
 /// Waits until `deadline`, watching for stop signals and for the target's exit.

@@ -265,16 +265,16 @@ fn every_snapshot_of_a_busy_process_holds_every_greenlet() {
             .stdout(Stdio::null())
             .stderr(Stdio::piped()),
     );
-    // Three-second lines: even where a loaded machine keeps the demo under its rate, a line
-    // holds more records than the kernel's first batch (below).
-    let mut g = gltop_json(demo.pid(), &["-d", "3"]);
+    // Long intervals: a line holds what a few seconds create, even when the demo (a debug
+    // build, sharing the machine with the other tests) falls well short of its rate.
+    let mut g = gltop_json(demo.pid(), &["-d", "4"]);
     let st = g
         .wait_for(Duration::from_secs(120))
         .expect("gltop exits after the demo");
     assert!(st.success(), "gltop: {}", g.stderr_text());
     demo.wait_for(Duration::from_secs(30));
     let lines = json_lines(&g.stdout_text());
-    assert!(lines.len() >= 5, "{} lines", lines.len());
+    assert!(lines.len() >= 4, "{} lines", lines.len());
     let mut seen: BTreeMap<u64, bool> = BTreeMap::new(); // id -> ended
     for (i, line) in lines.iter().enumerate() {
         let totals = &line["totals"];

@@ -324,8 +324,9 @@ fn a_high_birth_rate_for_minutes_loses_nothing_and_memory_stays_flat() {
     }
     let totals = &last["totals"];
     let created = totals["greenlets_created"].as_u64().unwrap();
+    // About 1,400 a second on the project's loaded VM (the demo's default is 600).
     assert!(
-        created > 1000 * HOLD_S,
+        created > 800 * HOLD_S,
         "{created} greenlets in {HOLD_S} s: not a high birth rate"
     );
     // Every greenlet was in some line, ended with the demo, and the counts add up exactly.
@@ -344,21 +345,29 @@ fn a_high_birth_rate_for_minutes_loses_nothing_and_memory_stays_flat() {
         "{totals}"
     );
 
-    // Flat: the second half never needs much more than the first (after 10 s of warm-up).
+    // Flat: the typical line of the second half needs no more of the maps than the first
+    // (after 10 s of warm-up); a leak would raise it line after line. A single line may hold
+    // more: what is born and ends while gltop reads the maps waits for the next refresh, and
+    // a refresh that is descheduled on a loaded machine waits longer; none comes near the
+    // maps' capacity.
     let n = entries.len();
     assert!(n as u64 >= HOLD_S - 5, "{n} lines");
-    let peak = |r: std::ops::Range<usize>, f: fn(&(u64, u64)) -> u64| {
-        entries[r].iter().map(f).max().unwrap()
+    let median = |r: std::ops::Range<usize>, f: fn(&(u64, u64)) -> u64| {
+        let mut v: Vec<u64> = entries[r].iter().map(f).collect();
+        v.sort_unstable();
+        v[v.len() / 2]
     };
     for (what, f) in [
         ("greenlet", (|e: &(u64, u64)| e.0) as fn(&(u64, u64)) -> u64),
         ("edge", |e: &(u64, u64)| e.1),
     ] {
-        let (early, late) = (peak(10..n / 2, f), peak(n / 2..n - 2, f));
+        let (early, late) = (median(10..n / 2, f), median(n / 2..n - 2, f));
         assert!(
-            late <= early + early / 2 + 64,
-            "{what} map entries grew: {early} then {late}"
+            late <= early + early / 2 + 32,
+            "{what} map entries grew: median {early} then {late}"
         );
+        let most = entries.iter().map(f).max().unwrap();
+        assert!(most < 16384 / 2, "{what} map: {most} entries of 16384");
     }
     let m = rss.len();
     assert!(m >= 60, "{m} RSS samples");
@@ -371,7 +380,47 @@ fn a_high_birth_rate_for_minutes_loses_nothing_and_memory_stays_flat() {
     eprintln!(
         "{created} greenlets in {HOLD_S} s; map entries at most {} greenlets, {} edges; \
          gltop RSS {early} then {late} KiB",
-        peak(0..n, |e| e.0),
-        peak(0..n, |e| e.1)
+        entries.iter().map(|e| e.0).max().unwrap(),
+        entries.iter().map(|e| e.1).max().unwrap(),
+    );
+}
+
+/// Greenlets that end before the first line (here while gltop measures the cost of a probe
+/// hit, after the attach) left the kernel with the snapshot that starts the first interval:
+/// they are in the first line, not lost.
+#[test]
+fn greenlets_that_end_before_the_first_line_are_in_it() {
+    if !bpf_or_skip("greenlets_that_end_before_the_first_line_are_in_it") {
+        return;
+    }
+    let _s = serial();
+    let mut t = target(&["--threads", "2", "--greenlets", "4", "--rounds", "10"]);
+    // No --hit-cost-ns: gltop measures it after attaching, while the target runs and ends.
+    let mut g = Proc::spawn(
+        gltop()
+            .args(["-p", &t.pid().to_string(), "--json", "-d", "5"])
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped()),
+    );
+    assert!(t
+        .wait_for(Duration::from_secs(60))
+        .is_some_and(|s| s.success()));
+    let st = g.wait_for(Duration::from_secs(60)).expect("gltop ends");
+    assert_eq!(st.code(), Some(0), "{}", g.stderr_text());
+    let report: serde_json::Value = serde_json::from_str(t.stdout_text().trim()).unwrap();
+    let lines = json_lines(&g.stdout_text());
+    let all = merged(&lines);
+    let names = report["names"].as_object().unwrap();
+    let ids: std::collections::BTreeSet<u64> = all["greenlets"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|g| g["id"].as_u64().unwrap())
+        .collect();
+    let want: std::collections::BTreeSet<u64> = names.keys().map(|k| k.parse().unwrap()).collect();
+    assert_eq!(ids, want, "{} lines", lines.len());
+    assert_eq!(
+        all["totals"]["ended"]["greenlets"].as_u64().unwrap(),
+        want.len() as u64
     );
 }

@@ -107,8 +107,9 @@ pub struct GreenletStats {
     pub max_slice_ns: u64,
     /// Number of completed slices.
     pub slices: u64,
-    /// Log2 histogram of completed slices, `HIST_BUCKETS` long.
-    pub hist: Vec<u64>,
+    /// Log2 histogram of completed slices, `HIST_BUCKETS` long (shared: a snapshot and the
+    /// viewer's history clone records every refresh, and this is most of a record).
+    pub hist: std::sync::Arc<[u64]>,
 }
 
 impl GreenletStats {
@@ -184,7 +185,7 @@ impl GreenletStats {
             on_cpu_ns: raw.on_cpu_ns,
             max_slice_ns: raw.max_slice_ns,
             slices: raw.slices,
-            hist: raw.hist.to_vec(),
+            hist: raw.hist[..].into(),
         }
     }
 }

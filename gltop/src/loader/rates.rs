@@ -185,7 +185,7 @@ mod tests {
             on_cpu_ns: 0,
             max_slice_ns: 0,
             slices: 0,
-            hist: vec![0; HIST_BUCKETS],
+            hist: vec![0; HIST_BUCKETS].into(),
         }
     }
 
