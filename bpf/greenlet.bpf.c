@@ -356,25 +356,25 @@ static __always_inline int on_dead(__u64 id, __u8 outcome)
 
 /* Plain uprobes: argument i is in the i-th integer argument register. */
 SEC("uprobe.multi")
-int BPF_KPROBE(up_switch, __u64 origin, __u64 target)
+int BPF_KPROBE(um_switch, __u64 origin, __u64 target)
 {
 	return on_transfer(origin, target, false);
 }
 
 SEC("uprobe.multi")
-int BPF_KPROBE(up_throw, __u64 origin, __u64 target)
+int BPF_KPROBE(um_throw, __u64 origin, __u64 target)
 {
 	return on_transfer(origin, target, true);
 }
 
 SEC("uprobe.multi")
-int BPF_KPROBE(up_new, __u64 id, __u64 parent, const char *name)
+int BPF_KPROBE(um_new, __u64 id, __u64 parent, const char *name)
 {
 	return on_new(id, parent, name);
 }
 
 SEC("uprobe.multi")
-int BPF_KPROBE(up_dead, __u64 id, __u64 outcome)
+int BPF_KPROBE(um_dead, __u64 id, __u64 outcome)
 {
 	return on_dead(id, (__u8)outcome);
 }
@@ -384,7 +384,7 @@ int BPF_KPROBE(up_dead, __u64 id, __u64 outcome)
  * counter). benches/gltop_probe_cost.rs compares the handlers above with it.
  */
 SEC("uprobe.multi")
-int up_floor(struct pt_regs *ctx)
+int um_floor(struct pt_regs *ctx)
 {
 	struct gl_totals *tot = get_totals();
 
@@ -405,32 +405,32 @@ int up_floor(struct pt_regs *ctx)
  * are used when following forks (one link per probe, no PID filter).
  */
 SEC("uprobe")
-int BPF_KPROBE(pp_switch, __u64 origin, __u64 target)
+int BPF_KPROBE(up_switch, __u64 origin, __u64 target)
 {
 	return on_transfer(origin, target, false);
 }
 
 SEC("uprobe")
-int BPF_KPROBE(pp_throw, __u64 origin, __u64 target)
+int BPF_KPROBE(up_throw, __u64 origin, __u64 target)
 {
 	return on_transfer(origin, target, true);
 }
 
 SEC("uprobe")
-int BPF_KPROBE(pp_new, __u64 id, __u64 parent, const char *name)
+int BPF_KPROBE(up_new, __u64 id, __u64 parent, const char *name)
 {
 	return on_new(id, parent, name);
 }
 
 SEC("uprobe")
-int BPF_KPROBE(pp_dead, __u64 id, __u64 outcome)
+int BPF_KPROBE(up_dead, __u64 id, __u64 outcome)
 {
 	return on_dead(id, (__u8)outcome);
 }
 
 /* The floor as a per-process uprobe, for benchmarks only. */
 SEC("uprobe")
-int pp_floor(struct pt_regs *ctx)
+int up_floor(struct pt_regs *ctx)
 {
 	struct gl_totals *tot = get_totals();
 

@@ -356,7 +356,17 @@ impl Session {
                 })?;
             session.links.push(link);
         }
-        let all = attach_order();
+        let mut all = attach_order();
+        // A per-process link is made site by site, and each raises its probe's semaphore:
+        // the probe with the fewest sites goes last, so that once every semaphore reads
+        // non-zero (what a target waiting for its tracer polls) every other site is armed
+        // (the greenlet runtime has one `throw` site).
+        let count = |p: &str| sites.iter().filter(|s| s.name == p).count();
+        if let Some(i) = (0..all.len()).rev().min_by_key(|&i| count(all[i])) {
+            let last = all[i];
+            all.copy_within(i + 1.., i);
+            all[all.len() - 1] = last;
+        }
         let probes: &[&'static str] = if floor { &["switch"] } else { &all };
         for &probe in probes {
             let here: Vec<&ProbeSite> = sites.iter().filter(|s| s.name == probe).collect();
@@ -379,11 +389,11 @@ impl Session {
         let pid = self.process.pid;
         let progs = &self.skel.progs;
         let (up, pp, usdt): (&ProgramMut<'_>, &ProgramMut<'_>, &ProgramMut<'_>) = match probe {
-            "new" => (&progs.up_new, &progs.pp_new, &progs.usdt_new),
-            "dead" => (&progs.up_dead, &progs.pp_dead, &progs.usdt_dead),
-            "throw" => (&progs.up_throw, &progs.pp_throw, &progs.usdt_throw),
-            _ if floor => (&progs.up_floor, &progs.pp_floor, &progs.usdt_switch),
-            _ => (&progs.up_switch, &progs.pp_switch, &progs.usdt_switch),
+            "new" => (&progs.um_new, &progs.up_new, &progs.usdt_new),
+            "dead" => (&progs.um_dead, &progs.up_dead, &progs.usdt_dead),
+            "throw" => (&progs.um_throw, &progs.up_throw, &progs.usdt_throw),
+            _ if floor => (&progs.um_floor, &progs.up_floor, &progs.usdt_switch),
+            _ => (&progs.um_switch, &progs.up_switch, &progs.usdt_switch),
         };
         let what = || format!("cannot attach to greenlet:{probe} of process {pid}");
         match self.mode {
@@ -729,11 +739,11 @@ fn load(caps: &Capacities, multi: bool, follow: bool) -> Result<GreenletSkel<'st
     if !multi {
         let p = &mut open.progs;
         for prog in [
-            &mut p.up_switch,
-            &mut p.up_throw,
-            &mut p.up_new,
-            &mut p.up_dead,
-            &mut p.up_floor,
+            &mut p.um_switch,
+            &mut p.um_throw,
+            &mut p.um_new,
+            &mut p.um_dead,
+            &mut p.um_floor,
         ] {
             prog.set_autoload(false);
         }
