@@ -58,6 +58,20 @@ struct {
 	__type(value, struct gl_totals);
 } totals SEC(".maps");
 
+/*
+ * Following forks (greenlet.h): set to 1 by the loader before load. The
+ * verifier drops the code behind it when it is 0, so the per-process
+ * handlers pay nothing for it.
+ */
+const volatile __u32 follow = 0;
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 1024);
+	__type(key, __u32);
+	__type(value, struct gl_proc);
+} procs SEC(".maps");
+
 /* Initial values for inserts (in .rodata, so they cost no stack). */
 static const struct gl_stats zero_stats;
 static const struct gl_thread zero_thread;
@@ -161,23 +175,56 @@ static __always_inline void end_slice(struct gl_stats *g, __u64 since, __u64 now
 	}
 }
 
+/*
+ * Whether the calling process is outside what is watched (the handler then
+ * does nothing): never when not following. `*p` is its entry while following,
+ * else NULL.
+ */
+static __always_inline bool unwatched(__u32 tgid, struct gl_proc **p)
+{
+	*p = NULL;
+	if (!follow)
+		return false;
+	*p = bpf_map_lookup_elem(&procs, &tgid);
+	return !*p;
+}
+
+/* The map key of greenlet `id` of process `tgid` (greenlet.h, "Following forks"). */
+static __always_inline __u64 gkey(__u64 id, __u32 tgid)
+{
+	if (!follow || !id)
+		return id;
+	return id | ((__u64)tgid << GL_PID_SHIFT);
+}
+
 /* A transfer (switch or throw) from `origin` to `target`, fired in the target. */
 static __always_inline int on_transfer(__u64 origin, __u64 target, bool is_throw)
 {
 	__u64 now = bpf_ktime_get_ns();
-	__u32 tid = (__u32)bpf_get_current_pid_tgid();
+	__u64 pid_tgid = bpf_get_current_pid_tgid();
+	__u32 tid = (__u32)pid_tgid;
+	struct gl_proc *p;
 	struct gl_totals *tot = get_totals();
 	struct gl_thread *t;
 	struct gl_stats *o, *g;
 	struct gl_edge *e;
-	struct gl_edge_key ek = { .origin = origin, .target = target };
+	struct gl_edge_key ek;
 
-	if (!tot)
+	if (!tot || unwatched(pid_tgid >> 32, &p))
 		return 0;
-	if (is_throw)
+	origin = gkey(origin, pid_tgid >> 32);
+	target = gkey(target, pid_tgid >> 32);
+	ek.origin = origin;
+	ek.target = target;
+	if (is_throw) {
 		tot->throws++;
-	else
+		if (p)
+			__sync_fetch_and_add(&p->throws, 1);
+	} else {
 		tot->switches++;
+		if (p)
+			__sync_fetch_and_add(&p->switches, 1);
+	}
 	t = get_thread(tid, tot);
 
 	/* The origin's slice ends here (if this thread's current greenlet is known). */
@@ -231,14 +278,20 @@ static __always_inline int on_transfer(__u64 origin, __u64 target, bool is_throw
 static __always_inline int on_new(__u64 id, __u64 parent, const char *name)
 {
 	__u64 now = bpf_ktime_get_ns();
-	__u32 tid = (__u32)bpf_get_current_pid_tgid();
+	__u64 pid_tgid = bpf_get_current_pid_tgid();
+	__u32 tid = (__u32)pid_tgid;
+	struct gl_proc *p;
 	struct gl_totals *tot = get_totals();
 	struct gl_thread *t;
 	struct gl_stats *g;
 
-	if (!tot)
+	if (!tot || unwatched(pid_tgid >> 32, &p))
 		return 0;
+	id = gkey(id, pid_tgid >> 32);
+	parent = gkey(parent, pid_tgid >> 32);
 	tot->created++;
+	if (p)
+		__sync_fetch_and_add(&p->created, 1);
 	g = get_greenlet(id, tot, false);
 	if (!g)
 		return 0;
@@ -260,15 +313,20 @@ static __always_inline int on_new(__u64 id, __u64 parent, const char *name)
 static __always_inline int on_dead(__u64 id, __u8 outcome)
 {
 	__u64 now = bpf_ktime_get_ns();
-	__u32 tid = (__u32)bpf_get_current_pid_tgid();
+	__u64 pid_tgid = bpf_get_current_pid_tgid();
+	__u32 tid = (__u32)pid_tgid;
+	struct gl_proc *p;
 	struct gl_totals *tot = get_totals();
 	struct gl_thread *t;
 	struct gl_stats *g;
 	__u32 slot = outcome < GL_OUTCOMES ? outcome : GL_OUTCOMES - 1;
 
-	if (!tot)
+	if (!tot || unwatched(pid_tgid >> 32, &p))
 		return 0;
+	id = gkey(id, pid_tgid >> 32);
 	tot->dead++;
+	if (p)
+		__sync_fetch_and_add(&p->dead, 1);
 	if (slot < GL_OUTCOMES)
 		tot->dead_by_outcome[slot]++;
 	g = get_greenlet(id, tot, true);
@@ -298,25 +356,25 @@ static __always_inline int on_dead(__u64 id, __u8 outcome)
 
 /* Plain uprobes: argument i is in the i-th integer argument register. */
 SEC("uprobe.multi")
-int BPF_KPROBE(up_switch, __u64 origin, __u64 target)
+int BPF_KPROBE(um_switch, __u64 origin, __u64 target)
 {
 	return on_transfer(origin, target, false);
 }
 
 SEC("uprobe.multi")
-int BPF_KPROBE(up_throw, __u64 origin, __u64 target)
+int BPF_KPROBE(um_throw, __u64 origin, __u64 target)
 {
 	return on_transfer(origin, target, true);
 }
 
 SEC("uprobe.multi")
-int BPF_KPROBE(up_new, __u64 id, __u64 parent, const char *name)
+int BPF_KPROBE(um_new, __u64 id, __u64 parent, const char *name)
 {
 	return on_new(id, parent, name);
 }
 
 SEC("uprobe.multi")
-int BPF_KPROBE(up_dead, __u64 id, __u64 outcome)
+int BPF_KPROBE(um_dead, __u64 id, __u64 outcome)
 {
 	return on_dead(id, (__u8)outcome);
 }
@@ -326,12 +384,84 @@ int BPF_KPROBE(up_dead, __u64 id, __u64 outcome)
  * counter). benches/gltop_probe_cost.rs compares the handlers above with it.
  */
 SEC("uprobe.multi")
+int um_floor(struct pt_regs *ctx)
+{
+	struct gl_totals *tot = get_totals();
+
+	if (tot)
+		tot->switches++;
+	return 0;
+}
+
+/*
+ * The same handlers as per-process uprobes: one perf-event uprobe per call
+ * site, opened for the traced PID (the loader's default). The kernel runs
+ * them only in that process; in a process forked from it, whose memory holds
+ * copies of the breakpoints, the first hit of a site returns
+ * UPROBE_HANDLER_REMOVE from the perf filter (kernel/trace/trace_uprobe.c,
+ * uprobe_perf_func), and the kernel takes that site's breakpoint out of the
+ * child (kernel/events/uprobes.c, handler_chain -> unapply_uprobe), lowering
+ * the child's copy of the semaphore with it. The uprobe-multi programs above
+ * are used when following forks (one link per probe, no PID filter).
+ */
+SEC("uprobe")
+int BPF_KPROBE(up_switch, __u64 origin, __u64 target)
+{
+	return on_transfer(origin, target, false);
+}
+
+SEC("uprobe")
+int BPF_KPROBE(up_throw, __u64 origin, __u64 target)
+{
+	return on_transfer(origin, target, true);
+}
+
+SEC("uprobe")
+int BPF_KPROBE(up_new, __u64 id, __u64 parent, const char *name)
+{
+	return on_new(id, parent, name);
+}
+
+SEC("uprobe")
+int BPF_KPROBE(up_dead, __u64 id, __u64 outcome)
+{
+	return on_dead(id, (__u8)outcome);
+}
+
+/* The floor as a per-process uprobe, for benchmarks only. */
+SEC("uprobe")
 int up_floor(struct pt_regs *ctx)
 {
 	struct gl_totals *tot = get_totals();
 
 	if (tot)
 		tot->switches++;
+	return 0;
+}
+
+/* The two fields of the kernel's task_struct read below (CO-RE: offsets from kernel BTF). */
+struct task_struct {
+	int pid;
+	int tgid;
+} __attribute__((preserve_access_index));
+
+/*
+ * While following: a process forked from a watched one is watched from its
+ * first instruction. The tracepoint fires in the parent after the child is
+ * set up and before it is woken (kernel/fork.c, kernel_clone), so the child's
+ * entry exists before any of its probes can fire. Also fires for new threads
+ * (same tgid), which are skipped.
+ */
+SEC("tp_btf/sched_process_fork")
+int BPF_PROG(on_fork, struct task_struct *parent, struct task_struct *child)
+{
+	__u32 ptgid = parent->tgid;
+	__u32 ctgid = child->tgid;
+	struct gl_proc fresh = { .ppid = ptgid };
+
+	if (!follow || ptgid == ctgid || !bpf_map_lookup_elem(&procs, &ptgid))
+		return 0;
+	bpf_map_update_elem(&procs, &ctgid, &fresh, BPF_NOEXIST);
 	return 0;
 }
 

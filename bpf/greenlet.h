@@ -118,4 +118,33 @@ struct gl_totals {
 	__u64 late_greenlets;
 };
 
+/*
+ * Following forks (gltop --follow). Greenlet ids are per process, and a
+ * forked child starts with copies of its parent's greenlets and id counter,
+ * so the same id names different greenlets in parent and child. While
+ * following, every id stored in a map (greenlet keys, edge ends, a thread's
+ * current greenlet, a parent) carries its process's tgid in the bits from
+ * GL_PID_SHIFT up; ids themselves must stay below 2^GL_PID_SHIFT. Without
+ * following, ids are stored as they are.
+ */
+#define GL_PID_SHIFT 42
+
+/*
+ * Per watched process, keyed by its tgid (u32), while following: written by
+ * every thread of the process, with atomic adds. The entry of the traced
+ * process is made by the loader; a process forked from a watched one gets
+ * its entry from the sched_process_fork program before it runs. Entries are
+ * never deleted while gltop runs: an exited process keeps its final counts.
+ */
+struct gl_proc {
+	/* The watched process it was forked from (for the traced process: its parent). */
+	__u32 ppid;
+	__u32 pad;
+	/* Probe hits in this process, per probe. */
+	__u64 switches;
+	__u64 throws;
+	__u64 created;
+	__u64 dead;
+};
+
 #endif /* GREENLET_BPF_H */

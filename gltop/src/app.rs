@@ -591,6 +591,7 @@ mod tests {
     fn g(id: u64, name: &str, state: State, switches_in: u64, on_cpu_ns: u64) -> GreenletStats {
         GreenletStats {
             id,
+            pid: 0,
             name: name.into(),
             seen_new: true,
             parent: Some(1),
@@ -786,6 +787,7 @@ mod tests {
 
     fn edge(origin: u64, target: u64, ended: bool) -> EdgeStats {
         EdgeStats {
+            pid: 0,
             origin,
             target,
             switches: 1,

@@ -204,6 +204,7 @@ fn measure(mode: AttachMode) -> Option<f64> {
             threads: 64,
         },
         mode,
+        ..Options::default()
     };
     let mut best: Option<f64> = None;
     for _ in 0..ROUNDS {

@@ -23,7 +23,21 @@ struct Line<'a> {
     greenlets: Vec<Greenlet<'a>>,
     edges: Vec<Edge>,
     per_thread: Vec<Thread>,
+    /// The watched processes: the traced one, and with --follow those forked from it.
+    processes: Vec<ProcessLine<'a>>,
     maps: Maps,
+}
+
+#[derive(Serialize)]
+struct ProcessLine<'a> {
+    pid: i32,
+    ppid: i32,
+    process: &'a str,
+    exited: bool,
+    switches: u64,
+    throws: u64,
+    greenlets_created: u64,
+    greenlets_dead: u64,
 }
 
 #[derive(Serialize)]
@@ -110,6 +124,7 @@ struct Cost {
 #[derive(Serialize)]
 struct Greenlet<'a> {
     id: u64,
+    pid: i32,
     name: &'a str,
     parent: Option<u64>,
     main: bool,
@@ -134,6 +149,7 @@ struct Greenlet<'a> {
 
 #[derive(Serialize)]
 struct Edge {
+    pid: i32,
     origin: u64,
     target: u64,
     switches: u64,
@@ -160,6 +176,7 @@ fn greenlet(g: &GreenletStats, at_ns: u64) -> Greenlet<'_> {
         .unwrap_or_default();
     Greenlet {
         id: g.id,
+        pid: g.pid,
         name: &g.name,
         parent: g.parent,
         main: g.is_main(),
@@ -246,6 +263,7 @@ pub fn interval_line(
             .edges
             .iter()
             .map(|e| Edge {
+                pid: e.pid,
                 origin: e.origin,
                 target: e.target,
                 switches: e.switches,
@@ -262,6 +280,20 @@ pub fn interval_line(
                 since_ns: t.since_ns,
                 transfers: t.transfers,
                 alive: t.alive,
+            })
+            .collect(),
+        processes: cur
+            .processes
+            .iter()
+            .map(|p| ProcessLine {
+                pid: p.pid,
+                ppid: p.ppid,
+                process: &p.comm,
+                exited: p.exited,
+                switches: p.switches,
+                throws: p.throws,
+                greenlets_created: p.greenlets_created,
+                greenlets_dead: p.greenlets_dead,
             })
             .collect(),
         maps: Maps {

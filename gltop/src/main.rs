@@ -71,6 +71,14 @@ pub struct Args {
     #[arg(long, value_enum, value_name = "MODE", default_value_t = Mode::Auto)]
     pub attach: Mode,
 
+    /// Also watch the processes forked from PID (and from them) after the attach, each as
+    /// its own process. The probes are then armed in every process that runs the same
+    /// executable file; those not watched pay the trap on each hit (README, "fork and
+    /// prefork servers"). Without it a forked child is not watched and, after its first hit
+    /// of each probe site, pays nothing.
+    #[arg(short = 'f', long)]
+    pub follow: bool,
+
     /// Cost of one probe hit in nanoseconds, instead of measuring it at start-up.
     #[arg(long, value_name = "NS", value_parser = parse_cost, allow_negative_numbers = true)]
     pub hit_cost_ns: Option<f64>,
@@ -101,6 +109,8 @@ impl Args {
                 Mode::Uprobe => AttachMode::Uprobe,
                 Mode::Usdt => AttachMode::Usdt,
             },
+            follow: self.follow,
+            ..loader::Options::default()
         }
     }
 }
@@ -184,6 +194,10 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    if args.follow && args.attach == Mode::Usdt {
+        eprintln!("gltop: --follow needs the uprobe attach mode (--attach auto or uprobe)");
+        return ExitCode::from(2);
+    }
     if !args.json && !std::io::stdout().is_terminal() {
         // Checked before attaching: the TUI would fail only after the attach and the cost
         // measurement, or draw escape sequences into a file.

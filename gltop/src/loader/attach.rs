@@ -5,10 +5,10 @@ use std::mem::MaybeUninit;
 use std::path::Path;
 
 use libbpf_rs::skel::{OpenSkel, SkelBuilder};
-use libbpf_rs::{Link, MapCore, MapFlags, OpenObject, ProgramMut, UprobeMultiOpts};
+use libbpf_rs::{Link, MapCore, MapFlags, OpenObject, ProgramMut, UprobeMultiOpts, UprobeOpts};
 
 use super::elf::{self, ProbeSite};
-use super::model::{threads_of, EdgeStats, GreenletStats, MapUse, Snapshot, Totals};
+use super::model::{threads_of, EdgeStats, GreenletStats, MapUse, ProcessStats, Snapshot, Totals};
 use super::process::{self, Process};
 use super::skel::{types, GreenletSkel, GreenletSkelBuilder};
 use super::Error;
@@ -91,6 +91,20 @@ impl AttachMode {
     }
 }
 
+/// The kind of kernel link that carries the register-reading uprobes (`AttachMode::Uprobe`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Links {
+    /// A perf-event uprobe per call site, opened for the traced PID: the kernel runs it in
+    /// that process only, and takes its breakpoint out of a forked child at the child's
+    /// first hit of the site (see `bpf/greenlet.bpf.c`), so a child pays nothing after that.
+    #[default]
+    PerProcess,
+    /// One uprobe-multi link per probe with a PID filter: the filter skips a forked child's
+    /// hits but leaves the breakpoints in it, so the child pays the trap (about 0.8 us per
+    /// hit) for as long as the link lives. For comparisons only.
+    MultiPid,
+}
+
 /// What [`Session::attach`] may be told.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Options {
@@ -98,6 +112,12 @@ pub struct Options {
     pub capacities: Capacities,
     /// How to attach.
     pub mode: AttachMode,
+    /// The link kind in uprobe mode (ignored when following).
+    pub links: Links,
+    /// Also watch every process forked from a watched one after the attach (uprobe mode
+    /// only): one uprobe-multi link per probe without a PID filter, and a `sched_process_fork`
+    /// program that adds each child to the watched set before it runs.
+    pub follow: bool,
 }
 
 /// BPF programs attached to one process. Dropping it detaches them (libbpf links are file
@@ -108,6 +128,7 @@ pub struct Session {
     skel: GreenletSkel<'static>,
     process: Process,
     mode: AttachMode,
+    link_kind: Links,
     sites: usize,
     missing: Vec<&'static str>,
     capacities: Capacities,
@@ -115,6 +136,9 @@ pub struct Session {
     live_edges: HashSet<(u64, u64)>,
     /// Greenlet records and edges moved out of the kernel so far.
     ended: [u64; 2],
+    follow: bool,
+    /// The watched processes seen so far (`None`: gone before it was first seen).
+    known: BTreeMap<i32, (i32, Option<Process>, bool)>,
 }
 
 impl std::fmt::Debug for Session {
@@ -154,6 +178,23 @@ unsafe impl Pod for types::gl_edge {}
 unsafe impl Pod for types::gl_thread {}
 // SAFETY: as above: u64 fields and an array of u64.
 unsafe impl Pod for types::gl_totals {}
+// SAFETY: as above: two u32 and four u64.
+unsafe impl Pod for types::gl_proc {}
+
+/// The parent PID of `pid` (field 4 of `/proc/PID/stat`); 0 if unknown.
+fn parent_of(pid: i32) -> u32 {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|s| {
+            let after = s.get(s.rfind(')')? + 1..)?.to_string();
+            after.split_whitespace().nth(1)?.parse().ok()
+        })
+        .unwrap_or(0)
+}
+
+/// Bits of a stored greenlet id that hold the id while following (`bpf/greenlet.h`).
+const PID_SHIFT: u32 = 42;
+const ID_MASK: u64 = (1 << PID_SHIFT) - 1;
 
 fn u64_key(bytes: &[u8]) -> Option<u64> {
     Some(u64::from_ne_bytes(bytes.get(..8)?.try_into().ok()?))
@@ -234,9 +275,10 @@ impl Session {
     /// For benchmarks: attaches, to the `switch` probe only, a program that does nothing but
     /// count hits in `Totals::switches` (the cheapest a handler can be).
     #[doc(hidden)]
-    pub fn attach_floor(pid: i32) -> Result<Session, Error> {
+    pub fn attach_floor(pid: i32, links: Links) -> Result<Session, Error> {
         let opts = Options {
             mode: AttachMode::Uprobe,
+            links,
             ..Options::default()
         };
         Session::attach_programs(pid, &opts, true)
@@ -264,27 +306,67 @@ impl Session {
             });
         }
         let mode = resolve_mode(opts.mode, &sites, &orphans, &exe)?;
-        let (skel, mode) = match (load(&opts.capacities, true), mode) {
-            (Ok(skel), mode) => (skel, mode),
-            // Kernels before 6.6 have no uprobe-multi links and refuse those programs.
-            (Err(_), AttachMode::Uprobe) if opts.mode == AttachMode::Auto => {
-                (load(&opts.capacities, false)?, AttachMode::Usdt)
-            }
-            (Err(e), AttachMode::Uprobe) => return Err(e),
-            (Err(_), _) => (load(&opts.capacities, false)?, mode),
-        };
+        if opts.follow && mode != AttachMode::Uprobe {
+            return Err(Error::BadExecutable {
+                path: exe.clone(),
+                reason: "following forks needs the uprobe attach mode".into(),
+            });
+        }
+        // Kernels before 6.6 have no uprobe-multi links and refuse those programs: they are
+        // loaded only when a uprobe-multi link is to be made.
+        let multi = mode == AttachMode::Uprobe && (opts.links == Links::MultiPid || opts.follow);
+        let skel = load(&opts.capacities, multi, opts.follow)?;
         let mut session = Session {
             links: Vec::new(),
             skel,
             process,
             mode,
+            link_kind: opts.links,
             sites: 0,
             missing: Vec::new(),
             capacities: opts.capacities,
             live_edges: HashSet::new(),
             ended: [0; 2],
+            follow: opts.follow,
+            known: BTreeMap::new(),
         };
-        let all = attach_order();
+        if opts.follow {
+            session.link_kind = Links::MultiPid;
+            let root = types::gl_proc {
+                ppid: parent_of(pid),
+                ..Default::default()
+            };
+            // SAFETY: `gl_proc` is a #[repr(C)] struct of integers (see `Pod`); viewing it as
+            // bytes reads every byte of it, padding included, which `Default` zeroed.
+            let bytes = unsafe {
+                std::slice::from_raw_parts(
+                    (&root as *const types::gl_proc).cast::<u8>(),
+                    std::mem::size_of::<types::gl_proc>(),
+                )
+            };
+            session
+                .skel
+                .maps
+                .procs
+                .update(&pid.to_ne_bytes(), bytes, MapFlags::ANY)
+                .map_err(|e| Error::bpf("cannot write map \"procs\"", e))?;
+            let link =
+                session.skel.progs.on_fork.attach().map_err(|e| {
+                    Error::bpf("cannot attach to the sched_process_fork tracepoint", e)
+                })?;
+            session.links.push(link);
+        }
+        let mut all = attach_order();
+        // A per-process link is made site by site, and each raises its probe's semaphore:
+        // the probe with the fewest sites goes last, so that once every semaphore reads
+        // non-zero (what a target waiting for its tracer polls) every other site is armed
+        // (the greenlet runtime has one `throw` site).
+        let count = |p: &str| sites.iter().filter(|s| s.name == p).count();
+        if let Some(i) = (0..all.len()).rev().min_by_key(|&i| count(all[i])) {
+            let last = all[i];
+            all.copy_within(i + 1.., i);
+            all[all.len() - 1] = last;
+        }
         let probes: &[&'static str] = if floor { &["switch"] } else { &all };
         for &probe in probes {
             let here: Vec<&ProbeSite> = sites.iter().filter(|s| s.name == probe).collect();
@@ -306,12 +388,12 @@ impl Session {
     ) -> Result<(), Error> {
         let pid = self.process.pid;
         let progs = &self.skel.progs;
-        let (up, usdt): (&ProgramMut<'_>, &ProgramMut<'_>) = match probe {
-            "new" => (&progs.up_new, &progs.usdt_new),
-            "dead" => (&progs.up_dead, &progs.usdt_dead),
-            "throw" => (&progs.up_throw, &progs.usdt_throw),
-            _ if floor => (&progs.up_floor, &progs.usdt_switch),
-            _ => (&progs.up_switch, &progs.usdt_switch),
+        let (up, pp, usdt): (&ProgramMut<'_>, &ProgramMut<'_>, &ProgramMut<'_>) = match probe {
+            "new" => (&progs.um_new, &progs.up_new, &progs.usdt_new),
+            "dead" => (&progs.um_dead, &progs.up_dead, &progs.usdt_dead),
+            "throw" => (&progs.um_throw, &progs.up_throw, &progs.usdt_throw),
+            _ if floor => (&progs.um_floor, &progs.up_floor, &progs.usdt_switch),
+            _ => (&progs.um_switch, &progs.up_switch, &progs.usdt_switch),
         };
         let what = || format!("cannot attach to greenlet:{probe} of process {pid}");
         match self.mode {
@@ -321,6 +403,19 @@ impl Session {
                     .map_err(|e| Error::bpf(what(), e))?;
                 self.links.push(link);
                 self.sites += sites.len();
+            }
+            _ if self.link_kind == Links::PerProcess => {
+                for site in sites {
+                    let opts = UprobeOpts {
+                        ref_ctr_offset: site.semaphore_offset.unwrap_or(0) as usize,
+                        ..Default::default()
+                    };
+                    let link = pp
+                        .attach_uprobe_with_opts(pid, exe, site.file_offset as usize, opts)
+                        .map_err(|e| Error::bpf(what(), e))?;
+                    self.links.push(link);
+                    self.sites += 1;
+                }
             }
             _ => {
                 // One uprobe-multi link for all the sites of the probe: detaching it waits
@@ -334,8 +429,14 @@ impl Session {
                         .collect(),
                     ..Default::default()
                 };
+                // Following: no PID filter (-1), the programs look the process up themselves.
                 let link = up
-                    .attach_uprobe_multi_with_opts(pid, exe, "", opts)
+                    .attach_uprobe_multi_with_opts(
+                        if self.follow { -1 } else { pid },
+                        exe,
+                        "",
+                        opts,
+                    )
                     .map_err(|e| Error::bpf(what(), e))?;
                 self.links.push(link);
                 self.sites += sites.len();
@@ -347,6 +448,11 @@ impl Session {
     /// The traced process.
     pub fn process(&self) -> &Process {
         &self.process
+    }
+
+    /// The kind of link in uprobe mode.
+    pub fn links(&self) -> Links {
+        self.link_kind
     }
 
     /// The attach mode in use (`Uprobe` or `Usdt`, never `Auto`).
@@ -456,6 +562,7 @@ impl Session {
                 live_edges.insert((k.origin, k.target));
             }
             edges.push(EdgeStats {
+                pid: 0,
                 origin: k.origin,
                 target: k.target,
                 switches: v.switches,
@@ -474,20 +581,94 @@ impl Session {
         self.live_edges = live_edges;
         self.ended[0] += ended.len() as u64;
         self.ended[1] += (raw_edges.len() as u64) - maps_after.edges;
-        let greenlets: Vec<GreenletStats> = records
+        let mut greenlets: Vec<GreenletStats> = records
             .iter()
             .map(|(&id, (raw, _))| {
                 GreenletStats::from_raw(id, raw, current.get(&id).copied(), ended.contains(&id))
             })
             .collect();
+        let mut threads = threads_of(&greenlets, &threads);
+        // Stored ids carry their process while following (bpf/greenlet.h): split them.
+        let root = self.process.pid;
+        let split = |key: u64| -> (i32, u64) {
+            match self.follow {
+                true => ((key >> PID_SHIFT) as i32, key & ID_MASK),
+                false => (root, key),
+            }
+        };
+        for g in &mut greenlets {
+            (g.pid, g.id) = split(g.id);
+            g.parent = g.parent.map(|p| split(p).1);
+        }
+        for e in &mut edges {
+            (e.pid, e.origin) = split(e.origin);
+            e.target = split(e.target).1;
+        }
+        for t in &mut threads {
+            t.current = t.current.map(|c| split(c).1);
+        }
+        greenlets.sort_by_key(|g| (g.pid, g.id));
+        edges.sort_by_key(|e| (e.pid, e.origin, e.target));
+        let totals = Totals::from_raw(&per_cpu, self.ended);
+        let processes = self.processes(&totals)?;
         Ok(Snapshot {
             at_ns,
-            totals: Totals::from_raw(&per_cpu, self.ended),
-            threads: threads_of(&greenlets, &threads),
+            totals,
+            threads,
             greenlets,
             edges,
+            processes,
             maps: maps_after,
         })
+    }
+
+    /// The watched processes: while following, every entry of the kernel's `procs` map; else
+    /// the traced process, with the totals' counts.
+    fn processes(&mut self, totals: &Totals) -> Result<Vec<ProcessStats>, Error> {
+        let entries: Vec<(u32, types::gl_proc)> = if self.follow {
+            read_all(&self.skel.maps.procs, u32_key, types::gl_proc::read)?
+        } else {
+            let p = types::gl_proc {
+                switches: totals.switches,
+                throws: totals.throws,
+                created: totals.greenlets_created,
+                dead: totals.greenlets_dead,
+                ..Default::default()
+            };
+            vec![(self.process.pid as u32, p)]
+        };
+        let root = self.process.clone();
+        let mut out = Vec::with_capacity(entries.len());
+        for (pid, e) in entries {
+            let pid = pid as i32;
+            let (ppid, seen, exited) = self.known.entry(pid).or_insert_with(|| {
+                let p = if pid == root.pid {
+                    Some(root.clone())
+                } else {
+                    Process::find(pid).ok()
+                };
+                let ppid = if pid == root.pid {
+                    parent_of(pid)
+                } else {
+                    e.ppid
+                };
+                (ppid as i32, p, false)
+            });
+            // Once gone, always gone (a reused PID is another process).
+            *exited = *exited || !seen.as_ref().is_some_and(Process::is_alive);
+            out.push(ProcessStats {
+                pid,
+                ppid: *ppid,
+                comm: seen.as_ref().map(|p| p.comm.clone()).unwrap_or_default(),
+                exited: *exited,
+                switches: e.switches,
+                throws: e.throws,
+                greenlets_created: e.created,
+                greenlets_dead: e.dead,
+            });
+        }
+        out.sort_by_key(|p| p.pid);
+        Ok(out)
     }
 }
 
@@ -528,8 +709,8 @@ fn resolve_mode(
 }
 
 /// Opens the skeleton, sizes its maps and loads it into the kernel; without the uprobe-multi
-/// programs unless `uprobes`.
-fn load(caps: &Capacities, uprobes: bool) -> Result<GreenletSkel<'static>, Error> {
+/// programs unless `multi`.
+fn load(caps: &Capacities, multi: bool, follow: bool) -> Result<GreenletSkel<'static>, Error> {
     // The skeleton borrows its object storage for its whole life. A `Session` owns the
     // skeleton, so the storage is given a 'static lifetime by leaking one small box per
     // attach; the BPF object itself is still closed when the skeleton drops.
@@ -546,14 +727,23 @@ fn load(caps: &Capacities, uprobes: bool) -> Result<GreenletSkel<'static>, Error
         map.set_max_entries(n)
             .map_err(|e| Error::bpf("cannot size the BPF maps", e))?;
     }
-    if !uprobes {
+    if follow {
+        open.maps
+            .rodata_data
+            .as_deref_mut()
+            .expect("the BPF object has .rodata")
+            .follow = 1;
+    } else {
+        open.progs.on_fork.set_autoload(false);
+    }
+    if !multi {
         let p = &mut open.progs;
         for prog in [
-            &mut p.up_switch,
-            &mut p.up_throw,
-            &mut p.up_new,
-            &mut p.up_dead,
-            &mut p.up_floor,
+            &mut p.um_switch,
+            &mut p.um_throw,
+            &mut p.um_new,
+            &mut p.um_dead,
+            &mut p.um_floor,
         ] {
             prog.set_autoload(false);
         }

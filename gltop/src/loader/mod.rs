@@ -25,10 +25,10 @@ mod skel;
 use std::io;
 use std::path::{Path, PathBuf};
 
-pub use attach::{AttachMode, Capacities, Options, Session};
+pub use attach::{AttachMode, Capacities, Links, Options, Session};
 pub use model::{
-    EdgeStats, Ended, GreenletStats, MapUse, Outcome, Snapshot, State, ThreadStats, Totals,
-    HIST_BUCKETS, OUTCOME_SLOTS,
+    EdgeStats, Ended, GreenletStats, MapUse, Outcome, ProcessStats, Snapshot, State, ThreadStats,
+    Totals, HIST_BUCKETS, OUTCOME_SLOTS,
 };
 pub use process::Process;
 pub use semaphore::semaphores;

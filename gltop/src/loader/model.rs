@@ -69,8 +69,10 @@ impl State {
 /// Everything aggregated about one greenlet since attach.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct GreenletStats {
-    /// Its id (`Greenlet::id()`).
+    /// Its id (`Greenlet::id()`), unique within its process.
     pub id: u64,
+    /// The process it lives in.
+    pub pid: i32,
     /// Its name; empty when it has none or `new` was not seen.
     pub name: String,
     /// Whether its `new` probe was seen (false: it predates the attach).
@@ -168,6 +170,7 @@ impl GreenletStats {
         let nonzero = |v: u64| (v != 0).then_some(v);
         GreenletStats {
             id,
+            pid: 0,
             name: String::from_utf8_lossy(&name).into_owned(),
             seen_new,
             parent: if seen_new { nonzero(raw.parent) } else { None },
@@ -193,6 +196,8 @@ impl GreenletStats {
 /// Transfers along one origin -> target edge since attach.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct EdgeStats {
+    /// The process of both greenlets.
+    pub pid: i32,
     /// The greenlet transferred from.
     pub origin: u64,
     /// The greenlet transferred to.
@@ -327,6 +332,28 @@ impl Totals {
     }
 }
 
+/// One watched process: the traced one, and (with `Options::follow`) every process forked
+/// from a watched one after the attach.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ProcessStats {
+    /// Its PID.
+    pub pid: i32,
+    /// The watched process it was forked from; for the traced process, its parent.
+    pub ppid: i32,
+    /// Its command name when first seen.
+    pub comm: String,
+    /// It exited (or replaced its program): its counts are final.
+    pub exited: bool,
+    /// Hits of the `switch` probe in it.
+    pub switches: u64,
+    /// Hits of the `throw` probe.
+    pub throws: u64,
+    /// Hits of the `new` probe.
+    pub greenlets_created: u64,
+    /// Hits of the `dead` probe.
+    pub greenlets_dead: u64,
+}
+
 /// Entries of each kernel map, and their capacities.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct MapUse {
@@ -358,6 +385,8 @@ pub struct Snapshot {
     pub edges: Vec<EdgeStats>,
     /// Threads with greenlets, by tid.
     pub threads: Vec<ThreadStats>,
+    /// The watched processes, by PID.
+    pub processes: Vec<ProcessStats>,
     /// Kernel map entries after this snapshot.
     pub maps: MapUse,
 }

@@ -168,6 +168,7 @@ mod tests {
     fn greenlet(id: u64) -> GreenletStats {
         GreenletStats {
             id,
+            pid: 0,
             name: String::new(),
             seen_new: true,
             parent: Some(1),
