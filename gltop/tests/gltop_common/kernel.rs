@@ -14,12 +14,18 @@ use libbpf_rs::query::{
 };
 
 /// The names of the programs in `bpf/greenlet.bpf.c`.
-pub const PROGRAMS: [&str; 9] = [
+pub const PROGRAMS: [&str; 15] = [
     "up_switch",
     "up_throw",
     "up_new",
     "up_dead",
     "up_floor",
+    "um_switch",
+    "um_throw",
+    "um_new",
+    "um_dead",
+    "um_floor",
+    "on_fork",
     "usdt_switch",
     "usdt_throw",
     "usdt_new",
