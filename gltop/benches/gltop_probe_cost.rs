@@ -81,6 +81,9 @@ impl ValueFormatter for CpuFormatter {
 /// One probe hit: a switch between two of four made-up greenlets, like a thread cycling
 /// through a few greenlets.
 #[inline(never)]
+// The unsafe blocks are the `usdt` crate's probe-site macro (an asm note and a semaphore
+// read), generated from probes/greenlet.d as in the runtime's src/probes.rs.
+#[allow(clippy::undocumented_unsafe_blocks)]
 fn hit(i: u64) {
     let base = 1u64 << 40;
     let (origin, target) = (base + (i & 3), base + ((i + 1) & 3));

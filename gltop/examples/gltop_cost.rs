@@ -24,6 +24,9 @@ fn thread_cpu_ns() -> u64 {
 
 /// Fires `n` switch probes among four made-up greenlets; thread CPU ns per hit.
 #[inline(never)]
+// The unsafe blocks are the `usdt` crate's probe-site macro (an asm note and a semaphore
+// read), generated from probes/greenlet.d as in the runtime's src/probes.rs.
+#[allow(clippy::undocumented_unsafe_blocks)]
 fn per_hit(n: u64) -> f64 {
     let start = thread_cpu_ns();
     let base = 1u64 << 40;

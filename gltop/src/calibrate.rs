@@ -38,6 +38,9 @@ fn thread_cpu_ns() -> u64 {
 /// Fires `n` switch probes among four made-up greenlets of this thread, like a workload
 /// that cycles through a few greenlets (its map entries stay hot, as in steady state).
 #[inline(never)]
+// The unsafe blocks are the `usdt` crate's probe-site macro (an asm note and a semaphore
+// read), generated from probes/greenlet.d as in the runtime's src/probes.rs.
+#[allow(clippy::undocumented_unsafe_blocks)]
 fn fire(n: u64) -> u64 {
     let base = u64::MAX - 8;
     let start = thread_cpu_ns();
