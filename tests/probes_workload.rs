@@ -2,16 +2,15 @@
 //! consistent, follows its documented topology exactly, repeats for a seed, and its command
 //! line behaves (issue 3, item 2). Needs no BPF.
 
-mod probe_support;
+mod support;
 
 use std::collections::BTreeMap;
-use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use nix::sys::signal::{kill, Signal};
-use nix::unistd::Pid;
-use probe_support::workload::{self, workload_bin, Report, Workload};
+use nix::sys::signal::Signal;
+use support::workload::{self, workload_bin, Report, Workload};
+use support::{Proc, TIMEOUT};
 
 /// Checks what must hold for every report, whatever the options.
 fn check_consistent(r: &Report) {
@@ -256,10 +255,9 @@ fn a_timed_run_finishes_its_last_iteration() {
 #[test]
 fn forever_stops_cleanly_on_sigterm() {
     let mut w = Workload::start(&["--threads=2", "--forever", "--pace=5000"]);
-    let pid = w.pid;
     w.go();
     std::thread::sleep(Duration::from_millis(300));
-    kill(Pid::from_raw(pid as i32), Signal::SIGTERM).unwrap();
+    w.signal(Signal::SIGTERM);
     let r = w.finish();
     check_consistent(&r);
     assert!(r.totals.switch > 0);
@@ -268,28 +266,32 @@ fn forever_stops_cleanly_on_sigterm() {
 
 #[test]
 fn wait_signal_starts_on_sigusr1_and_linger_waits_for_stdin() {
-    let mut child = Command::new(workload_bin())
-        .args(["--threads=1", "--wait=signal", "--linger=stdin"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut err = BufReader::new(child.stderr.take().unwrap()).lines();
-    let ready = err.next().unwrap().unwrap();
-    assert_eq!(ready, format!("workload: ready pid={}", child.id()));
-    kill(Pid::from_raw(child.id() as i32), Signal::SIGUSR1).unwrap();
-    let mut out = BufReader::new(child.stdout.take().unwrap()).lines();
-    let report: Report = serde_json::from_str(&out.next().unwrap().unwrap()).unwrap();
-    check_consistent(&report);
-    assert_eq!(err.next().unwrap().unwrap(), "workload: done");
+    let mut w = Proc::spawn(
+        Command::new(workload_bin())
+            .args(["--threads=1", "--wait=signal", "--linger=stdin"])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped()),
+    );
+    let ready = w
+        .wait_stderr_line(TIMEOUT, |_| true)
+        .expect("the ready line");
+    assert_eq!(ready, format!("workload: ready pid={}", w.pid()));
+    w.signal(Signal::SIGUSR1);
+    let report = w.wait_stdout_line(TIMEOUT, |_| true).expect("the report");
+    check_consistent(&Report::parse(&report));
+    assert!(w.wait_stderr("workload: done", TIMEOUT));
+    assert_eq!(
+        w.stderr_so_far().lines().collect::<Vec<_>>(),
+        [ready.as_str(), "workload: done"]
+    );
     std::thread::sleep(Duration::from_millis(100));
     assert!(
-        child.try_wait().unwrap().is_none(),
+        w.child.try_wait().unwrap().is_none(),
         "it exited without waiting"
     );
-    drop(child.stdin.take());
-    let status = probe_support::wait_timeout(&mut child, "the workload", probe_support::TIMEOUT);
+    drop(w.child.stdin.take());
+    let status = w.wait("the workload", TIMEOUT);
     assert!(status.success());
 }
 

@@ -14,7 +14,7 @@
 //!   parent's pending `switch` call) and which frames it leaves alone (the intermediate
 //!   greenlet's).
 
-mod common;
+mod support;
 
 use std::cell::{OnceCell, RefCell};
 use std::fmt;
@@ -211,7 +211,7 @@ fn r5_3_stack_size_max_is_an_allocation_error() {
 /// failure here can corrupt the thread's greenlet state and crash the process.
 #[test]
 fn r5_3_parent_with_stack_size_max_passes_error_on() {
-    if common::in_child_process("r5_3_parent_with_stack_size_max_passes_error_on").is_some() {
+    if support::in_child_process("r5_3_parent_with_stack_size_max_passes_error_on").is_some() {
         return;
     }
     let g1 = Greenlet::builder().stack_size(usize::MAX).build(|_| Ok(()));

@@ -14,7 +14,7 @@
 //!   so their destructors run. Tested here and in spec_09_threads.rs.
 //! - §1.8 step 7 (interpreter shutdown): no interpreter.
 
-mod common;
+mod support;
 
 use std::cell::{OnceCell, RefCell};
 use std::rc::Rc;
@@ -498,7 +498,7 @@ fn r8_5_kill_survivor_is_reported_and_leaked() {
 #[test]
 fn r8_5_kill_survivor_default_report_on_stderr() {
     if let Some((stdout, stderr)) =
-        common::in_child_process("r8_5_kill_survivor_default_report_on_stderr")
+        support::in_child_process("r8_5_kill_survivor_default_report_on_stderr")
     {
         // The harness prints `test NAME ... ` before the test's own first line.
         let id: String = stdout

@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-#[path = "../../../tests/probe_support/mod.rs"]
+#[path = "../../../tests/support/mod.rs"]
 mod probe_support;
 
 /// Whether BPF tests can run here. Outside CI a missing privilege skips the test with a
