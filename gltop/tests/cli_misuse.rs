@@ -7,13 +7,13 @@
 //!
 //! (`examples/tracing.rs` and `gltop/examples/gltop_cost.rs` take no arguments.)
 
-mod gltop_common;
+mod support;
 
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use gltop_common::*;
+use support::*;
 
 /// How long a refused command may take: a misuse is refused at once, so a binary that is
 /// still running after this has accepted it.
@@ -290,13 +290,12 @@ fn gltop_pids_of_no_process() {
     // A zombie: exited, not reaped yet.
     let mut zombie = Command::new("true").spawn().unwrap();
     let zpid = zombie.id() as i32;
-    let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    while !std::fs::read_to_string(format!("/proc/{zpid}/stat"))
-        .is_ok_and(|s| gltop::loader::process::parse_stat(&s).is_some_and(|(st, _)| st == 'Z'))
-    {
-        assert!(std::time::Instant::now() < deadline, "no zombie");
-        std::thread::sleep(Duration::from_millis(10));
-    }
+    poll_until(Instant::now() + Duration::from_secs(10), || {
+        std::fs::read_to_string(format!("/proc/{zpid}/stat"))
+            .is_ok_and(|s| gltop::loader::process::parse_stat(&s).is_some_and(|(st, _)| st == 'Z'))
+            .then_some(())
+    })
+    .expect("no zombie");
     let rows = vec![
         attach(
             "a reaped child's PID",
@@ -375,7 +374,10 @@ fn effective_uid_is_root() -> bool {
 
 #[test]
 fn gltop_without_bpf_privilege_says_which_is_missing() {
-    if !tool_or_skip("setpriv", "--version") {
+    if !require(
+        "gltop_without_bpf_privilege_says_which_is_missing",
+        tool("setpriv", "--version"),
+    ) {
         return;
     }
     // A process with greenlet probes, which gltop could trace with the privilege.
@@ -396,11 +398,12 @@ fn gltop_without_bpf_privilege_says_which_is_missing() {
     check_all("gltop", &gltop_bin(), &drop_all, &rows);
 
     // An unprivileged user (nobody): only root can switch to it.
-    if !effective_uid_is_root() {
-        if std::env::var("CI").as_deref() == Ok("true") {
-            panic!("the tests run as root under CI=true");
-        }
-        eprintln!("skipping the unprivileged-user case: not root");
+    let root = if effective_uid_is_root() {
+        Ok(())
+    } else {
+        Err("not root".to_string())
+    };
+    if !require("the unprivileged-user case", root) {
         return;
     }
     let nobody = [

@@ -4,21 +4,21 @@
 //! at once count exactly and come and go independently; maps ten times too small show their
 //! overflow in the TUI header; the detail view of a greenlet the view forgot says so.
 //!
-//! The BPF objects are found by the target's PID (see `gltop_common::kernel`), so other BPF
+//! The BPF objects are found by the target's PID (see `support::kernel`), so other BPF
 //! users on the machine do not disturb these checks.
 
-mod gltop_common;
+mod support;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::os::unix::process::ExitStatusExt;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use gltop_common::kernel::{gltop_objects, Objects};
-use gltop_common::tmux::{tmux_or_skip, Tmux};
-use gltop_common::*;
 use nix::sys::signal::Signal;
 use serde_json::Value;
+use support::kernel::{gltop_objects, Objects};
+use support::tmux::{bpf_and_tmux_or_skip, Tmux};
+use support::*;
 
 const LONG: Duration = Duration::from_secs(30);
 
@@ -258,7 +258,7 @@ fn header_dropped(screen: &str) -> Option<String> {
 
 #[test]
 fn overflowing_maps_show_in_the_tui_header() {
-    if !bpf_or_skip("overflowing_maps_show_in_the_tui_header") || !tmux_or_skip() {
+    if !bpf_and_tmux_or_skip("overflowing_maps_show_in_the_tui_header") {
         return;
     }
     let _s = serial();
@@ -310,7 +310,7 @@ fn overflowing_maps_show_in_the_tui_header() {
 
 #[test]
 fn the_detail_of_a_forgotten_greenlet_says_so() {
-    if !bpf_or_skip("the_detail_of_a_forgotten_greenlet_says_so") || !tmux_or_skip() {
+    if !bpf_and_tmux_or_skip("the_detail_of_a_forgotten_greenlet_says_so") {
         return;
     }
     let _s = serial();

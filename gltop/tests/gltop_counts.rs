@@ -2,15 +2,15 @@
 //! counts from `gltop --json`, against the settrace report of the probes issue's workload
 //! (`workloads/src/bin/workload.rs`); and the JSON lines are cumulative with consistent rates.
 
-mod gltop_common;
+mod support;
 
 use std::collections::BTreeMap;
 use std::io::Write;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use gltop_common::*;
 use serde_json::Value;
+use support::*;
 
 /// Runs the probes issue's workload with `args` under `gltop --json` with `gltop_args`: the
 /// workload waits on stdin until gltop says it is attached. Returns (the workload's report,

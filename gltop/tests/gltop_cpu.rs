@@ -6,12 +6,12 @@
 //! lengthens the slice. The reference is therefore what the greenlet timed of its own
 //! slices from inside (which preemption lengthens the same way), and the spin sets a floor.
 
-mod gltop_common;
+mod support;
 
 use std::time::Duration;
 
 use gltop::loader::rates::bucket_of;
-use gltop_common::*;
+use support::*;
 
 #[test]
 fn a_greenlet_spinning_10ms_per_slice_shows_10ms_slices_and_ranks_first() {

@@ -2,13 +2,13 @@
 //! times too small. (SIGKILL of gltop or of the target, and several gltops at once:
 //! `faults_attach.rs`.)
 
-mod gltop_common;
+mod support;
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use gltop_common::*;
 use libbpf_rs::query::ProgInfoIter;
 use nix::sys::signal::Signal;
+use support::*;
 
 /// Loaded BPF programs named like gltop's switch handler.
 fn gltop_programs() -> usize {
@@ -22,14 +22,10 @@ fn gltop_programs() -> usize {
 }
 
 fn wait_programs_gone(timeout: Duration) -> bool {
-    let deadline = std::time::Instant::now() + timeout;
-    while gltop_programs() != 0 {
-        if std::time::Instant::now() > deadline {
-            return false;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    true
+    poll_until(Instant::now() + timeout, || {
+        (gltop_programs() == 0).then_some(())
+    })
+    .is_some()
 }
 
 /// A target that keeps switching for a long time once a tracer is attached.
@@ -245,14 +241,14 @@ fn a_high_birth_rate_for_minutes_loses_nothing_and_memory_stays_flat() {
     );
     // gltop's RSS once a second while it runs.
     let mut rss: Vec<u64> = Vec::new();
-    let deadline = std::time::Instant::now() + Duration::from_secs(HOLD_S + 120);
-    while g.wait_for(Duration::from_secs(1)).is_none() {
-        rss.extend(rss_kib(g.pid()));
-        assert!(
-            std::time::Instant::now() < deadline,
-            "gltop outlived the demo"
-        );
-    }
+    poll_until(Instant::now() + Duration::from_secs(HOLD_S + 120), || {
+        let exited = g.wait_for(Duration::from_secs(1));
+        if exited.is_none() {
+            rss.extend(rss_kib(g.pid()));
+        }
+        exited
+    })
+    .expect("gltop outlived the demo");
     let err = g.stderr_text();
     assert!(err.contains("exited"), "gltop: {err}");
 
