@@ -11,7 +11,7 @@ mod support;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
-use support::{ci, example, require, tool};
+use support::{ci, example, require, root, tool};
 
 /// The binaries with a command line: gltop, the workloads' binaries (`workloads/src/bin/`) and
 /// the runtime's `million` example (`switch_loop` takes two positional arguments and has no
@@ -193,8 +193,7 @@ fn readme_and_help_agree_on_the_default_attach_mode() {
         .expect("a default attach mode in the help");
     assert!(modes.contains(&default), "{modes:?} {default}");
 
-    let readme = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("README.md"))
-        .expect("README.md");
+    let readme = std::fs::read_to_string(root().join("README.md")).expect("README.md");
     // Joined lines: a phrase may be wrapped.
     let readme = readme.split_whitespace().collect::<Vec<_>>().join(" ");
     let called_default: Vec<&str> = modes
