@@ -257,7 +257,7 @@ fn header_and_column_titles_fit_at_120_and_80_columns() {
             |s| {
                 let head = header_lines(s).join("\n");
                 head.contains("of a CPU")
-                    && head.contains("evicted")
+                    && head.contains("events lost")
                     && head.contains("--max-edges")
             },
         );
@@ -277,7 +277,8 @@ fn header_and_column_titles_fit_at_120_and_80_columns() {
             "tracing cost".into(),
             "of a CPU".into(),
             "dropped".into(),
-            "maps hold 64 and 64, see --max-greenlets, --max-edges".into(),
+            "events lost: maps of 64 greenlets and 64 edges full,".into(),
+            "see --max-greenlets, --max-edges".into(),
         ] {
             assert!(
                 head.contains(&want),
