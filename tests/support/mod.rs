@@ -26,13 +26,20 @@ const CHILD_ENV: &str = "GREENLET_TEST_CHILD";
 /// Runs the test `name` of this test binary again in a child process and returns its exit
 /// status, stdout and stderr; returns `None` when called in that child, which then runs the
 /// scenario itself. For scenarios that may crash or abort the process, which would otherwise
-/// take every other test of the binary down with them.
+/// take every other test of the binary down with them, and for measurements that other tests
+/// running in parallel would disturb. (An ignored test run by hand runs in its child too.)
 pub fn run_in_child(name: &str) -> Option<(std::process::ExitStatus, String, String)> {
     if std::env::var_os(CHILD_ENV).is_some() {
         return None;
     }
     let output = std::process::Command::new(std::env::current_exe().unwrap())
-        .args([name, "--exact", "--nocapture", "--test-threads=1"])
+        .args([
+            name,
+            "--exact",
+            "--nocapture",
+            "--test-threads=1",
+            "--include-ignored",
+        ])
         .env(CHILD_ENV, "1")
         .env("RUST_BACKTRACE", "0")
         .output()
