@@ -296,6 +296,68 @@ fn wait_signal_starts_on_sigusr1_and_linger_waits_for_stdin() {
 }
 
 #[test]
+fn the_first_worker_of_each_hub_spins_in_each_of_its_slices() {
+    let r = workload::run(&[
+        "--threads=2",
+        "--greenlets=3",
+        "--switches=40",
+        "--throws=4",
+        "--spin-us=200",
+    ]);
+    check_consistent(&r);
+    assert_eq!(r.config["spin_us"], 200);
+    let inbound = r.inbound(None);
+    let spinners: Vec<u64> = r
+        .per_thread
+        .iter()
+        .map(|t| {
+            // The thread's first worker: its greenlets are main, hub, then the workers.
+            r.greenlets
+                .iter()
+                .find(|g| g.tid == t.tid && g.name == "worker")
+                .expect("a worker")
+                .id
+        })
+        .collect();
+    assert_eq!(
+        r.spun.iter().map(|s| s.id).collect::<Vec<_>>(),
+        spinners,
+        "one spinner per thread, by id"
+    );
+    for s in &r.spun {
+        // A slice each time it got control: a transfer into it.
+        assert_eq!(s.slices, inbound[&s.id], "{s:?}");
+        assert!(s.ns >= s.slices * 200_000, "{s:?}");
+    }
+    let quiet = workload::run(&["--threads=1"]);
+    assert!(quiet.spun.is_empty());
+    assert_eq!(quiet.config["spin_us"], 0);
+}
+
+#[test]
+fn wait_for_file_starts_once_the_file_exists() {
+    let dir = std::env::temp_dir().join(format!("greenlet-wait-file-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let go = dir.join("go");
+    let mut w = Proc::spawn(
+        Command::new(workload_bin())
+            .args(["--threads=1", "--wait-for-file"])
+            .arg(&go)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped()),
+    );
+    assert!(
+        w.wait_for(Duration::from_millis(300)).is_none(),
+        "it ran without the file"
+    );
+    std::fs::write(&go, b"").unwrap();
+    let status = w.wait("the workload", TIMEOUT);
+    assert!(status.success(), "{}", w.stderr_text());
+    check_consistent(&Report::parse(&w.stdout_text()));
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+#[test]
 fn help_documents_the_options_the_protocol_and_the_report() {
     let out = Command::new(workload_bin()).arg("--help").output().unwrap();
     assert!(out.status.success());
@@ -311,8 +373,12 @@ fn help_documents_the_options_the_protocol_and_the_report() {
         "--duration",
         "--forever",
         "--pace",
+        "--spin-us",
         "--wait",
+        "--wait-for-tracer",
+        "--wait-for-file",
         "--linger",
+        "--then-exec-sleep",
         "--no-trace",
         "workload: ready pid=PID",
         "SIGUSR1",
@@ -321,6 +387,7 @@ fn help_documents_the_options_the_protocol_and_the_report() {
         "edges",
         "per_thread",
         "greenlets [{id, name, parent",
+        "spun [{id, slices, ns}]",
         "thread_exit",
     ] {
         assert!(help.contains(word), "--help does not mention {word:?}");

@@ -21,7 +21,6 @@ fn binaries() -> Vec<(&'static str, PathBuf)> {
         ("gltop", PathBuf::from(env!("CARGO_BIN_EXE_gltop"))),
         ("workload", example("workload")),
         ("demo", example("demo")),
-        ("gltop_target", example("gltop_target")),
         ("million", example("million")),
     ]
 }

@@ -1,9 +1,8 @@
 //! Misuse of every binary the project ships or documents (issue 6, item 4): `gltop`, and the
-//! examples with a command line, `workload`, `demo`, `gltop_target`, `million` and
-//! `switch_loop`. Each misuse must give
-//! exactly one line on stderr (`NAME: what is wrong`), exit code 2, nothing on stdout, and
-//! never a panic or a backtrace (the binaries run with `RUST_BACKTRACE=1`, so a panic would
-//! show one). Every table runs to the end and reports all its failures at once.
+//! examples with a command line, `workload`, `demo`, `million` and `switch_loop`. Each misuse
+//! must give exactly one line on stderr (`NAME: what is wrong`), exit code 2, nothing on
+//! stdout, and never a panic or a backtrace (the binaries run with `RUST_BACKTRACE=1`, so a
+//! panic would show one). Every table runs to the end and reports all its failures at once.
 //!
 //! (`examples/tracing.rs` and `gltop/examples/gltop_cost.rs` take no arguments.)
 
@@ -381,7 +380,7 @@ fn gltop_without_bpf_privilege_says_which_is_missing() {
         return;
     }
     // A process with greenlet probes, which gltop could trace with the privilege.
-    let t = target(&["--threads", "1", "--rounds", "10"]);
+    let t = target(&["--threads", "1", "--switches", "10"]);
     let rows = vec![attach(
         "no BPF privilege",
         t.pid(),
@@ -513,6 +512,26 @@ fn workload_flags() {
                 &["--linger=bogus"],
                 "invalid value 'bogus' for '--linger <LINGER>'",
             ),
+            (
+                "start file without its value",
+                &["--wait-for-file"],
+                "a value is required for '--wait-for-file <PATH>'",
+            ),
+            (
+                "wait for a tracer twice",
+                &["--wait-for-tracer", "--wait-for-tracer"],
+                "the argument '--wait-for-tracer' cannot be used multiple times",
+            ),
+            (
+                "non-numeric spin",
+                &["--spin-us", "x"],
+                "invalid value 'x' for '--spin-us <SPIN_US>'",
+            ),
+            (
+                "negative exec delay",
+                &["--then-exec-sleep", "-1"],
+                "unexpected argument '-1' found",
+            ),
         ],
     ));
     check_all("workload", &example("workload"), &[], &rows);
@@ -563,28 +582,6 @@ fn demo_flags() {
         ],
     ));
     check_all("demo", &example("demo"), &[], &rows);
-}
-
-#[test]
-fn gltop_target_flags() {
-    let mut rows = clap_misuses(&[], "--wait-for-file", "--wait-for-tracer");
-    rows.extend(misuses(
-        &[],
-        &[
-            ("zero threads", &["--threads", "0"], "0 is not in 1..=1024"),
-            (
-                "non-numeric rounds",
-                &["--rounds", "x"],
-                "invalid value 'x' for '--rounds <ROUNDS>'",
-            ),
-            (
-                "negative exec delay",
-                &["--then-exec-sleep", "-1"],
-                "unexpected argument '-1' found",
-            ),
-        ],
-    ));
-    check_all("gltop_target", &example("gltop_target"), &[], &rows);
 }
 
 #[test]

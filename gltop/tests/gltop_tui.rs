@@ -132,14 +132,16 @@ fn q_quits_and_detaches() {
     if !bpf_and_tmux_or_skip("q_quits_and_detaches") {
         return;
     }
-    let t = target(&["--threads", "1", "--rounds", "100000000"]);
+    let t = target(&["--threads", "1", "--switches", "1000000000"]);
     let cmd = format!(
         "{} -p {} -d 0.5 --hit-cost-ns 500; echo GLTOP_EXIT=$?; sleep 60",
         env!("CARGO_BIN_EXE_gltop"),
         t.pid()
     );
     let tmux = Tmux::start("quit", &cmd);
-    tmux.wait_for("the table", Duration::from_secs(30), |s| s.contains("t0-0"));
+    tmux.wait_for("the table", Duration::from_secs(30), |s| {
+        s.contains(" worker ")
+    });
     assert!(semaphores(t.pid()).iter().all(|(_, v)| *v > 0));
     tmux.keys(&["q"]);
     let screen = tmux.wait_for("exit", Duration::from_secs(30), |s| {
@@ -451,20 +453,21 @@ fn thread_counts_tell_live_threads_from_those_seen() {
         return;
     }
     let _s = serial();
-    // Worker threads run greenlets for about two seconds (t<T>-0 spins 10 ms a round), end,
-    // and the process lives on with its main thread, which has no greenlets.
+    // Worker threads run greenlets for about two seconds (the first worker of each spins
+    // 10 ms in each of its slices), end, and the process lives on with its main thread, which
+    // has no greenlets, lingering until its stdin closes.
     let workers = 3;
     let t = target(&[
         "--threads",
         &workers.to_string(),
         "--greenlets",
         "2",
-        "--rounds",
-        "200",
+        "--switches",
+        "270",
         "--spin-us",
         "10000",
         "--linger",
-        "60",
+        "stdin",
     ]);
     let tmux = Tmux::start_sized(
         "threads",

@@ -7,6 +7,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 use std::process::{ChildStdin, Command, Stdio};
 use std::sync::Mutex;
+use std::time::Duration;
 
 use serde::Deserialize;
 
@@ -28,8 +29,8 @@ pub fn example_bin(name: &str) -> PathBuf {
     built("greenlet", "--example", name)
 }
 
-/// The binary `name` of the `greenlet-workloads` package (the demo, the oracle, gltop's test
-/// target), built as [`example_bin`] builds examples.
+/// The binary `name` of the `greenlet-workloads` package (the demo, the oracle `workload`),
+/// built as [`example_bin`] builds examples.
 pub fn workloads_bin(name: &str) -> PathBuf {
     built("greenlet-workloads", "--bin", name)
 }
@@ -171,9 +172,14 @@ impl Workload {
     }
 
     /// Waits for it to exit successfully and returns its report.
-    pub fn finish(mut self) -> Report {
+    pub fn finish(self) -> Report {
+        self.finish_within(TIMEOUT)
+    }
+
+    /// [`Workload::finish`], for a run that may take up to `timeout`.
+    pub fn finish_within(mut self, timeout: Duration) -> Report {
         self.go();
-        let status = self.proc.wait("the workload", TIMEOUT);
+        let status = self.proc.wait("the workload", timeout);
         let stdout = self.proc.stdout_text();
         let stderr = self.proc.stderr_text();
         assert!(
@@ -198,6 +204,7 @@ pub struct Report {
     pub edges: Vec<Edge>,
     pub per_thread: Vec<PerThread>,
     pub greenlets: Vec<GreenletInfo>,
+    pub spun: Vec<Spun>,
 }
 
 #[derive(Debug, Deserialize, PartialEq, Eq)]
@@ -237,6 +244,14 @@ pub struct GreenletInfo {
     pub tid: i32,
     pub main: bool,
     pub outcome: String,
+}
+
+/// The slices of a spinning worker (`--spin-us`), as it timed them from inside.
+#[derive(Debug, Deserialize, Clone)]
+pub struct Spun {
+    pub id: u64,
+    pub slices: u64,
+    pub ns: u64,
 }
 
 /// The `outcome` argument of `greenlet:dead` for an outcome name of the report (names and

@@ -1,7 +1,7 @@
 //! gltop's test support: the rules and the oracle's report of the root package's
 //! `tests/support` (included, so each is written once for the workspace), gltop's binary and
-//! JSON lines, the target programs, the BPF objects gltop leaves in the kernel ([`kernel`])
-//! and a tmux session for the TUI ([`tmux`]).
+//! JSON lines checked against the oracle's report, the BPF objects gltop leaves in the kernel
+//! ([`kernel`]) and a tmux session for the TUI ([`tmux`]).
 #![allow(dead_code, unused_imports)]
 
 pub mod kernel;
@@ -12,6 +12,7 @@ pub mod tmux;
 pub mod workload;
 
 pub use rules::*;
+pub use workload::Report;
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -40,7 +41,7 @@ pub fn gltop() -> Command {
 
 /// A program of this workspace that gltop's tests run, built for this test run if needed:
 /// the runtime's examples (`million`, `switch_loop`, `tracing`) or a binary of the
-/// `greenlet-workloads` package (`demo`, `workload`, `gltop_target`).
+/// `greenlet-workloads` package (`demo`, `workload`).
 pub fn example(name: &str) -> PathBuf {
     match name {
         "million" | "switch_loop" | "tracing" => workload::example_bin(name),
@@ -48,15 +49,93 @@ pub fn example(name: &str) -> PathBuf {
     }
 }
 
-/// Starts `gltop_target` waiting for a tracer, with `args`.
+/// Starts the oracle `workload` with `args`, waiting for a tracer (`--wait-for-tracer`). Its
+/// stdin is a pipe that stays open while the [`Proc`] lives, for `--linger stdin`.
 pub fn target(args: &[&str]) -> Proc {
     Proc::spawn(
-        Command::new(example("gltop_target"))
+        Command::new(workload::workload_bin())
             .args(args)
             .arg("--wait-for-tracer")
+            .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped()),
     )
+}
+
+/// The report of a `workload` that has exited (its stdout).
+pub fn report_of(p: &mut Proc) -> Report {
+    let report = Report::parse(&p.stdout_text());
+    assert_eq!(report.pid as i32, p.pid(), "the report's pid");
+    report
+}
+
+/// gltop's lines (`merged`) against the workload's report, every count exactly: totals,
+/// deaths by outcome, edges, and each greenlet's identity (name, thread, main-ness, parent,
+/// outcome) and counts. `who` names the gltop in the messages.
+pub fn assert_exact(who: &str, report: &Report, last: &Value) {
+    let totals = &last["totals"];
+    let want = &report.totals;
+    assert_eq!(totals["switches"], want.switch, "{who}: switches");
+    assert_eq!(totals["throws"], want.throw, "{who}: throws");
+    assert_eq!(
+        totals["greenlets_created"], want.new,
+        "{who}: greenlets created"
+    );
+    assert_eq!(totals["greenlets_dead"], want.dead, "{who}: deaths");
+    assert_eq!(totals["dropped"], 0, "{who}: {totals}");
+    assert_eq!(totals["late_greenlets"], 0, "{who}: {totals}");
+    for (outcome, n) in &report.deaths {
+        assert_eq!(
+            totals["dead_by_outcome"][outcome], *n,
+            "{who}: deaths by {outcome}"
+        );
+    }
+
+    // Edges: (origin, target) -> (switches, throws).
+    let mut edges: BTreeMap<(u64, u64), (u64, u64)> = BTreeMap::new();
+    for e in &report.edges {
+        let slot = edges.entry((e.origin, e.target)).or_default();
+        match e.kind.as_str() {
+            "switch" => slot.0 += e.count,
+            _ => slot.1 += e.count,
+        }
+    }
+    assert_eq!(edge_counts(last), edges, "{who}: per-edge counts");
+
+    // Per greenlet: identity as the workload recorded it, and counts as its edges sum up.
+    let mut sums: BTreeMap<u64, [u64; 4]> = BTreeMap::new();
+    for (&(origin, target), &(sw, th)) in &edges {
+        let t = sums.entry(target).or_default();
+        t[0] += sw;
+        t[2] += th;
+        let o = sums.entry(origin).or_default();
+        o[1] += sw;
+        o[3] += th;
+    }
+    assert_eq!(
+        last["greenlets"].as_array().unwrap().len(),
+        report.greenlets.len(),
+        "{who}: the greenlets recorded"
+    );
+    for w in &report.greenlets {
+        let id = w.id;
+        let g = greenlet(last, id).unwrap_or_else(|| panic!("{who}: greenlet {id} recorded"));
+        assert_eq!(g["name"], w.name, "{who}: name of {id}");
+        assert_eq!(g["tid"], w.tid, "{who}: thread of {id}");
+        assert_eq!(g["main"], w.main, "{who}: main-ness of {id}");
+        assert_eq!(
+            g["parent"].as_u64().unwrap_or(0),
+            w.parent,
+            "{who}: parent of {id}"
+        );
+        assert_eq!(g["outcome"], w.outcome, "{who}: outcome of {id}");
+        assert_eq!(g["state"], "dead", "{who}: {id}");
+        let [sw_in, sw_out, th_in, th_out] = sums.get(&id).copied().unwrap_or_default();
+        assert_eq!(g["switches_in"], sw_in, "{who}: switches in of {id}");
+        assert_eq!(g["switches_out"], sw_out, "{who}: switches out of {id}");
+        assert_eq!(g["throws_in"], th_in, "{who}: throws in of {id}");
+        assert_eq!(g["throws_out"], th_out, "{who}: throws out of {id}");
+    }
 }
 
 /// Starts `gltop -p PID --json` with extra `args`; the per-hit cost is given, so no time goes
