@@ -6,27 +6,9 @@ mod support;
 
 use std::time::{Duration, Instant};
 
-use libbpf_rs::query::ProgInfoIter;
 use nix::sys::signal::Signal;
+use support::kernel::gltop_objects;
 use support::*;
-
-/// Loaded BPF programs named like gltop's switch handler.
-fn gltop_programs() -> usize {
-    ProgInfoIter::default()
-        .filter(|p| {
-            p.name
-                .to_str()
-                .is_some_and(|n| n == "up_switch" || n == "usdt_switch")
-        })
-        .count()
-}
-
-fn wait_programs_gone(timeout: Duration) -> bool {
-    poll_until(Instant::now() + timeout, || {
-        (gltop_programs() == 0).then_some(())
-    })
-    .is_some()
-}
 
 /// A target that keeps switching for a long time once a tracer is attached.
 fn long_target() -> Proc {
@@ -50,6 +32,8 @@ fn sigterm_and_sigint_detach_cleanly_and_exit_zero() {
     for sig in [Signal::SIGTERM, Signal::SIGINT] {
         let mut g = gltop_json(t.pid(), &["-d", "1"]);
         assert!(wait_attached(t.pid(), Duration::from_secs(30)));
+        let attached = gltop_objects(t.pid());
+        assert!(!attached.programs.is_empty(), "{sig}: {attached:?}");
         g.signal(sig);
         let st = g.wait_for(Duration::from_secs(30)).expect("gltop stopped");
         assert_eq!(st.code(), Some(0), "{sig}: {}", g.stderr_text());
@@ -57,8 +41,9 @@ fn sigterm_and_sigint_detach_cleanly_and_exit_zero() {
             semaphores_zero_within(t.pid(), Duration::from_secs(10)),
             "{sig}"
         );
+        let left = attached.wait_gone(Duration::from_secs(10));
+        assert!(left.is_empty(), "{sig}: outlived gltop: {left:?}");
     }
-    assert!(wait_programs_gone(Duration::from_secs(10)));
 }
 
 #[test]
@@ -92,7 +77,12 @@ fn a_target_that_execs_ends_gltop_with_a_message() {
         return;
     }
     let _s = serial();
-    // The target runs, then replaces itself with `sleep 30` under the same PID.
+    // The target runs once gltop is attached and the start file is there, then replaces
+    // itself with `sleep 30` under the same PID.
+    let dir = std::env::temp_dir().join(format!("gltop-exec-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let go = dir.join("go");
+    let _ = std::fs::remove_file(&go);
     let t = target(&[
         "--threads",
         "1",
@@ -100,8 +90,14 @@ fn a_target_that_execs_ends_gltop_with_a_message() {
         "1000",
         "--then-exec-sleep",
         "30",
+        "--wait-for-file",
+        go.to_str().unwrap(),
     ]);
     let mut g = gltop_json(t.pid(), &["-d", "60"]);
+    assert!(wait_attached(t.pid(), Duration::from_secs(30)));
+    let attached = gltop_objects(t.pid());
+    assert!(!attached.programs.is_empty(), "{attached:?}");
+    std::fs::write(&go, b"").unwrap();
     let st = g
         .wait_for(Duration::from_secs(20))
         .expect("gltop ends when its target execs");
@@ -111,7 +107,9 @@ fn a_target_that_execs_ends_gltop_with_a_message() {
     assert!(
         std::fs::read_link(format!("/proc/{}/exe", t.pid())).is_ok_and(|p| p.ends_with("sleep"))
     );
-    assert!(wait_programs_gone(Duration::from_secs(10)));
+    let left = attached.wait_gone(Duration::from_secs(10));
+    assert!(left.is_empty(), "outlived gltop: {left:?}");
+    std::fs::remove_dir_all(&dir).ok();
 }
 
 #[test]
