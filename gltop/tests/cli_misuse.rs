@@ -347,16 +347,15 @@ fn gltop_processes_without_probes() {
             sleeper.pid()
         ),
     )];
-    match a_kernel_thread() {
-        Some(k) => {
-            let comm = std::fs::read_to_string(format!("/proc/{k}/comm")).unwrap();
-            rows.push(attach(
-                "a kernel thread",
-                k,
-                &format!("process {k} ({}) has no greenlet USDT probes", comm.trim()),
-            ));
-        }
-        None => eprintln!("no kernel thread visible here: that case is skipped"),
+    let kernel_thread = a_kernel_thread().ok_or("no kernel thread is visible here".to_string());
+    if require("the kernel-thread case", kernel_thread.clone().map(drop)) {
+        let k = kernel_thread.unwrap();
+        let comm = std::fs::read_to_string(format!("/proc/{k}/comm")).unwrap();
+        rows.push(attach(
+            "a kernel thread",
+            k,
+            &format!("process {k} ({}) has no greenlet USDT probes", comm.trim()),
+        ));
     }
     check_all("gltop", &gltop_bin(), &[], &rows);
 }
