@@ -11,7 +11,7 @@ mod support;
 
 use std::collections::BTreeMap;
 
-use support::bpftrace::{self, key_parts, num, Bpftrace, Program};
+use support::bpftrace::{self, key_parts, num, pairs, Bpftrace, Program};
 use support::stapsdt::{probe_notes, read_semaphore, runtime_address};
 use support::workload::{outcome_code, workload_bin, Report, Workload};
 
@@ -32,15 +32,6 @@ fn trace_all(args: &[&str]) -> (Report, bpftrace::Output) {
     w.go();
     let report = w.finish();
     (report, bt.finish())
-}
-
-fn pairs(map: &BTreeMap<String, i64>) -> BTreeMap<(u64, u64), u64> {
-    map.iter()
-        .map(|(k, v)| {
-            let p = key_parts(k, 2);
-            ((num(p[0]), num(p[1])), *v as u64)
-        })
-        .collect()
 }
 
 fn per_tid(map: &BTreeMap<String, i64>) -> BTreeMap<i32, u64> {

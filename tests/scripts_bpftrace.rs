@@ -11,7 +11,7 @@ mod support;
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
 
-use support::bpftrace::{self, key_parts, num, Bpftrace, Output, Program};
+use support::bpftrace::{self, key_parts, num, pairs, Bpftrace, Output, Program};
 use support::workload::{outcome_code, workload_bin, Report, Workload};
 
 /// The scripts this file tests; a script added to `scripts/` must be added here, with a test.
@@ -54,15 +54,6 @@ fn run_script(name: &str, args: &[&str]) -> (Report, Output) {
 
 fn skip(test: &str) -> bool {
     !bpftrace::available(test)
-}
-
-fn pairs(map: &BTreeMap<String, i64>) -> BTreeMap<(u64, u64), u64> {
-    map.iter()
-        .map(|(k, v)| {
-            let p = key_parts(k, 2);
-            ((num(p[0]), num(p[1])), *v as u64)
-        })
-        .collect()
 }
 
 /// `id,name` keys: checks each name against the report and returns counts by id.

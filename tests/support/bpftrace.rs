@@ -439,3 +439,14 @@ pub fn num(part: &str) -> u64 {
         .parse()
         .unwrap_or_else(|_| panic!("{part:?} is not a number"))
 }
+
+/// A map keyed by two numbers (`@m[arg0, arg1]`, e.g. an edge's origin and target): counts
+/// by (first, second).
+pub fn pairs(map: &BTreeMap<String, i64>) -> BTreeMap<(u64, u64), u64> {
+    map.iter()
+        .map(|(k, v)| {
+            let p = key_parts(k, 2);
+            ((num(p[0]), num(p[1])), *v as u64)
+        })
+        .collect()
+}
