@@ -5,8 +5,11 @@
 //! the same places (`docs/reference/python-examples/z01_tracing_doc_doctest.out`): suspended in
 //! line 1, where the callback runs in `origin`; current in line 7, where it runs in main.
 
-use std::path::{Path, PathBuf};
+mod support;
+
 use std::process::{Command, Output};
+
+use support::workload::example_bin;
 
 /// The seed's transcript: the expected output of the `settrace` example on the tracing page,
 /// `docs/seed/greenlet-tracing.txt`, lines 59 to 65, copied here unchanged.
@@ -24,40 +27,12 @@ const SEED_TRANSCRIPT: [&str; 7] = [
 /// How the seed's transcript shows the main greenlet.
 const SEED_MAIN: &str = "<greenlet.greenlet object ...>";
 
-/// `target/<profile>` of this test binary (`target/<profile>/deps/example_tracing-HASH`).
-fn profile_dir() -> Option<PathBuf> {
-    let exe = std::env::current_exe().ok()?;
-    Some(exe.parent()?.parent()?.to_path_buf())
-}
-
-/// Runs the example through cargo (so it is built, and up to date, with this test's profile);
-/// falls back to the example binary cargo built next to this test if cargo cannot be run.
+/// Runs the example, built (and up to date) for this test's profile.
 fn run_example() -> Output {
-    let manifest = Path::new(env!("CARGO_MANIFEST_DIR")).join("Cargo.toml");
-    let release = profile_dir()
-        .and_then(|d| d.file_name().map(|n| n == "release"))
-        .unwrap_or(false);
-    let mut cargo = Command::new(env!("CARGO"));
-    cargo
-        .args(["run", "--quiet", "--example", "tracing", "--manifest-path"])
-        .arg(&manifest);
-    if release {
-        cargo.arg("--release");
-    }
-    match cargo.output() {
-        Ok(output) => output,
-        Err(cargo_error) => {
-            let binary = profile_dir()
-                .map(|d| d.join("examples").join("tracing"))
-                .filter(|b| b.exists())
-                .unwrap_or_else(|| {
-                    panic!("cannot run cargo ({cargo_error}) and no prebuilt example binary")
-                });
-            Command::new(&binary)
-                .output()
-                .unwrap_or_else(|e| panic!("cannot run {}: {e}", binary.display()))
-        }
-    }
+    let binary = example_bin("tracing");
+    Command::new(&binary)
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {}: {e}", binary.display()))
 }
 
 /// Splits `line` around the seed line's main-greenlet placeholder: checks that the text before

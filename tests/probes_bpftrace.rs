@@ -7,13 +7,13 @@
 //! These tests need bpftrace and BPF: outside CI they skip with a reason, under `CI=true`
 //! they fail if bpftrace cannot run.
 
-mod probe_support;
+mod support;
 
 use std::collections::BTreeMap;
 
-use probe_support::bpftrace::{self, key_parts, num, Bpftrace, Program};
-use probe_support::stapsdt::{probe_notes, read_semaphore, runtime_address};
-use probe_support::workload::{outcome_code, workload_bin, Report, Workload};
+use support::bpftrace::{self, key_parts, num, pairs, Bpftrace, Program};
+use support::stapsdt::{probe_notes, read_semaphore, runtime_address};
+use support::workload::{outcome_code, workload_bin, Report, Workload};
 
 /// Every argument of every probe, keyed so that each map entry can be checked.
 const ALL_ARGS: &str = r#"
@@ -26,21 +26,12 @@ usdt:$1:greenlet:dead { @dead[arg0, arg1] = count(); @dead_tid[arg0] = tid; }
 
 /// Runs the workload with `args` under `ALL_ARGS`; returns its report and bpftrace's output.
 fn trace_all(args: &[&str]) -> (Report, bpftrace::Output) {
-    let _serial = probe_support::bpf_lock();
+    let _serial = support::serial();
     let mut w = Workload::start(args);
     let bt = Bpftrace::attach(Program::Text(ALL_ARGS), w.pid);
     w.go();
     let report = w.finish();
     (report, bt.finish())
-}
-
-fn pairs(map: &BTreeMap<String, i64>) -> BTreeMap<(u64, u64), u64> {
-    map.iter()
-        .map(|(k, v)| {
-            let p = key_parts(k, 2);
-            ((num(p[0]), num(p[1])), *v as u64)
-        })
-        .collect()
 }
 
 fn per_tid(map: &BTreeMap<String, i64>) -> BTreeMap<i32, u64> {
@@ -145,7 +136,7 @@ fn the_probes_fire_without_a_tracer() {
     ];
     // The same run twice (a seed repeats exactly): traced by settrace without bpftrace, then
     // with no tracer under bpftrace.
-    let traced = probe_support::workload::run(&args);
+    let traced = support::workload::run(&args);
     let mut quiet_args = args.to_vec();
     quiet_args.push("--no-trace");
     let (quiet, out) = trace_all(&quiet_args);
@@ -182,7 +173,7 @@ fn a_semaphore_is_set_only_while_its_probe_is_attached() {
     if !bpftrace::available("a_semaphore_is_set_only_while_its_probe_is_attached") {
         return;
     }
-    let _serial = probe_support::bpf_lock();
+    let _serial = support::serial();
     let bin = workload_bin();
     let bytes = std::fs::read(&bin).unwrap();
     let mut semaphores = BTreeMap::new();

@@ -3,15 +3,15 @@
 //! is-enabled semaphore on a page of its own. Read from the ELF file with goblin; only the last
 //! test needs BPF.
 
-mod probe_support;
+mod support;
 
 use std::collections::{BTreeMap, BTreeSet};
 
 use goblin::elf::program_header::{PF_W, PT_LOAD};
 use goblin::elf::section_header::{SHF_ALLOC, SHF_EXECINSTR, SHF_WRITE, SHT_PROGBITS};
 use goblin::elf::Elf;
-use probe_support::stapsdt::{probe_notes, ProbeNote};
-use probe_support::workload::{example_bin, workload_bin};
+use support::stapsdt::{probe_notes, ProbeNote};
+use support::workload::{example_bin, workload_bin};
 
 /// The probes of `probes/greenlet.d` and their argument sizes in bytes: `uint64_t` is 8,
 /// `char *` a pointer (8), `uint8_t` 1; all unsigned.
@@ -165,12 +165,12 @@ fn semaphores_sit_on_pages_only_the_data_segment_maps() {
 #[test]
 fn the_tracing_example_fires_its_probes_when_started_under_bpftrace() {
     // examples/tracing is the binary whose layout put its semaphores on a shared page.
-    if !probe_support::bpftrace::available(
+    if !support::bpftrace::available(
         "the_tracing_example_fires_its_probes_when_started_under_bpftrace",
     ) {
         return;
     }
-    let _serial = probe_support::bpf_lock();
+    let _serial = support::serial();
     let bin = example_bin("tracing").display().to_string();
     let args: Vec<String> = vec![
         "-f".into(),
@@ -183,7 +183,7 @@ fn the_tracing_example_fires_its_probes_when_started_under_bpftrace() {
             .into(),
         bin,
     ];
-    let out = probe_support::bpftrace::Bpftrace::spawn(&args).finish();
+    let out = support::bpftrace::Bpftrace::spawn(&args).finish();
     // The example's transcript: five transfers; main, origin and target.
     assert_eq!(out.map("@switch").values().sum::<i64>(), 5);
     assert_eq!(out.map("@new").values().sum::<i64>(), 3);

@@ -2,16 +2,15 @@
 //! consistent, follows its documented topology exactly, repeats for a seed, and its command
 //! line behaves (issue 3, item 2). Needs no BPF.
 
-mod probe_support;
+mod support;
 
 use std::collections::BTreeMap;
-use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use nix::sys::signal::{kill, Signal};
-use nix::unistd::Pid;
-use probe_support::workload::{self, workload_bin, Report, Workload};
+use nix::sys::signal::Signal;
+use support::workload::{self, workload_bin, Report, Workload};
+use support::{Proc, TIMEOUT};
 
 /// Checks what must hold for every report, whatever the options.
 fn check_consistent(r: &Report) {
@@ -256,10 +255,9 @@ fn a_timed_run_finishes_its_last_iteration() {
 #[test]
 fn forever_stops_cleanly_on_sigterm() {
     let mut w = Workload::start(&["--threads=2", "--forever", "--pace=5000"]);
-    let pid = w.pid;
     w.go();
     std::thread::sleep(Duration::from_millis(300));
-    kill(Pid::from_raw(pid as i32), Signal::SIGTERM).unwrap();
+    w.signal(Signal::SIGTERM);
     let r = w.finish();
     check_consistent(&r);
     assert!(r.totals.switch > 0);
@@ -268,29 +266,95 @@ fn forever_stops_cleanly_on_sigterm() {
 
 #[test]
 fn wait_signal_starts_on_sigusr1_and_linger_waits_for_stdin() {
-    let mut child = Command::new(workload_bin())
-        .args(["--threads=1", "--wait=signal", "--linger=stdin"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut err = BufReader::new(child.stderr.take().unwrap()).lines();
-    let ready = err.next().unwrap().unwrap();
-    assert_eq!(ready, format!("workload: ready pid={}", child.id()));
-    kill(Pid::from_raw(child.id() as i32), Signal::SIGUSR1).unwrap();
-    let mut out = BufReader::new(child.stdout.take().unwrap()).lines();
-    let report: Report = serde_json::from_str(&out.next().unwrap().unwrap()).unwrap();
-    check_consistent(&report);
-    assert_eq!(err.next().unwrap().unwrap(), "workload: done");
+    let mut w = Proc::spawn(
+        Command::new(workload_bin())
+            .args(["--threads=1", "--wait=signal", "--linger=stdin"])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped()),
+    );
+    let ready = w
+        .wait_stderr_line(TIMEOUT, |_| true)
+        .expect("the ready line");
+    assert_eq!(ready, format!("workload: ready pid={}", w.pid()));
+    w.signal(Signal::SIGUSR1);
+    let report = w.wait_stdout_line(TIMEOUT, |_| true).expect("the report");
+    check_consistent(&Report::parse(&report));
+    assert!(w.wait_stderr("workload: done", TIMEOUT));
+    assert_eq!(
+        w.stderr_so_far().lines().collect::<Vec<_>>(),
+        [ready.as_str(), "workload: done"]
+    );
     std::thread::sleep(Duration::from_millis(100));
     assert!(
-        child.try_wait().unwrap().is_none(),
+        w.child.try_wait().unwrap().is_none(),
         "it exited without waiting"
     );
-    drop(child.stdin.take());
-    let status = probe_support::wait_timeout(&mut child, "the workload", probe_support::TIMEOUT);
+    drop(w.child.stdin.take());
+    let status = w.wait("the workload", TIMEOUT);
     assert!(status.success());
+}
+
+#[test]
+fn the_first_worker_of_each_hub_spins_in_each_of_its_slices() {
+    let r = workload::run(&[
+        "--threads=2",
+        "--greenlets=3",
+        "--switches=40",
+        "--throws=4",
+        "--spin-us=200",
+    ]);
+    check_consistent(&r);
+    assert_eq!(r.config["spin_us"], 200);
+    let inbound = r.inbound(None);
+    let spinners: Vec<u64> = r
+        .per_thread
+        .iter()
+        .map(|t| {
+            // The thread's first worker: its greenlets are main, hub, then the workers.
+            r.greenlets
+                .iter()
+                .find(|g| g.tid == t.tid && g.name == "worker")
+                .expect("a worker")
+                .id
+        })
+        .collect();
+    assert_eq!(
+        r.spun.iter().map(|s| s.id).collect::<Vec<_>>(),
+        spinners,
+        "one spinner per thread, by id"
+    );
+    for s in &r.spun {
+        // A slice each time it got control: a transfer into it.
+        assert_eq!(s.slices, inbound[&s.id], "{s:?}");
+        assert!(s.ns >= s.slices * 200_000, "{s:?}");
+    }
+    let quiet = workload::run(&["--threads=1"]);
+    assert!(quiet.spun.is_empty());
+    assert_eq!(quiet.config["spin_us"], 0);
+}
+
+#[test]
+fn wait_for_file_starts_once_the_file_exists() {
+    let dir = std::env::temp_dir().join(format!("greenlet-wait-file-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let go = dir.join("go");
+    let mut w = Proc::spawn(
+        Command::new(workload_bin())
+            .args(["--threads=1", "--wait-for-file"])
+            .arg(&go)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped()),
+    );
+    assert!(
+        w.wait_for(Duration::from_millis(300)).is_none(),
+        "it ran without the file"
+    );
+    std::fs::write(&go, b"").unwrap();
+    let status = w.wait("the workload", TIMEOUT);
+    assert!(status.success(), "{}", w.stderr_text());
+    check_consistent(&Report::parse(&w.stdout_text()));
+    std::fs::remove_dir_all(&dir).ok();
 }
 
 #[test]
@@ -309,8 +373,12 @@ fn help_documents_the_options_the_protocol_and_the_report() {
         "--duration",
         "--forever",
         "--pace",
+        "--spin-us",
         "--wait",
+        "--wait-for-tracer",
+        "--wait-for-file",
         "--linger",
+        "--then-exec-sleep",
         "--no-trace",
         "workload: ready pid=PID",
         "SIGUSR1",
@@ -319,6 +387,7 @@ fn help_documents_the_options_the_protocol_and_the_report() {
         "edges",
         "per_thread",
         "greenlets [{id, name, parent",
+        "spun [{id, slices, ns}]",
         "thread_exit",
     ] {
         assert!(help.contains(word), "--help does not mention {word:?}");

@@ -6,13 +6,13 @@
 //! These tests need bpftrace and BPF: outside CI they skip with a reason, under `CI=true`
 //! they fail if bpftrace cannot run. The checks of the scripts' text run everywhere.
 
-mod probe_support;
+mod support;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
 
-use probe_support::bpftrace::{self, key_parts, num, Bpftrace, Output, Program};
-use probe_support::workload::{outcome_code, workload_bin, Report, Workload};
+use support::bpftrace::{self, key_parts, num, pairs, Bpftrace, Output, Program};
+use support::workload::{outcome_code, workload_bin, Report, Workload};
 
 /// The scripts this file tests; a script added to `scripts/` must be added here, with a test.
 const SCRIPTS: [&str; 8] = [
@@ -37,13 +37,13 @@ const SMALL: [&str; 5] = [
 ];
 
 fn script(name: &str) -> PathBuf {
-    probe_support::root().join("scripts").join(name)
+    support::root().join("scripts").join(name)
 }
 
 /// Runs the workload with `args`, with `name` attached from before its first greenlet until
 /// it exits.
 fn run_script(name: &str, args: &[&str]) -> (Report, Output) {
-    let _serial = probe_support::bpf_lock();
+    let _serial = support::serial();
     let mut w = Workload::start(args);
     let path = script(name);
     let bt = Bpftrace::attach(Program::File(&path), w.pid);
@@ -54,15 +54,6 @@ fn run_script(name: &str, args: &[&str]) -> (Report, Output) {
 
 fn skip(test: &str) -> bool {
     !bpftrace::available(test)
-}
-
-fn pairs(map: &BTreeMap<String, i64>) -> BTreeMap<(u64, u64), u64> {
-    map.iter()
-        .map(|(k, v)| {
-            let p = key_parts(k, 2);
-            ((num(p[0]), num(p[1])), *v as u64)
-        })
-        .collect()
 }
 
 /// `id,name` keys: checks each name against the report and returns counts by id.
@@ -96,7 +87,7 @@ fn edges_by_binary_path_sees_a_process_started_after_it() {
     if skip("edges_by_binary_path_sees_a_process_started_after_it") {
         return;
     }
-    let _serial = probe_support::bpf_lock();
+    let _serial = support::serial();
     // A private copy of the binary, so that no other process runs it.
     let dir = std::env::temp_dir().join(format!("greenlet-scripts-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
@@ -114,7 +105,7 @@ fn edges_by_binary_path_sees_a_process_started_after_it() {
         .output()
         .unwrap();
     assert!(out.status.success());
-    let r: Report = serde_json::from_slice(&out.stdout).unwrap();
+    let r = Report::parse(&String::from_utf8_lossy(&out.stdout));
     let traced = bt.interrupt();
     std::fs::remove_dir_all(&dir).unwrap();
     assert_eq!(pairs(&traced.map("@switch")), r.edges_of("switch"));
@@ -126,7 +117,7 @@ fn edges_with_dash_c_runs_the_program_under_bpftrace() {
     if skip("edges_with_dash_c_runs_the_program_under_bpftrace") {
         return;
     }
-    let _serial = probe_support::bpf_lock();
+    let _serial = support::serial();
     let bin = workload_bin().display().to_string();
     let args: Vec<String> = vec![
         "-f".into(),
@@ -139,7 +130,7 @@ fn edges_with_dash_c_runs_the_program_under_bpftrace() {
     let out = Bpftrace::spawn(&args).finish();
     // The workload's report went to the same stdout: its one line that is not bpftrace's.
     assert_eq!(out.other.len(), 1, "the workload's report: {:?}", out.other);
-    let r: Report = serde_json::from_str(&out.other[0]).unwrap();
+    let r = Report::parse(&out.other[0]);
     assert_eq!(pairs(&out.map("@switch")), r.edges_of("switch"));
     assert_eq!(pairs(&out.map("@throw")), r.edges_of("throw"));
 }
@@ -367,7 +358,7 @@ fn the_readme_one_liners_count_what_settrace_counted() {
     if skip("the_readme_one_liners_count_what_settrace_counted") {
         return;
     }
-    let _serial = probe_support::bpf_lock();
+    let _serial = support::serial();
     let mut outputs = Vec::new();
     let mut reports = Vec::new();
     for program in &programs {
@@ -408,7 +399,7 @@ fn the_readme_one_liners_count_what_settrace_counted() {
 #[test]
 fn the_readme_section_uses_the_tested_one_liners() {
     let tested = one_liners(&std::fs::read_to_string(script("README.md")).unwrap());
-    let readme = std::fs::read_to_string(probe_support::root().join("README.md")).unwrap();
+    let readme = std::fs::read_to_string(support::root().join("README.md")).unwrap();
     let section = readme
         .split("## Tracing in production")
         .nth(1)
@@ -424,7 +415,7 @@ fn the_readme_section_uses_the_tested_one_liners() {
 #[test]
 fn every_script_is_tested_indexed_and_documented() {
     let mut found = BTreeSet::new();
-    for entry in std::fs::read_dir(probe_support::root().join("scripts")).unwrap() {
+    for entry in std::fs::read_dir(support::root().join("scripts")).unwrap() {
         let name = entry.unwrap().file_name().into_string().unwrap();
         if name.ends_with(".bt") {
             found.insert(name);
@@ -595,7 +586,7 @@ fn bpftrace_sh_drops_the_memlock_error_and_nothing_else() {
     if skip("bpftrace_sh_drops_the_memlock_error_and_nothing_else") {
         return;
     }
-    let _serial = probe_support::bpf_lock();
+    let _serial = support::serial();
     let run = |program: &str| {
         std::process::Command::new(bpftrace::wrapper())
             .args(["-e", program])

@@ -1,5 +1,5 @@
 //! Spec section 4 (switching and value passing): `docs/reference/python-greenlet-reference.md`
-//! §4.1-§4.9, ported to the Rust runtime. Python's `print`s are collected in a `Vec<String>` and
+//! §4.1-§4.9, ported to the Rust runtime. Python's `print`s are collected in a [`Log`] and
 //! compared with the example's `.out`, adapted to Rust values.
 //!
 //! Not applicable (spec R1): Python's argument packing (§1.4 step 4): positional arguments
@@ -9,21 +9,14 @@
 //! tests the counterpart of the `TypeError`: a parent whose `run` rejects the value it is
 //! started with.
 
+mod support;
+
 use std::cell::{OnceCell, RefCell};
 use std::fmt::Debug;
 use std::rc::Rc;
 
 use greenlet::{getcurrent, Error, Greenlet, Value};
-
-type Out = Rc<RefCell<Vec<String>>>;
-
-fn out() -> Out {
-    Rc::new(RefCell::new(Vec::new()))
-}
-
-fn say(out: &Out, line: impl Into<String>) {
-    out.borrow_mut().push(line.into());
-}
+use support::Log;
 
 /// A value's contents in Rust syntax, for the few types these tests send.
 fn show(v: &Value) -> String {
@@ -51,19 +44,19 @@ fn show(v: &Value) -> String {
 /// value of that switch; `run`'s result is what the switch returns.
 #[test]
 fn r4_1_first_switch_calls_run_with_value() {
-    let out = out();
-    let run = |out: Out| {
+    let out = Log::new();
+    let run = |out: Log| {
         move |v: Value| {
-            say(&out, format!("run got {}", show(&v)));
+            out.say(format!("run got {}", show(&v)));
             Ok("done")
         }
     };
     let r = Greenlet::new(run(out.clone())).switch(()).unwrap();
-    say(&out, show(&r));
+    out.say(show(&r));
     let r = Greenlet::new(run(out.clone())).switch((1, 2)).unwrap();
-    say(&out, show(&r));
+    out.say(show(&r));
     assert_eq!(
-        *out.borrow(),
+        out.lines(),
         ["run got ()", "\"done\"", "run got (1, 2)", "\"done\""]
     );
 
@@ -94,7 +87,7 @@ fn r4_1_first_switch_calls_run_with_value() {
 /// wrapped again.
 #[test]
 fn r4_2_value_passed_is_value_received() {
-    let out = out();
+    let out = Log::new();
     let main = getcurrent();
     let child = Greenlet::new({
         let out = out.clone();
@@ -102,7 +95,7 @@ fn r4_2_value_passed_is_value_received() {
         move |_| -> Result<(), Error> {
             loop {
                 let v = main.switch(())?;
-                say(&out, show(&v));
+                out.say(show(&v));
             }
         }
     });
@@ -115,7 +108,7 @@ fn r4_2_value_passed_is_value_received() {
     child.switch(Value::new(7)).unwrap(); // a Value passes through unchanged
     child.switch(Value::unit()).unwrap();
     assert_eq!(
-        *out.borrow(),
+        out.lines(),
         ["()", "1", "(1,)", "None", "(1, 2)", "7", "()"]
     );
 
@@ -138,11 +131,11 @@ fn r4_3_value_to_parent_unchanged() {
         Ok((x, x * x))
     };
     let g = Greenlet::new(run);
-    let out = out();
-    say(&out, show(&g.switch(3).unwrap()));
-    say(&out, show(&g.switch(()).unwrap()));
-    say(&out, show(&g.switch(()).unwrap()));
-    assert_eq!(*out.borrow(), ["(\"x\", 3)", "(2, (\"x\", 3))", "(3, 9)"]);
+    let out = Log::new();
+    out.say(show(&g.switch(3).unwrap()));
+    out.say(show(&g.switch(()).unwrap()));
+    out.say(show(&g.switch(()).unwrap()));
+    assert_eq!(out.lines(), ["(\"x\", 3)", "(2, (\"x\", 3))", "(3, 9)"]);
     assert!(g.is_dead());
 }
 
@@ -150,7 +143,7 @@ fn r4_3_value_to_parent_unchanged() {
 /// some later transfer brings back. `test2` is never resumed, so it stays alive.
 #[test]
 fn r4_4_switch_returns_later() {
-    let out = out();
+    let out = Log::new();
     let gr1_cell: Rc<OnceCell<Greenlet>> = Rc::new(OnceCell::new());
     let gr2_cell: Rc<OnceCell<Greenlet>> = Rc::new(OnceCell::new());
     let gr1 = Greenlet::new({
@@ -159,7 +152,7 @@ fn r4_4_switch_returns_later() {
         move |v: Value| {
             let (x, y) = v.downcast::<(&str, &str)>().unwrap();
             let z = gr2.get().unwrap().switch(format!("{x}{y}"))?;
-            say(&out, format!("test1 got {}", show(&z)));
+            out.say(format!("test1 got {}", show(&z)));
             Ok("test1 done")
         }
     });
@@ -167,25 +160,24 @@ fn r4_4_switch_returns_later() {
         let out = out.clone();
         let gr1 = gr1_cell.clone();
         move |u: Value| {
-            say(
-                &out,
-                format!("test2 got {}", u.downcast::<String>().unwrap()),
-            );
+            out.say(format!("test2 got {}", u.downcast::<String>().unwrap()));
             gr1.get().unwrap().switch(42)?;
-            say(&out, "never printed");
+            out.say("never printed");
             Ok(())
         }
     });
     gr1_cell.set(gr1.clone()).unwrap();
     gr2_cell.set(gr2.clone()).unwrap();
     let r = gr1.switch(("hello", " world")).unwrap();
-    say(&out, r.downcast::<&str>().unwrap());
-    say(
-        &out,
-        format!("{} {} {}", gr1.is_dead(), gr2.is_dead(), gr2.is_active()),
-    );
+    out.say(r.downcast::<&str>().unwrap());
+    out.say(format!(
+        "{} {} {}",
+        gr1.is_dead(),
+        gr2.is_dead(),
+        gr2.is_active()
+    ));
     assert_eq!(
-        *out.borrow(),
+        out.lines(),
         [
             "test2 got hello world",
             "test1 got 42",
@@ -238,28 +230,25 @@ fn r4_5_return_value_reaches_parent_unchanged() {
 /// b05_switch_to_self.py: switching to yourself returns the value at once.
 #[test]
 fn r4_6_switch_to_self() {
-    let out = out();
+    let out = Log::new();
     let main = getcurrent();
-    say(
-        &out,
-        format!(
-            "{} {} {}",
-            show(&main.switch(()).unwrap()),
-            show(&main.switch(1).unwrap()),
-            show(&main.switch((1, 2)).unwrap())
-        ),
-    );
+    out.say(format!(
+        "{} {} {}",
+        show(&main.switch(()).unwrap()),
+        show(&main.switch(1).unwrap()),
+        show(&main.switch((1, 2)).unwrap())
+    ));
     let body = {
         let out = out.clone();
         move |_| {
             let me = getcurrent();
-            say(&out, format!("in child: {}", show(&me.switch("x")?)));
+            out.say(format!("in child: {}", show(&me.switch("x")?)));
             Ok("end")
         }
     };
     let r = Greenlet::new(body).switch(()).unwrap();
-    say(&out, r.downcast::<&str>().unwrap());
-    assert_eq!(*out.borrow(), ["() 1 (1, 2)", "in child: \"x\"", "end"]);
+    out.say(r.downcast::<&str>().unwrap());
+    assert_eq!(out.lines(), ["() 1 (1, 2)", "in child: \"x\"", "end"]);
     assert!(main.is_current());
 }
 
@@ -268,22 +257,16 @@ fn r4_6_switch_to_self() {
 /// the value.
 #[test]
 fn r4_7_switch_to_dead_goes_to_ancestor() {
-    let out = out();
+    let out = Log::new();
     let main = getcurrent();
     let g = Greenlet::new(|_| Ok("r"));
-    say(
-        &out,
-        format!("{} {}", show(&g.switch(()).unwrap()), g.is_dead()),
-    );
-    say(
-        &out,
-        format!(
-            "{} {} {}",
-            show(&g.switch(()).unwrap()),
-            show(&g.switch(5).unwrap()),
-            show(&g.switch((1, 2)).unwrap())
-        ),
-    );
+    out.say(format!("{} {}", show(&g.switch(()).unwrap()), g.is_dead()));
+    out.say(format!(
+        "{} {} {}",
+        show(&g.switch(()).unwrap()),
+        show(&g.switch(5).unwrap()),
+        show(&g.switch((1, 2)).unwrap())
+    ));
     // A dead greenlet whose parent is a suspended greenlet: the switch goes to the parent.
     let p = Greenlet::new({
         let out = out.clone();
@@ -291,17 +274,17 @@ fn r4_7_switch_to_dead_goes_to_ancestor() {
         move |_| -> Result<(), Error> {
             loop {
                 let v = main.switch("parent suspended")?;
-                say(&out, format!("parent resumed with {}", show(&v)));
+                out.say(format!("parent resumed with {}", show(&v)));
             }
         }
     });
-    say(&out, show(&p.switch(()).unwrap()));
+    out.say(show(&p.switch(()).unwrap()));
     let c = Greenlet::builder().parent(&p).build(|_| Ok("child result"));
-    say(&out, show(&c.switch(()).unwrap())); // c finishes -> p resumes -> p back to main
-    say(&out, c.is_dead().to_string());
-    say(&out, show(&c.switch("to dead child").unwrap())); // goes to p
+    out.say(show(&c.switch(()).unwrap())); // c finishes -> p resumes -> p back to main
+    out.say(c.is_dead().to_string());
+    out.say(show(&c.switch("to dead child").unwrap())); // goes to p
     assert_eq!(
-        *out.borrow(),
+        out.lines(),
         [
             "\"r\" true",
             "() 5 (1, 2)",
@@ -319,32 +302,32 @@ fn r4_7_switch_to_dead_goes_to_ancestor() {
 /// `inner` from `outer` (its parent) is a switch to self; from main, it goes to main.
 #[test]
 fn r4_7_switch_to_dead_docs_example() {
-    let out = out();
+    let out = Log::new();
     let outer = Greenlet::new({
         let out = out.clone();
         move |_| {
-            say(&out, "Entering outer and spawning inner.");
+            out.say("Entering outer and spawning inner.");
             let inner = Greenlet::new({
                 let out = out.clone();
                 move |_| {
-                    say(&out, "Entering inner.");
-                    say(&out, "Returning from inner.");
+                    out.say("Entering inner.");
+                    out.say("Returning from inner.");
                     Ok(42)
                 }
             });
-            say(&out, "Switching to inner.");
+            out.say("Switching to inner.");
             let result = inner.switch(())?;
-            say(&out, format!("Got from inner value: {}", show(&result)));
-            say(&out, "Switching to inner again.");
+            out.say(format!("Got from inner value: {}", show(&result)));
+            out.say("Switching to inner again.");
             let result = inner.switch(())?;
-            say(&out, format!("Got from inner value: {}", show(&result)));
+            out.say(format!("Got from inner value: {}", show(&result)));
             Ok(inner)
         }
     });
     let inner = outer.switch(()).unwrap().downcast::<Greenlet>().unwrap();
-    say(&out, show(&inner.switch(()).unwrap()));
+    out.say(show(&inner.switch(()).unwrap()));
     assert_eq!(
-        *out.borrow(),
+        out.lines(),
         [
             "Entering outer and spawning inner.",
             "Switching to inner.",
@@ -394,11 +377,11 @@ fn r4_8_finish_skips_dead_parents() {
 /// dead.
 #[test]
 fn r4_9_unstarted_parent_is_started_with_result() {
-    let out = out();
+    let out = Log::new();
     let parent = Greenlet::new(|x: Value| Ok(("parent ran with", x.downcast::<i32>().unwrap())));
     let child = Greenlet::builder().parent(&parent).build(|_| Ok(42));
-    say(&out, show(&child.switch(()).unwrap()));
-    say(&out, format!("{} {}", child.is_dead(), parent.is_dead()));
+    out.say(show(&child.switch(()).unwrap()));
+    out.say(format!("{} {}", child.is_dead(), parent.is_dead()));
 
     let parent2 = Greenlet::new(|x: Value| -> Result<i32, Error> {
         if x.is_unit() {
@@ -412,12 +395,12 @@ fn r4_9_unstarted_parent_is_started_with_result() {
     });
     let child2 = Greenlet::builder().parent(&parent2).build(|_| Ok(42));
     match child2.switch(()) {
-        Ok(v) => say(&out, format!("ok {}", show(&v))),
-        Err(e) => say(&out, format!("Error: {e}")),
+        Ok(v) => out.say(format!("ok {}", show(&v))),
+        Err(e) => out.say(format!("Error: {e}")),
     }
-    say(&out, format!("{} {}", child2.is_dead(), parent2.is_dead()));
+    out.say(format!("{} {}", child2.is_dead(), parent2.is_dead()));
     assert_eq!(
-        *out.borrow(),
+        out.lines(),
         [
             "(\"parent ran with\", 42)",
             "true true",

@@ -14,7 +14,7 @@
 //!   parent's pending `switch` call) and which frames it leaves alone (the intermediate
 //!   greenlet's).
 
-mod common;
+mod support;
 
 use std::cell::{OnceCell, RefCell};
 use std::fmt;
@@ -22,16 +22,7 @@ use std::panic::{self, AssertUnwindSafe};
 use std::rc::Rc;
 
 use greenlet::{getcurrent, panic_message, Error, Greenlet, GreenletExit};
-
-type Out = Rc<RefCell<Vec<String>>>;
-
-fn out() -> Out {
-    Rc::new(RefCell::new(Vec::new()))
-}
-
-fn say(out: &Out, line: impl Into<String>) {
-    out.borrow_mut().push(line.into());
-}
+use support::Log;
 
 /// Python's `KeyError`, as a user error type.
 #[derive(Debug, Clone, PartialEq)]
@@ -54,18 +45,15 @@ fn bad(_: greenlet::Value) -> Result<(), Error> {
 /// in last.
 #[test]
 fn r5_1_error_goes_to_parent() {
-    let out = out();
+    let out = Log::new();
     let g = Greenlet::new(bad);
     match g.switch(()) {
-        Err(e) => say(
-            &out,
-            format!(
-                "main caught {} {}",
-                e.downcast_ref::<KeyError>().unwrap(),
-                g.is_dead()
-            ),
-        ),
-        Ok(v) => say(&out, format!("no error: {v:?}")),
+        Err(e) => out.say(format!(
+            "main caught {} {}",
+            e.downcast_ref::<KeyError>().unwrap(),
+            g.is_dead()
+        )),
+        Ok(v) => out.say(format!("no error: {v:?}")),
     }
     // Propagation goes to the *parent*, not to whoever switched last.
     let main = getcurrent();
@@ -76,13 +64,13 @@ fn r5_1_error_goes_to_parent() {
             Ok(v) => Ok(format!("p resumed with {v:?}")),
         }
     });
-    say(&out, p.switch(()).unwrap().downcast::<&str>().unwrap());
+    out.say(p.switch(()).unwrap().downcast::<&str>().unwrap());
     let c = Greenlet::builder().parent(&p).build(bad);
     // main switches to c; c fails; the error lands in p; p returns to main.
-    say(&out, c.switch(()).unwrap().downcast::<String>().unwrap());
-    say(&out, format!("{} {}", c.is_dead(), p.is_dead()));
+    out.say(c.switch(()).unwrap().downcast::<String>().unwrap());
+    out.say(format!("{} {}", c.is_dead(), p.is_dead()));
     assert_eq!(
-        *out.borrow(),
+        out.lines(),
         [
             "main caught KeyError(\"k\") true",
             "p waiting",
@@ -96,7 +84,7 @@ fn r5_1_error_goes_to_parent() {
 /// the parent receives the `GreenletExit` itself, message included, as a value.
 #[test]
 fn r5_2_greenlet_exit_arrives_as_value() {
-    let out = out();
+    let out = Log::new();
     let r1 = |_| -> Result<(), Error> { Err(GreenletExit::new().into()) };
     let r2 = |_| -> Result<(), Error> { Err(GreenletExit::with_message("bye 2").into()) };
     // The usual way: a kill received from a pending switch, passed on with `?`.
@@ -108,13 +96,10 @@ fn r5_2_greenlet_exit_arrives_as_value() {
     for g in [Greenlet::new(r1), Greenlet::new(r2), Greenlet::new(r3)] {
         let v = g.switch(()).expect("GreenletExit arrives as a value");
         let exit = v.downcast::<GreenletExit>().unwrap();
-        say(
-            &out,
-            format!("{} {:?} {}", exit, exit.message(), g.is_dead()),
-        );
+        out.say(format!("{} {:?} {}", exit, exit.message(), g.is_dead()));
     }
     assert_eq!(
-        *out.borrow(),
+        out.lines(),
         [
             "GreenletExit None true",
             "GreenletExit: bye 2 Some(\"bye 2\") true",
@@ -211,7 +196,7 @@ fn r5_3_stack_size_max_is_an_allocation_error() {
 /// failure here can corrupt the thread's greenlet state and crash the process.
 #[test]
 fn r5_3_parent_with_stack_size_max_passes_error_on() {
-    if common::in_child_process("r5_3_parent_with_stack_size_max_passes_error_on").is_some() {
+    if support::in_child_process("r5_3_parent_with_stack_size_max_passes_error_on").is_some() {
         return;
     }
     let g1 = Greenlet::builder().stack_size(usize::MAX).build(|_| Ok(()));
@@ -246,18 +231,15 @@ fn r5_3_parent_with_stack_size_max_passes_error_on() {
 /// not to the greenlet that switched in last.
 #[test]
 fn r5_4_panic_goes_to_parent() {
-    let out = out();
+    let out = Log::new();
     let g = Greenlet::new(|_| -> Result<(), Error> { panic!("k") });
     match panic::catch_unwind(AssertUnwindSafe(|| g.switch(()))) {
-        Err(payload) => say(
-            &out,
-            format!(
-                "main caught panic {:?} {}",
-                panic_message(payload.as_ref()),
-                g.is_dead()
-            ),
-        ),
-        Ok(r) => say(&out, format!("no panic: {r:?}")),
+        Err(payload) => out.say(format!(
+            "main caught panic {:?} {}",
+            panic_message(payload.as_ref()),
+            g.is_dead()
+        )),
+        Ok(r) => out.say(format!("no panic: {r:?}")),
     }
     let main = getcurrent();
     let p = Greenlet::new({
@@ -270,15 +252,15 @@ fn r5_4_panic_goes_to_parent() {
             Ok(r) => Ok(format!("p resumed with {r:?}")),
         }
     });
-    say(&out, p.switch(()).unwrap().downcast::<&str>().unwrap());
+    out.say(p.switch(()).unwrap().downcast::<&str>().unwrap());
     let c = Greenlet::builder()
         .parent(&p)
         .build(|_| -> Result<(), Error> { panic!("k") });
     // main switches to c; c panics; the panic unwinds in p; p returns to main normally.
-    say(&out, c.switch(()).unwrap().downcast::<String>().unwrap());
-    say(&out, format!("{} {}", c.is_dead(), p.is_dead()));
+    out.say(c.switch(()).unwrap().downcast::<String>().unwrap());
+    out.say(format!("{} {}", c.is_dead(), p.is_dead()));
     assert_eq!(
-        *out.borrow(),
+        out.lines(),
         [
             "main caught panic \"k\" true",
             "p waiting",
@@ -293,11 +275,11 @@ fn r5_4_panic_goes_to_parent() {
 struct NameError(&'static str);
 
 /// Records its label when dropped: shows which frames a panic unwound.
-struct Guard(Out, &'static str);
+struct Guard(Log, &'static str);
 
 impl Drop for Guard {
     fn drop(&mut self) {
-        say(&self.0, format!("drop {}", self.1));
+        self.0.say(format!("drop {}", self.1));
     }
 }
 
@@ -306,16 +288,16 @@ impl Drop for Guard {
 /// switched to the panicking `gr2`, is not unwound: it stays suspended.
 #[test]
 fn r5_5_panic_resumes_unwinding_in_parent() {
-    let out = out();
+    let out = Log::new();
     let gr2_cell: Rc<OnceCell<Greenlet>> = Rc::new(OnceCell::new());
     let gr1 = Greenlet::new({
         let out = out.clone();
         let gr2 = gr2_cell.clone();
         move |_| {
             let _guard = Guard(out.clone(), "gr1 frame");
-            say(&out, "gr1 switches to gr2");
+            out.say("gr1 switches to gr2");
             gr2.get().unwrap().switch(())?;
-            say(&out, "gr1 resumed");
+            out.say("gr1 resumed");
             Ok(())
         }
     });
@@ -323,7 +305,7 @@ fn r5_5_panic_resumes_unwinding_in_parent() {
         let out = out.clone();
         move |_| -> Result<(), Error> {
             let _guard = Guard(out.clone(), "gr2 frame");
-            say(&out, "gr2 panics");
+            out.say("gr2 panics");
             panic::panic_any(NameError("this_should_be_a_name_error"))
         }
     });
@@ -331,24 +313,21 @@ fn r5_5_panic_resumes_unwinding_in_parent() {
     let caught = panic::catch_unwind(AssertUnwindSafe(|| {
         let _guard = Guard(out.clone(), "main frame");
         let _ = gr1.switch(());
-        say(&out, "main after switch (not reached)");
+        out.say("main after switch (not reached)");
     }));
     let payload = caught.expect_err("the panic reaches main");
     assert_eq!(
         payload.downcast_ref::<NameError>(),
         Some(&NameError("this_should_be_a_name_error"))
     );
-    say(
-        &out,
-        format!(
-            "gr1 dead {} active {}, gr2 dead {}",
-            gr1.is_dead(),
-            gr1.is_active(),
-            gr2.is_dead()
-        ),
-    );
+    out.say(format!(
+        "gr1 dead {} active {}, gr2 dead {}",
+        gr1.is_dead(),
+        gr1.is_active(),
+        gr2.is_dead()
+    ));
     assert_eq!(
-        *out.borrow(),
+        out.lines(),
         [
             "gr1 switches to gr2",
             "gr2 panics",
@@ -370,8 +349,8 @@ fn r5_5_panic_resumes_unwinding_in_parent() {
         7
     );
     // gr1 can still be resumed; its pending switch returns normally.
-    out.borrow_mut().clear();
+    out.take();
     gr1.switch("resume").unwrap();
-    assert_eq!(*out.borrow(), ["gr1 resumed", "drop gr1 frame"]);
+    assert_eq!(out.lines(), ["gr1 resumed", "drop gr1 frame"]);
     assert!(gr1.is_dead());
 }

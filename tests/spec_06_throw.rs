@@ -11,21 +11,14 @@
 //!   counterpart, a greenlet that cannot be started because its stack cannot be allocated, is
 //!   tested: the caller gets the error and the greenlet stays unstarted.
 
+mod support;
+
 use std::cell::RefCell;
 use std::fmt;
 use std::rc::Rc;
 
 use greenlet::{getcurrent, Error, Greenlet, GreenletExit, Value};
-
-type Out = Rc<RefCell<Vec<String>>>;
-
-fn out() -> Out {
-    Rc::new(RefCell::new(Vec::new()))
-}
-
-fn say(out: &Out, line: impl Into<String>) {
-    out.borrow_mut().push(line.into());
-}
+use support::Log;
 
 /// A Python exception: its class name and its argument; `Display` is Python's `repr`.
 #[derive(Debug, Clone, PartialEq)]
@@ -51,11 +44,11 @@ fn exc0(kind: &'static str) -> Error {
 }
 
 /// Says its line when dropped: a `finally` block.
-struct Finally(Out, &'static str);
+struct Finally(Log, &'static str);
 
 impl Drop for Finally {
     fn drop(&mut self) {
-        say(&self.0, self.1);
+        self.0.say(self.1);
     }
 }
 
@@ -71,29 +64,28 @@ fn exit_of(v: Value) -> String {
 /// `switch`; what it does next decides what `throw` returns.
 #[test]
 fn r6_1_throw_into_suspended() {
-    let out = out();
+    let out = Log::new();
     let main = getcurrent();
     let g = Greenlet::new({
         let out = out.clone();
         let main = main.clone();
         move |_| match main.switch("ready") {
             Err(e) => {
-                say(&out, format!("caught in greenlet: {e}"));
+                out.say(format!("caught in greenlet: {e}"));
                 Ok("handled")
             }
             Ok(_) => Ok("not thrown"),
         }
     });
-    say(&out, g.switch(()).unwrap().downcast::<&str>().unwrap());
-    say(
-        &out,
+    out.say(g.switch(()).unwrap().downcast::<&str>().unwrap());
+    out.say(
         g.throw(exc("RuntimeError", "ciao"))
             .unwrap()
             .downcast::<&str>()
             .unwrap(),
     );
     assert_eq!(
-        *out.borrow(),
+        out.lines(),
         [
             "ready",
             "caught in greenlet: RuntimeError('ciao')",
@@ -109,7 +101,7 @@ fn r6_1_throw_into_suspended() {
 /// `GreenletExit` too.
 #[test]
 fn r6_2_kill_throws_greenlet_exit() {
-    let out = out();
+    let out = Log::new();
     let main = getcurrent();
     let g = Greenlet::new({
         let out = out.clone();
@@ -117,7 +109,7 @@ fn r6_2_kill_throws_greenlet_exit() {
         move |_| -> Result<(), Error> {
             match main.switch("ready") {
                 Err(e) => {
-                    say(&out, format!("greenlet sees {e} (exit: {})", e.is_exit()));
+                    out.say(format!("greenlet sees {e} (exit: {})", e.is_exit()));
                     Err(e) // re-raise
                 }
                 Ok(_) => Ok(()),
@@ -126,12 +118,9 @@ fn r6_2_kill_throws_greenlet_exit() {
     });
     g.switch(()).unwrap();
     let v = g.kill().unwrap();
-    say(
-        &out,
-        format!("kill() returned {} {}", exit_of(v), g.is_dead()),
-    );
+    out.say(format!("kill() returned {} {}", exit_of(v), g.is_dead()));
     assert_eq!(
-        *out.borrow(),
+        out.lines(),
         [
             "greenlet sees GreenletExit (exit: true)",
             "kill() returned GreenletExit true"
@@ -139,7 +128,7 @@ fn r6_2_kill_throws_greenlet_exit() {
     );
 
     // d08: the greenlet does not look at the exit, `?` passes it on.
-    let out2 = self::out();
+    let out2 = Log::new();
     let f = |_| -> Result<(), Error> {
         let parent = getcurrent().parent().unwrap();
         parent.switch("ok")?;
@@ -147,16 +136,16 @@ fn r6_2_kill_throws_greenlet_exit() {
         Ok(())
     };
     let g = Greenlet::new(f);
-    say(&out2, g.switch(()).unwrap().downcast::<&str>().unwrap());
+    out2.say(g.switch(()).unwrap().downcast::<&str>().unwrap());
     let res = g.kill().unwrap();
-    say(&out2, format!("{} {}", exit_of(res), g.is_dead()));
+    out2.say(format!("{} {}", exit_of(res), g.is_dead()));
     let res = g.kill().unwrap();
-    say(&out2, exit_of(res));
+    out2.say(exit_of(res));
     // throw(GreenletExit) is the same as kill().
     let res = g.throw(GreenletExit::new()).unwrap();
-    say(&out2, exit_of(res));
+    out2.say(exit_of(res));
     assert_eq!(
-        *out2.borrow(),
+        out2.lines(),
         ["ok", "GreenletExit true", "GreenletExit", "GreenletExit"]
     );
 }
@@ -228,7 +217,7 @@ fn r6_3_throw_accepts_anything_into_error() {
 /// a `GreenletExit` reaches it as a value.
 #[test]
 fn r6_4_throw_into_unstarted() {
-    let out = out();
+    let out = Log::new();
     let ran = Rc::new(RefCell::new(Vec::<i32>::new()));
     let g = Greenlet::new({
         let ran = ran.clone();
@@ -238,13 +227,14 @@ fn r6_4_throw_into_unstarted() {
         }
     });
     match g.throw(exc("ValueError", "early")) {
-        Err(e) => say(&out, format!("raised in main: {e}")),
-        Ok(v) => say(&out, format!("returned {v:?}")),
+        Err(e) => out.say(format!("raised in main: {e}")),
+        Ok(v) => out.say(format!("returned {v:?}")),
     }
-    say(
-        &out,
-        format!("run called? {:?} dead? {}", ran.borrow(), g.is_dead()),
-    );
+    out.say(format!(
+        "run called? {:?} dead? {}",
+        ran.borrow(),
+        g.is_dead()
+    ));
     let g2 = Greenlet::new({
         let ran = ran.clone();
         move |_| {
@@ -253,17 +243,14 @@ fn r6_4_throw_into_unstarted() {
         }
     });
     let v = g2.kill().unwrap();
-    say(
-        &out,
-        format!(
-            "kill() -> {} {:?} {}",
-            exit_of(v),
-            ran.borrow(),
-            g2.is_dead()
-        ),
-    );
+    out.say(format!(
+        "kill() -> {} {:?} {}",
+        exit_of(v),
+        ran.borrow(),
+        g2.is_dead()
+    ));
     assert_eq!(
-        *out.borrow(),
+        out.lines(),
         [
             "raised in main: ValueError('early')",
             "run called? [] dead? true",
@@ -288,9 +275,9 @@ fn r6_4_throw_into_unstarted() {
         let _held = held;
         Ok(())
     });
-    say(&out, format!("kill() -> {}", exit_of(g4.kill().unwrap())));
+    out.say(format!("kill() -> {}", exit_of(g4.kill().unwrap())));
     assert_eq!(
-        out.borrow()[3..],
+        out.lines()[3..],
         ["held greenlet finally", "kill() -> GreenletExit"]
     );
 
@@ -308,20 +295,17 @@ fn r6_4_throw_into_unstarted() {
 /// live ancestor (here the caller: `throw` returns it); any other error is raised there.
 #[test]
 fn r6_5_throw_into_dead() {
-    let out = out();
+    let out = Log::new();
     let g = Greenlet::new(|_| Ok(()));
     g.switch(()).unwrap();
-    say(&out, exit_of(g.kill().unwrap()));
-    say(
-        &out,
-        exit_of(g.throw(GreenletExit::with_message("x")).unwrap()),
-    );
+    out.say(exit_of(g.kill().unwrap()));
+    out.say(exit_of(g.throw(GreenletExit::with_message("x")).unwrap()));
     match g.throw(exc("ValueError", "into dead")) {
-        Err(e) => say(&out, format!("raised in main: {e}")),
-        Ok(v) => say(&out, format!("returned {v:?}")),
+        Err(e) => out.say(format!("raised in main: {e}")),
+        Ok(v) => out.say(format!("returned {v:?}")),
     }
     assert_eq!(
-        *out.borrow(),
+        out.lines(),
         [
             "GreenletExit",
             "GreenletExit: x",
@@ -334,7 +318,7 @@ fn r6_5_throw_into_dead() {
 /// what is thrown into it: a `GreenletExit` as a value, another error as an error.
 #[test]
 fn r6_5_throw_into_dead_with_live_parent() {
-    let out = out();
+    let out = Log::new();
     let main = getcurrent();
     let p = Greenlet::new({
         let out = out.clone();
@@ -347,27 +331,26 @@ fn r6_5_throw_into_dead_with_live_parent() {
                             Ok(exit) => exit.to_string(),
                             Err(r) => format!("{:?}", r.downcast::<&str>().unwrap()),
                         };
-                        say(&out, format!("p resumed with value {shown}"));
+                        out.say(format!("p resumed with value {shown}"));
                     }
                     Err(e) if e.is_exit() => return Err(e), // like Python's `except Exception`
-                    Err(e) => say(&out, format!("p caught {e}")),
+                    Err(e) => out.say(format!("p caught {e}")),
                 }
             }
         }
     });
     p.switch(()).unwrap();
     let c = Greenlet::builder().parent(&p).build(|_| Ok("c result"));
-    say(&out, c.switch(()).unwrap().downcast::<&str>().unwrap()); // c returns -> p -> main
-    say(&out, c.kill().unwrap().downcast::<&str>().unwrap()); // exit: a value for p
-    say(
-        &out,
+    out.say(c.switch(()).unwrap().downcast::<&str>().unwrap()); // c returns -> p -> main
+    out.say(c.kill().unwrap().downcast::<&str>().unwrap()); // exit: a value for p
+    out.say(
         c.throw(exc("KeyError", "k"))
             .unwrap()
             .downcast::<&str>()
             .unwrap(),
     ); // KeyError raised in p
     assert_eq!(
-        *out.borrow(),
+        out.lines(),
         [
             "p resumed with value \"c result\"",
             "p waiting",
@@ -383,28 +366,27 @@ fn r6_5_throw_into_dead_with_live_parent() {
 /// caller; a `GreenletExit` too (the greenlet is not dead, so it is not turned into a value).
 #[test]
 fn r6_6_throw_into_current() {
-    let out = out();
+    let out = Log::new();
     match getcurrent().throw(exc("ValueError", "self")) {
-        Err(e) => say(&out, format!("raised immediately: {e}")),
-        Ok(v) => say(&out, format!("returned {v:?}")),
+        Err(e) => out.say(format!("raised immediately: {e}")),
+        Ok(v) => out.say(format!("returned {v:?}")),
     }
     match getcurrent().kill() {
-        Err(e) if e.is_exit() => say(&out, format!("main.kill() raised {e}")),
-        other => say(&out, format!("unexpected {other:?}")),
+        Err(e) if e.is_exit() => out.say(format!("main.kill() raised {e}")),
+        other => out.say(format!("unexpected {other:?}")),
     }
     let body = {
         let out = out.clone();
         move |_| {
             let me = getcurrent();
             match me.throw(exc("KeyError", "k")) {
-                Err(e) => say(&out, format!("child caught {e}")),
-                Ok(v) => say(&out, format!("returned {v:?}")),
+                Err(e) => out.say(format!("child caught {e}")),
+                Ok(v) => out.say(format!("returned {v:?}")),
             }
             Ok("ok")
         }
     };
-    say(
-        &out,
+    out.say(
         Greenlet::new(body)
             .switch(())
             .unwrap()
@@ -412,7 +394,7 @@ fn r6_6_throw_into_current() {
             .unwrap(),
     );
     assert_eq!(
-        *out.borrow(),
+        out.lines(),
         [
             "raised immediately: ValueError('self')",
             "main.kill() raised GreenletExit",
@@ -427,7 +409,7 @@ fn r6_6_throw_into_current() {
 /// `g`'s parent, not to the thrower; an unstarted parent dies of it too.
 #[test]
 fn r6_7_throw_goes_to_parent() {
-    let out = out();
+    let out = Log::new();
     let main = getcurrent();
     let f1 = {
         let main = main.clone();
@@ -458,27 +440,24 @@ fn r6_7_throw_goes_to_parent() {
     let g1 = Greenlet::new(f1());
     let g2 = Greenlet::builder().parent(&g1).build(f2());
     match g2.throw(exc0("IndexError")) {
-        Err(e) => say(
-            &out,
-            format!("{e} in main; {} {}", g2.is_dead(), g1.is_dead()),
-        ),
-        Ok(v) => say(&out, format!("returned {v:?}")),
+        Err(e) => out.say(format!("{e} in main; {} {}", g2.is_dead(), g1.is_dead())),
+        Ok(v) => out.say(format!("returned {v:?}")),
     }
     // g1 suspended, g2 unstarted.
     let g1 = Greenlet::new(f1());
     let g2 = Greenlet::builder().parent(&g1).build(f2());
-    say(&out, str_of(g1.switch(())));
+    out.say(str_of(g1.switch(())));
     let r = str_of(g2.throw(exc0("IndexError")));
-    say(&out, format!("{r} {} {}", g2.is_dead(), g1.is_dead()));
+    out.say(format!("{r} {} {}", g2.is_dead(), g1.is_dead()));
     // g1 suspended, g2 suspended (in a switch to main).
     let g1 = Greenlet::new(f1());
     let g2 = Greenlet::builder().parent(&g1).build(f2());
-    say(&out, str_of(g1.switch(())));
-    say(&out, str_of(g2.switch(())));
+    out.say(str_of(g1.switch(())));
+    out.say(str_of(g2.switch(())));
     let r = str_of(g2.throw(exc0("IndexError")));
-    say(&out, format!("{r} {} {}", g2.is_dead(), g1.is_dead()));
+    out.say(format!("{r} {} {}", g2.is_dead(), g1.is_dead()));
     assert_eq!(
-        *out.borrow(),
+        out.lines(),
         [
             "IndexError() in main; true true",
             "f1 ready to catch",

@@ -11,25 +11,15 @@
 //! - §7.1, "parent cannot be on a different thread": handles are `!Send`, so a greenlet of
 //!   another thread cannot be named (see spec_09_threads.rs).
 
-use std::cell::RefCell;
-use std::rc::Rc;
+mod support;
 
 use greenlet::{getcurrent, Error, Greenlet, Value};
+use support::Log;
 
-type Out = Rc<RefCell<Vec<String>>>;
-
-fn out() -> Out {
-    Rc::new(RefCell::new(Vec::new()))
-}
-
-fn say(out: &Out, line: impl Into<String>) {
-    out.borrow_mut().push(line.into());
-}
-
-fn show(out: &Out, r: Result<(), Error>) {
+fn show(out: &Log, r: Result<(), Error>) {
     match r {
-        Ok(()) => say(out, "ok"),
-        Err(e) => say(out, format!("{e:?}: {e}")),
+        Ok(()) => out.say("ok"),
+        Err(e) => out.say(format!("{e:?}: {e}")),
     }
 }
 
@@ -37,7 +27,7 @@ fn show(out: &Out, r: Result<(), Error>) {
 /// greenlet's parent cannot be set and is `None`. A refused change leaves the parent as it was.
 #[test]
 fn r7_1_parent_rules() {
-    let out = out();
+    let out = Log::new();
     let main = getcurrent();
     let g1 = Greenlet::new(|_| Ok(()));
     let g2 = Greenlet::new(|_| Ok(()));
@@ -47,9 +37,9 @@ fn r7_1_parent_rules() {
     show(&out, g2.set_parent(&g3));
     show(&out, g3.set_parent(&g1));
     show(&out, main.set_parent(&g1));
-    say(&out, format!("{:?}", main.parent()));
+    out.say(format!("{:?}", main.parent()));
     assert_eq!(
-        *out.borrow(),
+        out.lines(),
         [
             "CyclicParent: cyclic parent chain",
             "ok",
@@ -70,7 +60,7 @@ fn r7_1_parent_rules() {
     show(&out, g1.set_parent(&g2));
     show(&out, g1.set_parent(&main));
     show(&out, g3.set_parent(&g1));
-    assert_eq!(out.borrow()[6..], ["ok", "ok", "ok"]);
+    assert_eq!(out.lines()[6..], ["ok", "ok", "ok"]);
 
     // A cycle through a started greenlet, refused from inside it.
     let runner = Greenlet::new({
@@ -90,26 +80,20 @@ fn r7_1_parent_rules() {
 /// changes where its result goes; an unstarted new parent is started with the result.
 #[test]
 fn r7_2_reparent_changes_return_target() {
-    let out = out();
+    let out = Log::new();
     let parent_glet = Greenlet::new({
         let out = out.clone();
         move |child_result: Value| {
-            say(
-                &out,
-                format!(
-                    "In the parent, got {}",
-                    child_result.downcast::<&str>().unwrap()
-                ),
-            );
+            out.say(format!(
+                "In the parent, got {}",
+                child_result.downcast::<&str>().unwrap()
+            ));
             Ok("parent done")
         }
     });
     let child_glet = Greenlet::new(|_| Ok("child result"));
     child_glet.set_parent(&parent_glet).unwrap();
-    say(
-        &out,
-        child_glet.switch(()).unwrap().downcast::<&str>().unwrap(),
-    );
+    out.say(child_glet.switch(()).unwrap().downcast::<&str>().unwrap());
     // Reparenting a suspended greenlet works too.
     let main = getcurrent();
     let w = Greenlet::new({
@@ -119,15 +103,15 @@ fn r7_2_reparent_changes_return_target() {
             Ok("worker result")
         }
     });
-    say(&out, w.switch(()).unwrap().downcast::<&str>().unwrap());
+    out.say(w.switch(()).unwrap().downcast::<&str>().unwrap());
     w.set_parent(&Greenlet::new(|r: Value| {
         Ok(("new parent got", r.downcast::<&str>().unwrap()))
     }))
     .unwrap();
     let (a, b) = w.switch(()).unwrap().downcast::<(&str, &str)>().unwrap();
-    say(&out, format!("({a:?}, {b:?})"));
+    out.say(format!("({a:?}, {b:?})"));
     assert_eq!(
-        *out.borrow(),
+        out.lines(),
         [
             "In the parent, got child result",
             "parent done",

@@ -14,30 +14,21 @@
 //!   so their destructors run. Tested here and in spec_09_threads.rs.
 //! - §1.8 step 7 (interpreter shutdown): no interpreter.
 
-mod common;
+mod support;
 
 use std::cell::{OnceCell, RefCell};
 use std::rc::Rc;
 use std::sync::{Arc, Mutex};
 
 use greenlet::{getcurrent, kill_all, panic_message, set_kill_hook, Error, Greenlet, KillFailure};
-
-type Out = Rc<RefCell<Vec<String>>>;
-
-fn out() -> Out {
-    Rc::new(RefCell::new(Vec::new()))
-}
-
-fn say(out: &Out, line: impl Into<String>) {
-    out.borrow_mut().push(line.into());
-}
+use support::Log;
 
 /// Says its line when dropped: a `finally` block.
-struct Guard(Out, &'static str);
+struct Guard(Log, &'static str);
 
 impl Drop for Guard {
     fn drop(&mut self) {
-        say(&self.0, self.1);
+        self.0.say(self.1);
     }
 }
 
@@ -45,7 +36,7 @@ impl Drop for Guard {
 /// `unraisable: FAILURE object is greenlet #ID`; the previous hook comes back on drop.
 struct HookGuard;
 
-fn log_kill_failures(out: &Out) -> HookGuard {
+fn log_kill_failures(out: &Log) -> HookGuard {
     let out = out.clone();
     set_kill_hook(Some(Rc::new(move |g: &Greenlet, failure: &KillFailure| {
         let what = match failure {
@@ -54,10 +45,7 @@ fn log_kill_failures(out: &Out) -> HookGuard {
             KillFailure::Survived => format!("GreenletExit did not kill {g:?}"),
             _ => "an unknown failure".to_string(),
         };
-        say(
-            &out,
-            format!("unraisable: {what} object is greenlet #{}", g.id()),
-        );
+        out.say(format!("unraisable: {what} object is greenlet #{}", g.id()));
     })));
     HookGuard
 }
@@ -82,7 +70,7 @@ fn parent_of_current() -> Greenlet {
 /// greenlet that dropped the handle.
 #[test]
 fn r8_1_drop_kills_suspended() {
-    let out = out();
+    let out = Log::new();
     let _hook = log_kill_failures(&out);
     let main = getcurrent();
     let g = Greenlet::new({
@@ -92,29 +80,26 @@ fn r8_1_drop_kills_suspended() {
             let _finally = Guard(out.clone(), "finally runs");
             match main.switch("suspended") {
                 Err(e) if e.is_exit() => {
-                    say(&out, format!("got {e}"));
+                    out.say(format!("got {e}"));
                     let me = getcurrent();
-                    say(
-                        &out,
-                        format!(
-                            "parent during kill is main? {}",
-                            me.parent() == Some(main.clone())
-                        ),
-                    );
+                    out.say(format!(
+                        "parent during kill is main? {}",
+                        me.parent() == Some(main.clone())
+                    ));
                     Err(e)
                 }
                 other => {
-                    say(&out, format!("unexpected {other:?}"));
+                    out.say(format!("unexpected {other:?}"));
                     Ok(())
                 }
             }
         }
     });
-    say(&out, g.switch(()).unwrap().downcast::<&str>().unwrap());
+    out.say(g.switch(()).unwrap().downcast::<&str>().unwrap());
     drop(g);
-    say(&out, "after drop");
+    out.say("after drop");
     assert_eq!(
-        *out.borrow(),
+        out.lines(),
         [
             "suspended",
             "got GreenletExit: Killing the greenlet because all references have vanished.",
@@ -132,7 +117,7 @@ fn r8_1_drop_kills_suspended() {
 /// payload.
 #[test]
 fn r8_1_drop_during_unwinding_kills() {
-    let out = out();
+    let out = Log::new();
     let _hook = log_kill_failures(&out);
     let victim = |label: &'static str, panics: bool| {
         let out = out.clone();
@@ -140,10 +125,10 @@ fn r8_1_drop_during_unwinding_kills() {
             let _finally = Guard(out.clone(), label);
             let parent = parent_of_current();
             let r = parent.switch(());
-            say(
-                &out,
-                format!("{label} killed: {}", r.as_ref().is_err_and(Error::is_exit)),
-            );
+            out.say(format!(
+                "{label} killed: {}",
+                r.as_ref().is_err_and(Error::is_exit)
+            ));
             if panics {
                 panic!("{label} panics while killed");
             }
@@ -169,7 +154,7 @@ fn r8_1_drop_during_unwinding_kills() {
     let payload = caught.expect_err("the dropper's panic goes on");
     assert_eq!(panic_message(payload.as_ref()), "the dropper panics again");
     assert_eq!(
-        *out.borrow(),
+        out.lines(),
         [
             "quiet killed: true".to_string(),
             "quiet".to_string(),
@@ -185,14 +170,14 @@ fn r8_1_drop_during_unwinding_kills() {
 /// dropped. (An unstarted greenlet's closure is dropped unrun: its captures are released.)
 #[test]
 fn r8_2_drop_unstarted_or_dead_runs_nothing() {
-    let out = out();
+    let out = Log::new();
     let _hook = log_kill_failures(&out);
     let g = Greenlet::new({
         let out = out.clone();
         let released = Guard(out.clone(), "unstarted closure released");
         move |_| {
             let _keep = &released;
-            say(&out, "ran");
+            out.say("ran");
             Ok(())
         }
     });
@@ -200,13 +185,13 @@ fn r8_2_drop_unstarted_or_dead_runs_nothing() {
     let h = Greenlet::new({
         let out = out.clone();
         move |_| {
-            say(&out, "h ran");
+            out.say("h ran");
             Ok(())
         }
     });
     h.switch(()).unwrap();
     drop(h); // already dead: nothing runs
-    assert_eq!(*out.borrow(), ["unstarted closure released", "h ran"]);
+    assert_eq!(out.lines(), ["unstarted closure released", "h ran"]);
 }
 
 /// f03_kill_parent_is_current_then_restored.py: during the kill the parent is the dropper
@@ -214,12 +199,12 @@ fn r8_2_drop_unstarted_or_dead_runs_nothing() {
 /// survives (it stored a handle to itself) and is not dead.
 #[test]
 fn r8_3_kill_parent_is_dropper_then_restored() {
-    let log = out();
+    let log = Log::new();
     let _hook = log_kill_failures(&log);
     let main = getcurrent();
     let hub = Greenlet::new(|_| Ok(()));
     let result: Rc<RefCell<Vec<Option<Greenlet>>>> = Rc::new(RefCell::new(Vec::new()));
-    let ended = out();
+    let ended = Log::new();
     let g = Greenlet::builder().parent(&hub).build({
         let main = main.clone();
         let hub = hub.clone();
@@ -253,30 +238,22 @@ fn r8_3_kill_parent_is_dropper_then_restored() {
         ),
         "true true false"
     );
-    assert!(
-        log.borrow().is_empty(),
-        "no kill failure: {:?}",
-        log.borrow()
-    );
+    assert!(log.lines().is_empty(), "no kill failure: {:?}", log.lines());
     // The survivor is an ordinary suspended greenlet again: dropping its last handle now (the
     // one `result` holds went first) kills it for good, with `hub` as its parent again.
     drop(std::mem::take(&mut *result.borrow_mut()));
     assert!(survivor.is_active());
-    assert!(ended.borrow().is_empty());
+    assert!(ended.lines().is_empty());
     drop(survivor);
-    assert_eq!(*ended.borrow(), ["worker finally"]);
-    assert!(
-        log.borrow().is_empty(),
-        "no kill failure: {:?}",
-        log.borrow()
-    );
+    assert_eq!(ended.lines(), ["worker finally"]);
+    assert!(log.lines().is_empty(), "no kill failure: {:?}", log.lines());
 }
 
 /// f04_kill_from_inside_child.py: a handle dropped inside a child greenlet: the kill switches
 /// into the victim and back into that child; the victim's return value is discarded.
 #[test]
 fn r8_3_kill_from_inside_child() {
-    let log = out();
+    let log = Log::new();
     let _hook = log_kill_failures(&log);
     let killer = Greenlet::new({
         let log = log.clone();
@@ -288,11 +265,8 @@ fn r8_3_kill_from_inside_child() {
                     match parent.switch(()) {
                         Err(e) if e.is_exit() => {
                             let during = getcurrent().parent().unwrap();
-                            say(&log, "victim killed");
-                            say(
-                                &log,
-                                format!("victim parent is killer? {}", during == parent),
-                            );
+                            log.say("victim killed");
+                            log.say(format!("victim parent is killer? {}", during == parent));
                             Ok("victim return value (discarded)")
                         }
                         _ => Ok("not killed"),
@@ -300,9 +274,9 @@ fn r8_3_kill_from_inside_child() {
                 }
             });
             v.switch(())?;
-            say(&log, "killer drops handle");
+            log.say("killer drops handle");
             drop(v);
-            say(&log, "killer continues");
+            log.say("killer continues");
             Ok("killer done")
         }
     });
@@ -311,7 +285,7 @@ fn r8_3_kill_from_inside_child() {
         "killer done"
     );
     assert_eq!(
-        *log.borrow(),
+        log.lines(),
         [
             "killer drops handle",
             "victim killed",
@@ -326,7 +300,7 @@ fn r8_3_kill_from_inside_child() {
 /// the second's temporary parent; both die, destructors in order, nothing reported.
 #[test]
 fn r8_3_nested_kills() {
-    let log = out();
+    let log = Log::new();
     let _hook = log_kill_failures(&log);
     let victim = |label: &'static str, holds: Option<Greenlet>| {
         let log = log.clone();
@@ -336,9 +310,9 @@ fn r8_3_nested_kills() {
             let parent = parent_of_current();
             let r = parent.switch(());
             let killer = getcurrent().parent().map_or(0, |p| p.id());
-            say(&log, format!("{label} killed by #{killer}"));
+            log.say(format!("{label} killed by #{killer}"));
             if holds.is_some() {
-                say(&log, format!("{label} releases its inner greenlet"));
+                log.say(format!("{label} releases its inner greenlet"));
             }
             r.map(drop)
         });
@@ -350,7 +324,7 @@ fn r8_3_nested_kills() {
     let (main_id, a_id) = (getcurrent().id(), a.id());
     drop(a);
     assert_eq!(
-        *log.borrow(),
+        log.lines(),
         [
             format!("a killed by #{main_id}"),
             "a releases its inner greenlet".to_string(),
@@ -378,7 +352,7 @@ impl std::error::Error for SomeError {}
 /// kill is reported the same way.
 #[test]
 fn r8_4_kill_error_goes_to_hook() {
-    let out = out();
+    let out = Log::new();
     let _hook = log_kill_failures(&out);
     let run = |_| -> Result<(), Error> {
         let parent = parent_of_current();
@@ -391,7 +365,7 @@ fn r8_4_kill_error_goes_to_hook() {
     g.switch(()).unwrap();
     let id = g.id();
     drop(g);
-    say(&out, "main continues");
+    out.say("main continues");
 
     let p = Greenlet::new(|_| -> Result<(), Error> {
         let parent = parent_of_current();
@@ -403,9 +377,9 @@ fn r8_4_kill_error_goes_to_hook() {
     p.switch(()).unwrap();
     let pid = p.id();
     drop(p);
-    say(&out, "main continues again");
+    out.say("main continues again");
     assert_eq!(
-        *out.borrow(),
+        out.lines(),
         [
             format!("unraisable: error SomeError('from kill') object is greenlet #{id}"),
             "main continues".to_string(),
@@ -460,7 +434,7 @@ fn r8_4_kill_hook_receives_the_error() {
 /// `GreenletExit did not kill <...>`) and leaked; the drop returns normally.
 #[test]
 fn r8_5_kill_survivor_is_reported_and_leaked() {
-    let out = out();
+    let out = Log::new();
     let _hook = log_kill_failures(&out);
     let main = getcurrent();
     let stubborn = Greenlet::new({
@@ -470,7 +444,7 @@ fn r8_5_kill_survivor_is_reported_and_leaked() {
             loop {
                 if let Err(e) = main.switch(()) {
                     if e.is_exit() {
-                        say(&out, "ignoring GreenletExit");
+                        out.say("ignoring GreenletExit");
                     }
                 }
             }
@@ -479,9 +453,9 @@ fn r8_5_kill_survivor_is_reported_and_leaked() {
     stubborn.switch(()).unwrap();
     let id = stubborn.id();
     drop(stubborn);
-    say(&out, "main continues");
+    out.say("main continues");
     assert_eq!(
-        *out.borrow(),
+        out.lines(),
         [
             "ignoring GreenletExit".to_string(),
             format!(
@@ -498,7 +472,7 @@ fn r8_5_kill_survivor_is_reported_and_leaked() {
 #[test]
 fn r8_5_kill_survivor_default_report_on_stderr() {
     if let Some((stdout, stderr)) =
-        common::in_child_process("r8_5_kill_survivor_default_report_on_stderr")
+        support::in_child_process("r8_5_kill_survivor_default_report_on_stderr")
     {
         // The harness prints `test NAME ... ` before the test's own first line.
         let id: String = stdout
@@ -542,7 +516,7 @@ fn r8_5_kill_survivor_default_report_on_stderr() {
 /// nothing reports it, and no later switch into the dropper delivers it.
 #[test]
 fn r8_6_kill_return_value_discarded() {
-    let out = out();
+    let out = Log::new();
     let _hook = log_kill_failures(&out);
     let main = getcurrent();
     let g = Greenlet::new({
@@ -550,7 +524,7 @@ fn r8_6_kill_return_value_discarded() {
         let main = main.clone();
         move |_| match main.switch(()) {
             Err(e) if e.is_exit() => {
-                say(&out, "returning from kill");
+                out.say("returning from kill");
                 Ok("returned from kill")
             }
             _ => Ok("not killed"),
@@ -558,7 +532,7 @@ fn r8_6_kill_return_value_discarded() {
     });
     g.switch(()).unwrap();
     drop(g);
-    say(&out, "main continues");
+    out.say("main continues");
     assert!(
         main.switch(()).unwrap().is_unit(),
         "nothing pending for main"
@@ -569,14 +543,14 @@ fn r8_6_kill_return_value_discarded() {
         later.switch(()).unwrap().downcast::<&str>().unwrap(),
         "later"
     );
-    assert_eq!(*out.borrow(), ["returning from kill", "main continues"]);
+    assert_eq!(out.lines(), ["returning from kill", "main continues"]);
 }
 
 /// f08_gc_cycle.py: a suspended greenlet whose own stack holds a handle to it is not killed
 /// when the outside handles go (it leaks, as in Python); `kill_all` kills it.
 #[test]
 fn r8_7_self_referencing_greenlet_is_not_killed_by_drop() {
-    let seen = out();
+    let seen = Log::new();
     let main = getcurrent();
     let g = Greenlet::new({
         let seen = seen.clone();
@@ -585,7 +559,7 @@ fn r8_7_self_referencing_greenlet_is_not_killed_by_drop() {
             let _me = getcurrent(); // a handle to itself on its own stack: a cycle
             match main.switch(()) {
                 Err(e) if e.is_exit() => {
-                    say(&seen, "killed");
+                    seen.say("killed");
                     Err(e)
                 }
                 _ => Ok(()),
@@ -594,9 +568,9 @@ fn r8_7_self_referencing_greenlet_is_not_killed_by_drop() {
     });
     g.switch(()).unwrap();
     drop(g);
-    assert!(seen.borrow().is_empty());
+    assert!(seen.lines().is_empty());
     assert_eq!(kill_all(), 1);
-    assert_eq!(*seen.borrow(), ["killed"]);
+    assert_eq!(seen.lines(), ["killed"]);
 }
 
 /// f09_dealloc_switch_args_not_lost.py: a greenlet whose last handle goes away during its own
@@ -604,7 +578,7 @@ fn r8_7_self_referencing_greenlet_is_not_killed_by_drop() {
 /// target.
 #[test]
 fn r8_8_switch_value_not_lost_when_killed_mid_switch() {
-    let seen = out();
+    let seen = Log::new();
     let worker_ref: Rc<RefCell<Vec<Greenlet>>> = Rc::new(RefCell::new(Vec::new()));
     let initiator_cell: Rc<OnceCell<Greenlet>> = Rc::new(OnceCell::new());
     let worker = Greenlet::new({
@@ -630,7 +604,7 @@ fn r8_8_switch_value_not_lost_when_killed_mid_switch() {
     initiator_cell.set(initiator.clone()).unwrap();
     let value = initiator.switch(()).unwrap();
     assert_eq!(
-        format!("{:?} {}", seen.borrow(), value.downcast::<i32>().unwrap()),
+        format!("{:?} {}", seen.lines(), value.downcast::<i32>().unwrap()),
         "[\"worker finally ran\"] 42"
     );
     assert!(worker_ref.borrow().is_empty());
@@ -701,7 +675,7 @@ fn r8_9_thread_exit_kills_suspended_greenlets() {
 /// after it has switched out; the value of that switch still reaches its target.
 #[test]
 fn r8_8_last_handle_dropped_while_running_kills_after_the_switch_out() {
-    let seen = out();
+    let seen = Log::new();
     let main = getcurrent();
     let child_slot: Rc<RefCell<Option<Greenlet>>> = Rc::new(RefCell::new(None));
     let p = Greenlet::new({
@@ -714,10 +688,10 @@ fn r8_8_last_handle_dropped_while_running_kills_after_the_switch_out() {
             let child = child_slot.borrow_mut().take().unwrap();
             child.set_parent(&main)?; // p's last handle goes here
             drop(child);
-            say(&seen, "p runs without a handle");
+            seen.say("p runs without a handle");
             match main.switch("from p") {
-                Err(e) if e.is_exit() => say(&seen, "p killed"),
-                other => say(&seen, format!("p resumed with {other:?}")),
+                Err(e) if e.is_exit() => seen.say("p killed"),
+                other => seen.say(format!("p resumed with {other:?}")),
             }
             Ok(())
         }
@@ -728,6 +702,6 @@ fn r8_8_last_handle_dropped_while_running_kills_after_the_switch_out() {
     // The child returns at once; its result resumes p, which switches back here.
     let got = child.switch(()).unwrap();
     assert_eq!(got.downcast::<&str>().unwrap(), "from p");
-    assert_eq!(*seen.borrow(), ["p runs without a handle", "p killed"]);
+    assert_eq!(seen.lines(), ["p runs without a handle", "p killed"]);
     assert!(child.is_dead());
 }

@@ -10,7 +10,7 @@
 //! one and those calls do not compile. The `compile_fail` doctest on `Greenlet` shows the
 //! refusal; `r9_2_handles_are_not_send` checks the auto traits here.
 
-mod common;
+mod support;
 
 use std::cell::RefCell;
 use std::rc::Rc;
@@ -285,7 +285,7 @@ thread_local! {
 /// dropping its handle afterwards does nothing more.
 #[test]
 fn r9_3_thread_local_handles_outliving_the_teardown() {
-    if common::in_child_process("r9_3_thread_local_handles_outliving_the_teardown").is_some() {
+    if support::in_child_process("r9_3_thread_local_handles_outliving_the_teardown").is_some() {
         return;
     }
     let log = shared();
@@ -334,7 +334,7 @@ fn r9_3_thread_local_handles_outliving_the_teardown() {
 /// without crashing (spec R4: "A thread that exits with suspended greenlets must not crash").
 #[test]
 fn r9_3_thread_local_handle_to_a_survivor_outliving_the_teardown() {
-    if common::in_child_process("r9_3_thread_local_handle_to_a_survivor_outliving_the_teardown")
+    if support::in_child_process("r9_3_thread_local_handle_to_a_survivor_outliving_the_teardown")
         .is_some()
     {
         return;

@@ -4,12 +4,12 @@
 //! tracer of §10.6 (a `Tracer` is a closure by construction, checked at compile time); the
 //! exact tuple shape of §10.4 becomes the `Event` enum, tested here.
 
-mod common;
+mod support;
 
 use std::sync::mpsc;
 
-use common::{nm, printing_tracer, Log};
 use greenlet::{getcurrent, gettrace, settrace, Event, EventKind, Greenlet, Tracer};
+use support::{nm, printing_tracer, Log};
 
 fn noop() -> Tracer {
     Tracer::new(|_| Ok(()))

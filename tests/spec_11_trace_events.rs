@@ -6,10 +6,10 @@
 //! half is tested with the Rust counterpart of a greenlet that cannot start: one whose stack
 //! cannot be allocated.
 
-mod common;
+mod support;
 
-use common::{kind, named, nm, printing_tracer, Log};
 use greenlet::{getcurrent, settrace, Error, Event, Greenlet, GreenletExit, Recorder, Tracer};
+use support::{kind, named, nm, printing_tracer, Log};
 
 /// A stack size no machine can map: starting such a greenlet fails before any transfer.
 const IMPOSSIBLE_STACK: usize = 1 << 62;

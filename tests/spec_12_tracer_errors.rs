@@ -4,16 +4,16 @@
 //! replacement is tested). §12.11's scripts are in `spec_14_upstream.rs`. Added for Rust: a
 //! panicking tracer behaves as a failing one, with the panic resuming in the target.
 
-mod common;
+mod support;
 
 use std::cell::Cell;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::rc::Rc;
 
-use common::{kind, named, nm, trace_line, Log};
 use greenlet::{
     getcurrent, gettrace, set_kill_hook, settrace, Error, Event, GreenletExit, KillFailure, Tracer,
 };
+use support::{kind, named, nm, trace_line, Log};
 
 /// The examples' failing tracer: prints the event, then raises `TraceError(event)`.
 fn failing_tracer(log: &Log, fail_when: impl Fn(&Event) -> bool + 'static) -> Tracer {

@@ -6,16 +6,16 @@
 //! `test_interpreter_shutdown` cases' Rust counterpart (tracing calls while a thread is being
 //! torn down) is `settrace_and_gettrace_during_thread_teardown_do_not_crash`.
 
-mod common;
+mod support;
 
 use std::cell::{Cell, OnceCell, RefCell};
 use std::rc::Rc;
 
-use common::{words, Log};
 use greenlet::{
     getcurrent, gettrace, settrace, Error, Event, Greenlet, InjectedFailure, RecordedEvent,
     Recorder, Tracer,
 };
+use support::{words, Log};
 
 #[test]
 fn test_a_greenlet_tracing() {

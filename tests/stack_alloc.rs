@@ -2,45 +2,32 @@
 //! the one-line overflow report.
 //!
 //! Tests that count mappings, RSS or allocator counters, and tests that crash on purpose, run
-//! their body in a child process (this test binary re-executed with `STACK_ALLOC_CHILD` set
-//! to the test's name), so other tests running in parallel cannot disturb the figures.
+//! their body in a child process (this test binary re-executed for that test alone,
+//! [`support::run_in_child`]), so other tests running in parallel cannot disturb the figures.
 
-use std::env;
+mod support;
+
 use std::hint::black_box;
 use std::os::unix::process::ExitStatusExt;
-use std::process::{Command, Output};
+use std::process::Output;
 
 use corosensei::stack::Stack;
 use corosensei::{Coroutine, CoroutineResult, Yielder};
 use greenlet::stack::{self, GreenStack, GuardMode, DEFAULT_STACK_SIZE};
 
-const CHILD_ENV: &str = "STACK_ALLOC_CHILD";
-
-/// Runs `body` when this process is the child for `name`; otherwise starts that child and
-/// returns its output.
+/// Runs `body` when this process is the child for `name` ([`support::run_in_child`]);
+/// otherwise starts that child and returns its output.
 fn in_child(name: &str, body: impl FnOnce()) -> Option<Output> {
-    if env::var(CHILD_ENV).as_deref() == Ok(name) {
+    let Some((status, stdout, stderr)) = support::run_in_child(name) else {
         body();
         return None;
-    }
-    let out = Command::new(env::current_exe().expect("test binary path"))
-        .args([
-            name,
-            "--exact",
-            "--nocapture",
-            "--test-threads=1",
-            "--include-ignored",
-        ])
-        .env(CHILD_ENV, name)
-        .output()
-        .expect("cannot re-execute the test binary");
-    eprintln!(
-        "--- child {name}: {:?}\n--- stdout:\n{}--- stderr:\n{}",
-        out.status,
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    Some(out)
+    };
+    eprintln!("--- child {name}: {status:?}\n--- stdout:\n{stdout}--- stderr:\n{stderr}");
+    Some(Output {
+        status,
+        stdout: stdout.into_bytes(),
+        stderr: stderr.into_bytes(),
+    })
 }
 
 /// Asserts that a child exited normally and its test passed.

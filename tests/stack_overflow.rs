@@ -1,7 +1,7 @@
 //! A stack overflow inside a greenlet is reported in one line naming the greenlet and its
 //! stack size, then the process aborts (issue "Performance and scale", item 5).
 
-mod common;
+mod support;
 
 use std::os::unix::process::ExitStatusExt;
 
@@ -20,7 +20,7 @@ fn recurse(depth: u64) -> u64 {
 #[test]
 fn overflow_in_a_named_greenlet_is_reported_then_aborts() {
     let Some((status, _, stderr)) =
-        common::run_in_child("overflow_in_a_named_greenlet_is_reported_then_aborts")
+        support::run_in_child("overflow_in_a_named_greenlet_is_reported_then_aborts")
     else {
         let g = Greenlet::builder()
             .name("deep-diver")

@@ -6,12 +6,12 @@
 //! The text must not depend on the terminal: it is the same through a pipe with any
 //! `COLUMNS`, and on a 40-column terminal (a pseudo-terminal made by util-linux `script`).
 
-mod gltop_common;
+mod support;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
-use gltop_common::example;
+use support::{ci, example, require, root, tool};
 
 /// The binaries with a command line: gltop, the workloads' binaries (`workloads/src/bin/`) and
 /// the runtime's `million` example (`switch_loop` takes two positional arguments and has no
@@ -21,7 +21,6 @@ fn binaries() -> Vec<(&'static str, PathBuf)> {
         ("gltop", PathBuf::from(env!("CARGO_BIN_EXE_gltop"))),
         ("workload", example("workload")),
         ("demo", example("demo")),
-        ("gltop_target", example("gltop_target")),
         ("million", example("million")),
     ]
 }
@@ -51,19 +50,17 @@ fn help_piped(name: &str, bin: &Path, columns: &str) -> String {
     String::from_utf8(out.stdout).expect("help is UTF-8")
 }
 
-/// `bin --help` on a pseudo-terminal 40 columns wide, or None without `script`.
-fn help_on_a_terminal(name: &str, bin: &Path) -> Option<String> {
+/// `bin --help` on a pseudo-terminal 40 columns wide (made by `script`).
+fn help_on_a_terminal(name: &str, bin: &Path) -> String {
     let inner = format!("stty cols 40 rows 24; exec '{}' --help", bin.display());
     let out = plain(Command::new("script").args(["-q", "-e", "-c", &inner, "/dev/null"]))
         .output()
-        .ok()?;
+        .unwrap_or_else(|e| panic!("cannot run script: {e}"));
     assert!(out.status.success(), "{name} --help on a terminal: {out:?}");
     // The terminal turns each newline into CR LF.
-    Some(
-        String::from_utf8(out.stdout)
-            .expect("help is UTF-8")
-            .replace("\r\n", "\n"),
-    )
+    String::from_utf8(out.stdout)
+        .expect("help is UTF-8")
+        .replace("\r\n", "\n")
 }
 
 /// A line diff of `want` (-) and `got` (+), with two lines of context around each change.
@@ -125,9 +122,13 @@ fn the_diff_shows_what_changed() {
 #[test]
 fn help_matches_the_snapshots_whatever_the_terminal() {
     let update = std::env::var("UPDATE_SNAPSHOTS").as_deref() == Ok("1");
-    if update && std::env::var("CI").as_deref() == Ok("true") {
+    if update && ci() {
         panic!("UPDATE_SNAPSHOTS=1 under CI=true: snapshots are updated by a person, not by CI");
     }
+    let on_a_terminal = require(
+        "the check of --help on a 40-column terminal",
+        tool("script", "--version"),
+    );
     let mut failures = Vec::new();
     for (name, bin) in binaries() {
         let help = help_piped(name, &bin, "80");
@@ -138,16 +139,14 @@ fn help_matches_the_snapshots_whatever_the_terminal() {
                 ));
             }
         }
-        match help_on_a_terminal(name, &bin) {
-            Some(tty) if tty != help => failures.push(format!(
-                "{name} --help differs on a 40-column terminal:\n{}",
-                diff(&help, &tty)
-            )),
-            Some(_) => {}
-            None if std::env::var("CI").as_deref() == Ok("true") => {
-                panic!("script (util-linux) is required under CI=true")
+        if on_a_terminal {
+            let tty = help_on_a_terminal(name, &bin);
+            if tty != help {
+                failures.push(format!(
+                    "{name} --help differs on a 40-column terminal:\n{}",
+                    diff(&help, &tty)
+                ));
             }
-            None => eprintln!("script is not installed: {name} not checked on a terminal"),
         }
 
         let path = snapshot_path(name);
@@ -193,9 +192,7 @@ fn readme_and_help_agree_on_the_default_attach_mode() {
         .expect("a default attach mode in the help");
     assert!(modes.contains(&default), "{modes:?} {default}");
 
-    let readme =
-        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("../README.md"))
-            .expect("README.md");
+    let readme = std::fs::read_to_string(root().join("README.md")).expect("README.md");
     // Joined lines: a phrase may be wrapped.
     let readme = readme.split_whitespace().collect::<Vec<_>>().join(" ");
     let called_default: Vec<&str> = modes

@@ -1,19 +1,18 @@
 //! Misuse of every binary the project ships or documents (issue 6, item 4): `gltop`, and the
-//! examples with a command line, `workload`, `demo`, `gltop_target`, `million` and
-//! `switch_loop`. Each misuse must give
-//! exactly one line on stderr (`NAME: what is wrong`), exit code 2, nothing on stdout, and
-//! never a panic or a backtrace (the binaries run with `RUST_BACKTRACE=1`, so a panic would
-//! show one). Every table runs to the end and reports all its failures at once.
+//! examples with a command line, `workload`, `demo`, `million` and `switch_loop`. Each misuse
+//! must give exactly one line on stderr (`NAME: what is wrong`), exit code 2, nothing on
+//! stdout, and never a panic or a backtrace (the binaries run with `RUST_BACKTRACE=1`, so a
+//! panic would show one). Every table runs to the end and reports all its failures at once.
 //!
 //! (`examples/tracing.rs` and `gltop/examples/gltop_cost.rs` take no arguments.)
 
-mod gltop_common;
+mod support;
 
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use gltop_common::*;
+use support::*;
 
 /// How long a refused command may take: a misuse is refused at once, so a binary that is
 /// still running after this has accepted it.
@@ -290,13 +289,12 @@ fn gltop_pids_of_no_process() {
     // A zombie: exited, not reaped yet.
     let mut zombie = Command::new("true").spawn().unwrap();
     let zpid = zombie.id() as i32;
-    let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    while !std::fs::read_to_string(format!("/proc/{zpid}/stat"))
-        .is_ok_and(|s| gltop::loader::process::parse_stat(&s).is_some_and(|(st, _)| st == 'Z'))
-    {
-        assert!(std::time::Instant::now() < deadline, "no zombie");
-        std::thread::sleep(Duration::from_millis(10));
-    }
+    poll_until(Instant::now() + Duration::from_secs(10), || {
+        std::fs::read_to_string(format!("/proc/{zpid}/stat"))
+            .is_ok_and(|s| gltop::loader::process::parse_stat(&s).is_some_and(|(st, _)| st == 'Z'))
+            .then_some(())
+    })
+    .expect("no zombie");
     let rows = vec![
         attach(
             "a reaped child's PID",
@@ -349,16 +347,15 @@ fn gltop_processes_without_probes() {
             sleeper.pid()
         ),
     )];
-    match a_kernel_thread() {
-        Some(k) => {
-            let comm = std::fs::read_to_string(format!("/proc/{k}/comm")).unwrap();
-            rows.push(attach(
-                "a kernel thread",
-                k,
-                &format!("process {k} ({}) has no greenlet USDT probes", comm.trim()),
-            ));
-        }
-        None => eprintln!("no kernel thread visible here: that case is skipped"),
+    let kernel_thread = a_kernel_thread().ok_or("no kernel thread is visible here".to_string());
+    if require("the kernel-thread case", kernel_thread.clone().map(drop)) {
+        let k = kernel_thread.unwrap();
+        let comm = std::fs::read_to_string(format!("/proc/{k}/comm")).unwrap();
+        rows.push(attach(
+            "a kernel thread",
+            k,
+            &format!("process {k} ({}) has no greenlet USDT probes", comm.trim()),
+        ));
     }
     check_all("gltop", &gltop_bin(), &[], &rows);
 }
@@ -375,11 +372,14 @@ fn effective_uid_is_root() -> bool {
 
 #[test]
 fn gltop_without_bpf_privilege_says_which_is_missing() {
-    if !tool_or_skip("setpriv", "--version") {
+    if !require(
+        "gltop_without_bpf_privilege_says_which_is_missing",
+        tool("setpriv", "--version"),
+    ) {
         return;
     }
     // A process with greenlet probes, which gltop could trace with the privilege.
-    let t = target(&["--threads", "1", "--rounds", "10"]);
+    let t = target(&["--threads", "1", "--switches", "10"]);
     let rows = vec![attach(
         "no BPF privilege",
         t.pid(),
@@ -396,11 +396,12 @@ fn gltop_without_bpf_privilege_says_which_is_missing() {
     check_all("gltop", &gltop_bin(), &drop_all, &rows);
 
     // An unprivileged user (nobody): only root can switch to it.
-    if !effective_uid_is_root() {
-        if std::env::var("CI").as_deref() == Ok("true") {
-            panic!("the tests run as root under CI=true");
-        }
-        eprintln!("skipping the unprivileged-user case: not root");
+    let root = if effective_uid_is_root() {
+        Ok(())
+    } else {
+        Err("not root".to_string())
+    };
+    if !require("the unprivileged-user case", root) {
         return;
     }
     let nobody = [
@@ -510,6 +511,26 @@ fn workload_flags() {
                 &["--linger=bogus"],
                 "invalid value 'bogus' for '--linger <LINGER>'",
             ),
+            (
+                "start file without its value",
+                &["--wait-for-file"],
+                "a value is required for '--wait-for-file <PATH>'",
+            ),
+            (
+                "wait for a tracer twice",
+                &["--wait-for-tracer", "--wait-for-tracer"],
+                "the argument '--wait-for-tracer' cannot be used multiple times",
+            ),
+            (
+                "non-numeric spin",
+                &["--spin-us", "x"],
+                "invalid value 'x' for '--spin-us <SPIN_US>'",
+            ),
+            (
+                "negative exec delay",
+                &["--then-exec-sleep", "-1"],
+                "unexpected argument '-1' found",
+            ),
         ],
     ));
     check_all("workload", &example("workload"), &[], &rows);
@@ -560,28 +581,6 @@ fn demo_flags() {
         ],
     ));
     check_all("demo", &example("demo"), &[], &rows);
-}
-
-#[test]
-fn gltop_target_flags() {
-    let mut rows = clap_misuses(&[], "--wait-for-file", "--wait-for-tracer");
-    rows.extend(misuses(
-        &[],
-        &[
-            ("zero threads", &["--threads", "0"], "0 is not in 1..=1024"),
-            (
-                "non-numeric rounds",
-                &["--rounds", "x"],
-                "invalid value 'x' for '--rounds <ROUNDS>'",
-            ),
-            (
-                "negative exec delay",
-                &["--then-exec-sleep", "-1"],
-                "unexpected argument '-1' found",
-            ),
-        ],
-    ));
-    check_all("gltop_target", &example("gltop_target"), &[], &rows);
 }
 
 #[test]

@@ -4,12 +4,12 @@
 //! the forked shell had exec'd the demo handed gltop the shell, which has no probes: 2 starts
 //! in 11 failed that way.)
 
-mod gltop_common;
+mod support;
 
 use std::path::Path;
 use std::process::{Command, Stdio};
 
-use gltop_common::{bpf_or_skip, example, json_lines, serial};
+use support::{bpf_or_skip, example, json_lines, serial};
 
 const STARTS: usize = 50;
 

@@ -4,35 +4,35 @@
 //! at once count exactly and come and go independently; maps ten times too small show their
 //! overflow in the TUI header; the detail view of a greenlet the view forgot says so.
 //!
-//! The BPF objects are found by the target's PID (see `gltop_common::kernel`), so other BPF
+//! The BPF objects are found by the target's PID (see `support::kernel`), so other BPF
 //! users on the machine do not disturb these checks.
 
-mod gltop_common;
+mod support;
 
-use std::collections::{BTreeMap, BTreeSet};
 use std::os::unix::process::ExitStatusExt;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use gltop_common::kernel::{gltop_objects, Objects};
-use gltop_common::tmux::{tmux_or_skip, Tmux};
-use gltop_common::*;
 use nix::sys::signal::Signal;
-use serde_json::Value;
+use support::kernel::{gltop_objects, Objects};
+use support::tmux::{bpf_and_tmux_or_skip, Tmux};
+use support::*;
 
 const LONG: Duration = Duration::from_secs(30);
 
-/// A target that keeps switching (for hours) once a tracer is attached.
+/// A target that keeps switching (for hours) once a tracer is attached: one iteration of
+/// a billion steps, every fifth a throw. Its first greenlets die before the steps (the
+/// `unborn` and `discarded` greenlets of each thread), the others at the end.
 fn long_target(threads: &str) -> Proc {
     target(&[
         "--threads",
         threads,
         "--greenlets",
         "3",
-        "--rounds",
-        "100000000",
-        "--throw-every",
-        "5",
+        "--switches",
+        "800000000",
+        "--throws",
+        "200000000",
     ])
 }
 
@@ -114,63 +114,18 @@ fn a_target_killed_with_sigkill_ends_gltop_with_a_message_and_exit_zero() {
     assert_eq!(lines.len(), 2, "attached, then exited: {err}");
     assert_eq!(
         lines[1],
-        format!("gltop: process {} (gltop_target) exited", t.pid())
+        format!("gltop: process {} (workload) exited", t.pid())
     );
     let out = json_lines(&g.stdout_text());
     assert_eq!(out.len(), 1, "one final snapshot");
     let totals = &out[0]["totals"];
     assert!(totals["switches"].as_u64().unwrap() > 0, "{totals}");
     assert!(totals["throws"].as_u64().unwrap() > 0, "{totals}");
-    // Killed mid-flight: no greenlet died (SIGKILL runs no code in the target).
-    assert_eq!(totals["greenlets_dead"], 0, "{totals}");
+    // Killed mid-flight: no worker, hub or main greenlet died (SIGKILL runs no code in the
+    // target), only the unborn and discarded greenlets of the two threads, before the steps.
+    assert_eq!(totals["greenlets_dead"], 4, "{totals}");
     let left = attached.wait_gone(Duration::from_secs(10));
     assert!(left.is_empty(), "outlived gltop: {left:?}");
-}
-
-/// gltop's lines (`merged`) against `gltop_target`'s report: totals, every edge and every
-/// greenlet's name and counts, exactly.
-fn assert_matches_target(who: &str, report: &Value, last: &Value) {
-    let totals = &last["totals"];
-    assert_eq!(totals["switches"], report["switches"], "{who}: switches");
-    assert_eq!(totals["throws"], report["throws"], "{who}: throws");
-    assert_eq!(totals["dropped"], 0, "{who}: {totals}");
-    assert_eq!(totals["late_greenlets"], 0, "{who}: {totals}");
-
-    let want: BTreeMap<(u64, u64), (u64, u64)> = report["edges"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|e| {
-            let n = |i: usize| e[i].as_u64().unwrap();
-            ((n(0), n(1)), (n(2), n(3)))
-        })
-        .collect();
-    assert_eq!(edge_counts(last), want, "{who}: per-edge counts");
-
-    let names = report["names"].as_object().unwrap();
-    let ids: BTreeSet<u64> = names.keys().map(|k| k.parse().unwrap()).collect();
-    let recorded: BTreeSet<u64> = last["greenlets"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|g| g["id"].as_u64().unwrap())
-        .collect();
-    assert_eq!(recorded, ids, "{who}: the greenlets recorded");
-    for id in ids {
-        let g = greenlet(last, id).unwrap();
-        assert_eq!(g["name"], names[&id.to_string()], "{who}: name of {id}");
-        let sum = |dir: fn(&(u64, u64)) -> u64, count: fn(&(u64, u64)) -> u64| -> u64 {
-            want.iter()
-                .filter(|(k, _)| dir(k) == id)
-                .map(|(_, v)| count(v))
-                .sum()
-        };
-        assert_eq!(g["switches_in"], sum(|k| k.1, |v| v.0), "{who}: {id}");
-        assert_eq!(g["switches_out"], sum(|k| k.0, |v| v.0), "{who}: {id}");
-        assert_eq!(g["throws_in"], sum(|k| k.1, |v| v.1), "{who}: {id}");
-        assert_eq!(g["throws_out"], sum(|k| k.0, |v| v.1), "{who}: {id}");
-        assert_eq!(g["state"], "dead", "{who}: {id}");
-    }
 }
 
 #[test]
@@ -184,16 +139,16 @@ fn gltops_on_one_process_count_exactly_and_come_and_go_independently() {
     let go = dir.join("go");
     let _ = std::fs::remove_file(&go);
     let mut t = Proc::spawn(
-        Command::new(example("gltop_target"))
+        Command::new(example("workload"))
             .args([
                 "--threads",
                 "3",
                 "--greenlets",
                 "4",
-                "--rounds",
+                "--switches",
+                "40000",
+                "--throws",
                 "20000",
-                "--throw-every",
-                "3",
             ])
             .arg("--wait-for-file")
             .arg(&go)
@@ -237,14 +192,14 @@ fn gltops_on_one_process_count_exactly_and_come_and_go_independently() {
         .wait_for(Duration::from_secs(120))
         .expect("the target ends");
     assert!(st.success(), "{}", t.stderr_text());
-    let report: Value = serde_json::from_str(t.stdout_text().trim()).unwrap();
-    assert!(report["switches"].as_u64().unwrap() > 100_000, "{report}");
+    let report = report_of(&mut t);
+    assert!(report.totals.switch > 100_000, "{:?}", report.totals);
     for (who, g) in [("uprobe gltop", &mut a), ("usdt gltop", &mut b)] {
         let st = g.wait_for(LONG).expect("gltop ends with its target");
         assert_eq!(st.code(), Some(0), "{who}: {}", g.stderr_text());
         let last = merged(&json_lines(&g.stdout_text()));
         assert_eq!(last["attach"]["mode"], who.split(' ').next().unwrap());
-        assert_matches_target(who, &report, &last);
+        assert_exact(who, &report, &last);
     }
     std::fs::remove_dir_all(&dir).ok();
 }
@@ -258,18 +213,20 @@ fn header_dropped(screen: &str) -> Option<String> {
 
 #[test]
 fn overflowing_maps_show_in_the_tui_header() {
-    if !bpf_or_skip("overflowing_maps_show_in_the_tui_header") || !tmux_or_skip() {
+    if !bpf_and_tmux_or_skip("overflowing_maps_show_in_the_tui_header") {
         return;
     }
     let _s = serial();
-    // 640 greenlets alive in a ring, maps of 64: most events find no room.
+    // 640 workers alive under one hub, maps of 64: most events find no room.
     let t = target(&[
         "--threads",
         "1",
         "--greenlets",
         "640",
-        "--rounds",
-        "100000000",
+        "--switches",
+        "1000000000",
+        "--throws",
+        "0",
     ]);
     let cmd = format!(
         "{} -p {} -d 0.5 --hit-cost-ns 500 --max-greenlets 64 --max-edges 64; \
@@ -296,7 +253,7 @@ fn overflowing_maps_show_in_the_tui_header() {
     assert!(shown <= 64, "{shown} rows from maps of 64:\n{screen}");
     // A recorded greenlet keeps its record: its detail stays.
     tmux.keys(&["j", "Enter"]);
-    tmux.wait_for("a ring greenlet's detail", LONG, |s| {
+    tmux.wait_for("a worker's detail", LONG, |s| {
         s.contains("slices (switch-in")
     });
     std::thread::sleep(Duration::from_secs(2));
@@ -310,7 +267,7 @@ fn overflowing_maps_show_in_the_tui_header() {
 
 #[test]
 fn the_detail_of_a_forgotten_greenlet_says_so() {
-    if !bpf_or_skip("the_detail_of_a_forgotten_greenlet_says_so") || !tmux_or_skip() {
+    if !bpf_and_tmux_or_skip("the_detail_of_a_forgotten_greenlet_says_so") {
         return;
     }
     let _s = serial();

@@ -1,115 +1,35 @@
 //! Kernel-side counts equal what `settrace` saw, exactly: totals, per-edge and per-greenlet
-//! counts from `gltop --json`, against the settrace report of the probes issue's workload
+//! counts from `gltop --json`, against the settrace report of the oracle `workload`
 //! (`workloads/src/bin/workload.rs`); and the JSON lines are cumulative with consistent rates.
 
-mod gltop_common;
+mod support;
 
 use std::collections::BTreeMap;
-use std::io::Write;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use gltop_common::*;
 use serde_json::Value;
+use support::workload::Workload;
+use support::*;
 
-/// Runs the probes issue's workload with `args` under `gltop --json` with `gltop_args`: the
+/// Runs the oracle `workload` with `args` under `gltop --json` with `gltop_args`: the
 /// workload waits on stdin until gltop says it is attached. Returns (the workload's report,
 /// gltop's lines `merged`: the last one with every greenlet and edge of all of them).
-fn traced_workload(args: &[&str], gltop_args: &[&str]) -> (Value, Value) {
-    let mut w = Proc::spawn(
-        Command::new(example("workload"))
-            .args(args)
-            .args(["--wait", "stdin"])
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped()),
-    );
-    assert!(
-        w.wait_stderr("workload: ready", Duration::from_secs(30)),
-        "{}",
-        w.stderr_so_far()
-    );
-    let mut g = gltop_json(w.pid(), gltop_args);
+fn traced_workload(args: &[&str], gltop_args: &[&str]) -> (Report, Value) {
+    let w = Workload::start(args);
+    let mut g = gltop_json(w.pid as i32, gltop_args);
     assert!(
         g.wait_stderr("attached to process", Duration::from_secs(60)),
         "{}",
         g.stderr_so_far()
     );
-    w.child.stdin.take().unwrap().write_all(b"go\n").unwrap();
-    let st = w
-        .wait_for(Duration::from_secs(300))
-        .expect("the workload finished");
-    assert!(st.success(), "workload failed: {}", w.stderr_text());
+    let report = w.finish_within(Duration::from_secs(300));
     let g_st = g
         .wait_for(Duration::from_secs(30))
         .expect("gltop exits after the workload");
     let err = g.stderr_text();
     assert!(g_st.success() && err.contains("exited"), "gltop: {err}");
-    let report: Value = serde_json::from_str(w.stdout_text().trim()).expect("workload report");
     (report, merged(&json_lines(&g.stdout_text())))
-}
-
-/// gltop's lines (`merged`) against the workload's report: every count, exactly.
-fn assert_workload_exact(report: &Value, last: &Value) {
-    let totals = &last["totals"];
-    let want = &report["totals"];
-    assert_eq!(totals["switches"], want["switch"], "switches");
-    assert_eq!(totals["throws"], want["throw"], "throws");
-    assert_eq!(
-        totals["greenlets_created"], want["new"],
-        "greenlets created"
-    );
-    assert_eq!(totals["greenlets_dead"], want["dead"], "deaths");
-    assert_eq!(totals["dropped"], 0, "{totals}");
-    assert_eq!(totals["late_greenlets"], 0, "{totals}");
-    for (outcome, n) in report["deaths"].as_object().unwrap() {
-        assert_eq!(
-            totals["dead_by_outcome"][outcome], *n,
-            "deaths by {outcome}"
-        );
-    }
-
-    // Edges: (origin, target) -> (switches, throws).
-    let mut edges: BTreeMap<(u64, u64), (u64, u64)> = BTreeMap::new();
-    for e in report["edges"].as_array().unwrap() {
-        let key = (e["origin"].as_u64().unwrap(), e["target"].as_u64().unwrap());
-        let count = e["count"].as_u64().unwrap();
-        let slot = edges.entry(key).or_default();
-        match e["kind"].as_str().unwrap() {
-            "switch" => slot.0 += count,
-            _ => slot.1 += count,
-        }
-    }
-    assert_eq!(edge_counts(last), edges, "per-edge counts");
-
-    // Per greenlet: identity as the workload recorded it, and counts as its edges sum up.
-    let mut sums: BTreeMap<u64, [u64; 4]> = BTreeMap::new();
-    for (&(origin, target), &(sw, th)) in &edges {
-        let t = sums.entry(target).or_default();
-        t[0] += sw;
-        t[2] += th;
-        let o = sums.entry(origin).or_default();
-        o[1] += sw;
-        o[3] += th;
-    }
-    let greenlets = report["greenlets"].as_array().unwrap();
-    assert_eq!(last["greenlets"].as_array().unwrap().len(), greenlets.len());
-    for w in greenlets {
-        let id = w["id"].as_u64().unwrap();
-        let g = greenlet(last, id).unwrap_or_else(|| panic!("greenlet {id} recorded"));
-        assert_eq!(g["name"], w["name"], "name of {id}");
-        assert_eq!(g["tid"], w["tid"], "thread of {id}");
-        assert_eq!(g["main"], w["main"], "main-ness of {id}");
-        let parent = w["parent"].as_u64().unwrap();
-        assert_eq!(g["parent"].as_u64().unwrap_or(0), parent, "parent of {id}");
-        assert_eq!(g["outcome"], w["outcome"], "outcome of {id}");
-        assert_eq!(g["state"], "dead", "{id}");
-        let [sw_in, sw_out, th_in, th_out] = sums.get(&id).copied().unwrap_or_default();
-        assert_eq!(g["switches_in"], sw_in, "switches in of {id}");
-        assert_eq!(g["switches_out"], sw_out, "switches out of {id}");
-        assert_eq!(g["throws_in"], th_in, "throws in of {id}");
-        assert_eq!(g["throws_out"], th_out, "throws out of {id}");
-    }
 }
 
 /// At least `at_least` switches on four threads (8 workers each, a throw per ten switch
@@ -138,11 +58,11 @@ fn four_threads_exact(switches: u64, iterations: u64, delay: &str, at_least: u64
         ],
         &["-d", delay],
     );
-    let switches = report["totals"]["switch"].as_u64().unwrap();
+    let switches = report.totals.switch;
     assert!(switches >= at_least, "{switches} switches");
-    assert_eq!(report["threads"], 4);
+    assert_eq!(report.threads, 4);
     assert_eq!(last["attach"]["mode"], "uprobe");
-    assert_workload_exact(&report, &last);
+    assert_exact("gltop", &report, &last);
     eprintln!(
         "{switches} switches on 4 threads counted exactly in {:.1} s",
         started.elapsed().as_secs_f64()
@@ -191,7 +111,7 @@ fn the_workload_counts_the_same_with_libbpf_usdt_and_a_random_topology() {
         &["-d", "0.5", "--attach", "usdt"],
     );
     assert_eq!(last["attach"]["mode"], "usdt");
-    assert_workload_exact(&report, &last);
+    assert_exact("gltop", &report, &last);
 }
 
 #[test]
@@ -199,13 +119,16 @@ fn totals_are_cumulative_and_rates_follow_the_interval() {
     if !bpf_or_skip("totals_are_cumulative_and_rates_follow_the_interval") {
         return;
     }
+    // The first worker spins 20 µs in each of its 60,000 slices: more than a second.
     let mut t = target(&[
         "--threads",
         "1",
         "--greenlets",
         "2",
-        "--rounds",
-        "60000",
+        "--switches",
+        "80000",
+        "--throws",
+        "0",
         "--spin-us",
         "20",
     ]);
@@ -337,7 +260,8 @@ fn every_snapshot_of_a_busy_process_holds_every_greenlet() {
 }
 
 /// Issue 10, item 5: a snapshot says where every greenlet is at one instant. On two threads
-/// that each ping-pong between two greenlets as fast as they can, every JSON line has, per
+/// that each ping-pong between two greenlets as fast as they can (a hub and its one worker,
+/// while the thread's main greenlet waits for the hub), every JSON line has, per
 /// thread with greenlets, exactly one running greenlet, the one `per_thread` names current;
 /// and `alive` is the number of live greenlets listed, thread by thread too.
 #[test]
@@ -353,8 +277,10 @@ fn every_snapshot_has_one_running_greenlet_per_thread_and_alive_counts_the_live_
         "2",
         "--greenlets",
         "1",
-        "--rounds",
+        "--switches",
         "1000000000",
+        "--throws",
+        "0",
     ]);
     let mut g = gltop_json(t.pid(), &["-d", "0.1", "-n", "30"]);
     let st = g
@@ -371,7 +297,11 @@ fn every_snapshot_has_one_running_greenlet_per_thread_and_alive_counts_the_live_
         let threads = line["per_thread"].as_array().unwrap();
         assert_eq!(threads.len(), 2, "line {i}: two threads with greenlets");
         let live: Vec<&Value> = greenlets.iter().filter(|g| g["state"] != "dead").collect();
-        assert_eq!(live.len(), 4, "line {i}: a main and a child per thread");
+        assert_eq!(
+            live.len(),
+            6,
+            "line {i}: a main, a hub and a worker per thread"
+        );
         assert_eq!(
             line["totals"]["alive"].as_u64().unwrap(),
             live.len() as u64,

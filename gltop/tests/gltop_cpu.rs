@@ -6,12 +6,12 @@
 //! lengthens the slice. The reference is therefore what the greenlet timed of its own
 //! slices from inside (which preemption lengthens the same way), and the spin sets a floor.
 
-mod gltop_common;
+mod support;
 
 use std::time::Duration;
 
 use gltop::loader::rates::bucket_of;
-use gltop_common::*;
+use support::*;
 
 #[test]
 fn a_greenlet_spinning_10ms_per_slice_shows_10ms_slices_and_ranks_first() {
@@ -19,13 +19,21 @@ fn a_greenlet_spinning_10ms_per_slice_shows_10ms_slices_and_ranks_first() {
         return;
     }
     const SPIN_NS: u64 = 10_000_000;
+    // The hog, the first of 4 workers, gets 100 slices: its start, 97 of the 194 round robin
+    // switch steps (its own, and the passes of the fourth worker to it), the flush and its
+    // finish.
+    const SLICES: u64 = 100;
     let mut t = target(&[
         "--threads",
         "1",
         "--greenlets",
         "4",
-        "--rounds",
-        "100",
+        "--switches",
+        "194",
+        "--throws",
+        "0",
+        "--kills",
+        "0",
         "--spin-us",
         "10000",
     ]);
@@ -36,25 +44,27 @@ fn a_greenlet_spinning_10ms_per_slice_shows_10ms_slices_and_ranks_first() {
     assert!(g
         .wait_for(Duration::from_secs(30))
         .is_some_and(|s| s.success()));
-    let report: serde_json::Value = serde_json::from_str(t.stdout_text().trim()).unwrap();
+    let report = report_of(&mut t);
     let last = &merged(&json_lines(&g.stdout_text()));
-    let names = report["names"].as_object().unwrap();
 
     let mut by_cpu: Vec<&serde_json::Value> =
         last["greenlets"].as_array().unwrap().iter().collect();
     by_cpu.sort_by_key(|g| std::cmp::Reverse(g["on_cpu_ns"].as_u64().unwrap()));
-    // The hog, t0-0, comes first.
+    // The hog, the spinning worker, comes first.
     {
         let hog = by_cpu[0];
-        let name = names[&hog["id"].to_string()].as_str().unwrap();
-        assert_eq!(name, "t0-0", "the hog ranks first: {by_cpu:?}");
+        let [spun] = &report.spun[..] else {
+            panic!("one spinning worker: {:?}", report.spun)
+        };
+        assert_eq!(hog["id"], spun.id, "the hog ranks first: {by_cpu:?}");
+        let name = &report.greenlet(spun.id).name;
+        assert_eq!(name, "worker");
         let slices = hog["slices"].as_u64().unwrap();
-        assert_eq!(slices, 100, "one slice per round");
+        assert_eq!(slices, SLICES, "one slice per transfer into it");
+        assert_eq!(report.inbound(None)[&spun.id], SLICES, "transfers into it");
         let mean = hog["on_cpu_ns"].as_u64().unwrap() / slices;
-        let spun = &report["spun"][0];
-        assert_eq!(spun[0], hog["id"], "{report}");
-        assert_eq!(spun[1], 100);
-        let own = spun[2].as_u64().unwrap() / 100;
+        assert_eq!(spun.slices, SLICES);
+        let own = spun.ns / SLICES;
         assert!(own >= SPIN_NS, "the greenlet spun {own} ns per slice");
         let err = (mean as f64 - own as f64).abs() / own as f64;
         assert!(
@@ -72,12 +82,12 @@ fn a_greenlet_spinning_10ms_per_slice_shows_10ms_slices_and_ranks_first() {
             .filter(|b| bucket_of(b[0].as_u64().unwrap()) < bucket_of(SPIN_NS))
             .map(|b| b[1].as_u64().unwrap())
             .sum();
-        assert_eq!((total, short), (100, 0), "{name}: {hist:?}");
+        assert_eq!((total, short), (SLICES, 0), "{name}: {hist:?}");
     }
     // Everyone else switches on at once: far less time.
     let second = by_cpu[1]["on_cpu_ns"].as_u64().unwrap();
     assert!(
-        second < 100 * SPIN_NS / 10,
+        second < SLICES * SPIN_NS / 10,
         "the second greenlet ran {second} ns"
     );
 }

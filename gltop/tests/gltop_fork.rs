@@ -3,26 +3,23 @@
 //! `forker` (workloads/src/bin/forker.rs) ping-pongs two greenlets, forks, and reports in
 //! each process what settrace saw and what one switch cost.
 
-mod gltop_common;
+mod support;
 
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use gltop_common::*;
 use nix::sys::signal::Signal;
 use serde_json::Value;
+use support::*;
 
 fn wait_file(path: &Path, timeout: Duration) {
-    let deadline = Instant::now() + timeout;
-    while !path.exists() {
-        assert!(
-            Instant::now() < deadline,
-            "{} did not appear within {timeout:?}",
-            path.display()
-        );
-        std::thread::sleep(Duration::from_millis(10));
-    }
+    let appeared = poll_until(Instant::now() + timeout, || path.exists().then_some(()));
+    assert!(
+        appeared.is_some(),
+        "{} did not appear within {timeout:?}",
+        path.display()
+    );
 }
 
 /// A fresh directory for forker's phase files.

@@ -2,35 +2,13 @@
 //! times too small. (SIGKILL of gltop or of the target, and several gltops at once:
 //! `faults_attach.rs`.)
 
-mod gltop_common;
+mod support;
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use gltop_common::*;
-use libbpf_rs::query::ProgInfoIter;
 use nix::sys::signal::Signal;
-
-/// Loaded BPF programs named like gltop's switch handler.
-fn gltop_programs() -> usize {
-    ProgInfoIter::default()
-        .filter(|p| {
-            p.name
-                .to_str()
-                .is_some_and(|n| n == "up_switch" || n == "usdt_switch")
-        })
-        .count()
-}
-
-fn wait_programs_gone(timeout: Duration) -> bool {
-    let deadline = std::time::Instant::now() + timeout;
-    while gltop_programs() != 0 {
-        if std::time::Instant::now() > deadline {
-            return false;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    true
-}
+use support::kernel::gltop_objects;
+use support::*;
 
 /// A target that keeps switching for a long time once a tracer is attached.
 fn long_target() -> Proc {
@@ -39,8 +17,8 @@ fn long_target() -> Proc {
         "2",
         "--greenlets",
         "3",
-        "--rounds",
-        "100000000",
+        "--switches",
+        "1000000000",
     ])
 }
 
@@ -54,6 +32,8 @@ fn sigterm_and_sigint_detach_cleanly_and_exit_zero() {
     for sig in [Signal::SIGTERM, Signal::SIGINT] {
         let mut g = gltop_json(t.pid(), &["-d", "1"]);
         assert!(wait_attached(t.pid(), Duration::from_secs(30)));
+        let attached = gltop_objects(t.pid());
+        assert!(!attached.programs.is_empty(), "{sig}: {attached:?}");
         g.signal(sig);
         let st = g.wait_for(Duration::from_secs(30)).expect("gltop stopped");
         assert_eq!(st.code(), Some(0), "{sig}: {}", g.stderr_text());
@@ -61,8 +41,9 @@ fn sigterm_and_sigint_detach_cleanly_and_exit_zero() {
             semaphores_zero_within(t.pid(), Duration::from_secs(10)),
             "{sig}"
         );
+        let left = attached.wait_gone(Duration::from_secs(10));
+        assert!(left.is_empty(), "{sig}: outlived gltop: {left:?}");
     }
-    assert!(wait_programs_gone(Duration::from_secs(10)));
 }
 
 #[test]
@@ -71,7 +52,7 @@ fn the_target_exiting_ends_gltop_with_a_message_and_exit_zero() {
         return;
     }
     let _s = serial();
-    let mut t = target(&["--threads", "1", "--rounds", "1000"]);
+    let mut t = target(&["--threads", "1", "--switches", "1000"]);
     let mut g = gltop_json(t.pid(), &["-d", "60"]);
     t.wait_for(Duration::from_secs(60))
         .expect("the target ends");
@@ -82,7 +63,7 @@ fn the_target_exiting_ends_gltop_with_a_message_and_exit_zero() {
     let err = g.stderr_text();
     assert_eq!(st.code(), Some(0), "{err}");
     assert!(
-        err.contains(&format!("process {} (gltop_target) exited", t.pid())),
+        err.contains(&format!("process {} (workload) exited", t.pid())),
         "{err}"
     );
     let lines = json_lines(&g.stdout_text());
@@ -96,16 +77,27 @@ fn a_target_that_execs_ends_gltop_with_a_message() {
         return;
     }
     let _s = serial();
-    // The target runs, then replaces itself with `sleep 30` under the same PID.
+    // The target runs once gltop is attached and the start file is there, then replaces
+    // itself with `sleep 30` under the same PID.
+    let dir = std::env::temp_dir().join(format!("gltop-exec-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let go = dir.join("go");
+    let _ = std::fs::remove_file(&go);
     let t = target(&[
         "--threads",
         "1",
-        "--rounds",
+        "--switches",
         "1000",
         "--then-exec-sleep",
         "30",
+        "--wait-for-file",
+        go.to_str().unwrap(),
     ]);
     let mut g = gltop_json(t.pid(), &["-d", "60"]);
+    assert!(wait_attached(t.pid(), Duration::from_secs(30)));
+    let attached = gltop_objects(t.pid());
+    assert!(!attached.programs.is_empty(), "{attached:?}");
+    std::fs::write(&go, b"").unwrap();
     let st = g
         .wait_for(Duration::from_secs(20))
         .expect("gltop ends when its target execs");
@@ -115,7 +107,9 @@ fn a_target_that_execs_ends_gltop_with_a_message() {
     assert!(
         std::fs::read_link(format!("/proc/{}/exe", t.pid())).is_ok_and(|p| p.ends_with("sleep"))
     );
-    assert!(wait_programs_gone(Duration::from_secs(10)));
+    let left = attached.wait_gone(Duration::from_secs(10));
+    assert!(left.is_empty(), "outlived gltop: {left:?}");
+    std::fs::remove_dir_all(&dir).ok();
 }
 
 #[test]
@@ -124,8 +118,17 @@ fn ten_times_more_greenlets_than_the_map_holds_are_counted_as_dropped() {
         return;
     }
     let _s = serial();
-    // 640 greenlets alive at once in a ring: a map of 64 cannot hold them.
-    let mut t = target(&["--threads", "1", "--greenlets", "640", "--rounds", "20"]);
+    // 640 workers alive at once under one hub: a map of 64 cannot hold them.
+    let mut t = target(&[
+        "--threads",
+        "1",
+        "--greenlets",
+        "640",
+        "--switches",
+        "6400",
+        "--throws",
+        "0",
+    ]);
     let mut g = gltop_json(
         t.pid(),
         &["-d", "0.5", "--max-greenlets", "64", "--max-edges", "64"],
@@ -135,7 +138,7 @@ fn ten_times_more_greenlets_than_the_map_holds_are_counted_as_dropped() {
         .is_some_and(|s| s.success()));
     let st = g.wait_for(Duration::from_secs(30)).expect("gltop ends");
     assert_eq!(st.code(), Some(0), "{}", g.stderr_text());
-    let report: serde_json::Value = serde_json::from_str(t.stdout_text().trim()).unwrap();
+    let report = report_of(&mut t);
     let lines = json_lines(&g.stdout_text());
     for line in &lines {
         let maps = &line["maps"];
@@ -149,14 +152,12 @@ fn ten_times_more_greenlets_than_the_map_holds_are_counted_as_dropped() {
     let all = merged(&lines);
     let totals = &all["totals"];
     // Totals live in their own map: still exact.
-    assert_eq!(totals["switches"], report["switches"]);
-    assert_eq!(totals["greenlets_created"], 641);
-    // The kernel never evicts: the first 64 greenlets (main first) keep their records from
-    // birth to death, with every count; the others' events are lost, and counted.
-    let mut into: std::collections::BTreeMap<u64, u64> = Default::default();
-    for e in report["edges"].as_array().unwrap() {
-        *into.entry(e[1].as_u64().unwrap()).or_default() += e[2].as_u64().unwrap();
-    }
+    assert_eq!(totals["switches"], report.totals.switch);
+    assert_eq!(totals["greenlets_created"], report.totals.new);
+    // The kernel never evicts: the first 64 greenlets (main, the hub, 62 workers) keep their
+    // records from birth to death, with every count; the others' events are lost, and
+    // counted. (No greenlet is born after one of them died, which could take a freed place.)
+    let into = report.inbound(Some("switch"));
     let from_birth: Vec<&serde_json::Value> = all["greenlets"]
         .as_array()
         .unwrap()
@@ -172,7 +173,7 @@ fn ten_times_more_greenlets_than_the_map_holds_are_counted_as_dropped() {
     }
     let failed = &totals["failed"];
     assert!(
-        failed["greenlets"].as_u64().unwrap() >= 641 - 64,
+        failed["greenlets"].as_u64().unwrap() >= report.totals.new - 64,
         "{totals}"
     );
     assert!(failed["edges"].as_u64().unwrap() > 0, "{totals}");
@@ -245,14 +246,14 @@ fn a_high_birth_rate_for_minutes_loses_nothing_and_memory_stays_flat() {
     );
     // gltop's RSS once a second while it runs.
     let mut rss: Vec<u64> = Vec::new();
-    let deadline = std::time::Instant::now() + Duration::from_secs(HOLD_S + 120);
-    while g.wait_for(Duration::from_secs(1)).is_none() {
-        rss.extend(rss_kib(g.pid()));
-        assert!(
-            std::time::Instant::now() < deadline,
-            "gltop outlived the demo"
-        );
-    }
+    poll_until(Instant::now() + Duration::from_secs(HOLD_S + 120), || {
+        let exited = g.wait_for(Duration::from_secs(1));
+        if exited.is_none() {
+            rss.extend(rss_kib(g.pid()));
+        }
+        exited
+    })
+    .expect("gltop outlived the demo");
     let err = g.stderr_text();
     assert!(err.contains("exited"), "gltop: {err}");
 

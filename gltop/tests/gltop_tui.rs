@@ -1,13 +1,13 @@
 //! The TUI, driven in tmux against the demo: header, a known greenlet name, sorting, the
 //! detail view, help, and the exit when the demo ends.
 
-mod gltop_common;
+mod support;
 
 use std::process::{Command, Stdio};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use gltop_common::tmux::{tmux_or_skip, Tmux};
-use gltop_common::*;
+use support::tmux::{bpf_and_tmux_or_skip, Tmux};
+use support::*;
 
 /// The header line of the table, e.g. `ID NAME▲ PARENT ...`.
 fn table_header(screen: &str) -> String {
@@ -20,10 +20,7 @@ fn table_header(screen: &str) -> String {
 
 #[test]
 fn tui_shows_header_names_sorting_detail_help_and_exits_with_the_demo() {
-    if !bpf_or_skip("tui_shows_header_names_sorting_detail_help_and_exits_with_the_demo") {
-        return;
-    }
-    if !tmux_or_skip() {
+    if !bpf_and_tmux_or_skip("tui_shows_header_names_sorting_detail_help_and_exits_with_the_demo") {
         return;
     }
     let mut demo = Proc::spawn(
@@ -132,20 +129,19 @@ fn tui_shows_header_names_sorting_detail_help_and_exits_with_the_demo() {
 
 #[test]
 fn q_quits_and_detaches() {
-    if !bpf_or_skip("q_quits_and_detaches") {
+    if !bpf_and_tmux_or_skip("q_quits_and_detaches") {
         return;
     }
-    if !tmux_or_skip() {
-        return;
-    }
-    let t = target(&["--threads", "1", "--rounds", "100000000"]);
+    let t = target(&["--threads", "1", "--switches", "1000000000"]);
     let cmd = format!(
         "{} -p {} -d 0.5 --hit-cost-ns 500; echo GLTOP_EXIT=$?; sleep 60",
         env!("CARGO_BIN_EXE_gltop"),
         t.pid()
     );
     let tmux = Tmux::start("quit", &cmd);
-    tmux.wait_for("the table", Duration::from_secs(30), |s| s.contains("t0-0"));
+    tmux.wait_for("the table", Duration::from_secs(30), |s| {
+        s.contains(" worker ")
+    });
     assert!(semaphores(t.pid()).iter().all(|(_, v)| *v > 0));
     tmux.keys(&["q"]);
     let screen = tmux.wait_for("exit", Duration::from_secs(30), |s| {
@@ -238,7 +234,7 @@ fn starts_reversed(mut line: &str) -> bool {
 
 #[test]
 fn header_and_column_titles_fit_at_120_and_80_columns() {
-    if !bpf_or_skip("header_and_column_titles_fit_at_120_and_80_columns") || !tmux_or_skip() {
+    if !bpf_and_tmux_or_skip("header_and_column_titles_fit_at_120_and_80_columns") {
         return;
     }
     let _s = serial();
@@ -339,7 +335,7 @@ fn header_and_column_titles_fit_at_120_and_80_columns() {
 
 #[test]
 fn selection_keeps_its_row_as_greenlets_die_and_g_is_hinted() {
-    if !bpf_or_skip("selection_keeps_its_row_as_greenlets_die_and_g_is_hinted") || !tmux_or_skip() {
+    if !bpf_and_tmux_or_skip("selection_keeps_its_row_as_greenlets_die_and_g_is_hinted") {
         return;
     }
     let _s = serial();
@@ -365,15 +361,13 @@ fn selection_keeps_its_row_as_greenlets_die_and_g_is_hinted() {
     for _ in 0..row {
         tmux.keys(&["j"]);
     }
-    let deadline = std::time::Instant::now() + long;
-    while selected_row(&tmux.styled_screen()).map(|r| r.0) != Some(row) {
-        assert!(std::time::Instant::now() < deadline, "{}", tmux.screen());
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    // Six refreshes: the selection stays on the seventh row whatever it shows.
+    tmux.wait_for_styled("the selection on the seventh row", long, |s| {
+        selected_row(s).is_some_and(|r| r.0 == row)
+    });
+    // Six refreshes: the selection stays on the seventh row whatever it shows. (Sampled
+    // until the end: never done early.)
     let mut shown = std::collections::BTreeSet::new();
-    let until = std::time::Instant::now() + Duration::from_secs(3);
-    while std::time::Instant::now() < until {
+    poll_until(Instant::now() + Duration::from_secs(3), || {
         let styled = tmux.styled_screen();
         let (at, text) =
             selected_row(&styled).unwrap_or_else(|| panic!("no selected row:\n{}", plain(&styled)));
@@ -384,24 +378,22 @@ fn selection_keeps_its_row_as_greenlets_die_and_g_is_hinted() {
                 .unwrap_or_default()
                 .to_string(),
         );
-        std::thread::sleep(Duration::from_millis(100));
-    }
+        None::<()>
+    });
     assert!(
         shown.len() > 1,
         "the selected row showed greenlet {shown:?} only: the test saw no row change"
     );
 
     tmux.keys(&["g"]);
-    let deadline = std::time::Instant::now() + long;
-    while selected_row(&tmux.styled_screen()).map(|r| r.0) != Some(0) {
-        assert!(std::time::Instant::now() < deadline, "g: {}", tmux.screen());
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    tmux.wait_for_styled("g: the selection on the first row", long, |s| {
+        selected_row(s).is_some_and(|r| r.0 == 0)
+    });
 }
 
 #[test]
 fn detail_of_a_running_hub_shows_its_slice_so_far() {
-    if !bpf_or_skip("detail_of_a_running_hub_shows_its_slice_so_far") || !tmux_or_skip() {
+    if !bpf_and_tmux_or_skip("detail_of_a_running_hub_shows_its_slice_so_far") {
         return;
     }
     let _s = serial();
@@ -423,8 +415,10 @@ fn detail_of_a_running_hub_shows_its_slice_so_far() {
     tmux.keys(&["Enter"]);
     // Refreshes (told apart by the header's `attached ... ago`) at which the hub ran.
     let mut seen = std::collections::BTreeMap::new();
-    let deadline = std::time::Instant::now() + Duration::from_secs(40);
-    while seen.len() < 12 {
+    let enough = poll_until(Instant::now() + Duration::from_secs(40), || {
+        if seen.len() >= 12 {
+            return Some(());
+        }
         let screen = tmux.screen();
         let attached = screen
             .lines()
@@ -436,13 +430,13 @@ fn detail_of_a_running_hub_shows_its_slice_so_far() {
             assert!(screen.contains("\"hub\""), "{screen}");
             seen.insert(attached, line.trim().to_string());
         }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the hub was seen running at {} refreshes only: {seen:?}",
-            seen.len()
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
+        None
+    });
+    assert!(
+        enough.is_some(),
+        "the hub was seen running at {} refreshes only: {seen:?}",
+        seen.len()
+    );
     for line in seen.values() {
         let took = line
             .strip_prefix("running now, for ")
@@ -456,24 +450,25 @@ fn detail_of_a_running_hub_shows_its_slice_so_far() {
 
 #[test]
 fn thread_counts_tell_live_threads_from_those_seen() {
-    if !bpf_or_skip("thread_counts_tell_live_threads_from_those_seen") || !tmux_or_skip() {
+    if !bpf_and_tmux_or_skip("thread_counts_tell_live_threads_from_those_seen") {
         return;
     }
     let _s = serial();
-    // Worker threads run greenlets for about two seconds (t<T>-0 spins 10 ms a round), end,
-    // and the process lives on with its main thread, which has no greenlets.
+    // Worker threads run greenlets for about two seconds (the first worker of each spins
+    // 10 ms in each of its slices), end, and the process lives on with its main thread, which
+    // has no greenlets, lingering until its stdin closes.
     let workers = 3;
     let t = target(&[
         "--threads",
         &workers.to_string(),
         "--greenlets",
         "2",
-        "--rounds",
-        "200",
+        "--switches",
+        "270",
         "--spin-us",
         "10000",
         "--linger",
-        "60",
+        "stdin",
     ]);
     let tmux = Tmux::start_sized(
         "threads",
@@ -493,7 +488,7 @@ fn thread_counts_tell_live_threads_from_those_seen() {
 
 #[test]
 fn usdt_mode_measures_the_per_hit_cost() {
-    if !bpf_or_skip("usdt_mode_measures_the_per_hit_cost") || !tmux_or_skip() {
+    if !bpf_and_tmux_or_skip("usdt_mode_measures_the_per_hit_cost") {
         return;
     }
     let _s = serial();

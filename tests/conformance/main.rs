@@ -13,6 +13,8 @@ mod interp;
 mod oracle;
 mod script;
 mod shrink;
+#[path = "../support/mod.rs"]
+mod support;
 
 use std::path::{Path, PathBuf};
 use std::sync::mpsc;
@@ -37,18 +39,9 @@ fn env_u64(name: &str, default: u64) -> u64 {
     }
 }
 
-/// Whether the reference can run here; skips (returns false) or, under CI, fails.
+/// Whether the reference can run here: [`support::require`] of Python greenlet.
 fn python_ready() -> bool {
-    match oracle::available() {
-        Ok(()) => true,
-        Err(why) if std::env::var("CI").as_deref() == Ok("true") => {
-            panic!("CI=true and the reference is unavailable: {why}")
-        }
-        Err(why) => {
-            eprintln!("skipping the differential test: {why}");
-            false
-        }
-    }
+    support::require("the differential test", oracle::available())
 }
 
 /// The Rust transcript of `script`, run on a fresh thread (a fresh main greenlet, and a
@@ -228,16 +221,11 @@ fn random_scripts_agree_with_python_greenlet() {
 /// is here, the recording must still be what Python says).
 #[test]
 fn regression_cases_agree_with_python_greenlet() {
-    let python = match oracle::available() {
-        Ok(()) => true,
-        Err(why) if std::env::var("CI").as_deref() == Ok("true") => {
-            panic!("CI=true and the reference is unavailable: {why}")
-        }
-        Err(why) => {
-            eprintln!("checking regression cases against their recorded transcripts only: {why}");
-            false
-        }
-    };
+    // Without Python, the cases are checked against their recorded transcripts only.
+    let python = support::require(
+        "the check of the recorded transcripts against Python greenlet",
+        oracle::available(),
+    );
     let mut oracle = python.then(oracle::Oracle::start);
     let mut cases: Vec<PathBuf> = std::fs::read_dir(regressions_dir())
         .unwrap()

@@ -1,5 +1,6 @@
-//! A deterministic greenlet workload that knows what it did: the reference the probe tests,
-//! the bpftrace script tests and the BPF loader tests compare their counts against.
+//! A deterministic greenlet workload that knows what it did: the test oracle, the one program
+//! whose report the probe tests, the bpftrace script tests and gltop's tests compare their
+//! counts against.
 //!
 //! ```text
 //! cargo run -p greenlet-workloads --bin workload -- --threads 2 --greenlets 4 --switches 100 --throws 10 --kills 1
@@ -12,20 +13,23 @@
 //! 1. the thread's main greenlet creates a greenlet named `hub` and switches to it;
 //! 2. the hub creates `--greenlets` greenlets named `worker` (parent: the hub) and starts each
 //!    one (hub -> worker, worker -> hub), then switches to itself once (hub -> hub);
-//! 3. `--switches` plus `--throws` steps, interleaved evenly. A step picks a worker (round
+//! 3. the hub kills a greenlet named `unborn` before it ever ran (it dies on arrival: `exit`)
+//!    and drops a greenlet named `discarded` that never started (`discarded`): from here on no
+//!    greenlet of the iteration is created, so none is created after another died;
+//! 4. `--switches` plus `--throws` steps, interleaved evenly. A step picks a worker (round
 //!    robin, or pseudo-randomly from `--seed`). A switch step resumes it and it yields back to
 //!    the hub; every fourth switch step (or one in four at random) it is told to pass instead:
 //!    it switches to the next worker, which yields back to the hub (hub -> w, w -> w', w' ->
 //!    hub). A throw step throws an error into the worker, which catches it and yields back;
-//! 4. a flush round resumes every worker once (so none holds a handle to another);
-//! 5. the last `--kills` workers are killed by dropping their last handle (a `GreenletExit`
+//! 5. a flush round resumes every worker once (so none holds a handle to another);
+//! 6. the last `--kills` workers are killed by dropping their last handle (a `GreenletExit`
 //!    thrown by the runtime, which they let escape: outcome `exit`);
-//! 6. the other workers are told to finish, in turn: the first returns (`returned`), the
+//! 7. the other workers are told to finish, in turn: the first returns (`returned`), the
 //!    second returns an error (`error`), the third panics (`panic`), the fourth returns, ...;
-//!    the hub catches the error and the panic;
-//! 7. the hub kills a greenlet named `unborn` before it ever ran (it dies on arrival: `exit`),
-//!    drops a greenlet named `discarded` that never started (`discarded`), and returns to
-//!    main (`returned`).
+//!    the hub catches the error and the panic, and returns to main (`returned`).
+//!
+//! With `--spin-us N` the first worker of each hub computes for N microseconds each time it
+//! gets control (in each of its slices), and times those slices from inside.
 //!
 //! When its iterations are done a thread checks that nothing is left suspended, removes its
 //! tracer and exits; its main greenlet then dies with outcome `thread_exit`.
@@ -37,7 +41,8 @@
 //! every event per kind and per origin -> target edge (`--no-trace` leaves it out, to check
 //! that the probes fire without a tracer; the report then has no events). The workload also records every
 //! greenlet it creates (id, name, parent, thread) and how each one died, from its own point of
-//! view (what `run` returned, what it dropped). Nothing is read from the probes.
+//! view (what `run` returned, what it dropped), and the slices of the spinning workers
+//! (`--spin-us`) as they timed them. Nothing is read from the probes.
 //!
 //! # Output
 //! On exit it prints one JSON object on stdout (one line; `--pretty` indents it):
@@ -48,7 +53,7 @@
 //!   "threads": 2,                 // worker threads that ran greenlets
 //!   "config": { "threads": 2, "greenlets": 4, "switches": 100, "throws": 10, "kills": 1,
 //!               "iterations": 1, "seed": 0, "duration": null, "forever": false, "pace": 0,
-//!               "trace": true },        // false with --no-trace: no events are counted
+//!               "spin_us": 0, "trace": true },  // false with --no-trace: no events are counted
 //!   "totals": { "switch": 520, "throw": 28, "new": 16, "dead": 16 },
 //!                                 // switch/throw: settrace events; new/dead: greenlets
 //!                                 // created (main greenlets included) and deaths
@@ -61,9 +66,12 @@
 //!                     "throw": 14, "new": 8, "dead": 8 }, ... ],
 //!                                 // tid: the Linux thread id, as bpftrace's `tid`
 //!   "greenlets": [ { "id": 1, "name": "", "parent": 0, "thread": 0, "tid": 1236,
-//!                    "main": true, "outcome": "thread_exit" }, ... ]
+//!                    "main": true, "outcome": "thread_exit" }, ... ],
 //!                                 // every greenlet, in creation order per thread; name is ""
 //!                                 // for main greenlets; outcome is one of the `deaths` keys
+//!   "spun": [ { "id": 3, "slices": 81, "ns": 810123456 }, ... ]
+//!                                 // per spinning worker (--spin-us; else empty), by id: its
+//!                                 // slices and their time, measured from inside
 //! }
 //! ```
 //!
@@ -77,6 +85,11 @@
 //! exiting, so a tracer can read its maps while the process is still alive. (`bpftrace -p PID`
 //! also prints its maps by itself when the process exits.)
 //!
+//! `--wait-for-tracer` then waits until every greenlet probe is enabled (a tracer such as
+//! gltop is attached), and `--wait-for-file PATH` until PATH exists (for at most a minute
+//! each); `--then-exec-sleep SECS` makes it end, after `--linger`, by replacing itself with
+//! `sleep SECS`: the same process, another program.
+//!
 //! `--duration SECS` repeats iterations until the time is up; `--forever` until `SIGINT` or
 //! `SIGTERM`. Either signal also stops a `--duration` run early. A stopped run cuts the
 //! current iteration's steps short but still finishes it (kills, deaths), so the totals stay
@@ -88,8 +101,10 @@
 use std::cell::RefCell;
 use std::collections::{BTreeMap, HashMap};
 use std::io::{BufRead, Write};
+use std::os::unix::process::CommandExt;
 use std::panic::{self, AssertUnwindSafe};
-use std::process::ExitCode;
+use std::path::PathBuf;
+use std::process::{Command, ExitCode};
 use std::rc::Rc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -98,27 +113,31 @@ use std::time::{Duration, Instant};
 use clap::{Parser, ValueEnum};
 use greenlet::probes::Outcome;
 use greenlet::{getcurrent, kill_all, settrace, Error, EventKind, Greenlet, Tracer, Value};
+use greenlet_workloads::cli;
 use nix::sys::signal::{SigSet, Signal};
 use serde::Serialize;
 
 const AFTER_HELP: &str = "\
 Topology, per thread and iteration: main switches to a greenlet named 'hub', which starts
---greenlets greenlets named 'worker', switches to itself once, runs --switches switch steps
-(one in four passes through a second worker) and --throws throws (caught) interleaved, resumes
-every worker once more, kills the last --kills workers by dropping their last handle, tells
-the others to return, fail, panic, return, ... in turn, kills a never-started 'unborn'
-greenlet, drops a never-started 'discarded' one, and returns to main.
+--greenlets greenlets named 'worker', switches to itself once, kills a never-started 'unborn'
+greenlet, drops a never-started 'discarded' one, runs --switches switch steps (one in four
+passes through a second worker) and --throws throws (caught) interleaved, resumes every
+worker once more, kills the last --kills workers by dropping their last handle, tells the
+others to return, fail, panic, return, ... in turn, and returns to main. With --spin-us the
+first worker of each hub computes in each of its slices.
 
 Protocol: with --wait, 'workload: ready pid=PID' goes to stderr before any greenlet exists,
-then it waits for a line on stdin (or EOF) or SIGUSR1. The JSON report goes to stdout at the
-end, then 'workload: done' to stderr; --linger waits again before exiting.
+then it waits for a line on stdin (or EOF) or SIGUSR1; then --wait-for-tracer and
+--wait-for-file wait in turn. The JSON report goes to stdout at the end, then
+'workload: done' to stderr; --linger waits again before exiting (or before
+--then-exec-sleep).
 
 JSON report (one object): pid, threads, config, totals {switch, throw, new, dead},
 deaths {returned, error, exit, panic, thread_exit, discarded}, edges [{origin, target, kind,
 count}], per_thread [{thread, tid, main, iterations, switch, throw, new, dead}],
-greenlets [{id, name, parent, thread, tid, main, outcome}]. Ids are greenlet ids, as in the
-greenlet:* USDT probes; tid is the Linux thread id. See the module docs of
-workloads/src/bin/workload.rs for the topology.";
+greenlets [{id, name, parent, thread, tid, main, outcome}], spun [{id, slices, ns}]. Ids are
+greenlet ids, as in the greenlet:* USDT probes; tid is the Linux thread id. See the module
+docs of workloads/src/bin/workload.rs for the topology.";
 
 /// A deterministic greenlet workload that counts its own trace events and prints them as JSON.
 #[derive(Parser, Debug)]
@@ -154,12 +173,24 @@ struct Cli {
     /// At most this many steps per second per thread (0: no limit)
     #[arg(long, default_value_t = 0)]
     pace: u64,
+    /// Microseconds the first worker of each hub computes in each of its slices
+    #[arg(long, default_value_t = 0)]
+    spin_us: u64,
     /// Before starting: print 'workload: ready pid=PID' on stderr and wait
     #[arg(long, value_enum, default_value_t = Wait::None)]
     wait: Wait,
+    /// Before starting (after --wait): wait until every greenlet probe is enabled
+    #[arg(long)]
+    wait_for_tracer: bool,
+    /// Before starting (after --wait-for-tracer): wait until this file exists
+    #[arg(long, value_name = "PATH")]
+    wait_for_file: Option<PathBuf>,
     /// After printing the report: wait before exiting
     #[arg(long, value_enum, default_value_t = Wait::None)]
     linger: Wait,
+    /// At the end (after --linger): replace this program with `sleep SECS` instead of exiting
+    #[arg(long, value_name = "SECS")]
+    then_exec_sleep: Option<u32>,
     /// Install no settrace tracer: the probes still fire, the report has no events
     #[arg(long)]
     no_trace: bool,
@@ -204,6 +235,7 @@ struct Config {
     duration: Option<f64>,
     forever: bool,
     pace: u64,
+    spin_us: u64,
     /// Whether a settrace tracer counted the events (not with `--no-trace`).
     trace: bool,
 }
@@ -249,6 +281,8 @@ struct Book {
     greenlets: Vec<GreenletRecord>,
     index: HashMap<u64, usize>,
     edges: HashMap<(u64, u64, EventKind), u64>,
+    /// id -> (slices, total ns) of a spinning worker, timed from inside.
+    spun: BTreeMap<u64, (u64, u64)>,
 }
 
 impl Book {
@@ -420,10 +454,35 @@ fn unexpected(what: impl std::fmt::Display) -> Error {
     Error::msg(format!("unexpected {what}"))
 }
 
-/// A worker: obeys the hub's commands until told to finish or killed.
-fn worker(first: Value) -> Result<(), Error> {
+/// What `--spin-us` makes the first worker of a hub do each time it gets control: compute
+/// for `each`, and book the slice and the time it measured.
+struct Spinner {
+    each: Duration,
+    book: SharedBook,
+}
+
+impl Spinner {
+    fn slice(&self) {
+        let start = Instant::now();
+        while start.elapsed() < self.each {
+            std::hint::spin_loop();
+        }
+        let ns = start.elapsed().as_nanos() as u64;
+        let mut book = self.book.borrow_mut();
+        let spun = book.spun.entry(getcurrent().id()).or_default();
+        spun.0 += 1;
+        spun.1 += ns;
+    }
+}
+
+/// A worker: obeys the hub's commands until told to finish or killed; with a spinner, spins
+/// each time it gets control.
+fn worker(first: Value, spinner: Option<Spinner>) -> Result<(), Error> {
     let mut arrival: Result<Value, Error> = Ok(first);
     loop {
+        if let Some(spinner) = &spinner {
+            spinner.slice();
+        }
         let cmd = match arrival {
             Ok(value) => value
                 .downcast::<Cmd>()
@@ -458,7 +517,15 @@ fn hub(ctx: Rc<ThreadCtx>) -> Result<(), Error> {
     let me = getcurrent();
     let n = cfg.greenlets as usize;
     let mut workers: Vec<Option<Greenlet>> = (0..n)
-        .map(|_| Some(spawn(&ctx, "worker", &me, worker)))
+        .map(|j| {
+            let spinner = (j == 0 && cfg.spin_us > 0).then(|| Spinner {
+                each: Duration::from_micros(cfg.spin_us),
+                book: ctx.book.clone(),
+            });
+            Some(spawn(&ctx, "worker", &me, move |first| {
+                worker(first, spinner)
+            }))
+        })
         .collect();
     let worker = |workers: &[Option<Greenlet>], j: usize| -> Greenlet {
         workers[j].clone().expect("a live worker")
@@ -469,6 +536,20 @@ fn hub(ctx: Rc<ThreadCtx>) -> Result<(), Error> {
         expect_yield(worker(&workers, j).switch(Cmd::Work))?;
     }
     expect_yield(me.switch(()))?; // a switch to yourself is traced too
+
+    // A greenlet killed before it ever ran, and one dropped before it ever ran: the last
+    // greenlets of the iteration.
+    let unborn = spawn(&ctx, "unborn", &me, |_| Ok(()));
+    let exit = unborn.kill()?;
+    if !unborn.is_dead() || !exit.is::<greenlet::GreenletExit>() {
+        return Err(unexpected("survivor: the unborn greenlet"));
+    }
+    ctx.book.borrow_mut().died(unborn.id(), Outcome::Exit);
+    let discarded = spawn(&ctx, "discarded", &me, |_| Ok(()));
+    ctx.book
+        .borrow_mut()
+        .died(discarded.id(), Outcome::Discarded);
+    drop(discarded);
 
     // The steps: switches and throws interleaved evenly.
     let total = cfg.switches + cfg.throws;
@@ -538,19 +619,6 @@ fn hub(ctx: Rc<ThreadCtx>) -> Result<(), Error> {
             return Err(unexpected(format!("end of worker {} ({fate:?})", w.id())));
         }
     }
-
-    // A greenlet killed before it ever ran, and one dropped before it ever ran.
-    let unborn = spawn(&ctx, "unborn", &me, |_| Ok(()));
-    let exit = unborn.kill()?;
-    if !unborn.is_dead() || !exit.is::<greenlet::GreenletExit>() {
-        return Err(unexpected("survivor: the unborn greenlet"));
-    }
-    ctx.book.borrow_mut().died(unborn.id(), Outcome::Exit);
-    let discarded = spawn(&ctx, "discarded", &me, |_| Ok(()));
-    ctx.book
-        .borrow_mut()
-        .died(discarded.id(), Outcome::Discarded);
-    drop(discarded);
     Ok(())
 }
 
@@ -562,6 +630,7 @@ struct ThreadReport {
     iterations: u64,
     greenlets: Vec<GreenletRecord>,
     edges: HashMap<(u64, u64, EventKind), u64>,
+    spun: BTreeMap<u64, (u64, u64)>,
 }
 
 fn run_thread(index: u32, cfg: Config, stop: Stop) -> Result<ThreadReport, String> {
@@ -631,6 +700,7 @@ fn run_thread(index: u32, cfg: Config, stop: Stop) -> Result<ThreadReport, Strin
         iterations,
         greenlets: book.greenlets,
         edges: book.edges,
+        spun: book.spun,
     })
 }
 
@@ -645,6 +715,7 @@ struct Report {
     edges: Vec<Edge>,
     per_thread: Vec<PerThread>,
     greenlets: Vec<GreenletRecord>,
+    spun: Vec<Spun>,
 }
 
 #[derive(Serialize, Default)]
@@ -661,6 +732,14 @@ struct Edge {
     target: u64,
     kind: &'static str,
     count: u64,
+}
+
+/// The slices of a spinning worker, as it timed them.
+#[derive(Serialize)]
+struct Spun {
+    id: u64,
+    slices: u64,
+    ns: u64,
 }
 
 #[derive(Serialize)]
@@ -682,6 +761,7 @@ fn report(cfg: Config, mut threads: Vec<ThreadReport>) -> Report {
     let mut edges = Vec::new();
     let mut per_thread = Vec::new();
     let mut greenlets = Vec::new();
+    let mut spun = Vec::new();
     for t in threads {
         let mut row = PerThread {
             thread: t.index,
@@ -717,6 +797,11 @@ fn report(cfg: Config, mut threads: Vec<ThreadReport>) -> Report {
             }
             greenlets.push(g);
         }
+        spun.extend(
+            t.spun
+                .iter()
+                .map(|(&id, &(slices, ns))| Spun { id, slices, ns }),
+        );
         totals.switch += row.switch;
         totals.throw += row.throw;
         totals.new += row.new;
@@ -724,6 +809,7 @@ fn report(cfg: Config, mut threads: Vec<ThreadReport>) -> Report {
         per_thread.push(row);
     }
     edges.sort_by(|a, b| (a.origin, a.target, a.kind).cmp(&(b.origin, b.target, b.kind)));
+    spun.sort_by_key(|s| s.id);
     Report {
         pid: std::process::id(),
         threads: per_thread.len() as u32,
@@ -733,12 +819,14 @@ fn report(cfg: Config, mut threads: Vec<ThreadReport>) -> Report {
         edges,
         per_thread,
         greenlets,
+        spun,
     }
 }
 
 /// Blocks the signals this process waits for synchronously, in this thread and every thread
 /// it spawns later, so they stay pending until someone waits for them.
-fn block_signals(cli: &Cli) -> Result<(), String> {
+/// Returns them, to unblock before an exec.
+fn block_signals(cli: &Cli) -> Result<SigSet, String> {
     let mut set = SigSet::empty();
     if cli.wait == Wait::Signal || cli.linger == Wait::Signal {
         set.add(Signal::SIGUSR1);
@@ -748,7 +836,8 @@ fn block_signals(cli: &Cli) -> Result<(), String> {
         set.add(Signal::SIGTERM);
     }
     set.thread_block()
-        .map_err(|e| format!("cannot block signals: {e}"))
+        .map_err(|e| format!("cannot block signals: {e}"))?;
+    Ok(set)
 }
 
 fn wait(how: Wait) -> Result<(), String> {
@@ -772,6 +861,18 @@ fn wait(how: Wait) -> Result<(), String> {
     }
 }
 
+/// Polls `ready` every 10 ms until it holds, for at most a minute.
+fn wait_until(what: &str, ready: impl Fn() -> bool) -> Result<(), String> {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !ready() {
+        if Instant::now() > deadline {
+            return Err(format!("no {what} within 60 s"));
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    Ok(())
+}
+
 /// Keeps quiet about the planned panics; every other panic is reported as usual.
 fn install_panic_hook() {
     let default = panic::take_hook();
@@ -783,15 +884,7 @@ fn install_panic_hook() {
 }
 
 fn main() -> ExitCode {
-    let cli = match Cli::try_parse() {
-        Ok(cli) => cli,
-        Err(e) if !e.use_stderr() => {
-            // --help, --version
-            let _ = e.print();
-            return ExitCode::SUCCESS;
-        }
-        Err(e) => return usage_error(e.render().to_string().lines().next().unwrap_or("")),
-    };
+    let cli: Cli = cli::parse_or_exit("workload");
     if cli.kills > cli.greenlets {
         return usage_error(&format!(
             "--kills {} is more than --greenlets {}",
@@ -825,10 +918,11 @@ fn run(cli: Cli) -> Result<(), String> {
         duration: cli.duration,
         forever: cli.forever,
         pace: cli.pace,
+        spin_us: cli.spin_us,
         trace: !cli.no_trace,
     };
     install_panic_hook();
-    block_signals(&cli)?;
+    let blocked = block_signals(&cli)?;
     let signalled = Arc::new(AtomicBool::new(false));
     if cfg.timed() {
         let flag = signalled.clone();
@@ -848,6 +942,12 @@ fn run(cli: Cli) -> Result<(), String> {
     if cli.wait != Wait::None {
         eprintln!("workload: ready pid={}", std::process::id());
         wait(cli.wait)?;
+    }
+    if cli.wait_for_tracer {
+        wait_until("tracer attached", greenlet::probes::all_enabled)?;
+    }
+    if let Some(path) = &cli.wait_for_file {
+        wait_until("start file", || path.exists())?;
     }
     let deadline = cfg
         .duration
@@ -886,5 +986,12 @@ fn run(cli: Cli) -> Result<(), String> {
         .map_err(|e| format!("cannot write the report: {e}"))?;
     drop(out);
     eprintln!("workload: done");
-    wait(cli.linger)
+    wait(cli.linger)?;
+    if let Some(secs) = cli.then_exec_sleep {
+        // The same process goes on as another program, with the signal mask it started with.
+        let _ = blocked.thread_unblock();
+        let err = Command::new("sleep").arg(secs.to_string()).exec();
+        return Err(format!("cannot exec sleep: {err}"));
+    }
+    Ok(())
 }

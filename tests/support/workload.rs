@@ -1,18 +1,17 @@
 //! Running the test oracle `workload` (`workloads/src/bin/workload.rs`) and reading its JSON
-//! report (schema: that program's module docs).
+//! report (schema: that program's module docs); building the programs of this workspace that
+//! tests run. The root package's tests and gltop's (which include this file with `#[path]`)
+//! read the same report.
 
 use std::collections::{BTreeMap, HashMap};
-use std::io::{BufRead, BufReader, Read};
 use std::path::{Path, PathBuf};
-use std::process::{Child, ChildStdin, Command, Stdio};
-use std::sync::mpsc::{self, Receiver};
+use std::process::{ChildStdin, Command, Stdio};
 use std::sync::Mutex;
-use std::thread::JoinHandle;
-use std::time::Instant;
+use std::time::Duration;
 
 use serde::Deserialize;
 
-use super::{root, wait_timeout, TIMEOUT};
+use super::rules::{root, Proc, TIMEOUT};
 
 /// The test oracle's binary, freshly built.
 pub fn workload_bin() -> PathBuf {
@@ -30,8 +29,8 @@ pub fn example_bin(name: &str) -> PathBuf {
     built("greenlet", "--example", name)
 }
 
-/// The binary `name` of the `greenlet-workloads` package (the demo, the oracle, gltop's test
-/// target), built as [`example_bin`] builds examples.
+/// The binary `name` of the `greenlet-workloads` package (the demo, the oracle `workload`),
+/// built as [`example_bin`] builds examples.
 pub fn workloads_bin(name: &str) -> PathBuf {
     built("greenlet-workloads", "--bin", name)
 }
@@ -121,53 +120,40 @@ pub fn run(args: &[&str]) -> Report {
 /// A running workload, started with `--wait stdin`: it has printed `workload: ready` and
 /// created no greenlet yet.
 pub struct Workload {
-    child: Child,
+    proc: Proc,
     pub pid: u32,
     stdin: Option<ChildStdin>,
-    stderr: Receiver<String>,
-    stdout: Option<JoinHandle<String>>,
     args: Vec<String>,
 }
 
 impl Workload {
     /// Starts the workload with `args` plus `--wait stdin`, and waits for its ready line.
     pub fn start(args: &[&str]) -> Workload {
-        let mut child = Command::new(workload_bin())
-            .args(args)
-            .args(["--wait", "stdin"])
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("cannot start the workload");
-        let pid = child.id();
-        let stdin = child.stdin.take();
-        let mut out = child.stdout.take().expect("piped stdout");
-        let stdout = std::thread::spawn(move || {
-            let mut text = String::new();
-            let _ = out.read_to_string(&mut text);
-            text
-        });
-        let err = child.stderr.take().expect("piped stderr");
-        let (tx, stderr) = mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(err).lines().map_while(Result::ok) {
-                if tx.send(line).is_err() {
-                    break;
-                }
-            }
-        });
-        let w = Workload {
-            child,
+        let mut proc = Proc::spawn(
+            Command::new(workload_bin())
+                .args(args)
+                .args(["--wait", "stdin"])
+                .stdin(Stdio::piped())
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped()),
+        );
+        let pid = proc.child.id();
+        let stdin = proc.child.stdin.take();
+        let ready = proc
+            .wait_stderr_line(TIMEOUT, |l| l.starts_with("workload: ready"))
+            .unwrap_or_else(|| {
+                panic!(
+                    "the workload {args:?} never printed its ready line; stderr: {}",
+                    proc.stderr_so_far()
+                )
+            });
+        assert_eq!(ready, format!("workload: ready pid={pid}"));
+        Workload {
+            proc,
             pid,
             stdin,
-            stderr,
-            stdout: Some(stdout),
             args: args.iter().map(|s| s.to_string()).collect(),
-        };
-        let ready = w.wait_stderr("workload: ready");
-        assert_eq!(ready, format!("workload: ready pid={pid}"));
-        w
+        }
     }
 
     /// `/proc/PID/exe`: the binary path to give bpftrace for this process.
@@ -175,16 +161,9 @@ impl Workload {
         format!("/proc/{}/exe", self.pid)
     }
 
-    fn wait_stderr(&self, prefix: &str) -> String {
-        let deadline = Instant::now() + TIMEOUT;
-        loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            match self.stderr.recv_timeout(left) {
-                Ok(line) if line.starts_with(prefix) => return line,
-                Ok(line) => eprintln!("workload stderr: {line}"),
-                Err(_) => panic!("the workload {:?} never printed {prefix:?}", self.args),
-            }
-        }
+    /// Sends `sig` to it.
+    pub fn signal(&self, sig: nix::sys::signal::Signal) {
+        self.proc.signal(sig);
     }
 
     /// Lets it start: closes its stdin.
@@ -193,29 +172,24 @@ impl Workload {
     }
 
     /// Waits for it to exit successfully and returns its report.
-    pub fn finish(mut self) -> Report {
+    pub fn finish(self) -> Report {
+        self.finish_within(TIMEOUT)
+    }
+
+    /// [`Workload::finish`], for a run that may take up to `timeout`.
+    pub fn finish_within(mut self, timeout: Duration) -> Report {
         self.go();
-        let status = wait_timeout(&mut self.child, "the workload", TIMEOUT);
-        let stdout = self.stdout.take().expect("stdout").join().expect("reader");
-        let rest: Vec<String> = self.stderr.try_iter().collect();
+        let status = self.proc.wait("the workload", timeout);
+        let stdout = self.proc.stdout_text();
+        let stderr = self.proc.stderr_text();
         assert!(
             status.success(),
-            "the workload {:?} failed ({status}): {rest:?}",
+            "the workload {:?} failed ({status}): {stderr}",
             self.args
         );
-        let report: Report = serde_json::from_str(stdout.trim())
-            .unwrap_or_else(|e| panic!("the workload's report is not valid JSON ({e}): {stdout}"));
+        let report = Report::parse(&stdout);
         assert_eq!(report.pid, self.pid, "the report's pid");
         report
-    }
-}
-
-impl Drop for Workload {
-    fn drop(&mut self) {
-        if let Ok(None) = self.child.try_wait() {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
-        }
     }
 }
 
@@ -230,6 +204,7 @@ pub struct Report {
     pub edges: Vec<Edge>,
     pub per_thread: Vec<PerThread>,
     pub greenlets: Vec<GreenletInfo>,
+    pub spun: Vec<Spun>,
 }
 
 #[derive(Debug, Deserialize, PartialEq, Eq)]
@@ -271,6 +246,14 @@ pub struct GreenletInfo {
     pub outcome: String,
 }
 
+/// The slices of a spinning worker (`--spin-us`), as it timed them from inside.
+#[derive(Debug, Deserialize, Clone)]
+pub struct Spun {
+    pub id: u64,
+    pub slices: u64,
+    pub ns: u64,
+}
+
 /// The `outcome` argument of `greenlet:dead` for an outcome name of the report (names and
 /// codes: `greenlet::probes::Outcome`).
 pub fn outcome_code(name: &str) -> u8 {
@@ -282,6 +265,12 @@ pub fn outcome_code(name: &str) -> u8 {
 }
 
 impl Report {
+    /// Reads the report the workload printed on `stdout` (its only line).
+    pub fn parse(stdout: &str) -> Report {
+        serde_json::from_str(stdout.trim())
+            .unwrap_or_else(|e| panic!("the workload's report is not valid JSON ({e}): {stdout}"))
+    }
+
     /// Edge counts of one kind (`"switch"` or `"throw"`), by (origin, target).
     pub fn edges_of(&self, kind: &str) -> BTreeMap<(u64, u64), u64> {
         let mut map = BTreeMap::new();

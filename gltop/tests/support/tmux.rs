@@ -3,10 +3,12 @@
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-/// Whether tmux is installed. Outside CI a missing tmux skips the test with a printed reason;
-/// under `CI=true` it fails the test.
-pub fn tmux_or_skip() -> bool {
-    super::tool_or_skip("tmux", "-V")
+use super::{bpf_privilege, poll_until, require, tool};
+
+/// Whether `test`, which drives gltop in tmux, can run here: [`require`] of BPF privilege
+/// and tmux.
+pub fn bpf_and_tmux_or_skip(test: &str) -> bool {
+    require(test, bpf_privilege().and_then(|()| tool("tmux", "-V")))
 }
 
 /// A tmux session of our own, killed (by its name) when dropped.
@@ -70,17 +72,30 @@ impl Tmux {
 
     /// Waits until the screen satisfies `pred`; the screen, or a panic with the last one.
     pub fn wait_for(&self, what: &str, timeout: Duration, pred: impl Fn(&str) -> bool) -> String {
-        let deadline = Instant::now() + timeout;
-        loop {
-            let s = self.screen();
-            if pred(&s) {
-                return s;
-            }
-            if Instant::now() > deadline {
-                panic!("timed out waiting for {what}; screen:\n{s}");
-            }
-            std::thread::sleep(Duration::from_millis(100));
-        }
+        self.wait_capture(what, timeout, Tmux::screen, pred)
+    }
+
+    /// [`Tmux::wait_for`] on the screen with its attributes ([`Tmux::styled_screen`]).
+    pub fn wait_for_styled(
+        &self,
+        what: &str,
+        timeout: Duration,
+        pred: impl Fn(&str) -> bool,
+    ) -> String {
+        self.wait_capture(what, timeout, Tmux::styled_screen, pred)
+    }
+
+    fn wait_capture(
+        &self,
+        what: &str,
+        timeout: Duration,
+        capture: fn(&Tmux) -> String,
+        pred: impl Fn(&str) -> bool,
+    ) -> String {
+        poll_until(Instant::now() + timeout, || {
+            Some(capture(self)).filter(|s| pred(s))
+        })
+        .unwrap_or_else(|| panic!("timed out waiting for {what}; screen:\n{}", self.screen()))
     }
 }
 

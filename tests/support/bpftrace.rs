@@ -5,21 +5,15 @@
 
 use std::collections::BTreeMap;
 use std::fmt;
-use std::io::{BufRead, BufReader, Read, Write};
-use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus, Stdio};
-use std::sync::mpsc::{self, Receiver};
+use std::process::{Command, ExitStatus, Stdio};
 use std::sync::OnceLock;
-use std::thread::JoinHandle;
-use std::time::{Duration, Instant};
 
-use nix::sys::signal::{kill, Signal};
-use nix::unistd::Pid;
+use nix::sys::signal::Signal;
 use serde::de::{self, Deserialize, Deserializer, MapAccess, SeqAccess, Visitor};
 use serde_json::{Map, Number, Value};
 
-use super::{ci, root, TIMEOUT};
+use super::rules::{require, root, Proc, TIMEOUT};
 
 /// `scripts/bpftrace.sh`: bpftrace with the same arguments, less the RLIMIT_MEMLOCK error line
 /// of bpftrace 0.17 where it means nothing. The README runs bpftrace through it; so do these
@@ -32,35 +26,32 @@ pub fn wrapper() -> PathBuf {
 /// must keep it from the user.
 pub const MEMLOCK_ERROR: &str = "couldn't set RLIMIT_MEMLOCK";
 
-/// Whether bpftrace can run here. Outside CI, a test that cannot run prints why and returns
-/// early; under `CI=true` it fails instead.
-pub fn available(test: &str) -> bool {
+/// Whether bpftrace can load a BPF program here (`Err`: why not), checked once.
+pub fn check() -> Result<(), String> {
     static PROBE: OnceLock<Result<(), String>> = OnceLock::new();
-    let result = PROBE.get_or_init(|| {
-        let out = Command::new("bpftrace")
-            .args(["-e", "BEGIN { printf(\"ok\\n\"); exit(); }"])
-            .stdin(Stdio::null())
-            .output()
-            .map_err(|e| format!("cannot run bpftrace: {e}"))?;
-        if out.status.success() && String::from_utf8_lossy(&out.stdout).contains("ok") {
-            Ok(())
-        } else {
-            Err(format!(
-                "bpftrace cannot load a BPF program ({}): {}",
-                out.status,
-                String::from_utf8_lossy(&out.stderr).trim()
-            ))
-        }
-    });
-    match result {
-        Ok(()) => true,
-        Err(reason) if ci() => panic!("CI=true, but {test} cannot run: {reason}"),
-        Err(reason) => {
-            // Straight to stderr, past the test harness's capture, so the skip is seen.
-            let _ = writeln!(std::io::stderr(), "skipping {test}: {reason}");
-            false
-        }
-    }
+    PROBE
+        .get_or_init(|| {
+            let out = Command::new("bpftrace")
+                .args(["-e", "BEGIN { printf(\"ok\\n\"); exit(); }"])
+                .stdin(Stdio::null())
+                .output()
+                .map_err(|e| format!("cannot run bpftrace: {e}"))?;
+            if out.status.success() && String::from_utf8_lossy(&out.stdout).contains("ok") {
+                Ok(())
+            } else {
+                Err(format!(
+                    "bpftrace cannot load a BPF program ({}): {}",
+                    out.status,
+                    String::from_utf8_lossy(&out.stderr).trim()
+                ))
+            }
+        })
+        .clone()
+}
+
+/// Whether `test`, which runs bpftrace, can run here: [`require`] of [`check`].
+pub fn available(test: &str) -> bool {
+    require(test, check())
 }
 
 /// What bpftrace runs.
@@ -78,10 +69,7 @@ pub enum Program<'a> {
 pub struct Bpftrace {
     /// `bpftrace.sh`, leader of its own process group (bpftrace, the wrapper's filter, and
     /// the program of `-c`).
-    child: Child,
-    lines: Receiver<String>,
-    stderr: Option<JoinHandle<String>>,
-    seen: Vec<String>,
+    proc: Proc,
     /// Run with `-c`: the traced program's own lines share bpftrace's stdout.
     program_output: bool,
 }
@@ -107,34 +95,14 @@ impl Bpftrace {
     /// process group of its own as a shell's job is, and waits until bpftrace's BEGIN probe
     /// has printed.
     pub fn spawn(args: &[String]) -> Bpftrace {
-        let mut child = Command::new(wrapper())
-            .args(args)
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .process_group(0)
-            .spawn()
-            .expect("cannot start scripts/bpftrace.sh");
-        let out = child.stdout.take().expect("piped stdout");
-        let (tx, lines) = mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(out).lines().map_while(Result::ok) {
-                if tx.send(line).is_err() {
-                    break;
-                }
-            }
-        });
-        let mut err = child.stderr.take().expect("piped stderr");
-        let stderr = std::thread::spawn(move || {
-            let mut text = String::new();
-            let _ = err.read_to_string(&mut text);
-            text
-        });
         let mut bt = Bpftrace {
-            child,
-            lines,
-            stderr: Some(stderr),
-            seen: Vec::new(),
+            proc: Proc::spawn_group(
+                Command::new(wrapper())
+                    .args(args)
+                    .stdin(Stdio::null())
+                    .stdout(Stdio::piped())
+                    .stderr(Stdio::piped()),
+            ),
             program_output: args.iter().any(|a| a == "-c"),
         };
         bt.wait_for_begin();
@@ -142,92 +110,40 @@ impl Bpftrace {
     }
 
     fn wait_for_begin(&mut self) {
-        let deadline = Instant::now() + TIMEOUT;
-        loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            match self.lines.recv_timeout(left) {
-                Ok(line) => {
-                    let begun = line.contains("\"type\": \"printf\"");
-                    self.seen.push(line);
-                    if begun {
-                        return;
-                    }
-                }
-                Err(_) => {
-                    self.kill_group();
-                    let stderr = self.stderr.take().map(|h| h.join().unwrap_or_default());
-                    panic!(
-                        "bpftrace never printed from BEGIN; stdout: {:?}; stderr: {}",
-                        self.seen,
-                        stderr.unwrap_or_default()
-                    );
-                }
-            }
+        let begun = self
+            .proc
+            .wait_stdout_line(TIMEOUT, |l| l.contains("\"type\": \"printf\""));
+        if begun.is_none() {
+            self.proc.kill();
+            panic!(
+                "bpftrace never printed from BEGIN; stdout: {:?}; stderr: {}",
+                self.proc.stdout_text(),
+                self.proc.stderr_text()
+            );
         }
     }
 
     /// Waits for bpftrace to exit by itself (it does when the traced process exits) and
     /// returns its output.
     pub fn finish(mut self) -> Output {
-        let status = self.wait();
+        let status = self.proc.wait("bpftrace", TIMEOUT);
         self.collect(status)
     }
 
     /// Stops bpftrace with SIGINT to its process group, as Ctrl-C does, and returns its
     /// output.
     pub fn interrupt(mut self) -> Output {
-        kill(self.group(), Signal::SIGINT).expect("SIGINT to bpftrace's process group");
-        let status = self.wait();
+        self.proc.signal(Signal::SIGINT);
+        let status = self.proc.wait("bpftrace", TIMEOUT);
         self.collect(status)
     }
 
-    fn group(&self) -> Pid {
-        Pid::from_raw(-(self.child.id() as i32))
-    }
-
-    /// Kills the whole process group (bpftrace under the wrapper) and reaps the wrapper.
-    fn kill_group(&mut self) {
-        let _ = kill(self.group(), Signal::SIGKILL);
-        let _ = self.child.wait();
-    }
-
-    /// Waits for the wrapper to exit, for at most [`TIMEOUT`]; kills its group after that.
-    fn wait(&mut self) -> ExitStatus {
-        let deadline = Instant::now() + TIMEOUT;
-        loop {
-            match self.child.try_wait() {
-                Ok(Some(status)) => return status,
-                Ok(None) if Instant::now() < deadline => {
-                    std::thread::sleep(Duration::from_millis(20))
-                }
-                Ok(None) => {
-                    self.kill_group();
-                    panic!("bpftrace did not exit within {TIMEOUT:?}; killed it");
-                }
-                Err(e) => panic!("cannot wait for bpftrace: {e}"),
-            }
-        }
-    }
-
     fn collect(&mut self, status: ExitStatus) -> Output {
-        let stderr = self
-            .stderr
-            .take()
-            .map(|h| h.join().unwrap_or_default())
-            .unwrap_or_default();
-        let mut lines = std::mem::take(&mut self.seen);
-        lines.extend(self.lines.try_iter());
+        let stderr = self.proc.stderr_text();
+        let lines: Vec<String> = self.proc.stdout_text().lines().map(String::from).collect();
         assert!(status.success(), "bpftrace failed ({status}): {stderr}");
         Output::parse(&lines, stderr, self.program_output)
             .unwrap_or_else(|e| panic!("bpftrace's output: {e}"))
-    }
-}
-
-impl Drop for Bpftrace {
-    fn drop(&mut self) {
-        if let Ok(None) = self.child.try_wait() {
-            self.kill_group();
-        }
     }
 }
 
@@ -522,4 +438,15 @@ pub fn num(part: &str) -> u64 {
     part.trim()
         .parse()
         .unwrap_or_else(|_| panic!("{part:?} is not a number"))
+}
+
+/// A map keyed by two numbers (`@m[arg0, arg1]`, e.g. an edge's origin and target): counts
+/// by (first, second).
+pub fn pairs(map: &BTreeMap<String, i64>) -> BTreeMap<(u64, u64), u64> {
+    map.iter()
+        .map(|(k, v)| {
+            let p = key_parts(k, 2);
+            ((num(p[0]), num(p[1])), *v as u64)
+        })
+        .collect()
 }

@@ -8,6 +8,7 @@ use std::collections::BTreeSet;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
+use super::poll_until;
 use libbpf_rs::query::{
     LinkInfoIter, LinkTypeInfo, MapInfoIter, PerfEventType, ProgInfoIter, ProgInfoQueryOptions,
     ProgramInfo,
@@ -65,14 +66,10 @@ impl Objects {
 
     /// Waits until none of these objects exists any more; what is left after `timeout`.
     pub fn wait_gone(&self, timeout: Duration) -> Objects {
-        let deadline = Instant::now() + timeout;
-        loop {
-            let left = self.still_loaded();
-            if left.is_empty() || Instant::now() > deadline {
-                return left;
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        poll_until(Instant::now() + timeout, || {
+            Some(self.still_loaded()).filter(Objects::is_empty)
+        })
+        .unwrap_or_else(|| self.still_loaded())
     }
 }
 

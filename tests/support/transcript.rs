@@ -1,5 +1,5 @@
-//! Helpers shared by the spec tests: a print log, greenlet labels, a printing tracer.
-#![allow(dead_code)]
+//! What the spec tests print, as the Python examples they port do: a print [`Log`], greenlet
+//! labels, a printing tracer.
 
 use std::cell::RefCell;
 use std::rc::Rc;
@@ -86,37 +86,4 @@ where
     R: 'static,
 {
     Greenlet::builder().name(name).build(run)
-}
-
-/// Set in the child process that [`run_in_child`] starts.
-const CHILD_ENV: &str = "GREENLET_TEST_CHILD";
-
-/// Runs the test `name` of this test binary again in a child process and returns its exit
-/// status, stdout and stderr; returns `None` when called in that child, which then runs the
-/// scenario itself. For scenarios that may crash or abort the process, which would otherwise
-/// take every other test of the binary down with them.
-pub fn run_in_child(name: &str) -> Option<(std::process::ExitStatus, String, String)> {
-    if std::env::var_os(CHILD_ENV).is_some() {
-        return None;
-    }
-    let output = std::process::Command::new(std::env::current_exe().unwrap())
-        .args([name, "--exact", "--nocapture", "--test-threads=1"])
-        .env(CHILD_ENV, "1")
-        .env("RUST_BACKTRACE", "0")
-        .output()
-        .expect("cannot run the test binary again");
-    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
-    let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
-    Some((output.status, stdout, stderr))
-}
-
-/// [`run_in_child`], failing unless the child succeeds: returns its stdout and stderr, or
-/// `None` in the child.
-pub fn in_child_process(name: &str) -> Option<(String, String)> {
-    let (status, stdout, stderr) = run_in_child(name)?;
-    assert!(
-        status.success(),
-        "the scenario failed in a child process ({status}):\n{stdout}{stderr}"
-    );
-    Some((stdout, stderr))
 }
