@@ -80,7 +80,7 @@ pub fn lines(app: &App, width: u16) -> Vec<Line<'static>> {
     }
 
     let th = app.threads;
-    let second: Vec<Group> = vec![
+    let mut second: Vec<Group> = vec![
         vec![
             "threads ".into(),
             bold(th.alive.to_string()),
@@ -107,6 +107,23 @@ pub fn lines(app: &App, width: u16) -> Vec<Line<'static>> {
         )
         .into()],
     ];
+    // With --follow, the processes forked from the target: how many, and which have exited
+    // (their greenlets stay in the table under their PID until they are forgotten).
+    let procs = &app.cur.processes;
+    if procs.len() > 1 {
+        let exited = procs.iter().filter(|p| p.exited).count();
+        let pids: Vec<String> = procs
+            .iter()
+            .take(6)
+            .map(|p| format!("{}{}", p.pid, if p.exited { "†" } else { "" }))
+            .collect();
+        let more = if procs.len() > 6 { " …" } else { "" };
+        second.push(vec![
+            "processes ".into(),
+            bold(procs.len().to_string()),
+            format!(" watched, {exited} exited ({}{more})", pids.join(" ")).into(),
+        ]);
+    }
 
     let third: Vec<Group> = vec![
         vec![
