@@ -383,14 +383,19 @@ int BPF_KPROBE(um_dead, __u64 id, __u64 outcome)
  * The floor, for benchmarks only: the least a handler can do (bump a per-CPU
  * counter). benches/gltop_probe_cost.rs compares the handlers above with it.
  */
-SEC("uprobe.multi")
-int um_floor(struct pt_regs *ctx)
+static __always_inline int floor_hit(void)
 {
 	struct gl_totals *tot = get_totals();
 
 	if (tot)
 		tot->switches++;
 	return 0;
+}
+
+SEC("uprobe.multi")
+int um_floor(struct pt_regs *ctx)
+{
+	return floor_hit();
 }
 
 /*
@@ -432,11 +437,7 @@ int BPF_KPROBE(up_dead, __u64 id, __u64 outcome)
 SEC("uprobe")
 int up_floor(struct pt_regs *ctx)
 {
-	struct gl_totals *tot = get_totals();
-
-	if (tot)
-		tot->switches++;
-	return 0;
+	return floor_hit();
 }
 
 /* The two fields of the kernel's task_struct read below (CO-RE: offsets from kernel BTF). */
