@@ -297,6 +297,21 @@ fn a_high_birth_rate_for_minutes_loses_nothing_and_memory_stays_flat() {
         for th in threads {
             let tid = &th["tid"];
             let mine: Vec<&&serde_json::Value> = live.iter().filter(|g| g["tid"] == *tid).collect();
+            let none_running = mine.iter().all(|g| g["state"] != "running");
+            if mine.is_empty() || none_running {
+                // A worker tearing down at the demo's end: its main greenlet is gone and the
+                // greenlets being killed after it are not current; its thread record then has
+                // nothing current to name. Mid-run this never happens.
+                assert!(
+                    ending,
+                    "line {i}: thread {tid} with nothing running mid-run: {th}"
+                );
+                assert!(
+                    th["current"].is_null(),
+                    "line {i}: thread {tid} names a current greenlet that is not alive: {th}"
+                );
+                continue;
+            }
             let running: Vec<_> = mine.iter().filter(|g| g["state"] == "running").collect();
             assert_eq!(running.len(), 1, "line {i}: thread {tid}");
             assert_eq!(th["current"], running[0]["id"], "line {i}: thread {tid}");
