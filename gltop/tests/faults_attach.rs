@@ -45,6 +45,28 @@ fn wait_gltop_attached(g: &Proc) {
     );
 }
 
+/// The BPF links an attached gltop holds, from its `attached to process ...: N probe sites
+/// (MODE)` line: one per-process uprobe per call site in `uprobe` mode, one uprobe-multi link
+/// per probe (libbpf's USDT) in `usdt` mode.
+fn expected_links(g: &Proc) -> usize {
+    let err = g.stderr_so_far();
+    let line = err
+        .lines()
+        .find(|l| l.contains("attached to process"))
+        .expect("the attach line");
+    let (_, after) = line.split_once("): ").expect("the attach line's sites");
+    let mut words = after.split_whitespace();
+    let sites: usize = words
+        .next()
+        .and_then(|n| n.parse().ok())
+        .expect("a site count");
+    match words.nth(2) {
+        Some("(uprobe),") => sites,
+        Some("(usdt),") => greenlet::probes::PROBE_NAMES.len(),
+        other => panic!("an attach mode in {line:?}: {other:?}"),
+    }
+}
+
 #[test]
 fn gltop_killed_with_sigkill_leaves_no_link_program_or_map_and_zero_semaphores() {
     if !bpf_or_skip("gltop_killed_with_sigkill_leaves_no_link_program_or_map_and_zero_semaphores") {
@@ -57,9 +79,13 @@ fn gltop_killed_with_sigkill_leaves_no_link_program_or_map_and_zero_semaphores()
         let mut g = gltop_json(t.pid(), &["-d", "1", "--attach", mode]);
         wait_gltop_attached(&g);
         let attached = gltop_objects(t.pid());
-        // One link per probe, the programs of both modes (one object is loaded), and the
-        // maps: greenlets, edges, totals and libbpf's own.
-        assert_eq!(attached.links.len(), 4, "{mode}: {attached:?}");
+        // One link per site (uprobe) or per probe (usdt), the programs of both modes (one
+        // object is loaded), and the maps: greenlets, edges, totals and libbpf's own.
+        assert_eq!(
+            attached.links.len(),
+            expected_links(&g),
+            "{mode}: {attached:?}"
+        );
         assert!(attached.programs.len() >= 4, "{mode}: {attached:?}");
         assert!(attached.maps.len() >= 3, "{mode}: {attached:?}");
         assert!(
@@ -100,7 +126,7 @@ fn a_target_killed_with_sigkill_ends_gltop_with_a_message_and_exit_zero() {
     wait_gltop_attached(&g);
     assert!(wait_attached(t.pid(), LONG));
     let attached = gltop_objects(t.pid());
-    assert_eq!(attached.links.len(), 4, "{attached:?}");
+    assert_eq!(attached.links.len(), expected_links(&g), "{attached:?}");
     // Let it switch a while, then kill it mid-flight.
     std::thread::sleep(Duration::from_millis(500));
     t.signal(Signal::SIGKILL);
@@ -162,7 +188,11 @@ fn gltops_on_one_process_count_exactly_and_come_and_go_independently() {
     wait_gltop_attached(&b);
     let two = semaphores(t.pid());
     let objects_ab = gltop_objects(t.pid());
-    assert_eq!(objects_ab.links.len(), 8, "{objects_ab:?}");
+    assert_eq!(
+        objects_ab.links.len(),
+        expected_links(&a) + expected_links(&b),
+        "{objects_ab:?}"
+    );
 
     // The kernel counts each probe site once per process in its semaphore, however many
     // tracers share the site's uprobe.
@@ -173,7 +203,11 @@ fn gltops_on_one_process_count_exactly_and_come_and_go_independently() {
     wait_gltop_attached(&c);
     assert_eq!(semaphores(t.pid()), two, "with a third gltop");
     let objects_abc = gltop_objects(t.pid());
-    assert_eq!(objects_abc.links.len(), 12, "{objects_abc:?}");
+    assert_eq!(
+        objects_abc.links.len(),
+        objects_ab.links.len() + expected_links(&c),
+        "{objects_abc:?}"
+    );
     c.signal(Signal::SIGKILL);
     assert!(c.wait_for(LONG).is_some());
     let c_only = Objects {

@@ -80,20 +80,21 @@ fn is_gltop_program(p: &ProgramInfo) -> bool {
 /// The BPF links, programs and maps of the gltops attached to process `pid` right now.
 ///
 /// A link counts when its program is one of gltop's and it is a uprobe-multi link on `pid`
-/// (what gltop creates in both attach modes on kernels since 6.6), or a perf-event uprobe on
-/// the executable of `pid` (libbpf's fallback on older kernels, which records no PID).
+/// (libbpf's USDT mode on kernels since 6.6, and `--follow`), or a perf-event uprobe on the
+/// executable of `pid` (gltop's default per-process uprobes, named by the path gltop gave,
+/// such as `/proc/PID/exe`; the link records no PID).
 pub fn gltop_objects(pid: i32) -> Objects {
     let programs: Vec<ProgramInfo> =
         ProgInfoIter::with_query_opts(ProgInfoQueryOptions::default().include_map_ids(true))
             .filter(is_gltop_program)
             .collect();
-    let exe = std::fs::read_link(format!("/proc/{pid}/exe")).ok();
+    let exe = std::fs::canonicalize(format!("/proc/{pid}/exe")).ok();
     let on_target = |info: &LinkTypeInfo| match info {
         LinkTypeInfo::UprobeMulti(u) => u.pid == pid as u32,
         LinkTypeInfo::PerfEvent(p) => match &p.event_type {
             PerfEventType::Uprobe {
                 file_name: Some(f), ..
-            } => exe.as_deref() == Some(Path::new(f)),
+            } => exe.is_some() && std::fs::canonicalize(f).ok() == exe,
             _ => false,
         },
         _ => false,
