@@ -410,7 +410,7 @@ fn greenlets_that_end_before_the_first_line_are_in_it() {
         return;
     }
     let _s = serial();
-    let mut t = target(&["--threads", "2", "--greenlets", "4", "--rounds", "10"]);
+    let mut t = target(&["--threads", "2", "--greenlets", "4", "--switches", "10"]);
     // No --hit-cost-ns: gltop measures it after attaching, while the target runs and ends.
     let mut g = Proc::spawn(
         gltop()
@@ -423,20 +423,20 @@ fn greenlets_that_end_before_the_first_line_are_in_it() {
         .is_some_and(|s| s.success()));
     let st = g.wait_for(Duration::from_secs(60)).expect("gltop ends");
     assert_eq!(st.code(), Some(0), "{}", g.stderr_text());
-    let report: serde_json::Value = serde_json::from_str(t.stdout_text().trim()).unwrap();
+    let report = report_of(&mut t);
     let lines = json_lines(&g.stdout_text());
     let all = merged(&lines);
-    let names = report["names"].as_object().unwrap();
     let ids: std::collections::BTreeSet<u64> = all["greenlets"]
         .as_array()
         .unwrap()
         .iter()
         .map(|g| g["id"].as_u64().unwrap())
         .collect();
-    let want: std::collections::BTreeSet<u64> = names.keys().map(|k| k.parse().unwrap()).collect();
+    let want: std::collections::BTreeSet<u64> = report.greenlets.iter().map(|g| g.id).collect();
     assert_eq!(ids, want, "{} lines", lines.len());
     assert_eq!(
         all["totals"]["ended"]["greenlets"].as_u64().unwrap(),
         want.len() as u64
     );
+    assert_exact("gltop", &report, &all);
 }
