@@ -11,7 +11,11 @@ pub fn bpf_and_tmux_or_skip(test: &str) -> bool {
     require(test, bpf_privilege().and_then(|()| tool("tmux", "-V")))
 }
 
-/// A tmux session of our own, killed (by its name) when dropped.
+/// A tmux session on a tmux server of its own (its own socket, `tmux -L`), killed with its
+/// server when dropped.
+///
+/// One server per session: with a shared server, the last session's teardown makes the server
+/// exit while another test's `new-session` is connecting to it ("server exited unexpectedly").
 pub struct Tmux {
     name: String,
 }
@@ -25,7 +29,7 @@ impl Tmux {
     /// A session `columns` wide and `lines` high running `command`.
     pub fn start_sized(tag: &str, command: &str, columns: u16, lines: u16) -> Tmux {
         let name = format!("gltop-test-{}-{tag}", std::process::id());
-        let ok = Command::new("tmux")
+        let ok = tmux_command(&name)
             .args([
                 "new-session",
                 "-d",
@@ -40,12 +44,12 @@ impl Tmux {
             .status()
             .expect("run tmux")
             .success();
-        assert!(ok, "tmux new-session failed");
+        assert!(ok, "tmux new-session -s {name} failed");
         Tmux { name }
     }
 
     pub fn screen(&self) -> String {
-        let out = Command::new("tmux")
+        let out = tmux_command(&self.name)
             .args(["capture-pane", "-p", "-t", &self.name])
             .output()
             .expect("tmux capture-pane");
@@ -54,7 +58,7 @@ impl Tmux {
 
     /// The screen with its attributes as escape sequences (`capture-pane -e`).
     pub fn styled_screen(&self) -> String {
-        let out = Command::new("tmux")
+        let out = tmux_command(&self.name)
             .args(["capture-pane", "-p", "-e", "-t", &self.name])
             .output()
             .expect("tmux capture-pane");
@@ -62,7 +66,7 @@ impl Tmux {
     }
 
     pub fn keys(&self, keys: &[&str]) {
-        let status = Command::new("tmux")
+        let status = tmux_command(&self.name)
             .args(["send-keys", "-t", &self.name])
             .args(keys)
             .status()
@@ -101,8 +105,13 @@ impl Tmux {
 
 impl Drop for Tmux {
     fn drop(&mut self) {
-        let _ = Command::new("tmux")
-            .args(["kill-session", "-t", &self.name])
-            .status();
+        let _ = tmux_command(&self.name).arg("kill-server").status();
     }
+}
+
+/// `tmux -L NAME`: a command for the server whose socket is named after the session.
+fn tmux_command(name: &str) -> Command {
+    let mut command = Command::new("tmux");
+    command.args(["-L", name]);
+    command
 }
