@@ -16,6 +16,7 @@
 
 mod attach;
 pub mod elf;
+pub mod layout;
 mod model;
 pub mod process;
 pub mod rates;
