@@ -5,6 +5,7 @@
 
 mod app;
 mod calibrate;
+mod export;
 mod format;
 mod json;
 mod run;
@@ -29,10 +30,11 @@ use gltop::loader::{self, AttachMode, Capacities};
                   greenlet crate (USDT provider `greenlet`)."
 )]
 pub struct Args {
-    /// PID of the process to trace.
+    /// PID of the process to trace. With --listen, several (`-p 1 2` or `-p 1 -p 2`): every
+    /// one must exist, or nothing starts.
     #[arg(short = 'p', long = "pid", value_name = "PID", value_parser = parse_pid,
-          allow_negative_numbers = true)]
-    pub pid: i32,
+          allow_negative_numbers = true, required = true, num_args = 1.., action = clap::ArgAction::Append)]
+    pub pids: Vec<i32>,
 
     /// Refresh interval in seconds.
     #[arg(short = 'd', long = "delay", value_name = "SECONDS", default_value = "1",
@@ -79,6 +81,22 @@ pub struct Args {
     #[arg(short = 'f', long)]
     pub follow: bool,
 
+    /// Serve Prometheus metrics on http://ADDR/metrics instead of the TUI, until a signal or
+    /// until every process exits. ADDR is IP:PORT, or a PORT on 127.0.0.1 (README,
+    /// "Prometheus").
+    #[arg(long, value_name = "ADDR", value_parser = export::parse_listen,
+          conflicts_with_all = ["json", "count", "follow"])]
+    pub listen: Option<std::net::SocketAddr>,
+
+    /// With --listen: a `pid` label on every series, besides `process`.
+    #[arg(long, requires = "listen")]
+    pub per_pid: bool,
+
+    /// With --listen: series per greenlet name for the first N names of each process (the
+    /// busiest first), the others summed under `_other`; N is at most 100.
+    #[arg(long, value_name = "N", requires = "listen", value_parser = parse_names)]
+    pub greenlet_names: Option<usize>,
+
     /// Cost of one probe hit in nanoseconds, instead of measuring it at start-up.
     #[arg(long, value_name = "NS", value_parser = parse_cost, allow_negative_numbers = true)]
     pub hit_cost_ns: Option<f64>,
@@ -96,6 +114,11 @@ pub enum Mode {
 }
 
 impl Args {
+    /// The PID of the TUI and of --json (they watch one process).
+    pub fn pid(&self) -> i32 {
+        self.pids[0]
+    }
+
     /// Loader options from the flags.
     pub fn options(&self) -> loader::Options {
         loader::Options {
@@ -157,6 +180,16 @@ fn parse_max_dead(s: &str) -> Result<usize, String> {
     }
 }
 
+fn parse_names(s: &str) -> Result<usize, String> {
+    match s.parse::<usize>() {
+        Ok(n) if (1..=export::metrics::MAX_NAMES).contains(&n) => Ok(n),
+        _ => Err(format!(
+            "a number of greenlet names is an integer in 1..={}",
+            export::metrics::MAX_NAMES
+        )),
+    }
+}
+
 fn parse_cost(s: &str) -> Result<f64, String> {
     match s.parse::<f64>() {
         Ok(v) if v.is_finite() && v >= 0.0 => Ok(v),
@@ -198,6 +231,19 @@ fn main() -> ExitCode {
         eprintln!("gltop: --follow needs the uprobe attach mode (--attach auto or uprobe)");
         return ExitCode::from(2);
     }
+    if let Some(addr) = args.listen {
+        return match export::run(&args, addr) {
+            Ok(_) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("gltop: {e}");
+                ExitCode::from(e.exit_code())
+            }
+        };
+    }
+    if args.pids.len() > 1 {
+        eprintln!("gltop: several PIDs need --listen: the live view and --json watch one process");
+        return ExitCode::from(2);
+    }
     if !args.json && !std::io::stdout().is_terminal() {
         // Checked before attaching: the TUI would fail only after the attach and the cost
         // measurement, or draw escape sequences into a file.
@@ -208,14 +254,7 @@ fn main() -> ExitCode {
     }
     match run::run(&args) {
         Ok(run::End::TargetExited(p)) => {
-            if p.has_execed() {
-                eprintln!(
-                    "gltop: process {} ({}) replaced its program (exec): its greenlet probes are gone",
-                    p.pid, p.comm
-                );
-            } else {
-                eprintln!("gltop: process {} ({}) exited", p.pid, p.comm);
-            }
+            report_exit(&p);
             ExitCode::SUCCESS
         }
         Ok(run::End::Done) => ExitCode::SUCCESS,
@@ -223,5 +262,17 @@ fn main() -> ExitCode {
             eprintln!("gltop: {e}");
             ExitCode::from(e.exit_code())
         }
+    }
+}
+
+/// Says, in one line, that a watched process exited or replaced its program.
+pub(crate) fn report_exit(p: &loader::Process) {
+    if p.has_execed() {
+        eprintln!(
+            "gltop: process {} ({}) replaced its program (exec): its greenlet probes are gone",
+            p.pid, p.comm
+        );
+    } else {
+        eprintln!("gltop: process {} ({}) exited", p.pid, p.comm);
     }
 }
