@@ -30,10 +30,11 @@ use gltop::loader::{self, AttachMode, Capacities};
                   greenlet crate (USDT provider `greenlet`)."
 )]
 pub struct Args {
-    /// PID of the process to trace. With --listen, several (`-p 1 2` or `-p 1 -p 2`): every
+    /// PID of the process to trace. With --listen, several (`-p 1,2` or `-p 1 -p 2`): every
     /// one must exist, or nothing starts.
     #[arg(short = 'p', long = "pid", value_name = "PID", value_parser = parse_pid,
-          allow_negative_numbers = true, required = true, num_args = 1.., action = clap::ArgAction::Append)]
+          allow_negative_numbers = true, required = true, value_delimiter = ',',
+          action = clap::ArgAction::Append)]
     pub pids: Vec<i32>,
 
     /// Refresh interval in seconds.
@@ -89,12 +90,12 @@ pub struct Args {
     pub listen: Option<std::net::SocketAddr>,
 
     /// With --listen: a `pid` label on every series, besides `process`.
-    #[arg(long, requires = "listen")]
+    #[arg(long)]
     pub per_pid: bool,
 
     /// With --listen: series per greenlet name for the first N names of each process (the
     /// busiest first), the others summed under `_other`; N is at most 100.
-    #[arg(long, value_name = "N", requires = "listen", value_parser = parse_names)]
+    #[arg(long, value_name = "N", value_parser = parse_names)]
     pub greenlet_names: Option<usize>,
 
     /// Cost of one probe hit in nanoseconds, instead of measuring it at start-up.
@@ -229,6 +230,20 @@ fn main() -> ExitCode {
     };
     if args.follow && args.attach == Mode::Usdt {
         eprintln!("gltop: --follow needs the uprobe attach mode (--attach auto or uprobe)");
+        return ExitCode::from(2);
+    }
+    if let Some((_, pid)) = args
+        .pids
+        .iter()
+        .enumerate()
+        .find(|(i, p)| args.pids[..*i].contains(p))
+    {
+        eprintln!("gltop: PID {pid} is given twice");
+        return ExitCode::from(2);
+    }
+    if args.listen.is_none() && (args.per_pid || args.greenlet_names.is_some()) {
+        // Checked here: clap drops a requirement that conflicts with a flag given (--json).
+        eprintln!("gltop: --per-pid and --greenlet-names label the metrics of --listen");
         return ExitCode::from(2);
     }
     if let Some(addr) = args.listen {

@@ -153,6 +153,8 @@ fn gltop_flags() {
     const MAX_DEAD: &str = "a number of dead greenlets is an integer in 0..=4194304";
     const COST: &str = "a cost is a non-negative number of nanoseconds";
     const PID: &str = "a PID is a positive integer";
+    const LISTEN: &str = "an address to listen on is IP:PORT or a port (loopback)";
+    const NAMES: &str = "a number of greenlet names is an integer in 1..=100";
     let mut rows = clap_misuses(&["-p", "{pid}"], "--delay", "--json");
     rows.extend(misuses(
         &[],
@@ -186,7 +188,17 @@ fn gltop_flags() {
             (
                 "PID given twice",
                 &["-p", "{pid}", "-p", "{pid}"],
-                "'--pid <PID>' cannot be used multiple",
+                "is given twice",
+            ),
+            (
+                "PID given twice in one list",
+                &["--listen", "127.0.0.1:0", "-p", "{pid},{pid}"],
+                "is given twice",
+            ),
+            (
+                "several PIDs without --listen",
+                &["-p", "{pid},1", "--json"],
+                "several PIDs need --listen",
             ),
         ],
     ));
@@ -258,6 +270,48 @@ fn gltop_flags() {
                 &["--attach", "kprobe"],
                 "invalid value 'kprobe' for '--attach <MODE>'",
             ),
+            ("invalid --listen", &["--listen", "nowhere"], LISTEN),
+            ("--listen port out of range", &["--listen", "65536"], LISTEN),
+            (
+                "--listen without a port",
+                &["--listen", "127.0.0.1"],
+                LISTEN,
+            ),
+            (
+                "--listen with a host name",
+                &["--listen", "localhost:9464"],
+                LISTEN,
+            ),
+            (
+                "--listen with --json",
+                &["--listen", "9464", "--json"],
+                "'--listen <ADDR>' cannot be used with '--json'",
+            ),
+            (
+                "--listen with --follow",
+                &["--listen", "9464", "--follow"],
+                "'--listen <ADDR>' cannot be used with '--follow'",
+            ),
+            (
+                "--per-pid without --listen",
+                &["--json", "--per-pid"],
+                "--per-pid and --greenlet-names label the metrics of --listen",
+            ),
+            (
+                "zero greenlet names",
+                &["--listen", "9464", "--greenlet-names", "0"],
+                NAMES,
+            ),
+            (
+                "too many greenlet names",
+                &["--listen", "9464", "--greenlet-names", "101"],
+                NAMES,
+            ),
+            (
+                "an address of no interface here",
+                &["--listen", "192.0.2.1:9464"],
+                "cannot listen on 192.0.2.1:9464: Cannot assign requested address",
+            ),
             ("negative hit cost", &["--hit-cost-ns", "-3"], COST),
             ("NaN hit cost", &["--hit-cost-ns", "nan"], COST),
             // The test's stdout is a pipe: the live view has no terminal.
@@ -311,6 +365,43 @@ fn gltop_pids_of_no_process() {
     ];
     check_all("gltop", &gltop_bin(), &[], &rows);
     zombie.wait().unwrap();
+}
+
+#[test]
+fn gltop_listen_on_an_address_in_use_or_for_a_missing_pid() {
+    // Flags and PIDs are checked, and the address bound, before anything is attached: no
+    // BPF is needed.
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = taken.local_addr().unwrap().to_string();
+    let mut gone = Command::new("true").spawn().unwrap();
+    let reaped = gone.id() as i32;
+    gone.wait().unwrap();
+    let me = std::process::id().to_string();
+    let row = |case: &str, args: Vec<String>, expect: String| Misuse {
+        case: case.into(),
+        args,
+        expect,
+    };
+    let s = |v: &[&str]| v.iter().map(|a| a.to_string()).collect::<Vec<_>>();
+    let rows = vec![
+        row(
+            "an address already in use",
+            s(&["-p", &me, "--listen", &addr]),
+            format!("cannot listen on {addr}: Address already in use"),
+        ),
+        row(
+            "--listen with a PID that does not exist",
+            s(&["-p", &reaped.to_string(), "--listen", "127.0.0.1:0"]),
+            format!("no such process: {reaped}"),
+        ),
+        row(
+            "--listen with several PIDs, one of which does not exist",
+            s(&["-p", &format!("{me},{reaped}"), "--listen", "127.0.0.1:0"]),
+            format!("no such process: {reaped}"),
+        ),
+    ];
+    check_all("gltop", &gltop_bin(), &[], &rows);
+    drop(taken);
 }
 
 /// A kernel thread (PF_KTHREAD in the flags of `/proc/PID/stat`), if this PID namespace
