@@ -10,7 +10,7 @@ fail() {
     exit 1
 }
 
-packages=(clang libelf-dev zlib1g-dev pkg-config make gcc bpftrace tmux valgrind python3 python3-pip)
+packages=(clang libelf-dev zlib1g-dev pkg-config make gcc bpftrace tmux valgrind python3 python3-pip prometheus)
 missing=()
 for pkg in "${packages[@]}"; do
     dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")
