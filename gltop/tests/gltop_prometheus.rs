@@ -468,3 +468,137 @@ fn prometheus_scrapes_the_exact_counts_of_the_oracle() {
         started.elapsed().as_secs_f64()
     );
 }
+
+/// The samples of a classic text exposition: (name, labels as written) -> value. Refuses a
+/// line it cannot read and a series given twice.
+fn samples(text: &str) -> BTreeMap<(String, String), f64> {
+    let mut out = BTreeMap::new();
+    for line in text.lines().filter(|l| !l.starts_with('#')) {
+        let (series, value) = line.rsplit_once(' ').unwrap_or_else(|| panic!("{line:?}"));
+        let (name, labels) = match series.split_once('{') {
+            Some((n, l)) => (n, l.strip_suffix('}').unwrap_or_else(|| panic!("{line:?}"))),
+            None => (series, ""),
+        };
+        let value: f64 = value.parse().unwrap_or_else(|_| panic!("{line:?}"));
+        let old = out.insert((name.to_string(), labels.to_string()), value);
+        assert!(old.is_none(), "series given twice: {line:?}");
+    }
+    out
+}
+
+fn scrape(addr: &str) -> BTreeMap<(String, String), f64> {
+    let mut r = ureq::get(format!("http://{addr}/metrics"))
+        .call()
+        .expect("a scrape");
+    samples(&r.body_mut().read_to_string().unwrap())
+}
+
+#[test]
+fn several_processes_with_per_pid_and_name_labels_and_one_exiting_first() {
+    if !bpf_or_skip("several_processes_with_per_pid_and_name_labels_and_one_exiting_first") {
+        return;
+    }
+    let _serial = serial();
+    let args = |switches: &'static str| {
+        [
+            "--threads",
+            "1",
+            "--greenlets",
+            "3",
+            "--switches",
+            switches,
+            "--throws",
+            "40",
+            "--kills",
+            "1",
+            "--iterations",
+            "2",
+            "--linger",
+            "stdin",
+        ]
+    };
+    let mut a = target(&args("2000"));
+    let mut b = target(&args("3000"));
+    let pids = format!("{},{}", a.pid(), b.pid());
+    let mut g = Proc::spawn(
+        gltop()
+            .args(["--listen", "127.0.0.1:0", "-p", &pids, "--per-pid"])
+            .args(["--greenlet-names", "2", "--hit-cost-ns", "500", "-d", "0.5"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped()),
+    );
+    let serving = g
+        .wait_stderr_line(Duration::from_secs(60), |l| {
+            l.contains("serving metrics on")
+        })
+        .unwrap_or_else(|| panic!("gltop never served: {}", g.stderr_so_far()));
+    let addr = serving
+        .split("http://")
+        .nth(1)
+        .unwrap()
+        .split("/metrics")
+        .next()
+        .unwrap()
+        .to_string();
+    let report = |p: &Proc| {
+        let line = p
+            .wait_stdout_line(Duration::from_secs(120), |l| l.starts_with('{'))
+            .expect("a report");
+        Report::parse(&line)
+    };
+    let (ra, rb) = (report(&a), report(&b));
+
+    // A exits first: gltop says so and goes on serving B, with A's final counts.
+    drop(a.child.stdin.take());
+    assert!(a.wait_for(Duration::from_secs(30)).is_some());
+    assert!(
+        g.wait_stderr(
+            &format!("process {} (workload) exited", ra.pid),
+            Duration::from_secs(10)
+        ),
+        "{}",
+        g.stderr_so_far()
+    );
+    let m = scrape(&addr);
+    for r in [&ra, &rb] {
+        let l = format!("process=\"workload\",pid=\"{}\"", r.pid);
+        let get = |name: &str| m[&(name.to_string(), l.clone())];
+        assert_eq!(
+            get("greenlet_switches_total"),
+            r.totals.switch as f64,
+            "{}",
+            r.pid
+        );
+        assert_eq!(get("greenlet_created_total"), r.totals.new as f64);
+        assert_eq!(get("greenlet_live"), 0.0);
+        // Per name: `hub`, `worker` and `main` share 2 names and `_other`; they add up.
+        let named: Vec<(&str, f64)> = m
+            .iter()
+            .filter(|((n, labels), _)| {
+                n == "greenlet_named_switches_total" && labels.starts_with(&l)
+            })
+            .map(|((_, labels), v)| (labels.as_str(), *v))
+            .collect();
+        assert_eq!(named.len(), 3, "{named:?}");
+        assert!(named
+            .iter()
+            .any(|(l, _)| l.ends_with("greenlet=\"_other\"")));
+        assert_eq!(
+            named.iter().map(|(_, v)| v).sum::<f64>(),
+            r.totals.switch as f64
+        );
+    }
+    let infos = m.keys().filter(|(n, _)| n == "gltop_target_info").count();
+    assert_eq!(infos, 2);
+
+    drop(b.child.stdin.take());
+    assert!(b.wait_for(Duration::from_secs(30)).is_some());
+    let status = g.wait("gltop", Duration::from_secs(30));
+    let err = g.stderr_text();
+    assert!(status.success(), "{status}: {err}");
+    assert!(
+        err.ends_with(&format!("gltop: process {} (workload) exited\n", rb.pid)),
+        "{err}"
+    );
+}
