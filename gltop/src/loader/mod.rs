@@ -20,8 +20,11 @@ pub mod layout;
 mod model;
 pub mod process;
 pub mod rates;
+pub mod sample;
 pub mod semaphore;
 mod skel;
+pub mod symbolize;
+pub mod syscalls;
 
 use std::io;
 use std::path::{Path, PathBuf};
