@@ -171,13 +171,23 @@ static __always_inline void end_value(struct gs_thread *t, __u32 tid, struct gs_
 		tot->episode_drops++;
 }
 
+/* The user stack of the running task (<0: not captured, counted). */
+static __always_inline __s64 capture_stack(void *ctx, struct gs_totals *tot)
+{
+	long id = bpf_get_stackid(ctx, &stacks, BPF_F_USER_STACK);
+
+	if (id < 0)
+		tot->stack_failures++;
+	return id;
+}
+
 /*
- * Thread `t` was seen at `now` with `cur` read from its memory (on a CPU, or
- * switching out). `ctx` is the program's context, for the user stack when an
- * episode opens on the CPU.
+ * Thread `t` was seen at `now` with `cur` read from its memory: it is the
+ * running task (sampled on a CPU, or switching out). `ctx` is the program's
+ * context, for its user stack when an episode opens.
  */
 static __always_inline void observe(void *ctx, struct gs_thread *t, __u32 tid,
-				    const struct gl_current *cur, __u64 now, bool sample,
+				    const struct gl_current *cur, __u64 now,
 				    struct gs_totals *tot)
 {
 	if (!cur->has_runtime) {
@@ -208,21 +218,18 @@ static __always_inline void observe(void *ctx, struct gs_thread *t, __u32 tid,
 	t->last_ns = now;
 	/* `set_idle` may mark the running greenlet while it runs. */
 	t->idle = cur->flags & GL_FLAG_IDLE;
+	if (t->ep_open && t->ep_stack < 0 && !t->idle) {
+		/* Opened at a switch-in with no stack from the switch-out: where it is now. */
+		t->ep_stack = capture_stack(ctx, tot);
+		return;
+	}
 	if (t->ep_open || t->idle || now - t->since_ns <= block_ns)
 		return;
 	t->ep_open = 1;
 	tot->episodes++;
-	if (sample) {
-		long id = bpf_get_stackid(ctx, &stacks, BPF_F_USER_STACK);
-
-		if (id < 0)
-			tot->stack_failures++;
-		t->ep_stack = id;
-		t->ep_syscall = -1;
-	} else {
-		t->ep_stack = t->out_stack;
-		t->ep_syscall = t->out_syscall;
-	}
+	/* The thread is the running task here: its stack is where it is now. */
+	t->ep_stack = capture_stack(ctx, tot);
+	t->ep_syscall = -1;
 }
 
 SEC("perf_event")
@@ -255,7 +262,7 @@ int on_sample(void *ctx)
 	if (!t)
 		return 0;
 	t->samples++;
-	observe(ctx, t, tid, &cur, bpf_ktime_get_ns(), true, tot);
+	observe(ctx, t, tid, &cur, bpf_ktime_get_ns(), tot);
 	return 0;
 }
 
@@ -283,22 +290,27 @@ int BPF_PROG(on_switch, bool preempt, struct task_struct *prev, struct task_stru
 		t = get_thread(ptgid, ptid, tot);
 		if (t) {
 			tot->switch_events++;
-			observe(ctx, t, ptid, &cur, now, false, tot);
+			observe(ctx, t, ptid, &cur, now, tot);
 			t->off_cpu = 1;
 			t->out_ns = now;
 			t->out_greenlet = cur.has_runtime ? cur.id : 0;
 			t->out_sleeping = prev_state != TASK_RUNNING;
 			t->out_syscall = -1;
 			t->out_stack = -1;
-			if (t->out_sleeping && cur.has_runtime && !t->idle && !t->ep_open) {
-				/* Where it blocks, in case this wait turns into an episode. */
+			/*
+			 * Where it blocks, in case this wait turns into an episode
+			 * (nothing observes a thread while it is off the CPU); and
+			 * where a long slice is preempted, should it cross the
+			 * threshold while it waits for a CPU.
+			 */
+			if (cur.has_runtime && !t->idle && !t->ep_open &&
+			    (t->out_sleeping || now - t->since_ns > block_ns / 2)) {
 				struct pt_regs___gs *regs =
 					(struct pt_regs___gs *)bpf_task_pt_regs(prev);
 
-				t->out_syscall = (long)BPF_CORE_READ(regs, orig_ax);
-				t->out_stack = bpf_get_stackid(ctx, &stacks, BPF_F_USER_STACK);
-				if (t->out_stack < 0)
-					tot->stack_failures++;
+				if (t->out_sleeping)
+					t->out_syscall = (long)BPF_CORE_READ(regs, orig_ax);
+				t->out_stack = capture_stack(ctx, tot);
 			}
 		}
 	}
@@ -321,7 +333,9 @@ int BPF_PROG(on_switch, bool preempt, struct task_struct *prev, struct task_stru
 			}
 		}
 		if (t->has_runtime) {
-			t->ep_off_ns += away;
+			/* Blocked time only: a preempted greenlet wanted the CPU. */
+			if (t->out_sleeping)
+				t->ep_off_ns += away;
 			t->last_ns = now;
 			if (!t->ep_open && !t->idle && now - t->since_ns > block_ns) {
 				t->ep_open = 1;

@@ -86,7 +86,7 @@ struct gs_thread {
 	/* Last switch-out: when, and the greenlet then current (for off-CPU time). */
 	__u64 out_ns;
 	__u64 out_greenlet;
-	/* Off-CPU time at this value, completed stretches only. */
+	/* Time blocked (off the CPU and not runnable) at this value, completed stretches only. */
 	__u64 ep_off_ns;
 	/* At the last blocking switch-out: the system call (-1: none) and user stack (<0: none). */
 	__s64 out_syscall;
@@ -106,7 +106,7 @@ struct gs_episode {
 	/* First and last moment the thread was seen at the value. */
 	__u64 start_ns;
 	__u64 end_ns;
-	/* Off-CPU time within it. */
+	/* Time blocked (off the CPU, not runnable) within it. */
 	__u64 off_ns;
 	__s64 syscall;
 	__s64 stack;

@@ -4,6 +4,7 @@
 use std::io::{self, Write};
 use std::time::{Duration, Instant};
 
+use gltop::loader::sample::{SampleSnapshot, Sampler};
 use gltop::loader::{self, EdgeStats, GreenletStats, Process, Session, Snapshot};
 use nix::sys::signal::{SigSet, Signal};
 use nix::sys::signalfd::{SfdFlags, SignalFd};
@@ -87,7 +88,20 @@ pub fn run(args: &Args) -> Result<End, Failure> {
         libbpf_rs::set_print(None);
     }
     let mut signals = Signals::block()?;
+    if args.sample {
+        return run_sampled(args, &mut signals);
+    }
     let mut session = Session::attach(args.pid, &args.options())?;
+    // The blocking detector beside the probes; a target whose runtime does not publish its
+    // sample layout is traced without it.
+    let mut sampler = match Sampler::attach(args.pid, &args.sample_options(false)) {
+        Ok(s) => Some(s),
+        Err(loader::Error::BadExecutable { reason, .. }) => {
+            eprintln!("gltop: no blocking detection: {reason}");
+            None
+        }
+        Err(e) => return Err(e.into()),
+    };
     let per_hit_ns = match args.hit_cost_ns {
         Some(ns) => Some(ns),
         None => calibrate::per_hit_ns(session.mode()),
@@ -105,7 +119,14 @@ pub fn run(args: &Args) -> Result<End, Failure> {
                 "{c:.0} ns per hit"
             )),
         );
-        run_json(args, &mut session, first, per_hit_ns, &mut signals)
+        run_json(
+            args,
+            &mut session,
+            sampler.as_mut(),
+            first,
+            per_hit_ns,
+            &mut signals,
+        )
     } else {
         let mut app = App::new(
             Target::of(&session),
@@ -122,6 +143,7 @@ pub fn run(args: &Args) -> Result<End, Failure> {
 fn run_json(
     args: &Args,
     session: &mut Session,
+    mut sampler: Option<&mut Sampler>,
     mut prev: Snapshot,
     per_hit_ns: Option<f64>,
     signals: &mut Signals,
@@ -145,7 +167,15 @@ fn run_json(
             snap.edges.extend(edges);
             snap.edges.sort_by_key(|e| (e.origin, e.target));
         }
-        let line = json::interval_line(session, &prev, &snap, per_hit_ns);
+        let blocking = match sampler.as_deref_mut() {
+            Some(s) => {
+                let episodes = s.snapshot()?.episodes;
+                let names = |id: u64| snap.greenlet(id).map(|g| g.display_name().to_string());
+                Some(json::blocking(&episodes, names))
+            }
+            None => None,
+        };
+        let line = json::interval_line(session, &prev, &snap, per_hit_ns, blocking);
         if let Err(e) = writeln!(out, "{line}").and_then(|()| out.flush()) {
             // A closed pipe (`gltop --json | head -1`) is a normal way to stop.
             return match e.kind() {
@@ -159,6 +189,78 @@ fn run_json(
         prev = snap;
         if let Wake::TargetExited = wake {
             return Ok(End::TargetExited(session.process().clone()));
+        }
+        if args.count.is_some_and(|n| printed >= n) {
+            return Ok(End::Done);
+        }
+        next = (next + interval).max(Instant::now());
+    }
+}
+
+/// Sampled mode: attach the sampler alone, measure what a sample costs, then refresh.
+fn run_sampled(args: &Args, signals: &mut Signals) -> Result<End, Failure> {
+    let mut sampler = Sampler::attach(args.pid, &args.sample_options(true))?;
+    let per_sample_ns = match args.hit_cost_ns {
+        Some(ns) => Some(ns),
+        None => calibrate::per_sample_ns(),
+    };
+    let first = sampler.snapshot()?;
+    let first_read_ns = monotonic_ns();
+    if args.json {
+        eprintln!(
+            "gltop: attached to process {} ({}): sampling at {} Hz on {} CPUs, {} new-probe sites (sample), {}",
+            sampler.process().pid,
+            sampler.process().comm,
+            args.hz,
+            sampler.cpus(),
+            sampler.new_sites(),
+            per_sample_ns.map_or("per-sample cost unknown".into(), |c| format!(
+                "{c:.0} ns per sample"
+            )),
+        );
+        run_sampled_json(args, &mut sampler, first, per_sample_ns, signals)
+    } else {
+        let _ = (first, first_read_ns);
+        Err(anyhow::anyhow!("the live view of --sample is not built yet; use --json").into())
+    }
+}
+
+fn run_sampled_json(
+    args: &Args,
+    sampler: &mut Sampler,
+    mut prev: SampleSnapshot,
+    per_sample_ns: Option<f64>,
+    signals: &mut Signals,
+) -> Result<End, Failure> {
+    let interval = Duration::from_secs_f64(args.delay);
+    let mut out = io::stdout().lock();
+    let mut printed = 0u64;
+    let mut next = Instant::now() + interval;
+    // Episodes that ended before the first line go in it.
+    let mut carried = Some(prev.episodes.clone());
+    loop {
+        let wake = wait_until(next, sampler.process(), signals);
+        if let Wake::Stop = wake {
+            return Ok(End::Done);
+        }
+        let mut snap = sampler.snapshot()?;
+        if let Some(early) = carried.take() {
+            let ended = early.into_iter().filter(|e| !e.ongoing);
+            snap.episodes.splice(0..0, ended);
+        }
+        let line = json::sampled_line(sampler, &prev, &snap, per_sample_ns);
+        if let Err(e) = writeln!(out, "{line}").and_then(|()| out.flush()) {
+            return match e.kind() {
+                io::ErrorKind::BrokenPipe => Ok(End::Done),
+                _ => Err(anyhow::Error::new(e)
+                    .context("cannot write to stdout")
+                    .into()),
+            };
+        }
+        printed += 1;
+        prev = snap;
+        if let Wake::TargetExited = wake {
+            return Ok(End::TargetExited(sampler.process().clone()));
         }
         if args.count.is_some_and(|n| printed >= n) {
             return Ok(End::Done);

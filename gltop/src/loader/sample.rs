@@ -144,7 +144,9 @@ pub struct Episode {
     pub duration_ns: u64,
     /// Still going at the snapshot.
     pub ongoing: bool,
-    /// Time off the CPU within it (more than half: an off-CPU episode).
+    /// Time blocked within it: off the CPU and not runnable (more than half: an off-CPU
+    /// episode). Time waiting for a CPU (preempted) counts as on the CPU: the greenlet
+    /// wanted to run.
     pub off_cpu_ns: u64,
     /// The system call it blocked in (x86-64 number), if it was in one.
     pub syscall: Option<i64>,
@@ -795,7 +797,11 @@ fn thread_episode(
     } else {
         (t.out_stack, t.out_syscall)
     };
-    let off_now = if off { end.saturating_sub(t.out_ns) } else { 0 };
+    let off_now = if off && t.out_sleeping != 0 {
+        end.saturating_sub(t.out_ns)
+    } else {
+        0
+    };
     Some((
         EpisodeRaw {
             greenlet: t.greenlet,
@@ -894,11 +900,13 @@ mod tests {
     fn a_sleeping_thread_is_blocked_once_its_wait_outlives_the_threshold() {
         let mut t = thread();
         t.off_cpu = 1;
-        t.out_ns = 1_500;
+        t.out_sleeping = 1;
+        t.out_ns = 1_050;
         assert_eq!(thread_episode(&t, 1_000 + 100, 100, true), None);
         let (e, ongoing) = thread_episode(&t, 1_000 + 101, 100, true).unwrap();
         assert!(ongoing);
         assert_eq!((e.start_ns, e.end_ns, e.stack, e.syscall), (1_000, 1_101, 3, 0));
+        assert_eq!(e.off_ns, 51, "blocked since the switch-out");
         t.idle = 1;
         assert_eq!(thread_episode(&t, 10_000, 100, true), None, "idle by design");
     }

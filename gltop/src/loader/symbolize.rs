@@ -35,8 +35,14 @@ impl Frames {
             return Vec::new();
         }
         let src = Source::Process(ProcessSource::new(Pid::from(self.pid)));
-        let Ok(syms) = self.symbolizer.symbolize(&src, Input::AbsAddr(addrs)) else {
-            return addrs.iter().map(unknown).collect();
+        let syms = match self.symbolizer.symbolize(&src, Input::AbsAddr(addrs)) {
+            Ok(s) => s,
+            Err(e) => {
+                if std::env::var_os("GLTOP_DEBUG").is_some() {
+                    eprintln!("gltop: cannot symbolize in process {}: {e:#}", self.pid);
+                }
+                return addrs.iter().map(unknown).collect();
+            }
         };
         syms.iter()
             .zip(addrs)
@@ -50,7 +56,12 @@ impl Frames {
                     name.push_str(&sym.name);
                     name
                 }
-                Symbolized::Unknown(_) => unknown(a),
+                Symbolized::Unknown(why) => {
+                    if std::env::var_os("GLTOP_DEBUG").is_some() {
+                        eprintln!("gltop: {a:#x} of process {}: {why}", self.pid);
+                    }
+                    unknown(a)
+                }
             })
             .collect()
     }
