@@ -156,7 +156,7 @@ fn run_json(
     // have left the kernel: they go in the first line.
     let mut carried = Some(ended_of(&prev));
     loop {
-        let wake = wait_until(next, session.process(), signals);
+        let wake = wait_polling(next, session.process(), signals, sampler.as_deref_mut());
         if let Wake::Stop = wake {
             return Ok(End::Done);
         }
@@ -239,7 +239,8 @@ fn run_sampled_json(
     // Episodes that ended before the first line go in it.
     let mut carried = Some(prev.episodes.clone());
     loop {
-        let wake = wait_until(next, sampler.process(), signals);
+        let process = sampler.process().clone();
+        let wake = wait_polling(next, &process, signals, Some(sampler));
         if let Wake::Stop = wake {
             return Ok(End::Done);
         }
@@ -277,8 +278,18 @@ fn ended_of(snap: &Snapshot) -> (Vec<GreenletStats>, Vec<EdgeStats>) {
     )
 }
 
-/// Waits until `deadline`, watching for stop signals and for the target's exit.
-fn wait_until(deadline: Instant, process: &Process, signals: &mut Signals) -> Wake {
+/// How often a sampler whose target has no runtime thread state yet looks for it.
+const LAYOUT_POLL: Duration = Duration::from_millis(2);
+
+/// Waits until `deadline`, watching for stop signals and for the target's exit; and
+/// meanwhile, while the sampler's target has not published where its
+/// runtime state is, looks for it every [`LAYOUT_POLL`].
+fn wait_polling(
+    deadline: Instant,
+    process: &Process,
+    signals: &mut Signals,
+    mut sampler: Option<&mut Sampler>,
+) -> Wake {
     loop {
         if signals.pending() {
             return Wake::Stop;
@@ -290,7 +301,14 @@ fn wait_until(deadline: Instant, process: &Process, signals: &mut Signals) -> Wa
         if now >= deadline {
             return Wake::Tick;
         }
-        std::thread::sleep((deadline - now).min(POLL));
+        let mut nap = (deadline - now).min(POLL);
+        if let Some(s) = sampler.as_deref_mut() {
+            // A failure here shows at the next snapshot, which reads the layout again.
+            if !s.poll_layout().unwrap_or(true) {
+                nap = nap.min(LAYOUT_POLL);
+            }
+        }
+        std::thread::sleep(nap);
     }
 }
 

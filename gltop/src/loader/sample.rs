@@ -247,6 +247,8 @@ pub struct Sampler {
     new_sites: usize,
     cpus: usize,
     frames: Frames,
+    /// Where the published layout is in the target's memory, while it is not known yet.
+    layout_at: Option<(std::fs::File, u64)>,
     /// Symbolized stacks by stack id (the kernel's entry may be gone since).
     symbols: HashMap<i64, (Vec<u64>, Vec<String>)>,
     /// Stack ids left unreferenced by the previous snapshot.
@@ -331,6 +333,21 @@ fn layout_bytes(l: &SampleLayout) -> [u8; 24] {
         b[8 + 4 * i..12 + 4 * i].copy_from_slice(&v.to_ne_bytes());
     }
     b
+}
+
+/// The address of the published layout in process `pid`, and its memory opened for reading.
+fn layout_address(pid: i32) -> Option<(std::fs::File, u64)> {
+    use std::os::unix::fs::MetadataExt;
+    let exe = format!("/proc/{pid}/exe");
+    let offset = layout::section_offset(&std::fs::read(&exe).ok()?).ok()??;
+    let inode = std::fs::metadata(&exe).ok()?.ino();
+    let maps: Vec<super::semaphore::Mapping> = std::fs::read_to_string(format!("/proc/{pid}/maps"))
+        .ok()?
+        .lines()
+        .filter_map(super::semaphore::parse_maps_line)
+        .collect();
+    let addr = super::semaphore::address_of(&maps, inode, offset)?;
+    Some((std::fs::File::open(format!("/proc/{pid}/mem")).ok()?, addr))
 }
 
 /// Turns a layout failure into the loader's error.
@@ -501,13 +518,42 @@ impl Sampler {
             layout: None,
             new_sites: new_count,
             cpus,
+            layout_at: None,
             symbols: HashMap::new(),
             unreferenced: HashSet::new(),
         };
-        if let Some(l) = layout {
-            sampler.watch(l)?;
+        match layout {
+            Some(l) => sampler.watch(l)?,
+            None => sampler.layout_at = layout_address(pid),
         }
         Ok(sampler)
+    }
+
+    /// Whether the target's layout is known (it has created a runtime thread state), after
+    /// looking again if it was not: 48 bytes read from its memory, cheap enough to call every
+    /// few milliseconds while it is not known, so that a runtime that starts after the attach
+    /// is sampled from its first milliseconds.
+    pub fn poll_layout(&mut self) -> Result<bool, Error> {
+        if self.layout.is_some() {
+            return Ok(true);
+        }
+        let found = match &self.layout_at {
+            Some((mem, addr)) => {
+                use std::os::unix::fs::FileExt;
+                let mut buf = [0u8; layout::SIZE];
+                match mem.read_exact_at(&mut buf, *addr) {
+                    Ok(()) => layout::decode(&buf, self.process.pid, &self.process.exe())
+                        .map_err(layout_error)?,
+                    Err(_) => None,
+                }
+            }
+            None => layout::read(self.process.pid).map_err(layout_error)?,
+        };
+        if let Some(l) = found {
+            self.watch(l)?;
+            self.layout_at = None;
+        }
+        Ok(self.layout.is_some())
     }
 
     fn watch(&mut self, l: SampleLayout) -> Result<(), Error> {
@@ -590,11 +636,8 @@ impl Sampler {
     /// Reads what was counted since attach, the episodes that ended since the last call, and
     /// those going on now.
     pub fn snapshot(&mut self) -> Result<SampleSnapshot, Error> {
-        if self.layout.is_none() {
-            if let Some(l) = layout::read(self.process.pid).map_err(layout_error)? {
-                self.watch(l)?;
-            }
-        }
+        self.poll_layout()?;
+        self.frames.remember_maps();
         let _ = self.ring.consume();
         let ended_raw: Vec<types::gs_episode> = std::mem::take(&mut *self.ended.borrow_mut());
         let per_cpu: Vec<types::gs_totals> = self

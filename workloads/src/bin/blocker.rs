@@ -96,6 +96,11 @@ fn main() -> ExitCode {
 }
 
 fn run(args: &Args) -> Result<(), String> {
+    // The runtime's thread state exists before a tracer attaches: a sampler finds where it is
+    // (the published layout) at once, and sees every scenario from its first instant. Waiting
+    // for the tracer is idle by design: the main greenlet is marked so meanwhile.
+    let main = greenlet::getcurrent();
+    main.set_idle(true);
     if let Some(path) = &args.wait_for_file {
         eprintln!(
             "blocker: pid {} waiting for {}",
@@ -110,6 +115,7 @@ fn run(args: &Args) -> Result<(), String> {
             std::thread::sleep(Duration::from_millis(10));
         }
     }
+    main.set_idle(false);
     let mut reports = Vec::new();
     for _ in 0..args.repeat {
         let report = match args.scenario {
