@@ -95,9 +95,10 @@ static const struct gs_stats zero_stats;
 /* Never written: gives the skeleton the ring buffer's record type (gltop reads it). */
 struct gs_episode gs_episode_type = {};
 
-/* The x86-64 kernel's pt_regs: the system call number a task entered with. */
+/* The x86-64 kernel's pt_regs: the system call a task entered with, its user stack pointer. */
 struct pt_regs___gs {
 	unsigned long orig_ax;
+	unsigned long sp;
 } __attribute__((preserve_access_index));
 
 #define TASK_RUNNING 0
@@ -158,6 +159,7 @@ static __always_inline void end_value(struct gs_thread *t, __u32 tid, struct gs_
 		tot->episodes++;
 		t->ep_stack = t->out_stack;
 		t->ep_syscall = t->out_syscall;
+		t->ep_sp_word = t->out_sp_word;
 	}
 	ep.tgid = t->tgid;
 	ep.tid = tid;
@@ -167,17 +169,27 @@ static __always_inline void end_value(struct gs_thread *t, __u32 tid, struct gs_
 	ep.off_ns = t->ep_off_ns;
 	ep.syscall = t->ep_syscall;
 	ep.stack = t->ep_stack;
+	ep.sp_word = t->ep_sp_word;
 	if (bpf_ringbuf_output(&episodes, &ep, sizeof(ep), 0))
 		tot->episode_drops++;
 }
 
-/* The user stack of the running task (<0: not captured, counted). */
-static __always_inline __s64 capture_stack(void *ctx, struct gs_totals *tot)
+/*
+ * The user stack of the running task `task` (<0: not captured, counted), and
+ * the word at its user stack pointer in `*sp_word` (0 if unreadable).
+ */
+static __always_inline __s64 capture_stack(void *ctx, struct task_struct *task, __u64 *sp_word,
+					   struct gs_totals *tot)
 {
 	long id = bpf_get_stackid(ctx, &stacks, BPF_F_USER_STACK);
+	struct pt_regs___gs *regs = (struct pt_regs___gs *)bpf_task_pt_regs(task);
+	__u64 sp = BPF_CORE_READ(regs, sp);
 
 	if (id < 0)
 		tot->stack_failures++;
+	*sp_word = 0;
+	if (bpf_probe_read_user(sp_word, sizeof(*sp_word), (void *)sp))
+		*sp_word = 0;
 	return id;
 }
 
@@ -186,8 +198,8 @@ static __always_inline __s64 capture_stack(void *ctx, struct gs_totals *tot)
  * running task (sampled on a CPU, or switching out). `ctx` is the program's
  * context, for its user stack when an episode opens.
  */
-static __always_inline void observe(void *ctx, struct gs_thread *t, __u32 tid,
-				    const struct gl_current *cur, __u64 now,
+static __always_inline void observe(void *ctx, struct task_struct *task, struct gs_thread *t,
+				    __u32 tid, const struct gl_current *cur, __u64 now,
 				    struct gs_totals *tot)
 {
 	if (!cur->has_runtime) {
@@ -220,7 +232,7 @@ static __always_inline void observe(void *ctx, struct gs_thread *t, __u32 tid,
 	t->idle = cur->flags & GL_FLAG_IDLE;
 	if (t->ep_open && t->ep_stack < 0 && !t->idle) {
 		/* Opened at a switch-in with no stack from the switch-out: where it is now. */
-		t->ep_stack = capture_stack(ctx, tot);
+		t->ep_stack = capture_stack(ctx, task, &t->ep_sp_word, tot);
 		return;
 	}
 	if (t->ep_open || t->idle || now - t->since_ns <= block_ns)
@@ -228,7 +240,7 @@ static __always_inline void observe(void *ctx, struct gs_thread *t, __u32 tid,
 	t->ep_open = 1;
 	tot->episodes++;
 	/* The thread is the running task here: its stack is where it is now. */
-	t->ep_stack = capture_stack(ctx, tot);
+	t->ep_stack = capture_stack(ctx, task, &t->ep_sp_word, tot);
 	t->ep_syscall = -1;
 }
 
@@ -250,7 +262,7 @@ int on_sample(void *ctx)
 	if (!tot)
 		return 0;
 	tot->samples++;
-	task = (struct task_struct *)bpf_get_current_task();
+	task = bpf_get_current_task_btf();
 	if (gl_read_current(task, layout, &cur)) {
 		tot->unreadable++;
 		return 0;
@@ -262,7 +274,7 @@ int on_sample(void *ctx)
 	if (!t)
 		return 0;
 	t->samples++;
-	observe(ctx, t, tid, &cur, bpf_ktime_get_ns(), tot);
+	observe(ctx, task, t, tid, &cur, bpf_ktime_get_ns(), tot);
 	return 0;
 }
 
@@ -290,7 +302,7 @@ int BPF_PROG(on_switch, bool preempt, struct task_struct *prev, struct task_stru
 		t = get_thread(ptgid, ptid, tot);
 		if (t) {
 			tot->switch_events++;
-			observe(ctx, t, ptid, &cur, now, tot);
+			observe(ctx, prev, t, ptid, &cur, now, tot);
 			t->off_cpu = 1;
 			t->out_ns = now;
 			t->out_greenlet = cur.has_runtime ? cur.id : 0;
@@ -310,7 +322,7 @@ int BPF_PROG(on_switch, bool preempt, struct task_struct *prev, struct task_stru
 
 				if (t->out_sleeping)
 					t->out_syscall = (long)BPF_CORE_READ(regs, orig_ax);
-				t->out_stack = capture_stack(ctx, tot);
+				t->out_stack = capture_stack(ctx, prev, &t->out_sp_word, tot);
 			}
 		}
 	}
@@ -342,6 +354,7 @@ int BPF_PROG(on_switch, bool preempt, struct task_struct *prev, struct task_stru
 				tot->episodes++;
 				t->ep_stack = t->out_stack;
 				t->ep_syscall = t->out_syscall;
+				t->ep_sp_word = t->out_sp_word;
 			}
 		}
 	}

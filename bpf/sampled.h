@@ -94,6 +94,13 @@ struct gs_thread {
 	/* The open episode's stack and system call. */
 	__s64 ep_stack;
 	__s64 ep_syscall;
+	/*
+	 * The word at the user stack pointer when each stack was taken: the return
+	 * address into the caller of a leaf function that keeps no frame (a libc
+	 * system call wrapper), which the frame-pointer walk skips.
+	 */
+	__u64 out_sp_word;
+	__u64 ep_sp_word;
 	/* cpu-clock samples of this thread. */
 	__u64 samples;
 };
@@ -110,6 +117,8 @@ struct gs_episode {
 	__u64 off_ns;
 	__s64 syscall;
 	__s64 stack;
+	/* See gs_thread.ep_sp_word. */
+	__u64 sp_word;
 };
 
 /* Per-CPU totals; user space sums the copies. */

@@ -249,8 +249,8 @@ pub struct Sampler {
     frames: Frames,
     /// Where the published layout is in the target's memory, while it is not known yet.
     layout_at: Option<(std::fs::File, u64)>,
-    /// Symbolized stacks by stack id (the kernel's entry may be gone since).
-    symbols: HashMap<i64, (Vec<u64>, Vec<String>)>,
+    /// Symbolized stacks by (stack id, word at the stack pointer).
+    symbols: HashMap<(i64, u64), (Vec<u64>, Vec<String>)>,
     /// Stack ids left unreferenced by the previous snapshot.
     unreferenced: HashSet<u32>,
 }
@@ -590,15 +590,19 @@ impl Sampler {
         self.cpus
     }
 
-    /// The stack `id` of the kernel's stack map, with its symbolized frames (cached).
-    fn stack(&mut self, id: i64) -> (Vec<u64>, Vec<String>) {
+    /// The stack `id` of the kernel's stack map, with its symbolized frames (cached), and
+    /// `sp_word` (the word at the stack pointer when it was taken) as the second frame when it
+    /// is a code address the frame-pointer walk skipped: the caller of a leaf function that
+    /// keeps no frame (libc's system call wrappers), where a thread blocks.
+    fn stack(&mut self, id: i64, sp_word: u64) -> (Vec<u64>, Vec<String>) {
         if id < 0 {
             return (Vec::new(), Vec::new());
         }
-        if let Some(s) = self.symbols.get(&id) {
+        let key = (id, sp_word);
+        if let Some(s) = self.symbols.get(&key) {
             return s.clone();
         }
-        let addrs: Vec<u64> = self
+        let mut addrs: Vec<u64> = self
             .skel
             .maps
             .stacks
@@ -612,13 +616,16 @@ impl Sampler {
                     .collect()
             })
             .unwrap_or_default();
+        if addrs.len() >= 2 && sp_word != addrs[1] && self.frames.is_code(sp_word) {
+            addrs.insert(1, sp_word);
+        }
         let frames = self.frames.names(&addrs);
-        self.symbols.insert(id, (addrs.clone(), frames.clone()));
+        self.symbols.insert(key, (addrs.clone(), frames.clone()));
         (addrs, frames)
     }
 
     fn episode(&mut self, tid: u32, e: EpisodeRaw, ongoing: bool) -> Episode {
-        let (stack, frames) = self.stack(e.stack);
+        let (stack, frames) = self.stack(e.stack, e.sp_word);
         Episode {
             pid: self.process.pid,
             tid,
@@ -723,7 +730,7 @@ impl Sampler {
         for id in free.chunks_exact(4) {
             let _ = maps.stacks.delete(id);
             let id = u32::from_ne_bytes(id.try_into().expect("4 bytes"));
-            self.symbols.remove(&i64::from(id));
+            self.symbols.retain(|k, _| k.0 != i64::from(id));
         }
         self.unreferenced = in_map.difference(&referenced).copied().collect();
 
@@ -801,6 +808,7 @@ struct EpisodeRaw {
     off_ns: u64,
     syscall: i64,
     stack: i64,
+    sp_word: u64,
 }
 
 impl From<&types::gs_episode> for EpisodeRaw {
@@ -812,6 +820,7 @@ impl From<&types::gs_episode> for EpisodeRaw {
             off_ns: e.off_ns,
             syscall: e.syscall,
             stack: e.stack,
+            sp_word: e.sp_word,
         }
     }
 }
@@ -835,10 +844,10 @@ fn thread_episode(
     if t.ep_open == 0 && !asleep_past {
         return None;
     }
-    let (stack, syscall) = if t.ep_open != 0 {
-        (t.ep_stack, t.ep_syscall)
+    let (stack, syscall, sp_word) = if t.ep_open != 0 {
+        (t.ep_stack, t.ep_syscall, t.ep_sp_word)
     } else {
-        (t.out_stack, t.out_syscall)
+        (t.out_stack, t.out_syscall, t.out_sp_word)
     };
     let off_now = if off && t.out_sleeping != 0 {
         end.saturating_sub(t.out_ns)
@@ -853,6 +862,7 @@ fn thread_episode(
             off_ns: t.ep_off_ns + off_now,
             syscall,
             stack,
+            sp_word,
         },
         alive,
     ))

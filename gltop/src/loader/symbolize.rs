@@ -12,6 +12,8 @@ pub struct Frames {
     pid: u32,
     /// The process's file mappings when last remembered: (start, end, file offset, path).
     maps: Vec<(u64, u64, u64, std::path::PathBuf)>,
+    /// Its executable mappings when last remembered: (start, end).
+    code: Vec<(u64, u64)>,
 }
 
 impl std::fmt::Debug for Frames {
@@ -27,6 +29,7 @@ impl Frames {
             symbolizer: Symbolizer::new(),
             pid: pid as u32,
             maps: Vec::new(),
+            code: Vec::new(),
         }
     }
 
@@ -36,6 +39,18 @@ impl Frames {
         let Ok(text) = std::fs::read_to_string(format!("/proc/{}/maps", self.pid)) else {
             return;
         };
+        self.code = text
+            .lines()
+            .filter_map(|l| {
+                let mut f = l.split_whitespace();
+                let (range, perms) = (f.next()?, f.next()?);
+                let (a, b) = range.split_once('-')?;
+                perms.contains('x').then_some((
+                    u64::from_str_radix(a, 16).ok()?,
+                    u64::from_str_radix(b, 16).ok()?,
+                ))
+            })
+            .collect();
         self.maps = text
             .lines()
             .filter_map(|l| {
@@ -54,6 +69,11 @@ impl Frames {
                 ))
             })
             .collect();
+    }
+
+    /// Whether `addr` is in executable memory of the process (as last remembered).
+    pub fn is_code(&self, addr: u64) -> bool {
+        self.code.iter().any(|(a, b)| (*a..*b).contains(&addr))
     }
 
     /// Names `addr` from the remembered mappings and the mapped file.
