@@ -128,15 +128,42 @@ pub fn run(args: &Args) -> Result<End, Failure> {
             &mut signals,
         )
     } else {
+        let mut target = Target::of(&session);
+        target.block_ms = sampler.as_ref().map(|_| args.block_ms);
         let mut app = App::new(
-            Target::of(&session),
+            target,
             per_hit_ns,
             args.delay,
             first,
             first_read_ns,
             args.max_dead,
         );
-        run_tui(args, &mut session, &mut app, &mut signals)
+        let process = session.process().clone();
+        let sampler = std::cell::RefCell::new(sampler);
+        run_tui(
+            args,
+            &process,
+            &mut app,
+            &mut signals,
+            |app| {
+                let snap = session.snapshot()?;
+                let episodes = match sampler.borrow_mut().as_mut() {
+                    Some(s) => Some(s.snapshot()?.episodes),
+                    None => None,
+                };
+                app.update(snap, monotonic_ns());
+                if let Some(e) = episodes {
+                    app.update_blocking(&e);
+                }
+                Ok(())
+            },
+            || {
+                sampler
+                    .borrow_mut()
+                    .as_mut()
+                    .is_some_and(|s| !s.poll_layout().unwrap_or(true))
+            },
+        )
     }
 }
 
@@ -220,8 +247,27 @@ fn run_sampled(args: &Args, signals: &mut Signals) -> Result<End, Failure> {
         );
         run_sampled_json(args, &mut sampler, first, per_sample_ns, signals)
     } else {
-        let _ = (first, first_read_ns);
-        Err(anyhow::anyhow!("the live view of --sample is not built yet; use --json").into())
+        let mut app = App::new_sampled(
+            Target::of_sampler(&sampler),
+            per_sample_ns,
+            args.delay,
+            first,
+            first_read_ns,
+        );
+        let process = sampler.process().clone();
+        let sampler = std::cell::RefCell::new(sampler);
+        run_tui(
+            args,
+            &process,
+            &mut app,
+            signals,
+            |app| {
+                let snap = sampler.borrow_mut().snapshot()?;
+                app.update_sampled(snap, monotonic_ns());
+                Ok(())
+            },
+            || !sampler.borrow_mut().poll_layout().unwrap_or(true),
+        )
     }
 }
 
@@ -351,11 +397,16 @@ fn wait_input(timeout: Duration) -> anyhow::Result<Input> {
     }
 }
 
+/// The live view: draws `app`, applies `refresh` every interval and the keys meanwhile;
+/// `looking` is called while waiting, and says whether a sampler is still looking for its
+/// target's layout (then it is called again within a few milliseconds).
 fn run_tui(
     args: &Args,
-    session: &mut Session,
+    process: &Process,
     app: &mut App,
     signals: &mut Signals,
+    mut refresh: impl FnMut(&mut App) -> Result<(), Failure>,
+    mut looking: impl FnMut() -> bool,
 ) -> Result<End, Failure> {
     use ratatui::crossterm::event::{self, Event, KeyEventKind};
 
@@ -376,13 +427,12 @@ fn run_tui(
             if signals.pending() || app.quit {
                 return Ok(End::Done);
             }
-            if !session.process().is_alive() {
-                return Ok(End::TargetExited(session.process().clone()));
+            if !process.is_alive() {
+                return Ok(End::TargetExited(process.clone()));
             }
             let now = Instant::now();
             if now >= next {
-                let snap = session.snapshot()?;
-                app.update(snap, monotonic_ns());
+                refresh(app)?;
                 dirty = true;
                 refreshes += 1;
                 if args.count.is_some_and(|n| refreshes >= n) {
@@ -392,7 +442,8 @@ fn run_tui(
                 next = (next + interval).max(Instant::now());
                 continue;
             }
-            match wait_input((next - now).min(POLL))? {
+            let wait = if looking() { LAYOUT_POLL } else { POLL };
+            match wait_input((next - now).min(wait))? {
                 Input::Nothing => continue,
                 // The terminal went away (its window closed): nobody is watching.
                 Input::Gone => return Ok(End::Done),
