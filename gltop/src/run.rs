@@ -96,7 +96,7 @@ pub fn run(args: &Args) -> Result<End, Failure> {
     // sample layout is traced without it.
     let mut sampler = match Sampler::attach(args.pid, &args.sample_options(false)) {
         Ok(s) => Some(s),
-        Err(loader::Error::BadExecutable { reason, .. }) => {
+        Err(loader::Error::CannotSample { reason, .. }) => {
             eprintln!("gltop: no blocking detection: {reason}");
             None
         }

@@ -75,6 +75,18 @@ pub enum Error {
         /// What went wrong.
         reason: String,
     },
+    /// The process cannot be sampled (the sampled mode, blocking detection): its runtime does
+    /// not publish where its per-thread state is, or publishes it in a form this gltop does
+    /// not read.
+    #[error("cannot sample process {pid} ({comm}): {reason}")]
+    CannotSample {
+        /// The process.
+        pid: i32,
+        /// Its command name.
+        comm: String,
+        /// Why.
+        reason: String,
+    },
     /// A capacity is out of range.
     #[error("bad capacity: {0}")]
     BadCapacity(String),

@@ -350,12 +350,14 @@ fn layout_address(pid: i32) -> Option<(std::fs::File, u64)> {
     Some((std::fs::File::open(format!("/proc/{pid}/mem")).ok()?, addr))
 }
 
-/// Turns a layout failure into the loader's error.
-fn layout_error(e: LayoutError) -> Error {
+/// Turns a failure to read the layout of a process already attached to into the loader's
+/// error.
+fn layout_error(e: LayoutError, p: &Process) -> Error {
     match e {
         LayoutError::Io { path, source } => Error::from_io(source, &path),
-        other => Error::BadExecutable {
-            path: std::path::PathBuf::from("the target"),
+        other => Error::CannotSample {
+            pid: p.pid,
+            comm: p.comm.clone(),
             reason: other.to_string(),
         },
     }
@@ -378,13 +380,14 @@ impl Sampler {
         process::check_bpf_privilege()?;
         // Published at all? (`None`: published, no thread state yet: read again later.)
         let layout = layout::read(pid).map_err(|e| match e {
-            LayoutError::NotPublished { .. } | LayoutError::Unsupported { .. } => {
-                Error::BadExecutable {
-                    path: std::fs::read_link(process.exe()).unwrap_or(process.exe()),
-                    reason: e.to_string(),
-                }
-            }
-            other => layout_error(other),
+            LayoutError::NotPublished { .. }
+            | LayoutError::Unsupported { .. }
+            | LayoutError::TlsNotStatic { .. } => Error::CannotSample {
+                pid,
+                comm: process.comm.clone(),
+                reason: e.to_string(),
+            },
+            other => layout_error(other, &process),
         })?;
         let exe = process.exe();
         let new_sites: Vec<elf::ProbeSite> = if opts.names {
@@ -543,11 +546,11 @@ impl Sampler {
                 let mut buf = [0u8; layout::SIZE];
                 match mem.read_exact_at(&mut buf, *addr) {
                     Ok(()) => layout::decode(&buf, self.process.pid, &self.process.exe())
-                        .map_err(layout_error)?,
+                        .map_err(|e| layout_error(e, &self.process))?,
                     Err(_) => None,
                 }
             }
-            None => layout::read(self.process.pid).map_err(layout_error)?,
+            None => layout::read(self.process.pid).map_err(|e| layout_error(e, &self.process))?,
         };
         if let Some(l) = found {
             self.watch(l)?;
