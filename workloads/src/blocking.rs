@@ -1,10 +1,10 @@
 //! The blocking scenarios of the `blocker` program, as functions that run on the calling
 //! thread and report what they did, measured from inside.
 //!
-//! Shared by `blocker` (which prints the report as JSON for the gltop tests to compare with)
-//! and by the root package's `tests/lint_blocking.rs` (which runs them in-process under
-//! `greenlet::lint`'s checker, with `#[path]`): this file uses only `greenlet`, `nix` and
-//! `libc`, which both packages have.
+//! Included with `#[path]` by `blocker` (which prints the report as JSON for the gltop tests to
+//! compare with) and by the root package's `tests/lint_blocking.rs` (which runs them
+//! in-process under `greenlet::lint`'s checker); not part of the workloads library (see
+//! `lib.rs`). It uses only `greenlet`, `nix` and `libc`, which both packages have.
 //!
 //! | scenario | greenlet | what it does |
 //! | --- | --- | --- |

@@ -1,6 +1,6 @@
 //! Greenlets that block the thread, on purpose and measured: the scenarios gltop's blocking
-//! detection, sampled mode and `record` are tested against (see `greenlet_workloads::blocking`
-//! for what each one does).
+//! detection, sampled mode and `record` are tested against (see `src/blocking.rs` for what each
+//! one does).
 //!
 //! ```text
 //! cargo run -p greenlet-workloads --bin blocker -- --scenario spin --ms 300
@@ -29,9 +29,14 @@ use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 use clap::{Parser, ValueEnum};
-use greenlet_workloads::blocking::{self, Report};
 use greenlet_workloads::cli;
 use serde_json::{json, Value};
+
+#[path = "../blocking.rs"]
+#[allow(dead_code)]
+mod blocking;
+
+use blocking::Report;
 
 /// Greenlets that block their thread (spin, read, sleep), an idle hub that must not count as
 /// blocking, and a 70/30 CPU split; prints a JSON report line.
