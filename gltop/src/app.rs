@@ -5,8 +5,8 @@ use std::collections::{BTreeSet, VecDeque};
 use gltop::loader::rates::{GreenletRates, Interval};
 use gltop::loader::sample::{Episode, EpisodeLog, SampleSnapshot, SampledGreenlet, Sampler};
 use gltop::loader::{
-    AttachMode, Capacities, EdgeStats, GreenletStats, Process, Session, Snapshot, State,
-    HIST_BUCKETS,
+    AttachMode, Capacities, EdgeStats, GreenletKey, GreenletStats, Process, Session, Snapshot,
+    State, HIST_BUCKETS,
 };
 
 use crate::format;
@@ -70,7 +70,7 @@ pub enum Screen {
     /// The greenlet table.
     Table,
     /// One greenlet in detail.
-    Detail(u64),
+    Detail(GreenletKey),
     /// The blocking episodes, newest first.
     Blocking,
     /// One episode's stack: (thread, start) of the episode.
@@ -116,7 +116,7 @@ fn opt_sampled(r: &Row, f: fn(&SampledRow) -> f64) -> SortKey {
 /// The columns of the greenlet table in the sampled mode: what a sample can tell; the rest is
 /// not shown rather than shown as zero.
 pub fn sampled_columns() -> Vec<Column<Row>> {
-    let mut cols = columns();
+    let mut cols = columns(false);
     cols.retain(|c| matches!(c.title, "ID" | "NAME" | "PARENT" | "TID"));
     let tid = cols.pop().expect("the TID column");
     let sampled: [Column<Row>; 5] = [
@@ -179,8 +179,23 @@ fn opt_rate(r: &Row, f: fn(&GreenletRates) -> f64) -> SortKey {
     SortKey::Num(r.rates.as_ref().map_or(f64::NAN, f))
 }
 
-/// The columns of the greenlet table.
-pub fn columns() -> Vec<Column<Row>> {
+/// The columns of the greenlet table; with `follow` (several processes watched) a PID column
+/// comes first, since greenlet ids are unique only within a process.
+pub fn columns(follow: bool) -> Vec<Column<Row>> {
+    let pid = Column {
+        title: "PID",
+        width: 8,
+        right: true,
+        cell: |r: &Row| r.g.pid.to_string(),
+        key: |r: &Row| SortKey::Num(r.g.pid as f64),
+        descending_first: false,
+    };
+    let mut columns = Vec::from_iter(follow.then_some(pid));
+    columns.extend(greenlet_columns());
+    columns
+}
+
+fn greenlet_columns() -> Vec<Column<Row>> {
     vec![
         Column {
             title: "ID",
@@ -226,7 +241,7 @@ pub fn columns() -> Vec<Column<Row>> {
             descending_first: true,
         },
         Column {
-            title: "CPU%",
+            title: CPU_TITLE,
             width: 6,
             right: true,
             cell: |r| r.rates.map_or("-".into(), |x| format::percent(x.cpu_share)),
@@ -276,8 +291,16 @@ pub fn columns() -> Vec<Column<Row>> {
     ]
 }
 
-/// Index of the CPU% column, the default sort.
-pub const CPU_COLUMN: usize = 5;
+/// Title of the CPU% column, the default sort.
+pub const CPU_TITLE: &str = "CPU%";
+
+/// Index of the CPU% column in `columns`.
+pub fn cpu_column(columns: &[Column<Row>]) -> usize {
+    columns
+        .iter()
+        .position(|c| c.title == CPU_TITLE)
+        .expect("the table has a CPU% column")
+}
 
 /// What gltop is attached to, and how.
 #[derive(Clone, Debug)]
@@ -292,6 +315,8 @@ pub struct Target {
     pub capacities: Capacities,
     /// Probes the target lacks.
     pub missing: Vec<&'static str>,
+    /// Processes forked from the target are watched too (`--follow`).
+    pub follow: bool,
     /// The sampled mode: (samples per second per CPU, CPUs sampled, `new` sites attached).
     pub sampled: Option<(u32, usize, usize)>,
     /// The blocking threshold, when blocking is detected (ms).
@@ -307,6 +332,7 @@ impl Target {
             sites: session.sites(),
             capacities: session.capacities(),
             missing: session.missing_probes().to_vec(),
+            follow: session.follows(),
             sampled: None,
             block_ms: None,
         }
@@ -321,6 +347,7 @@ impl Target {
             sites: sampler.new_sites(),
             capacities: o.capacities,
             missing: Vec::new(),
+            follow: false,
             sampled: Some((o.hz, sampler.cpus(), sampler.new_sites())),
             block_ms: Some(o.block_ms),
         }
@@ -373,9 +400,9 @@ impl History {
             self.forgotten_edges += 1;
         }
         greenlets.extend(self.greenlets.iter().cloned());
-        greenlets.sort_by_key(|g| g.id);
+        greenlets.sort_by_key(GreenletStats::key);
         edges.extend(self.edges.iter().copied());
-        edges.sort_by_key(|e| (e.origin, e.target));
+        edges.sort_by_key(|e| (e.pid, e.origin, e.target));
         snap.greenlets = greenlets;
         snap.edges = edges;
         snap
@@ -416,8 +443,8 @@ pub struct App {
     /// that row across refreshes and re-sorts, whichever greenlet the row shows (a greenlet
     /// followed by id would sink out of sight as it dies).
     pub selected: usize,
-    /// Id of the greenlet in the selected row.
-    pub selected_id: Option<u64>,
+    /// The greenlet in the selected row.
+    pub selected_id: Option<GreenletKey>,
     /// The screen shown.
     pub screen: Screen,
     /// The help overlay is open.
@@ -592,7 +619,7 @@ impl App {
         read_ns: u64,
         max_dead: usize,
     ) -> App {
-        let columns = columns();
+        let columns = columns(target.follow);
         let mut history = History::new(max_dead);
         let first = history.absorb(first);
         let mut app = App {
@@ -607,7 +634,7 @@ impl App {
             cur: first,
             history,
             rows: Vec::new(),
-            sort: Sort::by(&columns, CPU_COLUMN),
+            sort: Sort::by(&columns, cpu_column(&columns)),
             columns,
             selected: 0,
             selected_id: None,
@@ -695,7 +722,10 @@ impl App {
                 .iter()
                 .find(|g| g.id == id)
                 .map_or("?".into(), |g| g.display_name().to_string()),
-            None => self.name_of(id),
+            None => self.name_of(GreenletKey {
+                pid: self.target.process.pid,
+                id,
+            }),
         }
     }
 
@@ -773,18 +803,18 @@ impl App {
 
     fn select(&mut self, i: usize) {
         self.selected = i.min(self.rows.len().saturating_sub(1));
-        self.selected_id = self.rows.get(self.selected).map(|r| r.g.id);
+        self.selected_id = self.rows.get(self.selected).map(|r| r.g.key());
     }
 
-    /// The row of greenlet `id`, if shown.
-    pub fn row(&self, id: u64) -> Option<&Row> {
-        self.rows.iter().find(|r| r.g.id == id)
+    /// The row of greenlet `key`, if shown.
+    pub fn row(&self, key: GreenletKey) -> Option<&Row> {
+        self.rows.iter().find(|r| r.g.key() == key)
     }
 
-    /// The display name of greenlet `id`, `?` if unknown.
-    pub fn name_of(&self, id: u64) -> String {
+    /// The display name of greenlet `key`, `?` if unknown.
+    pub fn name_of(&self, key: GreenletKey) -> String {
         self.cur
-            .greenlet(id)
+            .greenlet(key)
             .map_or("?".into(), |g| g.display_name().to_string())
     }
 
@@ -862,7 +892,7 @@ impl App {
             Screen::Detail(id) => Some(id),
             _ => None,
         };
-        if let Some(i) = detail.and_then(|id| self.rows.iter().position(|r| r.g.id == id)) {
+        if let Some(i) = detail.and_then(|key| self.rows.iter().position(|r| r.g.key() == key)) {
             self.selected = i;
         }
         let i = self.selected;
@@ -934,8 +964,8 @@ mod tests {
         }
     }
 
-    fn app() -> App {
-        let target = Target {
+    fn target(follow: bool) -> Target {
+        Target {
             process: Process {
                 pid: 1,
                 start_ticks: 0,
@@ -946,9 +976,14 @@ mod tests {
             sites: 4,
             capacities: Capacities::default(),
             missing: vec![],
+            follow,
             sampled: None,
             block_ms: None,
-        };
+        }
+    }
+
+    fn app() -> App {
+        let target = target(false);
         let mut gone = g(4, "gone", State::Dead, 1, 50);
         gone.dead_ns = Some(900_000_000);
         let a = vec![
@@ -964,6 +999,42 @@ mod tests {
         app.page = 2;
         app.update(snap(1_000_000_000, b), 1_000_001_000);
         app
+    }
+
+    #[test]
+    fn a_followed_child_with_its_parents_ids_has_rows_rates_and_detail_of_its_own() {
+        // A child forked while followed starts with its parent's greenlet ids: the table,
+        // the rates and the detail view tell them apart by process.
+        let in_process = |pid, on_cpu_ns| {
+            let mut parent_side = g(2, "worker", State::Suspended, 10, on_cpu_ns);
+            parent_side.pid = pid;
+            parent_side
+        };
+        let first = snap(0, vec![in_process(1, 0), in_process(9, 0)]);
+        let second = snap(
+            1_000_000_000,
+            vec![in_process(1, 100_000_000), in_process(9, 700_000_000)],
+        );
+        let mut app = App::new(target(true), None, 1.0, first, 1_000, 3);
+        app.update(second, 1_000_001_000);
+        assert_eq!(app.columns[0].title, "PID");
+        let rows: Vec<(i32, u64, f64)> = app
+            .rows
+            .iter()
+            .map(|r| (r.g.pid, r.g.id, r.rates.unwrap().cpu_share))
+            .collect();
+        assert_eq!(rows.len(), 2, "{rows:?}");
+        assert_eq!((rows[0].0, rows[0].1), (9, 2), "the child's 70% first");
+        assert!((rows[0].2 - 0.7).abs() < 1e-6 && (rows[1].2 - 0.1).abs() < 1e-6);
+        app.on_key(Key::Down);
+        app.on_key(Key::Enter);
+        assert_eq!(app.screen, Screen::Detail(GreenletKey { pid: 1, id: 2 }));
+        let shown = app.cur.greenlet(GreenletKey { pid: 1, id: 2 }).unwrap();
+        assert_eq!(shown.on_cpu_ns, 100_000_000);
+    }
+
+    fn key(id: u64) -> GreenletKey {
+        GreenletKey { pid: 0, id }
     }
 
     fn ids(app: &App) -> Vec<u64> {
@@ -991,11 +1062,11 @@ mod tests {
     #[test]
     fn selection_stays_on_top_until_moved() {
         let mut app = app();
-        assert_eq!((app.selected, app.selected_id), (0, Some(2)));
+        assert_eq!((app.selected, app.selected_id), (0, Some(key(2))));
         app.on_key(Key::Invert);
         assert_eq!(
             (app.selected, app.selected_id),
-            (0, Some(4)),
+            (0, Some(key(4))),
             "still the top row"
         );
     }
@@ -1005,12 +1076,12 @@ mod tests {
         let mut app = app();
         app.on_key(Key::Down);
         app.on_key(Key::Down);
-        assert_eq!((app.selected, app.selected_id), (2, Some(4)));
+        assert_eq!((app.selected, app.selected_id), (2, Some(key(4))));
         // Re-sorted (least CPU first: greenlet 4 goes to the top): the selection stays on
         // the third row, which now shows greenlet 2.
         app.on_key(Key::Invert);
         assert_eq!(ids(&app), [4, 3, 2]);
-        assert_eq!((app.selected, app.selected_id), (2, Some(2)));
+        assert_eq!((app.selected, app.selected_id), (2, Some(key(2))));
         // A refresh in which the greenlet of the selected row dies and leaves the table.
         let mut later = app.cur.clone();
         later.at_ns += RETAIN_DEAD_NS;
@@ -1021,7 +1092,7 @@ mod tests {
         assert_eq!(ids(&app), [3]);
         assert_eq!(
             (app.selected, app.selected_id),
-            (0, Some(3)),
+            (0, Some(key(3))),
             "the last row"
         );
     }
@@ -1030,18 +1101,18 @@ mod tests {
     fn detail_view_keeps_its_greenlet_and_moves_from_it() {
         let mut app = app();
         app.on_key(Key::Bottom);
-        assert_eq!(app.selected_id, Some(4));
+        assert_eq!(app.selected_id, Some(key(4)));
         app.on_key(Key::Enter);
-        assert_eq!(app.screen, Screen::Detail(4));
+        assert_eq!(app.screen, Screen::Detail(GreenletKey { pid: 0, id: 4 }));
         // Keys other than moves leave the detail on its greenlet, though the row at the
         // selected position now shows another one.
         app.on_key(Key::Invert);
         assert_eq!(ids(&app), [4, 3, 2]);
         app.on_key(Key::Pause);
-        assert_eq!(app.screen, Screen::Detail(4));
+        assert_eq!(app.screen, Screen::Detail(GreenletKey { pid: 0, id: 4 }));
         // A move starts from the row of the greenlet shown.
         app.on_key(Key::Down);
-        assert_eq!(app.screen, Screen::Detail(3));
+        assert_eq!(app.screen, Screen::Detail(GreenletKey { pid: 0, id: 3 }));
         app.on_key(Key::Back);
         assert_eq!(app.screen, Screen::Table);
         app.on_key(Key::Bottom);
@@ -1129,7 +1200,7 @@ mod tests {
         let ids: Vec<u64> = app.cur.greenlets.iter().map(|g| g.id).collect();
         assert_eq!(ids, [2, 10, 11, 12], "live ones, and the ended ones kept");
         assert_eq!(app.cur.edges.len(), 3);
-        assert_eq!(app.cur.edges_into(10), [edge(2, 10, true)]);
+        assert_eq!(app.cur.edges_into(key(10)), [edge(2, 10, true)]);
         assert_eq!(app.history.forgotten_greenlets, 0);
         // Paused: the screen stays, but what ended is still kept (its record left the kernel).
         app.on_key(Key::Pause);

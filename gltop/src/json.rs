@@ -37,42 +37,55 @@ struct Line<'a> {
 /// Most blocking episodes in one line (the newest); the rest are counted in the next field.
 pub const MAX_BLOCKING_PER_LINE: usize = 100;
 
-/// One blocking episode (the finding shape of the in-process checker).
+/// One blocking episode: the finding of the runtime's lint catalogue
+/// (`greenlet::lint::Blocking`, as its in-process checker gives it), with what only the
+/// kernel-side detector knows.
 #[derive(Serialize)]
 pub struct Blocking {
+    /// `"blocking"` (`Lint::name`).
+    lint: &'static str,
     greenlet_id: u64,
     greenlet_name: Option<String>,
-    thread: u32,
-    /// CLOCK_MONOTONIC ns of its first observation.
-    start_ns: u64,
+    thread: u64,
     duration_ns: u64,
     ongoing: bool,
-    /// `"on"` or `"off"`: off the CPU for most of it.
+    /// `"on-cpu"` or `"off-cpu"` (off the CPU, blocked, for most of it).
     cpu: &'static str,
-    off_cpu_ns: u64,
     syscall: Option<String>,
     /// Symbolized user stack, innermost first.
     stack: Vec<String>,
+    /// `Lint::summary`.
+    summary: String,
+    /// CLOCK_MONOTONIC ns of its first observation.
+    start_ns: u64,
+    /// Time blocked (off the CPU, not runnable) within it.
+    off_cpu_ns: u64,
 }
 
 /// The episodes as JSON, newest first, at most [`MAX_BLOCKING_PER_LINE`]; `name` names a
 /// greenlet by id.
 pub fn blocking(episodes: &[Episode], name: impl Fn(u64) -> Option<String>) -> Vec<Blocking> {
+    use greenlet::lint::Lint;
     let mut v: Vec<&Episode> = episodes.iter().collect();
     v.sort_by_key(|e| std::cmp::Reverse(e.start_ns));
     v.truncate(MAX_BLOCKING_PER_LINE);
     v.into_iter()
-        .map(|e| Blocking {
-            greenlet_id: e.greenlet,
-            greenlet_name: name(e.greenlet),
-            thread: e.tid,
-            start_ns: e.start_ns,
-            duration_ns: e.duration_ns,
-            ongoing: e.ongoing,
-            cpu: if e.is_off_cpu() { "off" } else { "on" },
-            off_cpu_ns: e.off_cpu_ns,
-            syscall: e.syscall_name(),
-            stack: e.frames.clone(),
+        .map(|e| {
+            let f = e.finding(name(e.greenlet));
+            Blocking {
+                lint: f.name(),
+                summary: f.summary(),
+                greenlet_id: f.greenlet_id,
+                greenlet_name: f.greenlet_name,
+                thread: f.thread,
+                duration_ns: f.duration.as_nanos() as u64,
+                ongoing: f.ongoing,
+                cpu: f.cpu.as_str(),
+                syscall: f.syscall,
+                stack: f.stack,
+                start_ns: e.start_ns,
+                off_cpu_ns: e.off_cpu_ns,
+            }
         })
         .collect()
 }

@@ -197,7 +197,11 @@ fn run_json(
         let blocking = match sampler.as_deref_mut() {
             Some(s) => {
                 let episodes = s.snapshot()?.episodes;
-                let names = |id: u64| snap.greenlet(id).map(|g| g.display_name().to_string());
+                let pid = session.process().pid;
+                let names = |id: u64| {
+                    snap.greenlet(loader::GreenletKey { pid, id })
+                        .map(|g| g.display_name().to_string())
+                };
                 Some(json::blocking(&episodes, names))
             }
             None => None,

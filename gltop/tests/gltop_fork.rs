@@ -215,3 +215,57 @@ fn follow_without_a_pid_is_one_line_and_exit_2() {
     assert_eq!(err.lines().count(), 1, "{err}");
     assert!(err.contains("--follow"), "{err}");
 }
+
+#[test]
+fn follow_in_the_tui_shows_each_process_its_own_rows() {
+    let test = "follow_in_the_tui_shows_each_process_its_own_rows";
+    if !tmux::bpf_and_tmux_or_skip(test) {
+        return;
+    }
+    let _s = serial();
+    let dir = sync_dir("follow-tui");
+    let mut f = forker(
+        &dir,
+        &["--rounds", "3000", "--batches", "3", "--batch", "500"],
+    );
+    wait_file(&dir.join("baseline"), Duration::from_secs(60));
+    let cmd = format!(
+        "{} -p {} -d 0.3 --follow; sleep 60",
+        env!("CARGO_BIN_EXE_gltop"),
+        f.pid()
+    );
+    let tmux = tmux::Tmux::start("follow", &cmd);
+    wait_file(&dir.join("child-measured"), Duration::from_secs(120));
+    // Both processes are alive now, waiting for `detached`: the table lists the child's
+    // greenlets beside the parent's, under the same ids, each under its own PID.
+    let parent = f.pid().to_string();
+    let rows_of = |screen: &str, pid: &str| -> Vec<String> {
+        screen
+            .lines()
+            .filter(|l| l.split_whitespace().next() == Some(pid))
+            .filter_map(|l| l.split_whitespace().nth(1).map(str::to_string))
+            .collect()
+    };
+    let screen = tmux.wait_for("rows of two processes", Duration::from_secs(30), |s| {
+        let pids: std::collections::BTreeSet<&str> = s
+            .lines()
+            .filter(|l| l.contains("suspended") || l.contains("running"))
+            .filter_map(|l| l.split_whitespace().next())
+            .collect();
+        pids.len() >= 2
+    });
+    std::fs::write(dir.join("detached"), b"").unwrap();
+    let (_, child) = reports(&mut f);
+    let child = child["pid"].to_string();
+    assert!(
+        screen.lines().any(|l| l.trim_start().starts_with("PID")),
+        "a PID column while following:\n{screen}"
+    );
+    let (in_parent, in_child) = (rows_of(&screen, &parent), rows_of(&screen, &child));
+    assert!(
+        !in_child.is_empty() && in_child.iter().all(|id| in_parent.contains(id)),
+        "the child's greenlets keep their parent's ids, each listed for both \
+         (parent {parent}: {in_parent:?}, child {child}: {in_child:?}):\n{screen}"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -113,7 +113,8 @@ fn a_300_ms_spin_is_one_on_cpu_episode_with_its_stack_in_both_modes() {
         assert_eq!(e["greenlet_id"], id, "{mode}");
         assert_eq!(e["greenlet_name"], "spinner", "{mode}");
         assert_eq!(e["thread"], report["tid"], "{mode}");
-        assert_eq!(e["cpu"], "on", "{mode}: {e}");
+        assert_eq!(e["cpu"], "on-cpu", "{mode}: {e}");
+        assert_eq!(e["lint"], "blocking", "{mode}");
         assert_eq!(e["syscall"], Value::Null, "{mode}");
         let ms = e["duration_ns"].as_f64().unwrap() / 1e6;
         assert!((270.0..=330.0).contains(&ms), "{mode}: {ms} ms");
@@ -140,7 +141,7 @@ fn a_300_ms_pipe_read_is_one_off_cpu_episode_naming_read_in_both_modes() {
         );
         assert_eq!(e["greenlet_id"], id, "{mode}");
         assert_eq!(e["greenlet_name"], "reader", "{mode}");
-        assert_eq!(e["cpu"], "off", "{mode}: {e}");
+        assert_eq!(e["cpu"], "off-cpu", "{mode}: {e}");
         assert_eq!(e["syscall"], "read", "{mode}");
         let ms = e["duration_ns"].as_f64().unwrap() / 1e6;
         assert!((270.0..=330.0).contains(&ms), "{mode}: {ms} ms");

@@ -475,6 +475,11 @@ impl Session {
         self.capacities
     }
 
+    /// Whether processes forked from the target after the attach are watched too.
+    pub fn follows(&self) -> bool {
+        self.follow
+    }
+
     /// Reads everything aggregated since attach, and moves out of the kernel's maps the
     /// records that are final: greenlets that ended (dead, and no probe will name them again)
     /// and the edges with such a greenlet at one end. Those are in this snapshot with

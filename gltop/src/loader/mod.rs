@@ -31,8 +31,8 @@ use std::path::{Path, PathBuf};
 
 pub use attach::{AttachMode, Capacities, Links, Options, Session};
 pub use model::{
-    EdgeStats, Ended, GreenletStats, MapUse, Outcome, ProcessStats, Snapshot, State, ThreadStats,
-    Totals, HIST_BUCKETS, OUTCOME_SLOTS,
+    EdgeStats, Ended, GreenletKey, GreenletStats, MapUse, Outcome, ProcessStats, Snapshot, State,
+    ThreadStats, Totals, HIST_BUCKETS, OUTCOME_SLOTS,
 };
 pub use process::Process;
 pub use semaphore::semaphores;

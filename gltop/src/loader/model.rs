@@ -66,6 +66,24 @@ impl State {
     }
 }
 
+/// What names one greenlet among every watched process: ids are unique within a process
+/// only (a process forked while followed starts with its parent's ids). Orders by process,
+/// then id.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct GreenletKey {
+    /// The process.
+    pub pid: i32,
+    /// The greenlet's id in it.
+    pub id: u64,
+}
+
+impl GreenletKey {
+    /// Greenlet `id` of the same process as `self` (a parent, an edge's other end).
+    pub fn sibling(self, id: u64) -> GreenletKey {
+        GreenletKey { pid: self.pid, id }
+    }
+}
+
 /// Everything aggregated about one greenlet since attach.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct GreenletStats {
@@ -115,6 +133,14 @@ pub struct GreenletStats {
 }
 
 impl GreenletStats {
+    /// Its process and id.
+    pub fn key(&self) -> GreenletKey {
+        GreenletKey {
+            pid: self.pid,
+            id: self.id,
+        }
+    }
+
     /// A thread's main greenlet (created without a parent).
     pub fn is_main(&self) -> bool {
         self.seen_new && self.parent.is_none()
@@ -378,10 +404,10 @@ pub struct Snapshot {
     pub at_ns: u64,
     /// Totals.
     pub totals: Totals,
-    /// Greenlets, by id: every record in the kernel, plus (`ended`) those whose record left
+    /// Greenlets, by [`GreenletKey`] (process, then id): every record in the kernel, plus (`ended`) those whose record left
     /// the kernel with this snapshot.
     pub greenlets: Vec<GreenletStats>,
-    /// Edges, by (origin, target), likewise.
+    /// Edges, by (process, origin, target), likewise.
     pub edges: Vec<EdgeStats>,
     /// Threads with greenlets, by tid.
     pub threads: Vec<ThreadStats>,
@@ -392,10 +418,10 @@ pub struct Snapshot {
 }
 
 impl Snapshot {
-    /// The greenlet with this id, if recorded.
-    pub fn greenlet(&self, id: u64) -> Option<&GreenletStats> {
+    /// The greenlet with this key, if recorded.
+    pub fn greenlet(&self, key: GreenletKey) -> Option<&GreenletStats> {
         self.greenlets
-            .binary_search_by_key(&id, |g| g.id)
+            .binary_search_by_key(&key, GreenletStats::key)
             .ok()
             .map(|i| &self.greenlets[i])
     }
@@ -409,14 +435,14 @@ impl Snapshot {
             .count()
     }
 
-    /// Edges into `id`, most used first.
-    pub fn edges_into(&self, id: u64) -> Vec<EdgeStats> {
-        self.edges_sorted(|e| e.target == id)
+    /// Edges into `key`, most used first.
+    pub fn edges_into(&self, key: GreenletKey) -> Vec<EdgeStats> {
+        self.edges_sorted(|e| e.pid == key.pid && e.target == key.id)
     }
 
-    /// Edges out of `id`, most used first.
-    pub fn edges_out_of(&self, id: u64) -> Vec<EdgeStats> {
-        self.edges_sorted(|e| e.origin == id)
+    /// Edges out of `key`, most used first.
+    pub fn edges_out_of(&self, key: GreenletKey) -> Vec<EdgeStats> {
+        self.edges_sorted(|e| e.pid == key.pid && e.origin == key.id)
     }
 
     fn edges_sorted(&self, keep: impl Fn(&EdgeStats) -> bool) -> Vec<EdgeStats> {

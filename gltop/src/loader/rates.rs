@@ -102,7 +102,7 @@ impl<'a> Interval<'a> {
     /// interval counts from zero.
     pub fn greenlet(&self, g: &GreenletStats) -> Option<GreenletRates> {
         let dt = self.dt_ns();
-        let before = self.prev.greenlet(g.id);
+        let before = self.prev.greenlet(g.key());
         if before.is_none() && g.created_ns.is_none_or(|born| born <= self.prev.at_ns) {
             return None;
         }

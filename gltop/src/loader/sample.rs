@@ -166,6 +166,24 @@ impl Episode {
     pub fn syscall_name(&self) -> Option<String> {
         self.syscall.and_then(super::syscalls::name)
     }
+
+    /// The finding, in the shape the runtime's in-process checker gives
+    /// (`greenlet::lint::Blocking`), for the greenlet named `name`. The system call is named
+    /// for an off-CPU episode only.
+    pub fn finding(&self, name: Option<String>) -> greenlet::lint::Blocking {
+        use greenlet::lint::Where;
+        let off = self.is_off_cpu();
+        greenlet::lint::Blocking {
+            greenlet_id: self.greenlet,
+            greenlet_name: name,
+            thread: u64::from(self.tid),
+            duration: std::time::Duration::from_nanos(self.duration_ns),
+            ongoing: self.ongoing,
+            cpu: if off { Where::OffCpu } else { Where::OnCpu },
+            syscall: if off { self.syscall_name() } else { None },
+            stack: self.frames.clone(),
+        }
+    }
 }
 
 /// Totals since attach, summed over CPUs.

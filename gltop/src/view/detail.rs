@@ -1,7 +1,7 @@
 //! One greenlet in detail: identity, counters, the slice histogram, the busiest edges.
 
 use gltop::loader::rates::quantile_upper;
-use gltop::loader::EdgeStats;
+use gltop::loader::{EdgeStats, GreenletKey};
 use ratatui::layout::{Constraint, Layout, Rect};
 use ratatui::style::{Modifier, Style};
 use ratatui::text::Line;
@@ -15,8 +15,9 @@ use crate::format::{count, duration_ns, percent, rate};
 /// Edges listed in each direction.
 const TOP_EDGES: usize = 10;
 
-pub fn draw(f: &mut Frame<'_>, area: Rect, app: &App, id: u64) {
-    let Some(g) = app.cur.greenlet(id) else {
+pub fn draw(f: &mut Frame<'_>, area: Rect, app: &App, key: GreenletKey) {
+    let id = key.id;
+    let Some(g) = app.cur.greenlet(key) else {
         let msg = format!(
             "greenlet {id} is no longer recorded (dead and forgotten: the view keeps the last {} \
              dead greenlets, see --max-dead)",
@@ -32,7 +33,7 @@ pub fn draw(f: &mut Frame<'_>, area: Rect, app: &App, id: u64) {
         })
     };
     let parent = match g.parent {
-        Some(p) => format!("{p} ({})", app.name_of(p)),
+        Some(p) => format!("{p} ({})", app.name_of(key.sibling(p))),
         None if g.is_main() => "none (main greenlet)".into(),
         None => "unknown (created before attach)".into(),
     };
@@ -70,7 +71,7 @@ pub fn draw(f: &mut Frame<'_>, area: Rect, app: &App, id: u64) {
         q(0.99),
         duration_ns(g.max_slice_at(at)),
     )));
-    if let Some(r) = app.row(id).and_then(|r| r.rates) {
+    if let Some(r) = app.row(key).and_then(|r| r.rates) {
         info.push(Line::from(format!(
             "last interval: {} switches/s, {} throws/s, {} CPU",
             rate(r.switches_per_s),
@@ -122,7 +123,7 @@ pub fn draw(f: &mut Frame<'_>, area: Rect, app: &App, id: u64) {
         ins,
         app,
         " top edges in ",
-        &app.cur.edges_into(id),
+        &app.cur.edges_into(key),
         |e| e.origin,
     );
     edges(
@@ -130,7 +131,7 @@ pub fn draw(f: &mut Frame<'_>, area: Rect, app: &App, id: u64) {
         outs,
         app,
         " top edges out ",
-        &app.cur.edges_out_of(id),
+        &app.cur.edges_out_of(key),
         |e| e.target,
     );
 }
@@ -148,7 +149,14 @@ fn edges(
         Style::default().add_modifier(Modifier::BOLD),
     )];
     lines.extend(list.iter().take(TOP_EDGES).map(|e| {
-        let name: String = app.name_of(peer(e)).chars().take(16).collect();
+        let name: String = app
+            .name_of(GreenletKey {
+                pid: e.pid,
+                id: peer(e),
+            })
+            .chars()
+            .take(16)
+            .collect();
         Line::from(format!(
             "{:>8} {:<16} {:>7} {:>6}",
             peer(e),
@@ -172,8 +180,9 @@ fn edges(
 
 /// One greenlet in the sampled mode: what samples and sched_switch tell, and its blocking
 /// episodes. Counts only a probe in the switch gives are shown as unknown.
-pub fn draw_sampled(f: &mut Frame<'_>, area: Rect, app: &App, id: u64) {
-    let Some(r) = app.row(id) else {
+pub fn draw_sampled(f: &mut Frame<'_>, area: Rect, app: &App, key: gltop::loader::GreenletKey) {
+    let id = key.id;
+    let Some(r) = app.row(key) else {
         f.render_widget(
             Paragraph::new(format!("greenlet {id} is no longer sampled")),
             area,

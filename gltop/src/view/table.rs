@@ -35,8 +35,10 @@ pub fn shown<R>(columns: &[Column<R>], sort: Sort, width_cells: u16) -> Vec<usiz
         let cells: u16 = shown.iter().map(|&i| width(&columns[i])).sum();
         cells + SPACING * shown.len().saturating_sub(1) as u16
     };
+    // The identifying columns stay: every one up to the first text column (the name).
+    let kept = columns.iter().position(|c| !c.right).map_or(1, |i| i + 1);
     while total(&shown) > width_cells {
-        let Some(pos) = shown.iter().rposition(|&i| i >= 2 && i != sort.column) else {
+        let Some(pos) = shown.iter().rposition(|&i| i >= kept && i != sort.column) else {
             break;
         };
         shown.remove(pos);
@@ -93,7 +95,7 @@ pub fn draw<R>(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::app::{columns, Row as AppRow, CPU_COLUMN};
+    use crate::app::{columns, cpu_column, Row as AppRow};
 
     fn titles(cols: &[Column<AppRow>], sort: Sort) -> Vec<String> {
         (0..cols.len()).map(|i| title(cols, sort, i)).collect()
@@ -101,7 +103,7 @@ mod tests {
 
     #[test]
     fn every_title_fits_its_column_with_the_marker() {
-        let cols = columns();
+        let cols = columns(true);
         for i in 0..cols.len() {
             let sort = Sort::by(&cols, i);
             for sort in [sort, sort.inverted()] {
@@ -117,13 +119,14 @@ mod tests {
 
     #[test]
     fn narrow_screens_drop_whole_columns_from_the_right_but_not_the_sort_column() {
-        let cols = columns();
+        let cols = columns(false);
+        let cpu_column = cpu_column(&cols);
         let all: Vec<usize> = (0..cols.len()).collect();
         let full: u16 = cols.iter().map(width).sum::<u16>() + cols.len() as u16 - 1;
-        let cpu = Sort::by(&cols, CPU_COLUMN);
+        let cpu = Sort::by(&cols, cpu_column);
         assert_eq!(shown(&cols, cpu, full), all);
         let narrow = shown(&cols, cpu, 80);
-        assert!(narrow.len() < cols.len() && narrow.contains(&CPU_COLUMN));
+        assert!(narrow.len() < cols.len() && narrow.contains(&cpu_column));
         assert_eq!(narrow, (0..narrow.len()).collect::<Vec<_>>(), "a prefix");
         let last = Sort::by(&cols, cols.len() - 1);
         let narrow = shown(&cols, last, 80);
@@ -131,6 +134,17 @@ mod tests {
         let used: u16 =
             narrow.iter().map(|&i| width(&cols[i])).sum::<u16>() + narrow.len() as u16 - 1;
         assert!(used <= 80, "{used}");
-        assert_eq!(shown(&cols, cpu, 10), [0, 1, CPU_COLUMN], "never fewer");
+        assert_eq!(shown(&cols, cpu, 10), [0, 1, cpu_column], "never fewer");
+    }
+
+    #[test]
+    fn following_puts_the_process_first_and_keeps_it_on_narrow_screens() {
+        let cols = columns(true);
+        assert_eq!(
+            cols.iter().take(3).map(|c| c.title).collect::<Vec<_>>(),
+            ["PID", "ID", "NAME"]
+        );
+        let cpu = Sort::by(&cols, cpu_column(&cols));
+        assert_eq!(shown(&cols, cpu, 10), [0, 1, 2, cpu_column(&cols)]);
     }
 }
