@@ -162,7 +162,9 @@ pub fn sampled_columns() -> Vec<Column<Row>> {
             title: "PREEMPTED",
             width: 9,
             right: true,
-            cell: |r| r.s.map_or("-".into(), |s| format::duration_ns(s.preempt_ns)),
+            cell: |r| {
+                r.s.map_or("-".into(), |s| format::duration_ns(s.preempt_ns))
+            },
             key: |r| opt_sampled(r, |s| s.preempt_ns as f64),
             descending_first: true,
         },

@@ -239,7 +239,10 @@ pub fn per_sample_ns() -> Option<f64> {
         let mut sampler = Sampler::attach(std::process::id() as i32, &opts).ok()?;
         let before = sampler.snapshot().ok()?;
         let samples_of = |s: &gltop::loader::sample::SampleSnapshot| {
-            s.threads.iter().find(|t| t.tid == tid).map_or(0, |t| t.samples)
+            s.threads
+                .iter()
+                .find(|t| t.tid == tid)
+                .map_or(0, |t| t.samples)
         };
         spin(SPIN / 10);
         let s0 = samples_of(&sampler.snapshot().ok()?);

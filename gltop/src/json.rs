@@ -563,8 +563,7 @@ pub fn sampled_line(
                     current: g.current,
                     state: None,
                     samples: g.samples,
-                    cpu_pct: (dt > 0)
-                        .then(|| d as f64 / f64::from(opts.hz) / dt_s * 100.0),
+                    cpu_pct: (dt > 0).then(|| d as f64 / f64::from(opts.hz) / dt_s * 100.0),
                     offcpu_ns: g.offcpu_ns(),
                     offcpu_sleeping_ns: g.sleep_ns,
                     offcpu_preempted_ns: g.preempt_ns,

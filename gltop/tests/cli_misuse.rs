@@ -261,12 +261,28 @@ fn gltop_flags() {
                 "invalid value 'kprobe' for '--attach <MODE>'",
             ),
             ("sampling frequency 0", &["--sample", "--hz", "0"], HZ),
-            ("sampling frequency too high", &["--sample", "--hz", "10001"], HZ),
+            (
+                "sampling frequency too high",
+                &["--sample", "--hz", "10001"],
+                HZ,
+            ),
             ("negative sampling frequency", &["--hz", "-5"], HZ),
-            ("non-numeric sampling frequency", &["--sample", "--hz", "fast"], HZ),
+            (
+                "non-numeric sampling frequency",
+                &["--sample", "--hz", "fast"],
+                HZ,
+            ),
             ("blocking threshold 0", &["--block-ms", "0"], BLOCK),
-            ("negative blocking threshold", &["--block-ms", "-100"], BLOCK),
-            ("fractional blocking threshold", &["--block-ms", "2.5"], BLOCK),
+            (
+                "negative blocking threshold",
+                &["--block-ms", "-100"],
+                BLOCK,
+            ),
+            (
+                "fractional blocking threshold",
+                &["--block-ms", "2.5"],
+                BLOCK,
+            ),
             (
                 "sampled mode with an attach mode",
                 &["--json", "--sample", "--attach", "usdt"],

@@ -68,7 +68,10 @@ fn ended_episodes(lines: &[Value]) -> Vec<Value> {
     for l in lines {
         for b in l["blocking"].as_array().expect("a blocking list") {
             if b["ongoing"] == false {
-                let key = (b["thread"].as_u64().unwrap(), b["start_ns"].as_u64().unwrap());
+                let key = (
+                    b["thread"].as_u64().unwrap(),
+                    b["start_ns"].as_u64().unwrap(),
+                );
                 seen.insert(key, b.clone());
             }
         }
@@ -109,7 +112,10 @@ fn a_300_ms_spin_is_one_on_cpu_episode_with_its_stack_in_both_modes() {
         let eps = ended_episodes(&lines);
         assert_eq!(eps.len(), 1, "{mode}: one episode: {eps:#?}");
         let e = &eps[0];
-        eprintln!("{mode}: spin episode of {} ms", e["duration_ns"].as_f64().unwrap() / 1e6);
+        eprintln!(
+            "{mode}: spin episode of {} ms",
+            e["duration_ns"].as_f64().unwrap() / 1e6
+        );
         assert_eq!(e["greenlet_id"], id, "{mode}");
         assert_eq!(e["greenlet_name"], "spinner", "{mode}");
         assert_eq!(e["thread"], report["tid"], "{mode}");
@@ -202,7 +208,12 @@ fn sampled_mode_splits_70_30_and_nulls_what_it_cannot_count() {
         .as_array()
         .unwrap()
         .iter()
-        .map(|g| (g["name"].as_str().unwrap().to_string(), g["id"].as_u64().unwrap()))
+        .map(|g| {
+            (
+                g["name"].as_str().unwrap().to_string(),
+                g["id"].as_u64().unwrap(),
+            )
+        })
         .collect();
     // Cumulative samples of the thread's greenlets in the last line.
     let on_thread: Vec<&Value> = last["greenlets"]
@@ -211,7 +222,10 @@ fn sampled_mode_splits_70_30_and_nulls_what_it_cannot_count() {
         .iter()
         .filter(|g| g["tid"] == tid)
         .collect();
-    let total: u64 = on_thread.iter().map(|g| g["samples"].as_u64().unwrap()).sum();
+    let total: u64 = on_thread
+        .iter()
+        .map(|g| g["samples"].as_u64().unwrap())
+        .sum();
     let samples_of = |name: &str| {
         on_thread
             .iter()
@@ -227,12 +241,21 @@ fn sampled_mode_splits_70_30_and_nulls_what_it_cannot_count() {
     assert!((67.0..=73.0).contains(&seventy), "seventy {seventy:.1}%");
     assert!((27.0..=33.0).contains(&thirty), "thirty {thirty:.1}%");
     for g in &on_thread {
-        for field in ["switches_in", "on_cpu_ns", "max_slice_ns", "state", "outcome"] {
+        for field in [
+            "switches_in",
+            "on_cpu_ns",
+            "max_slice_ns",
+            "state",
+            "outcome",
+        ] {
             assert_eq!(g[field], Value::Null, "{field} of {g}");
         }
         assert!(g["cpu_pct"].is_number(), "{g}");
     }
-    let seventy_line = on_thread.iter().find(|g| g["id"] == ids["seventy"]).unwrap();
+    let seventy_line = on_thread
+        .iter()
+        .find(|g| g["id"] == ids["seventy"])
+        .unwrap();
     assert_eq!(seventy_line["name"], "seventy");
     // The thread switches > 100,000 times a second: its counter says so.
     let th = last["per_thread"]
@@ -267,9 +290,7 @@ fn a_sleeping_greenlets_off_cpu_time_is_its_sleep() {
     let _serial = serial();
     let (report, lines) = run(&["sleep", "--ms", "1000"], &["--sample"]);
     let (id, measured) = reported(&report);
-    let g = lines
-        .last()
-        .unwrap()["greenlets"]
+    let g = lines.last().unwrap()["greenlets"]
         .as_array()
         .unwrap()
         .iter()

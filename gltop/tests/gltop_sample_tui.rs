@@ -36,7 +36,10 @@ fn the_blocking_pane_lists_a_spin_and_shows_its_stack() {
     let screen = tmux.wait_for("the sampled header", long, |s| {
         s.contains(&format!("pid {pid} (blocker)")) && s.contains("sampled at 99 Hz")
     });
-    assert!(screen.contains("samples/s") || screen.contains("per sample"), "{screen}");
+    assert!(
+        screen.contains("samples/s") || screen.contains("per sample"),
+        "{screen}"
+    );
     let header = screen
         .lines()
         .find(|l| l.contains("SAMPLES"))
@@ -63,7 +66,9 @@ fn the_blocking_pane_lists_a_spin_and_shows_its_stack() {
         .unwrap_or_default();
     assert!(!row.contains("ongoing"), "{row}");
     tmux.keys(&["Enter"]);
-    let screen = tmux.wait_for("the stack", long, |s| s.contains("user stack, innermost first"));
+    let screen = tmux.wait_for("the stack", long, |s| {
+        s.contains("user stack, innermost first")
+    });
     assert!(screen.contains("spin_without_switching"), "{screen}");
     assert!(screen.contains("on-CPU"), "{screen}");
     tmux.keys(&["Escape"]);

@@ -211,7 +211,11 @@ const DEAD_GRACE_NS: u64 = 10_000_000_000;
 
 /// Deletes `keys` (each `key_size` bytes, concatenated) from a hash map; keys already gone
 /// are not an error.
-pub(super) fn delete_all(map: &libbpf_rs::MapMut<'_>, keys: &[u8], key_size: usize) -> Result<(), Error> {
+pub(super) fn delete_all(
+    map: &libbpf_rs::MapMut<'_>,
+    keys: &[u8],
+    key_size: usize,
+) -> Result<(), Error> {
     let count = keys.len() / key_size;
     if count == 0 {
         return Ok(());

@@ -498,8 +498,8 @@ impl Sampler {
         );
         let period = 1_000_000_000 / u64::from(opts.hz);
         let mut cpus = 0;
-        let possible = libbpf_rs::num_possible_cpus()
-            .map_err(|e| Error::bpf("cannot count the CPUs", e))?;
+        let possible =
+            libbpf_rs::num_possible_cpus().map_err(|e| Error::bpf("cannot count the CPUs", e))?;
         for cpu in 0..possible {
             let fd = match open_cpu_clock(cpu, period) {
                 Ok(fd) => fd,
@@ -738,11 +738,7 @@ impl Sampler {
 
         // Stacks: those no thread refers to, in this snapshot and the previous one, have been
         // symbolized (or were never needed) and leave the kernel's map.
-        let in_map: HashSet<u32> = maps
-            .stacks
-            .keys()
-            .filter_map(|k| u32_key(&k))
-            .collect();
+        let in_map: HashSet<u32> = maps.stacks.keys().filter_map(|k| u32_key(&k)).collect();
         let free: Vec<u8> = in_map
             .iter()
             .filter(|id| !referenced.contains(id) && self.unreferenced.contains(id))
@@ -979,10 +975,17 @@ mod tests {
         assert_eq!(thread_episode(&t, 1_000 + 100, 100, true), None);
         let (e, ongoing) = thread_episode(&t, 1_000 + 101, 100, true).unwrap();
         assert!(ongoing);
-        assert_eq!((e.start_ns, e.end_ns, e.stack, e.syscall), (1_000, 1_101, 3, 0));
+        assert_eq!(
+            (e.start_ns, e.end_ns, e.stack, e.syscall),
+            (1_000, 1_101, 3, 0)
+        );
         assert_eq!(e.off_ns, 51, "blocked since the switch-out");
         t.idle = 1;
-        assert_eq!(thread_episode(&t, 10_000, 100, true), None, "idle by design");
+        assert_eq!(
+            thread_episode(&t, 10_000, 100, true),
+            None,
+            "idle by design"
+        );
     }
 
     #[test]
@@ -995,7 +998,10 @@ mod tests {
         assert!(ongoing);
         assert_eq!((e.end_ns, e.off_ns, e.stack, e.syscall), (1_400, 0, 9, -1));
         let (e, ongoing) = thread_episode(&t, 1_400, 100, false).unwrap();
-        assert!(!ongoing, "a gone thread's episode ends at its last observation");
+        assert!(
+            !ongoing,
+            "a gone thread's episode ends at its last observation"
+        );
         assert_eq!(e.end_ns, 1_300);
         t.has_runtime = 0;
         assert_eq!(thread_episode(&t, 1_400, 100, true), None);
@@ -1020,7 +1026,12 @@ mod tests {
     fn the_log_keeps_newest_first_and_bounds_ended_ones() {
         let mut log = EpisodeLog::new(2);
         log.absorb(&[ep(1, false), ep(3, true)]);
-        let starts = |l: &EpisodeLog| l.newest_first().iter().map(|e| e.start_ns).collect::<Vec<_>>();
+        let starts = |l: &EpisodeLog| {
+            l.newest_first()
+                .iter()
+                .map(|e| e.start_ns)
+                .collect::<Vec<_>>()
+        };
         assert_eq!(starts(&log), [3, 1]);
         log.absorb(&[ep(3, false), ep(2, false)]);
         assert_eq!(starts(&log), [3, 2]);

@@ -77,7 +77,7 @@ impl Frames {
     }
 
     /// Names `addr` from the remembered mappings and the mapped file.
-    fn from_file(&self, addr: u64) -> Option<String> {
+    fn name_from_file(&self, addr: u64) -> Option<String> {
         let (start, _, offset, path) = self
             .maps
             .iter()
@@ -108,7 +108,7 @@ impl Frames {
                 // The process may be gone: its files are still there.
                 return addrs
                     .iter()
-                    .map(|a| self.from_file(*a).unwrap_or_else(|| unknown(a)))
+                    .map(|a| self.name_from_file(*a).unwrap_or_else(|| unknown(a)))
                     .collect();
             }
         };
@@ -116,7 +116,7 @@ impl Frames {
             .zip(addrs)
             .map(|(s, a)| match s {
                 Symbolized::Sym(sym) => frame_name(sym),
-                Symbolized::Unknown(why) => self.from_file(*a).unwrap_or_else(|| {
+                Symbolized::Unknown(why) => self.name_from_file(*a).unwrap_or_else(|| {
                     if std::env::var_os("GLTOP_DEBUG").is_some() {
                         eprintln!("gltop: {a:#x} of process {}: {why}", self.pid);
                     }
@@ -160,7 +160,7 @@ mod tests {
         // The same from the mapped file, as after the process is gone.
         let mut frames = Frames::new(std::process::id() as i32);
         frames.remember_maps();
-        let name = frames.from_file(addr).expect("named from the file");
+        let name = frames.name_from_file(addr).expect("named from the file");
         assert!(name.contains("marker_function_for_symbolize"), "{name}");
     }
 }

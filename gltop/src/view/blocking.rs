@@ -64,7 +64,10 @@ pub fn draw_list(f: &mut Frame<'_>, area: Rect, app: &App) {
             .cloned()
             .unwrap_or_else(|| "-".into());
         Row::new([
-            Cell::from(format!("{} ago", duration_ns(now.saturating_sub(e.start_ns)))),
+            Cell::from(format!(
+                "{} ago",
+                duration_ns(now.saturating_sub(e.start_ns))
+            )),
             Cell::from(format!("{} {}", e.greenlet, app.greenlet_name(e.greenlet))),
             Cell::from(e.tid.to_string()),
             Cell::from(duration(e)),

@@ -197,12 +197,8 @@ pub fn draw_sampled(f: &mut Frame<'_>, area: Rect, app: &App, key: gltop::loader
         None => "unknown (created before attach)".into(),
     };
     let mut lines = vec![
-        Line::from(format!(
-            "{}  {}",
-            g.id,
-            g.display_name()
-        ))
-        .style(Style::default().add_modifier(Modifier::BOLD)),
+        Line::from(format!("{}  {}", g.id, g.display_name()))
+            .style(Style::default().add_modifier(Modifier::BOLD)),
         Line::from(format!(
             "thread {}   parent {parent}   {}",
             g.tid,

@@ -110,9 +110,7 @@ fn sampled_lines(app: &App, width: u16) -> Vec<Line<'static>> {
     };
     let per_s = |f: &dyn Fn(&gltop::loader::sample::SampleSnapshot) -> u64| -> Option<f64> {
         match (prev, cur) {
-            (Some(p), Some(c)) if dt > 0 => {
-                Some(gltop::loader::rates::per_second(f(p), f(c), dt))
-            }
+            (Some(p), Some(c)) if dt > 0 => Some(gltop::loader::rates::per_second(f(p), f(c), dt)),
             _ => None,
         }
     };
@@ -123,10 +121,7 @@ fn sampled_lines(app: &App, width: u16) -> Vec<Line<'static>> {
     let third: Vec<Group> = vec![
         vec![
             "switches ".into(),
-            bold(format!(
-                "{}/s",
-                per_s(&switches).map_or("-".into(), rate)
-            )),
+            bold(format!("{}/s", per_s(&switches).map_or("-".into(), rate))),
             " (runtime counters)".into(),
         ],
         vec![
@@ -156,9 +151,7 @@ fn sampled_lines(app: &App, width: u16) -> Vec<Line<'static>> {
         blocking_group(app),
     ];
     if cur.is_some_and(|c| !c.layout_known) {
-        fourth.push(vec![
-            "waiting for the runtime's first thread state".into(),
-        ]);
+        fourth.push(vec!["waiting for the runtime's first thread state".into()]);
     }
     pack(vec![first, second, third, fourth], width as usize)
 }

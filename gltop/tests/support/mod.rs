@@ -239,7 +239,14 @@ pub fn release_workload(name: &str) -> PathBuf {
     if built.is_none() {
         let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
         let st = Command::new(cargo)
-            .args(["build", "--release", "-p", "greenlet-workloads", "--bin", name])
+            .args([
+                "build",
+                "--release",
+                "-p",
+                "greenlet-workloads",
+                "--bin",
+                name,
+            ])
             .arg("--target-dir")
             .arg(&target)
             .current_dir(root())
