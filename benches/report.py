@@ -173,6 +173,33 @@ def peer(quick):
     return figures
 
 
+def tracer(quick):
+    """gltop's cost to a thread switching > 1M/s: no tracer, exact, --sample 99/999/10k Hz,
+    side by side in one run (gltop/examples/tracer_cost.rs; needs root for BPF)."""
+    if os.geteuid() != 0:
+        log("tracer: skipped (attaching BPF programs needs root)")
+        return None
+    log("tracer: gltop's cost, exact and sampled, side by side")
+    proc = run(["cargo", "run", "-q", "--release", "-p", "gltop", "--example", "tracer_cost",
+                "--", "--json", "--rounds", "3" if quick else "9"])
+    if proc.returncode != 0:
+        fail("tracer_cost failed: " + proc.stderr.strip()[-400:])
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def render_tracer(t):
+    lines = ["", "What gltop costs a thread switching greenlets "
+             f"({t['switches']:,} switches per measurement, least of {t['rounds']} rounds):",
+             f"{'':<28} {'CPU/switch':>12} {'switches/s':>14} {'extra CPU':>10}"]
+    for v in t["variants"]:
+        lines.append(f"{v['variant']:<28} {v['cpu_ns_per_switch']:>10.2f}ns "
+                     f"{v['switches_per_s']:>14,.0f} {v['extra_cpu_pct']:>9.2f}%")
+    ns = t["per_sample_ns"]
+    lines.append(f"one sample: {ns:.0f} ns (from 10 kHz): 99 Hz = {ns * 99 / 1e7:.3f}% of a busy "
+                 f"CPU, 999 Hz = {ns * 999 / 1e7:.2f}% (goal at 99 Hz: <= 1%)")
+    return "\n".join(lines)
+
+
 def machine():
     cpu = "?"
     try:
@@ -324,9 +351,10 @@ def main():
     ap.add_argument("--json", action="store_true", help="print the JSON report, not the table")
     ap.add_argument("--strict", action="store_true", help="exit 1 when a target is missed")
     ap.add_argument("--skip", nargs="*", default=[],
-                    choices=["criterion", "callgrind", "live", "peer"])
+                    choices=["criterion", "callgrind", "live", "peer", "tracer"])
     args = ap.parse_args()
-    steps = [s for s in ("criterion", "callgrind", "live", "peer") if s not in args.skip]
+    steps = [s for s in ("criterion", "callgrind", "live", "peer", "tracer")
+             if s not in args.skip]
     if "callgrind" in steps and subprocess.run(["which", "valgrind"],
                                                capture_output=True).returncode != 0:
         fail("valgrind is missing (apt-get install valgrind), or pass --skip callgrind")
@@ -343,6 +371,8 @@ def main():
         results["live"] = live(args.quick)
     if "peer" in steps:
         results["peer"] = peer(args.quick)
+    if "tracer" in steps:
+        results["tracer"] = tracer(args.quick)
     rows = table_rows(results)
     results["table"] = [{"case": c, "ours": o, "peer": p, "ratio": r, "target": t, "met": met}
                         for c, o, p, r, t, met in rows]
@@ -353,6 +383,8 @@ def main():
         print(json.dumps(results, indent=2))
     else:
         print(render(results, rows))
+        if results.get("tracer"):
+            print(render_tracer(results["tracer"]))
         print(f"(all figures: {os.path.relpath(out, ROOT)})")
     missed = [r[0] for r in rows if r[5] is False]
     if missed:
