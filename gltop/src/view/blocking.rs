@@ -29,6 +29,24 @@ fn place(e: &Episode) -> String {
     }
 }
 
+/// The innermost frame of the program's own code: the first one with a path (libc's have
+/// none) that names nothing of Rust's standard library (trait glue such as
+/// `<u64 as core::iter::Step>` included); else the innermost named one.
+fn where_in_code(frames: &[String]) -> Option<&str> {
+    let own = |f: &&String| {
+        let outer = f.rsplit(" <- ").next().unwrap_or(f);
+        outer.contains("::")
+            && !["core::", "std::", "alloc::"]
+                .iter()
+                .any(|p| outer.contains(p))
+    };
+    frames
+        .iter()
+        .find(own)
+        .or_else(|| frames.iter().find(|f| !f.starts_with("0x")))
+        .map(String::as_str)
+}
+
 /// The list of episodes.
 pub fn draw_list(f: &mut Frame<'_>, area: Rect, app: &App) {
     let title = match (app.blocking_detected, app.target.block_ms) {
@@ -57,12 +75,7 @@ pub fn draw_list(f: &mut Frame<'_>, area: Rect, app: &App) {
     let selected = app.episode_selected.min(list.len() - 1);
     let start = selected.saturating_sub(visible.saturating_sub(1));
     let rows = list.iter().skip(start).take(visible.max(1)).map(|e| {
-        let at = e
-            .frames
-            .iter()
-            .find(|f| !f.starts_with("0x"))
-            .cloned()
-            .unwrap_or_else(|| "-".into());
+        let at = where_in_code(&e.frames).unwrap_or("-").to_string();
         Row::new([
             Cell::from(format!(
                 "{} ago",
@@ -90,6 +103,28 @@ pub fn draw_list(f: &mut Frame<'_>, area: Rect, app: &App) {
         .column_spacing(1);
     let mut state = TableState::default().with_selected(Some(selected - start));
     f.render_stateful_widget(table, area, &mut state);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_place_in_code_skips_the_standard_library_and_libc() {
+        let frames: Vec<String> = [
+            "__GI___libc_read",
+            "<u64>::unchecked_add <- <u64 as core::iter::range::Step>::forward_unchecked",
+            "std::io::default_read_exact",
+            "demo::spin",
+            "main",
+        ]
+        .map(String::from)
+        .to_vec();
+        assert_eq!(where_in_code(&frames), Some("demo::spin"));
+        let libc_only: Vec<String> = vec!["0x10".into(), "syscall".into()];
+        assert_eq!(where_in_code(&libc_only), Some("syscall"));
+        assert_eq!(where_in_code(&[]), None);
+    }
 }
 
 /// One episode and its stack, innermost frame first.
