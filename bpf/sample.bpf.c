@@ -298,32 +298,35 @@ int BPF_PROG(on_switch, bool preempt, struct task_struct *prev, struct task_stru
 	now = bpf_ktime_get_ns();
 
 	/* Out: `prev` is the running task, so its memory is readable. */
-	if (layout && ptid && gl_read_current(prev, layout, &cur) == 0) {
-		t = get_thread(ptgid, ptid, tot);
-		if (t) {
-			tot->switch_events++;
+	t = layout && ptid ? get_thread(ptgid, ptid, tot) : NULL;
+	if (t && layout) {
+		tot->switch_events++;
+		if (gl_read_current(prev, layout, &cur) == 0) {
 			observe(ctx, prev, t, ptid, &cur, now, tot);
-			t->off_cpu = 1;
-			t->out_ns = now;
-			t->out_greenlet = cur.has_runtime ? cur.id : 0;
-			t->out_sleeping = prev_state != TASK_RUNNING;
-			t->out_syscall = -1;
-			t->out_stack = -1;
-			/*
-			 * Where it blocks, in case this wait turns into an episode
-			 * (nothing observes a thread while it is off the CPU); and
-			 * where a long slice is preempted, should it cross the
-			 * threshold while it waits for a CPU.
-			 */
-			if (cur.has_runtime && !t->idle && !t->ep_open &&
-			    (t->out_sleeping || now - t->since_ns > block_ns / 2)) {
-				struct pt_regs___gs *regs =
-					(struct pt_regs___gs *)bpf_task_pt_regs(prev);
+		} else {
+			/* A read that faulted: the thread is what it was at its last observation. */
+			tot->unreadable++;
+			cur.has_runtime = t->has_runtime;
+			cur.id = t->greenlet;
+		}
+		t->off_cpu = 1;
+		t->out_ns = now;
+		t->out_greenlet = cur.has_runtime ? cur.id : 0;
+		t->out_sleeping = prev_state != TASK_RUNNING;
+		t->out_syscall = -1;
+		t->out_stack = -1;
+		/*
+		 * Where it blocks, in case this wait turns into an episode (nothing
+		 * observes a thread while it is off the CPU); and where a long slice
+		 * is preempted, should it cross the threshold while it waits for a CPU.
+		 */
+		if (cur.has_runtime && !t->idle && !t->ep_open &&
+		    (t->out_sleeping || now - t->since_ns > block_ns / 2)) {
+			struct pt_regs___gs *regs = (struct pt_regs___gs *)bpf_task_pt_regs(prev);
 
-				if (t->out_sleeping)
-					t->out_syscall = (long)BPF_CORE_READ(regs, orig_ax);
-				t->out_stack = capture_stack(ctx, prev, &t->out_sp_word, tot);
-			}
+			if (t->out_sleeping)
+				t->out_syscall = (long)BPF_CORE_READ(regs, orig_ax);
+			t->out_stack = capture_stack(ctx, prev, &t->out_sp_word, tot);
 		}
 	}
 

@@ -123,7 +123,7 @@ struct gs_episode {
 
 /* Per-CPU totals; user space sums the copies. */
 struct gs_totals {
-	/* cpu-clock samples of watched processes, and those whose reads faulted. */
+	/* cpu-clock samples of watched processes; samples and switch-outs whose reads faulted. */
 	__u64 samples;
 	__u64 unreadable;
 	/* sched_switch events of watched threads (out and in). */

@@ -94,13 +94,17 @@ pub fn run(args: &Args) -> Result<End, Failure> {
     let mut session = Session::attach(args.pid, &args.options())?;
     // The blocking detector beside the probes; a target whose runtime does not publish its
     // sample layout is traced without it.
+    // Its failures never stop the exact mode: it goes on without blocking detection.
     let mut sampler = match Sampler::attach(args.pid, &args.sample_options(false)) {
         Ok(s) => Some(s),
         Err(loader::Error::CannotSample { reason, .. }) => {
             eprintln!("gltop: no blocking detection: {reason}");
             None
         }
-        Err(e) => return Err(e.into()),
+        Err(e) => {
+            eprintln!("gltop: no blocking detection: {e}");
+            None
+        }
     };
     let per_hit_ns = match args.hit_cost_ns {
         Some(ns) => Some(ns),
@@ -122,7 +126,7 @@ pub fn run(args: &Args) -> Result<End, Failure> {
         run_json(
             args,
             &mut session,
-            sampler.as_mut(),
+            &mut sampler,
             first,
             per_hit_ns,
             &mut signals,
@@ -147,10 +151,7 @@ pub fn run(args: &Args) -> Result<End, Failure> {
             &mut signals,
             |app| {
                 let snap = session.snapshot()?;
-                let episodes = match sampler.borrow_mut().as_mut() {
-                    Some(s) => Some(s.snapshot()?.episodes),
-                    None => None,
-                };
+                let episodes = detector_episodes(&mut sampler.borrow_mut());
                 app.update(snap, monotonic_ns());
                 if let Some(e) = episodes {
                     app.update_blocking(&e);
@@ -170,7 +171,7 @@ pub fn run(args: &Args) -> Result<End, Failure> {
 fn run_json(
     args: &Args,
     session: &mut Session,
-    mut sampler: Option<&mut Sampler>,
+    sampler: &mut Option<Sampler>,
     mut prev: Snapshot,
     per_hit_ns: Option<f64>,
     signals: &mut Signals,
@@ -183,7 +184,7 @@ fn run_json(
     // have left the kernel: they go in the first line.
     let mut carried = Some(ended_of(&prev));
     loop {
-        let wake = wait_polling(next, session.process(), signals, sampler.as_deref_mut());
+        let wake = wait_polling(next, session.process(), signals, sampler.as_mut());
         if let Wake::Stop = wake {
             return Ok(End::Done);
         }
@@ -194,9 +195,8 @@ fn run_json(
             snap.edges.extend(edges);
             snap.edges.sort_by_key(|e| (e.origin, e.target));
         }
-        let blocking = match sampler.as_deref_mut() {
-            Some(s) => {
-                let episodes = s.snapshot()?.episodes;
+        let blocking = match detector_episodes(sampler) {
+            Some(episodes) => {
                 let pid = session.process().pid;
                 let names = |id: u64| {
                     snap.greenlet(loader::GreenletKey { pid, id })
@@ -225,6 +225,19 @@ fn run_json(
             return Ok(End::Done);
         }
         next = (next + interval).max(Instant::now());
+    }
+}
+
+/// The episodes of the exact mode's blocking detector, if it runs; a failure to read it (the
+/// target exec'd another program, or is gone) stops it, with one line, and never the probes.
+fn detector_episodes(sampler: &mut Option<Sampler>) -> Option<Vec<loader::sample::Episode>> {
+    match sampler.as_mut()?.snapshot() {
+        Ok(s) => Some(s.episodes),
+        Err(e) => {
+            eprintln!("gltop: blocking detection stopped: {e}");
+            *sampler = None;
+            None
+        }
     }
 }
 

@@ -310,3 +310,44 @@ fn a_sleeping_greenlets_off_cpu_time_is_its_sleep() {
     assert_eq!(eps[0]["syscall"], "nanosleep");
     assert!(stack_has(&eps[0], "sleep_blocking"), "{}", eps[0]);
 }
+
+#[test]
+fn a_killed_sampling_gltop_leaves_nothing_in_the_kernel() {
+    use nix::sys::signal::Signal;
+    use support::kernel::gltop_objects;
+    if !bpf_or_skip("a_killed_sampling_gltop_leaves_nothing_in_the_kernel") {
+        return;
+    }
+    let _serial = serial();
+    let go = std::env::temp_dir().join(format!("gltop-sample-kill-{}", std::process::id()));
+    let _ = std::fs::remove_file(&go);
+    let mut blocker = Proc::spawn(
+        Command::new(example("blocker"))
+            .args(["--scenario", "sleep", "--ms", "100", "--linger-ms", "30000"])
+            .arg("--wait-for-file")
+            .arg(&go)
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped()),
+    );
+    assert!(blocker.wait_stderr("waiting for", Duration::from_secs(60)));
+    let pid = blocker.pid();
+    assert_eq!(gltop_objects(pid), Default::default());
+    let mut g = gltop_json(pid, &["-d", "0.3", "--sample"]);
+    assert!(
+        g.wait_stderr("attached to process", Duration::from_secs(60)),
+        "{}",
+        g.stderr_so_far()
+    );
+    let attached = gltop_objects(pid);
+    // The `new` probe's links (one per site), its program, the sample and sched_switch
+    // programs (which share its maps), and the maps.
+    assert!(!attached.links.is_empty(), "{attached:?}");
+    assert!(attached.programs.len() >= 3, "{attached:?}");
+    assert!(attached.maps.len() >= 4, "{attached:?}");
+    g.signal(Signal::SIGKILL);
+    g.wait_for(Duration::from_secs(30)).expect("gltop died");
+    let left = attached.wait_gone(Duration::from_secs(10));
+    assert!(left.is_empty(), "outlived gltop: {left:?}");
+    assert_eq!(gltop_objects(pid), Default::default());
+    blocker.kill();
+}

@@ -664,7 +664,9 @@ impl Sampler {
     /// Reads what was counted since attach, the episodes that ended since the last call, and
     /// those going on now.
     pub fn snapshot(&mut self) -> Result<SampleSnapshot, Error> {
-        self.poll_layout()?;
+        // A layout that cannot be read yet leaves `layout_known` false in this snapshot; the
+        // next one tries again (the process may be between exec and its runtime's start).
+        let _ = self.poll_layout();
         self.frames.remember_maps();
         let _ = self.ring.consume();
         let ended_raw: Vec<types::gs_episode> = std::mem::take(&mut *self.ended.borrow_mut());
