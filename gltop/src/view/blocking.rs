@@ -105,28 +105,6 @@ pub fn draw_list(f: &mut Frame<'_>, area: Rect, app: &App) {
     f.render_stateful_widget(table, area, &mut state);
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn the_place_in_code_skips_the_standard_library_and_libc() {
-        let frames: Vec<String> = [
-            "__GI___libc_read",
-            "<u64>::unchecked_add <- <u64 as core::iter::range::Step>::forward_unchecked",
-            "std::io::default_read_exact",
-            "demo::spin",
-            "main",
-        ]
-        .map(String::from)
-        .to_vec();
-        assert_eq!(where_in_code(&frames), Some("demo::spin"));
-        let libc_only: Vec<String> = vec!["0x10".into(), "syscall".into()];
-        assert_eq!(where_in_code(&libc_only), Some("syscall"));
-        assert_eq!(where_in_code(&[]), None);
-    }
-}
-
 /// One episode and its stack, innermost frame first.
 pub fn draw_stack(f: &mut Frame<'_>, area: Rect, app: &App, tid: u32, start_ns: u64) {
     let Some(e) = app.episode(tid, start_ns) else {
@@ -165,4 +143,26 @@ pub fn draw_stack(f: &mut Frame<'_>, area: Rect, app: &App, tid: u32, start_ns: 
         ),
         area,
     );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_place_in_code_skips_the_standard_library_and_libc() {
+        let frames: Vec<String> = [
+            "__GI___libc_read",
+            "<u64>::unchecked_add <- <u64 as core::iter::range::Step>::forward_unchecked",
+            "std::io::default_read_exact",
+            "demo::spin",
+            "main",
+        ]
+        .map(String::from)
+        .to_vec();
+        assert_eq!(where_in_code(&frames), Some("demo::spin"));
+        let libc_only: Vec<String> = vec!["0x10".into(), "syscall".into()];
+        assert_eq!(where_in_code(&libc_only), Some("syscall"));
+        assert_eq!(where_in_code(&[]), None);
+    }
 }
