@@ -90,7 +90,10 @@ def build(steps):
     if "callgrind" in steps:
         log("building switch_loop with --cfg greenlet_no_probes (target/no-probes)")
         env = dict(os.environ)
-        env["RUSTFLAGS"] = (env.get("RUSTFLAGS", "") + " --cfg greenlet_no_probes").strip()
+        # RUSTFLAGS replaces .cargo/config.toml's rustflags: keep its frame pointers, so that
+        # the two builds differ only by the probes.
+        env["RUSTFLAGS"] = (env.get("RUSTFLAGS", "")
+                            + " -C force-frame-pointers=yes --cfg greenlet_no_probes").strip()
         env["CARGO_TARGET_DIR"] = NO_PROBES_DIR
         proc = run(["cargo", "build", "-q", "--release", "--example", "switch_loop"],
                    env=env, capture=False)
@@ -168,6 +171,33 @@ def peer(quick):
             figures["version"] = row.get("version")
             figures["cases"][row["case"]] = {"value": row["value"], "unit": row["unit"]}
     return figures
+
+
+def tracer(quick):
+    """gltop's cost to a thread switching > 1M/s: no tracer, exact, --sample 99/999/10k Hz,
+    side by side in one run (gltop/examples/tracer_cost.rs; needs root for BPF)."""
+    if os.geteuid() != 0:
+        log("tracer: skipped (attaching BPF programs needs root)")
+        return None
+    log("tracer: gltop's cost, exact and sampled, side by side")
+    proc = run(["cargo", "run", "-q", "--release", "-p", "gltop", "--example", "tracer_cost",
+                "--", "--json", "--rounds", "3" if quick else "9"])
+    if proc.returncode != 0:
+        fail("tracer_cost failed: " + proc.stderr.strip()[-400:])
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def render_tracer(t):
+    lines = ["", "What gltop costs a thread switching greenlets "
+             f"({t['switches']:,} switches per measurement, least of {t['rounds']} rounds):",
+             f"{'':<28} {'CPU/switch':>12} {'switches/s':>14} {'extra CPU':>10}"]
+    for v in t["variants"]:
+        lines.append(f"{v['variant']:<28} {v['cpu_ns_per_switch']:>10.2f}ns "
+                     f"{v['switches_per_s']:>14,.0f} {v['extra_cpu_pct']:>9.2f}%")
+    ns = t["per_sample_ns"]
+    lines.append(f"one sample: {ns:.0f} ns (from 10 kHz): 99 Hz = {ns * 99 / 1e7:.3f}% of a busy "
+                 f"CPU, 999 Hz = {ns * 999 / 1e7:.2f}% (goal at 99 Hz: <= 1%)")
+    return "\n".join(lines)
 
 
 def machine():
@@ -321,9 +351,10 @@ def main():
     ap.add_argument("--json", action="store_true", help="print the JSON report, not the table")
     ap.add_argument("--strict", action="store_true", help="exit 1 when a target is missed")
     ap.add_argument("--skip", nargs="*", default=[],
-                    choices=["criterion", "callgrind", "live", "peer"])
+                    choices=["criterion", "callgrind", "live", "peer", "tracer"])
     args = ap.parse_args()
-    steps = [s for s in ("criterion", "callgrind", "live", "peer") if s not in args.skip]
+    steps = [s for s in ("criterion", "callgrind", "live", "peer", "tracer")
+             if s not in args.skip]
     if "callgrind" in steps and subprocess.run(["which", "valgrind"],
                                                capture_output=True).returncode != 0:
         fail("valgrind is missing (apt-get install valgrind), or pass --skip callgrind")
@@ -340,6 +371,8 @@ def main():
         results["live"] = live(args.quick)
     if "peer" in steps:
         results["peer"] = peer(args.quick)
+    if "tracer" in steps:
+        results["tracer"] = tracer(args.quick)
     rows = table_rows(results)
     results["table"] = [{"case": c, "ours": o, "peer": p, "ratio": r, "target": t, "met": met}
                         for c, o, p, r, t, met in rows]
@@ -350,6 +383,8 @@ def main():
         print(json.dumps(results, indent=2))
     else:
         print(render(results, rows))
+        if results.get("tracer"):
+            print(render_tracer(results["tracer"]))
         print(f"(all figures: {os.path.relpath(out, ROOT)})")
     missed = [r[0] for r in rows if r[5] is False]
     if missed:

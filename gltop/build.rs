@@ -6,33 +6,48 @@ use std::env;
 use std::path::PathBuf;
 
 const PROBES: &str = "../probes/greenlet.d";
-const SRC: &str = "../bpf/greenlet.bpf.c";
-const HEADER: &str = "../bpf/greenlet.h";
+/// The BPF programs: (source, skeleton file, headers it includes).
+const SKELETONS: [(&str, &str, &[&str]); 2] = [
+    (
+        "../bpf/greenlet.bpf.c",
+        "greenlet.skel.rs",
+        &["../bpf/greenlet.h"],
+    ),
+    (
+        "../bpf/sample.bpf.c",
+        "sample.skel.rs",
+        &["../bpf/sample.h", "../bpf/sampled.h"],
+    ),
+];
 
 fn main() {
     println!("cargo:rerun-if-changed={PROBES}");
     usdt::Builder::new(PROBES)
         .build()
         .expect("cannot generate the USDT probes from probes/greenlet.d");
-    build_skeleton();
+    for (src, skel, headers) in SKELETONS {
+        build_skeleton(src, skel, headers);
+    }
 }
 
-/// Compiles `bpf/greenlet.bpf.c` with clang and writes its libbpf-rs skeleton to
-/// `$OUT_DIR/greenlet.skel.rs`, which `src/loader/skel.rs` includes.
-fn build_skeleton() {
-    println!("cargo:rerun-if-changed={SRC}");
-    println!("cargo:rerun-if-changed={HEADER}");
+/// Compiles a BPF program of `bpf/` with clang and writes its libbpf-rs skeleton to
+/// `$OUT_DIR/{skel}`, which `src/loader/skel.rs` includes.
+fn build_skeleton(src: &str, skel: &str, headers: &[&str]) {
+    println!("cargo:rerun-if-changed={src}");
+    for h in headers {
+        println!("cargo:rerun-if-changed={h}");
+    }
     let out = PathBuf::from(env::var_os("OUT_DIR").expect("cargo sets OUT_DIR"));
     let arch = env::var("CARGO_CFG_TARGET_ARCH").expect("cargo sets CARGO_CFG_TARGET_ARCH");
     // The UAPI headers (asm/types.h and friends) live under the multiarch triplet.
     let multiarch = format!("-I/usr/include/{arch}-linux-gnu");
     if let Err(e) = libbpf_cargo::SkeletonBuilder::new()
-        .source(SRC)
+        .source(src)
         .clang_args([multiarch.as_str(), "-I../bpf", "-Wall", "-Werror"])
-        .build_and_generate(out.join("greenlet.skel.rs"))
+        .build_and_generate(out.join(skel))
     {
         // One readable line per cause instead of a Debug dump.
-        eprintln!("cannot build the BPF skeleton from {SRC} (needs clang, libelf, zlib):");
+        eprintln!("cannot build the BPF skeleton from {src} (needs clang, libelf, zlib):");
         for cause in e.chain() {
             eprintln!("  {cause}");
         }

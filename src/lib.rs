@@ -62,6 +62,14 @@
 //! `bpftrace` and the `gltop` viewer can watch a running process. Unattached, a probe costs a
 //! load and a branch.
 //!
+//! # Finding greenlets that block their thread
+//! A greenlet that computes or waits in a system call for long without switching keeps every
+//! other greenlet of its thread waiting. [`lint::BlockingChecker`] finds those in a test
+//! (in-process, on [`settrace`]); gltop finds them in a running process. A hub or a scheduler
+//! loop whose waiting is by design is marked with [`Builder::idle`] or
+//! [`Greenlet::set_idle`] and never reported. [`sample`] publishes where a sampling profiler
+//! (gltop's sampled mode) finds the running greenlet of a thread.
+//!
 //! # Stacks
 //! Greenlets run on stacks from the [`stack`] module: carved from large slabs, with a guard
 //! page each, pooled per thread, and named in a one-line report when they overflow. Its
@@ -75,7 +83,8 @@
 // (the thread-local state pointer, handles made from plain pointers to greenlets, the tracer
 // slot, the mailbox's word-wise read, the registry), `lifecycle` (the running greenlet
 // borrowed by its own body), `probes` (the probe sites and their semaphores) and `stack`, with
-// `stack::slab` and `stack::overflow` (mappings, guard pages, the overflow signal handler).
+// `stack::slab` and `stack::overflow` (mappings, guard pages, the overflow signal handler),
+// `sample` (reading the thread pointer).
 // Every unsafe block has a `// SAFETY:` comment (clippy's `undocumented_unsafe_blocks`,
 // denied in Cargo.toml).
 #![deny(unsafe_code)]
@@ -83,8 +92,10 @@
 mod error;
 mod greenlet;
 mod lifecycle;
+pub mod lint;
 pub mod probes;
 mod recorder;
+pub mod sample;
 pub mod stack;
 mod switch;
 mod thread;

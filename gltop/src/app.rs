@@ -3,9 +3,10 @@
 use std::collections::{BTreeSet, VecDeque};
 
 use gltop::loader::rates::{GreenletRates, Interval};
+use gltop::loader::sample::{Episode, EpisodeLog, SampleSnapshot, SampledGreenlet, Sampler};
 use gltop::loader::{
     AttachMode, Capacities, EdgeStats, GreenletKey, GreenletStats, Process, Session, Snapshot,
-    State,
+    State, HIST_BUCKETS,
 };
 
 use crate::format;
@@ -29,6 +30,7 @@ pub enum Key {
     Pause,
     Help,
     CycleDead,
+    Blocking,
 }
 
 impl Key {
@@ -56,6 +58,7 @@ impl Key {
             KeyCode::Char(' ') => Key::Pause,
             KeyCode::Char('?') => Key::Help,
             KeyCode::Char('d') => Key::CycleDead,
+            KeyCode::Char('b') => Key::Blocking,
             _ => return None,
         })
     }
@@ -68,6 +71,10 @@ pub enum Screen {
     Table,
     /// One greenlet in detail.
     Detail(GreenletKey),
+    /// The blocking episodes, newest first.
+    Blocking,
+    /// One episode's stack: (thread, start) of the episode.
+    Stack(u32, u64),
 }
 
 /// One greenlet as the table shows it.
@@ -81,7 +88,94 @@ pub struct Row {
     pub on_cpu_ns: u64,
     /// Longest slice including the one in progress.
     pub max_slice_ns: u64,
+    /// In the sampled mode: what the samples and sched_switch tell (the other fields of the
+    /// row are then unknown, and shown as `-`).
+    pub s: Option<SampledRow>,
 }
+
+/// One greenlet's sampled figures.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct SampledRow {
+    /// Samples since attach.
+    pub samples: u64,
+    /// Share of one CPU over the last interval (samples / hz / interval); none before the
+    /// second snapshot.
+    pub cpu_share: Option<f64>,
+    /// Off-CPU time since attach: blocked, preempted.
+    pub sleep_ns: u64,
+    /// See `sleep_ns`.
+    pub preempt_ns: u64,
+    /// Its thread's current greenlet at the thread's last observation.
+    pub current: bool,
+}
+
+fn opt_sampled(r: &Row, f: fn(&SampledRow) -> f64) -> SortKey {
+    SortKey::Num(r.s.as_ref().map_or(f64::NAN, f))
+}
+
+/// The columns of the greenlet table in the sampled mode: what a sample can tell; the rest is
+/// not shown rather than shown as zero.
+pub fn sampled_columns() -> Vec<Column<Row>> {
+    let mut cols = columns(false);
+    cols.retain(|c| matches!(c.title, "ID" | "NAME" | "PARENT" | "TID"));
+    let tid = cols.pop().expect("the TID column");
+    let sampled: [Column<Row>; 5] = [
+        Column {
+            title: "STATE",
+            width: 9,
+            right: false,
+            cell: |r| match r.s {
+                Some(s) if s.current => "running".into(),
+                _ => "-".into(),
+            },
+            key: |r| SortKey::Num(f64::from(u8::from(r.s.is_some_and(|s| s.current)))),
+            descending_first: true,
+        },
+        Column {
+            title: "CPU%",
+            width: 6,
+            right: true,
+            cell: |r| {
+                r.s.and_then(|s| s.cpu_share)
+                    .map_or("-".into(), format::percent)
+            },
+            key: |r| opt_sampled(r, |s| s.cpu_share.unwrap_or(f64::NAN)),
+            descending_first: true,
+        },
+        Column {
+            title: "SAMPLES",
+            width: 8,
+            right: true,
+            cell: |r| r.s.map_or("-".into(), |s| format::count(s.samples)),
+            key: |r| opt_sampled(r, |s| s.samples as f64),
+            descending_first: true,
+        },
+        Column {
+            title: "BLOCKED",
+            width: 8,
+            right: true,
+            cell: |r| r.s.map_or("-".into(), |s| format::duration_ns(s.sleep_ns)),
+            key: |r| opt_sampled(r, |s| s.sleep_ns as f64),
+            descending_first: true,
+        },
+        Column {
+            title: "PREEMPTED",
+            width: 9,
+            right: true,
+            cell: |r| {
+                r.s.map_or("-".into(), |s| format::duration_ns(s.preempt_ns))
+            },
+            key: |r| opt_sampled(r, |s| s.preempt_ns as f64),
+            descending_first: true,
+        },
+    ];
+    cols.extend(sampled);
+    cols.push(tid);
+    cols
+}
+
+/// Index of the CPU% column of [`sampled_columns`], their default sort.
+pub const SAMPLED_CPU_COLUMN: usize = 4;
 
 fn opt_rate(r: &Row, f: fn(&GreenletRates) -> f64) -> SortKey {
     SortKey::Num(r.rates.as_ref().map_or(f64::NAN, f))
@@ -225,6 +319,10 @@ pub struct Target {
     pub missing: Vec<&'static str>,
     /// Processes forked from the target are watched too (`--follow`).
     pub follow: bool,
+    /// The sampled mode: (samples per second per CPU, CPUs sampled, `new` sites attached).
+    pub sampled: Option<(u32, usize, usize)>,
+    /// The blocking threshold, when blocking is detected (ms).
+    pub block_ms: Option<u64>,
 }
 
 impl Target {
@@ -237,6 +335,23 @@ impl Target {
             capacities: session.capacities(),
             missing: session.missing_probes().to_vec(),
             follow: session.follows(),
+            sampled: None,
+            block_ms: None,
+        }
+    }
+
+    /// What `sampler` (the sampled mode) is attached to.
+    pub fn of_sampler(sampler: &Sampler) -> Target {
+        let o = sampler.options();
+        Target {
+            process: sampler.process().clone(),
+            mode: AttachMode::Auto,
+            sites: sampler.new_sites(),
+            capacities: o.capacities,
+            missing: Vec::new(),
+            follow: false,
+            sampled: Some((o.hz, sampler.cpus(), sampler.new_sites())),
+            block_ms: Some(o.block_ms),
         }
     }
 }
@@ -344,7 +459,20 @@ pub struct App {
     pub quit: bool,
     /// Rows a page moves.
     pub page: usize,
+    /// The sampled mode's last two snapshots (the table is built from `sample_cur`).
+    pub sample_prev: Option<SampleSnapshot>,
+    /// See `sample_prev`.
+    pub sample_cur: Option<SampleSnapshot>,
+    /// Blocking episodes seen (ended ones bounded, and those going on).
+    pub episodes: EpisodeLog,
+    /// Whether blocking is detected (the target publishes its sample layout).
+    pub blocking_detected: bool,
+    /// Selected row of the blocking view.
+    pub episode_selected: usize,
 }
+
+/// Ended blocking episodes the live view keeps.
+pub const MAX_EPISODES: usize = 1000;
 
 /// The process's threads and those with greenlets, for the header.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -367,6 +495,64 @@ impl ThreadCounts {
             with_greenlets_now: live.intersection(recorded).count(),
             with_greenlets_since_attach: seen.len(),
         }
+    }
+}
+
+/// The table row of a sampled greenlet: its identity in a `GreenletStats` (counts unknown,
+/// never shown), and what the samples tell.
+fn sampled_row(g: &SampledGreenlet, prev: Option<&SampleSnapshot>, at_ns: u64, hz: u32) -> Row {
+    let cpu_share = prev.and_then(|p| {
+        let dt = at_ns.checked_sub(p.at_ns).filter(|&dt| dt > 0)?;
+        let before = p
+            .greenlets
+            .iter()
+            .find(|q| q.tid == g.tid && q.id == g.id)
+            .map_or(0, |q| q.samples);
+        let d = g.samples.saturating_sub(before) as f64;
+        Some(d / f64::from(hz) / (dt as f64 / 1e9))
+    });
+    let name = match (&g.name, g.id) {
+        (Some(n), _) => n.clone(),
+        (None, 0) => "(no runtime)".into(),
+        (None, _) => String::new(),
+    };
+    Row {
+        g: GreenletStats {
+            id: g.id,
+            pid: g.pid,
+            name,
+            seen_new: g.seen_new,
+            parent: g.parent,
+            state: if g.current {
+                State::Running
+            } else {
+                State::Suspended
+            },
+            ended: false,
+            outcome: None,
+            tid: g.tid,
+            created_ns: None,
+            dead_ns: None,
+            running_since_ns: None,
+            switches_in: 0,
+            switches_out: 0,
+            throws_in: 0,
+            throws_out: 0,
+            on_cpu_ns: 0,
+            max_slice_ns: 0,
+            slices: 0,
+            hist: vec![0; HIST_BUCKETS].into(),
+        },
+        rates: None,
+        on_cpu_ns: 0,
+        max_slice_ns: 0,
+        s: Some(SampledRow {
+            samples: g.samples,
+            cpu_share,
+            sleep_ns: g.sleep_ns,
+            preempt_ns: g.preempt_ns,
+            current: g.current,
+        }),
     }
 }
 
@@ -460,10 +646,89 @@ impl App {
             dead_view: DeadView::Recent,
             quit: false,
             page: 20,
+            sample_prev: None,
+            sample_cur: None,
+            episodes: EpisodeLog::new(MAX_EPISODES),
+            blocking_detected: false,
+            episode_selected: 0,
         };
         app.count_threads();
         app.rebuild();
         app
+    }
+
+    /// A viewer of the sampled mode, from its first snapshot (read completely by `read_ns`).
+    pub fn new_sampled(
+        target: Target,
+        per_sample_ns: Option<f64>,
+        delay: f64,
+        first: SampleSnapshot,
+        read_ns: u64,
+    ) -> App {
+        let snap = Snapshot {
+            at_ns: first.at_ns,
+            ..Default::default()
+        };
+        let mut app = App::new(target, per_sample_ns, delay, snap, read_ns, 0);
+        app.columns = sampled_columns();
+        app.sort = Sort::by(&app.columns, SAMPLED_CPU_COLUMN);
+        app.blocking_detected = true;
+        app.episodes.absorb(&first.episodes);
+        app.sample_cur = Some(first);
+        app.count_threads();
+        app.rebuild();
+        app
+    }
+
+    /// Whether this is the sampled mode.
+    pub fn is_sampled(&self) -> bool {
+        self.target.sampled.is_some()
+    }
+
+    /// Applies a snapshot of the sampled mode, read completely by `read_ns`.
+    pub fn update_sampled(&mut self, snap: SampleSnapshot, read_ns: u64) {
+        self.episodes.absorb(&snap.episodes);
+        if self.paused {
+            return;
+        }
+        self.cur.at_ns = snap.at_ns;
+        self.sample_prev = self.sample_cur.replace(snap);
+        self.read_ns = read_ns;
+        self.count_threads();
+        self.rebuild();
+    }
+
+    /// Takes the blocking episodes of the exact mode's detector (its latest snapshot).
+    pub fn update_blocking(&mut self, episodes: &[Episode]) {
+        self.blocking_detected = true;
+        self.episodes.absorb(episodes);
+    }
+
+    /// The episodes shown by the blocking view, newest first.
+    pub fn episode_list(&self) -> Vec<&Episode> {
+        self.episodes.newest_first()
+    }
+
+    /// The episode that started at `start_ns` on thread `tid`, if still kept.
+    pub fn episode(&self, tid: u32, start_ns: u64) -> Option<&Episode> {
+        self.episode_list()
+            .into_iter()
+            .find(|e| e.tid == tid && e.start_ns == start_ns)
+    }
+
+    /// The display name of greenlet `id` in either mode, `?` if unknown.
+    pub fn greenlet_name(&self, id: u64) -> String {
+        match &self.sample_cur {
+            Some(s) => s
+                .greenlets
+                .iter()
+                .find(|g| g.id == id)
+                .map_or("?".into(), |g| g.display_name().to_string()),
+            None => self.name_of(GreenletKey {
+                pid: self.target.process.pid,
+                id,
+            }),
+        }
     }
 
     /// Applies a new snapshot, read completely by `read_ns`. While paused, only the
@@ -482,7 +747,15 @@ impl App {
 
     /// Counts the process's threads now and those with greenlets.
     fn count_threads(&mut self) {
-        let recorded: BTreeSet<u32> = self.cur.threads.iter().map(|t| t.tid).collect();
+        let recorded: BTreeSet<u32> = match &self.sample_cur {
+            Some(s) => s
+                .threads
+                .iter()
+                .filter(|t| t.current.is_some())
+                .map(|t| t.tid)
+                .collect(),
+            None => self.cur.threads.iter().map(|t| t.tid).collect(),
+        };
         self.tids_seen.extend(&recorded);
         let live = live_tids(self.target.process.pid);
         self.threads = ThreadCounts::of(&live, &recorded, &self.tids_seen);
@@ -498,6 +771,18 @@ impl App {
 
     /// Recomputes, filters and sorts the rows; the selection keeps its position.
     fn rebuild(&mut self) {
+        if let Some(cur) = &self.sample_cur {
+            let hz = self.target.sampled.map_or(1, |(hz, _, _)| hz);
+            let mut rows: Vec<Row> = cur
+                .greenlets
+                .iter()
+                .map(|g| sampled_row(g, self.sample_prev.as_ref(), cur.at_ns, hz))
+                .collect();
+            sort_rows(&mut rows, &self.columns, self.sort);
+            self.rows = rows;
+            self.select(self.selected);
+            return;
+        }
         let at = self.cur.at_ns;
         let iv = self.interval();
         let mut rows: Vec<Row> = self
@@ -510,6 +795,7 @@ impl App {
                 on_cpu_ns: g.on_cpu_at(at),
                 max_slice_ns: g.max_slice_at(at),
                 g: g.clone(),
+                s: None,
             })
             .collect();
         sort_rows(&mut rows, &self.columns, self.sort);
@@ -550,11 +836,42 @@ impl App {
                 self.dead_view = self.dead_view.next();
                 self.rebuild();
             }
-            Key::Back => self.screen = Screen::Table,
+            Key::Blocking => {
+                self.screen = match self.screen {
+                    Screen::Blocking | Screen::Stack(..) => Screen::Table,
+                    _ => Screen::Blocking,
+                }
+            }
+            Key::Back => {
+                self.screen = match self.screen {
+                    Screen::Stack(..) => Screen::Blocking,
+                    _ => Screen::Table,
+                }
+            }
+            Key::Enter if self.screen == Screen::Blocking => {
+                if let Some(e) = self.episode_list().get(self.episode_selected) {
+                    self.screen = Screen::Stack(e.tid, e.start_ns);
+                }
+            }
             Key::Enter => {
                 if let Some(id) = self.selected_id {
                     self.screen = Screen::Detail(id);
                 }
+            }
+            Key::Up | Key::Down | Key::PageUp | Key::PageDown | Key::Top | Key::Bottom
+                if self.screen == Screen::Blocking =>
+            {
+                let n = self.episode_list().len();
+                let i = self.episode_selected;
+                let i = match key {
+                    Key::Up => i.saturating_sub(1),
+                    Key::Down => i.saturating_add(1),
+                    Key::PageUp => i.saturating_sub(self.page),
+                    Key::PageDown => i.saturating_add(self.page),
+                    Key::Top => 0,
+                    _ => usize::MAX,
+                };
+                self.episode_selected = i.min(n.saturating_sub(1));
             }
             Key::NextColumn | Key::PrevColumn | Key::Invert => {
                 self.sort = match key {
@@ -575,7 +892,7 @@ impl App {
     fn move_selection(&mut self, key: Key) {
         let detail = match self.screen {
             Screen::Detail(id) => Some(id),
-            Screen::Table => None,
+            _ => None,
         };
         if let Some(i) = detail.and_then(|key| self.rows.iter().position(|r| r.g.key() == key)) {
             self.selected = i;
@@ -662,6 +979,8 @@ mod tests {
             capacities: Capacities::default(),
             missing: vec![],
             follow,
+            sampled: None,
+            block_ms: None,
         }
     }
 

@@ -4,11 +4,14 @@
 //! line: a reader that keeps every line's greenlets has all of them, and gltop keeps none.
 
 use gltop::loader::rates::{nonempty_span, tracing_cost, Interval};
+use gltop::loader::sample::{Episode, SampleSnapshot, Sampler};
 use gltop::loader::{Ended, GreenletStats, Outcome, Session, Snapshot, OUTCOME_SLOTS};
 use serde::Serialize;
 
 #[derive(Serialize)]
 struct Line<'a> {
+    /// `exact` (a probe in every switch) or `sample`.
+    mode: &'static str,
     /// Wall-clock time of the snapshot, seconds since the Unix epoch.
     time_unix_s: f64,
     pid: i32,
@@ -26,6 +29,65 @@ struct Line<'a> {
     /// The watched processes: the traced one, and with --follow those forked from it.
     processes: Vec<ProcessLine<'a>>,
     maps: Maps,
+    /// Blocking episodes: those that ended since the previous line and those still going
+    /// (`ongoing`), newest first; null when the target cannot be sampled.
+    blocking: Option<Vec<Blocking>>,
+}
+
+/// Most blocking episodes in one line (the newest); the rest are counted in the next field.
+pub const MAX_BLOCKING_PER_LINE: usize = 100;
+
+/// One blocking episode: the finding of the runtime's lint catalogue
+/// (`greenlet::lint::Blocking`, as its in-process checker gives it), with what only the
+/// kernel-side detector knows.
+#[derive(Serialize)]
+pub struct Blocking {
+    /// `"blocking"` (`Lint::name`).
+    lint: &'static str,
+    greenlet_id: u64,
+    greenlet_name: Option<String>,
+    thread: u64,
+    duration_ns: u64,
+    ongoing: bool,
+    /// `"on-cpu"` or `"off-cpu"` (off the CPU, blocked, for most of it).
+    cpu: &'static str,
+    syscall: Option<String>,
+    /// Symbolized user stack, innermost first.
+    stack: Vec<String>,
+    /// `Lint::summary`.
+    summary: String,
+    /// CLOCK_MONOTONIC ns of its first observation.
+    start_ns: u64,
+    /// Time blocked (off the CPU, not runnable) within it.
+    off_cpu_ns: u64,
+}
+
+/// The episodes as JSON, newest first, at most [`MAX_BLOCKING_PER_LINE`]; `name` names a
+/// greenlet by id.
+pub fn blocking(episodes: &[Episode], name: impl Fn(u64) -> Option<String>) -> Vec<Blocking> {
+    use greenlet::lint::Lint;
+    let mut v: Vec<&Episode> = episodes.iter().collect();
+    v.sort_by_key(|e| std::cmp::Reverse(e.start_ns));
+    v.truncate(MAX_BLOCKING_PER_LINE);
+    v.into_iter()
+        .map(|e| {
+            let f = e.finding(name(e.greenlet));
+            Blocking {
+                lint: f.name(),
+                summary: f.summary(),
+                greenlet_id: f.greenlet_id,
+                greenlet_name: f.greenlet_name,
+                thread: f.thread,
+                duration_ns: f.duration.as_nanos() as u64,
+                ongoing: f.ongoing,
+                cpu: f.cpu.as_str(),
+                syscall: f.syscall,
+                stack: f.stack,
+                start_ns: e.start_ns,
+                off_cpu_ns: e.off_cpu_ns,
+            }
+        })
+        .collect()
 }
 
 #[derive(Serialize)]
@@ -205,6 +267,7 @@ pub fn interval_line(
     prev: &Snapshot,
     cur: &Snapshot,
     per_hit_ns: Option<f64>,
+    blocking: Option<Vec<Blocking>>,
 ) -> String {
     let iv = Interval { prev, cur };
     let t = &cur.totals;
@@ -213,6 +276,7 @@ pub fn interval_line(
     let process = session.process();
     let caps = session.capacities();
     let line = Line {
+        mode: "exact",
         time_unix_s: std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0.0, |d| d.as_secs_f64()),
@@ -310,6 +374,224 @@ pub fn interval_line(
                 capacity: caps.threads,
             },
         },
+        blocking,
+    };
+    serde_json::to_string(&line).expect("plain structs always serialize")
+}
+
+/// A line of the sampled mode: the exact mode's fields, those it cannot fill null.
+#[derive(Serialize)]
+struct SampledLine<'a> {
+    mode: &'static str,
+    time_unix_s: f64,
+    pid: i32,
+    process: &'a str,
+    threads: usize,
+    attach: SampledAttach,
+    interval_s: f64,
+    totals: SampledTotals,
+    rates: SampledRates,
+    cost: SampledCost,
+    greenlets: Vec<SampledGreenletLine<'a>>,
+    /// No edges are known without a probe in the switch.
+    edges: Option<()>,
+    per_thread: Vec<SampledThreadLine>,
+    blocking: Vec<Blocking>,
+}
+
+#[derive(Serialize)]
+struct SampledAttach {
+    mode: &'static str,
+    hz: u32,
+    cpus: usize,
+    block_ms: u64,
+    /// Call sites of the `new` probe attached (names and parents).
+    new_sites: usize,
+    /// The runtime's layout is known (it has created a thread state): greenlets are read.
+    layout_known: bool,
+}
+
+#[derive(Serialize)]
+struct SampledTotals {
+    /// Transfers since attach, from the threads' counters.
+    switches: u64,
+    throws: Option<u64>,
+    greenlets_created: u64,
+    greenlets_dead: Option<u64>,
+    samples: u64,
+    unreadable_samples: u64,
+    sched_switch_events: u64,
+    episodes: u64,
+    dropped: u64,
+    stacks_lost: u64,
+}
+
+#[derive(Serialize)]
+struct SampledRates {
+    switches_per_s: Option<f64>,
+    throws_per_s: Option<f64>,
+    samples_per_s: f64,
+}
+
+#[derive(Serialize)]
+struct SampledCost {
+    /// Nanoseconds one sample costs the target (measured at start-up or given).
+    per_sample_ns: Option<f64>,
+    /// samples_per_s × per_sample_ns, as a share of one CPU.
+    cpu_share: Option<f64>,
+}
+
+#[derive(Serialize)]
+struct SampledGreenletLine<'a> {
+    id: u64,
+    pid: i32,
+    tid: u32,
+    name: Option<&'a str>,
+    parent: Option<u64>,
+    main: Option<bool>,
+    seen_new: bool,
+    /// Its thread's greenlet at the thread's last observation.
+    current: bool,
+    state: Option<&'static str>,
+    samples: u64,
+    /// Samples of the interval / hz / interval × 100: percent of one CPU.
+    cpu_pct: Option<f64>,
+    offcpu_ns: u64,
+    offcpu_sleeping_ns: u64,
+    offcpu_preempted_ns: u64,
+    switches_in: Option<u64>,
+    switches_out: Option<u64>,
+    throws_in: Option<u64>,
+    throws_out: Option<u64>,
+    on_cpu_ns: Option<u64>,
+    max_slice_ns: Option<u64>,
+    slices: Option<u64>,
+    outcome: Option<&'static str>,
+}
+
+#[derive(Serialize)]
+struct SampledThreadLine {
+    tid: u32,
+    current: Option<u64>,
+    /// Transfers since attach (the runtime's counter).
+    switches: u64,
+    switches_per_s: Option<f64>,
+    samples: u64,
+    off_cpu: bool,
+}
+
+/// The JSON line of the sampled mode for the interval from `prev` to `cur`.
+pub fn sampled_line(
+    sampler: &Sampler,
+    prev: &SampleSnapshot,
+    cur: &SampleSnapshot,
+    per_sample_ns: Option<f64>,
+) -> String {
+    use gltop::loader::rates::per_second;
+    let opts = sampler.options();
+    let dt = cur.at_ns.saturating_sub(prev.at_ns);
+    let dt_s = dt as f64 / 1e9;
+    let t = &cur.totals;
+    let samples_per_s = per_second(prev.totals.samples, t.samples, dt);
+    let rates = gltop::loader::sample::thread_switch_rates(prev, cur);
+    let process = sampler.process();
+    let names: std::collections::HashMap<u64, String> = cur
+        .greenlets
+        .iter()
+        .filter(|g| g.id != 0 && (g.name.is_some() || g.seen_new))
+        .map(|g| (g.id, g.display_name().to_string()))
+        .collect();
+    let total_switches: u64 = cur.threads.iter().map(|t| t.switches).sum();
+    let prev_switches: u64 = prev.threads.iter().map(|t| t.switches).sum();
+    let line = SampledLine {
+        mode: "sample",
+        time_unix_s: std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0.0, |d| d.as_secs_f64()),
+        pid: process.pid,
+        process: &process.comm,
+        threads: process.threads(),
+        attach: SampledAttach {
+            mode: "sample",
+            hz: opts.hz,
+            cpus: sampler.cpus(),
+            block_ms: opts.block_ms,
+            new_sites: sampler.new_sites(),
+            layout_known: cur.layout_known,
+        },
+        interval_s: dt_s,
+        totals: SampledTotals {
+            switches: total_switches,
+            throws: None,
+            greenlets_created: t.created,
+            greenlets_dead: None,
+            samples: t.samples,
+            unreadable_samples: t.unreadable,
+            sched_switch_events: t.switch_events,
+            episodes: t.episodes,
+            dropped: t.dropped(),
+            stacks_lost: t.stack_failures,
+        },
+        rates: SampledRates {
+            switches_per_s: (dt > 0 && !prev.threads.is_empty())
+                .then(|| per_second(prev_switches, total_switches, dt)),
+            throws_per_s: None,
+            samples_per_s,
+        },
+        cost: SampledCost {
+            per_sample_ns,
+            cpu_share: per_sample_ns.map(|c| tracing_cost(samples_per_s, c)),
+        },
+        greenlets: cur
+            .greenlets
+            .iter()
+            .map(|g| {
+                let before = prev
+                    .greenlets
+                    .iter()
+                    .find(|p| p.tid == g.tid && p.id == g.id)
+                    .map_or(0, |p| p.samples);
+                let d = g.samples.saturating_sub(before);
+                SampledGreenletLine {
+                    id: g.id,
+                    pid: g.pid,
+                    tid: g.tid,
+                    name: g.name.as_deref(),
+                    parent: g.parent,
+                    main: g.seen_new.then_some(g.parent.is_none()),
+                    seen_new: g.seen_new,
+                    current: g.current,
+                    state: None,
+                    samples: g.samples,
+                    cpu_pct: (dt > 0).then(|| d as f64 / f64::from(opts.hz) / dt_s * 100.0),
+                    offcpu_ns: g.offcpu_ns(),
+                    offcpu_sleeping_ns: g.sleep_ns,
+                    offcpu_preempted_ns: g.preempt_ns,
+                    switches_in: None,
+                    switches_out: None,
+                    throws_in: None,
+                    throws_out: None,
+                    on_cpu_ns: None,
+                    max_slice_ns: None,
+                    slices: None,
+                    outcome: None,
+                }
+            })
+            .collect(),
+        edges: None,
+        per_thread: cur
+            .threads
+            .iter()
+            .map(|th| SampledThreadLine {
+                tid: th.tid,
+                current: th.current,
+                switches: th.switches,
+                switches_per_s: rates.get(&th.tid).copied(),
+                samples: th.samples,
+                off_cpu: th.off_cpu,
+            })
+            .collect(),
+        blocking: blocking(&cur.episodes, |id| names.get(&id).cloned()),
     };
     serde_json::to_string(&line).expect("plain structs always serialize")
 }

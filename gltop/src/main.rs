@@ -86,7 +86,7 @@ pub struct Args {
     /// until every process exits. ADDR is IP:PORT, or a PORT on 127.0.0.1 (README,
     /// "Prometheus").
     #[arg(long, value_name = "ADDR", value_parser = export::parse_listen,
-          conflicts_with_all = ["json", "count", "follow"])]
+          conflicts_with_all = ["json", "count", "follow", "sample"])]
     pub listen: Option<std::net::SocketAddr>,
 
     /// With --listen: a `pid` label on every series, besides `process`.
@@ -98,9 +98,30 @@ pub struct Args {
     #[arg(long, value_name = "N", value_parser = parse_names)]
     pub greenlet_names: Option<usize>,
 
-    /// Cost of one probe hit in nanoseconds, instead of measuring it at start-up.
+    /// Cost of one probe hit in nanoseconds, instead of measuring it at start-up (with
+    /// --sample: the cost of one sample).
     #[arg(long, value_name = "NS", value_parser = parse_cost, allow_negative_numbers = true)]
     pub hit_cost_ns: Option<f64>,
+
+    /// Sampled mode: no probe in the switch (only `new`, to name greenlets). A cpu-clock
+    /// sample reads each thread's running greenlet (CPU shares), sched_switch gives off-CPU
+    /// time, the runtime's per-thread counter gives switch rates. Fields this mode cannot
+    /// fill show as `-` (null in --json). Needs a target built with a runtime that publishes
+    /// its sample layout.
+    #[arg(long)]
+    pub sample: bool,
+
+    /// Samples per second per CPU, for --sample and for the blocking detector of both modes.
+    #[arg(long, value_name = "N", default_value_t = 99, value_parser = parse_hz,
+          allow_negative_numbers = true)]
+    pub hz: u32,
+
+    /// A greenlet that runs this long without switching (computing, or waiting in a system
+    /// call) blocks its thread: the episode is reported (both modes). Greenlets marked idle
+    /// (`Builder::idle`) never are.
+    #[arg(long, value_name = "MS", default_value_t = 100, value_parser = parse_block_ms,
+          allow_negative_numbers = true)]
+    pub block_ms: u64,
 }
 
 /// `--attach` values.
@@ -136,6 +157,43 @@ impl Args {
             follow: self.follow,
             ..loader::Options::default()
         }
+    }
+
+    /// Sampler options from the flags; `names`: attach the `new` probe (sampled mode).
+    pub fn sample_options(&self, names: bool) -> loader::sample::SampleOptions {
+        loader::sample::SampleOptions {
+            hz: self.hz,
+            block_ms: self.block_ms,
+            names,
+            capacities: Capacities {
+                greenlets: self.max_greenlets,
+                ..Capacities::default()
+            },
+        }
+    }
+}
+
+fn parse_hz(s: &str) -> Result<u32, String> {
+    let range = loader::sample::HZ_RANGE;
+    match s.parse::<u32>() {
+        Ok(n) if range.contains(&n) => Ok(n),
+        _ => Err(format!(
+            "a sampling frequency is an integer in {}..={}",
+            range.start(),
+            range.end()
+        )),
+    }
+}
+
+fn parse_block_ms(s: &str) -> Result<u64, String> {
+    let range = loader::sample::BLOCK_MS_RANGE;
+    match s.parse::<u64>() {
+        Ok(n) if range.contains(&n) => Ok(n),
+        _ => Err(format!(
+            "a blocking threshold is an integer number of milliseconds in {}..={}",
+            range.start(),
+            range.end()
+        )),
     }
 }
 
@@ -228,6 +286,14 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    if args.sample && args.attach != Mode::Auto {
+        eprintln!("gltop: --sample attaches no switch probe: --attach does not apply to it");
+        return ExitCode::from(2);
+    }
+    if args.sample && args.follow {
+        eprintln!("gltop: --sample does not follow forks yet: drop --follow or --sample");
+        return ExitCode::from(2);
+    }
     if args.follow && args.attach == Mode::Usdt {
         eprintln!("gltop: --follow needs the uprobe attach mode (--attach auto or uprobe)");
         return ExitCode::from(2);

@@ -4,6 +4,7 @@
 use std::io::{self, Write};
 use std::time::{Duration, Instant};
 
+use gltop::loader::sample::{SampleSnapshot, Sampler};
 use gltop::loader::{self, EdgeStats, GreenletStats, Process, Session, Snapshot};
 use nix::sys::signal::{SigSet, Signal};
 use nix::sys::signalfd::{SfdFlags, SignalFd};
@@ -90,7 +91,24 @@ pub fn run(args: &Args) -> Result<End, Failure> {
         libbpf_rs::set_print(None);
     }
     let mut signals = Signals::block()?;
+    if args.sample {
+        return run_sampled(args, &mut signals);
+    }
     let mut session = Session::attach(args.pid(), &args.options())?;
+    // The blocking detector beside the probes; a target whose runtime does not publish its
+    // sample layout is traced without it.
+    // Its failures never stop the exact mode: it goes on without blocking detection.
+    let mut sampler = match Sampler::attach(args.pid(), &args.sample_options(false)) {
+        Ok(s) => Some(s),
+        Err(loader::Error::CannotSample { reason, .. }) => {
+            eprintln!("gltop: no blocking detection: {reason}");
+            None
+        }
+        Err(e) => {
+            eprintln!("gltop: no blocking detection: {e}");
+            None
+        }
+    };
     let per_hit_ns = match args.hit_cost_ns {
         Some(ns) => Some(ns),
         None => calibrate::per_hit_ns(session.mode()),
@@ -108,23 +126,55 @@ pub fn run(args: &Args) -> Result<End, Failure> {
                 "{c:.0} ns per hit"
             )),
         );
-        run_json(args, &mut session, first, per_hit_ns, &mut signals)
+        run_json(
+            args,
+            &mut session,
+            &mut sampler,
+            first,
+            per_hit_ns,
+            &mut signals,
+        )
     } else {
+        let mut target = Target::of(&session);
+        target.block_ms = sampler.as_ref().map(|_| args.block_ms);
         let mut app = App::new(
-            Target::of(&session),
+            target,
             per_hit_ns,
             args.delay,
             first,
             first_read_ns,
             args.max_dead,
         );
-        run_tui(args, &mut session, &mut app, &mut signals)
+        let process = session.process().clone();
+        let sampler = std::cell::RefCell::new(sampler);
+        run_tui(
+            args,
+            &process,
+            &mut app,
+            &mut signals,
+            |app| {
+                let snap = session.snapshot()?;
+                let episodes = detector_episodes(&mut sampler.borrow_mut());
+                app.update(snap, monotonic_ns());
+                if let Some(e) = episodes {
+                    app.update_blocking(&e);
+                }
+                Ok(())
+            },
+            || {
+                sampler
+                    .borrow_mut()
+                    .as_mut()
+                    .is_some_and(|s| !s.poll_layout().unwrap_or(true))
+            },
+        )
     }
 }
 
 fn run_json(
     args: &Args,
     session: &mut Session,
+    sampler: &mut Option<Sampler>,
     mut prev: Snapshot,
     per_hit_ns: Option<f64>,
     signals: &mut Signals,
@@ -137,7 +187,7 @@ fn run_json(
     // have left the kernel: they go in the first line.
     let mut carried = Some(ended_of(&prev));
     loop {
-        let wake = wait_until(next, session.process(), signals);
+        let wake = wait_polling(next, session.process(), signals, sampler.as_mut());
         if let Wake::Stop = wake {
             return Ok(End::Done);
         }
@@ -148,7 +198,18 @@ fn run_json(
             snap.edges.extend(edges);
             snap.edges.sort_by_key(|e| (e.origin, e.target));
         }
-        let line = json::interval_line(session, &prev, &snap, per_hit_ns);
+        let blocking = match detector_episodes(sampler) {
+            Some(episodes) => {
+                let pid = session.process().pid;
+                let names = |id: u64| {
+                    snap.greenlet(loader::GreenletKey { pid, id })
+                        .map(|g| g.display_name().to_string())
+                };
+                Some(json::blocking(&episodes, names))
+            }
+            None => None,
+        };
+        let line = json::interval_line(session, &prev, &snap, per_hit_ns, blocking);
         if let Err(e) = writeln!(out, "{line}").and_then(|()| out.flush()) {
             // A closed pipe (`gltop --json | head -1`) is a normal way to stop.
             return match e.kind() {
@@ -170,6 +231,111 @@ fn run_json(
     }
 }
 
+/// The episodes of the exact mode's blocking detector, if it runs; a failure to read it (the
+/// target exec'd another program, or is gone) stops it, with one line, and never the probes.
+fn detector_episodes(sampler: &mut Option<Sampler>) -> Option<Vec<loader::sample::Episode>> {
+    match sampler.as_mut()?.snapshot() {
+        Ok(s) => Some(s.episodes),
+        Err(e) => {
+            eprintln!("gltop: blocking detection stopped: {e}");
+            *sampler = None;
+            None
+        }
+    }
+}
+
+/// Sampled mode: attach the sampler alone, measure what a sample costs, then refresh.
+fn run_sampled(args: &Args, signals: &mut Signals) -> Result<End, Failure> {
+    let mut sampler = Sampler::attach(args.pid(), &args.sample_options(true))?;
+    let per_sample_ns = match args.hit_cost_ns {
+        Some(ns) => Some(ns),
+        None => calibrate::per_sample_ns(),
+    };
+    let first = sampler.snapshot()?;
+    let first_read_ns = monotonic_ns();
+    if args.json {
+        eprintln!(
+            "gltop: attached to process {} ({}): sampling at {} Hz on {} CPUs, {} new-probe sites (sample), {}",
+            sampler.process().pid,
+            sampler.process().comm,
+            args.hz,
+            sampler.cpus(),
+            sampler.new_sites(),
+            per_sample_ns.map_or("per-sample cost unknown".into(), |c| format!(
+                "{c:.0} ns per sample"
+            )),
+        );
+        run_sampled_json(args, &mut sampler, first, per_sample_ns, signals)
+    } else {
+        let mut app = App::new_sampled(
+            Target::of_sampler(&sampler),
+            per_sample_ns,
+            args.delay,
+            first,
+            first_read_ns,
+        );
+        let process = sampler.process().clone();
+        let sampler = std::cell::RefCell::new(sampler);
+        run_tui(
+            args,
+            &process,
+            &mut app,
+            signals,
+            |app| {
+                let snap = sampler.borrow_mut().snapshot()?;
+                app.update_sampled(snap, monotonic_ns());
+                Ok(())
+            },
+            || !sampler.borrow_mut().poll_layout().unwrap_or(true),
+        )
+    }
+}
+
+fn run_sampled_json(
+    args: &Args,
+    sampler: &mut Sampler,
+    mut prev: SampleSnapshot,
+    per_sample_ns: Option<f64>,
+    signals: &mut Signals,
+) -> Result<End, Failure> {
+    let interval = Duration::from_secs_f64(args.delay);
+    let mut out = io::stdout().lock();
+    let mut printed = 0u64;
+    let mut next = Instant::now() + interval;
+    // Episodes that ended before the first line go in it.
+    let mut carried = Some(prev.episodes.clone());
+    loop {
+        let process = sampler.process().clone();
+        let wake = wait_polling(next, &process, signals, Some(sampler));
+        if let Wake::Stop = wake {
+            return Ok(End::Done);
+        }
+        let mut snap = sampler.snapshot()?;
+        if let Some(early) = carried.take() {
+            let ended = early.into_iter().filter(|e| !e.ongoing);
+            snap.episodes.splice(0..0, ended);
+        }
+        let line = json::sampled_line(sampler, &prev, &snap, per_sample_ns);
+        if let Err(e) = writeln!(out, "{line}").and_then(|()| out.flush()) {
+            return match e.kind() {
+                io::ErrorKind::BrokenPipe => Ok(End::Done),
+                _ => Err(anyhow::Error::new(e)
+                    .context("cannot write to stdout")
+                    .into()),
+            };
+        }
+        printed += 1;
+        prev = snap;
+        if let Wake::TargetExited = wake {
+            return Ok(End::TargetExited(sampler.process().clone()));
+        }
+        if args.count.is_some_and(|n| printed >= n) {
+            return Ok(End::Done);
+        }
+        next = (next + interval).max(Instant::now());
+    }
+}
+
 /// The greenlets and edges of `snap` whose records left the kernel with it.
 fn ended_of(snap: &Snapshot) -> (Vec<GreenletStats>, Vec<EdgeStats>) {
     (
@@ -178,8 +344,18 @@ fn ended_of(snap: &Snapshot) -> (Vec<GreenletStats>, Vec<EdgeStats>) {
     )
 }
 
-/// Waits until `deadline`, watching for stop signals and for the target's exit.
-fn wait_until(deadline: Instant, process: &Process, signals: &mut Signals) -> Wake {
+/// How often a sampler whose target has no runtime thread state yet looks for it.
+const LAYOUT_POLL: Duration = Duration::from_millis(2);
+
+/// Waits until `deadline`, watching for stop signals and for the target's exit; and
+/// meanwhile, while the sampler's target has not published where its
+/// runtime state is, looks for it every [`LAYOUT_POLL`].
+fn wait_polling(
+    deadline: Instant,
+    process: &Process,
+    signals: &mut Signals,
+    mut sampler: Option<&mut Sampler>,
+) -> Wake {
     loop {
         if signals.pending() {
             return Wake::Stop;
@@ -191,7 +367,14 @@ fn wait_until(deadline: Instant, process: &Process, signals: &mut Signals) -> Wa
         if now >= deadline {
             return Wake::Tick;
         }
-        std::thread::sleep((deadline - now).min(POLL));
+        let mut nap = (deadline - now).min(POLL);
+        if let Some(s) = sampler.as_deref_mut() {
+            // A failure here shows at the next snapshot, which reads the layout again.
+            if !s.poll_layout().unwrap_or(true) {
+                nap = nap.min(LAYOUT_POLL);
+            }
+        }
+        std::thread::sleep(nap);
     }
 }
 
@@ -234,11 +417,16 @@ fn wait_input(timeout: Duration) -> anyhow::Result<Input> {
     }
 }
 
+/// The live view: draws `app`, applies `refresh` every interval and the keys meanwhile;
+/// `looking` is called while waiting, and says whether a sampler is still looking for its
+/// target's layout (then it is called again within a few milliseconds).
 fn run_tui(
     args: &Args,
-    session: &mut Session,
+    process: &Process,
     app: &mut App,
     signals: &mut Signals,
+    mut refresh: impl FnMut(&mut App) -> Result<(), Failure>,
+    mut looking: impl FnMut() -> bool,
 ) -> Result<End, Failure> {
     use ratatui::crossterm::event::{self, Event, KeyEventKind};
 
@@ -259,13 +447,12 @@ fn run_tui(
             if signals.pending() || app.quit {
                 return Ok(End::Done);
             }
-            if !session.process().is_alive() {
-                return Ok(End::TargetExited(session.process().clone()));
+            if !process.is_alive() {
+                return Ok(End::TargetExited(process.clone()));
             }
             let now = Instant::now();
             if now >= next {
-                let snap = session.snapshot()?;
-                app.update(snap, monotonic_ns());
+                refresh(app)?;
                 dirty = true;
                 refreshes += 1;
                 if args.count.is_some_and(|n| refreshes >= n) {
@@ -275,7 +462,8 @@ fn run_tui(
                 next = (next + interval).max(Instant::now());
                 continue;
             }
-            match wait_input((next - now).min(POLL))? {
+            let wait = if looking() { LAYOUT_POLL } else { POLL };
+            match wait_input((next - now).min(wait))? {
                 Input::Nothing => continue,
                 // The terminal went away (its window closed): nobody is watching.
                 Input::Gone => return Ok(End::Done),

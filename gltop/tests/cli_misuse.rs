@@ -155,6 +155,8 @@ fn gltop_flags() {
     const PID: &str = "a PID is a positive integer";
     const LISTEN: &str = "an address to listen on is IP:PORT or a port (loopback)";
     const NAMES: &str = "a number of greenlet names is an integer in 1..=100";
+    const HZ: &str = "a sampling frequency is an integer in 1..=10000";
+    const BLOCK: &str = "a blocking threshold is an integer number of milliseconds in 1..=3600000";
     let mut rows = clap_misuses(&["-p", "{pid}"], "--delay", "--json");
     rows.extend(misuses(
         &[],
@@ -311,6 +313,43 @@ fn gltop_flags() {
                 "an address of no interface here",
                 &["--listen", "192.0.2.1:9464"],
                 "cannot listen on 192.0.2.1:9464: Cannot assign requested address",
+            ("sampling frequency 0", &["--sample", "--hz", "0"], HZ),
+            (
+                "sampling frequency too high",
+                &["--sample", "--hz", "10001"],
+                HZ,
+            ),
+            ("negative sampling frequency", &["--hz", "-5"], HZ),
+            (
+                "non-numeric sampling frequency",
+                &["--sample", "--hz", "fast"],
+                HZ,
+            ),
+            ("blocking threshold 0", &["--block-ms", "0"], BLOCK),
+            (
+                "negative blocking threshold",
+                &["--block-ms", "-100"],
+                BLOCK,
+            ),
+            (
+                "fractional blocking threshold",
+                &["--block-ms", "2.5"],
+                BLOCK,
+            ),
+            (
+                "sampled mode with an attach mode",
+                &["--json", "--sample", "--attach", "usdt"],
+                "--sample attaches no switch probe: --attach does not apply to it",
+            ),
+            (
+                "sampled mode with uprobes",
+                &["--json", "--sample", "--attach", "uprobe"],
+                "--sample attaches no switch probe",
+            ),
+            (
+                "sampled mode following forks",
+                &["--json", "--sample", "--follow"],
+                "--sample does not follow forks yet",
             ),
             ("negative hit cost", &["--hit-cost-ns", "-3"], COST),
             ("NaN hit cost", &["--hit-cost-ns", "nan"], COST),
@@ -438,6 +477,19 @@ fn gltop_processes_without_probes() {
             sleeper.pid()
         ),
     )];
+    rows.push(Misuse {
+        case: "sampling a process without the runtime".into(),
+        args: vec![
+            "-p".into(),
+            sleeper.pid().to_string(),
+            "--json".into(),
+            "--sample".into(),
+        ],
+        expect: format!(
+            "cannot sample process {} (sleep): /usr/bin/sleep publishes no sample layout",
+            sleeper.pid()
+        ),
+    });
     let kernel_thread = a_kernel_thread().ok_or("no kernel thread is visible here".to_string());
     if require("the kernel-thread case", kernel_thread.clone().map(drop)) {
         let k = kernel_thread.unwrap();

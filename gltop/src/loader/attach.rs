@@ -156,7 +156,7 @@ impl std::fmt::Debug for Session {
 /// # Safety
 /// Implementors must be `#[repr(C)]` structs made only of integers and arrays of integers,
 /// so that every bit pattern of `size_of::<Self>()` bytes is a valid value.
-unsafe trait Pod: Copy {
+pub(super) unsafe trait Pod: Copy {
     fn read(bytes: &[u8]) -> Option<Self> {
         if bytes.len() < std::mem::size_of::<Self>() {
             return None;
@@ -200,7 +200,7 @@ fn u64_key(bytes: &[u8]) -> Option<u64> {
     Some(u64::from_ne_bytes(bytes.get(..8)?.try_into().ok()?))
 }
 
-fn u32_key(bytes: &[u8]) -> Option<u32> {
+pub(super) fn u32_key(bytes: &[u8]) -> Option<u32> {
     Some(u32::from_ne_bytes(bytes.get(..4)?.try_into().ok()?))
 }
 
@@ -211,7 +211,11 @@ const DEAD_GRACE_NS: u64 = 10_000_000_000;
 
 /// Deletes `keys` (each `key_size` bytes, concatenated) from a hash map; keys already gone
 /// are not an error.
-fn delete_all(map: &libbpf_rs::MapMut<'_>, keys: &[u8], key_size: usize) -> Result<(), Error> {
+pub(super) fn delete_all(
+    map: &libbpf_rs::MapMut<'_>,
+    keys: &[u8],
+    key_size: usize,
+) -> Result<(), Error> {
     let count = keys.len() / key_size;
     if count == 0 {
         return Ok(());
@@ -244,7 +248,7 @@ fn delete_all(map: &libbpf_rs::MapMut<'_>, keys: &[u8], key_size: usize) -> Resu
 /// returns it short when the next bucket does not fit, and libbpf-rs's batch iterator takes a
 /// short batch for the last one, so smaller batches silently lost whatever came after the
 /// first short one (snapshots cut at 1023, 2047, ... entries while the map was busy).
-fn read_all<K, V>(
+pub(super) fn read_all<K, V>(
     map: &libbpf_rs::MapMut<'_>,
     key: impl Fn(&[u8]) -> Option<K>,
     value: impl Fn(&[u8]) -> Option<V>,

@@ -20,8 +20,11 @@ pub mod layout;
 mod model;
 pub mod process;
 pub mod rates;
+pub mod sample;
 pub mod semaphore;
 mod skel;
+pub mod symbolize;
+pub mod syscalls;
 
 use std::io;
 use std::path::{Path, PathBuf};
@@ -70,6 +73,18 @@ pub enum Error {
         /// The file.
         path: PathBuf,
         /// What went wrong.
+        reason: String,
+    },
+    /// The process cannot be sampled (the sampled mode, blocking detection): its runtime does
+    /// not publish where its per-thread state is, or publishes it in a form this gltop does
+    /// not read.
+    #[error("cannot sample process {pid} ({comm}): {reason}")]
+    CannotSample {
+        /// The process.
+        pid: i32,
+        /// Its command name.
+        comm: String,
+        /// Why.
         reason: String,
     },
     /// A capacity is out of range.

@@ -10,3 +10,17 @@
     unused_imports
 )]
 include!(concat!(env!("OUT_DIR"), "/greenlet.skel.rs"));
+
+/// The sampled mode's programs, from bpf/sample.bpf.c.
+pub mod sample {
+    #![allow(
+        clippy::all,
+        clippy::undocumented_unsafe_blocks,
+        unsafe_op_in_unsafe_fn,
+        missing_docs,
+        non_camel_case_types,
+        dead_code,
+        unused_imports
+    )]
+    include!(concat!(env!("OUT_DIR"), "/sample.skel.rs"));
+}

@@ -177,3 +177,66 @@ fn edges(
         area,
     );
 }
+
+/// One greenlet in the sampled mode: what samples and sched_switch tell, and its blocking
+/// episodes. Counts only a probe in the switch gives are shown as unknown.
+pub fn draw_sampled(f: &mut Frame<'_>, area: Rect, app: &App, key: gltop::loader::GreenletKey) {
+    let id = key.id;
+    let Some(r) = app.row(key) else {
+        f.render_widget(
+            Paragraph::new(format!("greenlet {id} is no longer sampled")),
+            area,
+        );
+        return;
+    };
+    let s = r.s.expect("sampled rows carry samples");
+    let g = &r.g;
+    let parent = match g.parent {
+        Some(p) => format!("{p} ({})", app.greenlet_name(p)),
+        None if g.is_main() => "none (main greenlet)".into(),
+        None => "unknown (created before attach)".into(),
+    };
+    let mut lines = vec![
+        Line::from(format!("{}  {}", g.id, g.display_name()))
+            .style(Style::default().add_modifier(Modifier::BOLD)),
+        Line::from(format!(
+            "thread {}   parent {parent}   {}",
+            g.tid,
+            if s.current { "running" } else { "state -" }
+        )),
+        Line::from(format!(
+            "samples {}   CPU {} (last interval)",
+            count(s.samples),
+            s.cpu_share.map_or("-".into(), percent)
+        )),
+        Line::from(format!(
+            "off the CPU: blocked {}, preempted {}",
+            duration_ns(s.sleep_ns),
+            duration_ns(s.preempt_ns)
+        )),
+        Line::from("switches, throws, slices: - (sampled mode: no probe in the switch)"),
+        Line::from(""),
+    ];
+    let mine: Vec<_> = app
+        .episode_list()
+        .into_iter()
+        .filter(|e| e.greenlet == id && e.tid == g.tid)
+        .collect();
+    lines.push(Line::from(format!("blocking episodes: {}", mine.len())));
+    for e in mine.iter().take(10) {
+        lines.push(Line::from(format!(
+            "  {}{} {}",
+            duration_ns(e.duration_ns),
+            if e.ongoing { "+ ongoing" } else { "" },
+            match (e.is_off_cpu(), e.syscall_name()) {
+                (false, _) => "on-CPU".to_string(),
+                (true, Some(sc)) => format!("off-CPU in {sc}"),
+                (true, None) => "off-CPU".to_string(),
+            }
+        )));
+    }
+    f.render_widget(
+        Paragraph::new(lines).block(Block::default().borders(Borders::TOP).title(" greenlet ")),
+        area,
+    );
+}

@@ -50,8 +50,117 @@ pub fn pack(lines: Vec<Vec<Group>>, width: usize) -> Vec<Line<'static>> {
     out
 }
 
+/// The blocking group: episodes seen, or why there are none.
+fn blocking_group(app: &App) -> Group {
+    match (app.blocking_detected, app.target.block_ms) {
+        (true, Some(ms)) => {
+            let list = app.episode_list();
+            let ongoing = list.iter().filter(|e| e.ongoing).count();
+            let style = if ongoing > 0 {
+                Style::default().fg(Color::Red).add_modifier(Modifier::BOLD)
+            } else {
+                Style::default()
+            };
+            vec![
+                format!("blocking >{ms}ms ").into(),
+                Span::styled(format!("{} episodes", list.len()), style),
+                format!(", {ongoing} ongoing (b)").into(),
+            ]
+        }
+        _ => vec!["blocking not detected".into()],
+    }
+}
+
+/// The header of the sampled mode.
+fn sampled_lines(app: &App, width: u16) -> Vec<Line<'static>> {
+    let target = &app.target;
+    let (hz, cpus, sites) = target.sampled.unwrap_or_default();
+    let cur = app.sample_cur.as_ref();
+    let prev = app.sample_prev.as_ref();
+    let first: Vec<Group> = vec![
+        vec![
+            bold("gltop".into()),
+            format!(" pid {} ({})", target.process.pid, target.process.comm).into(),
+        ],
+        vec![format!(
+            "attached {} ago, sampled at {hz} Hz on {cpus} CPUs, new probe on {sites} sites",
+            duration_ns(app.cur.at_ns.saturating_sub(app.attached_ns)),
+        )
+        .into()],
+        vec![format!("refresh {}s", app.delay).into()],
+    ];
+    let th = app.threads;
+    let second: Vec<Group> = vec![
+        vec![
+            "threads ".into(),
+            bold(th.alive.to_string()),
+            " alive, with greenlets: ".into(),
+            bold(th.with_greenlets_now.to_string()),
+            " now".into(),
+        ],
+        vec![
+            "greenlets ".into(),
+            bold(count(app.rows.iter().filter(|r| r.g.id != 0).count() as u64)),
+            " sampled or named".into(),
+        ],
+    ];
+    let dt = match (prev, cur) {
+        (Some(p), Some(c)) => c.at_ns.saturating_sub(p.at_ns),
+        _ => 0,
+    };
+    let per_s = |f: &dyn Fn(&gltop::loader::sample::SampleSnapshot) -> u64| -> Option<f64> {
+        match (prev, cur) {
+            (Some(p), Some(c)) if dt > 0 => Some(gltop::loader::rates::per_second(f(p), f(c), dt)),
+            _ => None,
+        }
+    };
+    let switches = |s: &gltop::loader::sample::SampleSnapshot| {
+        s.threads.iter().map(|t| t.counter).sum::<u64>()
+    };
+    let samples_per_s = per_s(&|s| s.totals.samples);
+    let third: Vec<Group> = vec![
+        vec![
+            "switches ".into(),
+            bold(format!("{}/s", per_s(&switches).map_or("-".into(), rate))),
+            " (runtime counters)".into(),
+        ],
+        vec![
+            "samples ".into(),
+            bold(format!("{}/s", samples_per_s.map_or("-".into(), rate))),
+        ],
+    ];
+    let cost = match (samples_per_s, app.per_hit_ns) {
+        (Some(h), Some(c)) => format!(
+            "{} samples/s × {:.1}µs = {} of a CPU",
+            rate(h),
+            c / 1000.0,
+            percent(tracing_cost(h, c))
+        ),
+        (None, Some(c)) => format!("{:.1}µs per sample", c / 1000.0),
+        (_, None) => "per-sample cost unknown".into(),
+    };
+    let dropped = cur.map_or(0, |c| c.totals.dropped());
+    let drop_style = if dropped > 0 {
+        Style::default().fg(Color::Red).add_modifier(Modifier::BOLD)
+    } else {
+        Style::default()
+    };
+    let mut fourth: Vec<Group> = vec![
+        vec!["tracing cost ".into(), bold(cost)],
+        vec!["dropped ".into(), Span::styled(count(dropped), drop_style)],
+        blocking_group(app),
+    ];
+    if cur.is_some_and(|c| !c.layout_known) {
+        fourth.push(vec!["waiting for the runtime's first thread state".into()]);
+    }
+    pack(vec![first, second, third, fourth], width as usize)
+}
+
 /// The header's lines for a screen `width` columns wide.
 pub fn lines(app: &App, width: u16) -> Vec<Line<'static>> {
+    if app.is_sampled() {
+        return sampled_lines(app, width);
+    }
     let t = &app.cur.totals;
     let iv = app.interval();
     let per_s = |v: Option<f64>| v.map_or("-".to_string(), rate);
@@ -157,6 +266,7 @@ pub fn lines(app: &App, width: u16) -> Vec<Line<'static>> {
     let mut fourth: Vec<Group> = vec![
         vec!["tracing cost ".into(), bold(cost)],
         vec!["dropped ".into(), Span::styled(count(dropped), drop_style)],
+        blocking_group(app),
     ];
     if dropped > 0 {
         fourth.push(vec![format!(

@@ -13,6 +13,7 @@ const TEXT: &[&str] = &[
     "i              invert the sort",
     "Enter          detail of the selected greenlet;  Esc: back",
     "d              dead greenlets shown: recent (died < 5 s ago), all, none",
+    "b              blocking episodes, newest first (Enter: the stack; Esc: back)",
     "space          pause or resume refreshing",
     "?              this help (any key closes it)",
     "",
@@ -22,6 +23,7 @@ const TEXT: &[&str] = &[
     "MAX SLICE  its longest run without switching",
     "tracing cost  probe hits/s × measured cost of one hit, as a share of a CPU",
     "dropped  records lost because a map was full (see --max-greenlets)",
+    "--sample: CPU% from cpu-clock samples; BLOCKED/PREEMPTED off-CPU time; - = unknown",
 ];
 
 pub fn draw(f: &mut Frame<'_>, area: Rect) {

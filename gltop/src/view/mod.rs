@@ -1,6 +1,7 @@
 //! Drawing: the header, the greenlet table or a greenlet's detail, the footer, and the
 //! help overlay. Everything shown is computed by `app`; this only lays it out.
 
+mod blocking;
 mod detail;
 mod header;
 mod help;
@@ -28,7 +29,10 @@ pub fn draw(f: &mut Frame<'_>, app: &App) {
     header::draw(f, head, head_lines);
     match app.screen {
         Screen::Table => table::draw(f, body, &app.columns, &app.rows, app.sort, app.selected),
+        Screen::Detail(id) if app.is_sampled() => detail::draw_sampled(f, body, app, id),
         Screen::Detail(id) => detail::draw(f, body, app, id),
+        Screen::Blocking => blocking::draw_list(f, body, app),
+        Screen::Stack(tid, start) => blocking::draw_stack(f, body, app, tid, start),
     }
     footer(f, foot, app);
     if app.help {
@@ -47,11 +51,18 @@ fn footer(f: &mut Frame<'_>, area: ratatui::layout::Rect, app: &App) {
             ("s h/l", " sort ".into(), 3),
             ("i", " invert ".into(), 5),
             ("Enter", " detail ".into(), 2),
+            ("b", " blocking ".into(), 2),
             ("d", app.dead_label().into(), 4),
         ]),
         Screen::Detail(_) => {
             items.extend([("Esc", " back ".into(), 1), ("j/k", " next ".into(), 2)])
         }
+        Screen::Blocking => items.extend([
+            ("j/k", " move ".into(), 1),
+            ("Enter", " stack ".into(), 1),
+            ("b/Esc", " back ".into(), 1),
+        ]),
+        Screen::Stack(..) => items.extend([("Esc", " episodes ".into(), 1)]),
     }
     let pause = if app.paused { " resume " } else { " pause " };
     items.push(("space", pause.into(), 6));

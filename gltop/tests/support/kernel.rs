@@ -14,8 +14,10 @@ use libbpf_rs::query::{
     ProgramInfo,
 };
 
-/// The names of the programs in `bpf/greenlet.bpf.c`.
-pub const PROGRAMS: [&str; 15] = [
+/// The names of the programs in `bpf/greenlet.bpf.c` and `bpf/sample.bpf.c` (whose `up_new`
+/// and `usdt_new` have the same names; its perf-event and tracepoint links are on no process,
+/// so its programs are found through the maps they share with its `new` probe's).
+pub const PROGRAMS: [&str; 17] = [
     "up_switch",
     "up_throw",
     "up_new",
@@ -31,6 +33,8 @@ pub const PROGRAMS: [&str; 15] = [
     "usdt_throw",
     "usdt_new",
     "usdt_dead",
+    "on_sample",
+    "on_switch",
 ];
 
 /// Ids of BPF objects.

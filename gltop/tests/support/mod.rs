@@ -221,3 +221,39 @@ pub fn wait_attached(pid: i32, timeout: Duration) -> bool {
     })
     .is_some()
 }
+
+/// Binary `name` of the `greenlet-workloads` package built with the release profile (once
+/// per test binary), for measurements a debug build's switch would distort: a debug switch
+/// costs about a microsecond, which blurs a CPU split made of microsecond slices.
+pub fn release_workload(name: &str) -> PathBuf {
+    static BUILT: std::sync::Mutex<Option<PathBuf>> = std::sync::Mutex::new(None);
+    let mut built = BUILT.lock().unwrap_or_else(|p| p.into_inner());
+    let exe = std::env::current_exe().expect("the test binary's path");
+    // Test binaries live in <target dir>/<profile dir>/deps.
+    let target = exe
+        .ancestors()
+        .nth(3)
+        .expect("test binaries live in <target>/<profile>/deps")
+        .to_path_buf();
+    let path = target.join("release").join(name);
+    if built.is_none() {
+        let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+        let st = Command::new(cargo)
+            .args([
+                "build",
+                "--release",
+                "-p",
+                "greenlet-workloads",
+                "--bin",
+                name,
+            ])
+            .arg("--target-dir")
+            .arg(&target)
+            .current_dir(root())
+            .status()
+            .expect("run cargo build --release");
+        assert!(st.success(), "cargo build --release --bin {name}");
+        *built = Some(path.clone());
+    }
+    path
+}

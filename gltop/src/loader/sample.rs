@@ -1,0 +1,1057 @@
+//! The sampled mode and the blocking detector (`bpf/sample.bpf.c`): a cpu-clock perf event
+//! per CPU, a `sched_switch` program and (in sampled mode) the `new` probe, reading the
+//! runtime's per-thread state through the layout it publishes ([`super::layout`]).
+//!
+//! [`Sampler::attach`] loads and attaches; [`Sampler::snapshot`] reads what the kernel
+//! counted into plain data ([`SampleSnapshot`]): samples and off-CPU time per greenlet,
+//! switch counters per thread, and blocking episodes (ended ones from the ring buffer, ongoing
+//! ones from the threads' entries).
+
+use std::cell::RefCell;
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::mem::MaybeUninit;
+use std::os::fd::{AsRawFd, FromRawFd, IntoRawFd, OwnedFd};
+use std::rc::Rc;
+
+use libbpf_rs::skel::{OpenSkel, SkelBuilder};
+use libbpf_rs::{Link, MapCore, MapFlags, OpenObject, RingBuffer, RingBufferBuilder, UprobeOpts};
+
+use super::attach::{delete_all, read_all, u32_key, Pod};
+use super::elf;
+use super::layout::{self, LayoutError, SampleLayout};
+use super::process::{self, Process};
+use super::skel::sample::{types, SampleSkel, SampleSkelBuilder};
+use super::symbolize::Frames;
+use super::{Capacities, Error};
+
+// SAFETY: generated from bpf/sampled.h as #[repr(C)] structs of integers and integer arrays
+// (see the generated `types` module); every bit pattern is a valid value.
+unsafe impl Pod for types::gs_key {}
+// SAFETY: as above: five u64.
+unsafe impl Pod for types::gs_stats {}
+// SAFETY: as above: u32 and u64.
+unsafe impl Pod for types::gs_gkey {}
+// SAFETY: as above: u64, u32 and an i8 array.
+unsafe impl Pod for types::gs_name {}
+// SAFETY: as above: u32, u8, u64 and i64 fields.
+unsafe impl Pod for types::gs_thread {}
+// SAFETY: as above: u32, u64 and i64.
+unsafe impl Pod for types::gs_episode {}
+// SAFETY: as above: u64 fields.
+unsafe impl Pod for types::gs_totals {}
+
+/// Sampling frequencies accepted, per second.
+pub const HZ_RANGE: std::ops::RangeInclusive<u32> = 1..=10_000;
+/// Blocking thresholds accepted, milliseconds.
+pub const BLOCK_MS_RANGE: std::ops::RangeInclusive<u64> = 1..=3_600_000;
+
+/// What [`Sampler::attach`] may be told.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SampleOptions {
+    /// cpu-clock samples per second per CPU.
+    pub hz: u32,
+    /// A thread whose current greenlet has not switched for longer than this is blocked.
+    pub block_ms: u64,
+    /// Attach the `new` probe to name greenlets (sampled mode; exact mode has its own).
+    pub names: bool,
+    /// Map capacities (`greenlets` for the per-greenlet maps, `threads` for threads).
+    pub capacities: Capacities,
+}
+
+impl Default for SampleOptions {
+    fn default() -> Self {
+        SampleOptions {
+            hz: 99,
+            block_ms: 100,
+            names: true,
+            capacities: Capacities::default(),
+        }
+    }
+}
+
+/// One greenlet (on one thread) as sampled.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SampledGreenlet {
+    /// The process.
+    pub pid: i32,
+    /// The thread it runs on.
+    pub tid: u32,
+    /// Its id; 0 stands for "no greenlet runtime state on the thread" (samples taken before
+    /// the thread used the runtime).
+    pub id: u64,
+    /// Name from the `new` probe (`None`: created before the attach, or nameless).
+    pub name: Option<String>,
+    /// Its `new` probe was seen.
+    pub seen_new: bool,
+    /// Parent from the `new` probe (`None` for a main greenlet or when not seen).
+    pub parent: Option<u64>,
+    /// cpu-clock samples that found it running.
+    pub samples: u64,
+    /// Off-CPU time while it was its thread's current greenlet: blocked, and preempted.
+    pub sleep_ns: u64,
+    /// See `sleep_ns`.
+    pub preempt_ns: u64,
+    /// It is its thread's greenlet at the thread's last observation.
+    pub current: bool,
+}
+
+impl SampledGreenlet {
+    /// Off-CPU time, both kinds.
+    pub fn offcpu_ns(&self) -> u64 {
+        self.sleep_ns + self.preempt_ns
+    }
+
+    /// The name to show: its own, `main` for a main greenlet, `?` when unknown.
+    pub fn display_name(&self) -> &str {
+        match (&self.name, self.seen_new, self.parent) {
+            (Some(n), _, _) if !n.is_empty() => n,
+            (_, true, None) => "main",
+            _ if self.id == 0 => "(no runtime)",
+            _ => "?",
+        }
+    }
+}
+
+/// One thread with a runtime state seen.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SampledThread {
+    /// Kernel thread id.
+    pub tid: u32,
+    /// Its greenlet at its last observation (`None`: no runtime state then).
+    pub current: Option<u64>,
+    /// Its switch counter at the last observation, and transfers since the first one.
+    pub counter: u64,
+    /// See `counter`.
+    pub switches: u64,
+    /// cpu-clock samples of the thread.
+    pub samples: u64,
+    /// Off the CPU at the last event.
+    pub off_cpu: bool,
+}
+
+/// A blocking episode: one greenlet ran without switching for longer than the threshold.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Episode {
+    /// The process and thread.
+    pub pid: i32,
+    /// See `pid`.
+    pub tid: u32,
+    /// The greenlet that did not switch.
+    pub greenlet: u64,
+    /// First moment the thread was seen running it without switching (CLOCK_MONOTONIC ns).
+    pub start_ns: u64,
+    /// How long (up to the last moment seen; for an ongoing one, up to the snapshot).
+    pub duration_ns: u64,
+    /// Still going at the snapshot.
+    pub ongoing: bool,
+    /// Time blocked within it: off the CPU and not runnable (more than half: an off-CPU
+    /// episode). Time waiting for a CPU (preempted) counts as on the CPU: the greenlet
+    /// wanted to run.
+    pub off_cpu_ns: u64,
+    /// The system call it blocked in (x86-64 number), if it was in one.
+    pub syscall: Option<i64>,
+    /// The user stack where it was, innermost first (addresses; empty if not captured).
+    pub stack: Vec<u64>,
+    /// The same stack, symbolized.
+    pub frames: Vec<String>,
+}
+
+impl Episode {
+    /// Off the CPU for most of it.
+    pub fn is_off_cpu(&self) -> bool {
+        self.off_cpu_ns * 2 > self.duration_ns
+    }
+
+    /// The system call's name.
+    pub fn syscall_name(&self) -> Option<String> {
+        self.syscall.and_then(super::syscalls::name)
+    }
+
+    /// The finding, in the shape the runtime's in-process checker gives
+    /// (`greenlet::lint::Blocking`), for the greenlet named `name`. The system call is named
+    /// for an off-CPU episode only.
+    pub fn finding(&self, name: Option<String>) -> greenlet::lint::Blocking {
+        use greenlet::lint::Where;
+        let off = self.is_off_cpu();
+        greenlet::lint::Blocking {
+            greenlet_id: self.greenlet,
+            greenlet_name: name,
+            thread: u64::from(self.tid),
+            duration: std::time::Duration::from_nanos(self.duration_ns),
+            ongoing: self.ongoing,
+            cpu: if off { Where::OffCpu } else { Where::OnCpu },
+            syscall: if off { self.syscall_name() } else { None },
+            stack: self.frames.clone(),
+        }
+    }
+}
+
+/// Totals since attach, summed over CPUs.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SampleTotals {
+    /// Samples of the watched process, and those whose reads faulted.
+    pub samples: u64,
+    /// See `samples`.
+    pub unreadable: u64,
+    /// sched_switch events of watched threads.
+    pub switch_events: u64,
+    /// `new` probe hits.
+    pub created: u64,
+    /// Episodes that crossed the threshold.
+    pub episodes: u64,
+    /// Failed inserts into full maps, lost ring-buffer records, stacks not captured.
+    pub stats_failures: u64,
+    /// See `stats_failures`.
+    pub thread_failures: u64,
+    /// See `stats_failures`.
+    pub name_failures: u64,
+    /// See `stats_failures`.
+    pub episode_drops: u64,
+    /// See `stats_failures`.
+    pub stack_failures: u64,
+}
+
+impl SampleTotals {
+    /// Events lost (full maps, full ring buffer).
+    pub fn dropped(&self) -> u64 {
+        self.stats_failures + self.thread_failures + self.name_failures + self.episode_drops
+    }
+
+    fn from_raw(per_cpu: &[types::gs_totals]) -> SampleTotals {
+        let mut s = SampleTotals::default();
+        for c in per_cpu {
+            s.samples += c.samples;
+            s.unreadable += c.unreadable;
+            s.switch_events += c.switch_events;
+            s.created += c.created;
+            s.episodes += c.episodes;
+            s.stats_failures += c.stats_failures;
+            s.thread_failures += c.thread_failures;
+            s.name_failures += c.name_failures;
+            s.episode_drops += c.episode_drops;
+            s.stack_failures += c.stack_failures;
+        }
+        s
+    }
+}
+
+/// What the sampler counted, read in one pass.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct SampleSnapshot {
+    /// CLOCK_MONOTONIC ns when read.
+    pub at_ns: u64,
+    /// Totals.
+    pub totals: SampleTotals,
+    /// Per (thread, greenlet), by (tid, id).
+    pub greenlets: Vec<SampledGreenlet>,
+    /// Threads seen, by tid.
+    pub threads: Vec<SampledThread>,
+    /// Episodes that ended since the previous snapshot, then those still going.
+    pub episodes: Vec<Episode>,
+    /// The runtime's layout is known (a thread state exists): sampling reads greenlets.
+    pub layout_known: bool,
+}
+
+/// The sampler's BPF programs, attached to one process.
+pub struct Sampler {
+    // Field order: links and the ring buffer go before the skeleton that owns the programs.
+    _links: Vec<Link>,
+    ring: RingBuffer<'static>,
+    ended: Rc<RefCell<Vec<types::gs_episode>>>,
+    skel: SampleSkel<'static>,
+    process: Process,
+    opts: SampleOptions,
+    layout: Option<SampleLayout>,
+    new_sites: usize,
+    cpus: usize,
+    frames: Frames,
+    /// Where the published layout is in the target's memory, while it is not known yet.
+    layout_at: Option<(std::fs::File, u64)>,
+    /// Symbolized stacks by (stack id, word at the stack pointer).
+    symbols: HashMap<(i64, u64), (Vec<u64>, Vec<String>)>,
+    /// Stack ids left unreferenced by the previous snapshot.
+    unreferenced: HashSet<u32>,
+}
+
+impl std::fmt::Debug for Sampler {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Sampler")
+            .field("process", &self.process)
+            .field("opts", &self.opts)
+            .finish_non_exhaustive()
+    }
+}
+
+/// `struct perf_event_attr` up to `PERF_ATTR_SIZE_VER5` (112 bytes).
+#[repr(C)]
+#[derive(Default)]
+struct PerfEventAttr {
+    type_: u32,
+    size: u32,
+    config: u64,
+    sample_period: u64,
+    sample_type: u64,
+    read_format: u64,
+    flags: u64,
+    wakeup_events: u32,
+    bp_type: u32,
+    config1: u64,
+    config2: u64,
+    branch_sample_type: u64,
+    sample_regs_user: u64,
+    sample_stack_user: u32,
+    clockid: i32,
+    sample_regs_intr: u64,
+    aux_watermark: u32,
+    sample_max_stack: u16,
+    reserved_2: u16,
+}
+const _: () = assert!(std::mem::size_of::<PerfEventAttr>() == 112);
+
+const PERF_TYPE_SOFTWARE: u32 = 1;
+const PERF_COUNT_SW_CPU_CLOCK: u64 = 0;
+const PERF_FLAG_FD_CLOEXEC: libc::c_ulong = 8;
+
+/// Opens the software cpu-clock event on `cpu` for every task, sampling every `period_ns`.
+fn open_cpu_clock(cpu: usize, period_ns: u64) -> std::io::Result<OwnedFd> {
+    let attr = PerfEventAttr {
+        type_: PERF_TYPE_SOFTWARE,
+        size: std::mem::size_of::<PerfEventAttr>() as u32,
+        config: PERF_COUNT_SW_CPU_CLOCK,
+        sample_period: period_ns,
+        ..Default::default()
+    };
+    // SAFETY: perf_event_open reads `size` bytes of a valid, initialised attr that lives
+    // across the call; the other arguments are plain integers.
+    let fd = unsafe {
+        libc::syscall(
+            libc::SYS_perf_event_open,
+            &attr as *const PerfEventAttr,
+            -1 as libc::pid_t,
+            cpu as libc::c_int,
+            -1 as libc::c_int,
+            PERF_FLAG_FD_CLOEXEC,
+        )
+    };
+    if fd < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: the kernel just returned this descriptor to us, and nothing else owns it.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd as i32) })
+}
+
+/// The layout as the BPF map's value (`struct gl_layout`: s64, then four u32).
+fn layout_bytes(l: &SampleLayout) -> [u8; 24] {
+    let mut b = [0u8; 24];
+    b[..8].copy_from_slice(&l.tls_offset.to_ne_bytes());
+    for (i, v) in [l.state_current, l.state_switches, l.inner_id, l.inner_flags]
+        .iter()
+        .enumerate()
+    {
+        b[8 + 4 * i..12 + 4 * i].copy_from_slice(&v.to_ne_bytes());
+    }
+    b
+}
+
+/// The address of the published layout in process `pid`, and its memory opened for reading.
+fn layout_address(pid: i32) -> Option<(std::fs::File, u64)> {
+    use std::os::unix::fs::MetadataExt;
+    let exe = format!("/proc/{pid}/exe");
+    let offset = layout::section_offset(&std::fs::read(&exe).ok()?).ok()??;
+    let inode = std::fs::metadata(&exe).ok()?.ino();
+    let maps: Vec<super::semaphore::Mapping> = std::fs::read_to_string(format!("/proc/{pid}/maps"))
+        .ok()?
+        .lines()
+        .filter_map(super::semaphore::parse_maps_line)
+        .collect();
+    let addr = super::semaphore::address_of(&maps, inode, offset)?;
+    Some((std::fs::File::open(format!("/proc/{pid}/mem")).ok()?, addr))
+}
+
+/// Turns a failure to read the layout of a process already attached to into the loader's
+/// error.
+fn layout_error(e: LayoutError, p: &Process) -> Error {
+    match e {
+        LayoutError::Io { path, source } => Error::from_io(source, &path),
+        other => Error::CannotSample {
+            pid: p.pid,
+            comm: p.comm.clone(),
+            reason: other.to_string(),
+        },
+    }
+}
+
+impl Sampler {
+    /// Loads the sampler and attaches it to process `pid`: the cpu-clock event on every CPU,
+    /// `sched_switch`, and (with `opts.names`) the `new` probe. Fails if the executable does
+    /// not publish a sample layout.
+    pub fn attach(pid: i32, opts: &SampleOptions) -> Result<Sampler, Error> {
+        if !HZ_RANGE.contains(&opts.hz) {
+            return Err(Error::BadCapacity(format!(
+                "sampling frequency {} is outside {}..={}",
+                opts.hz,
+                HZ_RANGE.start(),
+                HZ_RANGE.end()
+            )));
+        }
+        let process = Process::find(pid)?;
+        process::check_bpf_privilege()?;
+        // Published at all? (`None`: published, no thread state yet: read again later.)
+        let layout = layout::read(pid).map_err(|e| match e {
+            LayoutError::NotPublished { .. }
+            | LayoutError::Unsupported { .. }
+            | LayoutError::TlsNotStatic { .. } => Error::CannotSample {
+                pid,
+                comm: process.comm.clone(),
+                reason: e.to_string(),
+            },
+            other => layout_error(other, &process),
+        })?;
+        let exe = process.exe();
+        let new_sites: Vec<elf::ProbeSite> = if opts.names {
+            elf::greenlet_sites(&exe)?
+                .sites
+                .into_iter()
+                .filter(|s| s.name == "new")
+                .collect()
+        } else {
+            Vec::new()
+        };
+        let storage: &'static mut MaybeUninit<OpenObject> =
+            Box::leak(Box::new(MaybeUninit::uninit()));
+        let mut open = SampleSkelBuilder::default()
+            .open(storage)
+            .map_err(|e| Error::bpf("cannot open the sampler's BPF object", e))?;
+        let caps = opts.capacities;
+        for (map, n) in [
+            (&mut open.maps.stats, caps.greenlets),
+            (&mut open.maps.names, caps.greenlets),
+            (&mut open.maps.threads, caps.threads),
+        ] {
+            map.set_max_entries(n)
+                .map_err(|e| Error::bpf("cannot size the sampler's maps", e))?;
+        }
+        open.maps
+            .rodata_data
+            .as_deref_mut()
+            .expect("the BPF object has .rodata")
+            .block_ns = opts.block_ms * 1_000_000;
+        let registers = new_sites.iter().all(|s| s.args_in_abi_registers());
+        open.progs
+            .up_new
+            .set_autoload(!new_sites.is_empty() && registers);
+        open.progs
+            .usdt_new
+            .set_autoload(!new_sites.is_empty() && !registers);
+        let skel = open
+            .load()
+            .map_err(|e| Error::bpf("cannot load the sampler's BPF programs", e))?;
+
+        let ended = Rc::new(RefCell::new(Vec::new()));
+        let sink = ended.clone();
+        let mut builder = RingBufferBuilder::new();
+        builder
+            .add(&skel.maps.episodes, move |data: &[u8]| {
+                if let Some(e) = types::gs_episode::read(data) {
+                    sink.borrow_mut().push(e);
+                }
+                0
+            })
+            .map_err(|e| Error::bpf("cannot read the episodes ring buffer", e))?;
+        let ring = builder
+            .build()
+            .map_err(|e| Error::bpf("cannot read the episodes ring buffer", e))?;
+
+        let mut links = Vec::new();
+        let mut new_count = 0;
+        if !new_sites.is_empty() {
+            let what = || format!("cannot attach to greenlet:new of process {pid}");
+            if registers {
+                for site in &new_sites {
+                    let o = UprobeOpts {
+                        ref_ctr_offset: site.semaphore_offset.unwrap_or(0) as usize,
+                        ..Default::default()
+                    };
+                    links.push(
+                        skel.progs
+                            .up_new
+                            .attach_uprobe_with_opts(pid, &exe, site.file_offset as usize, o)
+                            .map_err(|e| Error::bpf(what(), e))?,
+                    );
+                    new_count += 1;
+                }
+            } else {
+                links.push(
+                    skel.progs
+                        .usdt_new
+                        .attach_usdt(pid, &exe, elf::PROVIDER, "new")
+                        .map_err(|e| Error::bpf(what(), e))?,
+                );
+                new_count = new_sites.len();
+            }
+        }
+        links.push(
+            skel.progs
+                .on_switch
+                .attach()
+                .map_err(|e| Error::bpf("cannot attach to the sched_switch tracepoint", e))?,
+        );
+        let period = 1_000_000_000 / u64::from(opts.hz);
+        let mut cpus = 0;
+        let possible =
+            libbpf_rs::num_possible_cpus().map_err(|e| Error::bpf("cannot count the CPUs", e))?;
+        for cpu in 0..possible {
+            let fd = match open_cpu_clock(cpu, period) {
+                Ok(fd) => fd,
+                // A possible CPU that is not online.
+                Err(e) if e.raw_os_error() == Some(libc::ENODEV) => continue,
+                Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => {
+                    return Err(Error::NotPermitted {
+                        action: "open the cpu-clock perf event".into(),
+                        need: process::BPF_PRIVILEGE.into(),
+                    })
+                }
+                Err(e) => {
+                    return Err(Error::Io {
+                        action: format!("cannot open the cpu-clock perf event on CPU {cpu}"),
+                        source: e,
+                    })
+                }
+            };
+            let link = skel
+                .progs
+                .on_sample
+                .attach_perf_event(fd.as_raw_fd())
+                .map_err(|e| Error::bpf("cannot attach to the cpu-clock perf event", e))?;
+            // The link closes the event's descriptor when it is dropped.
+            let _ = fd.into_raw_fd();
+            links.push(link);
+            cpus += 1;
+        }
+        let mut sampler = Sampler {
+            _links: links,
+            ring,
+            ended,
+            skel,
+            frames: Frames::new(pid),
+            process,
+            opts: *opts,
+            layout: None,
+            new_sites: new_count,
+            cpus,
+            layout_at: None,
+            symbols: HashMap::new(),
+            unreferenced: HashSet::new(),
+        };
+        match layout {
+            Some(l) => sampler.watch(l)?,
+            None => sampler.layout_at = layout_address(pid),
+        }
+        Ok(sampler)
+    }
+
+    /// Whether the target's layout is known (it has created a runtime thread state), after
+    /// looking again if it was not: 48 bytes read from its memory, cheap enough to call every
+    /// few milliseconds while it is not known, so that a runtime that starts after the attach
+    /// is sampled from its first milliseconds.
+    pub fn poll_layout(&mut self) -> Result<bool, Error> {
+        if self.layout.is_some() {
+            return Ok(true);
+        }
+        let found = match &self.layout_at {
+            Some((mem, addr)) => {
+                use std::os::unix::fs::FileExt;
+                let mut buf = [0u8; layout::SIZE];
+                match mem.read_exact_at(&mut buf, *addr) {
+                    Ok(()) => layout::decode(&buf, self.process.pid, &self.process.exe())
+                        .map_err(|e| layout_error(e, &self.process))?,
+                    Err(_) => None,
+                }
+            }
+            None => layout::read(self.process.pid).map_err(|e| layout_error(e, &self.process))?,
+        };
+        if let Some(l) = found {
+            self.watch(l)?;
+            self.layout_at = None;
+        }
+        Ok(self.layout.is_some())
+    }
+
+    fn watch(&mut self, l: SampleLayout) -> Result<(), Error> {
+        self.skel
+            .maps
+            .watched
+            .update(
+                &(self.process.pid as u32).to_ne_bytes(),
+                &layout_bytes(&l),
+                MapFlags::ANY,
+            )
+            .map_err(|e| Error::bpf("cannot write map \"watched\"", e))?;
+        self.layout = Some(l);
+        Ok(())
+    }
+
+    /// The traced process.
+    pub fn process(&self) -> &Process {
+        &self.process
+    }
+
+    /// Options in force.
+    pub fn options(&self) -> SampleOptions {
+        self.opts
+    }
+
+    /// `new` probe sites attached.
+    pub fn new_sites(&self) -> usize {
+        self.new_sites
+    }
+
+    /// CPUs with a cpu-clock event.
+    pub fn cpus(&self) -> usize {
+        self.cpus
+    }
+
+    /// The stack `id` of the kernel's stack map, with its symbolized frames (cached), and
+    /// `sp_word` (the word at the stack pointer when it was taken) as the second frame when it
+    /// is a code address the frame-pointer walk skipped: the caller of a leaf function that
+    /// keeps no frame (libc's system call wrappers), where a thread blocks.
+    fn stack(&mut self, id: i64, sp_word: u64) -> (Vec<u64>, Vec<String>) {
+        if id < 0 {
+            return (Vec::new(), Vec::new());
+        }
+        let key = (id, sp_word);
+        if let Some(s) = self.symbols.get(&key) {
+            return s.clone();
+        }
+        let mut addrs: Vec<u64> = self
+            .skel
+            .maps
+            .stacks
+            .lookup(&(id as u32).to_ne_bytes(), MapFlags::ANY)
+            .ok()
+            .flatten()
+            .map(|b| {
+                b.chunks_exact(8)
+                    .map(|c| u64::from_ne_bytes(c.try_into().expect("8 bytes")))
+                    .take_while(|&a| a != 0)
+                    .collect()
+            })
+            .unwrap_or_default();
+        if addrs.len() >= 2 && sp_word != addrs[1] && self.frames.is_code(sp_word) {
+            addrs.insert(1, sp_word);
+        }
+        let frames = self.frames.names(&addrs);
+        self.symbols.insert(key, (addrs.clone(), frames.clone()));
+        (addrs, frames)
+    }
+
+    fn episode(&mut self, tid: u32, e: EpisodeRaw, ongoing: bool) -> Episode {
+        let (stack, frames) = self.stack(e.stack, e.sp_word);
+        Episode {
+            pid: self.process.pid,
+            tid,
+            greenlet: e.greenlet,
+            start_ns: e.start_ns,
+            duration_ns: e.end_ns.saturating_sub(e.start_ns),
+            ongoing,
+            off_cpu_ns: e.off_ns,
+            syscall: (e.syscall >= 0).then_some(e.syscall),
+            stack,
+            frames,
+        }
+    }
+
+    /// Reads what was counted since attach, the episodes that ended since the last call, and
+    /// those going on now.
+    pub fn snapshot(&mut self) -> Result<SampleSnapshot, Error> {
+        // A layout that cannot be read yet leaves `layout_known` false in this snapshot; the
+        // next one tries again (the process may be between exec and its runtime's start).
+        let _ = self.poll_layout();
+        self.frames.remember_maps();
+        let _ = self.ring.consume();
+        let ended_raw: Vec<types::gs_episode> = std::mem::take(&mut *self.ended.borrow_mut());
+        let per_cpu: Vec<types::gs_totals> = self
+            .skel
+            .maps
+            .totals
+            .lookup_percpu(&0u32.to_ne_bytes(), MapFlags::ANY)
+            .map_err(|e| Error::bpf("cannot read the sampler's totals", e))?
+            .unwrap_or_default()
+            .iter()
+            .filter_map(|b| types::gs_totals::read(b))
+            .collect();
+        let at_ns = super::attach::monotonic_ns();
+        let maps = &self.skel.maps;
+        let stats = read_all(&maps.stats, types::gs_key::read, types::gs_stats::read)?;
+        let names: HashMap<u64, types::gs_name> =
+            read_all(&maps.names, types::gs_gkey::read, types::gs_name::read)?
+                .into_iter()
+                .filter(|(k, _)| k.tgid == self.process.pid as u32)
+                .map(|(k, v)| (k.id, v))
+                .collect();
+        let raw_threads = read_all(&maps.threads, u32_key, types::gs_thread::read)?;
+
+        let pid = self.process.pid;
+        let live: BTreeSet<u32> = std::fs::read_dir(format!("/proc/{pid}/task"))
+            .map(|d| {
+                d.filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
+                    .collect()
+            })
+            .unwrap_or_default();
+        let block_ns = self.opts.block_ms * 1_000_000;
+
+        let mut episodes = Vec::new();
+        for e in ended_raw {
+            let raw = EpisodeRaw::from(&e);
+            episodes.push(self.episode(e.tid, raw, false));
+        }
+        let mut threads = Vec::new();
+        let mut current: HashMap<u32, u64> = HashMap::new();
+        let mut gone = Vec::new();
+        let mut referenced: HashSet<u32> = HashSet::new();
+        for (tid, t) in &raw_threads {
+            for id in [t.out_stack, t.ep_stack] {
+                if id >= 0 {
+                    referenced.insert(id as u32);
+                }
+            }
+            let alive = live.contains(tid);
+            if !alive {
+                gone.extend_from_slice(&tid.to_ne_bytes());
+            }
+            if let Some((raw, ongoing)) = thread_episode(t, at_ns, block_ns, alive) {
+                episodes.push(self.episode(*tid, raw, ongoing));
+            }
+            if t.has_runtime != 0 {
+                current.insert(*tid, t.greenlet);
+            }
+            threads.push(SampledThread {
+                tid: *tid,
+                current: (t.has_runtime != 0).then_some(t.greenlet),
+                counter: t.switches,
+                switches: t.switches.wrapping_sub(t.first_switches),
+                samples: t.samples,
+                off_cpu: t.off_cpu != 0,
+            });
+        }
+        threads.sort_by_key(|t| t.tid);
+        let maps = &self.skel.maps;
+        delete_all(&maps.threads, &gone, 4)?;
+
+        // Stacks: those no thread refers to, in this snapshot and the previous one, have been
+        // symbolized (or were never needed) and leave the kernel's map.
+        let in_map: HashSet<u32> = maps.stacks.keys().filter_map(|k| u32_key(&k)).collect();
+        let free: Vec<u8> = in_map
+            .iter()
+            .filter(|id| !referenced.contains(id) && self.unreferenced.contains(id))
+            .flat_map(|id| id.to_ne_bytes())
+            .collect();
+        for id in free.chunks_exact(4) {
+            let _ = maps.stacks.delete(id);
+            let id = u32::from_ne_bytes(id.try_into().expect("4 bytes"));
+            self.symbols.retain(|k, _| k.0 != i64::from(id));
+        }
+        self.unreferenced = in_map.difference(&referenced).copied().collect();
+
+        let mut greenlets: Vec<SampledGreenlet> = stats
+            .iter()
+            .filter(|(k, _)| k.tgid == pid as u32)
+            .map(|(k, s)| {
+                let n = names.get(&k.id).filter(|_| k.id != 0);
+                let name = n.map(|n| {
+                    let bytes: Vec<u8> = n
+                        .name
+                        .iter()
+                        .map(|&c| c as u8)
+                        .take_while(|&c| c != 0)
+                        .collect();
+                    String::from_utf8_lossy(&bytes).into_owned()
+                });
+                SampledGreenlet {
+                    pid,
+                    tid: k.tid,
+                    id: k.id,
+                    name,
+                    seen_new: n.is_some(),
+                    parent: n.and_then(|n| (n.parent != 0).then_some(n.parent)),
+                    samples: s.samples,
+                    sleep_ns: s.sleep_ns,
+                    preempt_ns: s.preempt_ns,
+                    current: current.get(&k.tid) == Some(&k.id),
+                }
+            })
+            .collect();
+        // Named greenlets no sample or switch has met yet are shown too.
+        let known: HashSet<u64> = greenlets.iter().map(|g| g.id).collect();
+        for (id, n) in &names {
+            if known.contains(id) {
+                continue;
+            }
+            let bytes: Vec<u8> = n
+                .name
+                .iter()
+                .map(|&c| c as u8)
+                .take_while(|&c| c != 0)
+                .collect();
+            greenlets.push(SampledGreenlet {
+                pid,
+                tid: n.tid,
+                id: *id,
+                name: Some(String::from_utf8_lossy(&bytes).into_owned()),
+                seen_new: true,
+                parent: (n.parent != 0).then_some(n.parent),
+                samples: 0,
+                sleep_ns: 0,
+                preempt_ns: 0,
+                current: current.get(&n.tid) == Some(id),
+            });
+        }
+        greenlets.sort_by_key(|g| (g.tid, g.id));
+        Ok(SampleSnapshot {
+            at_ns,
+            totals: SampleTotals::from_raw(&per_cpu),
+            greenlets,
+            threads,
+            episodes,
+            layout_known: self.layout.is_some(),
+        })
+    }
+}
+
+/// An episode as the kernel left it (from the ring buffer, or built from a thread's entry).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct EpisodeRaw {
+    greenlet: u64,
+    start_ns: u64,
+    end_ns: u64,
+    off_ns: u64,
+    syscall: i64,
+    stack: i64,
+    sp_word: u64,
+}
+
+impl From<&types::gs_episode> for EpisodeRaw {
+    fn from(e: &types::gs_episode) -> Self {
+        EpisodeRaw {
+            greenlet: e.greenlet,
+            start_ns: e.start_ns,
+            end_ns: e.end_ns,
+            off_ns: e.off_ns,
+            syscall: e.syscall,
+            stack: e.stack,
+            sp_word: e.sp_word,
+        }
+    }
+}
+
+/// The episode a thread's entry shows at `now` (`(episode, ongoing)`), if any: one the
+/// kernel opened (the value outlived the threshold at an observation), or a wait that has
+/// outlived it since the thread went off the CPU (nothing in the kernel observes a sleeping
+/// thread). A thread that is gone (`alive` false) ends its episode at its last observation.
+fn thread_episode(
+    t: &types::gs_thread,
+    now: u64,
+    block_ns: u64,
+    alive: bool,
+) -> Option<(EpisodeRaw, bool)> {
+    if t.has_runtime == 0 || t.idle != 0 {
+        return None;
+    }
+    let off = t.off_cpu != 0 && alive;
+    let end = if alive { now.max(t.last_ns) } else { t.last_ns };
+    let asleep_past = off && end.saturating_sub(t.since_ns) > block_ns;
+    if t.ep_open == 0 && !asleep_past {
+        return None;
+    }
+    let (stack, syscall, sp_word) = if t.ep_open != 0 {
+        (t.ep_stack, t.ep_syscall, t.ep_sp_word)
+    } else {
+        (t.out_stack, t.out_syscall, t.out_sp_word)
+    };
+    let off_now = if off && t.out_sleeping != 0 {
+        end.saturating_sub(t.out_ns)
+    } else {
+        0
+    };
+    Some((
+        EpisodeRaw {
+            greenlet: t.greenlet,
+            start_ns: t.since_ns,
+            end_ns: end,
+            off_ns: t.ep_off_ns + off_now,
+            syscall,
+            stack,
+            sp_word,
+        },
+        alive,
+    ))
+}
+
+/// Episodes kept for display: ended ones newest first, bounded, and the ongoing ones of the
+/// last snapshot. An ongoing episode is replaced by its ended record when that arrives.
+#[derive(Clone, Debug, Default)]
+pub struct EpisodeLog {
+    /// Most ended episodes kept.
+    pub max: usize,
+    ended: std::collections::VecDeque<Episode>,
+    ongoing: Vec<Episode>,
+    /// Ended episodes forgotten past `max`.
+    pub forgotten: u64,
+}
+
+impl EpisodeLog {
+    /// A log keeping `max` ended episodes.
+    pub fn new(max: usize) -> EpisodeLog {
+        EpisodeLog {
+            max,
+            ..Default::default()
+        }
+    }
+
+    /// Takes the episodes of a snapshot.
+    pub fn absorb(&mut self, episodes: &[Episode]) {
+        self.ongoing.clear();
+        for e in episodes {
+            if e.ongoing {
+                self.ongoing.push(e.clone());
+            } else {
+                self.ended.push_front(e.clone());
+            }
+        }
+        let mut ended: Vec<Episode> = self.ended.drain(..).collect();
+        ended.sort_by_key(|e| std::cmp::Reverse(e.start_ns));
+        self.ended = ended.into();
+        while self.ended.len() > self.max {
+            self.ended.pop_back();
+            self.forgotten += 1;
+        }
+    }
+
+    /// Every episode kept, newest first (by start).
+    pub fn newest_first(&self) -> Vec<&Episode> {
+        let mut all: Vec<&Episode> = self.ongoing.iter().chain(self.ended.iter()).collect();
+        all.sort_by_key(|e| std::cmp::Reverse(e.start_ns));
+        all
+    }
+}
+
+/// Threads' switch counts per (tid) between two snapshots, per second.
+pub fn thread_switch_rates(prev: &SampleSnapshot, cur: &SampleSnapshot) -> BTreeMap<u32, f64> {
+    let dt = cur.at_ns.saturating_sub(prev.at_ns);
+    cur.threads
+        .iter()
+        .filter_map(|t| {
+            let before = prev.threads.iter().find(|p| p.tid == t.tid)?;
+            Some((
+                t.tid,
+                super::rates::per_second(before.counter, t.counter, dt),
+            ))
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn thread() -> types::gs_thread {
+        types::gs_thread {
+            has_runtime: 1,
+            greenlet: 5,
+            since_ns: 1_000,
+            last_ns: 1_000,
+            out_stack: 3,
+            out_syscall: 0,
+            ep_stack: -1,
+            ep_syscall: -1,
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn a_sleeping_thread_is_blocked_once_its_wait_outlives_the_threshold() {
+        let mut t = thread();
+        t.off_cpu = 1;
+        t.out_sleeping = 1;
+        t.out_ns = 1_050;
+        assert_eq!(thread_episode(&t, 1_000 + 100, 100, true), None);
+        let (e, ongoing) = thread_episode(&t, 1_000 + 101, 100, true).unwrap();
+        assert!(ongoing);
+        assert_eq!(
+            (e.start_ns, e.end_ns, e.stack, e.syscall),
+            (1_000, 1_101, 3, 0)
+        );
+        assert_eq!(e.off_ns, 51, "blocked since the switch-out");
+        t.idle = 1;
+        assert_eq!(
+            thread_episode(&t, 10_000, 100, true),
+            None,
+            "idle by design"
+        );
+    }
+
+    #[test]
+    fn an_open_episode_on_cpu_and_a_gone_thread() {
+        let mut t = thread();
+        t.ep_open = 1;
+        t.ep_stack = 9;
+        t.last_ns = 1_300;
+        let (e, ongoing) = thread_episode(&t, 1_400, 100, true).unwrap();
+        assert!(ongoing);
+        assert_eq!((e.end_ns, e.off_ns, e.stack, e.syscall), (1_400, 0, 9, -1));
+        let (e, ongoing) = thread_episode(&t, 1_400, 100, false).unwrap();
+        assert!(
+            !ongoing,
+            "a gone thread's episode ends at its last observation"
+        );
+        assert_eq!(e.end_ns, 1_300);
+        t.has_runtime = 0;
+        assert_eq!(thread_episode(&t, 1_400, 100, true), None);
+    }
+
+    fn ep(start_ns: u64, ongoing: bool) -> Episode {
+        Episode {
+            pid: 1,
+            tid: 1,
+            greenlet: 1,
+            start_ns,
+            duration_ns: 1,
+            ongoing,
+            off_cpu_ns: 0,
+            syscall: None,
+            stack: vec![],
+            frames: vec![],
+        }
+    }
+
+    #[test]
+    fn the_log_keeps_newest_first_and_bounds_ended_ones() {
+        let mut log = EpisodeLog::new(2);
+        log.absorb(&[ep(1, false), ep(3, true)]);
+        let starts = |l: &EpisodeLog| {
+            l.newest_first()
+                .iter()
+                .map(|e| e.start_ns)
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(starts(&log), [3, 1]);
+        log.absorb(&[ep(3, false), ep(2, false)]);
+        assert_eq!(starts(&log), [3, 2]);
+        assert_eq!(log.forgotten, 1);
+        assert!(log.newest_first().iter().all(|e| !e.ongoing));
+    }
+
+    #[test]
+    fn the_layout_goes_to_bpf_as_struct_gl_layout() {
+        let l = SampleLayout {
+            tls_offset: -0x48,
+            state_current: 8,
+            state_switches: 16,
+            inner_id: 24,
+            inner_flags: 32,
+        };
+        let b = layout_bytes(&l);
+        assert_eq!(i64::from_ne_bytes(b[..8].try_into().unwrap()), -0x48);
+        assert_eq!(u32::from_ne_bytes(b[20..24].try_into().unwrap()), 32);
+    }
+}
