@@ -313,6 +313,7 @@ fn gltop_flags() {
                 "an address of no interface here",
                 &["--listen", "192.0.2.1:9464"],
                 "cannot listen on 192.0.2.1:9464: Cannot assign requested address",
+            ),
             ("sampling frequency 0", &["--sample", "--hz", "0"], HZ),
             (
                 "sampling frequency too high",
