@@ -51,6 +51,10 @@ pub struct Episode {
     pub measured: Duration,
     /// The thread's CPU time over the call.
     pub cpu: Duration,
+    /// Wall time main measured around its switch into the greenlet, the one that ran the
+    /// call: the greenlet's turn lies inside it, so a checker's turn is between `measured`
+    /// and `outer` however slow the machine (valgrind, a loaded CI).
+    pub outer: Duration,
 }
 
 /// The CPU work of one of the `split` greenlets.
@@ -196,7 +200,9 @@ fn episode_in_greenlet(
         },
     );
     report.created(&g, name);
+    let switched = Instant::now();
     let mut result = g.switch(())?;
+    let outer = switched.elapsed();
     report.switches += 1;
     while !g.is_dead() {
         result = g.switch(())?;
@@ -215,6 +221,7 @@ fn episode_in_greenlet(
         requested,
         measured,
         cpu,
+        outer,
     });
     Ok(())
 }
