@@ -15,6 +15,7 @@ fn main() {
         .build()
         .expect("cannot generate the USDT probes from probes/greenlet.d");
     build_skeleton();
+    build_profile_skeleton();
 }
 
 /// Compiles `bpf/greenlet.bpf.c` with clang and writes its libbpf-rs skeleton to
@@ -33,6 +34,29 @@ fn build_skeleton() {
     {
         // One readable line per cause instead of a Debug dump.
         eprintln!("cannot build the BPF skeleton from {SRC} (needs clang, libelf, zlib):");
+        for cause in e.chain() {
+            eprintln!("  {cause}");
+        }
+        std::process::exit(1);
+    }
+}
+
+/// `gltop record`'s sampler (`bpf/profile.bpf.c`, on the layout of `bpf/sample.h`), built the
+/// same way into `$OUT_DIR/profile.skel.rs`, which `src/profile/skel.rs` includes.
+fn build_profile_skeleton() {
+    const PROFILE_SRC: &str = "../bpf/profile.bpf.c";
+    const SAMPLE_HEADER: &str = "../bpf/sample.h";
+    println!("cargo:rerun-if-changed={PROFILE_SRC}");
+    println!("cargo:rerun-if-changed={SAMPLE_HEADER}");
+    let out = PathBuf::from(env::var_os("OUT_DIR").expect("cargo sets OUT_DIR"));
+    let arch = env::var("CARGO_CFG_TARGET_ARCH").expect("cargo sets CARGO_CFG_TARGET_ARCH");
+    let multiarch = format!("-I/usr/include/{arch}-linux-gnu");
+    if let Err(e) = libbpf_cargo::SkeletonBuilder::new()
+        .source(PROFILE_SRC)
+        .clang_args([multiarch.as_str(), "-I../bpf", "-Wall", "-Werror"])
+        .build_and_generate(out.join("profile.skel.rs"))
+    {
+        eprintln!("cannot build the BPF skeleton from {PROFILE_SRC} (needs clang, libelf, zlib):");
         for cause in e.chain() {
             eprintln!("  {cause}");
         }
