@@ -7,6 +7,7 @@ mod app;
 mod calibrate;
 mod format;
 mod json;
+mod record;
 mod run;
 mod table;
 mod view;
@@ -14,7 +15,7 @@ mod view;
 use std::io::IsTerminal;
 use std::process::ExitCode;
 
-use clap::{Parser, ValueEnum};
+use clap::{Parser, Subcommand, ValueEnum};
 use gltop::loader::{self, AttachMode, Capacities};
 
 /// Command-line flags.
@@ -26,13 +27,19 @@ use gltop::loader::{self, AttachMode, Capacities};
     after_help = "Keys: q quit, j/k or arrows move, g/G top/bottom, s or h/l sort column, i invert, \
                   Enter detail, Esc back, space pause, d dead greenlets (recent, all, none), ? help.\n\
                   Needs CAP_BPF and CAP_PERFMON (or root). The target must be built with the \
-                  greenlet crate (USDT provider `greenlet`)."
+                  greenlet crate (USDT provider `greenlet`).",
+    args_conflicts_with_subcommands = true,
+    subcommand_negates_reqs = true
 )]
 pub struct Args {
+    /// Another command than the live view.
+    #[command(subcommand)]
+    pub command: Option<Command>,
+
     /// PID of the process to trace.
     #[arg(short = 'p', long = "pid", value_name = "PID", value_parser = parse_pid,
-          allow_negative_numbers = true)]
-    pub pid: i32,
+          allow_negative_numbers = true, required = true)]
+    pub pid: Option<i32>,
 
     /// Refresh interval in seconds.
     #[arg(short = 'd', long = "delay", value_name = "SECONDS", default_value = "1",
@@ -84,6 +91,55 @@ pub struct Args {
     pub hit_cost_ns: Option<f64>,
 }
 
+/// Subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Record per-greenlet CPU profiles by sampling: folded stacks and a flame graph.
+    Record(RecordArgs),
+}
+
+/// `gltop record` flags.
+#[derive(Debug, clap::Args)]
+#[command(
+    after_help = "Samples the user stacks of every thread of PID on each CPU (software cpu-clock \
+                  event) and keys them by the greenlet that ran, read from the greenlet runtime's \
+                  published layout (no probe in the switch). Each stack is cut at the greenlet's \
+                  own bottom frame, so a greenlet's frames never sit under its hub's. Folded \
+                  lines are NAME#ID;outermost;...;innermost COUNT (?#ID: created before the \
+                  recording). Stacks need frame pointers (README: gltop record): without them \
+                  gltop says so and still writes what it got. Stops early, writing what was \
+                  collected, on SIGINT or when the target exits. Exit status: 0 written, 1 \
+                  nothing sampled, 2 bad input."
+)]
+pub struct RecordArgs {
+    /// PID of the process to record.
+    #[arg(short = 'p', long = "pid", value_name = "PID", value_parser = parse_pid,
+          allow_negative_numbers = true)]
+    pub pid: i32,
+
+    /// How long to record, in seconds.
+    #[arg(short = 'd', long = "duration", value_name = "SECONDS",
+          value_parser = parse_duration, allow_negative_numbers = true)]
+    pub duration: f64,
+
+    /// Samples per second on each CPU.
+    #[arg(long, value_name = "N", default_value_t = 99, value_parser = parse_hz,
+          allow_negative_numbers = true)]
+    pub hz: u64,
+
+    /// Write the folded stacks to FILE.
+    #[arg(long, value_name = "FILE")]
+    pub folded: std::path::PathBuf,
+
+    /// Also write an SVG flame graph to FILE.
+    #[arg(long, value_name = "FILE")]
+    pub svg: Option<std::path::PathBuf>,
+
+    /// Keep only this greenlet's samples: its id, or its name.
+    #[arg(long, value_name = "ID|NAME")]
+    pub greenlet: Option<String>,
+}
+
 /// `--attach` values.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 pub enum Mode {
@@ -96,6 +152,11 @@ pub enum Mode {
 }
 
 impl Args {
+    /// The PID of the live view (clap requires it when there is no subcommand).
+    pub fn pid(&self) -> i32 {
+        self.pid.expect("clap requires --pid without a subcommand")
+    }
+
     /// Loader options from the flags.
     pub fn options(&self) -> loader::Options {
         loader::Options {
@@ -127,6 +188,30 @@ fn parse_seconds(s: &str) -> Result<f64, String> {
         Ok(v) if v.is_finite() && (0.05..=3600.0).contains(&v) => Ok(v),
         Ok(_) => Err("the interval must be between 0.05 and 3600 seconds".into()),
         Err(_) => Err("not a number of seconds".into()),
+    }
+}
+
+/// The longest recording: a day.
+const MAX_RECORD_SECONDS: f64 = 86400.0;
+
+fn parse_duration(s: &str) -> Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(v) if v.is_finite() && v > 0.0 && v <= MAX_RECORD_SECONDS => Ok(v),
+        Ok(_) => Err(format!(
+            "a duration is a number of seconds above 0 and at most {MAX_RECORD_SECONDS}"
+        )),
+        Err(_) => Err("not a number of seconds".into()),
+    }
+}
+
+/// The highest sampling rate: the kernel's default cap on perf sampling is higher, but
+/// each sample costs the target several microseconds.
+const MAX_HZ: u64 = 10_000;
+
+fn parse_hz(s: &str) -> Result<u64, String> {
+    match s.parse::<u64>() {
+        Ok(n) if (1..=MAX_HZ).contains(&n) => Ok(n),
+        _ => Err(format!("a sampling rate is an integer in 1..={MAX_HZ}")),
     }
 }
 
@@ -194,6 +279,9 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    if let Some(Command::Record(rec)) = &args.command {
+        return record::main(rec);
+    }
     if args.follow && args.attach == Mode::Usdt {
         eprintln!("gltop: --follow needs the uprobe attach mode (--attach auto or uprobe)");
         return ExitCode::from(2);

@@ -43,10 +43,10 @@ impl Failure {
 
 /// SIGINT, SIGTERM and SIGHUP, blocked and read from a non-blocking signalfd so that the
 /// loop can detach and restore the terminal before exiting.
-struct Signals(SignalFd);
+pub struct Signals(SignalFd);
 
 impl Signals {
-    fn block() -> anyhow::Result<Signals> {
+    pub fn block() -> anyhow::Result<Signals> {
         let mut mask = SigSet::empty();
         for s in [Signal::SIGINT, Signal::SIGTERM, Signal::SIGHUP] {
             mask.add(s);
@@ -59,7 +59,7 @@ impl Signals {
     }
 
     /// Whether a stop signal arrived.
-    fn pending(&mut self) -> bool {
+    pub fn pending(&mut self) -> bool {
         matches!(self.0.read_signal(), Ok(Some(_)))
     }
 }
@@ -87,7 +87,7 @@ pub fn run(args: &Args) -> Result<End, Failure> {
         libbpf_rs::set_print(None);
     }
     let mut signals = Signals::block()?;
-    let mut session = Session::attach(args.pid, &args.options())?;
+    let mut session = Session::attach(args.pid(), &args.options())?;
     let per_hit_ns = match args.hit_cost_ns {
         Some(ns) => Some(ns),
         None => calibrate::per_hit_ns(session.mode()),
