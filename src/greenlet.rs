@@ -8,6 +8,7 @@ use std::rc::Rc;
 use crate::error::{Error, GreenletExit};
 use crate::lifecycle;
 use crate::probes;
+use crate::sample::FLAG_IDLE;
 use crate::switch::Context;
 use crate::thread::{try_with_state, with_state, NOT_REGISTERED};
 use crate::transfer::{self, Transfer};
@@ -35,6 +36,9 @@ pub(crate) struct Inner {
     options: Option<Box<Options>>,
     is_main: bool,
     state: Cell<State>,
+    /// [`FLAG_IDLE`]: read by samplers (`crate::sample`) from outside the process, at the
+    /// offset [`INNER_FLAGS`].
+    flags: Cell<u8>,
     /// A `Cell`, not a `RefCell`: read by taking and putting back (see `parent`), which runs
     /// no user code in between.
     parent: Cell<Option<Greenlet>>,
@@ -42,6 +46,11 @@ pub(crate) struct Inner {
     context: Context,
     pub(crate) registry_index: Cell<usize>,
 }
+
+/// `crate::sample::SampleLayout::inner_id`.
+pub(crate) const INNER_ID: u32 = std::mem::offset_of!(Inner, id) as u32;
+/// `crate::sample::SampleLayout::inner_flags`.
+pub(crate) const INNER_FLAGS: u32 = std::mem::offset_of!(Inner, flags) as u32;
 
 /// The rarely set parts of a greenlet's configuration.
 struct Options {
@@ -63,6 +72,11 @@ impl Inner {
     #[inline]
     pub(crate) fn id(&self) -> u64 {
         self.id
+    }
+
+    #[inline]
+    pub(crate) fn is_idle(&self) -> bool {
+        self.flags.get() & FLAG_IDLE != 0
     }
 
     /// A handle to the parent (`None` only for a main greenlet).
@@ -201,6 +215,7 @@ impl Greenlet {
             options: None,
             is_main: true,
             state: Cell::new(State::Active),
+            flags: Cell::new(0),
             parent: Cell::new(None),
             run: Cell::new(None),
             context: Context::new(),
@@ -357,6 +372,35 @@ impl Greenlet {
         self.0.is_main
     }
 
+    /// Marks this greenlet as idle by design (`true`), or not (`false`): a hub or a
+    /// scheduler loop whose waiting for work is its job. Blocking detection (the in-process
+    /// checker of `greenlet::lint`, and gltop, which reads the
+    /// mark from the process's memory) never reports a greenlet while it is marked idle.
+    /// [`Builder::idle`] sets it at creation; any greenlet, a main greenlet included, can be
+    /// marked or unmarked at any time.
+    ///
+    /// ```
+    /// let main = greenlet::getcurrent();
+    /// assert!(!main.is_idle());
+    /// main.set_idle(true); // this thread's main greenlet runs an event loop
+    /// assert!(main.is_idle());
+    /// main.set_idle(false);
+    /// ```
+    pub fn set_idle(&self, idle: bool) {
+        let flags = self.0.flags.get();
+        self.0.flags.set(if idle {
+            flags | FLAG_IDLE
+        } else {
+            flags & !FLAG_IDLE
+        });
+    }
+
+    /// Whether this greenlet is marked idle by design ([`Greenlet::set_idle`]).
+    #[inline]
+    pub fn is_idle(&self) -> bool {
+        self.0.is_idle()
+    }
+
     /// Whether this greenlet is the one running now.
     pub fn is_current(&self) -> bool {
         try_with_state(|state| state.is_current(self)).unwrap_or(false)
@@ -456,6 +500,7 @@ pub struct Builder {
     name: Option<String>,
     parent: Option<Greenlet>,
     stack_size: Option<usize>,
+    idle: bool,
 }
 
 impl Builder {
@@ -488,6 +533,21 @@ impl Builder {
         self
     }
 
+    /// Marks the greenlet as idle by design (default `false`): a hub or a scheduler loop,
+    /// whose waiting for work is no blocking. See [`Greenlet::set_idle`].
+    ///
+    /// ```
+    /// use greenlet::Greenlet;
+    ///
+    /// let hub = Greenlet::builder().name("hub").idle(true).build(|_| Ok(()));
+    /// assert!(hub.is_idle());
+    /// assert!(!Greenlet::new(|_| Ok(())).is_idle());
+    /// ```
+    pub fn idle(mut self, idle: bool) -> Builder {
+        self.idle = idle;
+        self
+    }
+
     /// Creates the greenlet; `run` is called with the value of the first switch into it.
     pub fn build<F, R>(self, run: F) -> Greenlet
     where
@@ -513,6 +573,7 @@ impl Builder {
             options,
             is_main: false,
             state: Cell::new(State::Unstarted),
+            flags: Cell::new(if self.idle { FLAG_IDLE } else { 0 }),
             parent: Cell::new(Some(parent)),
             run: Cell::new(Some(run)),
             context: Context::new(),

@@ -75,7 +75,8 @@
 // (the thread-local state pointer, handles made from plain pointers to greenlets, the tracer
 // slot, the mailbox's word-wise read, the registry), `lifecycle` (the running greenlet
 // borrowed by its own body), `probes` (the probe sites and their semaphores) and `stack`, with
-// `stack::slab` and `stack::overflow` (mappings, guard pages, the overflow signal handler).
+// `stack::slab` and `stack::overflow` (mappings, guard pages, the overflow signal handler),
+// `sample` (reading the thread pointer).
 // Every unsafe block has a `// SAFETY:` comment (clippy's `undocumented_unsafe_blocks`,
 // denied in Cargo.toml).
 #![deny(unsafe_code)]
@@ -85,6 +86,7 @@ mod greenlet;
 mod lifecycle;
 pub mod probes;
 mod recorder;
+pub mod sample;
 pub mod stack;
 mod switch;
 mod thread;

@@ -85,7 +85,15 @@ pub(crate) struct ThreadState {
     registry: RefCell<Registry>,
     /// The next id to hand out and the end of this thread's block.
     ids: Cell<(u64, u64)>,
+    /// Transfers made on this thread (wrapping): one add per transfer, in
+    /// [`ThreadState::make_current`], read by samplers (`crate::sample`).
+    switches: Cell<u64>,
 }
+
+/// `crate::sample::SampleLayout::state_current`: where a sampler finds the running greenlet.
+pub(crate) const STATE_CURRENT: u32 = mem::offset_of!(ThreadState, current) as u32;
+/// `crate::sample::SampleLayout::state_switches`: where a sampler finds the switch counter.
+pub(crate) const STATE_SWITCHES: u32 = mem::offset_of!(ThreadState, switches) as u32;
 
 impl ThreadState {
     pub(crate) fn new() -> ThreadState {
@@ -107,6 +115,7 @@ impl ThreadState {
             kill_hook: RefCell::new(None),
             registry: RefCell::new(Registry::default()),
             ids,
+            switches: Cell::new(0),
         }
     }
 
@@ -283,9 +292,12 @@ impl ThreadState {
         std::mem::forget(unit);
     }
 
+    /// Every transfer goes through here, once (from [`ThreadState::hand_off`] or
+    /// [`ThreadState::hand_off_value`]): it also counts the transfer.
     #[inline(always)]
     fn make_current(&self, target: *const Inner) {
         self.origin.set(self.current.replace(target));
+        self.switches.set(self.switches.get().wrapping_add(1));
     }
 
     /// The ids of the arriving transfer's origin and target (for the probes).
@@ -422,6 +434,8 @@ fn init_state() -> *const ThreadState {
     }
     let state = Box::into_raw(Box::new(ThreadState::new()));
     STATE.set(state);
+    // Where samplers find the state from the thread pointer (`crate::sample`).
+    crate::sample::publish_tls_offset(STATE.with(|slot| ptr::from_ref(slot) as usize));
     state
 }
 

@@ -281,7 +281,8 @@ fn hub_loop(sched: Rc<RefCell<Sched>>, until: Option<Instant>) -> Result<(), Err
 
 fn serve(thread: usize, args: Args, until: Option<Instant>) {
     let sched = Rc::new(RefCell::new(Sched::default()));
-    let hub = Greenlet::builder().name("hub").build({
+    // Idle by design: the hub's sleeps while nothing is ready are not blocking.
+    let hub = Greenlet::builder().name("hub").idle(true).build({
         let sched = sched.clone();
         move |_| hub_loop(sched, until)
     });
