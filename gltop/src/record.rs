@@ -149,8 +149,9 @@ fn write_out(args: &RecordArgs, rec: &Recording, folded_file: File, svg: Option<
     }
     if fold::lacks_frame_pointers(&rec.shapes) {
         say(format!(
-            "process {pid}'s stacks are mostly one or two frames deep or run outside its code: \
-             it looks built without frame pointers (build it with -C force-frame-pointers=yes)"
+            "process {pid} looks built without frame pointers: most stacks are a few frames \
+             that skip to its threads' roots, so the profile is of innermost frames only \
+             (build it with -C force-frame-pointers=yes)"
         ));
     }
     let greenlets = rec

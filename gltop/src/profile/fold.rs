@@ -145,7 +145,7 @@ impl Folded {
     }
 }
 
-/// What a raw stack (before symbolization and cut) says about frame pointers.
+/// What a stack (before the cut) says about frame pointers.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct RawShape {
     /// Frames the kernel's walk found.
@@ -153,6 +153,8 @@ pub struct RawShape {
     /// Frames after the first that are in no executable mapping of the target: garbage
     /// return addresses, read from a frame pointer that is not one.
     pub stray: usize,
+    /// Whether the walk went through a greenlet's bottom frame ([`is_greenlet_bottom`]).
+    pub through_bottom: bool,
     /// Samples with this stack.
     pub count: u64,
 }
@@ -160,16 +162,30 @@ pub struct RawShape {
 /// Fewer samples than this say nothing about frame pointers.
 pub const FRAME_POINTER_MIN_SAMPLES: u64 = 20;
 
+/// A walk shorter than this that never reached a greenlet's bottom frame did not get from
+/// the sampled function to a thread's start either: with frame pointers, the Rust runtime's
+/// own frames from a thread's start routine to `main` or to a thread's closure are more.
+pub const SHORT_WALK: usize = 6;
+
+/// Whether one stack looks walked without frame pointers: at most two frames, return
+/// addresses outside the target's code, or a short walk that never reached a greenlet's
+/// bottom frame. Without frame pointers the walk jumps from the sampled function straight
+/// to whatever frame record corosensei or libc left in the frame-pointer register, skipping
+/// every Rust frame between: a few frames, and no trampoline.
+pub fn looks_unwalkable(s: &RawShape) -> bool {
+    s.depth <= 2 || s.stray > 0 || (!s.through_bottom && s.depth < SHORT_WALK)
+}
+
 /// Whether the target looks built without frame pointers: most of its samples (more than
-/// half, out of at least [`FRAME_POINTER_MIN_SAMPLES`]) have a stack of at most two frames or
-/// return addresses outside its code. With frame pointers, every greenlet's stack runs from
-/// corosensei's trampoline (and a thread's from its start routine) to the sampled function:
-/// several frames, all in the target's code.
+/// half, out of at least [`FRAME_POINTER_MIN_SAMPLES`]) have stacks that
+/// [`looks_unwalkable`]. With frame pointers, a greenlet's stack runs from corosensei's
+/// trampoline to the sampled function and a thread's main greenlet's from its start routine:
+/// both many frames, all in the target's code.
 pub fn lacks_frame_pointers(shapes: &[RawShape]) -> bool {
     let total: u64 = shapes.iter().map(|s| s.count).sum();
     let bad: u64 = shapes
         .iter()
-        .filter(|s| s.depth <= 2 || s.stray > 0)
+        .filter(|s| looks_unwalkable(s))
         .map(|s| s.count)
         .sum();
     total >= FRAME_POINTER_MIN_SAMPLES && bad * 2 > total
@@ -297,6 +313,7 @@ mod tests {
         RawShape {
             depth,
             stray,
+            through_bottom: depth >= 4,
             count,
         }
     }
@@ -314,5 +331,32 @@ mod tests {
         // Too few samples to say.
         assert!(!lacks_frame_pointers(&[shape(1, 0, 19)]));
         assert!(!lacks_frame_pointers(&[]));
+    }
+
+    #[test]
+    fn short_walks_that_miss_the_trampoline_mean_no_frame_pointers() {
+        // As measured on the demo built without frame pointers: the sampled function, then
+        // corosensei's and libc's frame records, four or five frames, no trampoline.
+        let skipped = RawShape {
+            depth: 4,
+            stray: 0,
+            through_bottom: false,
+            count: 90,
+        };
+        assert!(looks_unwalkable(&skipped));
+        assert!(lacks_frame_pointers(&[skipped]));
+        // Through the trampoline, however short: walked.
+        let greenlet = RawShape {
+            through_bottom: true,
+            ..skipped
+        };
+        assert!(!looks_unwalkable(&greenlet));
+        assert!(!lacks_frame_pointers(&[greenlet]));
+        // A main greenlet's long walk to its thread's start: walked.
+        let main = RawShape {
+            depth: 12,
+            ..skipped
+        };
+        assert!(!looks_unwalkable(&main));
     }
 }

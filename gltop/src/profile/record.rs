@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use libbpf_rs::skel::{OpenSkel, SkelBuilder};
 use libbpf_rs::{Link, MapCore, MapFlags, OpenObject, UprobeOpts};
 
-use super::fold::{RawShape, Stack};
+use super::fold::{is_greenlet_bottom, RawShape, Stack};
 use super::skel::{types, ProfileSkel, ProfileSkelBuilder};
 use super::symbolize::Symbolizer;
 use super::Error;
@@ -379,6 +379,7 @@ pub fn record(
     let mut shapes = Vec::new();
     for (greenlet, id, count) in sampler.counts() {
         let addrs = sampler.stack(id);
+        let frames = symbolizer.stack(&addrs);
         shapes.push(RawShape {
             depth: addrs.len(),
             stray: addrs
@@ -386,12 +387,13 @@ pub fn record(
                 .skip(1)
                 .filter(|&&a| !symbolizer.is_mapped(a))
                 .count(),
+            through_bottom: frames.iter().any(|f| is_greenlet_bottom(f)),
             count,
         });
         stacks.push(Stack {
             greenlet,
             name: names.get(&greenlet).cloned(),
-            frames: symbolizer.stack(&addrs),
+            frames,
             count,
         });
     }

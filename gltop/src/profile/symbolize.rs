@@ -143,17 +143,24 @@ impl Symbolizer {
             };
         };
         let path = PathBuf::from(format!("/proc/self/fd/{}", file.as_raw_fd()));
-        let src = Source::Elf(Elf::new(path));
-        match self.blaze.symbolize_single(&src, Input::FileOffset(file_offset)) {
-            Ok(Symbolized::Sym(sym)) => {
-                // blazesym gives the inlined calls outermost first; a stack is innermost first.
+        // DWARF first (it has the inlined calls), then the symbol tables: code without DWARF,
+        // such as corosensei's assembly trampoline, is named only there.
+        for debug_syms in [true, false] {
+            let mut elf = Elf::new(path.clone());
+            elf.debug_syms = debug_syms;
+            let src = Source::Elf(elf);
+            if let Ok(Symbolized::Sym(sym)) =
+                self.blaze.symbolize_single(&src, Input::FileOffset(file_offset))
+            {
+                // blazesym gives the inlined calls outermost first; a stack is innermost
+                // first.
                 let mut frames: Vec<String> =
                     sym.inlined.iter().rev().map(|f| f.name.to_string()).collect();
                 frames.push(sym.name.to_string());
-                frames
+                return frames;
             }
-            _ => fallback(),
         }
+        fallback()
     }
 }
 
