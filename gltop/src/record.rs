@@ -40,7 +40,12 @@ pub fn main(args: &RecordArgs) -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let svg_file = match args.svg.as_deref().map(|p| create(p, "flame graph")).transpose() {
+    let svg_file = match args
+        .svg
+        .as_deref()
+        .map(|p| create(p, "flame graph"))
+        .transpose()
+    {
         Ok(f) => f,
         Err(e) => {
             say(e);
@@ -157,7 +162,11 @@ fn write_out(args: &RecordArgs, rec: &Recording, folded_file: File, svg: Option<
     let greenlets = rec
         .stacks
         .iter()
-        .filter(|s| filter.as_ref().is_none_or(|f| f.matches(s.greenlet, s.name.as_deref())))
+        .filter(|s| {
+            filter
+                .as_ref()
+                .is_none_or(|f| f.matches(s.greenlet, s.name.as_deref()))
+        })
         .map(|s| s.greenlet)
         .collect::<std::collections::BTreeSet<_>>()
         .len();

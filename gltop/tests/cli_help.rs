@@ -49,8 +49,8 @@ fn help_piped(name: &str, bin: &Path, args: &[&str], columns: &str) -> String {
             .arg("--help")
             .env("COLUMNS", columns),
     )
-        .output()
-        .unwrap_or_else(|e| panic!("cannot run {name}: {e}"));
+    .output()
+    .unwrap_or_else(|e| panic!("cannot run {name}: {e}"));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "{name} --help: {}: {err}", out.status);
     assert!(err.is_empty(), "{name} --help wrote on stderr: {err}");

@@ -309,7 +309,11 @@ fn gltop_record_flags() {
             ("negative duration", &["-d", "-1"], DURATION),
             ("NaN duration", &["-d", "nan"], DURATION),
             ("duration beyond a day", &["-d", "86401"], DURATION),
-            ("non-numeric duration", &["-d", "soon"], "not a number of seconds"),
+            (
+                "non-numeric duration",
+                &["-d", "soon"],
+                "not a number of seconds",
+            ),
             ("zero rate", &["-d", "1", "--hz", "0"], HZ),
             ("rate above the maximum", &["-d", "1", "--hz", "10001"], HZ),
             ("non-numeric rate", &["-d", "1", "--hz", "fast"], HZ),
@@ -376,9 +380,17 @@ fn gltop_record_targets_it_cannot_sample() {
     let folded = dir.join("out.folded").to_str().unwrap().to_string();
     let record = |case: &str, pid: i32, expect: &str| Misuse {
         case: case.to_string(),
-        args: ["record", "-p", &pid.to_string(), "-d", "1", "--folded", &folded]
-            .map(String::from)
-            .to_vec(),
+        args: [
+            "record",
+            "-p",
+            &pid.to_string(),
+            "-d",
+            "1",
+            "--folded",
+            &folded,
+        ]
+        .map(String::from)
+        .to_vec(),
         expect: expect.to_string(),
     };
     let mut gone = Command::new("true").spawn().unwrap();

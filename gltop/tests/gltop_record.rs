@@ -55,7 +55,10 @@ fn parse_folded(text: &str) -> Vec<Line> {
                 .unwrap_or_else(|_| panic!("bad greenlet id in {l:?}"));
             assert!(!name.is_empty(), "an empty name in {l:?}");
             let frames: Vec<String> = frames.collect();
-            assert!(frames.iter().all(|f| !f.is_empty()), "an empty frame in {l:?}");
+            assert!(
+                frames.iter().all(|f| !f.is_empty()),
+                "an empty frame in {l:?}"
+            );
             Line {
                 name: name.to_string(),
                 id,
@@ -95,13 +98,29 @@ struct Run {
 
 /// Runs `gltop record -p PID -d SECONDS --hz 999 --folded DIR/TAG.folded [--svg ...] args...`;
 /// once it says it records, creates `start` (if given).
-fn record(pid: i32, seconds: &str, dir: &Path, tag: &str, svg: bool, args: &[&str], start: Option<&Path>) -> Run {
+fn record(
+    pid: i32,
+    seconds: &str,
+    dir: &Path,
+    tag: &str,
+    svg: bool,
+    args: &[&str],
+    start: Option<&Path>,
+) -> Run {
     let folded = dir.join(format!("{tag}.folded"));
     let svg_path = dir.join(format!("{tag}.svg"));
     let mut cmd = gltop();
-    cmd.args(["record", "-p", &pid.to_string(), "-d", seconds, "--hz", "999"])
-        .arg("--folded")
-        .arg(&folded);
+    cmd.args([
+        "record",
+        "-p",
+        &pid.to_string(),
+        "-d",
+        seconds,
+        "--hz",
+        "999",
+    ])
+    .arg("--folded")
+    .arg(&folded);
     if svg {
         cmd.arg("--svg").arg(&svg_path);
     }
@@ -122,7 +141,9 @@ fn record(pid: i32, seconds: &str, dir: &Path, tag: &str, svg: bool, args: &[&st
         status,
         stderr: p.stderr_text(),
         folded: std::fs::read_to_string(&folded).ok(),
-        svg: svg.then(|| std::fs::read_to_string(&svg_path).ok()).flatten(),
+        svg: svg
+            .then(|| std::fs::read_to_string(&svg_path).ok())
+            .flatten(),
     }
 }
 
@@ -152,9 +173,9 @@ fn record_profiles_the_demos_cpu_hog_under_its_own_frame() {
     );
     let lines = parse_folded(run.folded.as_deref().expect("the folded stacks"));
     let hog = lines_of(&lines, "cpu-hog");
-    let hottest = hog.first().unwrap_or_else(|| {
-        panic!("no cpu-hog line in:\n{}", run.folded.as_deref().unwrap())
-    });
+    let hottest = hog
+        .first()
+        .unwrap_or_else(|| panic!("no cpu-hog line in:\n{}", run.folded.as_deref().unwrap()));
     let samples: u64 = lines.iter().map(|l| l.count).sum();
     let hog_samples: u64 = hog.iter().map(|l| l.count).sum();
     eprintln!(
@@ -181,7 +202,9 @@ fn record_profiles_the_demos_cpu_hog_under_its_own_frame() {
     // Cut at the greenlet's bottom: no hub frame, no trampoline, no main above it.
     for l in &hog {
         assert!(
-            !l.frames.iter().any(|f| f.contains(HUB_FN) || f.contains("stack_init_trampoline")),
+            !l.frames
+                .iter()
+                .any(|f| f.contains(HUB_FN) || f.contains("stack_init_trampoline")),
             "a frame of the hub above the hog's: {:?}",
             l.frames
         );
@@ -192,7 +215,9 @@ fn record_profiles_the_demos_cpu_hog_under_its_own_frame() {
     assert!(hog.iter().all(|l| l.id == hottest.id), "one hog");
     // The hub and the workers' greenlets are named too.
     assert!(
-        lines.iter().any(|l| l.name.starts_with("conn-") || l.name == "acceptor"),
+        lines
+            .iter()
+            .any(|l| l.name.starts_with("conn-") || l.name == "acceptor"),
         "other named greenlets: {:?}",
         lines.iter().map(|l| &l.name).collect::<BTreeSet<_>>()
     );
@@ -203,7 +228,15 @@ fn record_profiles_the_demos_cpu_hog_under_its_own_frame() {
 
     // Recorded again, the hog was created before: `?#ID`, and --greenlet by id keeps it only.
     let id = hottest.id.to_string();
-    let again = record(target.pid(), "2", &dir, "by-id", false, &["--greenlet", &id], None);
+    let again = record(
+        target.pid(),
+        "2",
+        &dir,
+        "by-id",
+        false,
+        &["--greenlet", &id],
+        None,
+    );
     assert!(again.status.success(), "{}: {}", again.status, again.stderr);
     let lines = parse_folded(again.folded.as_deref().unwrap());
     assert!(!lines.is_empty(), "samples of the hog by id");
@@ -213,11 +246,23 @@ fn record_profiles_the_demos_cpu_hog_under_its_own_frame() {
     assert!(lines.iter().any(|l| l.frames.iter().any(|f| f == HOG_FN)));
 
     // Its name is unknown to this recording: no sample matches it, said in one line, exit 2.
-    let none = record(target.pid(), "1", &dir, "by-name", false, &["--greenlet", "cpu-hog"], None);
+    let none = record(
+        target.pid(),
+        "1",
+        &dir,
+        "by-name",
+        false,
+        &["--greenlet", "cpu-hog"],
+        None,
+    );
     assert_eq!(none.status.code(), Some(2), "{}", none.stderr);
     assert_eq!(none.stderr.lines().count(), 2, "{}", none.stderr);
     assert!(
-        none.stderr.lines().nth(1).unwrap().starts_with("gltop: no samples matched --greenlet cpu-hog"),
+        none.stderr
+            .lines()
+            .nth(1)
+            .unwrap()
+            .starts_with("gltop: no samples matched --greenlet cpu-hog"),
         "{}",
         none.stderr
     );
@@ -233,7 +278,15 @@ fn a_name_filter_keeps_only_that_greenlets_lines() {
     let dir = scratch("filter");
     let start = dir.join("start");
     let target = demo(Some(&start), "60");
-    let run = record(target.pid(), "3", &dir, "hog", false, &["--greenlet", "cpu-hog"], Some(&start));
+    let run = record(
+        target.pid(),
+        "3",
+        &dir,
+        "hog",
+        false,
+        &["--greenlet", "cpu-hog"],
+        Some(&start),
+    );
     assert!(run.status.success(), "{}: {}", run.status, run.stderr);
     let lines = parse_folded(run.folded.as_deref().unwrap());
     assert!(!lines.is_empty(), "samples of the hog");
@@ -262,7 +315,8 @@ fn a_target_that_exits_ends_the_recording_with_what_was_collected() {
     target.wait("the demo", TIMEOUT);
     assert!(run.status.success(), "{}: {}", run.status, run.stderr);
     assert!(
-        run.stderr.contains(&format!("process {} (demo) exited after", target.pid())),
+        run.stderr
+            .contains(&format!("process {} (demo) exited after", target.pid())),
         "{}",
         run.stderr
     );

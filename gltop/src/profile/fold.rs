@@ -223,7 +223,11 @@ mod tests {
     fn the_cut_keeps_the_greenlets_own_frames() {
         assert_eq!(
             cut_at_greenlet_bottom(HOG),
-            &["demo::spin", "demo::hog::{{closure}}", "greenlet::Greenlet::start"]
+            &[
+                "demo::spin",
+                "demo::hog::{{closure}}",
+                "greenlet::Greenlet::start"
+            ]
         );
         // The innermost trampoline is the greenlet's own bottom, even with more outside.
         assert_eq!(cut_at_greenlet_bottom(&HOG[4..]), &HOG[4..7]);
@@ -242,7 +246,9 @@ mod tests {
         ));
         assert!(!is_greenlet_bottom("my_stack_init_trampoline"));
         assert!(!is_greenlet_bottom("stack_init_trampoline::helper"));
-        assert!(!is_greenlet_bottom("corosensei::arch::x86_64::switch_and_link"));
+        assert!(!is_greenlet_bottom(
+            "corosensei::arch::x86_64::switch_and_link"
+        ));
     }
 
     #[test]
@@ -287,7 +293,10 @@ mod tests {
             "cpu-hog#3;greenlet::Greenlet::start;demo::hog::{{closure}};demo::spin 7"
         );
         // No hub frame above the hog's, as the issue asks.
-        assert!(!folded.text().lines().any(|l| l.starts_with("cpu-hog#") && l.contains("hub_loop")));
+        assert!(!folded
+            .text()
+            .lines()
+            .any(|l| l.starts_with("cpu-hog#") && l.contains("hub_loop")));
     }
 
     #[test]
@@ -325,7 +334,11 @@ mod tests {
         // Mostly one frame deep.
         assert!(lacks_frame_pointers(&[shape(1, 0, 80), shape(6, 0, 20)]));
         // Deep, but through garbage return addresses.
-        assert!(lacks_frame_pointers(&[shape(5, 3, 60), shape(2, 0, 10), shape(8, 0, 30)]));
+        assert!(lacks_frame_pointers(&[
+            shape(5, 3, 60),
+            shape(2, 0, 10),
+            shape(8, 0, 30)
+        ]));
         // Exactly half is not most.
         assert!(!lacks_frame_pointers(&[shape(1, 0, 50), shape(6, 0, 50)]));
         // Too few samples to say.

@@ -129,7 +129,11 @@ impl Symbolizer {
             return vec![format!("[unknown] 0x{addr:x}")];
         };
         let m = &self.maps[i];
-        let at = if is_return { addr.saturating_sub(1) } else { addr };
+        let at = if is_return {
+            addr.saturating_sub(1)
+        } else {
+            addr
+        };
         let file_offset = at - m.start + m.offset;
         let short = Path::new(&m.name)
             .file_name()
@@ -149,13 +153,18 @@ impl Symbolizer {
             let mut elf = Elf::new(path.clone());
             elf.debug_syms = debug_syms;
             let src = Source::Elf(elf);
-            if let Ok(Symbolized::Sym(sym)) =
-                self.blaze.symbolize_single(&src, Input::FileOffset(file_offset))
+            if let Ok(Symbolized::Sym(sym)) = self
+                .blaze
+                .symbolize_single(&src, Input::FileOffset(file_offset))
             {
                 // blazesym gives the inlined calls outermost first; a stack is innermost
                 // first.
-                let mut frames: Vec<String> =
-                    sym.inlined.iter().rev().map(|f| f.name.to_string()).collect();
+                let mut frames: Vec<String> = sym
+                    .inlined
+                    .iter()
+                    .rev()
+                    .map(|f| f.name.to_string())
+                    .collect();
                 frames.push(sym.name.to_string());
                 return frames;
             }
