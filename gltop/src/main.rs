@@ -263,6 +263,19 @@ fn one_line(err: &clap::Error) -> String {
     parts.join(" ")
 }
 
+/// clap reads a stray word as a subcommand that does not exist (`gltop -p 1 extra`): say
+/// what it is, a stray argument, as gltop did before it had subcommands.
+fn stray_not_subcommand(line: String) -> String {
+    let word = ["unrecognized subcommand '", "the subcommand '"]
+        .iter()
+        .find_map(|p| line.strip_prefix(p))
+        .and_then(|rest| rest.split_once('\'').map(|(w, _)| w.to_string()));
+    match word {
+        Some(w) if w != "record" && w != "help" => format!("unexpected argument '{w}' found"),
+        _ => line,
+    }
+}
+
 fn main() -> ExitCode {
     if let Some(code) = calibrate::child_main() {
         return code;
@@ -275,7 +288,7 @@ fn main() -> ExitCode {
                 print!("{}", e.render());
                 return ExitCode::SUCCESS;
             }
-            eprintln!("gltop: {}", one_line(&e));
+            eprintln!("gltop: {}", stray_not_subcommand(one_line(&e)));
             return ExitCode::from(2);
         }
     };

@@ -296,6 +296,11 @@ fn gltop_record_flags() {
                 "required arguments were not provided: --folded <FILE>",
             ),
             (
+                "a misspelt subcommand",
+                &["recrod"],
+                "unexpected argument 'recrod' found",
+            ),
+            (
                 "record after the live view's flags",
                 &["-p", "{pid}", "record"],
                 "the subcommand 'record' cannot be used with '--pid <PID>'",
