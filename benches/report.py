@@ -90,7 +90,10 @@ def build(steps):
     if "callgrind" in steps:
         log("building switch_loop with --cfg greenlet_no_probes (target/no-probes)")
         env = dict(os.environ)
-        env["RUSTFLAGS"] = (env.get("RUSTFLAGS", "") + " --cfg greenlet_no_probes").strip()
+        # RUSTFLAGS replaces .cargo/config.toml's rustflags: keep its frame pointers, so that
+        # the two builds differ only by the probes.
+        env["RUSTFLAGS"] = (env.get("RUSTFLAGS", "")
+                            + " -C force-frame-pointers=yes --cfg greenlet_no_probes").strip()
         env["CARGO_TARGET_DIR"] = NO_PROBES_DIR
         proc = run(["cargo", "build", "-q", "--release", "--example", "switch_loop"],
                    env=env, capture=False)

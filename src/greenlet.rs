@@ -374,7 +374,7 @@ impl Greenlet {
 
     /// Marks this greenlet as idle by design (`true`), or not (`false`): a hub or a
     /// scheduler loop whose waiting for work is its job. Blocking detection (the in-process
-    /// checker of `greenlet::lint`, and gltop, which reads the
+    /// [`lint::BlockingChecker`](crate::lint::BlockingChecker), and gltop, which reads the
     /// mark from the process's memory) never reports a greenlet while it is marked idle.
     /// [`Builder::idle`] sets it at creation; any greenlet, a main greenlet included, can be
     /// marked or unmarked at any time.

@@ -62,6 +62,14 @@
 //! `bpftrace` and the `gltop` viewer can watch a running process. Unattached, a probe costs a
 //! load and a branch.
 //!
+//! # Finding greenlets that block their thread
+//! A greenlet that computes or waits in a system call for long without switching keeps every
+//! other greenlet of its thread waiting. [`lint::BlockingChecker`] finds those in a test
+//! (in-process, on [`settrace`]); gltop finds them in a running process. A hub or a scheduler
+//! loop whose waiting is by design is marked with [`Builder::idle`] or
+//! [`Greenlet::set_idle`] and never reported. [`sample`] publishes where a sampling profiler
+//! (gltop's sampled mode) finds the running greenlet of a thread.
+//!
 //! # Stacks
 //! Greenlets run on stacks from the [`stack`] module: carved from large slabs, with a guard
 //! page each, pooled per thread, and named in a one-line report when they overflow. Its
@@ -84,6 +92,7 @@
 mod error;
 mod greenlet;
 mod lifecycle;
+pub mod lint;
 pub mod probes;
 mod recorder;
 pub mod sample;
