@@ -7,7 +7,7 @@ use std::path::PathBuf;
 
 const PROBES: &str = "../probes/greenlet.d";
 /// The BPF programs: (source, skeleton file, headers it includes).
-const SKELETONS: [(&str, &str, &[&str]); 2] = [
+const SKELETONS: [(&str, &str, &[&str]); 3] = [
     (
         "../bpf/greenlet.bpf.c",
         "greenlet.skel.rs",
@@ -17,6 +17,11 @@ const SKELETONS: [(&str, &str, &[&str]); 2] = [
         "../bpf/sample.bpf.c",
         "sample.skel.rs",
         &["../bpf/sample.h", "../bpf/sampled.h"],
+    ),
+    (
+        "../bpf/profile.bpf.c",
+        "profile.skel.rs",
+        &["../bpf/sample.h"],
     ),
 ];
 

@@ -8,6 +8,7 @@ mod calibrate;
 mod export;
 mod format;
 mod json;
+mod record;
 mod run;
 mod table;
 mod view;
@@ -15,7 +16,7 @@ mod view;
 use std::io::IsTerminal;
 use std::process::ExitCode;
 
-use clap::{Parser, ValueEnum};
+use clap::{Parser, Subcommand, ValueEnum};
 use gltop::loader::{self, AttachMode, Capacities};
 
 /// Command-line flags.
@@ -27,9 +28,15 @@ use gltop::loader::{self, AttachMode, Capacities};
     after_help = "Keys: q quit, j/k or arrows move, g/G top/bottom, s or h/l sort column, i invert, \
                   Enter detail, Esc back, space pause, d dead greenlets (recent, all, none), ? help.\n\
                   Needs CAP_BPF and CAP_PERFMON (or root). The target must be built with the \
-                  greenlet crate (USDT provider `greenlet`)."
+                  greenlet crate (USDT provider `greenlet`).",
+    args_conflicts_with_subcommands = true,
+    subcommand_negates_reqs = true
 )]
 pub struct Args {
+    /// Another command than the live view.
+    #[command(subcommand)]
+    pub command: Option<Command>,
+
     /// PID of the process to trace. With --listen, several (`-p 1,2` or `-p 1 -p 2`): every
     /// one must exist, or nothing starts.
     #[arg(short = 'p', long = "pid", value_name = "PID", value_parser = parse_pid,
@@ -124,6 +131,55 @@ pub struct Args {
     pub block_ms: u64,
 }
 
+/// Subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Record per-greenlet CPU profiles by sampling: folded stacks and a flame graph.
+    Record(RecordArgs),
+}
+
+/// `gltop record` flags.
+#[derive(Debug, clap::Args)]
+#[command(
+    after_help = "Samples the user stacks of every thread of PID on each CPU (software cpu-clock \
+                  event) and keys them by the greenlet that ran, read from the greenlet runtime's \
+                  published layout (no probe in the switch). Each stack is cut at the greenlet's \
+                  own bottom frame, so a greenlet's frames never sit under its hub's. Folded \
+                  lines are NAME#ID;outermost;...;innermost COUNT (?#ID: created before the \
+                  recording). Stacks need frame pointers (README: gltop record): without them \
+                  gltop says so and still writes what it got. Stops early, writing what was \
+                  collected, on SIGINT or when the target exits. Exit status: 0 written, 1 \
+                  nothing sampled, 2 bad input."
+)]
+pub struct RecordArgs {
+    /// PID of the process to record.
+    #[arg(short = 'p', long = "pid", value_name = "PID", value_parser = parse_pid,
+          allow_negative_numbers = true)]
+    pub pid: i32,
+
+    /// How long to record, in seconds.
+    #[arg(short = 'd', long = "duration", value_name = "SECONDS",
+          value_parser = parse_duration, allow_negative_numbers = true)]
+    pub duration: f64,
+
+    /// Samples per second on each CPU.
+    #[arg(long, value_name = "N", default_value_t = 99, value_parser = parse_hz,
+          allow_negative_numbers = true)]
+    pub hz: u32,
+
+    /// Write the folded stacks to FILE.
+    #[arg(long, value_name = "FILE")]
+    pub folded: std::path::PathBuf,
+
+    /// Also write an SVG flame graph to FILE.
+    #[arg(long, value_name = "FILE")]
+    pub svg: Option<std::path::PathBuf>,
+
+    /// Keep only this greenlet's samples: its id, or its name.
+    #[arg(long, value_name = "ID|NAME")]
+    pub greenlet: Option<String>,
+}
+
 /// `--attach` values.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 pub enum Mode {
@@ -136,7 +192,8 @@ pub enum Mode {
 }
 
 impl Args {
-    /// The PID of the TUI and of --json (they watch one process).
+    /// The PID of the TUI and of --json (they watch one process; clap requires --pid
+    /// without a subcommand).
     pub fn pid(&self) -> i32 {
         self.pids[0]
     }
@@ -212,6 +269,19 @@ fn parse_seconds(s: &str) -> Result<f64, String> {
     }
 }
 
+/// The longest recording: a day.
+const MAX_RECORD_SECONDS: f64 = 86400.0;
+
+fn parse_duration(s: &str) -> Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(v) if v.is_finite() && v > 0.0 && v <= MAX_RECORD_SECONDS => Ok(v),
+        Ok(_) => Err(format!(
+            "a duration is a number of seconds above 0 and at most {MAX_RECORD_SECONDS}"
+        )),
+        Err(_) => Err("not a number of seconds".into()),
+    }
+}
+
 fn parse_count(s: &str) -> Result<u64, String> {
     match s.parse::<u64>() {
         Ok(n) if n > 0 => Ok(n),
@@ -270,6 +340,19 @@ fn one_line(err: &clap::Error) -> String {
     parts.join(" ")
 }
 
+/// clap reads a stray word as a subcommand that does not exist (`gltop -p 1 extra`): say
+/// what it is, a stray argument, as gltop did before it had subcommands.
+fn stray_not_subcommand(line: String) -> String {
+    let word = ["unrecognized subcommand '", "the subcommand '"]
+        .iter()
+        .find_map(|p| line.strip_prefix(p))
+        .and_then(|rest| rest.split_once('\'').map(|(w, _)| w.to_string()));
+    match word {
+        Some(w) if w != "record" && w != "help" => format!("unexpected argument '{w}' found"),
+        _ => line,
+    }
+}
+
 fn main() -> ExitCode {
     if let Some(code) = calibrate::child_main() {
         return code;
@@ -282,10 +365,13 @@ fn main() -> ExitCode {
                 print!("{}", e.render());
                 return ExitCode::SUCCESS;
             }
-            eprintln!("gltop: {}", one_line(&e));
+            eprintln!("gltop: {}", stray_not_subcommand(one_line(&e)));
             return ExitCode::from(2);
         }
     };
+    if let Some(Command::Record(rec)) = &args.command {
+        return record::main(rec);
+    }
     if args.sample && args.attach != Mode::Auto {
         eprintln!("gltop: --sample attaches no switch probe: --attach does not apply to it");
         return ExitCode::from(2);

@@ -13,15 +13,17 @@ use std::process::{Command, Stdio};
 
 use support::{ci, example, require, root, tool};
 
-/// The binaries with a command line: gltop, the workloads' binaries (`workloads/src/bin/`) and
-/// the runtime's `million` example (`switch_loop` takes two positional arguments and has no
-/// `--help`).
-fn binaries() -> Vec<(&'static str, PathBuf)> {
+/// The binaries with a command line, with the arguments before `--help` (a subcommand): gltop
+/// and `gltop record`, the workloads' binaries (`workloads/src/bin/`) and the runtime's
+/// `million` example (`switch_loop` takes two positional arguments and has no `--help`).
+fn binaries() -> Vec<(&'static str, PathBuf, &'static [&'static str])> {
+    let gltop = PathBuf::from(env!("CARGO_BIN_EXE_gltop"));
     vec![
-        ("gltop", PathBuf::from(env!("CARGO_BIN_EXE_gltop"))),
-        ("workload", example("workload")),
-        ("demo", example("demo")),
-        ("million", example("million")),
+        ("gltop", gltop.clone(), &[]),
+        ("gltop-record", gltop, &["record"]),
+        ("workload", example("workload"), &[]),
+        ("demo", example("demo"), &[]),
+        ("million", example("million"), &[]),
     ]
 }
 
@@ -39,20 +41,29 @@ fn plain(cmd: &mut Command) -> &mut Command {
         .stdin(Stdio::null())
 }
 
-/// `bin --help` through a pipe, with `COLUMNS=columns`.
-fn help_piped(name: &str, bin: &Path, columns: &str) -> String {
-    let out = plain(Command::new(bin).arg("--help").env("COLUMNS", columns))
-        .output()
-        .unwrap_or_else(|e| panic!("cannot run {name}: {e}"));
+/// `bin args... --help` through a pipe, with `COLUMNS=columns`.
+fn help_piped(name: &str, bin: &Path, args: &[&str], columns: &str) -> String {
+    let out = plain(
+        Command::new(bin)
+            .args(args)
+            .arg("--help")
+            .env("COLUMNS", columns),
+    )
+    .output()
+    .unwrap_or_else(|e| panic!("cannot run {name}: {e}"));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "{name} --help: {}: {err}", out.status);
     assert!(err.is_empty(), "{name} --help wrote on stderr: {err}");
     String::from_utf8(out.stdout).expect("help is UTF-8")
 }
 
-/// `bin --help` on a pseudo-terminal 40 columns wide (made by `script`).
-fn help_on_a_terminal(name: &str, bin: &Path) -> String {
-    let inner = format!("stty cols 40 rows 24; exec '{}' --help", bin.display());
+/// `bin args... --help` on a pseudo-terminal 40 columns wide (made by `script`).
+fn help_on_a_terminal(name: &str, bin: &Path, args: &[&str]) -> String {
+    let inner = format!(
+        "stty cols 40 rows 24; exec '{}' {} --help",
+        bin.display(),
+        args.join(" ")
+    );
     let out = plain(Command::new("script").args(["-q", "-e", "-c", &inner, "/dev/null"]))
         .output()
         .unwrap_or_else(|e| panic!("cannot run script: {e}"));
@@ -130,17 +141,17 @@ fn help_matches_the_snapshots_whatever_the_terminal() {
         tool("script", "--version"),
     );
     let mut failures = Vec::new();
-    for (name, bin) in binaries() {
-        let help = help_piped(name, &bin, "80");
+    for (name, bin, args) in binaries() {
+        let help = help_piped(name, &bin, args, "80");
         for columns in ["20", "300"] {
-            if help_piped(name, &bin, columns) != help {
+            if help_piped(name, &bin, args, columns) != help {
                 failures.push(format!(
                     "{name} --help changes with COLUMNS={columns}: wrap it at a fixed width"
                 ));
             }
         }
         if on_a_terminal {
-            let tty = help_on_a_terminal(name, &bin);
+            let tty = help_on_a_terminal(name, &bin, args);
             if tty != help {
                 failures.push(format!(
                     "{name} --help differs on a 40-column terminal:\n{}",
@@ -178,7 +189,7 @@ fn help_matches_the_snapshots_whatever_the_terminal() {
 /// code), and the README calls no other mode the default.
 #[test]
 fn readme_and_help_agree_on_the_default_attach_mode() {
-    let help = help_piped("gltop", Path::new(env!("CARGO_BIN_EXE_gltop")), "80");
+    let help = help_piped("gltop", Path::new(env!("CARGO_BIN_EXE_gltop")), &[], "80");
     let attach = &help[help.find("--attach <MODE>").expect("--attach in the help")..];
     let attach = &attach[..attach.find("--hit-cost-ns").unwrap_or(attach.len())];
     let modes: Vec<&str> = attach

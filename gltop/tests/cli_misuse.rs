@@ -365,6 +365,154 @@ fn gltop_flags() {
     check_all("gltop", &gltop_bin(), &[], &rows);
 }
 
+/// `gltop record`: flags (no BPF needed: they are checked first), and the file it cannot
+/// write, found before recording.
+#[test]
+fn gltop_record_flags() {
+    const DURATION: &str = "a duration is a number of seconds above 0 and at most 86400";
+    const HZ: &str = "a sampling frequency is an integer in 1..=10000";
+    let dir = std::env::temp_dir().join(format!("gltop-record-misuse-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let folded = dir.join("out.folded");
+    let folded = folded.to_str().unwrap();
+    let base = ["record", "-p", "{pid}", "--folded", folded];
+    let mut rows = misuses(
+        &[],
+        &[
+            (
+                "record without arguments",
+                &["record"],
+                "required arguments were not provided: --pid <PID> --duration <SECONDS> --folded <FILE>",
+            ),
+            (
+                "record without --folded",
+                &["record", "-p", "{pid}", "-d", "1"],
+                "required arguments were not provided: --folded <FILE>",
+            ),
+            (
+                "a misspelt subcommand",
+                &["recrod"],
+                "unexpected argument 'recrod' found",
+            ),
+            (
+                "record after the live view's flags",
+                &["-p", "{pid}", "record"],
+                "the subcommand 'record' cannot be used with '--pid <PID>'",
+            ),
+        ],
+    );
+    rows.extend(misuses(
+        &base,
+        &[
+            ("zero duration", &["-d", "0"], DURATION),
+            ("negative duration", &["-d", "-1"], DURATION),
+            ("NaN duration", &["-d", "nan"], DURATION),
+            ("duration beyond a day", &["-d", "86401"], DURATION),
+            (
+                "non-numeric duration",
+                &["-d", "soon"],
+                "not a number of seconds",
+            ),
+            ("zero rate", &["-d", "1", "--hz", "0"], HZ),
+            ("rate above the maximum", &["-d", "1", "--hz", "10001"], HZ),
+            ("non-numeric rate", &["-d", "1", "--hz", "fast"], HZ),
+            (
+                "a live-view flag",
+                &["-d", "1", "--json"],
+                "unexpected argument '--json' found",
+            ),
+            (
+                "duration given twice",
+                &["-d", "1", "-d", "2"],
+                "'--duration <SECONDS>' cannot be used multiple times",
+            ),
+            (
+                "greenlet without its value",
+                &["-d", "1", "--greenlet"],
+                "a value is required for '--greenlet <ID|NAME>'",
+            ),
+        ],
+    ));
+    rows.extend(misuses(
+        &[],
+        &[
+            (
+                "folded stacks in a missing directory",
+                &[
+                    "record",
+                    "-p",
+                    "{pid}",
+                    "-d",
+                    "1",
+                    "--folded",
+                    "/nonexistent-gltop-dir/out.folded",
+                ],
+                "cannot write the folded stacks to /nonexistent-gltop-dir/out.folded",
+            ),
+            (
+                "flame graph in a missing directory",
+                &[
+                    "record",
+                    "-p",
+                    "{pid}",
+                    "-d",
+                    "1",
+                    "--folded",
+                    folded,
+                    "--svg",
+                    "/nonexistent-gltop-dir/out.svg",
+                ],
+                "cannot write the flame graph to /nonexistent-gltop-dir/out.svg",
+            ),
+        ],
+    ));
+    check_all("gltop", &gltop_bin(), &[], &rows);
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+/// `gltop record` on processes it cannot record: gone, or without the runtime's published
+/// sample layout.
+#[test]
+fn gltop_record_targets_it_cannot_sample() {
+    let dir = std::env::temp_dir().join(format!("gltop-record-targets-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let folded = dir.join("out.folded").to_str().unwrap().to_string();
+    let record = |case: &str, pid: i32, expect: &str| Misuse {
+        case: case.to_string(),
+        args: [
+            "record",
+            "-p",
+            &pid.to_string(),
+            "-d",
+            "1",
+            "--folded",
+            &folded,
+        ]
+        .map(String::from)
+        .to_vec(),
+        expect: expect.to_string(),
+    };
+    let mut gone = Command::new("true").spawn().unwrap();
+    let reaped = gone.id() as i32;
+    gone.wait().unwrap();
+    let mut rows = vec![record(
+        "a reaped child's PID",
+        reaped,
+        &format!("no such process: {reaped}"),
+    )];
+    // The privilege check comes before the layout is looked for.
+    let sleeper = Proc::spawn(Command::new("sleep").arg("60"));
+    if bpf_or_skip("gltop_record_targets_it_cannot_sample (no layout)") {
+        rows.push(record(
+            "a process without the sample layout",
+            sleeper.pid(),
+            "publishes no sample layout (no .greenlet_sample section)",
+        ));
+    }
+    check_all("gltop", &gltop_bin(), &[], &rows);
+    std::fs::remove_dir_all(&dir).ok();
+}
+
 /// `gltop -p PID --json`: a misuse found when attaching.
 fn attach(case: &str, pid: i32, expect: &str) -> Misuse {
     Misuse {
@@ -721,6 +869,11 @@ fn demo_flags() {
                 "non-numeric seconds",
                 &["--seconds", "soon"],
                 "not a number of seconds",
+            ),
+            (
+                "start file without its value",
+                &["--wait-for-file"],
+                "a value is required for '--wait-for-file <PATH>'",
             ),
         ],
     ));

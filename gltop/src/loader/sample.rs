@@ -21,7 +21,7 @@ use super::elf;
 use super::layout::{self, LayoutError, SampleLayout};
 use super::process::{self, Process};
 use super::skel::sample::{types, SampleSkel, SampleSkelBuilder};
-use super::symbolize::Frames;
+use super::symbolize::Symbolizer;
 use super::{Capacities, Error};
 
 // SAFETY: generated from bpf/sampled.h as #[repr(C)] structs of integers and integer arrays
@@ -264,7 +264,7 @@ pub struct Sampler {
     layout: Option<SampleLayout>,
     new_sites: usize,
     cpus: usize,
-    frames: Frames,
+    frames: Option<Symbolizer>,
     /// Where the published layout is in the target's memory, while it is not known yet.
     layout_at: Option<(std::fs::File, u64)>,
     /// Symbolized stacks by (stack id, word at the stack pointer).
@@ -533,7 +533,7 @@ impl Sampler {
             ring,
             ended,
             skel,
-            frames: Frames::new(pid),
+            frames: Symbolizer::for_process(pid).ok(),
             process,
             opts: *opts,
             layout: None,
@@ -637,10 +637,14 @@ impl Sampler {
                     .collect()
             })
             .unwrap_or_default();
-        if addrs.len() >= 2 && sp_word != addrs[1] && self.frames.is_code(sp_word) {
+        let Some(symbolizer) = self.frames.as_mut() else {
+            let frames = addrs.iter().map(|a| format!("{a:#x}")).collect();
+            return (addrs, frames);
+        };
+        if addrs.len() >= 2 && sp_word != addrs[1] && symbolizer.is_mapped(sp_word) {
             addrs.insert(1, sp_word);
         }
-        let frames = self.frames.names(&addrs);
+        let frames = symbolizer.frame_names(&addrs);
         self.symbols.insert(key, (addrs.clone(), frames.clone()));
         (addrs, frames)
     }
@@ -667,7 +671,9 @@ impl Sampler {
         // A layout that cannot be read yet leaves `layout_known` false in this snapshot; the
         // next one tries again (the process may be between exec and its runtime's start).
         let _ = self.poll_layout();
-        self.frames.remember_maps();
+        if let Some(symbolizer) = self.frames.as_mut() {
+            symbolizer.refresh();
+        }
         let _ = self.ring.consume();
         let ended_raw: Vec<types::gs_episode> = std::mem::take(&mut *self.ended.borrow_mut());
         let per_cpu: Vec<types::gs_totals> = self

@@ -74,6 +74,10 @@ struct Args {
     /// greenlet from its creation, names included.
     #[arg(long)]
     wait_for_tracer: bool,
+    /// Start serving only once PATH exists (after --wait-for-tracer): for a tracer that
+    /// enables only some probes, such as `gltop record`, to see every greenlet created.
+    #[arg(long, value_name = "PATH")]
+    wait_for_file: Option<std::path::PathBuf>,
 }
 
 /// `--seconds`: a finite number from 0 to a billion.
@@ -147,7 +151,9 @@ impl Rng {
     }
 }
 
-/// Computes for `d` without switching.
+/// Computes for `d` without switching. Never inlined, so that it shows in sampled stacks
+/// (`gltop record`) as the hog's hot function.
+#[inline(never)]
 fn spin(d: Duration) {
     let start = Instant::now();
     let mut x = 0u64;
@@ -321,6 +327,11 @@ fn main() {
             std::process::id()
         );
         wait_for_tracer();
+    }
+    if let Some(path) = &args.wait_for_file {
+        while !path.exists() {
+            std::thread::sleep(Duration::from_millis(20));
+        }
     }
     let until =
         (args.seconds > 0.0).then(|| Instant::now() + Duration::from_secs_f64(args.seconds));
