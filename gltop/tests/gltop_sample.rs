@@ -351,3 +351,60 @@ fn a_killed_sampling_gltop_leaves_nothing_in_the_kernel() {
     assert_eq!(gltop_objects(pid), Default::default());
     blocker.kill();
 }
+
+/// More (thread, greenlet) pairs than `--max-greenlets`: the kernel's LRU maps evict, and the
+/// evicted records are counted in `dropped`, not lost in silence; with room for them, the
+/// same process shows nothing dropped.
+#[test]
+fn records_a_full_map_evicted_are_counted_as_dropped() {
+    if !bpf_or_skip("records_a_full_map_evicted_are_counted_as_dropped") {
+        return;
+    }
+    let _serial = serial();
+    // The demo creates a few hundred named greenlets a second (connections) on two threads.
+    let mut demo = Proc::spawn(
+        Command::new(example("demo"))
+            .args(["--threads", "2", "--seconds", "30"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null()),
+    );
+    let runs: Vec<(&str, Proc)> = [("small", "32"), ("default", "16384")]
+        .into_iter()
+        .map(|(tag, cap)| {
+            let args = [
+                "--sample",
+                "--max-greenlets",
+                cap,
+                "-d",
+                "1",
+                "--iterations",
+                "4",
+            ];
+            (tag, gltop_json(demo.pid(), &args))
+        })
+        .collect();
+    let mut last = BTreeMap::new();
+    for (tag, mut g) in runs {
+        let st = g.wait("gltop", Duration::from_secs(120));
+        assert!(st.success(), "{tag}: {}", g.stderr_text());
+        let lines = json_lines(&g.stdout_text());
+        assert_eq!(lines.len(), 4, "{tag}: four lines");
+        last.insert(tag, lines[3].clone());
+    }
+    demo.kill();
+    let created = last["default"]["totals"]["greenlets_created"]
+        .as_u64()
+        .unwrap();
+    assert!(created > 100, "the demo created {created} greenlets");
+    assert_eq!(
+        last["default"]["totals"]["dropped"], 0,
+        "{}",
+        last["default"]
+    );
+    let small = &last["small"];
+    let dropped = small["totals"]["dropped"].as_u64().unwrap();
+    assert!(dropped > 0, "a 32-entry map evicted nothing: {small}");
+    // What is shown stays within the maps' bounds: counts and names, 32 each.
+    let shown = small["greenlets"].as_array().unwrap().len();
+    assert!(shown <= 64, "{shown} greenlets shown from 32-entry maps");
+}

@@ -209,12 +209,20 @@ pub struct SampleTotals {
     pub episode_drops: u64,
     /// See `stats_failures`.
     pub stack_failures: u64,
+    /// Per-greenlet records (counts or names) the kernel's LRU maps evicted to make room:
+    /// more (thread, greenlet) pairs met than `--max-greenlets`. Counted by user space, as
+    /// records seen in one snapshot and gone from the next (nothing else removes them).
+    pub evicted: u64,
 }
 
 impl SampleTotals {
-    /// Events lost (full maps, full ring buffer).
+    /// Events and records lost (full maps, full ring buffer, LRU evictions).
     pub fn dropped(&self) -> u64 {
-        self.stats_failures + self.thread_failures + self.name_failures + self.episode_drops
+        self.stats_failures
+            + self.thread_failures
+            + self.name_failures
+            + self.episode_drops
+            + self.evicted
     }
 
     fn from_raw(per_cpu: &[types::gs_totals]) -> SampleTotals {
@@ -271,6 +279,10 @@ pub struct Sampler {
     symbols: HashMap<(i64, u64), (Vec<u64>, Vec<String>)>,
     /// Stack ids left unreferenced by the previous snapshot.
     unreferenced: HashSet<u32>,
+    /// The per-greenlet records of the previous snapshot: (tid, id) of counts, id of names.
+    records: (HashSet<(u32, u64)>, HashSet<u64>),
+    /// Records evicted since attach (see [`SampleTotals::evicted`]).
+    evicted: u64,
 }
 
 impl std::fmt::Debug for Sampler {
@@ -542,6 +554,8 @@ impl Sampler {
             layout_at: None,
             symbols: HashMap::new(),
             unreferenced: HashSet::new(),
+            records: (HashSet::new(), HashSet::new()),
+            evicted: 0,
         };
         match layout {
             Some(l) => sampler.watch(l)?,
@@ -698,6 +712,17 @@ impl Sampler {
         let raw_threads = read_all(&maps.threads, u32_key, types::gs_thread::read)?;
 
         let pid = self.process.pid;
+        let records = (
+            stats
+                .iter()
+                .filter(|(k, _)| k.tgid == pid as u32)
+                .map(|(k, _)| (k.tid, k.id))
+                .collect(),
+            names.keys().copied().collect(),
+        );
+        self.evicted +=
+            vanished(&self.records.0, &records.0) + vanished(&self.records.1, &records.1);
+        self.records = records;
         let live: BTreeSet<u32> = std::fs::read_dir(format!("/proc/{pid}/task"))
             .map(|d| {
                 d.filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
@@ -815,13 +840,22 @@ impl Sampler {
         greenlets.sort_by_key(|g| (g.tid, g.id));
         Ok(SampleSnapshot {
             at_ns,
-            totals: SampleTotals::from_raw(&per_cpu),
+            totals: SampleTotals {
+                evicted: self.evicted,
+                ..SampleTotals::from_raw(&per_cpu)
+            },
             greenlets,
             threads,
             episodes,
             layout_known: self.layout.is_some(),
         })
     }
+}
+
+/// How many of the records `before` are not in `now`: in an LRU map nobody deletes from,
+/// those the kernel evicted in between.
+fn vanished<K: std::hash::Hash + Eq>(before: &HashSet<K>, now: &HashSet<K>) -> u64 {
+    before.iter().filter(|k| !now.contains(k)).count() as u64
 }
 
 /// An episode as the kernel left it (from the ring buffer, or built from a thread's entry).
@@ -959,6 +993,21 @@ pub fn thread_switch_rates(prev: &SampleSnapshot, cur: &SampleSnapshot) -> BTree
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn records_gone_from_one_snapshot_to_the_next_count_as_evicted() {
+        let before: HashSet<(u32, u64)> = [(1, 1), (1, 2), (2, 7)].into();
+        let now: HashSet<(u32, u64)> = [(1, 2), (2, 7), (2, 9)].into();
+        assert_eq!(vanished(&before, &now), 1);
+        assert_eq!(vanished(&now, &now), 0);
+        assert_eq!(vanished(&HashSet::<u64>::new(), &[3].into()), 0);
+        let t = SampleTotals {
+            evicted: 4,
+            episode_drops: 1,
+            ..SampleTotals::default()
+        };
+        assert_eq!(t.dropped(), 5);
+    }
 
     fn thread() -> types::gs_thread {
         types::gs_thread {
