@@ -2,7 +2,7 @@
 
 use std::collections::{BTreeSet, VecDeque};
 
-use gltop::loader::rates::{GreenletRates, Interval};
+use gltop::loader::rates::{DetectorCost, GreenletRates, Interval};
 use gltop::loader::sample::{Episode, EpisodeLog, SampleSnapshot, SampledGreenlet, Sampler};
 use gltop::loader::{
     AttachMode, Capacities, EdgeStats, GreenletKey, GreenletStats, Process, Session, Snapshot,
@@ -469,6 +469,8 @@ pub struct App {
     pub blocking_detected: bool,
     /// Selected row of the blocking view.
     pub episode_selected: usize,
+    /// Exact mode's blocking detector, for the cost line (None: it does not run).
+    pub detector: Option<DetectorCost>,
 }
 
 /// Ended blocking episodes the live view keeps.
@@ -651,6 +653,7 @@ impl App {
             episodes: EpisodeLog::new(MAX_EPISODES),
             blocking_detected: false,
             episode_selected: 0,
+            detector: None,
         };
         app.count_threads();
         app.rebuild();
@@ -698,7 +701,15 @@ impl App {
         self.rebuild();
     }
 
-    /// Takes the blocking episodes of the exact mode's detector (its latest snapshot).
+    /// Takes a read of exact mode's blocking detector: its episodes and its sample count.
+    pub fn update_detector(&mut self, read: &SampleSnapshot) {
+        if let Some(d) = self.detector.as_mut() {
+            d.read(read.totals.samples, read.at_ns);
+        }
+        self.update_blocking(&read.episodes);
+    }
+
+    /// Takes blocking episodes (the detector's latest read, in either mode).
     pub fn update_blocking(&mut self, episodes: &[Episode]) {
         self.blocking_detected = true;
         self.episodes.absorb(episodes);

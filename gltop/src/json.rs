@@ -179,7 +179,14 @@ struct Rates {
 struct Cost {
     /// Nanoseconds one probe hit costs the target (measured at start-up or given).
     per_hit_ns: Option<f64>,
-    /// probe_hits_per_s × per_hit_ns, as a share of one CPU.
+    /// The blocking detector's cpu-clock samples of the target per second (null when it
+    /// does not run, and on the first line).
+    detector_samples_per_s: Option<f64>,
+    /// Nanoseconds one of its samples costs the target (null: not measured, as when
+    /// `--hit-cost-ns` is given, or no detector).
+    per_sample_ns: Option<f64>,
+    /// probe_hits_per_s × per_hit_ns, plus detector_samples_per_s × per_sample_ns where both
+    /// are known, as a share of one CPU.
     cpu_share: Option<f64>,
 }
 
@@ -266,10 +273,12 @@ pub fn interval_line(
     session: &Session,
     prev: &Snapshot,
     cur: &Snapshot,
-    per_hit_ns: Option<f64>,
+    costs: &crate::run::Costs,
     blocking: Option<Vec<Blocking>>,
 ) -> String {
     let iv = Interval { prev, cur };
+    let per_hit_ns = costs.per_hit_ns;
+    let detector = costs.detector.as_ref();
     let t = &cur.totals;
     let o = &t.dead_by_outcome;
     let hits_per_s = iv.hits_per_s();
@@ -316,7 +325,11 @@ pub fn interval_line(
         },
         cost: Cost {
             per_hit_ns,
-            cpu_share: per_hit_ns.map(|c| tracing_cost(hits_per_s, c)),
+            detector_samples_per_s: detector.and_then(|d| d.samples_per_s),
+            per_sample_ns: detector.and_then(|d| d.per_sample_ns),
+            cpu_share: per_hit_ns.map(|c| {
+                tracing_cost(hits_per_s, c) + detector.and_then(|d| d.cpu_share()).unwrap_or(0.0)
+            }),
         },
         greenlets: cur
             .greenlets

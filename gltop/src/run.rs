@@ -4,6 +4,7 @@
 use std::io::{self, Write};
 use std::time::{Duration, Instant};
 
+use gltop::loader::rates::DetectorCost;
 use gltop::loader::sample::{SampleSnapshot, Sampler};
 use gltop::loader::{self, EdgeStats, GreenletStats, Process, Session, Snapshot};
 use nix::sys::signal::{SigSet, Signal};
@@ -113,6 +114,14 @@ pub fn run(args: &Args) -> Result<End, Failure> {
         Some(ns) => Some(ns),
         None => calibrate::per_hit_ns(session.mode()),
     };
+    // The detector's samples cost the target too: measured like the sampled mode's, unless
+    // the per-hit cost is given (then the cost line names them as not measured).
+    let detector = sampler.as_ref().map(|_| {
+        DetectorCost::new(match args.hit_cost_ns {
+            Some(_) => None,
+            None => calibrate::per_sample_ns(),
+        })
+    });
     let first = session.snapshot()?;
     let first_read_ns = monotonic_ns();
     if args.json {
@@ -131,7 +140,10 @@ pub fn run(args: &Args) -> Result<End, Failure> {
             &mut session,
             &mut sampler,
             first,
-            per_hit_ns,
+            Costs {
+                per_hit_ns,
+                detector,
+            },
             &mut signals,
         )
     } else {
@@ -145,6 +157,7 @@ pub fn run(args: &Args) -> Result<End, Failure> {
             first_read_ns,
             args.max_dead,
         );
+        app.detector = detector;
         let process = session.process().clone();
         let sampler = std::cell::RefCell::new(sampler);
         run_tui(
@@ -154,10 +167,10 @@ pub fn run(args: &Args) -> Result<End, Failure> {
             &mut signals,
             |app| {
                 let snap = session.snapshot()?;
-                let episodes = detector_episodes(&mut sampler.borrow_mut());
+                let read = detector_read(&mut sampler.borrow_mut());
                 app.update(snap, monotonic_ns());
-                if let Some(e) = episodes {
-                    app.update_blocking(&e);
+                if let Some(r) = read {
+                    app.update_detector(&r);
                 }
                 Ok(())
             },
@@ -176,7 +189,7 @@ fn run_json(
     session: &mut Session,
     sampler: &mut Option<Sampler>,
     mut prev: Snapshot,
-    per_hit_ns: Option<f64>,
+    mut costs: Costs,
     signals: &mut Signals,
 ) -> Result<End, Failure> {
     let interval = Duration::from_secs_f64(args.delay);
@@ -198,18 +211,21 @@ fn run_json(
             snap.edges.extend(edges);
             snap.edges.sort_by_key(|e| (e.origin, e.target));
         }
-        let blocking = match detector_episodes(sampler) {
-            Some(episodes) => {
+        let blocking = match detector_read(sampler) {
+            Some(read) => {
+                if let Some(d) = costs.detector.as_mut() {
+                    d.read(read.totals.samples, read.at_ns);
+                }
                 let pid = session.process().pid;
                 let names = |id: u64| {
                     snap.greenlet(loader::GreenletKey { pid, id })
                         .map(|g| g.display_name().to_string())
                 };
-                Some(json::blocking(&episodes, names))
+                Some(json::blocking(&read.episodes, names))
             }
             None => None,
         };
-        let line = json::interval_line(session, &prev, &snap, per_hit_ns, blocking);
+        let line = json::interval_line(session, &prev, &snap, &costs, blocking);
         if let Err(e) = writeln!(out, "{line}").and_then(|()| out.flush()) {
             // A closed pipe (`gltop --json | head -1`) is a normal way to stop.
             return match e.kind() {
@@ -231,11 +247,19 @@ fn run_json(
     }
 }
 
-/// The episodes of the exact mode's blocking detector, if it runs; a failure to read it (the
+/// What exact mode costs the target: probe hits, and the blocking detector's samples.
+pub(crate) struct Costs {
+    /// Cost of one probe hit, if known.
+    pub(crate) per_hit_ns: Option<f64>,
+    /// The detector, when it runs.
+    pub(crate) detector: Option<DetectorCost>,
+}
+
+/// A read of the exact mode's blocking detector, if it runs; a failure to read it (the
 /// target exec'd another program, or is gone) stops it, with one line, and never the probes.
-fn detector_episodes(sampler: &mut Option<Sampler>) -> Option<Vec<loader::sample::Episode>> {
+fn detector_read(sampler: &mut Option<Sampler>) -> Option<SampleSnapshot> {
     match sampler.as_mut()?.snapshot() {
-        Ok(s) => Some(s.episodes),
+        Ok(s) => Some(s),
         Err(e) => {
             eprintln!("gltop: blocking detection stopped: {e}");
             *sampler = None;

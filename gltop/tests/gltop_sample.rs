@@ -125,6 +125,17 @@ fn a_300_ms_spin_is_one_on_cpu_episode_with_its_stack_in_both_modes() {
         let ms = e["duration_ns"].as_f64().unwrap() / 1e6;
         assert!((270.0..=330.0).contains(&ms), "{mode}: {ms} ms");
         assert!(stack_has(e, "spin_without_switching"), "{mode}: {e}");
+        if mode == "exact" {
+            // The cost names the detector's samples (its cost is not measured when the
+            // per-hit cost is given) and counts only what is measured.
+            let cost = &lines[1]["cost"];
+            let samples = cost["detector_samples_per_s"].as_f64().unwrap();
+            assert!(samples > 0.0, "{cost}");
+            assert_eq!(cost["per_sample_ns"], Value::Null, "{cost}");
+            let hits = lines[1]["rates"]["probe_hits_per_s"].as_f64().unwrap();
+            let share = cost["cpu_share"].as_f64().unwrap();
+            assert!((share - hits * 500e-9).abs() < 1e-9, "{cost}");
+        }
     }
 }
 

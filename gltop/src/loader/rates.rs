@@ -40,6 +40,43 @@ pub fn per_hit_ns(detached_ns: u64, attached_ns: u64, n: u64) -> Option<f64> {
     Some((attached_ns - detached_ns) as f64 / n as f64)
 }
 
+/// The blocking detector that runs beside exact mode's probes, as the cost line counts it:
+/// its cpu-clock samples of the target per second, times what one costs.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct DetectorCost {
+    /// Nanoseconds one sample costs the target, if measured.
+    pub per_sample_ns: Option<f64>,
+    /// Samples of the target per second over the last interval (two reads needed).
+    pub samples_per_s: Option<f64>,
+    /// The last read: (samples since attach, CLOCK_MONOTONIC ns).
+    last: Option<(u64, u64)>,
+}
+
+impl DetectorCost {
+    /// A detector whose samples cost `per_sample_ns` each (None: not measured).
+    pub fn new(per_sample_ns: Option<f64>) -> DetectorCost {
+        DetectorCost {
+            per_sample_ns,
+            ..DetectorCost::default()
+        }
+    }
+
+    /// Takes a read of the detector's sample count (since attach) made at `at_ns`.
+    pub fn read(&mut self, samples: u64, at_ns: u64) {
+        if let Some((s0, t0)) = self.last {
+            if at_ns > t0 {
+                self.samples_per_s = Some(per_second(s0, samples, at_ns - t0));
+            }
+        }
+        self.last = Some((samples, at_ns));
+    }
+
+    /// Its share of one CPU, once both the rate and the per-sample cost are known.
+    pub fn cpu_share(&self) -> Option<f64> {
+        Some(tracing_cost(self.samples_per_s?, self.per_sample_ns?))
+    }
+}
+
 /// Rates of one greenlet over an interval.
 #[derive(Clone, Copy, Debug, Default, PartialEq)]
 pub struct GreenletRates {
@@ -163,6 +200,26 @@ pub fn nonempty_span(hist: &[u64]) -> Option<std::ops::RangeInclusive<usize>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_detectors_cost_is_its_sample_rate_times_one_samples_cost() {
+        let mut d = DetectorCost::new(Some(20_000.0));
+        assert_eq!(d.cpu_share(), None, "no rate before two reads");
+        d.read(1_000, 5_000_000_000);
+        assert_eq!(d.samples_per_s, None);
+        d.read(1_099, 6_000_000_000);
+        assert_eq!(d.samples_per_s, Some(99.0));
+        let share = d.cpu_share().unwrap();
+        assert!((share - 99.0 * 20e-6).abs() < 1e-12, "{share}");
+        // A read at the same instant keeps the last rate.
+        d.read(1_099, 6_000_000_000);
+        assert_eq!(d.samples_per_s, Some(99.0));
+        let mut unmeasured = DetectorCost::new(None);
+        unmeasured.read(0, 0);
+        unmeasured.read(50, 500_000_000);
+        assert_eq!(unmeasured.samples_per_s, Some(100.0));
+        assert_eq!(unmeasured.cpu_share(), None);
+    }
     use crate::loader::model::{State, Totals};
 
     fn greenlet(id: u64) -> GreenletStats {

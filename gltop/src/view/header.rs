@@ -1,6 +1,6 @@
 //! The header: which process, how it is doing, and what watching it costs.
 
-use gltop::loader::rates::tracing_cost;
+use gltop::loader::rates::{tracing_cost, DetectorCost};
 use ratatui::layout::Rect;
 use ratatui::style::{Color, Modifier, Style};
 use ratatui::text::{Line, Span};
@@ -156,6 +156,41 @@ fn sampled_lines(app: &App, width: u16) -> Vec<Line<'static>> {
     pack(vec![first, second, third, fourth], width as usize)
 }
 
+/// Exact mode's cost line: probe hits per second × the cost of one, plus the blocking
+/// detector's samples × the cost of one when it runs; a part whose cost is not measured is
+/// named as such and left out of the total, never counted as free.
+fn exact_cost(
+    hits: Option<f64>,
+    per_hit_ns: Option<f64>,
+    detector: Option<&DetectorCost>,
+) -> String {
+    let probes = match (hits, per_hit_ns) {
+        (Some(h), Some(c)) => Some((format!("{} hits/s × {c:.0}ns", rate(h)), tracing_cost(h, c))),
+        _ => None,
+    };
+    let samples = detector.and_then(|d| {
+        let s = d.samples_per_s?;
+        Some(match d.per_sample_ns {
+            Some(c) => (
+                format!("{} samples/s × {:.1}µs", rate(s), c / 1000.0),
+                Some(tracing_cost(s, c)),
+            ),
+            None => (format!("{} samples/s (cost not measured)", rate(s)), None),
+        })
+    });
+    match (probes, samples) {
+        (Some((p, ps)), Some((s, Some(ss)))) => {
+            format!("{p} + {s} = {} of a CPU", percent(ps + ss))
+        }
+        (Some((p, ps)), Some((s, None))) => format!("{p} = {} of a CPU + {s}", percent(ps)),
+        (Some((p, ps)), None) => format!("{p} = {} of a CPU", percent(ps)),
+        (None, _) => match per_hit_ns {
+            Some(c) => format!("{c:.0}ns per probe hit"),
+            None => "per-hit cost unknown".into(),
+        },
+    }
+}
+
 /// The header's lines for a screen `width` columns wide.
 pub fn lines(app: &App, width: u16) -> Vec<Line<'static>> {
     if app.is_sampled() {
@@ -248,15 +283,7 @@ pub fn lines(app: &App, width: u16) -> Vec<Line<'static>> {
     ];
 
     let hits = iv.map(|iv| iv.hits_per_s());
-    let cost = match (hits, app.per_hit_ns) {
-        (Some(h), Some(c)) => format!(
-            "{} hits/s × {c:.0}ns = {} of a CPU",
-            rate(h),
-            percent(tracing_cost(h, c))
-        ),
-        (None, Some(c)) => format!("{c:.0}ns per probe hit"),
-        (_, None) => "per-hit cost unknown".into(),
-    };
+    let cost = exact_cost(hits, app.per_hit_ns, app.detector.as_ref());
     let dropped = t.dropped();
     let drop_style = if dropped > 0 {
         Style::default().fg(Color::Red).add_modifier(Modifier::BOLD)
@@ -316,5 +343,42 @@ mod tests {
             ["aaaa bbbb", "  cc", "  dddddd", "e"],
             "a group wider than the line is kept whole"
         );
+    }
+
+    #[test]
+    fn exact_mode_cost_adds_the_detectors_samples_or_names_them_unmeasured() {
+        let mut d = DetectorCost::new(Some(20_000.0));
+        d.read(0, 0);
+        d.read(100, 1_000_000_000);
+        assert_eq!(
+            exact_cost(Some(10_000.0), Some(900.0), Some(&d)),
+            format!(
+                "10.0k hits/s × 900ns + 100 samples/s × 20.0µs = {} of a CPU",
+                percent(0.009 + 0.002)
+            )
+        );
+        let mut u = DetectorCost::new(None);
+        u.read(0, 0);
+        u.read(100, 1_000_000_000);
+        let line = exact_cost(Some(10_000.0), Some(900.0), Some(&u));
+        assert_eq!(
+            line,
+            format!(
+                "10.0k hits/s × 900ns = {} of a CPU + 100 samples/s (cost not measured)",
+                percent(0.009)
+            )
+        );
+        // Before two reads of the detector, and with none: the probes alone.
+        let probes_only = format!("10.0k hits/s × 900ns = {} of a CPU", percent(0.009));
+        assert_eq!(
+            exact_cost(
+                Some(10_000.0),
+                Some(900.0),
+                Some(&DetectorCost::new(Some(1.0)))
+            ),
+            probes_only
+        );
+        assert_eq!(exact_cost(Some(10_000.0), Some(900.0), None), probes_only);
+        assert_eq!(exact_cost(None, None, Some(&d)), "per-hit cost unknown");
     }
 }
