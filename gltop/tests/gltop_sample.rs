@@ -57,6 +57,8 @@ fn run_bin(bin: PathBuf, scenario: &[&str], gltop_args: &[&str]) -> (Value, Vec<
     let gst = g.wait("gltop", Duration::from_secs(60));
     let err = g.stderr_text();
     assert!(gst.success() && err.contains("exited"), "gltop: {err}");
+    // Shown with a failing test's output: what gltop said (attach, detector, exit).
+    eprintln!("gltop {}: {err}", gltop_args.join(" "));
     let report: Value =
         serde_json::from_str(blocker.stdout_text().trim()).expect("blocker's JSON report");
     (report, json_lines(&g.stdout_text()))
@@ -248,7 +250,10 @@ fn sampled_mode_splits_70_30_and_nulls_what_it_cannot_count() {
     let share = |name: &str| samples_of(name) as f64 * 100.0 / total as f64;
     let (seventy, thirty) = (share("seventy"), share("thirty"));
     eprintln!("split: seventy {seventy:.1}%, thirty {thirty:.1}% of {total} samples");
-    assert!(total > 2000, "{total} samples in 5 s at 999 Hz");
+    // Enough samples for the ±3-point band to mean something (two standard deviations of a
+    // 70% share are under 3 points from 1,000 samples on). Fewer than 5 × 999: the thread
+    // is sampled only while it runs, and a loaded machine runs it less.
+    assert!(total > 1000, "{total} samples in 5 s at 999 Hz");
     assert!((67.0..=73.0).contains(&seventy), "seventy {seventy:.1}%");
     assert!((27.0..=33.0).contains(&thirty), "thirty {thirty:.1}%");
     for g in &on_thread {
