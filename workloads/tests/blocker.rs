@@ -63,6 +63,7 @@ fn sleep_reports_its_greenlet_thread_and_duration() {
         let measured = e["measured_ns"].as_u64().unwrap();
         assert!(measured >= 120_000_000, "slept {measured} ns");
         assert!(e["cpu_ns"].as_u64().unwrap() < measured / 2);
+        assert!(e["turn_ns"].as_u64().unwrap() >= measured, "{e}");
     }
     assert_ne!(greenlets[0]["id"], greenlets[1]["id"]);
     // Each repetition: main -> sleeper, 100 round trips, the result back.

@@ -16,10 +16,14 @@
 //!  "greenlets":[{"id":2,"name":"spinner","idle":false}],
 //!  "episodes":[{"greenlet":2,"name":"spinner","function":"spin_without_switching",
 //!               "syscall":null,"cpu":"on","requested_ms":300,"measured_ns":300000123,
-//!               "cpu_ns":299871234}],
+//!               "cpu_ns":299871234,"turn_ns":300012345}],
 //!  "work":[],"switches":202,"elapsed_ns":300456789,"switches_per_s":672.3}
 //! ```
 //!
+//! `measured_ns` is the blocking call's wall time, timed around it inside the greenlet;
+//! `turn_ns` is main's wall time around its switch into the greenlet, so the greenlet's
+//! whole turn (the call, and the few instructions and any preemption either side of it)
+//! lies inside it: a tracer's episode is at most `turn_ns` long.
 //! `episodes` has one entry per repetition (`--repeat`), for every scenario but `split`, whose
 //! `work` lists each greenlet's turns and CPU work (`busy_ns`, timed from inside; `share` is
 //! its part of the two greenlets' work). `switches` counts every transfer the scenario made.
@@ -165,6 +169,7 @@ fn to_json(reports: &[Report]) -> Value {
                 "requested_ms": e.requested.as_millis() as u64,
                 "measured_ns": ns(e.measured),
                 "cpu_ns": ns(e.cpu),
+                "turn_ns": ns(e.outer),
             })
         })
         .collect();
