@@ -477,7 +477,7 @@ fn offsets(file: &object::File<'_>) -> Result<Offsets, DwarfError> {
     };
     if info
         .compressed_file_range()
-        .map_or(false, |r| r.format != object::CompressionFormat::None)
+        .is_ok_and(|r| r.format != object::CompressionFormat::None)
     {
         return Err(DwarfError::Bad(
             "compressed DWARF sections are not supported".into(),
@@ -502,7 +502,21 @@ fn offsets(file: &object::File<'_>) -> Result<Offsets, DwarfError> {
     }
     let types = types;
 
-    let (self_, _) = types.member("greenlet::Greenlet", "_self")?;
+    // `_self` is in the base class since 3.1; before, each subclass has its own, and the
+    // handlers read it from either (a transfer's target may be a main greenlet).
+    let self_ = match types.member("greenlet::Greenlet", "_self") {
+        Ok((off, _)) => off,
+        Err(_) => {
+            let (user, _) = types.member("greenlet::UserGreenlet", "_self")?;
+            let (main, _) = types.member("greenlet::MainGreenlet", "_self")?;
+            if user != main {
+                return Err(DwarfError::Missing(format!(
+                    "one offset of _self (UserGreenlet has it at {user}, MainGreenlet at {main})"
+                )));
+            }
+            user
+        }
+    };
     let (switch_args, _) = types.member("greenlet::Greenlet", "switch_args")?;
     let (python_state, _) = types.member("greenlet::Greenlet", "python_state")?;
     let (args, _) = types.member("greenlet::SwitchingArgs", "_args")?;

@@ -25,6 +25,18 @@ class Worker(greenlet.greenlet):
     """A user subclass: gltop names greenlets by their Python type."""
 
 
+# How each round's greenlets end, as gltop names it: a GreenletExit that run does not catch
+# is a return (greenlet turns it into the return value); anything else raised is an error.
+ROUND_OUTCOMES = {"returned": 7, "error": 3}
+
+
+def tp_name(obj):
+    """The C type's tp_name: the bare name for a class defined in Python (a heap type),
+    module.name for a static type."""
+    t = type(obj)
+    return t.__name__ if t.__flags__ & (1 << 9) else f"{t.__module__}.{t.__name__}"
+
+
 def run_thread(rounds, keep, results, idx):
     counts = Counter()
 
@@ -164,6 +176,10 @@ def main():
     report = {
         "pid": os.getpid(),
         "greenlet_version": greenlet.__version__,
+        "created": len(keep),
+        "dead": sum(1 for g in keep if g.dead and g.parent is not None),
+        "dead_by_outcome": {k: v * rounds * threads for k, v in ROUND_OUTCOMES.items()},
+        "names": {str(id(g)): tp_name(g) for g in keep},
         "switches": sum(e[0] for e in edges.values()),
         "throws": sum(e[1] for e in edges.values()),
         "edges": [[o, t, s, th] for (o, t), (s, th) in sorted(edges.items())],
