@@ -206,6 +206,110 @@ fn python_greenlet_3_0_counts_equal_settrace_exactly() {
     eprintln!("greenlet 3.0.3: {events} events counted exactly");
 }
 
+/// `gltop -p PID --print-bpftrace`, run with bpftrace over the workload: its counts per
+/// (origin, target) equal settrace's.
+#[test]
+fn the_printed_bpftrace_program_counts_what_settrace_counts() {
+    let what = "the_printed_bpftrace_program_counts_what_settrace_counts";
+    if !bpf_or_skip(what)
+        || !require(what, python_greenlet(None, None))
+        || !bpftrace::available(what)
+    {
+        return;
+    }
+    let _serial = serial();
+    let mut w = start_workload(None, &["--threads", "4", "--rounds", "200"]);
+    let out = gltop()
+        .args(["-p", &w.pid().to_string(), "--print-bpftrace"])
+        .output()
+        .expect("run gltop --print-bpftrace");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let program = String::from_utf8(out.stdout).expect("UTF-8");
+    assert!(
+        program.starts_with("#!/usr/bin/env bpftrace\n"),
+        "{program}"
+    );
+    assert!(program.contains("g_switch_finish"), "{program}");
+    let file = std::env::temp_dir().join(format!("gltop-python-{}.bt", std::process::id()));
+    std::fs::write(&file, &program).unwrap();
+    let mut bt = Proc::spawn_group(
+        Command::new(bpftrace::wrapper())
+            .args(["-f", "json"])
+            .arg(&file)
+            .env("BPFTRACE_MAP_KEYS_MAX", "200000")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped()),
+    );
+    let begun = bt.wait_stdout_line(TIMEOUT, |l| l.contains("\"type\": \"printf\""));
+    let _ = std::fs::remove_file(&file);
+    assert!(begun.is_some(), "bpftrace: {}", bt.stderr_so_far());
+    let mut stdin = w.child.stdin.take().expect("the workload's stdin");
+    stdin.write_all(b"go\n").expect("release the workload");
+    drop(stdin);
+    assert!(
+        w.wait("workload.py", TIMEOUT).success(),
+        "{}",
+        w.stderr_text()
+    );
+    let report: Value =
+        serde_json::from_str(w.stdout_text().lines().nth(1).expect("the report line"))
+            .expect("the report");
+    // bpftrace stops by itself when the workload's main thread exits.
+    let st = bt.wait("bpftrace", TIMEOUT);
+    let stderr = bt.stderr_text();
+    assert!(st.success(), "bpftrace: {stderr}");
+    let lines: Vec<String> = bt.stdout_text().lines().map(String::from).collect();
+    let output = bpftrace::Output::parse(&lines, stderr, false).expect("bpftrace's output");
+    let switches = bpftrace::pairs(&output.map("@switches"));
+    let throws = bpftrace::pairs(&output.map("@throws"));
+    let (mut want_sw, mut want_th) = (BTreeMap::new(), BTreeMap::new());
+    let n = |v: &Value| v.as_u64().expect("a count");
+    for e in report["edges"].as_array().expect("edges") {
+        let key = (n(&e[0]), n(&e[1]));
+        if n(&e[2]) > 0 {
+            want_sw.insert(key, n(&e[2]));
+        }
+        if n(&e[3]) > 0 {
+            want_th.insert(key, n(&e[3]));
+        }
+    }
+    assert!(
+        want_sw.len() > 4096,
+        "more pairs than bpftrace's default map size"
+    );
+    same_pairs(&switches, &want_sw, "switches");
+    same_pairs(&throws, &want_th, "throws");
+    eprintln!(
+        "bpftrace: {} switches and {} throws on {} pairs, as settrace counted",
+        switches.values().sum::<u64>(),
+        throws.values().sum::<u64>(),
+        want_sw.len()
+    );
+}
+
+/// `got` equals `want`, or a panic that names how many pairs differ and the first few (the
+/// maps hold thousands).
+fn same_pairs(got: &BTreeMap<(u64, u64), u64>, want: &BTreeMap<(u64, u64), u64>, what: &str) {
+    let keys: std::collections::BTreeSet<_> = got.keys().chain(want.keys()).collect();
+    let differ: Vec<_> = keys
+        .into_iter()
+        .filter(|k| got.get(k) != want.get(k))
+        .map(|k| (k, got.get(k), want.get(k)))
+        .collect();
+    assert!(
+        differ.is_empty(),
+        "{what}: {} of {} pairs differ (pair, bpftrace, settrace), e.g. {:?}",
+        differ.len(),
+        want.len(),
+        &differ[..differ.len().min(5)]
+    );
+}
+
 /// Runs `gltop -p PID --json` on a Python process started with `code` (and `pythonpath`),
 /// which waits on stdin; returns gltop's exit code and stderr.
 fn gltop_on_python(pythonpath: Option<&Path>, code: &str) -> (Option<i32>, String) {

@@ -67,6 +67,8 @@ pub struct PyGreenlet {
     pub offsets: Offsets,
     /// File offset of each function of [`FUNCTIONS`] found, by its short name.
     pub functions: Vec<(&'static str, u64)>,
+    /// The symbol of each function found, by its short name.
+    pub symbols: Vec<(&'static str, String)>,
     /// Optional functions of [`FUNCTIONS`] this build lacks.
     pub missing: Vec<&'static str>,
 }
@@ -143,7 +145,9 @@ pub fn find(process: &Process) -> Result<Option<PyGreenlet>, Error> {
         reason: e.to_string(),
     })?;
     let named = |v: &Option<String>| v.as_deref().map_or(String::new(), |v| format!(" {v}"));
-    let (functions, missing) = functions(&file);
+    let (found, missing) = functions(&file);
+    let symbols = found.iter().map(|(n, _, s)| (*n, s.clone())).collect();
+    let functions: Vec<(&'static str, u64)> = found.iter().map(|(n, o, _)| (*n, *o)).collect();
     if !functions.iter().any(|(n, _)| *n == "switch") {
         let old = version.as_deref().is_some_and(|v| v.starts_with("1."))
             || Path::new(so)
@@ -209,14 +213,17 @@ pub fn find(process: &Process) -> Result<Option<PyGreenlet>, Error> {
         version,
         offsets,
         functions,
+        symbols,
         missing,
     }))
 }
 
-/// The file offset of each function of [`FUNCTIONS`] that `file` defines, and the names of
-/// the optional ones it lacks.
-fn functions(file: &object::File<'_>) -> (Vec<(&'static str, u64)>, Vec<&'static str>) {
-    let mut found: Vec<(&'static str, u64)> = Vec::new();
+/// Each function of [`FUNCTIONS`] that `file` defines (short name, file offset, symbol), and
+/// the names of the optional ones it lacks.
+type Found = Vec<(&'static str, u64, String)>;
+
+fn functions(file: &object::File<'_>) -> (Found, Vec<&'static str>) {
+    let mut found: Found = Vec::new();
     let symbols = file.symbols().chain(file.dynamic_symbols());
     for sym in symbols {
         if sym.kind() != object::SymbolKind::Text || sym.address() == 0 {
@@ -228,19 +235,95 @@ fn functions(file: &object::File<'_>) -> (Vec<(&'static str, u64)>, Vec<&'static
             continue;
         }
         for (short, fragment, _) in FUNCTIONS {
-            if name.contains(fragment) && !found.iter().any(|(n, _)| *n == short) {
+            if name.contains(fragment) && !found.iter().any(|(n, _, _)| *n == short) {
                 if let Some(off) = file_offset(file, sym.address()) {
-                    found.push((short, off));
+                    found.push((short, off, name.to_string()));
                 }
             }
         }
     }
     let missing = FUNCTIONS
         .iter()
-        .filter(|(short, _, _)| !found.iter().any(|(n, _)| n == short))
+        .filter(|(short, _, _)| !found.iter().any(|(n, _, _)| n == short))
         .map(|(short, _, _)| *short)
         .collect();
     (found, missing)
+}
+
+/// A bpftrace program for process `pid` with this greenlet's functions and offsets filled in:
+/// it counts switches and throws per (origin, target) `PyGreenlet*` until the process exits
+/// (or Ctrl-C), then prints the counts (`@switches[origin, target]: N`, `@throws[...]`).
+/// It sees what gltop's exact mode sees, with none of its bookkeeping.
+pub fn bpftrace_program(pid: i32, py: &PyGreenlet) -> String {
+    let o = &py.offsets;
+    let sym = |short: &str| {
+        py.symbols
+            .iter()
+            .find(|(n, _)| *n == short)
+            .map(|(_, s)| s.as_str())
+            .unwrap_or("")
+    };
+    // The path as the process maps it, when it is the same file from here.
+    let so = if Path::new(&py.so).exists() {
+        py.so.clone()
+    } else {
+        py.path.clone()
+    };
+    let so = so.display();
+    let (this, err) = if o.finish_slot {
+        ("arg1", "arg2")
+    } else {
+        ("arg0", "arg1")
+    };
+    let origin = if o.origin_ref {
+        "*(uint64 *)arg1"
+    } else {
+        "arg1"
+    };
+    let version = py.version.as_deref().unwrap_or("unknown");
+    format!(
+        "#!/usr/bin/env bpftrace
+// Switches and throws per (origin, target) greenlet of Python process {pid}
+// (greenlet {version}, {so}), as greenlet.settrace sees them. Made by
+// `gltop -p {pid} --print-bpftrace`; run it as root with `bpftrace FILE`;
+// a map holds 4096 pairs unless BPFTRACE_MAP_KEYS_MAX says more (in its environment).
+// Greenlets are PyGreenlet addresses; a throw is a transfer whose pending
+// arguments (_args at +{args}, _kwargs at +{kwargs}) are both NULL.
+
+BEGIN {{ printf(\"attached to process {pid}\\n\"); }}
+
+// Greenlet::g_switch_finish: every switch into a started greenlet.
+uprobe:{so}:{finish} /pid == {pid}/ {{
+  $target = *(uint64 *)({this} + {self_});
+  $origin = *(uint64 *)({err} + {origin_off});
+  if (*(uint64 *)({this} + {args}) == 0 && *(uint64 *)({this} + {kwargs}) == 0) {{
+    @throws[$origin, $target] = count();
+  }} else {{
+    @switches[$origin, $target] = count();
+  }}
+}}
+
+// UserGreenlet::inner_bootstrap: the first switch into a greenlet.
+uprobe:{so}:{start} /pid == {pid}/ {{
+  $target = *(uint64 *)(arg0 + {self_});
+  $origin = {origin};
+  if (*(uint64 *)(arg0 + {args}) == 0 && *(uint64 *)(arg0 + {kwargs}) == 0) {{
+    @throws[$origin, $target] = count();
+  }} else {{
+    @switches[$origin, $target] = count();
+  }}
+}}
+
+// The process's main thread exits: print the counts and stop.
+tracepoint:sched:sched_process_exit /pid == {pid} && tid == {pid}/ {{ exit(); }}
+",
+        finish = sym("switch"),
+        start = sym("start"),
+        self_ = o.self_,
+        args = o.args,
+        kwargs = o.kwargs,
+        origin_off = o.origin,
+    )
 }
 
 /// The file offset of virtual address `addr`, through the loadable segments.
