@@ -50,6 +50,15 @@ if ! python3 -c 'import greenlet, sys; sys.exit(greenlet.__version__ != "3.5.6")
         fail "pip install greenlet==3.5.6 failed; run: python3 -m pip install greenlet==3.5.6"
 fi
 
+# gevent, for gltop's Python tests and demo (gltop/tests/python/gevent_app.py), with the
+# greenlet above kept as it is.
+if ! python3 -c 'import gevent, sys; sys.exit(gevent.__version__ != "26.9.0")' 2>/dev/null; then
+    echo "deps: pip install gevent==26.9.0"
+    python3 -m pip install -q gevent==26.9.0 greenlet==3.5.6 >/dev/null 2>&1 ||
+        python3 -m pip install -q --break-system-packages gevent==26.9.0 greenlet==3.5.6 >/dev/null 2>&1 ||
+        fail "pip install gevent==26.9.0 failed; run: python3 -m pip install gevent==26.9.0 greenlet==3.5.6"
+fi
+
 # Other greenlet versions for gltop's Python tests (gltop/tests/gltop_python.rs), each in a
 # directory of its own that the tests put on PYTHONPATH: 3.0.3 (traced like 3.5.6, with other
 # offsets) and 1.1.3 (refused: nothing to probe). GREENLET_VERSIONS_DIR overrides the place.

@@ -80,22 +80,46 @@ static __always_inline __u64 py_new_key(__u64 addr)
 	return addr | (gen << PY_GEN_SHIFT);
 }
 
+/* The type name of the object at `obj` (a pointer into the target's memory). */
+static __always_inline const char *py_type_name(__u64 obj)
+{
+	return (const char *)py_read(py_read(obj + py_ob_type) + py_tp_name);
+}
+
+/*
+ * The record of greenlet `key` at `addr`, named by its type if it has no name yet: a
+ * greenlet created before the attach is first seen by a transfer, not by `new`.
+ */
+static __always_inline void py_name_late(__u64 key, __u64 addr, struct gl_totals *tot)
+{
+	struct gl_stats *g = bpf_map_lookup_elem(&greenlets, &key);
+
+	if (g && g->name[0])
+		return;
+	if (!g)
+		g = get_greenlet(key, tot, true);
+	if (g && bpf_probe_read_user_str(g->name, sizeof(g->name), py_type_name(addr)) < 0)
+		g->name[0] = 0;
+}
+
 /*
  * A transfer out of a greenlet whose `run` ended (did_finish) is a switch when
  * it returned (greenlet turns GreenletExit into a return) and a throw when it
  * raised: the outcome recorded at did_finish is corrected here.
  */
-static __always_inline int py_transfer(__u64 origin, __u64 target, bool is_throw)
+static __always_inline int py_transfer(__u64 origin_addr, __u64 target_addr, bool is_throw)
 {
+	__u64 origin = py_key(origin_addr), target = py_key(target_addr);
+	struct gl_totals *tot = get_totals();
 	struct gl_stats *o;
-	struct gl_totals *tot;
 
-	origin = py_key(origin);
-	target = py_key(target);
+	if (!tot)
+		return 0;
+	py_name_late(origin, origin_addr, tot);
+	py_name_late(target, target_addr, tot);
 	if (is_throw) {
 		o = bpf_map_lookup_elem(&greenlets, &origin);
-		tot = get_totals();
-		if (o && tot && o->dead && !o->done && o->outcome == 0) {
+		if (o && o->dead && !o->done && o->outcome == 0) {
 			o->outcome = 1;
 			tot->dead_by_outcome[0]--;
 			tot->dead_by_outcome[1]++;
@@ -132,12 +156,6 @@ int py_bootstrap(struct pt_regs *ctx)
 	if (py_origin_ref)
 		origin = py_read(origin);
 	return py_transfer(origin, target, is_throw);
-}
-
-/* The type name of the object at `obj` (a pointer into the target's memory). */
-static __always_inline const char *py_type_name(__u64 obj)
-{
-	return (const char *)py_read(py_read(obj + py_ob_type) + py_tp_name);
 }
 
 /* UserGreenlet(PyGreenlet* p, BorrowedGreenlet the_parent) */

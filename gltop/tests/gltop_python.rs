@@ -50,10 +50,10 @@ fn python_greenlet(pythonpath: Option<&Path>, version: Option<&str>) -> Result<(
     }
 }
 
-/// Starts the workload (with `pythonpath`, if given) and waits until greenlet is loaded.
-fn start_workload(pythonpath: Option<&Path>, args: &[&str]) -> Proc {
+/// Starts `script` (with `pythonpath`, if given) and waits until greenlet is loaded.
+fn start_script(script: &Path, pythonpath: Option<&Path>, args: &[&str]) -> Proc {
     let mut cmd = Command::new("python3");
-    cmd.arg(workload_py())
+    cmd.arg(script)
         .args(args)
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
@@ -64,16 +64,21 @@ fn start_workload(pythonpath: Option<&Path>, args: &[&str]) -> Proc {
     let w = Proc::spawn(&mut cmd);
     assert!(
         w.wait_stdout_line(TIMEOUT, |l| l == "ready").is_some(),
-        "workload.py did not start: {}",
+        "{} did not start: {}",
+        script.display(),
         w.stderr_so_far()
     );
     w
 }
 
-/// Runs the workload under `gltop --json` and compares: totals, edges and each greenlet's
-/// counts exactly, names, creations and deaths. Returns the number of events.
-fn exact_run(pythonpath: Option<&Path>, version: &str) -> u64 {
-    let mut w = start_workload(pythonpath, &["--threads", "4", "--rounds", "600"]);
+/// Starts the workload (with `pythonpath`, if given) and waits until greenlet is loaded.
+fn start_workload(pythonpath: Option<&Path>, args: &[&str]) -> Proc {
+    start_script(&workload_py(), pythonpath, args)
+}
+
+/// Runs `script` under `gltop --json`: (the script's report, gltop's lines merged).
+fn traced(script: &Path, pythonpath: Option<&Path>, args: &[&str]) -> (Value, Value) {
+    let mut w = start_script(script, pythonpath, args);
     // Capacities for the churn of a whole interval: about 30,000 greenlets end per second.
     let mut g = gltop_json(
         w.pid(),
@@ -91,11 +96,11 @@ fn exact_run(pythonpath: Option<&Path>, version: &str) -> u64 {
         "gltop: {}",
         g.stderr_so_far()
     );
-    let mut stdin = w.child.stdin.take().expect("the workload's stdin");
-    stdin.write_all(b"go\n").expect("release the workload");
+    let mut stdin = w.child.stdin.take().expect("the script's stdin");
+    stdin.write_all(b"go\n").expect("release the script");
     drop(stdin);
-    let st = w.wait("workload.py", TIMEOUT);
-    assert!(st.success(), "workload.py: {}", w.stderr_text());
+    let st = w.wait("the script", TIMEOUT);
+    assert!(st.success(), "{}: {}", script.display(), w.stderr_text());
     let out = w.stdout_text();
     let mut lines = out.lines();
     assert_eq!(lines.next(), Some("ready"));
@@ -105,28 +110,24 @@ fn exact_run(pythonpath: Option<&Path>, version: &str) -> u64 {
     let gst = g.wait("gltop", Duration::from_secs(60));
     let err = g.stderr_text();
     assert!(gst.success() && err.contains("exited"), "gltop: {err}");
-    let last = merged(&json_lines(&g.stdout_text()));
+    (report, merged(&json_lines(&g.stdout_text())))
+}
 
+fn n(v: &Value) -> u64 {
+    v.as_u64().unwrap_or_else(|| panic!("a count: {v}"))
+}
+
+/// gltop's counts equal the report's: totals, each edge, and each greenlet's switches and
+/// throws in and out (and its name, where the report names it). Returns the number of
+/// events.
+fn assert_counts_equal(report: &Value, last: &Value) -> u64 {
     assert_eq!(last["runtime"], "python-greenlet");
-    assert_eq!(last["runtime_version"], version);
-    assert_eq!(report["greenlet_version"], version);
+    assert_eq!(last["runtime_version"], report["greenlet_version"]);
     assert_eq!(last["attach"]["mode"], "uprobe");
     let totals = &last["totals"];
     assert_eq!(totals["dropped"], 0, "{totals}");
     assert_eq!(totals["switches"], report["switches"], "switches");
     assert_eq!(totals["throws"], report["throws"], "throws");
-    assert_eq!(totals["greenlets_created"], report["created"], "created");
-    assert_eq!(totals["greenlets_dead"], report["dead"], "dead");
-    let n = |v: &Value| v.as_u64().expect("a count");
-    let events = n(&report["switches"]) + n(&report["throws"]);
-    assert!(events >= 400_000, "{events} events");
-    assert!(n(&report["throws"]) > 0);
-    for (outcome, want) in report["dead_by_outcome"].as_object().expect("outcomes") {
-        assert_eq!(
-            totals["dead_by_outcome"][outcome], *want,
-            "deaths by {outcome}"
-        );
-    }
 
     // Edges, then each greenlet's counts as the edges sum up.
     let mut want: BTreeMap<(u64, u64), (u64, u64)> = BTreeMap::new();
@@ -141,7 +142,7 @@ fn exact_run(pythonpath: Option<&Path>, version: &str) -> u64 {
         s[1] += sw;
         s[3] += th;
     }
-    assert_eq!(edge_counts(&last), want, "per-edge counts");
+    assert_eq!(edge_counts(last), want, "per-edge counts");
     let names = report["names"].as_object().expect("names");
     // By id (a linear search per greenlet takes minutes in a debug build: 24,000 of them).
     let mut by_id: BTreeMap<u64, &Value> = BTreeMap::new();
@@ -163,14 +164,38 @@ fn exact_run(pythonpath: Option<&Path>, version: &str) -> u64 {
             assert_eq!(&g["name"], name, "name of {id:#x}");
         }
     }
-    // Every greenlet gltop saw transfer is one the workload saw transfer.
-    for g in last["greenlets"].as_array().expect("greenlets") {
+    // Every greenlet gltop saw transfer is one the script saw transfer.
+    for g in by_id.values() {
         let moved = ["switches_in", "switches_out", "throws_in", "throws_out"]
             .iter()
             .any(|k| n(&g[*k]) != 0);
         assert!(
             !moved || sums.contains_key(&n(&g["id"])),
-            "a greenlet the workload did not see: {g}"
+            "a greenlet the script did not see: {g}"
+        );
+    }
+    n(&report["switches"]) + n(&report["throws"])
+}
+
+/// The workload under gltop: every count exactly, creations, deaths by outcome and names.
+/// Returns the number of events.
+fn exact_run(pythonpath: Option<&Path>, version: &str) -> u64 {
+    let (report, last) = traced(
+        &workload_py(),
+        pythonpath,
+        &["--threads", "4", "--rounds", "600"],
+    );
+    assert_eq!(report["greenlet_version"], version);
+    let events = assert_counts_equal(&report, &last);
+    assert!(events >= 400_000, "{events} events");
+    assert!(n(&report["throws"]) > 0);
+    let totals = &last["totals"];
+    assert_eq!(totals["greenlets_created"], report["created"], "created");
+    assert_eq!(totals["greenlets_dead"], report["dead"], "dead");
+    for (outcome, want) in report["dead_by_outcome"].as_object().expect("outcomes") {
+        assert_eq!(
+            totals["dead_by_outcome"][outcome], *want,
+            "deaths by {outcome}"
         );
     }
     let worker = last["greenlets"]
@@ -181,6 +206,54 @@ fn exact_run(pythonpath: Option<&Path>, version: &str) -> u64 {
         .count();
     assert!(worker >= 4 * 600, "{worker} greenlets named Worker");
     events
+}
+
+/// Whether gevent imports.
+fn gevent() -> Result<(), String> {
+    let ok = Command::new("python3")
+        .args(["-c", "import gevent"])
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    ok.then_some(())
+        .ok_or_else(|| "python3 cannot import gevent: make deps installs it".into())
+}
+
+#[test]
+fn gevent_hub_and_greenlet_counts_equal_settrace_exactly() {
+    let what = "gevent_hub_and_greenlet_counts_equal_settrace_exactly";
+    if !bpf_or_skip(what) || !require(what, gevent()) {
+        return;
+    }
+    let _serial = serial();
+    let app = workload_py().with_file_name("gevent_app.py");
+    let (report, last) = traced(&app, None, &["--greenlets", "200", "--rounds", "40"]);
+    let events = assert_counts_equal(&report, &last);
+    // The hub is in most transfers, both ways, and named by its type.
+    let hub = n(&report["hub"]);
+    let edges = edge_counts(&last);
+    let to_hub: u64 = edges
+        .iter()
+        .filter(|(k, _)| k.1 == hub)
+        .map(|(_, v)| v.0)
+        .sum();
+    let from_hub: u64 = edges
+        .iter()
+        .filter(|(k, _)| k.0 == hub)
+        .map(|(_, v)| v.0)
+        .sum();
+    assert!(
+        to_hub > 200 * 40 / 2 && from_hub > 200 * 40 / 2,
+        "{to_hub} {from_hub}"
+    );
+    let spawned = last["greenlets"]
+        .as_array()
+        .expect("greenlets")
+        .iter()
+        .filter(|g| g["name"] == "gevent._gevent_cgreenlet.Greenlet")
+        .count();
+    assert_eq!(spawned, 200, "gevent greenlets by name");
+    eprintln!("gevent: {events} events counted exactly ({to_hub} into the hub)");
 }
 
 #[test]

@@ -29,7 +29,7 @@ fn attach_order() -> [&'static str; 4] {
 /// counted in [`Totals::dropped`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Capacities {
-    /// Greenlet records (about 450 bytes each).
+    /// Greenlet records (about 480 bytes each).
     pub greenlets: u32,
     /// Origin -> target edges (48 bytes each).
     pub edges: u32,
