@@ -3,7 +3,7 @@
 
 CARGO ?= cargo
 
-.PHONY: all test lint demo deps conformance memcheck bench
+.PHONY: all test lint demo demo-gevent deps conformance memcheck bench
 
 all: test
 
@@ -22,6 +22,11 @@ lint:
 demo: deps
 	$(CARGO) build --release -p gltop --bin gltop -p greenlet-workloads --bin demo
 	bash gltop/demo.sh
+
+## demo-gevent: a small gevent application (unmodified Python), watched live by gltop
+demo-gevent: deps
+	$(CARGO) build --release -p gltop --bin gltop
+	bash gltop/demo/gevent_demo.sh
 
 ## deps: system packages and tools the tests and the demo need (Debian; installs as root)
 deps:

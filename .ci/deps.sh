@@ -49,3 +49,27 @@ if ! python3 -c 'import greenlet, sys; sys.exit(greenlet.__version__ != "3.5.6")
         python3 -m pip install -q --break-system-packages greenlet==3.5.6 >/dev/null 2>&1 ||
         fail "pip install greenlet==3.5.6 failed; run: python3 -m pip install greenlet==3.5.6"
 fi
+
+# gevent, for gltop's Python tests and demo (gltop/tests/python/gevent_app.py), with the
+# greenlet above kept as it is.
+if ! python3 -c 'import gevent, sys; sys.exit(gevent.__version__ != "26.9.0")' 2>/dev/null; then
+    echo "deps: pip install gevent==26.9.0"
+    python3 -m pip install -q gevent==26.9.0 greenlet==3.5.6 >/dev/null 2>&1 ||
+        python3 -m pip install -q --break-system-packages gevent==26.9.0 greenlet==3.5.6 >/dev/null 2>&1 ||
+        fail "pip install gevent==26.9.0 failed; run: python3 -m pip install gevent==26.9.0 greenlet==3.5.6"
+fi
+
+# Other greenlet versions for gltop's Python tests (gltop/tests/gltop_python.rs), each in a
+# directory of its own that the tests put on PYTHONPATH: 3.0.3 (traced like 3.5.6, with other
+# offsets) and 1.1.3 (refused: nothing to probe). GREENLET_VERSIONS_DIR overrides the place.
+versions_dir=${GREENLET_VERSIONS_DIR:-/opt/greenlet-versions}
+for version in 3.0.3 1.1.3; do
+    dir=$versions_dir/$version
+    if ! PYTHONPATH=$dir python3 -c "import greenlet, sys; sys.exit(greenlet.__version__ != '$version')" 2>/dev/null; then
+        echo "deps: pip install --target $dir greenlet==$version"
+        mkdir -p "$dir" 2>/dev/null || fail "cannot create $dir; run as root, or set GREENLET_VERSIONS_DIR"
+        python3 -m pip install -q --no-deps --upgrade --target "$dir" "greenlet==$version" >/dev/null 2>&1 ||
+            python3 -m pip install -q --no-deps --upgrade --break-system-packages --target "$dir" "greenlet==$version" >/dev/null 2>&1 ||
+            fail "pip install --target $dir greenlet==$version failed"
+    fi
+done

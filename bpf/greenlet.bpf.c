@@ -440,6 +440,13 @@ int up_floor(struct pt_regs *ctx)
 	return floor_hit();
 }
 
+/*
+ * Python greenlet's functions, on the same handlers and maps (the loader
+ * loads these programs only for a Python process, the ones above only for a
+ * Rust one).
+ */
+#include "python.bpf.h"
+
 /* The two fields of the kernel's task_struct read below (CO-RE: offsets from kernel BTF). */
 struct task_struct {
 	int pid;

@@ -24,8 +24,9 @@
 #ifndef GREENLET_BPF_H
 #define GREENLET_BPF_H
 
-/* Bytes of a greenlet's name kept, including the terminating NUL. */
-#define GL_NAME_LEN 32
+/* Bytes of a greenlet's name kept, including the terminating NUL (Python type names such
+ * as gevent._gevent_cgreenlet.Greenlet need more than 32). */
+#define GL_NAME_LEN 64
 /*
  * Slice histogram: bucket 0 counts slices shorter than 2 ns, bucket i
  * (1 <= i < GL_HIST_BUCKETS - 1) those in [2^i, 2^(i+1)) ns, and the last

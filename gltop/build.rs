@@ -11,7 +11,7 @@ const SKELETONS: [(&str, &str, &[&str]); 3] = [
     (
         "../bpf/greenlet.bpf.c",
         "greenlet.skel.rs",
-        &["../bpf/greenlet.h"],
+        &["../bpf/greenlet.h", "../bpf/python.bpf.h"],
     ),
     (
         "../bpf/sample.bpf.c",

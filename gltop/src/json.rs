@@ -16,6 +16,10 @@ struct Line<'a> {
     time_unix_s: f64,
     pid: i32,
     process: &'a str,
+    /// The target's greenlet runtime: `rust-greenlet` or `python-greenlet`.
+    runtime: &'static str,
+    /// Its version, where the target says (Python greenlet's `__version__`).
+    runtime_version: Option<&'a str>,
     threads: usize,
     attach: Attach<'a>,
     /// Seconds between this snapshot and the previous one.
@@ -291,6 +295,8 @@ pub fn interval_line(
             .map_or(0.0, |d| d.as_secs_f64()),
         pid: process.pid,
         process: &process.comm,
+        runtime: session.runtime().name(),
+        runtime_version: session.runtime().version(),
         threads: process.threads(),
         attach: Attach {
             mode: session.mode().as_str(),

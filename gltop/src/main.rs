@@ -28,7 +28,8 @@ use gltop::loader::{self, AttachMode, Capacities};
     after_help = "Keys: q quit, j/k or arrows move, g/G top/bottom, s or h/l sort column, i invert, \
                   Enter detail, Esc back, space pause, d dead greenlets (recent, all, none), ? help.\n\
                   Needs CAP_BPF and CAP_PERFMON (or root). The target must be built with the \
-                  greenlet crate (USDT provider `greenlet`).",
+                  greenlet crate (USDT provider `greenlet`), or be a CPython process that has \
+                  loaded Python's greenlet >= 2.0 (found by itself, no flag).",
     args_conflicts_with_subcommands = true,
     subcommand_negates_reqs = true
 )]
@@ -129,6 +130,12 @@ pub struct Args {
     #[arg(long, value_name = "MS", default_value_t = 100, value_parser = parse_block_ms,
           allow_negative_numbers = true)]
     pub block_ms: u64,
+
+    /// Print a bpftrace program for PID instead of tracing it: it counts switches and throws
+    /// per (origin, target) greenlet, with this process's functions and offsets filled in
+    /// (for Python greenlet, read from its _greenlet*.so), until the process exits.
+    #[arg(long, conflicts_with_all = ["json", "count", "follow", "sample", "listen"])]
+    pub print_bpftrace: bool,
 }
 
 /// Subcommands.
@@ -407,6 +414,22 @@ fn main() -> ExitCode {
             }
         };
     }
+    if args.print_bpftrace {
+        if args.pids.len() > 1 {
+            eprintln!("gltop: --print-bpftrace takes one PID");
+            return ExitCode::from(2);
+        }
+        return match bpftrace_program(args.pid()) {
+            Ok(text) => {
+                print!("{text}");
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("gltop: {e}");
+                ExitCode::from(2)
+            }
+        };
+    }
     if args.pids.len() > 1 {
         eprintln!("gltop: several PIDs need --listen: the live view and --json watch one process");
         return ExitCode::from(2);
@@ -430,6 +453,40 @@ fn main() -> ExitCode {
             ExitCode::from(e.exit_code())
         }
     }
+}
+
+/// The bpftrace program of `--print-bpftrace` for process `pid`: for Python greenlet, uprobes
+/// with the offsets of its `.so`; for the Rust runtime, its USDT probes.
+fn bpftrace_program(pid: i32) -> Result<String, loader::Error> {
+    let process = loader::Process::find(pid)?;
+    if let Some(py) = loader::python::find(&process)? {
+        return Ok(loader::python::bpftrace_program(pid, &py));
+    }
+    let exe = std::fs::read_link(process.exe()).unwrap_or_else(|_| process.exe());
+    let notes = loader::elf::greenlet_sites(&process.exe())?;
+    if notes.sites.is_empty() {
+        return Err(loader::Error::NoProbes {
+            pid,
+            comm: process.comm.clone(),
+            exe,
+        });
+    }
+    let exe = exe.display();
+    Ok(format!(
+        "#!/usr/bin/env bpftrace
+// Switches and throws per (origin, target) greenlet of process {pid} ({exe}), from the
+// greenlet runtime's USDT probes. Made by `gltop -p {pid} --print-bpftrace`; run it as
+// root with `bpftrace FILE`; a map holds 4096 pairs unless BPFTRACE_MAP_KEYS_MAX says more
+// (in its environment).
+
+BEGIN {{ printf(\"attached to process {pid}\\n\"); }}
+usdt:{exe}:greenlet:switch /pid == {pid}/ {{ @switches[arg0, arg1] = count(); }}
+usdt:{exe}:greenlet:throw /pid == {pid}/ {{ @throws[arg0, arg1] = count(); }}
+
+// The process's main thread exits: print the counts and stop.
+tracepoint:sched:sched_process_exit /pid == {pid} && tid == {pid}/ {{ exit(); }}
+"
+    ))
 }
 
 /// Says, in one line, that a watched process exited or replaced its program.

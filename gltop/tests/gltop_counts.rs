@@ -111,6 +111,8 @@ fn the_workload_counts_the_same_with_libbpf_usdt_and_a_random_topology() {
         &["-d", "0.5", "--attach", "usdt"],
     );
     assert_eq!(last["attach"]["mode"], "usdt");
+    assert_eq!(last["runtime"], "rust-greenlet");
+    assert_eq!(last["runtime_version"], Value::Null);
     assert_exact("gltop", &report, &last);
 }
 

@@ -10,6 +10,7 @@ use libbpf_rs::{Link, MapCore, MapFlags, OpenObject, ProgramMut, UprobeMultiOpts
 use super::elf::{self, ProbeSite};
 use super::model::{threads_of, EdgeStats, GreenletStats, MapUse, ProcessStats, Snapshot, Totals};
 use super::process::{self, Process};
+use super::python;
 use super::skel::{types, GreenletSkel, GreenletSkelBuilder};
 use super::Error;
 
@@ -28,7 +29,7 @@ fn attach_order() -> [&'static str; 4] {
 /// counted in [`Totals::dropped`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Capacities {
-    /// Greenlet records (about 450 bytes each).
+    /// Greenlet records (about 480 bytes each).
     pub greenlets: u32,
     /// Origin -> target edges (48 bytes each).
     pub edges: u32,
@@ -105,6 +106,33 @@ pub enum Links {
     MultiPid,
 }
 
+/// The greenlet runtime of the traced process.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Runtime {
+    /// This project's Rust runtime, through its USDT probes.
+    Rust,
+    /// Python's `greenlet` package, through uprobes on its `_greenlet*.so`.
+    Python(Box<python::PyGreenlet>),
+}
+
+impl Runtime {
+    /// `rust-greenlet` or `python-greenlet`.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Runtime::Rust => "rust-greenlet",
+            Runtime::Python(_) => "python-greenlet",
+        }
+    }
+
+    /// The version of the runtime in the target, when it says.
+    pub fn version(&self) -> Option<&str> {
+        match self {
+            Runtime::Rust => None,
+            Runtime::Python(p) => p.version.as_deref(),
+        }
+    }
+}
+
 /// What [`Session::attach`] may be told.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Options {
@@ -139,6 +167,7 @@ pub struct Session {
     follow: bool,
     /// The watched processes seen so far (`None`: gone before it was first seen).
     known: BTreeMap<i32, (i32, Option<Process>, bool)>,
+    runtime: Runtime,
 }
 
 impl std::fmt::Debug for Session {
@@ -302,6 +331,11 @@ impl Session {
             }
             notes => notes?,
         };
+        if sites.is_empty() && !floor {
+            if let Some(py) = python::find(&process)? {
+                return Session::attach_python(process, py, opts);
+            }
+        }
         if sites.is_empty() {
             return Err(Error::NoProbes {
                 pid,
@@ -319,7 +353,7 @@ impl Session {
         // Kernels before 6.6 have no uprobe-multi links and refuse those programs: they are
         // loaded only when a uprobe-multi link is to be made.
         let multi = mode == AttachMode::Uprobe && (opts.links == Links::MultiPid || opts.follow);
-        let skel = load(&opts.capacities, multi, opts.follow)?;
+        let skel = load(&opts.capacities, multi, opts.follow, None)?;
         let mut session = Session {
             links: Vec::new(),
             skel,
@@ -333,6 +367,7 @@ impl Session {
             ended: [0; 2],
             follow: opts.follow,
             known: BTreeMap::new(),
+            runtime: Runtime::Rust,
         };
         if opts.follow {
             session.link_kind = Links::MultiPid;
@@ -447,6 +482,98 @@ impl Session {
             }
         }
         Ok(())
+    }
+
+    /// Attaches to Python greenlet in `process`: a uprobe per function of
+    /// [`python::FUNCTIONS`] the `.so` has, in the order that sees a greenlet's birth before
+    /// its transfers.
+    fn attach_python(
+        process: Process,
+        py: python::PyGreenlet,
+        opts: &Options,
+    ) -> Result<Session, Error> {
+        let pid = process.pid;
+        if opts.follow {
+            return Err(Error::Python {
+                pid,
+                comm: process.comm.clone(),
+                reason: "--follow is for the Rust runtime's probes only".into(),
+            });
+        }
+        if opts.mode == AttachMode::Usdt {
+            return Err(Error::Python {
+                pid,
+                comm: process.comm.clone(),
+                reason: "Python greenlet has no USDT probes: use --attach auto or uprobe".into(),
+            });
+        }
+        if std::env::var_os("GLTOP_DEBUG").is_some() {
+            eprintln!("gltop: {} offsets {:?}", py.so.display(), py.offsets);
+            eprintln!(
+                "gltop: functions {:x?}, missing {:?}",
+                py.functions, py.missing
+            );
+        }
+        let skel = load(&opts.capacities, false, false, Some(&py.offsets))?;
+        let mut session = Session {
+            links: Vec::new(),
+            skel,
+            process,
+            mode: AttachMode::Uprobe,
+            link_kind: Links::PerProcess,
+            sites: 0,
+            missing: py.missing.clone(),
+            capacities: opts.capacities,
+            live_edges: HashSet::new(),
+            ended: [0; 2],
+            follow: false,
+            known: BTreeMap::new(),
+            runtime: Runtime::Rust,
+        };
+        let order = [
+            "new_main",
+            "new",
+            "finish",
+            "dealloc",
+            "dealloc_main",
+            "start",
+            "switch",
+        ];
+        for name in order {
+            let Some(&(_, offset)) = py.functions.iter().find(|(n, _)| *n == name) else {
+                continue;
+            };
+            let progs = &session.skel.progs;
+            let prog = match name {
+                "new_main" => &progs.py_new_main,
+                "new" => &progs.py_new_user,
+                "finish" => &progs.py_finish,
+                "dealloc" => &progs.py_dealloc_user,
+                "dealloc_main" => &progs.py_dealloc_main,
+                "start" => &progs.py_bootstrap,
+                _ => &progs.py_switch_finish,
+            };
+            let link = prog
+                .attach_uprobe_with_opts(pid, &py.path, offset as usize, UprobeOpts::default())
+                .map_err(|e| {
+                    Error::bpf(
+                        format!(
+                            "cannot attach to greenlet's {name} function in {} of process {pid}",
+                            py.so.display()
+                        ),
+                        e,
+                    )
+                })?;
+            session.links.push(link);
+            session.sites += 1;
+        }
+        session.runtime = Runtime::Python(Box::new(py));
+        Ok(session)
+    }
+
+    /// The greenlet runtime of the traced process.
+    pub fn runtime(&self) -> &Runtime {
+        &self.runtime
     }
 
     /// The traced process.
@@ -719,7 +846,12 @@ fn resolve_mode(
 
 /// Opens the skeleton, sizes its maps and loads it into the kernel; without the uprobe-multi
 /// programs unless `multi`.
-fn load(caps: &Capacities, multi: bool, follow: bool) -> Result<GreenletSkel<'static>, Error> {
+fn load(
+    caps: &Capacities,
+    multi: bool,
+    follow: bool,
+    python: Option<&python::Offsets>,
+) -> Result<GreenletSkel<'static>, Error> {
     // The skeleton borrows its object storage for its whole life. A `Session` owns the
     // skeleton, so the storage is given a 'static lifetime by leaking one small box per
     // attach; the BPF object itself is still closed when the skeleton drops.
@@ -744,6 +876,57 @@ fn load(caps: &Capacities, multi: bool, follow: bool) -> Result<GreenletSkel<'st
             .follow = 1;
     } else {
         open.progs.on_fork.set_autoload(false);
+    }
+    let rodata = open
+        .maps
+        .rodata_data
+        .as_deref_mut()
+        .expect("the BPF object has .rodata");
+    if let Some(o) = python {
+        rodata.py_self = o.self_;
+        rodata.py_args = o.args;
+        rodata.py_kwargs = o.kwargs;
+        rodata.py_origin = o.origin;
+        rodata.py_python_state = o.python_state;
+        rodata.py_ob_type = o.ob_type;
+        rodata.py_tp_name = o.tp_name;
+        rodata.py_finish_slot = o.finish_slot.into();
+        rodata.py_origin_ref = o.origin_ref.into();
+        rodata.py_parent_ref = o.parent_ref.into();
+    }
+    // Each runtime's programs only: the other's are not loaded.
+    {
+        let p = &mut open.progs;
+        let rust = [
+            &mut p.up_switch,
+            &mut p.up_throw,
+            &mut p.up_new,
+            &mut p.up_dead,
+            &mut p.up_floor,
+            &mut p.usdt_switch,
+            &mut p.usdt_throw,
+            &mut p.usdt_new,
+            &mut p.usdt_dead,
+        ];
+        if python.is_some() {
+            for prog in rust {
+                prog.set_autoload(false);
+            }
+        }
+        let py = [
+            &mut p.py_switch_finish,
+            &mut p.py_bootstrap,
+            &mut p.py_new_user,
+            &mut p.py_new_main,
+            &mut p.py_finish,
+            &mut p.py_dealloc_user,
+            &mut p.py_dealloc_main,
+        ];
+        if python.is_none() {
+            for prog in py {
+                prog.set_autoload(false);
+            }
+        }
     }
     if !multi {
         let p = &mut open.progs;

@@ -19,6 +19,7 @@ pub mod elf;
 pub mod layout;
 mod model;
 pub mod process;
+pub mod python;
 pub mod rates;
 pub mod sample;
 pub mod semaphore;
@@ -29,7 +30,7 @@ pub mod syscalls;
 use std::io;
 use std::path::{Path, PathBuf};
 
-pub use attach::{AttachMode, Capacities, Links, Options, Session};
+pub use attach::{AttachMode, Capacities, Links, Options, Runtime, Session};
 pub use model::{
     EdgeStats, Ended, GreenletKey, GreenletStats, MapUse, Outcome, ProcessStats, Snapshot, State,
     ThreadStats, Totals, HIST_BUCKETS, OUTCOME_SLOTS,
@@ -85,6 +86,16 @@ pub enum Error {
         /// Its command name.
         comm: String,
         /// Why.
+        reason: String,
+    },
+    /// A CPython process that cannot be traced: no greenlet loaded, greenlet 1.x, no DWARF.
+    #[error("cannot trace Python process {pid} ({comm}): {reason}")]
+    Python {
+        /// The process.
+        pid: i32,
+        /// Its command name.
+        comm: String,
+        /// Why, and what to do about it.
         reason: String,
     },
     /// A capacity is out of range.

@@ -4,6 +4,8 @@
 //! ([`kernel`]) and a tmux session for the TUI ([`tmux`]).
 #![allow(dead_code, unused_imports)]
 
+#[path = "../../../tests/support/bpftrace.rs"]
+pub mod bpftrace;
 pub mod kernel;
 #[path = "../../../tests/support/rules.rs"]
 pub mod rules;

@@ -1,0 +1,494 @@
+//! gltop on unmodified Python greenlet processes (issue 13): counts exactly equal to what
+//! `greenlet.settrace` saw in the same run (`tests/python/workload.py`), under the machine's
+//! greenlet and under another version; and the one-line refusals (exit 2) for a Python
+//! process without greenlet, greenlet 1.x, and a `_greenlet*.so` without DWARF.
+//!
+//! Python greenlet comes from `.ci/deps.sh` (`make deps`): the system's, and other versions
+//! under `/opt/greenlet-versions/VERSION` (or `$GREENLET_VERSIONS_DIR`).
+
+mod support;
+
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use serde_json::Value;
+use support::*;
+
+/// The workload shipped with the tests.
+fn workload_py() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/python/workload.py")
+}
+
+/// Where `.ci/deps.sh` installs greenlet `version`.
+fn versions_dir(version: &str) -> PathBuf {
+    let base = std::env::var_os("GREENLET_VERSIONS_DIR")
+        .map_or_else(|| PathBuf::from("/opt/greenlet-versions"), PathBuf::from);
+    base.join(version)
+}
+
+/// Whether `python3` imports greenlet `version` (any, if None) with `pythonpath`.
+fn python_greenlet(pythonpath: Option<&Path>, version: Option<&str>) -> Result<(), String> {
+    let mut cmd = Command::new("python3");
+    cmd.args(["-c", "import greenlet; print(greenlet.__version__)"]);
+    if let Some(p) = pythonpath {
+        cmd.env("PYTHONPATH", p);
+    }
+    let out = cmd
+        .output()
+        .map_err(|e| format!("cannot run python3: {e} (make deps installs it)"))?;
+    let got = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    match version {
+        _ if !out.status.success() => Err(format!(
+            "python3 cannot import greenlet{}: make deps installs it",
+            pythonpath.map_or(String::new(), |p| format!(" from {}", p.display()))
+        )),
+        Some(v) if got != v => Err(format!("greenlet {got} found, {v} wanted: make deps")),
+        _ => Ok(()),
+    }
+}
+
+/// Starts `script` (with `pythonpath`, if given) and waits until greenlet is loaded.
+fn start_script(script: &Path, pythonpath: Option<&Path>, args: &[&str]) -> Proc {
+    let mut cmd = Command::new("python3");
+    cmd.arg(script)
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    if let Some(p) = pythonpath {
+        cmd.env("PYTHONPATH", p);
+    }
+    let w = Proc::spawn(&mut cmd);
+    assert!(
+        w.wait_stdout_line(TIMEOUT, |l| l == "ready").is_some(),
+        "{} did not start: {}",
+        script.display(),
+        w.stderr_so_far()
+    );
+    w
+}
+
+/// Starts the workload (with `pythonpath`, if given) and waits until greenlet is loaded.
+fn start_workload(pythonpath: Option<&Path>, args: &[&str]) -> Proc {
+    start_script(&workload_py(), pythonpath, args)
+}
+
+/// Runs `script` under `gltop --json`: (the script's report, gltop's lines merged).
+fn traced(script: &Path, pythonpath: Option<&Path>, args: &[&str]) -> (Value, Value) {
+    let mut w = start_script(script, pythonpath, args);
+    // Capacities for the churn of a whole interval: about 30,000 greenlets end per second.
+    let mut g = gltop_json(
+        w.pid(),
+        &[
+            "-d",
+            "0.5",
+            "--max-greenlets",
+            "131072",
+            "--max-edges",
+            "262144",
+        ],
+    );
+    assert!(
+        g.wait_stderr("attached to process", TIMEOUT),
+        "gltop: {}",
+        g.stderr_so_far()
+    );
+    let mut stdin = w.child.stdin.take().expect("the script's stdin");
+    stdin.write_all(b"go\n").expect("release the script");
+    drop(stdin);
+    let st = w.wait("the script", TIMEOUT);
+    assert!(st.success(), "{}: {}", script.display(), w.stderr_text());
+    let out = w.stdout_text();
+    let mut lines = out.lines();
+    assert_eq!(lines.next(), Some("ready"));
+    let report: Value = serde_json::from_str(lines.next().expect("the report line"))
+        .unwrap_or_else(|e| panic!("bad report {out:?}: {e}"));
+    assert_eq!(lines.next(), None, "nothing after the report: {out:?}");
+    let gst = g.wait("gltop", Duration::from_secs(60));
+    let err = g.stderr_text();
+    assert!(gst.success() && err.contains("exited"), "gltop: {err}");
+    (report, merged(&json_lines(&g.stdout_text())))
+}
+
+fn n(v: &Value) -> u64 {
+    v.as_u64().unwrap_or_else(|| panic!("a count: {v}"))
+}
+
+/// gltop's counts equal the report's: totals, each edge, and each greenlet's switches and
+/// throws in and out (and its name, where the report names it). Returns the number of
+/// events.
+fn assert_counts_equal(report: &Value, last: &Value) -> u64 {
+    assert_eq!(last["runtime"], "python-greenlet");
+    assert_eq!(last["runtime_version"], report["greenlet_version"]);
+    assert_eq!(last["attach"]["mode"], "uprobe");
+    let totals = &last["totals"];
+    assert_eq!(totals["dropped"], 0, "{totals}");
+    assert_eq!(totals["switches"], report["switches"], "switches");
+    assert_eq!(totals["throws"], report["throws"], "throws");
+
+    // Edges, then each greenlet's counts as the edges sum up.
+    let mut want: BTreeMap<(u64, u64), (u64, u64)> = BTreeMap::new();
+    let mut sums: BTreeMap<u64, [u64; 4]> = BTreeMap::new();
+    for e in report["edges"].as_array().expect("edges") {
+        let (o, t, sw, th) = (n(&e[0]), n(&e[1]), n(&e[2]), n(&e[3]));
+        assert!(want.insert((o, t), (sw, th)).is_none(), "edge twice: {e}");
+        let s = sums.entry(t).or_default();
+        s[0] += sw;
+        s[2] += th;
+        let s = sums.entry(o).or_default();
+        s[1] += sw;
+        s[3] += th;
+    }
+    assert_eq!(edge_counts(last), want, "per-edge counts");
+    let names = report["names"].as_object().expect("names");
+    // By id (a linear search per greenlet takes minutes in a debug build: 24,000 of them).
+    let mut by_id: BTreeMap<u64, &Value> = BTreeMap::new();
+    for g in last["greenlets"].as_array().expect("greenlets") {
+        assert!(
+            by_id.insert(n(&g["id"]), g).is_none(),
+            "greenlet twice: {g}"
+        );
+    }
+    for (&id, &[sw_in, sw_out, th_in, th_out]) in &sums {
+        let g = by_id
+            .get(&id)
+            .unwrap_or_else(|| panic!("greenlet {id:#x} recorded"));
+        assert_eq!(g["switches_in"], sw_in, "switches in of {id:#x}");
+        assert_eq!(g["switches_out"], sw_out, "switches out of {id:#x}");
+        assert_eq!(g["throws_in"], th_in, "throws in of {id:#x}");
+        assert_eq!(g["throws_out"], th_out, "throws out of {id:#x}");
+        if let Some(name) = names.get(&id.to_string()) {
+            assert_eq!(&g["name"], name, "name of {id:#x}");
+        }
+    }
+    // Every greenlet gltop saw transfer is one the script saw transfer.
+    for g in by_id.values() {
+        let moved = ["switches_in", "switches_out", "throws_in", "throws_out"]
+            .iter()
+            .any(|k| n(&g[*k]) != 0);
+        assert!(
+            !moved || sums.contains_key(&n(&g["id"])),
+            "a greenlet the script did not see: {g}"
+        );
+    }
+    n(&report["switches"]) + n(&report["throws"])
+}
+
+/// The workload under gltop: every count exactly, creations, deaths by outcome and names.
+/// Returns the number of events.
+fn exact_run(pythonpath: Option<&Path>, version: &str) -> u64 {
+    let (report, last) = traced(
+        &workload_py(),
+        pythonpath,
+        &["--threads", "4", "--rounds", "600"],
+    );
+    assert_eq!(report["greenlet_version"], version);
+    let events = assert_counts_equal(&report, &last);
+    assert!(events >= 400_000, "{events} events");
+    assert!(n(&report["throws"]) > 0);
+    let totals = &last["totals"];
+    assert_eq!(totals["greenlets_created"], report["created"], "created");
+    assert_eq!(totals["greenlets_dead"], report["dead"], "dead");
+    for (outcome, want) in report["dead_by_outcome"].as_object().expect("outcomes") {
+        assert_eq!(
+            totals["dead_by_outcome"][outcome], *want,
+            "deaths by {outcome}"
+        );
+    }
+    let worker = last["greenlets"]
+        .as_array()
+        .expect("greenlets")
+        .iter()
+        .filter(|g| g["name"] == "Worker")
+        .count();
+    assert!(worker >= 4 * 600, "{worker} greenlets named Worker");
+    events
+}
+
+/// Whether gevent imports.
+fn gevent() -> Result<(), String> {
+    let ok = Command::new("python3")
+        .args(["-c", "import gevent"])
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    ok.then_some(())
+        .ok_or_else(|| "python3 cannot import gevent: make deps installs it".into())
+}
+
+#[test]
+fn gevent_hub_and_greenlet_counts_equal_settrace_exactly() {
+    let what = "gevent_hub_and_greenlet_counts_equal_settrace_exactly";
+    if !bpf_or_skip(what) || !require(what, gevent()) {
+        return;
+    }
+    let _serial = serial();
+    let app = workload_py().with_file_name("gevent_app.py");
+    let (report, last) = traced(&app, None, &["--greenlets", "200", "--rounds", "40"]);
+    let events = assert_counts_equal(&report, &last);
+    // The hub is in most transfers, both ways, and named by its type.
+    let hub = n(&report["hub"]);
+    let edges = edge_counts(&last);
+    let to_hub: u64 = edges
+        .iter()
+        .filter(|(k, _)| k.1 == hub)
+        .map(|(_, v)| v.0)
+        .sum();
+    let from_hub: u64 = edges
+        .iter()
+        .filter(|(k, _)| k.0 == hub)
+        .map(|(_, v)| v.0)
+        .sum();
+    assert!(
+        to_hub > 200 * 40 / 2 && from_hub > 200 * 40 / 2,
+        "{to_hub} {from_hub}"
+    );
+    let spawned = last["greenlets"]
+        .as_array()
+        .expect("greenlets")
+        .iter()
+        .filter(|g| g["name"] == "gevent._gevent_cgreenlet.Greenlet")
+        .count();
+    assert_eq!(spawned, 200, "gevent greenlets by name");
+    eprintln!("gevent: {events} events counted exactly ({to_hub} into the hub)");
+}
+
+#[test]
+fn python_greenlet_counts_equal_settrace_exactly() {
+    let what = "python_greenlet_counts_equal_settrace_exactly";
+    if !bpf_or_skip(what) || !require(what, python_greenlet(None, Some("3.5.6"))) {
+        return;
+    }
+    let _serial = serial();
+    let events = exact_run(None, "3.5.6");
+    eprintln!("greenlet 3.5.6: {events} events counted exactly");
+}
+
+#[test]
+fn python_greenlet_3_0_counts_equal_settrace_exactly() {
+    let what = "python_greenlet_3_0_counts_equal_settrace_exactly";
+    let dir = versions_dir("3.0.3");
+    if !bpf_or_skip(what) || !require(what, python_greenlet(Some(&dir), Some("3.0.3"))) {
+        return;
+    }
+    let _serial = serial();
+    let events = exact_run(Some(&dir), "3.0.3");
+    eprintln!("greenlet 3.0.3: {events} events counted exactly");
+}
+
+/// `gltop -p PID --print-bpftrace`, run with bpftrace over the workload: its counts per
+/// (origin, target) equal settrace's.
+#[test]
+fn the_printed_bpftrace_program_counts_what_settrace_counts() {
+    let what = "the_printed_bpftrace_program_counts_what_settrace_counts";
+    if !bpf_or_skip(what)
+        || !require(what, python_greenlet(None, None))
+        || !bpftrace::available(what)
+    {
+        return;
+    }
+    let _serial = serial();
+    let mut w = start_workload(None, &["--threads", "4", "--rounds", "200"]);
+    let out = gltop()
+        .args(["-p", &w.pid().to_string(), "--print-bpftrace"])
+        .output()
+        .expect("run gltop --print-bpftrace");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let program = String::from_utf8(out.stdout).expect("UTF-8");
+    assert!(
+        program.starts_with("#!/usr/bin/env bpftrace\n"),
+        "{program}"
+    );
+    assert!(program.contains("g_switch_finish"), "{program}");
+    let file = std::env::temp_dir().join(format!("gltop-python-{}.bt", std::process::id()));
+    std::fs::write(&file, &program).unwrap();
+    let mut bt = Proc::spawn_group(
+        Command::new(bpftrace::wrapper())
+            .args(["-f", "json"])
+            .arg(&file)
+            .env("BPFTRACE_MAP_KEYS_MAX", "200000")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped()),
+    );
+    let begun = bt.wait_stdout_line(TIMEOUT, |l| l.contains("\"type\": \"printf\""));
+    let _ = std::fs::remove_file(&file);
+    assert!(begun.is_some(), "bpftrace: {}", bt.stderr_so_far());
+    let mut stdin = w.child.stdin.take().expect("the workload's stdin");
+    stdin.write_all(b"go\n").expect("release the workload");
+    drop(stdin);
+    assert!(
+        w.wait("workload.py", TIMEOUT).success(),
+        "{}",
+        w.stderr_text()
+    );
+    let report: Value =
+        serde_json::from_str(w.stdout_text().lines().nth(1).expect("the report line"))
+            .expect("the report");
+    // bpftrace stops by itself when the workload's main thread exits.
+    let st = bt.wait("bpftrace", TIMEOUT);
+    let stderr = bt.stderr_text();
+    assert!(st.success(), "bpftrace: {stderr}");
+    let lines: Vec<String> = bt.stdout_text().lines().map(String::from).collect();
+    let output = bpftrace::Output::parse(&lines, stderr, false).expect("bpftrace's output");
+    let switches = bpftrace::pairs(&output.map("@switches"));
+    let throws = bpftrace::pairs(&output.map("@throws"));
+    let (mut want_sw, mut want_th) = (BTreeMap::new(), BTreeMap::new());
+    let n = |v: &Value| v.as_u64().expect("a count");
+    for e in report["edges"].as_array().expect("edges") {
+        let key = (n(&e[0]), n(&e[1]));
+        if n(&e[2]) > 0 {
+            want_sw.insert(key, n(&e[2]));
+        }
+        if n(&e[3]) > 0 {
+            want_th.insert(key, n(&e[3]));
+        }
+    }
+    assert!(
+        want_sw.len() > 4096,
+        "more pairs than bpftrace's default map size"
+    );
+    same_pairs(&switches, &want_sw, "switches");
+    same_pairs(&throws, &want_th, "throws");
+    eprintln!(
+        "bpftrace: {} switches and {} throws on {} pairs, as settrace counted",
+        switches.values().sum::<u64>(),
+        throws.values().sum::<u64>(),
+        want_sw.len()
+    );
+}
+
+/// `got` equals `want`, or a panic that names how many pairs differ and the first few (the
+/// maps hold thousands).
+fn same_pairs(got: &BTreeMap<(u64, u64), u64>, want: &BTreeMap<(u64, u64), u64>, what: &str) {
+    let keys: std::collections::BTreeSet<_> = got.keys().chain(want.keys()).collect();
+    let differ: Vec<_> = keys
+        .into_iter()
+        .filter(|k| got.get(k) != want.get(k))
+        .map(|k| (k, got.get(k), want.get(k)))
+        .collect();
+    assert!(
+        differ.is_empty(),
+        "{what}: {} of {} pairs differ (pair, bpftrace, settrace), e.g. {:?}",
+        differ.len(),
+        want.len(),
+        &differ[..differ.len().min(5)]
+    );
+}
+
+/// Runs `gltop -p PID --json` on a Python process started with `code` (and `pythonpath`),
+/// which waits on stdin; returns gltop's exit code and stderr.
+fn gltop_on_python(pythonpath: Option<&Path>, code: &str) -> (Option<i32>, String) {
+    let mut cmd = Command::new("python3");
+    cmd.args(["-c", code])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    if let Some(p) = pythonpath {
+        cmd.env("PYTHONPATH", p);
+    }
+    let py = Proc::spawn(&mut cmd);
+    assert!(
+        py.wait_stdout_line(TIMEOUT, |l| l == "ready").is_some(),
+        "python3 -c {code:?}: {}",
+        py.stderr_so_far()
+    );
+    let mut g = Proc::spawn(
+        gltop()
+            .args([
+                "-p",
+                &py.pid().to_string(),
+                "--json",
+                "--hit-cost-ns",
+                "500",
+            ])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped()),
+    );
+    let st = g.wait("gltop", TIMEOUT);
+    assert_eq!(g.stdout_text(), "", "nothing on stdout");
+    (st.code(), g.stderr_text())
+}
+
+/// One line, exit 2, containing each of `want`.
+fn assert_refused((code, err): (Option<i32>, String), want: &[&str]) {
+    assert_eq!(code, Some(2), "{err}");
+    assert_eq!(err.lines().count(), 1, "one line: {err:?}");
+    assert!(
+        err.starts_with("gltop: cannot trace Python process"),
+        "{err}"
+    );
+    for w in want {
+        assert!(err.contains(w), "{w:?} in {err:?}");
+    }
+}
+
+const WAIT: &str = "import sys; print('ready', flush=True); sys.stdin.readline()";
+
+#[test]
+fn a_python_process_without_greenlet_is_refused() {
+    let what = "a_python_process_without_greenlet_is_refused";
+    if !bpf_or_skip(what) || !require(what, support::tool("python3", "--version")) {
+        return;
+    }
+    assert_refused(gltop_on_python(None, WAIT), &["without greenlet"]);
+}
+
+#[test]
+fn greenlet_1_is_refused() {
+    let what = "greenlet_1_is_refused";
+    let dir = versions_dir("1.1.3");
+    if !bpf_or_skip(what) || !require(what, python_greenlet(Some(&dir), Some("1.1.3"))) {
+        return;
+    }
+    let code = format!("import greenlet; {WAIT}");
+    assert_refused(
+        gltop_on_python(Some(&dir), &code),
+        &["greenlet 1.1.3 is not supported", ">= 2.0"],
+    );
+}
+
+#[test]
+fn a_greenlet_without_dwarf_is_refused_naming_the_debug_info() {
+    let what = "a_greenlet_without_dwarf_is_refused_naming_the_debug_info";
+    let src = versions_dir("3.0.3").join("greenlet");
+    if !bpf_or_skip(what)
+        || !require(what, python_greenlet(src.parent(), Some("3.0.3")))
+        || !require(what, support::tool("strip", "--version"))
+    {
+        return;
+    }
+    // A copy of the package whose .so has no DWARF.
+    let tmp = std::env::temp_dir().join(format!("gltop-nodwarf-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&tmp);
+    let pkg = tmp.join("greenlet");
+    std::fs::create_dir_all(&pkg).unwrap();
+    for entry in std::fs::read_dir(&src).unwrap() {
+        let entry = entry.unwrap();
+        if entry.file_type().unwrap().is_file() {
+            std::fs::copy(entry.path(), pkg.join(entry.file_name())).unwrap();
+        }
+    }
+    let so = std::fs::read_dir(&pkg)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| p.to_string_lossy().ends_with(".so"))
+        .expect("the .so");
+    let st = Command::new("strip")
+        .arg("--strip-debug")
+        .arg(&so)
+        .status()
+        .unwrap();
+    assert!(st.success());
+    let code = format!("import greenlet; {WAIT}");
+    let result = gltop_on_python(Some(&tmp), &code);
+    let _ = std::fs::remove_dir_all(&tmp);
+    assert_refused(result, &["no DWARF debug info", "dbgsym", "greenlet 3.0.3"]);
+}
