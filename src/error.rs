@@ -42,6 +42,9 @@ pub enum Error {
     /// a parent.
     #[error("cannot set the parent of a main greenlet")]
     MainGreenletParent,
+    /// [`name_main`](crate::name_main) on a thread whose main greenlet exists already.
+    #[error("this thread's main greenlet exists already: name it before any other greenlet call")]
+    MainGreenletExists,
     /// The stack of a greenlet that was about to start could not be allocated. The greenlet
     /// stays unstarted; a finishing child whose parent cannot start passes this error on to the
     /// next ancestor (spec §5.3).
@@ -53,6 +56,26 @@ pub enum Error {
         #[source]
         source: std::io::Error,
     },
+    /// A [`Value::downcast`](crate::Value::downcast) failed and its
+    /// [`DowncastError`](crate::DowncastError) went through `?`: the value was a `sent`, and
+    /// the code asked for an `expected`. Both are [`std::any::type_name`]s.
+    #[error("the value sent is a `{sent}`, not the `{expected}` asked for")]
+    Downcast {
+        /// The type of the value that was sent.
+        sent: &'static str,
+        /// The type that was asked for.
+        expected: &'static str,
+    },
+}
+
+impl From<crate::value::DowncastError> for Error {
+    #[cold]
+    fn from(error: crate::value::DowncastError) -> Error {
+        Error::Downcast {
+            sent: error.sent(),
+            expected: error.expected(),
+        }
+    }
 }
 
 impl Error {

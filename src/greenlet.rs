@@ -208,11 +208,16 @@ impl Greenlet {
         Builder::new()
     }
 
-    pub(crate) fn new_main(id: u64) -> Greenlet {
-        probes::new(|| (id, 0, ""));
+    pub(crate) fn new_main(id: u64, name: Option<Box<str>>) -> Greenlet {
+        probes::new(|| (id, 0, name.as_deref().unwrap_or("")));
         Greenlet(Rc::new(Inner {
             id,
-            options: None,
+            options: name.map(|name| {
+                Box::new(Options {
+                    name: Some(name),
+                    stack_size: DEFAULT_STACK_SIZE,
+                })
+            }),
             is_main: true,
             state: Cell::new(State::Active),
             flags: Cell::new(0),
@@ -307,7 +312,7 @@ impl Greenlet {
         self.0.id
     }
 
-    /// The name given by [`Builder::name`], if any.
+    /// The name given by [`Builder::name`] (or [`name_main`] for a main greenlet), if any.
     pub fn name(&self) -> Option<&str> {
         self.0.name()
     }
@@ -600,4 +605,39 @@ impl Builder {
 /// ```
 pub fn getcurrent() -> Greenlet {
     with_state(|state| state.current())
+}
+
+/// Creates this thread's main greenlet with a name, and returns it: a thread whose main
+/// greenlet runs a hub or an event loop can be told apart from the others in `Debug`,
+/// `Display`, the `greenlet:new` probe, and so in `gltop` and the bpftrace scripts, which show a
+/// nameless main greenlet as `main` or `<main>`.
+///
+/// A thread's main greenlet is created by the first call into this crate on the thread
+/// ([`getcurrent`], [`Greenlet::new`], ...), and its `greenlet:new` probe fires then, with its
+/// name; so call `name_main` first.
+///
+/// # Errors
+/// [`Error::MainGreenletExists`] if this thread's main greenlet exists already (nothing
+/// changes then): a name given later would never reach a tracer that saw it created.
+///
+/// ```
+/// use greenlet::{getcurrent, name_main, Error, Greenlet};
+///
+/// std::thread::spawn(|| {
+///     let hub = name_main("hub")?; // first thing on the thread
+///     assert_eq!(hub.name(), Some("hub"));
+///     assert_eq!(getcurrent(), hub);
+///     assert_eq!(hub.to_string(), "<hub>");
+///     // Too late now: the main greenlet exists.
+///     assert!(matches!(name_main("loop"), Err(Error::MainGreenletExists)));
+///     let g = Greenlet::new(|_| Ok(greenlet::getcurrent().parent().unwrap()));
+///     assert_eq!(g.switch(())?.downcast::<Greenlet>()?.name(), Some("hub"));
+///     Ok::<(), Error>(())
+/// })
+/// .join()
+/// .unwrap()?;
+/// # Ok::<(), Error>(())
+/// ```
+pub fn name_main(name: impl Into<String>) -> Result<Greenlet, Error> {
+    crate::thread::init_state_named(name.into().into_boxed_str()).ok_or(Error::MainGreenletExists)
 }
