@@ -23,6 +23,35 @@ use std::fmt;
 /// assert!(g.is_dead());
 /// ```
 ///
+/// # Not `Clone`, and never holding a greenlet: deliberately
+/// - `Error` is `Send + Sync + 'static`, so it converts into `Box<dyn std::error::Error + Send +
+///   Sync>` or `anyhow::Error`, leaves a thread through `JoinHandle::join`, and is what a
+///   program's `main` returns. A [`Greenlet`](crate::Greenlet) is an `Rc` handle, neither
+///   `Send` nor `Sync`, so an error cannot hold one. It would also keep the greenlet (and its
+///   stack) alive for as long as the error is kept, and a kept handle changes when a greenlet
+///   is killed (spec §8). Name the greenlet instead: put its [`id`](crate::Greenlet::id) or
+///   name in the message or in your own error type, or pass the handle itself as a
+///   [`Value`](crate::Value) in a switch.
+/// - It is not `Clone` because what it wraps is not: a user error is any
+///   `Box<dyn Error + Send + Sync>`, and `std::io::Error` (in
+///   [`Error::StackAllocation`]) is not `Clone` either. Requiring `Clone` of every error a
+///   greenlet returns would shut out most error types. To deliver one failure to several
+///   places, keep it in an `Rc`/`Arc` of your own, or send copies of its message
+///   ([`Error::msg`]`(e.to_string())`).
+///
+/// ```
+/// use greenlet::{Error, Greenlet};
+///
+/// fn send_sync<E: Send + Sync + 'static>(_: &E) {}
+/// let g = Greenlet::builder().name("fetch").build(|_| Err::<(), _>(Error::msg("timeout")));
+/// let err = g.switch(()).unwrap_err();
+/// send_sync(&err); // can leave the thread, or become a `Box<dyn Error + Send + Sync>`
+/// let why = Error::msg(format!("greenlet #{} ({}): {err}", g.id(), g.name().unwrap()));
+/// assert_eq!(why.to_string(), format!("greenlet #{} (fetch): timeout", g.id()));
+/// let boxed: Box<dyn std::error::Error + Send + Sync> = Box::new(why);
+/// # drop(boxed);
+/// ```
+///
 /// [`Greenlet::throw`]: crate::Greenlet::throw
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]

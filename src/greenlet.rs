@@ -151,6 +151,36 @@ impl Drop for Inner {
 /// [`GreenletExit`] is thrown into it, with the dropping greenlet as its temporary parent, so
 /// its destructors run (spec §8).
 ///
+/// # Killing outside a `RefCell` borrow
+/// The kill runs where the last handle is dropped, before the drop returns. If that is inside
+/// a `RefCell` borrow, the killed greenlet's cleanup cannot borrow the same cell: in
+/// `registry.borrow_mut().remove(&k);` the removed handle is dropped at the end of the
+/// statement while the `RefMut` temporary still holds the cell, and a greenlet that touches
+/// the registry as it dies panics on that re-entrant borrow (reported to the
+/// [kill hook](crate::set_kill_hook)). Take the handle out first, then drop it:
+///
+/// ```
+/// use std::{cell::RefCell, collections::HashMap, rc::Rc};
+/// use greenlet::{getcurrent, Greenlet};
+///
+/// let registry: Rc<RefCell<HashMap<u32, Greenlet>>> = Rc::default();
+/// let left = Rc::new(RefCell::new(Vec::new()));
+/// let main = getcurrent();
+/// let (reg, log) = (registry.clone(), left.clone());
+/// let worker = Greenlet::new(move |_| {
+///     let woken = main.switch(()); // suspended here; a kill arrives as `Err(Error::Exit)`
+///     log.borrow_mut().push(reg.borrow().len()); // cleanup that reads the registry
+///     woken.map(drop)
+/// });
+/// worker.switch(())?;
+/// registry.borrow_mut().insert(7, worker);
+///
+/// let removed = registry.borrow_mut().remove(&7); // the borrow ends with this statement
+/// drop(removed); // the kill runs here, with the cell free
+/// assert_eq!(*left.borrow(), [0]);
+/// # Ok::<(), greenlet::Error>(())
+/// ```
+///
 /// ```
 /// use greenlet::{getcurrent, Greenlet, Value};
 ///
@@ -177,9 +207,22 @@ impl Greenlet {
     /// `switch`, `Err(e)` as its error (a [`GreenletExit`] error arrives as a value).
     ///
     /// ```
-    /// let g = greenlet::Greenlet::new(|v| Ok(v.downcast::<i32>().unwrap() * 2));
-    /// assert_eq!(g.switch(21)?.downcast::<i32>().unwrap(), 42);
+    /// let g = greenlet::Greenlet::new(|v| Ok(v.downcast::<i32>()? * 2));
+    /// assert_eq!(g.switch(21)?.downcast::<i32>()?, 42);
     /// # Ok::<(), greenlet::Error>(())
+    /// ```
+    ///
+    /// The result type `R` is any `'static` type, so a `run` that only fails leaves it
+    /// open: `Greenlet::new(|_| Err(Error::msg("no")))` does not compile ("type annotations
+    /// needed"). Say it once, in the `Err` or in the closure's signature:
+    ///
+    /// ```
+    /// use greenlet::{Error, Greenlet};
+    ///
+    /// let a = Greenlet::new(|_| Err::<(), _>(Error::msg("no")));
+    /// let b = Greenlet::new(|_| -> Result<(), Error> { Err("no".into()) });
+    /// assert_eq!(a.switch(()).unwrap_err().to_string(), "no"); // out of the switch
+    /// assert_eq!(b.switch(()).unwrap_err().to_string(), "no");
     /// ```
     pub fn new<F, R>(run: F) -> Greenlet
     where

@@ -107,5 +107,5 @@ pub use crate::error::{Error, GreenletExit};
 pub use crate::greenlet::{getcurrent, name_main, Builder, Greenlet, DEFAULT_STACK_SIZE};
 pub use crate::lifecycle::{kill_all, panic_message, set_kill_hook, KillFailure, KillHook};
 pub use crate::recorder::{InjectedFailure, RecordedEvent, Recorder};
-pub use crate::trace::{gettrace, settrace, Event, EventKind, Tracer};
+pub use crate::trace::{gettrace, settrace, Event, EventKind, TraceOutcome, Tracer};
 pub use crate::value::{DowncastError, Value};
