@@ -571,11 +571,32 @@ impl Builder {
         self
     }
 
-    /// The usable size of the greenlet's stack in bytes (default [`DEFAULT_STACK_SIZE`]),
-    /// rounded up to a power of two between 16 KiB and 1 TiB. Memory is committed only where
-    /// the greenlet touches its stack, and a guard page under it turns an overflow into a
-    /// one-line report naming the greenlet, then an abort. A stack that cannot be allocated
-    /// makes the first switch fail with [`Error::StackAllocation`].
+    /// The usable size of the greenlet's stack in bytes (default [`DEFAULT_STACK_SIZE`],
+    /// 64 KiB), rounded up to a power of two between 16 KiB and 1 TiB. Memory is committed
+    /// only where the greenlet touches its stack, and a guard page under it turns an overflow
+    /// into a one-line report naming the greenlet, then an abort. A stack that cannot be
+    /// allocated makes the first switch fail with [`Error::StackAllocation`].
+    ///
+    /// The default is enough to panic and print a backtrace, and for ordinary code; give a
+    /// greenlet that recurses deeply, keeps big arrays on its stack, or runs code built
+    /// without optimizations (whose frames are larger) more. A bigger stack costs address
+    /// space and page tables (size / 512 per suspended greenlet), not resident memory.
+    ///
+    /// ```
+    /// use greenlet::Greenlet;
+    ///
+    /// fn depth(n: u32) -> u32 {
+    ///     let frame = std::hint::black_box([n; 256]); // 1 KiB a level
+    ///     if n == 0 { 0 } else { 1 + depth(n - 1) + frame[0] - n }
+    /// }
+    /// // About 1 MiB of recursion: more than the 64 KiB default would hold.
+    /// let deep = Greenlet::builder()
+    ///     .name("parser")
+    ///     .stack_size(4 << 20)
+    ///     .build(|_| Ok(depth(1000)));
+    /// assert_eq!(deep.switch(())?.downcast::<u32>()?, 1000);
+    /// # Ok::<(), greenlet::Error>(())
+    /// ```
     pub fn stack_size(mut self, bytes: usize) -> Builder {
         self.stack_size = Some(bytes);
         self
