@@ -86,26 +86,60 @@ pub enum Error {
         source: std::io::Error,
     },
     /// A [`Value::downcast`](crate::Value::downcast) failed and its
-    /// [`DowncastError`](crate::DowncastError) went through `?`: the value was a `sent`, and
-    /// the code asked for an `expected`. Both are [`std::any::type_name`]s.
-    #[error("the value sent is a `{sent}`, not the `{expected}` asked for")]
-    Downcast {
-        /// The type of the value that was sent.
-        sent: &'static str,
-        /// The type that was asked for.
-        expected: &'static str,
-    },
+    /// [`DowncastError`](crate::DowncastError) went through `?`: the
+    /// [`TypeMismatch`] names the type sent and the type asked for.
+    #[error(transparent)]
+    Downcast(TypeMismatch),
 }
 
 impl From<crate::value::DowncastError> for Error {
     #[cold]
     fn from(error: crate::value::DowncastError) -> Error {
-        Error::Downcast {
-            sent: error.sent(),
-            expected: error.expected(),
-        }
+        Error::Downcast(TypeMismatch(Box::new((error.sent(), error.expected()))))
     }
 }
+
+/// What [`Error::Downcast`] carries: the [`std::any::type_name`] of the value that was sent,
+/// and of the type that was asked for.
+///
+/// Boxed, so that every `Result<_, Error>` stays as small as before it existed: those are
+/// moved on every switch.
+#[derive(Clone, PartialEq, Eq)]
+pub struct TypeMismatch(Box<(&'static str, &'static str)>);
+
+impl TypeMismatch {
+    /// The type of the value that was sent.
+    pub fn sent(&self) -> &'static str {
+        self.0 .0
+    }
+
+    /// The type that was asked for.
+    pub fn expected(&self) -> &'static str {
+        self.0 .1
+    }
+}
+
+impl fmt::Debug for TypeMismatch {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("TypeMismatch")
+            .field("sent", &self.sent())
+            .field("expected", &self.expected())
+            .finish()
+    }
+}
+
+impl fmt::Display for TypeMismatch {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "the value sent is a `{}`, not the `{}` asked for",
+            self.sent(),
+            self.expected()
+        )
+    }
+}
+
+impl std::error::Error for TypeMismatch {}
 
 impl Error {
     /// An error carrying a message.

@@ -103,7 +103,7 @@ mod trace;
 mod transfer;
 mod value;
 
-pub use crate::error::{Error, GreenletExit};
+pub use crate::error::{Error, GreenletExit, TypeMismatch};
 pub use crate::greenlet::{getcurrent, name_main, Builder, Greenlet, DEFAULT_STACK_SIZE};
 pub use crate::lifecycle::{kill_all, panic_message, set_kill_hook, KillFailure, KillHook};
 pub use crate::recorder::{InjectedFailure, RecordedEvent, Recorder};

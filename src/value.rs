@@ -99,7 +99,8 @@ macro_rules! inline_types {
             ///
             /// let g = Greenlet::new(|v| Ok(v.downcast::<i64>()? * 2));
             /// let err = g.switch(5).unwrap_err(); // `5` is an `i32`
-            /// assert!(matches!(err, Error::Downcast { sent: "i32", expected: "i64" }));
+            /// let Error::Downcast(mismatch) = &err else { panic!("{err:?}") };
+            /// assert_eq!((mismatch.sent(), mismatch.expected()), ("i32", "i64"));
             /// assert_eq!(err.to_string(), "the value sent is a `i32`, not the `i64` asked for");
             ///
             /// let g = Greenlet::new(|v| Ok(v.downcast::<i64>()? * 2));
@@ -111,10 +112,14 @@ macro_rules! inline_types {
                 // For an inline `T` this folds to one tag test (the type tests are constant).
                 $(
                     if TypeId::of::<T>() == TypeId::of::<$ty>() {
-                        return match *self.0 {
-                            Repr::$variant(v) => cast(v).map_err(|_| DowncastError::new::<T>(self)),
-                            _ => Err(DowncastError::new::<T>(self)),
-                        };
+                        if let Repr::$variant(v) = *self.0 {
+                            if let Ok(t) = cast::<$ty, T>(v) {
+                                // An inline primitive: nothing to drop (and no drop test).
+                                mem::forget(self);
+                                return Ok(t);
+                            }
+                        }
+                        return Err(DowncastError::new::<T>(self));
                     }
                 )*
                 let back = match self.take_repr() {
@@ -241,7 +246,13 @@ impl<T: Any> Boxed for T {
 /// assert_eq!((err.sent(), err.expected()), ("&str", "u32"));
 /// assert_eq!(err.into_value().downcast::<&str>().unwrap(), "done");
 /// ```
-pub struct DowncastError {
+///
+/// It is one pointer (the failure is boxed), so that `Result<u64, DowncastError>` comes back
+/// in two registers and a successful downcast costs what it did before the error had a type.
+/// Test with [`Value::is`] first where a failing downcast is the common case.
+pub struct DowncastError(Box<Failed>);
+
+struct Failed {
     value: Value,
     expected: &'static str,
 }
@@ -250,33 +261,33 @@ impl DowncastError {
     #[cold]
     #[inline(never)]
     fn new<T: 'static>(value: Value) -> DowncastError {
-        DowncastError {
+        DowncastError(Box::new(Failed {
             value,
             expected: type_name::<T>(),
-        }
+        }))
     }
 
     /// The name of the type that was sent (the value's type).
     pub fn sent(&self) -> &'static str {
-        self.value.type_name()
+        self.0.value.type_name()
     }
 
     /// The name of the type that was asked for.
     pub fn expected(&self) -> &'static str {
-        self.expected
+        self.0.expected
     }
 
     /// The value, untouched.
     pub fn into_value(self) -> Value {
-        self.value
+        self.0.value
     }
 }
 
 impl fmt::Debug for DowncastError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("DowncastError")
-            .field("value", &self.value)
-            .field("expected", &self.expected)
+            .field("value", &self.0.value)
+            .field("expected", &self.0.expected)
             .finish()
     }
 }
@@ -287,7 +298,7 @@ impl fmt::Display for DowncastError {
             f,
             "the value sent is a `{}`, not the `{}` asked for",
             self.sent(),
-            self.expected
+            self.0.expected
         )
     }
 }
