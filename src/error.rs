@@ -23,6 +23,35 @@ use std::fmt;
 /// assert!(g.is_dead());
 /// ```
 ///
+/// # Not `Clone`, and never holding a greenlet: deliberately
+/// - `Error` is `Send + Sync + 'static`, so it converts into `Box<dyn std::error::Error + Send +
+///   Sync>` or `anyhow::Error`, leaves a thread through `JoinHandle::join`, and is what a
+///   program's `main` returns. A [`Greenlet`](crate::Greenlet) is an `Rc` handle, neither
+///   `Send` nor `Sync`, so an error cannot hold one. It would also keep the greenlet (and its
+///   stack) alive for as long as the error is kept, and a kept handle changes when a greenlet
+///   is killed (spec §8). Name the greenlet instead: put its [`id`](crate::Greenlet::id) or
+///   name in the message or in your own error type, or pass the handle itself as a
+///   [`Value`](crate::Value) in a switch.
+/// - It is not `Clone` because what it wraps is not: a user error is any
+///   `Box<dyn Error + Send + Sync>`, and `std::io::Error` (in
+///   [`Error::StackAllocation`]) is not `Clone` either. Requiring `Clone` of every error a
+///   greenlet returns would shut out most error types. To deliver one failure to several
+///   places, keep it in an `Rc`/`Arc` of your own, or send copies of its message
+///   ([`Error::msg`]`(e.to_string())`).
+///
+/// ```
+/// use greenlet::{Error, Greenlet};
+///
+/// fn send_sync<E: Send + Sync + 'static>(_: &E) {}
+/// let g = Greenlet::builder().name("fetch").build(|_| Err::<(), _>(Error::msg("timeout")));
+/// let err = g.switch(()).unwrap_err();
+/// send_sync(&err); // can leave the thread, or become a `Box<dyn Error + Send + Sync>`
+/// let why = Error::msg(format!("greenlet #{} ({}): {err}", g.id(), g.name().unwrap()));
+/// assert_eq!(why.to_string(), format!("greenlet #{} (fetch): timeout", g.id()));
+/// let boxed: Box<dyn std::error::Error + Send + Sync> = Box::new(why);
+/// # drop(boxed);
+/// ```
+///
 /// [`Greenlet::throw`]: crate::Greenlet::throw
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -42,6 +71,9 @@ pub enum Error {
     /// a parent.
     #[error("cannot set the parent of a main greenlet")]
     MainGreenletParent,
+    /// [`name_main`](crate::name_main) on a thread whose main greenlet exists already.
+    #[error("this thread's main greenlet exists already: name it before any other greenlet call")]
+    MainGreenletExists,
     /// The stack of a greenlet that was about to start could not be allocated. The greenlet
     /// stays unstarted; a finishing child whose parent cannot start passes this error on to the
     /// next ancestor (spec §5.3).
@@ -53,7 +85,61 @@ pub enum Error {
         #[source]
         source: std::io::Error,
     },
+    /// A [`Value::downcast`](crate::Value::downcast) failed and its
+    /// [`DowncastError`](crate::DowncastError) went through `?`: the
+    /// [`TypeMismatch`] names the type sent and the type asked for.
+    #[error(transparent)]
+    Downcast(TypeMismatch),
 }
+
+impl From<crate::value::DowncastError> for Error {
+    #[cold]
+    fn from(error: crate::value::DowncastError) -> Error {
+        Error::Downcast(TypeMismatch(Box::new((error.sent(), error.expected()))))
+    }
+}
+
+/// What [`Error::Downcast`] carries: the [`std::any::type_name`] of the value that was sent,
+/// and of the type that was asked for.
+///
+/// Boxed, so that every `Result<_, Error>` stays as small as before it existed: those are
+/// moved on every switch.
+#[derive(Clone, PartialEq, Eq)]
+pub struct TypeMismatch(Box<(&'static str, &'static str)>);
+
+impl TypeMismatch {
+    /// The type of the value that was sent.
+    pub fn sent(&self) -> &'static str {
+        self.0 .0
+    }
+
+    /// The type that was asked for.
+    pub fn expected(&self) -> &'static str {
+        self.0 .1
+    }
+}
+
+impl fmt::Debug for TypeMismatch {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("TypeMismatch")
+            .field("sent", &self.sent())
+            .field("expected", &self.expected())
+            .finish()
+    }
+}
+
+impl fmt::Display for TypeMismatch {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "the value sent is a `{}`, not the `{}` asked for",
+            self.sent(),
+            self.expected()
+        )
+    }
+}
+
+impl std::error::Error for TypeMismatch {}
 
 impl Error {
     /// An error carrying a message.

@@ -151,6 +151,36 @@ impl Drop for Inner {
 /// [`GreenletExit`] is thrown into it, with the dropping greenlet as its temporary parent, so
 /// its destructors run (spec §8).
 ///
+/// # Killing outside a `RefCell` borrow
+/// The kill runs where the last handle is dropped, before the drop returns. If that is inside
+/// a `RefCell` borrow, the killed greenlet's cleanup cannot borrow the same cell: in
+/// `registry.borrow_mut().remove(&k);` the removed handle is dropped at the end of the
+/// statement while the `RefMut` temporary still holds the cell, and a greenlet that touches
+/// the registry as it dies panics on that re-entrant borrow (reported to the
+/// [kill hook](crate::set_kill_hook)). Take the handle out first, then drop it:
+///
+/// ```
+/// use std::{cell::RefCell, collections::HashMap, rc::Rc};
+/// use greenlet::{getcurrent, Greenlet};
+///
+/// let registry: Rc<RefCell<HashMap<u32, Greenlet>>> = Rc::default();
+/// let left = Rc::new(RefCell::new(Vec::new()));
+/// let main = getcurrent();
+/// let (reg, log) = (registry.clone(), left.clone());
+/// let worker = Greenlet::new(move |_| {
+///     let woken = main.switch(()); // suspended here; a kill arrives as `Err(Error::Exit)`
+///     log.borrow_mut().push(reg.borrow().len()); // cleanup that reads the registry
+///     woken.map(drop)
+/// });
+/// worker.switch(())?;
+/// registry.borrow_mut().insert(7, worker);
+///
+/// let removed = registry.borrow_mut().remove(&7); // the borrow ends with this statement
+/// drop(removed); // the kill runs here, with the cell free
+/// assert_eq!(*left.borrow(), [0]);
+/// # Ok::<(), greenlet::Error>(())
+/// ```
+///
 /// ```
 /// use greenlet::{getcurrent, Greenlet, Value};
 ///
@@ -177,9 +207,22 @@ impl Greenlet {
     /// `switch`, `Err(e)` as its error (a [`GreenletExit`] error arrives as a value).
     ///
     /// ```
-    /// let g = greenlet::Greenlet::new(|v| Ok(v.downcast::<i32>().unwrap() * 2));
-    /// assert_eq!(g.switch(21)?.downcast::<i32>().unwrap(), 42);
+    /// let g = greenlet::Greenlet::new(|v| Ok(v.downcast::<i32>()? * 2));
+    /// assert_eq!(g.switch(21)?.downcast::<i32>()?, 42);
     /// # Ok::<(), greenlet::Error>(())
+    /// ```
+    ///
+    /// The result type `R` is any `'static` type, so a `run` that only fails leaves it
+    /// open: `Greenlet::new(|_| Err(Error::msg("no")))` does not compile ("type annotations
+    /// needed"). Say it once, in the `Err` or in the closure's signature:
+    ///
+    /// ```
+    /// use greenlet::{Error, Greenlet};
+    ///
+    /// let a = Greenlet::new(|_| Err::<(), _>(Error::msg("no")));
+    /// let b = Greenlet::new(|_| -> Result<(), Error> { Err("no".into()) });
+    /// assert_eq!(a.switch(()).unwrap_err().to_string(), "no"); // out of the switch
+    /// assert_eq!(b.switch(()).unwrap_err().to_string(), "no");
     /// ```
     pub fn new<F, R>(run: F) -> Greenlet
     where
@@ -208,11 +251,16 @@ impl Greenlet {
         Builder::new()
     }
 
-    pub(crate) fn new_main(id: u64) -> Greenlet {
-        probes::new(|| (id, 0, ""));
+    pub(crate) fn new_main(id: u64, name: Option<Box<str>>) -> Greenlet {
+        probes::new(|| (id, 0, name.as_deref().unwrap_or("")));
         Greenlet(Rc::new(Inner {
             id,
-            options: None,
+            options: name.map(|name| {
+                Box::new(Options {
+                    name: Some(name),
+                    stack_size: DEFAULT_STACK_SIZE,
+                })
+            }),
             is_main: true,
             state: Cell::new(State::Active),
             flags: Cell::new(0),
@@ -307,7 +355,7 @@ impl Greenlet {
         self.0.id
     }
 
-    /// The name given by [`Builder::name`], if any.
+    /// The name given by [`Builder::name`] (or [`name_main`] for a main greenlet), if any.
     pub fn name(&self) -> Option<&str> {
         self.0.name()
     }
@@ -523,11 +571,32 @@ impl Builder {
         self
     }
 
-    /// The usable size of the greenlet's stack in bytes (default [`DEFAULT_STACK_SIZE`]),
-    /// rounded up to a power of two between 16 KiB and 1 TiB. Memory is committed only where
-    /// the greenlet touches its stack, and a guard page under it turns an overflow into a
-    /// one-line report naming the greenlet, then an abort. A stack that cannot be allocated
-    /// makes the first switch fail with [`Error::StackAllocation`].
+    /// The usable size of the greenlet's stack in bytes (default [`DEFAULT_STACK_SIZE`],
+    /// 64 KiB), rounded up to a power of two between 16 KiB and 1 TiB. Memory is committed
+    /// only where the greenlet touches its stack, and a guard page under it turns an overflow
+    /// into a one-line report naming the greenlet, then an abort. A stack that cannot be
+    /// allocated makes the first switch fail with [`Error::StackAllocation`].
+    ///
+    /// The default is enough to panic and print a backtrace, and for ordinary code; give a
+    /// greenlet that recurses deeply, keeps big arrays on its stack, or runs code built
+    /// without optimizations (whose frames are larger) more. A bigger stack costs address
+    /// space and page tables (size / 512 per suspended greenlet), not resident memory.
+    ///
+    /// ```
+    /// use greenlet::Greenlet;
+    ///
+    /// fn depth(n: u32) -> u32 {
+    ///     let frame = std::hint::black_box([n; 256]); // 1 KiB a level
+    ///     if n == 0 { 0 } else { 1 + depth(n - 1) + frame[0] - n }
+    /// }
+    /// // About 1 MiB of recursion: more than the 64 KiB default would hold.
+    /// let deep = Greenlet::builder()
+    ///     .name("parser")
+    ///     .stack_size(4 << 20)
+    ///     .build(|_| Ok(depth(1000)));
+    /// assert_eq!(deep.switch(())?.downcast::<u32>()?, 1000);
+    /// # Ok::<(), greenlet::Error>(())
+    /// ```
     pub fn stack_size(mut self, bytes: usize) -> Builder {
         self.stack_size = Some(bytes);
         self
@@ -600,4 +669,39 @@ impl Builder {
 /// ```
 pub fn getcurrent() -> Greenlet {
     with_state(|state| state.current())
+}
+
+/// Creates this thread's main greenlet with a name, and returns it: a thread whose main
+/// greenlet runs a hub or an event loop can be told apart from the others in `Debug`,
+/// `Display`, the `greenlet:new` probe, and so in `gltop` and the bpftrace scripts, which show a
+/// nameless main greenlet as `main` or `<main>`.
+///
+/// A thread's main greenlet is created by the first call into this crate on the thread
+/// ([`getcurrent`], [`Greenlet::new`], ...), and its `greenlet:new` probe fires then, with its
+/// name; so call `name_main` first.
+///
+/// # Errors
+/// [`Error::MainGreenletExists`] if this thread's main greenlet exists already (nothing
+/// changes then): a name given later would never reach a tracer that saw it created.
+///
+/// ```
+/// use greenlet::{getcurrent, name_main, Error, Greenlet};
+///
+/// std::thread::spawn(|| {
+///     let hub = name_main("hub")?; // first thing on the thread
+///     assert_eq!(hub.name(), Some("hub"));
+///     assert_eq!(getcurrent(), hub);
+///     assert_eq!(hub.to_string(), "<hub>");
+///     // Too late now: the main greenlet exists.
+///     assert!(matches!(name_main("loop"), Err(Error::MainGreenletExists)));
+///     let g = Greenlet::new(|_| Ok(greenlet::getcurrent().parent().unwrap()));
+///     assert_eq!(g.switch(())?.downcast::<Greenlet>()?.name(), Some("hub"));
+///     Ok::<(), Error>(())
+/// })
+/// .join()
+/// .unwrap()?;
+/// # Ok::<(), Error>(())
+/// ```
+pub fn name_main(name: impl Into<String>) -> Result<Greenlet, Error> {
+    crate::thread::init_state_named(name.into().into_boxed_str()).ok_or(Error::MainGreenletExists)
 }

@@ -23,8 +23,8 @@
 //!     let v = producer.switch(())?;
 //!     match v.downcast::<u32>() {
 //!         Ok(i) => got.push(i),
-//!         Err(v) => {
-//!             assert_eq!(v.downcast::<&str>().unwrap(), "done");
+//!         Err(e) => {
+//!             assert_eq!(e.into_value().downcast::<&str>().unwrap(), "done");
 //!             break;
 //!         }
 //!     }
@@ -103,9 +103,9 @@ mod trace;
 mod transfer;
 mod value;
 
-pub use crate::error::{Error, GreenletExit};
-pub use crate::greenlet::{getcurrent, Builder, Greenlet, DEFAULT_STACK_SIZE};
+pub use crate::error::{Error, GreenletExit, TypeMismatch};
+pub use crate::greenlet::{getcurrent, name_main, Builder, Greenlet, DEFAULT_STACK_SIZE};
 pub use crate::lifecycle::{kill_all, panic_message, set_kill_hook, KillFailure, KillHook};
 pub use crate::recorder::{InjectedFailure, RecordedEvent, Recorder};
-pub use crate::trace::{gettrace, settrace, Event, EventKind, Tracer};
-pub use crate::value::Value;
+pub use crate::trace::{gettrace, settrace, Event, EventKind, TraceOutcome, Tracer};
+pub use crate::value::{DowncastError, Value};

@@ -49,11 +49,14 @@
 //! ([`MAX_STACK_SIZE`]); each power of two is a size class with its own slabs and free lists.
 //! 16 KiB is enough to panic and unwind, but not to print a panic backtrace
 //! (`RUST_BACKTRACE=1` overflows a 16 KiB stack in a debug build; 32 KiB is enough). The
-//! default, [`DEFAULT_STACK_SIZE`], is 1 MiB like corosensei's `DefaultStack`: the resident
-//! cost of a suspended greenlet is the same at any size (see below), only page tables grow. A slab is one
+//! default, [`DEFAULT_STACK_SIZE`], is 64 KiB: enough to panic and print a backtrace (a test
+//! checks it), and small enough that a suspended greenlet's page tables cost 128 bytes, not
+//! the 2 KiB of a 1 MiB stack (see below); the resident cost is the same at any size. A
+//! greenlet that recurses deeply asks for more with
+//! [`Builder::stack_size`](crate::Builder::stack_size). A slab is one
 //! `mmap(MAP_PRIVATE|MAP_ANONYMOUS|MAP_NORESERVE)` of about 256 MiB holding a table of owner
-//! records (64 bytes a slot) and then slots of `guard page + class size` (255 slots of the
-//! 1 MiB default). Slots are carved lazily; carving installs the slot's guard page:
+//! records (64 bytes a slot) and then slots of `guard page + class size` (about 3,850 slots of the
+//! 64 KiB default). Slots are carved lazily; carving installs the slot's guard page:
 //!
 //! * Linux 6.13+: `madvise(MADV_GUARD_INSTALL)`, a page-table marker, so the slab stays one
 //!   kernel mapping however many stacks it holds. Support is detected on the first carve.
@@ -65,16 +68,17 @@
 //!
 //! Slabs are never unmapped; a stack nobody uses keeps its address range in a free list.
 //! With `MAP_NORESERVE` and the default heuristic overcommit (`vm.overcommit_memory=0`)
-//! address space costs nothing until touched: 1,000,000 stacks of 1 MiB reserve 1 TiB of the
-//! 128 TiB user address space. Under strict overcommit (`vm.overcommit_memory=2`) the kernel
+//! address space costs nothing until touched: 1,000,000 stacks of 1 MiB would reserve 1 TiB
+//! of the 128 TiB user address space (of the 64 KiB default, 66 GiB). Under strict overcommit (`vm.overcommit_memory=2`) the kernel
 //! ignores `MAP_NORESERVE` and charges the whole slab, so use small stacks there.
 //!
 //! The memory a live stack really costs is the pages it touched (4 KiB for a suspended
 //! greenlet that never went deep) plus page tables: one 4 KiB page table covers 2 MiB of
 //! address space, so with 1 MiB stacks every two stacks share one page table (about 2 KiB
 //! per stack, not counted in RSS; see `VmPTE` in `/proc/self/status`). Smaller stacks share
-//! page tables more (64 KiB stacks: 128 bytes each). Consecutive slabs usually merge into
-//! one kernel mapping (1,000,000 stacks of 1 MiB: 3,922 slabs, 4 new mappings).
+//! page tables more (64 KiB stacks, the default: 32 to a page table, 128 bytes each).
+//! Consecutive slabs usually merge into one kernel mapping (1,000,000 stacks of 1 MiB: 3,922
+//! slabs, 4 new mappings).
 //!
 //! A stack's first use costs a few microseconds (installing the guard, which allocates a page
 //! table, and faulting in the first page); reuse from the pool costs about 15 ns.
@@ -82,7 +86,7 @@
 //! # Pool and trimming
 //!
 //! Released stacks go to the releasing thread's pool (no lock, no system call)
-//! up to 32 MiB of stacks per class per thread (32 of the 1 MiB default); beyond that, a
+//! up to 32 MiB of stacks per class per thread (512 of the 64 KiB default); beyond that, a
 //! released stack is trimmed with `MADV_DONTNEED` and moved to the class's shared free list.
 //! A thread's pool is trimmed into the shared lists when the thread exits, and a stack
 //! released after that goes straight to the shared list. [`trim_pool`] trims the calling
@@ -92,7 +96,7 @@
 //!
 //! A SIGSEGV/SIGBUS handler, installed once per process, looks the faulting address up in a
 //! lock-free, append-only registry of slabs. A fault in a greenlet guard page prints one line,
-//! e.g. `greenlet: stack overflow in greenlet 42 "worker-7" (stack 65536 bytes); aborting`,
+//! e.g. `greenlet: stack overflow in greenlet 42 "worker-7" (stack 65536 bytes; Builder::stack_size sets more); aborting`,
 //! and aborts. Any other fault goes to the previous handler (Rust's own, which reports
 //! overflows of thread stacks), or to the default action. Code that allocates a frame larger
 //! than a page without probing it can jump over a one-page guard; Rust code probes large
@@ -125,9 +129,12 @@ use corosensei::stack::{Stack, StackPointer};
 pub use slab::GuardMode;
 use slab::{RawSlot, MAX_CLASS_SHIFT, MIN_CLASS_SHIFT};
 
-/// Stack size of a greenlet that does not ask for one: 1 MiB, like corosensei's
-/// `DefaultStack` (and half of a Rust thread's default).
-pub const DEFAULT_STACK_SIZE: usize = 1 << 20;
+/// Stack size of a greenlet that does not ask for one: 64 KiB. Enough to panic and print a
+/// backtrace; small enough that the page tables of a suspended greenlet cost 128 bytes (a
+/// 1 MiB stack's cost 2 KiB: see the module documentation). Ask for more with
+/// [`Builder::stack_size`](crate::Builder::stack_size) for a greenlet that recurses deeply;
+/// an overflow is reported in one line naming the greenlet, then the process aborts.
+pub const DEFAULT_STACK_SIZE: usize = 1 << 16;
 /// Smallest usable size a stack gets; smaller requests are rounded up to it.
 pub const MIN_STACK_SIZE: usize = 1 << MIN_CLASS_SHIFT;
 /// Largest usable size a stack can have.
@@ -334,24 +341,24 @@ mod tests {
     fn overflow_message_names_the_greenlet() {
         assert_eq!(
             owner_message(42, Some("worker-7"), 65536),
-            "greenlet: stack overflow in greenlet 42 \"worker-7\" (stack 65536 bytes); aborting\n"
+            "greenlet: stack overflow in greenlet 42 \"worker-7\" (stack 65536 bytes; Builder::stack_size sets more); aborting\n"
         );
         assert_eq!(
             owner_message(7, None, 1 << 20),
-            "greenlet: stack overflow in greenlet 7 (stack 1048576 bytes); aborting\n"
+            "greenlet: stack overflow in greenlet 7 (stack 1048576 bytes; Builder::stack_size sets more); aborting\n"
         );
         assert_eq!(
             owner_message(u64::MAX, Some(""), 16384),
-            "greenlet: stack overflow in greenlet 18446744073709551615 \"\" (stack 16384 bytes); aborting\n"
+            "greenlet: stack overflow in greenlet 18446744073709551615 \"\" (stack 16384 bytes; Builder::stack_size sets more); aborting\n"
         );
         assert_eq!(
             owner_message(0, Some("x"), 16384),
-            "greenlet: stack overflow in a greenlet stack with no owner (stack 16384 bytes); aborting\n"
+            "greenlet: stack overflow in a greenlet stack with no owner (stack 16384 bytes; Builder::stack_size sets more); aborting\n"
         );
         // Control characters and quotes cannot break the line.
         assert_eq!(
             owner_message(3, Some("a\"b\nc"), 16384),
-            "greenlet: stack overflow in greenlet 3 \"a?b?c\" (stack 16384 bytes); aborting\n"
+            "greenlet: stack overflow in greenlet 3 \"a?b?c\" (stack 16384 bytes; Builder::stack_size sets more); aborting\n"
         );
     }
 
@@ -362,7 +369,7 @@ mod tests {
         let cut = format!("a{}", "é".repeat(23)); // 47 bytes: the 48th would split a character
         assert_eq!(
             msg,
-            format!("greenlet: stack overflow in greenlet 9 \"{cut}...\" (stack 16384 bytes); aborting\n")
+            format!("greenlet: stack overflow in greenlet 9 \"{cut}...\" (stack 16384 bytes; Builder::stack_size sets more); aborting\n")
         );
         let exact = "n".repeat(OWNER_NAME_CAP);
         assert!(owner_message(1, Some(&exact), 16384).contains(&format!("\"{exact}\" (")));
@@ -381,7 +388,7 @@ mod tests {
             assert_eq!(
                 overflow::message_for(&owner, 16384),
                 format!(
-                    "greenlet: stack overflow in greenlet 2 \"{}{cut}\" (stack 16384 bytes); aborting\n",
+                    "greenlet: stack overflow in greenlet 2 \"{}{cut}\" (stack 16384 bytes; Builder::stack_size sets more); aborting\n",
                     &long[..kept]
                 ),
                 "name length {len}"

@@ -96,10 +96,10 @@ pub(crate) const STATE_CURRENT: u32 = mem::offset_of!(ThreadState, current) as u
 pub(crate) const STATE_SWITCHES: u32 = mem::offset_of!(ThreadState, switches) as u32;
 
 impl ThreadState {
-    pub(crate) fn new() -> ThreadState {
+    pub(crate) fn new(main_name: Option<Box<str>>) -> ThreadState {
         let ids = Cell::new((0, 0));
         let main_id = next_id(&ids);
-        let main = Greenlet::new_main(main_id);
+        let main = Greenlet::new_main(main_id, main_name);
         let main_ptr = main.as_ptr();
         ThreadState {
             current: Cell::new(main_ptr),
@@ -426,13 +426,28 @@ impl Drop for Teardown {
 
 #[cold]
 fn init_state() -> *const ThreadState {
+    init_state_with(None)
+}
+
+/// Creates this thread's state with a main greenlet named `name` and returns the main
+/// greenlet; `None` if the state exists already.
+pub(crate) fn init_state_named(name: Box<str>) -> Option<Greenlet> {
+    if !STATE.get().is_null() {
+        return None;
+    }
+    let state = init_state_with(Some(name));
+    // SAFETY: `init_state_with` returns this thread's live state (see `with_state`).
+    Some(unsafe { &*state }.current())
+}
+
+fn init_state_with(main_name: Option<Box<str>>) -> *const ThreadState {
     // Greenlet code that runs in another thread-local's destructor after this thread's
     // teardown gets a fresh state; it is never torn down (the teardown hook cannot be
     // registered again), so what it holds at thread exit is leaked, not killed.
     if !GONE.get() {
         TEARDOWN.with(|_| {});
     }
-    let state = Box::into_raw(Box::new(ThreadState::new()));
+    let state = Box::into_raw(Box::new(ThreadState::new(main_name)));
     STATE.set(state);
     // Where samplers find the state from the thread pointer (`crate::sample`).
     crate::sample::publish_tls_offset(STATE.with(|slot| ptr::from_ref(slot) as usize));

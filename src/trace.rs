@@ -97,6 +97,27 @@ impl fmt::Display for EventKind {
     }
 }
 
+/// What a tracer's callback returns: `()` for a callback that cannot fail, or
+/// `Result<(), Error>`.
+pub trait TraceOutcome {
+    /// The outcome as a `Result`.
+    fn into_result(self) -> Result<(), Error>;
+}
+
+impl TraceOutcome for () {
+    #[inline]
+    fn into_result(self) -> Result<(), Error> {
+        Ok(())
+    }
+}
+
+impl TraceOutcome for Result<(), Error> {
+    #[inline]
+    fn into_result(self) -> Result<(), Error> {
+        self
+    }
+}
+
 /// A trace callback, installed per thread with [`settrace`].
 ///
 /// It runs in the target greenlet after every transfer and may do anything greenlet code can
@@ -113,9 +134,27 @@ pub struct Tracer(Rc<Callback>);
 type Callback = dyn Fn(&Event) -> Result<(), Error>;
 
 impl Tracer {
-    /// Wraps a callback.
-    pub fn new(callback: impl Fn(&Event) -> Result<(), Error> + 'static) -> Tracer {
-        Tracer(Rc::new(callback))
+    /// Wraps a callback. It returns `()`, or a `Result<(), Error>` when it can fail: see
+    /// [`TraceOutcome`].
+    ///
+    /// ```
+    /// use std::cell::Cell;
+    /// use std::rc::Rc;
+    /// use greenlet::{Error, Tracer};
+    ///
+    /// let seen = Rc::new(Cell::new(0));
+    /// let counter = seen.clone();
+    /// let counting = Tracer::new(move |_| counter.set(counter.get() + 1)); // no `Ok(())`
+    /// let refusing = Tracer::new(|event| {
+    ///     if event.target().is_main() {
+    ///         return Err(Error::msg("no switching to main"));
+    ///     }
+    ///     Ok(())
+    /// });
+    /// # drop((counting, refusing));
+    /// ```
+    pub fn new<R: TraceOutcome>(callback: impl Fn(&Event) -> R + 'static) -> Tracer {
+        Tracer(Rc::new(move |event: &Event| callback(event).into_result()))
     }
 
     /// Calls the callback.

@@ -61,7 +61,7 @@ macro_rules! inline_types {
         enum Repr {
             $($variant($ty),)*
             Greenlet(Greenlet),
-            Boxed(Box<dyn Any>),
+            Boxed(Box<dyn Boxed>),
         }
 
         impl Value {
@@ -86,25 +86,75 @@ macro_rules! inline_types {
                 Value::from_repr(Repr::Boxed(Box::new(take(&mut slot))))
             }
 
-            /// Takes the value out if it is a `T`, or gives the value back.
+            /// Takes the value out if it is a `T`; otherwise a [`DowncastError`] that names the
+            /// type that was sent and the type asked for, and gives the value back
+            /// ([`DowncastError::into_value`]). With `?` in a greenlet, the failure becomes
+            /// [`Error::Downcast`](crate::Error::Downcast).
+            ///
+            /// A switch passes exactly the type it was given: `g.switch(5)` sends an `i32`
+            /// (Rust's default integer type), which `downcast::<i64>()` does not accept.
+            ///
+            /// ```
+            /// use greenlet::{Error, Greenlet};
+            ///
+            /// let g = Greenlet::new(|v| Ok(v.downcast::<i64>()? * 2));
+            /// let err = g.switch(5).unwrap_err(); // `5` is an `i32`
+            /// let Error::Downcast(mismatch) = &err else { panic!("{err:?}") };
+            /// assert_eq!((mismatch.sent(), mismatch.expected()), ("i32", "i64"));
+            /// assert_eq!(err.to_string(), "the value sent is a `i32`, not the `i64` asked for");
+            ///
+            /// let g = Greenlet::new(|v| Ok(v.downcast::<i64>()? * 2));
+            /// assert_eq!(g.switch(5_i64)?.downcast::<i64>()?, 10); // say the type you send
+            /// # Ok::<(), Error>(())
+            /// ```
             #[inline]
-            pub fn downcast<T: 'static>(mut self) -> Result<T, Value> {
+            pub fn downcast<T: 'static>(mut self) -> Result<T, DowncastError> {
                 // For an inline `T` this folds to one tag test (the type tests are constant).
                 $(
                     if TypeId::of::<T>() == TypeId::of::<$ty>() {
-                        return match *self.0 {
-                            Repr::$variant(v) => cast(v).map_err(|_| self),
-                            _ => Err(self),
-                        };
+                        if let Repr::$variant(v) = *self.0 {
+                            if let Ok(t) = cast::<$ty, T>(v) {
+                                // An inline primitive: nothing to drop (and no drop test).
+                                mem::forget(self);
+                                return Ok(t);
+                            }
+                        }
+                        return Err(DowncastError::new::<T>(self));
                     }
                 )*
-                match self.take_repr() {
-                    Repr::Greenlet(g) => cast(g).map_err(|g| Value::from_repr(Repr::Greenlet(g))),
-                    Repr::Boxed(b) => b
-                        .downcast::<T>()
-                        .map(|b| *b)
-                        .map_err(|b| Value::from_repr(Repr::Boxed(b))),
-                    $(Repr::$variant(v) => cast(v).map_err(|v| Value::from_repr(Repr::$variant(v))),)*
+                let back = match self.take_repr() {
+                    Repr::Greenlet(g) => match cast(g) {
+                        Ok(t) => return Ok(t),
+                        Err(g) => Repr::Greenlet(g),
+                    },
+                    Repr::Boxed(b) => {
+                        if (*b).as_any().is::<T>() {
+                            if let Ok(t) = b.into_any().downcast::<T>() {
+                                return Ok(*t);
+                            }
+                            unreachable!("the type was tested just before");
+                        }
+                        Repr::Boxed(b)
+                    }
+                    $(Repr::$variant(v) => match cast(v) {
+                        Ok(t) => return Ok(t),
+                        Err(v) => Repr::$variant(v),
+                    },)*
+                };
+                Err(DowncastError::new::<T>(Value::from_repr(back)))
+            }
+
+            /// The name of the type of the value ([`std::any::type_name`] of what was sent).
+            ///
+            /// ```
+            /// assert_eq!(greenlet::Value::new(5).type_name(), "i32");
+            /// assert_eq!(greenlet::Value::new(vec![1_u8]).type_name(), "alloc::vec::Vec<u8>");
+            /// ```
+            pub fn type_name(&self) -> &'static str {
+                match &*self.0 {
+                    $(Repr::$variant(_) => type_name::<$ty>(),)*
+                    Repr::Greenlet(_) => type_name::<Greenlet>(),
+                    Repr::Boxed(b) => (**b).type_name(),
                 }
             }
 
@@ -114,7 +164,7 @@ macro_rules! inline_types {
                 match &*self.0 {
                     $(Repr::$variant(v) => (v as &dyn Any).downcast_ref(),)*
                     Repr::Greenlet(g) => (g as &dyn Any).downcast_ref(),
-                    Repr::Boxed(b) => b.downcast_ref(),
+                    Repr::Boxed(b) => (**b).as_any().downcast_ref(),
                 }
             }
 
@@ -131,12 +181,12 @@ macro_rules! inline_types {
                     $(Repr::$variant(v) => write!(f, "Value({:?}: {})", v, type_name::<$ty>()),)*
                     Repr::Greenlet(g) => write!(f, "Value({g:?})"),
                     Repr::Boxed(b) => {
-                        if let Some(s) = b.downcast_ref::<String>() {
+                        if let Some(s) = (**b).as_any().downcast_ref::<String>() {
                             write!(f, "Value({s:?}: String)")
-                        } else if let Some(e) = b.downcast_ref::<crate::GreenletExit>() {
+                        } else if let Some(e) = (**b).as_any().downcast_ref::<crate::GreenletExit>() {
                             write!(f, "Value({e:?})")
                         } else {
-                            f.write_str("Value(<boxed>)")
+                            write!(f, "Value(<{}>)", (**b).type_name())
                         }
                     }
                 }
@@ -163,6 +213,97 @@ inline_types! {
     F64(f64),
     Str(&'static str),
 }
+
+/// A boxed value: `Any`, and the name of its type, for [`DowncastError`].
+trait Boxed: Any {
+    fn as_any(&self) -> &dyn Any;
+    fn into_any(self: Box<Self>) -> Box<dyn Any>;
+    fn type_name(&self) -> &'static str;
+}
+
+impl<T: Any> Boxed for T {
+    fn as_any(&self) -> &dyn Any {
+        self
+    }
+    fn into_any(self: Box<Self>) -> Box<dyn Any> {
+        self
+    }
+    fn type_name(&self) -> &'static str {
+        type_name::<T>()
+    }
+}
+
+/// A [`Value::downcast`] to a type the value is not: names both types, and holds the value.
+///
+/// `?` turns it into [`Error::Downcast`](crate::Error::Downcast) (the value is dropped then);
+/// [`DowncastError::into_value`] gives the value back, to try another type:
+///
+/// ```
+/// use greenlet::Value;
+///
+/// let v = Value::new("done");
+/// let err = v.downcast::<u32>().unwrap_err();
+/// assert_eq!((err.sent(), err.expected()), ("&str", "u32"));
+/// assert_eq!(err.into_value().downcast::<&str>().unwrap(), "done");
+/// ```
+///
+/// It is one pointer (the failure is boxed), so that `Result<u64, DowncastError>` comes back
+/// in two registers and a successful downcast costs what it did before the error had a type.
+/// Test with [`Value::is`] first where a failing downcast is the common case.
+pub struct DowncastError(Box<Failed>);
+
+struct Failed {
+    value: Value,
+    expected: &'static str,
+}
+
+impl DowncastError {
+    #[cold]
+    #[inline(never)]
+    fn new<T: 'static>(value: Value) -> DowncastError {
+        DowncastError(Box::new(Failed {
+            value,
+            expected: type_name::<T>(),
+        }))
+    }
+
+    /// The name of the type that was sent (the value's type).
+    pub fn sent(&self) -> &'static str {
+        self.0.value.type_name()
+    }
+
+    /// The name of the type that was asked for.
+    pub fn expected(&self) -> &'static str {
+        self.0.expected
+    }
+
+    /// The value, untouched.
+    pub fn into_value(self) -> Value {
+        self.0.value
+    }
+}
+
+impl fmt::Debug for DowncastError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("DowncastError")
+            .field("value", &self.0.value)
+            .field("expected", &self.0.expected)
+            .finish()
+    }
+}
+
+impl fmt::Display for DowncastError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "the value sent is a `{}`, not the `{}` asked for",
+            self.sent(),
+            self.0.expected
+        )
+    }
+}
+
+impl std::error::Error for DowncastError {}
 
 impl Value {
     /// The unit value, `()`: what a switch with no meaningful payload carries.
@@ -226,11 +367,35 @@ mod tests {
     #[test]
     fn wrong_type_gives_the_value_back() {
         let v = Value::new(5_u32);
-        let v = v.downcast::<u64>().unwrap_err();
-        assert_eq!(v.downcast::<u32>().unwrap(), 5);
+        let e = v.downcast::<u64>().unwrap_err();
+        assert_eq!((e.sent(), e.expected()), ("u32", "u64"));
+        assert_eq!(e.into_value().downcast::<u32>().unwrap(), 5);
         let b = Value::new(vec![1, 2, 3]);
-        let b = b.downcast::<String>().unwrap_err();
-        assert_eq!(b.downcast::<Vec<i32>>().unwrap(), vec![1, 2, 3]);
+        let e = b.downcast::<String>().unwrap_err();
+        assert_eq!(
+            (e.sent(), e.expected()),
+            ("alloc::vec::Vec<i32>", "alloc::string::String")
+        );
+        assert_eq!(
+            e.to_string(),
+            "the value sent is a `alloc::vec::Vec<i32>`, not the `alloc::string::String` asked for"
+        );
+        assert_eq!(
+            e.into_value().downcast::<Vec<i32>>().unwrap(),
+            vec![1, 2, 3]
+        );
+        let g = Value::new(Greenlet::new(|_| Ok(())));
+        let e = g.downcast::<u8>().unwrap_err();
+        assert_eq!(
+            (e.sent(), e.expected()),
+            ("greenlet::greenlet::Greenlet", "u8")
+        );
+        assert!(e.into_value().downcast::<Greenlet>().is_ok());
+        let e = Value::unit().downcast::<Greenlet>().unwrap_err();
+        assert_eq!(
+            (e.sent(), e.expected()),
+            ("()", "greenlet::greenlet::Greenlet")
+        );
     }
 
     #[test]
@@ -250,6 +415,10 @@ mod tests {
         assert_eq!(
             format!("{:?}", Value::new(String::from("s"))),
             "Value(\"s\": String)"
+        );
+        assert_eq!(
+            format!("{:?}", Value::new(vec![1_u8])),
+            "Value(<alloc::vec::Vec<u8>>)"
         );
     }
 }

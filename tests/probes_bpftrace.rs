@@ -123,6 +123,35 @@ fn bpftrace_sees_what_settrace_saw_in_a_seeded_run() {
 }
 
 #[test]
+fn a_named_main_greenlet_carries_its_name_in_the_new_probe() {
+    if !bpftrace::available("a_named_main_greenlet_carries_its_name_in_the_new_probe") {
+        return;
+    }
+    let (r, out) = trace_all(&["--threads=2", "--main-name=event-loop"]);
+    check_all_args(&r, &out);
+    // Each thread's main greenlet: `new(id, 0, "event-loop")`, seen by bpftrace itself.
+    let mains: Vec<u64> = r
+        .greenlets
+        .iter()
+        .filter(|g| g.main)
+        .map(|g| g.id)
+        .collect();
+    assert_eq!(mains.len(), 2);
+    let named: Vec<u64> = out
+        .map("@new")
+        .keys()
+        .map(|k| key_parts(k, 3))
+        .filter(|p| num(p[1]) == 0)
+        .map(|p| {
+            assert_eq!(p[2], "event-loop", "a main greenlet's new probe: {p:?}");
+            num(p[0])
+        })
+        .collect();
+    assert_eq!(named.len(), 2, "one main greenlet per thread: {named:?}");
+    assert!(named.iter().all(|id| mains.contains(id)));
+}
+
+#[test]
 fn the_probes_fire_without_a_tracer() {
     if !bpftrace::available("the_probes_fire_without_a_tracer") {
         return;

@@ -56,7 +56,7 @@ impl Drop for Finally {
 fn exit_of(v: Value) -> String {
     match v.downcast::<GreenletExit>() {
         Ok(exit) => exit.to_string(),
-        Err(v) => format!("not a GreenletExit: {v:?}"),
+        Err(e) => format!("not a GreenletExit: {:?}", e.into_value()),
     }
 }
 
@@ -329,7 +329,7 @@ fn r6_5_throw_into_dead_with_live_parent() {
                     Ok(r) => {
                         let shown = match r.downcast::<GreenletExit>() {
                             Ok(exit) => exit.to_string(),
-                            Err(r) => format!("{:?}", r.downcast::<&str>().unwrap()),
+                            Err(r) => format!("{:?}", r.into_value().downcast::<&str>().unwrap()),
                         };
                         out.say(format!("p resumed with value {shown}"));
                     }

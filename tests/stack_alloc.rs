@@ -203,11 +203,13 @@ fn trimming_above_the_high_water_mark_returns_memory() {
         "trimming_above_the_high_water_mark_returns_memory",
         || {
             const N: usize = 256;
-            let hot = stack::pool_high_water(DEFAULT_STACK_SIZE).unwrap();
+            // 1 MiB stacks (the class is not the default one): each touches 512 KiB.
+            const SIZE: usize = 1 << 20;
+            let hot = stack::pool_high_water(SIZE).unwrap();
             assert_eq!(hot, 32);
             let before = rss();
             let stacks: Vec<GreenStack> = (0..N)
-                .map(|_| run_touching(stack::allocate(DEFAULT_STACK_SIZE).unwrap(), 512))
+                .map(|_| run_touching(stack::allocate(SIZE).unwrap(), 512))
                 .collect();
             let touched = rss();
             let grew = touched.saturating_sub(before);
@@ -240,7 +242,7 @@ fn trimming_above_the_high_water_mark_returns_memory() {
             );
             // Trimmed stacks are reused (zero-filled again) without new slots.
             let carved = stack::stats().carved;
-            let s = run_touching(stack::allocate(DEFAULT_STACK_SIZE).unwrap(), 64);
+            let s = run_touching(stack::allocate(SIZE).unwrap(), 64);
             drop(s);
             assert_eq!(stack::stats().carved, carved);
             println!(
@@ -493,7 +495,7 @@ fn overflow_in_a_coroutine_names_the_greenlet_and_aborts() {
                 unreachable!("the recursion cannot finish");
             },
         ),
-        "greenlet: stack overflow in greenlet 42 \"worker-7\" (stack 65536 bytes); aborting",
+        "greenlet: stack overflow in greenlet 42 \"worker-7\" (stack 65536 bytes; Builder::stack_size sets more); aborting",
     );
 }
 
@@ -521,7 +523,7 @@ fn overflow_of_an_unnamed_default_stack_on_a_spawned_thread() {
                 unreachable!("the recursion cannot finish");
             },
         ),
-        "greenlet: stack overflow in greenlet 7 (stack 1048576 bytes); aborting",
+        "greenlet: stack overflow in greenlet 7 (stack 65536 bytes; Builder::stack_size sets more); aborting",
     );
 }
 
@@ -537,7 +539,7 @@ fn overflow_with_mprotect_guards_is_reported_too() {
             co.resume(());
             unreachable!("the recursion cannot finish");
         }),
-        "greenlet: stack overflow in greenlet 5 \"fallback\" (stack 16384 bytes); aborting",
+        "greenlet: stack overflow in greenlet 5 \"fallback\" (stack 16384 bytes; Builder::stack_size sets more); aborting",
     );
 }
 
@@ -556,7 +558,7 @@ fn overflow_after_reuse_names_the_new_owner() {
             co.resume(());
             unreachable!("the recursion cannot finish");
         }),
-        "greenlet: stack overflow in greenlet 2 \"second\" (stack 32768 bytes); aborting",
+        "greenlet: stack overflow in greenlet 2 \"second\" (stack 32768 bytes; Builder::stack_size sets more); aborting",
     );
 }
 
@@ -610,7 +612,7 @@ thread_local! {
 }
 
 const TEARDOWN_LINE: &str =
-    "greenlet: stack overflow in greenlet 99 \"teardown\" (stack 65536 bytes); aborting";
+    "greenlet: stack overflow in greenlet 99 \"teardown\" (stack 65536 bytes; Builder::stack_size sets more); aborting";
 
 #[test]
 fn overflow_in_teardown_after_the_pool_is_gone() {

@@ -440,3 +440,43 @@ fn greenlets_that_end_before_the_first_line_are_in_it() {
     );
     assert_exact("gltop", &report, &all);
 }
+
+/// A main greenlet named by `greenlet::name_main` (issue 17): gltop shows its name, carried
+/// by the `greenlet:new` probe, not `main`.
+#[test]
+fn a_named_main_greenlet_shows_its_name() {
+    if !bpf_or_skip("a_named_main_greenlet_shows_its_name") {
+        return;
+    }
+    let _s = serial();
+    let mut t = target(&[
+        "--threads",
+        "2",
+        "--greenlets",
+        "2",
+        "--switches",
+        "10",
+        "--main-name",
+        "event-loop",
+    ]);
+    let mut g = gltop_json(t.pid(), &["-d", "0.5"]);
+    assert!(t
+        .wait_for(Duration::from_secs(60))
+        .is_some_and(|s| s.success()));
+    let st = g.wait_for(Duration::from_secs(30)).expect("gltop ends");
+    assert_eq!(st.code(), Some(0), "{}", g.stderr_text());
+    let report = report_of(&mut t);
+    let all = merged(&json_lines(&g.stdout_text()));
+    let mains: Vec<&serde_json::Value> = all["greenlets"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|g| g["main"] == true)
+        .collect();
+    assert_eq!(mains.len(), 2, "{all}");
+    for m in mains {
+        assert_eq!(m["name"], "event-loop", "{m}");
+        let id = m["id"].as_u64().unwrap();
+        assert_eq!(report.greenlet(id).name, "event-loop");
+    }
+}

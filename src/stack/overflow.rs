@@ -306,7 +306,7 @@ fn format_overflow(owner: &slab::SlotOwner, usable: usize) -> Line {
     }
     line.push(b" (stack ");
     line.push_u64(usable as u64);
-    line.push(b" bytes); aborting\n");
+    line.push(b" bytes; Builder::stack_size sets more); aborting\n");
     line
 }
 

@@ -10,8 +10,8 @@
 //!   them costs nothing. Above the mark the stack is trimmed (`MADV_DONTNEED` on its usable
 //!   range) and moved to the shared free list, where any thread can reuse its address range.
 //! * The high-water mark is `POOL_HOT_BYTES / class size` stacks: each thread keeps at most
-//!   32 MiB of untrimmed stack address space per class (32 stacks of the 1 MiB default,
-//!   512 of 64 KiB, none of classes above 32 MiB).
+//!   32 MiB of untrimmed stack address space per class (512 stacks of the 64 KiB default,
+//!   32 of 1 MiB, none of classes above 32 MiB).
 //! * When a thread exits, its pool is trimmed into the shared lists. A stack given back after
 //!   that (from a later thread-local destructor) is trimmed and goes to the shared list too.
 

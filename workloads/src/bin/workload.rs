@@ -53,7 +53,8 @@
 //!   "threads": 2,                 // worker threads that ran greenlets
 //!   "config": { "threads": 2, "greenlets": 4, "switches": 100, "throws": 10, "kills": 1,
 //!               "iterations": 1, "seed": 0, "duration": null, "forever": false, "pace": 0,
-//!               "spin_us": 0, "trace": true },  // false with --no-trace: no events are counted
+//!               "spin_us": 0, "trace": true,    // false with --no-trace: no events are counted
+//!               "main_name": null },            // --main-name
 //!   "totals": { "switch": 520, "throw": 28, "new": 16, "dead": 16 },
 //!                                 // switch/throw: settrace events; new/dead: greenlets
 //!                                 // created (main greenlets included) and deaths
@@ -68,7 +69,8 @@
 //!   "greenlets": [ { "id": 1, "name": "", "parent": 0, "thread": 0, "tid": 1236,
 //!                    "main": true, "outcome": "thread_exit" }, ... ],
 //!                                 // every greenlet, in creation order per thread; name is ""
-//!                                 // for main greenlets; outcome is one of the `deaths` keys
+//!                                 // for main greenlets (--main-name's without it); outcome
+//!                                 // is one of the `deaths` keys
 //!   "spun": [ { "id": 3, "slices": 81, "ns": 810123456 }, ... ]
 //!                                 // per spinning worker (--spin-us; else empty), by id: its
 //!                                 // slices and their time, measured from inside
@@ -194,6 +196,10 @@ struct Cli {
     /// Install no settrace tracer: the probes still fire, the report has no events
     #[arg(long)]
     no_trace: bool,
+    /// Name every thread's main greenlet (`greenlet::name_main`): its `greenlet:new` probe
+    /// and the report carry the name
+    #[arg(long, value_name = "NAME")]
+    main_name: Option<String>,
     /// Indent the JSON report
     #[arg(long)]
     pretty: bool,
@@ -238,6 +244,8 @@ struct Config {
     spin_us: u64,
     /// Whether a settrace tracer counted the events (not with `--no-trace`).
     trace: bool,
+    /// The name of every thread's main greenlet (`--main-name`; none by default).
+    main_name: Option<&'static str>,
 }
 
 impl Config {
@@ -640,8 +648,11 @@ fn run_thread(index: u32, cfg: Config, stop: Stop) -> Result<ThreadReport, Strin
         tid,
         ..Book::default()
     }));
-    // The tracer goes in first, before any transfer. The first call into the runtime creates
-    // the thread's main greenlet.
+    // The main greenlet is named (or not) by the first call into the runtime, which creates
+    // it; the tracer goes in next, before any transfer.
+    if let Some(name) = cfg.main_name {
+        greenlet::name_main(name).map_err(|e| format!("thread {index}: {e}"))?;
+    }
     if cfg.trace {
         let sink = book.clone();
         settrace(Some(Tracer::new(move |event| {
@@ -651,7 +662,8 @@ fn run_thread(index: u32, cfg: Config, stop: Stop) -> Result<ThreadReport, Strin
         })));
     }
     let main = getcurrent();
-    book.borrow_mut().born(main.id(), "", 0, true);
+    book.borrow_mut()
+        .born(main.id(), cfg.main_name.unwrap_or(""), 0, true);
 
     let ctx = Rc::new(ThreadCtx {
         rng: RefCell::new(Rng::new(cfg.seed, index)),
@@ -920,6 +932,11 @@ fn run(cli: Cli) -> Result<(), String> {
         pace: cli.pace,
         spin_us: cli.spin_us,
         trace: !cli.no_trace,
+        // Leaked once: every thread's records borrow it for the whole run.
+        main_name: cli
+            .main_name
+            .clone()
+            .map(|n| &*Box::leak(n.into_boxed_str())),
     };
     install_panic_hook();
     let blocked = block_signals(&cli)?;
