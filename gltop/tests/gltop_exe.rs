@@ -181,8 +181,18 @@ fn exe_exports_five_workloads_two_started_later_and_survives_a_sigkill() {
             )
         });
         let get = |name: &str| m[&(name.to_string(), l.clone())];
-        assert_eq!(get("greenlet_throws_total"), want.throw as f64, "{}", p.pid());
-        assert_eq!(get("greenlet_created_total"), want.new as f64, "{}", p.pid());
+        assert_eq!(
+            get("greenlet_throws_total"),
+            want.throw as f64,
+            "{}",
+            p.pid()
+        );
+        assert_eq!(
+            get("greenlet_created_total"),
+            want.new as f64,
+            "{}",
+            p.pid()
+        );
         let finished: f64 = m
             .iter()
             .filter(|((n, labels), _)| n == "greenlet_finished_total" && labels.starts_with(&l))
@@ -211,7 +221,10 @@ fn exe_exports_five_workloads_two_started_later_and_survives_a_sigkill() {
             Duration::from_secs(10)
         ));
     }
-    assert!(g.wait_for(Duration::from_millis(500)).is_none(), "still running");
+    assert!(
+        g.wait_for(Duration::from_millis(500)).is_none(),
+        "still running"
+    );
     g.signal(Signal::SIGTERM);
     let status = g.wait("gltop", Duration::from_secs(30));
     assert!(status.success(), "{status}: {}", g.stderr_text());
@@ -260,23 +273,29 @@ fn exe_json_has_one_exact_line_per_process_per_interval() {
     let lines = json_lines(&g.stdout_text());
     let mut by_pid: BTreeMap<i64, Vec<Value>> = BTreeMap::new();
     for l in lines {
-        by_pid.entry(l["pid"].as_i64().expect("a pid")).or_default().push(l);
+        by_pid
+            .entry(l["pid"].as_i64().expect("a pid"))
+            .or_default()
+            .push(l);
     }
-    assert_eq!(
-        by_pid.keys().map(|&p| p as i32).collect::<Vec<_>>(),
-        {
-            let mut p = pids.clone();
-            p.sort_unstable();
-            p
-        }
-    );
+    assert_eq!(by_pid.keys().map(|&p| p as i32).collect::<Vec<_>>(), {
+        let mut p = pids.clone();
+        p.sort_unstable();
+        p
+    });
     for p in &mut procs {
         let r = report_of(p);
         let lines = &by_pid[&(p.pid() as i64)];
         // One line per interval while it ran (2 s of work, 0.25 s intervals), each with
         // the single-process schema.
         assert!(lines.len() >= 3, "{}: {} lines", p.pid(), lines.len());
-        assert!(lines.iter().all(|l| l["mode"] == "exact" && l["process"] == "workload"));
-        assert_exact(&format!("gltop --exe, process {}", p.pid()), &r, &merged(lines));
+        assert!(lines
+            .iter()
+            .all(|l| l["mode"] == "exact" && l["process"] == "workload"));
+        assert_exact(
+            &format!("gltop --exe, process {}", p.pid()),
+            &r,
+            &merged(lines),
+        );
     }
 }
