@@ -384,6 +384,28 @@ pub struct Exported {
     pub targets: Vec<Target>,
     /// The label options.
     pub labelling: Labelling,
+    /// gltop's refreshes of every watched process (each interval, and each scrape).
+    pub refreshes: Refreshes,
+}
+
+/// How long gltop's refreshes took: each reads every watched process's kernel maps.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Refreshes {
+    /// Refreshes so far.
+    pub count: u64,
+    /// Their total duration, ns.
+    pub total_ns: u64,
+    /// The longest, ns.
+    pub max_ns: u64,
+}
+
+impl Refreshes {
+    /// Records one refresh that took `ns`.
+    pub fn record(&mut self, ns: u64) {
+        self.count += 1;
+        self.total_ns += ns;
+        self.max_ns = self.max_ns.max(ns);
+    }
 }
 
 /// The [`Collector`] registered once: encodes [`Exported`] as it is when a scrape comes (the
@@ -556,6 +578,33 @@ impl Collector for ExportCollector {
             None,
             each(|g| g.totals.dropped()),
         )?;
+        {
+            let none: Labels = Vec::new();
+            let r = st.refreshes;
+            counter(
+                &mut enc,
+                "gltop_refreshes",
+                "Refreshes: every watched process's kernel maps read (each --delay, and each scrape).",
+                None,
+                [(&none, r.count)],
+            )?;
+            let mut m = enc.encode_descriptor(
+                "gltop_refresh",
+                "Time gltop spent in its refreshes (gltop_refreshes_total).",
+                Some(&Unit::Seconds),
+                MetricType::Counter,
+            )?;
+            ConstCounter::new(r.total_ns as f64 * 1e-9).encode(m.encode_family(&none)?)?;
+            drop(m);
+            let mut m = enc.encode_descriptor(
+                "gltop_refresh_max",
+                "The longest refresh since gltop started; it should stay well below --delay.",
+                Some(&Unit::Seconds),
+                MetricType::Gauge,
+            )?;
+            m.encode_family(&none)?
+                .encode_gauge(&(r.max_ns as f64 * 1e-9))?;
+        }
         {
             let mut m = enc.encode_descriptor(
                 "gltop_build",
@@ -742,6 +791,7 @@ mod tests {
             Exported {
                 targets: vec![mk(1, 5), mk(2, 7)],
                 labelling: Labelling::default(),
+                refreshes: Refreshes::default(),
             },
             true,
         );
@@ -770,6 +820,7 @@ mod tests {
                     per_pid: true,
                     names: 0,
                 },
+                refreshes: Refreshes::default(),
             },
             false,
         );

@@ -181,6 +181,7 @@ pub fn run(args: &Args, addr: SocketAddr) -> Result<End, Failure> {
     let exported = Arc::new(Mutex::new(Exported {
         targets: Vec::new(),
         labelling,
+        refreshes: Default::default(),
     }));
     let mut registry = Registry::default();
     registry.register_collector(Box::new(ExportCollector(exported.clone())));
@@ -240,9 +241,7 @@ pub fn run(args: &Args, addr: SocketAddr) -> Result<End, Failure> {
         }
         if Instant::now() >= next {
             let mut st = exported.lock().unwrap_or_else(|e| e.into_inner());
-            for w in &mut watched {
-                refresh(w, &mut st, window)?;
-            }
+            refresh_all(&mut watched, &mut st, window)?;
             drop(st);
             next = (next + interval).max(Instant::now());
         }
@@ -264,10 +263,7 @@ pub fn run(args: &Args, addr: SocketAddr) -> Result<End, Failure> {
         if let Some(request) = request {
             answer(request, &registry, || {
                 let mut st = exported.lock().unwrap_or_else(|e| e.into_inner());
-                for w in &mut watched {
-                    refresh(w, &mut st, window)?;
-                }
-                Ok(())
+                refresh_all(&mut watched, &mut st, window)
             })?;
         }
     }
@@ -341,6 +337,16 @@ fn add(
 /// The probe-hit rate's window: the refresh interval.
 fn window_ns(args: &Args) -> u64 {
     (args.delay * 1e9) as u64
+}
+
+/// Refreshes every watched process, timed for gltop's self-metrics.
+fn refresh_all(watched: &mut [Watched], st: &mut Exported, window_ns: u64) -> Result<(), Failure> {
+    let start = Instant::now();
+    for w in watched.iter_mut() {
+        refresh(w, st, window_ns)?;
+    }
+    st.refreshes.record(start.elapsed().as_nanos() as u64);
+    Ok(())
 }
 
 /// Snapshots `w`'s session and detector, if it still has them, into its target. A detector
