@@ -162,7 +162,11 @@ fn measure(processes: usize, per_process: usize, rate: u64, seconds: f64) -> Cas
             panic!("gltop exited before serving");
         }
         if let Some(rest) = line.split("http://").nth(1) {
-            break rest.split("/metrics").next().expect("an address").to_string();
+            break rest
+                .split("/metrics")
+                .next()
+                .expect("an address")
+                .to_string();
         }
     };
     // gltop's stderr is drained from here on, so that it never blocks on it.

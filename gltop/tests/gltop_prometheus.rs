@@ -347,7 +347,27 @@ fn prometheus_scrapes_the_exact_counts_of_the_oracle() {
         ("runtime".to_string(), "greenlet".to_string()),
     ]);
     assert_eq!(all["gltop_target_info"], vec![target_info]);
-    assert_eq!(all.len(), 15, "{:?}", all.keys().collect::<Vec<_>>());
+    for name in [
+        "gltop_refreshes_total",
+        "gltop_refresh_seconds_total",
+        "gltop_refresh_max_seconds",
+    ] {
+        assert_eq!(
+            all.get(name),
+            Some(&vec![BTreeMap::new()]),
+            "{name}: {all:?}"
+        );
+    }
+    assert_eq!(all.len(), 18, "{:?}", all.keys().collect::<Vec<_>>());
+    // gltop refreshed at least every half second, each refresh shorter than that.
+    let refreshes = prom.value("gltop_refreshes_total").unwrap();
+    let longest = prom.value("gltop_refresh_max_seconds").unwrap();
+    let spent = prom.value("gltop_refresh_seconds_total").unwrap();
+    assert!(refreshes >= 4.0, "{refreshes} refreshes");
+    assert!(
+        longest > 0.0 && longest < 0.5 && spent >= longest && spent < refreshes * 0.5,
+        "refreshes: {refreshes}, {spent} s in all, longest {longest} s"
+    );
     // The oracle switches often: none of its greenlets runs 100 ms without switching.
     assert_eq!(prom.value("greenlet_blocking_episodes_total"), Some(0.0));
 
@@ -395,6 +415,9 @@ fn prometheus_scrapes_the_exact_counts_of_the_oracle() {
         ("gltop_dropped", "counter"),
         ("greenlet_blocking_episodes", "counter"),
         ("greenlet_blocking_seconds", "counter"),
+        ("gltop_refreshes", "counter"),
+        ("gltop_refresh_seconds", "counter"),
+        ("gltop_refresh_max_seconds", "gauge"),
         ("gltop_build", "info"),
         ("gltop_target", "info"),
     ] {

@@ -588,14 +588,15 @@ impl Collector for ExportCollector {
                 None,
                 [(&none, r.count)],
             )?;
-            let mut m = enc.encode_descriptor(
-                "gltop_refresh",
-                "Time gltop spent in its refreshes (gltop_refreshes_total).",
-                Some(&Unit::Seconds),
-                MetricType::Counter,
-            )?;
-            ConstCounter::new(r.total_ns as f64 * 1e-9).encode(m.encode_family(&none)?)?;
-            drop(m);
+            {
+                let mut m = enc.encode_descriptor(
+                    "gltop_refresh",
+                    "Time gltop spent in its refreshes (gltop_refreshes_total).",
+                    Some(&Unit::Seconds),
+                    MetricType::Counter,
+                )?;
+                ConstCounter::new(r.total_ns as f64 * 1e-9).encode(m.encode_family(&none)?)?;
+            }
             let mut m = enc.encode_descriptor(
                 "gltop_refresh_max",
                 "The longest refresh since gltop started; it should stay well below --delay.",
