@@ -238,7 +238,10 @@ fn exe_json_has_one_exact_line_per_process_per_interval() {
     let _serial = serial();
     let go = GoFile::new("json");
     let bin = workload::workload_bin();
-    let mut procs: Vec<Proc> = (0..2).map(|_| workload(&go.0, &WORK)).collect();
+    // The second one ends by exec'ing `sleep`: the same process, another program.
+    let mut execs = WORK.to_vec();
+    execs.extend(["--then-exec-sleep", "30"]);
+    let mut procs: Vec<Proc> = vec![workload(&go.0, &WORK), workload(&go.0, &execs)];
     let mut g = Proc::spawn(
         gltop()
             .args(["--json", "--exe"])
@@ -257,15 +260,28 @@ fn exe_json_has_one_exact_line_per_process_per_interval() {
     for p in &procs {
         report(p);
     }
-    for p in &mut procs {
+    let mut reports = Vec::new();
+    for (i, p) in procs.iter_mut().enumerate() {
+        if i == 1 {
+            // Its report now: after the exec its stdout is `sleep`'s.
+            reports.push(report(p));
+        }
         drop(p.child.stdin.take());
-        assert!(p.wait_for(Duration::from_secs(30)).is_some());
+        if i != 1 {
+            assert!(p.wait_for(Duration::from_secs(30)).is_some());
+        }
     }
-    for pid in &pids {
-        assert!(g.wait_stderr(
-            &format!("process {pid} (workload) exited"),
-            Duration::from_secs(10)
-        ));
+    for (i, pid) in pids.iter().enumerate() {
+        let said = if i == 1 {
+            format!("process {pid} (workload) replaced its program (exec)")
+        } else {
+            format!("process {pid} (workload) exited")
+        };
+        assert!(
+            g.wait_stderr(&said, Duration::from_secs(10)),
+            "{said}: {}",
+            g.stderr_so_far()
+        );
     }
     g.signal(Signal::SIGINT);
     let status = g.wait("gltop", Duration::from_secs(30));
@@ -283,8 +299,12 @@ fn exe_json_has_one_exact_line_per_process_per_interval() {
         p.sort_unstable();
         p
     });
-    for p in &mut procs {
-        let r = report_of(p);
+    for (i, p) in procs.iter_mut().enumerate() {
+        let r = if i == 1 {
+            reports.remove(0)
+        } else {
+            report_of(p)
+        };
         let lines = &by_pid[&(p.pid() as i64)];
         // One line per interval while it ran (2 s of work, 0.25 s intervals), each with
         // the single-process schema.
