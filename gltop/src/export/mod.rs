@@ -157,11 +157,28 @@ pub(crate) fn attach(
     Ok(Some((session, sampler)))
 }
 
+/// Each refresh reads a kernel map in one batch into buffers sized to the map's capacity
+/// (tens of MB with `--max-greenlets` in the 100,000s), freed once read. glibc serves such
+/// blocks with `mmap` and returns them at once, so every refresh faulted the pages in anew
+/// (a quarter of gltop's CPU at 100,000 greenlets). Served from the heap and kept, they are
+/// reused: less CPU for more resident memory (benches/README.md, "gltop's own cost at
+/// scale", has both).
+fn keep_large_allocations() {
+    const LARGE: libc::c_int = 1 << 30;
+    // SAFETY: mallopt only changes glibc's allocation thresholds (under glibc's own lock),
+    // touches no memory of ours, and any positive value is valid for these two parameters.
+    unsafe {
+        libc::mallopt(libc::M_MMAP_THRESHOLD, LARGE);
+        libc::mallopt(libc::M_TRIM_THRESHOLD, LARGE);
+    }
+}
+
 /// Runs the exporter for `args` (`args.listen` is set).
 pub fn run(args: &Args, addr: SocketAddr) -> Result<End, Failure> {
     if std::env::var_os("GLTOP_DEBUG").is_none() {
         libbpf_rs::set_print(None);
     }
+    keep_large_allocations();
     // Blocked before the server starts its threads, which inherit the mask: a stop signal
     // then reaches the signalfd, never a thread that would die of it.
     let mut signals = Signals::block()?;
