@@ -58,6 +58,8 @@ MAX_LIFETIME_NS = 150.0
 MAX_PROBE_INSTRUCTIONS = 2.0
 LIVE_COUNT = 1_000_000
 MAX_LIVE_KIB = 4.5
+# gltop's own CPU at 1 Hz with 100,000 live greenlets, % of one core (issue 14).
+MAX_SCALE_CPU_PCT = 2.0
 
 
 def log(message):
@@ -187,6 +189,38 @@ def tracer(quick):
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
+def scale(quick):
+    """gltop's own CPU, memory and refresh time at 1 Hz with 100,000 live greenlets in one
+    process and in 10 processes (gltop/examples/gltop_scale.rs; needs root for BPF)."""
+    if os.geteuid() != 0:
+        log("scale: skipped (attaching BPF programs needs root)")
+        return None
+    log("scale: gltop's own cost with 100,000 greenlets, in 1 and in 10 processes")
+    proc = run(["cargo", "build", "-q", "--release", "-p", "gltop", "--bin", "gltop",
+                "--example", "gltop_scale"], capture=False)
+    if proc.returncode != 0:
+        fail("cargo build of gltop_scale failed")
+    proc = run([os.path.join(TARGET, "release", "examples", "gltop_scale"), "--json",
+                "--seconds", "8" if quick else "30"])
+    if proc.returncode != 0:
+        fail("gltop_scale failed: " + proc.stderr.strip()[-400:])
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def render_scale(s):
+    lines = ["", f"gltop's own cost, gltop --listen -d 1 ({s['seconds']:.0f} s window, targets "
+             f"switching {s['rate']:,}/s in all; goal: <= {MAX_SCALE_CPU_PCT}% of a core with "
+             "100,000 greenlets, no refresh longer than the interval):",
+             f"{'':<26} {'CPU':>8} {'RSS':>9} {'peak RSS':>9} {'refreshes':>9} "
+             f"{'mean':>9} {'longest':>9}"]
+    for c in s["cases"]:
+        lines.append(f"{c['case']:<26} {c['cpu_pct']:>7.2f}% {c['rss_kib'] / 1024:>5.0f} MiB "
+                     f"{c['hwm_kib'] / 1024:>5.0f} MiB {c['refreshes']:>9.0f} "
+                     f"{c['refresh_mean_ms']:>6.1f} ms {c['refresh_max_ms']:>6.1f} ms")
+    lines.append(f"(load average at the end: {', '.join(str(round(x, 2)) for x in os.getloadavg())})")
+    return "\n".join(lines)
+
+
 def render_tracer(t):
     lines = ["", "What gltop costs a thread switching greenlets "
              f"({t['switches']:,} switches per measurement, least of {t['rounds']} rounds):",
@@ -305,6 +339,13 @@ def table_rows(results):
                      fmt(theirs, "KiB"), fmt(ratio, "x"),
                      f"{LIVE_COUNT:,} alive, <= {MAX_LIVE_KIB} KiB each",
                      lv["count"] >= LIVE_COUNT and ours <= MAX_LIVE_KIB))
+    # gltop's own cost at scale.
+    for c in (results.get("scale") or {}).get("cases", []):
+        if c["processes"] == 1:
+            rows.append((f"gltop CPU at 1 Hz, {c['case']}", fmt(c["cpu_pct"], "%", 2), "-", "-",
+                         f"<= {MAX_SCALE_CPU_PCT}% of a core", c["cpu_pct"] <= MAX_SCALE_CPU_PCT))
+        rows.append((f"gltop longest refresh, {c['case']}", fmt(c["refresh_max_ms"], "ms"), "-",
+                     "-", "< the 1 s interval", c["refresh_max_ms"] < 1000.0))
     return rows
 
 
@@ -354,9 +395,9 @@ def main():
     ap.add_argument("--json", action="store_true", help="print the JSON report, not the table")
     ap.add_argument("--strict", action="store_true", help="exit 1 when a target is missed")
     ap.add_argument("--skip", nargs="*", default=[],
-                    choices=["criterion", "callgrind", "live", "peer", "tracer"])
+                    choices=["criterion", "callgrind", "live", "peer", "tracer", "scale"])
     args = ap.parse_args()
-    steps = [s for s in ("criterion", "callgrind", "live", "peer", "tracer")
+    steps = [s for s in ("criterion", "callgrind", "live", "peer", "tracer", "scale")
              if s not in args.skip]
     if "callgrind" in steps and subprocess.run(["which", "valgrind"],
                                                capture_output=True).returncode != 0:
@@ -376,6 +417,8 @@ def main():
         results["peer"] = peer(args.quick)
     if "tracer" in steps:
         results["tracer"] = tracer(args.quick)
+    if "scale" in steps:
+        results["scale"] = scale(args.quick)
     rows = table_rows(results)
     results["table"] = [{"case": c, "ours": o, "peer": p, "ratio": r, "target": t, "met": met}
                         for c, o, p, r, t, met in rows]
@@ -388,6 +431,8 @@ def main():
         print(render(results, rows))
         if results.get("tracer"):
             print(render_tracer(results["tracer"]))
+        if results.get("scale"):
+            print(render_scale(results["scale"]))
         print(f"(all figures: {os.path.relpath(out, ROOT)})")
     missed = [r[0] for r in rows if r[5] is False]
     if missed:

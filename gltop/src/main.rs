@@ -38,12 +38,18 @@ pub struct Args {
     #[command(subcommand)]
     pub command: Option<Command>,
 
-    /// PID of the process to trace. With --listen, several (`-p 1,2` or `-p 1 -p 2`): every
-    /// one must exist, or nothing starts.
+    /// PID of the process to trace. With --listen or --json, several (`-p 1,2` or
+    /// `-p 1 -p 2`): every one must exist, or nothing starts.
     #[arg(short = 'p', long = "pid", value_name = "PID", value_parser = parse_pid,
-          allow_negative_numbers = true, required = true, value_delimiter = ',',
+          allow_negative_numbers = true, required_unless_present = "exe", value_delimiter = ',',
           action = clap::ArgAction::Append)]
     pub pids: Vec<i32>,
+
+    /// With --listen or --json: watch every process that runs the executable file PATH,
+    /// those running now and those started later (found within a quarter of a second), each
+    /// dropped when it exits or execs; runs until a signal.
+    #[arg(long, value_name = "PATH", conflicts_with_all = ["follow", "sample"])]
+    pub exe: Option<std::path::PathBuf>,
 
     /// Refresh interval in seconds.
     #[arg(short = 'd', long = "delay", value_name = "SECONDS", default_value = "1",
@@ -199,8 +205,8 @@ pub enum Mode {
 }
 
 impl Args {
-    /// The PID of the TUI and of --json (they watch one process; clap requires --pid
-    /// without a subcommand).
+    /// The PID of the TUI and of single-process --json (they watch one process; clap requires
+    /// --pid without a subcommand or --exe).
     pub fn pid(&self) -> i32 {
         self.pids[0]
     }
@@ -405,6 +411,12 @@ fn main() -> ExitCode {
         eprintln!("gltop: --per-pid and --greenlet-names label the metrics of --listen");
         return ExitCode::from(2);
     }
+    if let Some(path) = &args.exe {
+        if let Err(e) = gltop::loader::process::executable_id(path) {
+            eprintln!("gltop: --exe {e}");
+            return ExitCode::from(2);
+        }
+    }
     if let Some(addr) = args.listen {
         return match export::run(&args, addr) {
             Ok(_) => ExitCode::SUCCESS,
@@ -415,8 +427,8 @@ fn main() -> ExitCode {
         };
     }
     if args.print_bpftrace {
-        if args.pids.len() > 1 {
-            eprintln!("gltop: --print-bpftrace takes one PID");
+        if args.pids.len() != 1 {
+            eprintln!("gltop: --print-bpftrace takes one PID (-p), not --exe");
             return ExitCode::from(2);
         }
         return match bpftrace_program(args.pid()) {
@@ -430,8 +442,27 @@ fn main() -> ExitCode {
             }
         };
     }
+    if args.json && (args.exe.is_some() || args.pids.len() > 1) {
+        if args.sample || args.follow {
+            eprintln!(
+                "gltop: several processes in --json are watched in exact mode without --follow"
+            );
+            return ExitCode::from(2);
+        }
+        return match run::run_many_json(&args) {
+            Ok(_) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("gltop: {e}");
+                ExitCode::from(e.exit_code())
+            }
+        };
+    }
+    if args.exe.is_some() {
+        eprintln!("gltop: --exe needs --listen or --json: the live view watches one process");
+        return ExitCode::from(2);
+    }
     if args.pids.len() > 1 {
-        eprintln!("gltop: several PIDs need --listen: the live view and --json watch one process");
+        eprintln!("gltop: several PIDs need --listen or --json: the live view watches one process");
         return ExitCode::from(2);
     }
     if !args.json && !std::io::stdout().is_terminal() {

@@ -512,3 +512,159 @@ fn run_tui(
     ratatui::restore();
     result
 }
+
+/// One process of a multi-process `--json` run.
+struct JsonWatched {
+    session: Session,
+    sampler: Option<Sampler>,
+    /// The sampler as the cost line counts it.
+    detector: Option<DetectorCost>,
+    prev: Snapshot,
+    /// Records that ended before its first line, which go in it.
+    carried: Option<(Vec<GreenletStats>, Vec<EdgeStats>)>,
+}
+
+impl JsonWatched {
+    /// Its line for the interval since the previous one.
+    fn line(&mut self, per_hit_ns: Option<f64>) -> Result<String, Failure> {
+        let mut snap = self.session.snapshot()?;
+        if let Some((greenlets, edges)) = self.carried.take() {
+            snap.greenlets.extend(greenlets);
+            snap.greenlets.sort_by_key(|g| g.id);
+            snap.edges.extend(edges);
+            snap.edges.sort_by_key(|e| (e.origin, e.target));
+        }
+        let blocking = detector_read(&mut self.sampler).map(|read| {
+            if let Some(d) = self.detector.as_mut() {
+                d.read(read.totals.samples, read.at_ns);
+            }
+            let pid = self.session.process().pid;
+            json::blocking(&read.episodes, |id| {
+                snap.greenlet(loader::GreenletKey { pid, id })
+                    .map(|g| g.display_name().to_string())
+            })
+        });
+        let costs = Costs {
+            per_hit_ns,
+            detector: self.detector,
+        };
+        let line = json::interval_line(&self.session, &self.prev, &snap, &costs, blocking);
+        self.prev = snap;
+        Ok(line)
+    }
+}
+
+/// `--json` with several `-p` or with `--exe`: each interval, one line per watched process
+/// (the single-process schema, in the order they were attached). A process that exits gets
+/// its last line, then one line on stderr, and the others go on; a process met later by
+/// `--exe` gets its first line at the first interval after its attach. Ends at a signal,
+/// after `--iterations` intervals, or (without `--exe`) when every process has exited.
+pub fn run_many_json(args: &Args) -> Result<End, Failure> {
+    if std::env::var_os("GLTOP_DEBUG").is_none() {
+        libbpf_rs::set_print(None);
+    }
+    let mut signals = Signals::block()?;
+    let mut discovery = crate::export::Discovery::new(args)?;
+    let mut per_hit_ns = args.hit_cost_ns;
+    // The detectors' per-sample cost: measured once, at the first detector (not measured
+    // when the per-hit cost is given, as for one process).
+    let mut per_sample_ns: Option<Option<f64>> = args.hit_cost_ns.map(|_| None);
+    let mut watched: Vec<JsonWatched> = Vec::new();
+    let mut attach =
+        |p: &Process, later: bool, watched: &mut Vec<JsonWatched>, per_hit_ns: &mut Option<f64>| {
+            let Some((mut session, sampler)) = crate::export::attach(args, p, later)? else {
+                return Ok::<(), Failure>(());
+            };
+            if per_hit_ns.is_none() {
+                *per_hit_ns = calibrate::per_hit_ns(session.mode());
+            }
+            let detector = sampler.as_ref().map(|_| {
+                DetectorCost::new(*per_sample_ns.get_or_insert_with(calibrate::per_sample_ns))
+            });
+            let first = session.snapshot()?;
+            eprintln!(
+                "gltop: attached to process {} ({}): {} probe sites ({}), {}",
+                p.pid,
+                p.comm,
+                session.sites(),
+                session.mode().as_str(),
+                per_hit_ns.map_or("per-hit cost unknown".into(), |c| format!(
+                    "{c:.0} ns per hit"
+                )),
+            );
+            watched.push(JsonWatched {
+                carried: Some(ended_of(&first)),
+                prev: first,
+                session,
+                sampler,
+                detector,
+            });
+            Ok(())
+        };
+    for (i, p) in discovery.poll(&args.pids)?.iter().enumerate() {
+        attach(p, i >= args.pids.len(), &mut watched, &mut per_hit_ns)?;
+    }
+    let interval = Duration::from_secs_f64(args.delay);
+    let mut out = io::stdout().lock();
+    let mut printed = 0u64;
+    let mut next = Instant::now() + interval;
+    loop {
+        if signals.pending() {
+            return Ok(End::Done);
+        }
+        for p in discovery.poll(&[])? {
+            attach(&p, true, &mut watched, &mut per_hit_ns)?;
+        }
+        let exited: Vec<bool> = watched
+            .iter()
+            .map(|w| !w.session.process().is_alive())
+            .collect();
+        let tick = Instant::now() >= next;
+        let mut lines = Vec::new();
+        for (w, &gone) in watched.iter_mut().zip(&exited) {
+            if tick || gone {
+                lines.push(w.line(per_hit_ns)?);
+            }
+        }
+        for line in &lines {
+            if let Err(e) = writeln!(out, "{line}").and_then(|()| out.flush()) {
+                return match e.kind() {
+                    io::ErrorKind::BrokenPipe => Ok(End::Done),
+                    _ => Err(anyhow::Error::new(e)
+                        .context("cannot write to stdout")
+                        .into()),
+                };
+            }
+        }
+        let mut i = 0;
+        watched.retain(|w| {
+            let keep = !exited[i];
+            i += 1;
+            if !keep {
+                crate::report_exit(w.session.process());
+            }
+            keep
+        });
+        if tick {
+            printed += 1;
+            if args.count.is_some_and(|n| printed >= n) {
+                return Ok(End::Done);
+            }
+            next = (next + interval).max(Instant::now());
+        }
+        if !discovery.open_ended() && watched.is_empty() {
+            return Ok(End::Done);
+        }
+        let mut wake = next;
+        if let Some(scan) = discovery.next_scan() {
+            wake = wake.min(scan);
+        }
+        let mut nap = POLL;
+        for s in watched.iter_mut().filter_map(|w| w.sampler.as_mut()) {
+            if !s.poll_layout().unwrap_or(true) {
+                nap = LAYOUT_POLL;
+            }
+        }
+        std::thread::sleep(wake.saturating_duration_since(Instant::now()).min(nap));
+    }
+}

@@ -198,9 +198,44 @@ fn gltop_flags() {
                 "is given twice",
             ),
             (
-                "several PIDs without --listen",
-                &["-p", "{pid},1", "--json"],
-                "several PIDs need --listen",
+                "several PIDs in the live view",
+                &["-p", "{pid},1"],
+                "several PIDs need --listen or --json",
+            ),
+            (
+                "--exe of a directory",
+                &["--exe", "/tmp", "--listen", "0"],
+                "gltop: --exe /tmp: not an executable file",
+            ),
+            (
+                "--exe of a file without execute permission",
+                &["--exe", "/etc/passwd", "--json"],
+                "gltop: --exe /etc/passwd: not an executable file",
+            ),
+            (
+                "--exe of a missing file",
+                &["--exe", "/nonexistent/gltop-exe", "--json"],
+                "gltop: --exe /nonexistent/gltop-exe: no such file",
+            ),
+            (
+                "--exe in the live view",
+                &["--exe", "/bin/true"],
+                "--exe needs --listen or --json",
+            ),
+            (
+                "--exe with --follow",
+                &["--exe", "/bin/true", "--json", "--follow"],
+                "'--exe <PATH>' cannot be used with '--follow'",
+            ),
+            (
+                "--exe with --sample",
+                &["--exe", "/bin/true", "--json", "--sample"],
+                "'--exe <PATH>' cannot be used with '--sample'",
+            ),
+            (
+                "--exe without its path",
+                &["--listen", "0", "--exe"],
+                "a value is required for '--exe <PATH>'",
             ),
         ],
     ));

@@ -313,6 +313,8 @@ fn prometheus_scrapes_the_exact_counts_of_the_oracle() {
         "gltop_probe_hits_total",
         "gltop_tracing_cpu_ratio",
         "gltop_dropped_total",
+        "greenlet_blocking_episodes_total",
+        "greenlet_blocking_seconds_total",
     ] {
         assert_eq!(
             all.get(name),
@@ -345,7 +347,29 @@ fn prometheus_scrapes_the_exact_counts_of_the_oracle() {
         ("runtime".to_string(), "greenlet".to_string()),
     ]);
     assert_eq!(all["gltop_target_info"], vec![target_info]);
-    assert_eq!(all.len(), 13, "{:?}", all.keys().collect::<Vec<_>>());
+    for name in [
+        "gltop_refreshes_total",
+        "gltop_refresh_seconds_total",
+        "gltop_refresh_max_seconds",
+    ] {
+        assert_eq!(
+            all.get(name),
+            Some(&vec![BTreeMap::new()]),
+            "{name}: {all:?}"
+        );
+    }
+    assert_eq!(all.len(), 18, "{:?}", all.keys().collect::<Vec<_>>());
+    // gltop refreshed at least every half second, each refresh shorter than that.
+    let refreshes = prom.value("gltop_refreshes_total").unwrap();
+    let longest = prom.value("gltop_refresh_max_seconds").unwrap();
+    let spent = prom.value("gltop_refresh_seconds_total").unwrap();
+    assert!(refreshes >= 4.0, "{refreshes} refreshes");
+    assert!(
+        longest > 0.0 && longest < 0.5 && spent >= longest && spent < refreshes * 0.5,
+        "refreshes: {refreshes}, {spent} s in all, longest {longest} s"
+    );
+    // The oracle switches often: none of its greenlets runs 100 ms without switching.
+    assert_eq!(prom.value("greenlet_blocking_episodes_total"), Some(0.0));
 
     // The slice histogram: every transfer ends a slice of its origin (and a thread's exit
     // the last slice of its main greenlet); its median is a plausible switch time.
@@ -389,6 +413,11 @@ fn prometheus_scrapes_the_exact_counts_of_the_oracle() {
         ("gltop_probe_hits", "counter"),
         ("gltop_tracing_cpu_ratio", "gauge"),
         ("gltop_dropped", "counter"),
+        ("greenlet_blocking_episodes", "counter"),
+        ("greenlet_blocking_seconds", "counter"),
+        ("gltop_refreshes", "counter"),
+        ("gltop_refresh_seconds", "counter"),
+        ("gltop_refresh_max_seconds", "gauge"),
         ("gltop_build", "info"),
         ("gltop_target", "info"),
     ] {
@@ -601,4 +630,116 @@ fn several_processes_with_per_pid_and_name_labels_and_one_exiting_first() {
         err.ends_with(&format!("gltop: process {} (workload) exited\n", rb.pid)),
         "{err}"
     );
+}
+
+/// The address in gltop's "serving metrics on http://ADDR/metrics" line.
+fn serving_addr(g: &Proc) -> String {
+    let serving = g
+        .wait_stderr_line(Duration::from_secs(60), |l| {
+            l.contains("serving metrics on")
+        })
+        .unwrap_or_else(|| panic!("gltop never served: {}", g.stderr_so_far()));
+    serving
+        .split("http://")
+        .nth(1)
+        .and_then(|s| s.split("/metrics").next())
+        .expect("the address in the serving line")
+        .to_string()
+}
+
+#[test]
+fn blocking_episodes_and_seconds_are_the_blockers_own() {
+    if !bpf_or_skip("blocking_episodes_and_seconds_are_the_blockers_own") {
+        return;
+    }
+    let _serial = serial();
+    let go = std::env::temp_dir().join(format!("gltop-prom-blocking-{}", std::process::id()));
+    let _ = std::fs::remove_file(&go);
+    // Two processes of `blocker`: three 300 ms spins (on the CPU) and two 250 ms sleeps (off
+    // it), each episode measured from inside by the workload.
+    let blocker = |scenario: &[&str]| {
+        let p = Proc::spawn(
+            Command::new(example("blocker"))
+                .args(scenario)
+                .arg("--wait-for-file")
+                .arg(&go)
+                .args(["--linger-ms", "60000"])
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped()),
+        );
+        assert!(
+            p.wait_stderr("waiting for", Duration::from_secs(60)),
+            "blocker: {}",
+            p.stderr_so_far()
+        );
+        p
+    };
+    let spin = blocker(&["--scenario", "spin", "--ms", "300", "--repeat", "3"]);
+    let sleep = blocker(&["--scenario", "sleep", "--ms", "250", "--repeat", "2"]);
+    let pids = format!("{},{}", spin.pid(), sleep.pid());
+    let g = Proc::spawn(
+        gltop()
+            .args(["--listen", "127.0.0.1:0", "-p", &pids, "--per-pid"])
+            .args(["--hit-cost-ns", "500", "-d", "0.25"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped()),
+    );
+    let addr = serving_addr(&g);
+    let err = g.stderr_so_far();
+    assert_eq!(
+        err.matches(", blocking detector").count(),
+        2,
+        "both processes get the detector: {err}"
+    );
+    // Nothing has blocked yet: both series are there, at 0.
+    let m = scrape(&addr);
+    for p in [&spin, &sleep] {
+        let l = format!("process=\"blocker\",pid=\"{}\"", p.pid());
+        assert_eq!(
+            m.get(&("greenlet_blocking_episodes_total".into(), l.clone())),
+            Some(&0.0),
+            "{m:?}"
+        );
+        assert_eq!(
+            m.get(&("greenlet_blocking_seconds_total".into(), l)),
+            Some(&0.0)
+        );
+    }
+    std::fs::write(&go, b"").expect("create the go file");
+    let report = |p: &Proc| -> serde_json::Value {
+        let line = p
+            .wait_stdout_line(Duration::from_secs(60), |l| l.starts_with('{'))
+            .unwrap_or_else(|| panic!("no report: {}", p.stderr_so_far()));
+        serde_json::from_str(&line).expect("blocker's JSON report")
+    };
+    let (rs, rl) = (report(&spin), report(&sleep));
+    let _ = std::fs::remove_file(&go);
+    for (p, r, n) in [(&spin, &rs, 3usize), (&sleep, &rl, 2)] {
+        let episodes = r["episodes"].as_array().expect("episodes");
+        assert_eq!(episodes.len(), n, "{r}");
+        let measured: f64 = episodes
+            .iter()
+            .map(|e| e["measured_ns"].as_f64().unwrap() * 1e-9)
+            .sum();
+        let l = format!("process=\"blocker\",pid=\"{}\"", p.pid());
+        // Every episode has ended once the report is out (the scenario switched back).
+        let m = poll_until(Instant::now() + Duration::from_secs(10), || {
+            let m = scrape(&addr);
+            (m[&("greenlet_blocking_episodes_total".into(), l.clone())] == n as f64).then_some(m)
+        })
+        .unwrap_or_else(|| panic!("{n} episodes never counted: {:?}", scrape(&addr)));
+        let seconds = m[&("greenlet_blocking_seconds_total".into(), l)];
+        eprintln!(
+            "{}: {n} episodes, {seconds:.3} s exported, {measured:.3} s measured inside",
+            r["scenario"]
+        );
+        // The detector sees an episode from the first sample after its start to the switch
+        // that ends it: within 30 ms each of the time measured inside.
+        assert!(
+            (seconds - measured).abs() <= 0.030 * n as f64,
+            "{}: {seconds} s exported, {measured} s measured",
+            r["scenario"]
+        );
+    }
 }

@@ -12,6 +12,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
 
 use gltop::loader::rates::{bucket_range, tracing_cost};
+use gltop::loader::sample::Episode;
 use gltop::loader::{GreenletKey, Outcome, Snapshot, Totals, HIST_BUCKETS, OUTCOME_SLOTS};
 use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
@@ -132,6 +133,56 @@ pub struct Target {
     hits_per_s: f64,
     /// Per-name counts (`--greenlet-names`).
     pub names: Option<Names>,
+    /// Blocking episodes, while the blocking detector runs beside the probes.
+    pub blocking: Option<Blocking>,
+}
+
+/// Blocking episodes of one process since the detector attached: those that ended, plus
+/// those going on at the last snapshot (an ongoing episode is counted once, and its time up
+/// to the snapshot; when it ends, its record replaces it). Both exported values only grow.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct Blocking {
+    ended: u64,
+    ended_ns: u64,
+    ongoing: u64,
+    ongoing_ns: u64,
+    /// The largest values exported so far: (episodes, ns).
+    high: (u64, u64),
+}
+
+impl Blocking {
+    /// Takes in one snapshot's episodes: those that ended since the previous one, then
+    /// those still going on.
+    pub fn absorb(&mut self, episodes: &[Episode]) {
+        self.ongoing = 0;
+        self.ongoing_ns = 0;
+        for e in episodes {
+            if e.ongoing {
+                self.ongoing += 1;
+                self.ongoing_ns += e.duration_ns;
+            } else {
+                self.ended += 1;
+                self.ended_ns += e.duration_ns;
+            }
+        }
+        // An ongoing episode's duration runs to the snapshot; its ended record runs to the
+        // last moment the thread was seen in it, which can be a little earlier: a counter
+        // never goes back.
+        self.high = (
+            self.high.0.max(self.ended + self.ongoing),
+            self.high.1.max(self.ended_ns + self.ongoing_ns),
+        );
+    }
+
+    /// Episodes so far.
+    pub fn episodes(&self) -> u64 {
+        self.high.0
+    }
+
+    /// Their time so far, ns.
+    pub fn ns(&self) -> u64 {
+        self.high.1
+    }
 }
 
 impl Target {
@@ -160,6 +211,7 @@ impl Target {
             mark: None,
             hits_per_s: 0.0,
             names: (names > 0).then(|| Names::new(names)),
+            blocking: None,
         }
     }
 
@@ -233,6 +285,8 @@ struct Group {
     /// `None` when the cost of no process in the group is known.
     cpu_ratio: Option<f64>,
     names: BTreeMap<String, NameCounts>,
+    /// Blocking (episodes, ns); `None` when the detector runs for no process in the group.
+    blocking: Option<(u64, u64)>,
 }
 
 impl Default for Group {
@@ -244,6 +298,7 @@ impl Default for Group {
             on_cpu_ns: 0,
             cpu_ratio: None,
             names: BTreeMap::new(),
+            blocking: None,
         }
     }
 }
@@ -279,6 +334,11 @@ fn groups(targets: &[Target], labelling: Labelling) -> BTreeMap<Labels, Group> {
         g.on_cpu_ns += sum;
         if let Some(r) = t.tracing_cpu_ratio() {
             *g.cpu_ratio.get_or_insert(0.0) += r;
+        }
+        if let Some(b) = &t.blocking {
+            let s = g.blocking.get_or_insert((0, 0));
+            s.0 += b.episodes();
+            s.1 += b.ns();
         }
         if let Some(names) = &t.names {
             for (name, c) in names.counts() {
@@ -324,6 +384,28 @@ pub struct Exported {
     pub targets: Vec<Target>,
     /// The label options.
     pub labelling: Labelling,
+    /// gltop's refreshes of every watched process (each interval, and each scrape).
+    pub refreshes: Refreshes,
+}
+
+/// How long gltop's refreshes took: each reads every watched process's kernel maps.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Refreshes {
+    /// Refreshes so far.
+    pub count: u64,
+    /// Their total duration, ns.
+    pub total_ns: u64,
+    /// The longest, ns.
+    pub max_ns: u64,
+}
+
+impl Refreshes {
+    /// Records one refresh that took `ns`.
+    pub fn record(&mut self, ns: u64) {
+        self.count += 1;
+        self.total_ns += ns;
+        self.max_ns = self.max_ns.max(ns);
+    }
 }
 
 /// The [`Collector`] registered once: encodes [`Exported`] as it is when a scrape comes (the
@@ -426,6 +508,28 @@ impl Collector for ExportCollector {
                     )?;
             }
         }
+        {
+            let blocking: Vec<(&Labels, (u64, u64))> = groups
+                .iter()
+                .filter_map(|(l, g)| g.blocking.map(|b| (l, b)))
+                .collect();
+            counter(
+                &mut enc,
+                "greenlet_blocking_episodes",
+                "Blocking episodes: a greenlet ran longer than --block-ms without switching (computing, or waiting in a system call), those going on included.",
+                None,
+                blocking.iter().map(|(l, b)| (*l, b.0)),
+            )?;
+            let mut m = enc.encode_descriptor(
+                "greenlet_blocking",
+                "Time within blocking episodes (greenlet_blocking_episodes_total), from the start of each to its end or to now.",
+                Some(&Unit::Seconds),
+                MetricType::Counter,
+            )?;
+            for (l, b) in &blocking {
+                ConstCounter::new(b.1 as f64 * 1e-9).encode(m.encode_family(*l)?)?;
+            }
+        }
         if st.labelling.names > 0 {
             let mut series: Vec<(Labels, u64, u64)> = Vec::new();
             for (labels, g) in &groups {
@@ -474,6 +578,34 @@ impl Collector for ExportCollector {
             None,
             each(|g| g.totals.dropped()),
         )?;
+        {
+            let none: Labels = Vec::new();
+            let r = st.refreshes;
+            counter(
+                &mut enc,
+                "gltop_refreshes",
+                "Refreshes: every watched process's kernel maps read (each --delay, and each scrape).",
+                None,
+                [(&none, r.count)],
+            )?;
+            {
+                let mut m = enc.encode_descriptor(
+                    "gltop_refresh",
+                    "Time gltop spent in its refreshes (gltop_refreshes_total).",
+                    Some(&Unit::Seconds),
+                    MetricType::Counter,
+                )?;
+                ConstCounter::new(r.total_ns as f64 * 1e-9).encode(m.encode_family(&none)?)?;
+            }
+            let mut m = enc.encode_descriptor(
+                "gltop_refresh_max",
+                "The longest refresh since gltop started; it should stay well below --delay.",
+                Some(&Unit::Seconds),
+                MetricType::Gauge,
+            )?;
+            m.encode_family(&none)?
+                .encode_gauge(&(r.max_ns as f64 * 1e-9))?;
+        }
         {
             let mut m = enc.encode_descriptor(
                 "gltop_build",
@@ -660,6 +792,7 @@ mod tests {
             Exported {
                 targets: vec![mk(1, 5), mk(2, 7)],
                 labelling: Labelling::default(),
+                refreshes: Refreshes::default(),
             },
             true,
         );
@@ -688,6 +821,7 @@ mod tests {
                     per_pid: true,
                     names: 0,
                 },
+                refreshes: Refreshes::default(),
             },
             false,
         );

@@ -95,6 +95,36 @@ fn exe_id(pid: i32) -> (u64, u64) {
     std::fs::metadata(format!("/proc/{pid}/exe")).map_or((0, 0), |m| (m.dev(), m.ino()))
 }
 
+/// The PIDs of the processes that run the executable file `id` (device, inode) now, in
+/// increasing order: one pass over `/proc`, one `stat` per process. Zombies and this process
+/// are left out.
+pub fn running_exe(id: (u64, u64)) -> Vec<i32> {
+    let me = std::process::id() as i32;
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    let mut pids: Vec<i32> = dir
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<i32>().ok())
+        .filter(|&pid| pid != me && exe_id(pid) == id)
+        .collect();
+    pids.sort_unstable();
+    pids
+}
+
+/// Device and inode of the executable file at `path` (`--exe`): a regular file someone may
+/// execute; a one-line reason otherwise.
+pub fn executable_id(path: &std::path::Path) -> Result<(u64, u64), String> {
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    let m = std::fs::metadata(path).map_err(|e| match e.kind() {
+        std::io::ErrorKind::NotFound => format!("{}: no such file", path.display()),
+        _ => format!("{}: {e}", path.display()),
+    })?;
+    if !m.is_file() || m.permissions().mode() & 0o111 == 0 {
+        return Err(format!("{}: not an executable file", path.display()));
+    }
+    Ok((m.dev(), m.ino()))
+}
+
 /// Parses the `CapEff:` line of `/proc/self/status`.
 pub fn parse_cap_eff(status: &str) -> Option<u64> {
     let line = status.lines().find(|l| l.starts_with("CapEff:"))?;
