@@ -279,6 +279,45 @@ fn python_greenlet_3_0_counts_equal_settrace_exactly() {
     eprintln!("greenlet 3.0.3: {events} events counted exactly");
 }
 
+/// `make demo-gevent`'s script starts the gevent demo and gltop on it: two JSON lines of a
+/// Python process with its hundreds of greenlets, named by type, switching through the hub.
+#[test]
+fn the_gevent_demo_starts_under_gltop() {
+    let what = "the_gevent_demo_starts_under_gltop";
+    if !bpf_or_skip(what) || !require(what, gevent()) {
+        return;
+    }
+    let _serial = serial();
+    let bin = PathBuf::from(env!("CARGO_BIN_EXE_gltop"));
+    let mut demo = Proc::spawn_group(
+        Command::new("bash")
+            .arg(root().join("gltop/demo/gevent_demo.sh"))
+            .args(["--json", "-n", "2", "-d", "1", "--hit-cost-ns", "500"])
+            .env(
+                "GLTOP_BIN_DIR",
+                bin.parent().expect("the binary's directory"),
+            )
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped()),
+    );
+    let st = demo.wait("gevent_demo.sh", TIMEOUT);
+    let err = demo.stderr_text();
+    assert!(st.success(), "gevent_demo.sh: {err}");
+    let lines = json_lines(&demo.stdout_text());
+    assert_eq!(lines.len(), 2, "{err}");
+    let last = &lines[1];
+    assert_eq!(last["runtime"], "python-greenlet");
+    let greenlets = last["greenlets"].as_array().expect("greenlets");
+    let named = |name: &str| greenlets.iter().filter(|g| g["name"] == name).count();
+    assert_eq!(named("Client"), 150, "the demo's clients");
+    // Servers and the ticker (the blocker first wakes after 3 s: it may not have switched yet).
+    let spawned = named("gevent._gevent_cgreenlet.Greenlet");
+    assert!(spawned >= 151, "{spawned} servers and ticker");
+    assert_eq!(named("Hub"), 1);
+    assert!(n(&last["totals"]["switches"]) > 0);
+}
+
 /// `gltop -p PID --print-bpftrace`, run with bpftrace over the workload: its counts per
 /// (origin, target) equal settrace's.
 #[test]
