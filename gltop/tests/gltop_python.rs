@@ -208,6 +208,76 @@ fn exact_run(pythonpath: Option<&Path>, version: &str) -> u64 {
     events
 }
 
+/// Greenlets created and freed one after another, their addresses reused and their records
+/// gone from the kernel before they are freed: each is created once and dies once, by the
+/// right outcome, and the transfer totals still equal settrace's.
+#[test]
+fn freed_greenlets_die_once_and_reused_addresses_are_new_greenlets() {
+    let what = "freed_greenlets_die_once_and_reused_addresses_are_new_greenlets";
+    if !bpf_or_skip(what) || !require(what, python_greenlet(None, None)) {
+        return;
+    }
+    let _serial = serial();
+    let mut w = start_workload(None, &["--churn", "20000"]);
+    let mut g = gltop_json(w.pid(), &["-d", "0.1"]);
+    assert!(
+        g.wait_stderr("attached to process", TIMEOUT),
+        "gltop: {}",
+        g.stderr_so_far()
+    );
+    let mut stdin = w.child.stdin.take().expect("the workload's stdin");
+    stdin.write_all(b"go\n").expect("release the workload");
+    drop(stdin);
+    assert!(
+        w.wait("workload.py", TIMEOUT).success(),
+        "{}",
+        w.stderr_text()
+    );
+    let report: Value =
+        serde_json::from_str(w.stdout_text().lines().nth(1).expect("the report line"))
+            .expect("the report");
+    assert!(g.wait("gltop", Duration::from_secs(60)).success());
+    let lines = json_lines(&g.stdout_text());
+    assert!(
+        lines.len() >= 5,
+        "{} lines: records left between frees",
+        lines.len()
+    );
+    let totals = &lines.last().expect("a line")["totals"];
+    assert_eq!(totals["switches"], report["switches"], "switches");
+    assert_eq!(totals["throws"], report["throws"], "throws");
+    assert_eq!(totals["greenlets_created"], 20000, "{totals}");
+    assert_eq!(totals["greenlets_dead"], 20000, "{totals}");
+    // The main greenlet, made before the attach, first seen by a transfer.
+    assert_eq!(totals["late_greenlets"], 1, "{totals}");
+    assert_eq!(totals["dropped"], 0, "{totals}");
+    for (outcome, want) in report["dead_by_outcome"].as_object().expect("outcomes") {
+        assert_eq!(
+            totals["dead_by_outcome"][outcome], *want,
+            "deaths by {outcome}"
+        );
+    }
+    // Each greenlet is in one line as ended, and only once in all: 20,000 records, although
+    // the workload used far fewer addresses.
+    let ended: Vec<&Value> = lines
+        .iter()
+        .flat_map(|l| l["greenlets"].as_array().expect("greenlets"))
+        .filter(|g| g["ended"] == true)
+        .collect();
+    assert_eq!(ended.len(), 20000, "ended records");
+    let addresses: std::collections::BTreeSet<u64> = ended
+        .iter()
+        .map(|g| n(&g["id"]) & ((1 << 48) - 1))
+        .collect();
+    assert!(
+        addresses.len() < 20000 / 10,
+        "{} addresses for 20,000 greenlets: reused",
+        addresses.len()
+    );
+    let workers = ended.iter().filter(|g| g["name"] == "Worker").count();
+    assert_eq!(workers, 8000, "ended records named Worker");
+}
+
 /// Whether gevent imports.
 fn gevent() -> Result<(), String> {
     let ok = Command::new("python3")
