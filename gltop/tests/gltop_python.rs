@@ -337,16 +337,26 @@ fn python_greenlet_counts_equal_settrace_exactly() {
     eprintln!("greenlet 3.5.6: {events} events counted exactly");
 }
 
-#[test]
-fn python_greenlet_3_0_counts_equal_settrace_exactly() {
-    let what = "python_greenlet_3_0_counts_equal_settrace_exactly";
-    let dir = versions_dir("3.0.3");
-    if !bpf_or_skip(what) || !require(what, python_greenlet(Some(&dir), Some("3.0.3"))) {
+/// The exactness test under greenlet `version` from `.ci/deps.sh`'s directory.
+fn other_version(what: &str, version: &str) {
+    let dir = versions_dir(version);
+    if !bpf_or_skip(what) || !require(what, python_greenlet(Some(&dir), Some(version))) {
         return;
     }
     let _serial = serial();
-    let events = exact_run(Some(&dir), "3.0.3");
-    eprintln!("greenlet 3.0.3: {events} events counted exactly");
+    let events = exact_run(Some(&dir), version);
+    eprintln!("greenlet {version}: {events} events counted exactly");
+}
+
+#[test]
+fn python_greenlet_3_0_counts_equal_settrace_exactly() {
+    other_version("python_greenlet_3_0_counts_equal_settrace_exactly", "3.0.3");
+}
+
+/// greenlet 2.0 passes inner_bootstrap's origin by reference: read from its DWARF.
+#[test]
+fn python_greenlet_2_0_counts_equal_settrace_exactly() {
+    other_version("python_greenlet_2_0_counts_equal_settrace_exactly", "2.0.2");
 }
 
 /// `make demo-gevent`'s script starts the gevent demo and gltop on it: two JSON lines of a
