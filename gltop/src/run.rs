@@ -98,20 +98,29 @@ pub fn run(args: &Args) -> Result<End, Failure> {
     // The blocking detector beside the probes; a target whose runtime does not publish its
     // sample layout is traced without it.
     // Its failures never stop the exact mode: it goes on without blocking detection.
-    let mut sampler = match Sampler::attach(args.pid(), &args.sample_options(false)) {
-        Ok(s) => Some(s),
-        Err(loader::Error::CannotSample { reason, .. }) => {
-            eprintln!("gltop: no blocking detection: {reason}");
-            None
-        }
-        Err(e) => {
-            eprintln!("gltop: no blocking detection: {e}");
-            None
+    let python = matches!(session.runtime(), loader::Runtime::Python(_));
+    let mut sampler = if python {
+        eprintln!("gltop: no blocking detection: not available for Python greenlet yet");
+        None
+    } else {
+        match Sampler::attach(args.pid(), &args.sample_options(false)) {
+            Ok(s) => Some(s),
+            Err(loader::Error::CannotSample { reason, .. }) => {
+                eprintln!("gltop: no blocking detection: {reason}");
+                None
+            }
+            Err(e) => {
+                eprintln!("gltop: no blocking detection: {e}");
+                None
+            }
         }
     };
     let per_hit_ns = match args.hit_cost_ns {
         Some(ns) => Some(ns),
-        None => calibrate::per_hit_ns(session.mode()),
+        None => match session.runtime() {
+            loader::Runtime::Python(py) => calibrate::per_hit_ns_python(args.pid(), &py.so),
+            loader::Runtime::Rust => calibrate::per_hit_ns(session.mode()),
+        },
     };
     let first = session.snapshot()?;
     let first_read_ns = monotonic_ns();

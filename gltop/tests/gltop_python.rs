@@ -278,6 +278,37 @@ fn freed_greenlets_die_once_and_reused_addresses_are_new_greenlets() {
     assert_eq!(workers, 8000, "ended records named Worker");
 }
 
+/// Without --hit-cost-ns, the cost of a hit is measured on a child running the target's
+/// interpreter and greenlet: a number in the cost line and in --json.
+#[test]
+fn the_cost_of_a_hit_is_measured_on_python_greenlet() {
+    let what = "the_cost_of_a_hit_is_measured_on_python_greenlet";
+    if !bpf_or_skip(what) || !require(what, python_greenlet(None, None)) {
+        return;
+    }
+    let _serial = serial();
+    let w = start_workload(None, &["--threads", "1", "--rounds", "1"]);
+    let mut g = Proc::spawn(
+        gltop()
+            .args(["-p", &w.pid().to_string(), "--json", "-n", "1", "-d", "0.2"])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped()),
+    );
+    assert!(g.wait("gltop", TIMEOUT).success(), "{}", g.stderr_text());
+    let lines = json_lines(&g.stdout_text());
+    let cost = lines[0]["cost"]["per_hit_ns"]
+        .as_f64()
+        .unwrap_or_else(|| panic!("a measured cost: {}", g.stderr_text()));
+    // Generous bounds: a uprobe hit costs about 1-4 us on the project's VM.
+    assert!(cost > 50.0 && cost < 100_000.0, "{cost} ns per hit");
+    let err = g.stderr_text();
+    assert!(err.contains("ns per hit"), "{err}");
+    assert!(
+        err.contains("no blocking detection: not available for Python greenlet yet"),
+        "{err}"
+    );
+}
+
 /// Whether gevent imports.
 fn gevent() -> Result<(), String> {
     let ok = Command::new("python3")
