@@ -289,36 +289,6 @@ fn measure(mode: AttachMode) -> Option<f64> {
     best
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use gltop::loader::elf::probe_sites;
-
-    /// (live sites, orphan notes) of the `greenlet` provider in an ELF image.
-    fn notes(exe: &[u8]) -> (usize, usize) {
-        let n = probe_sites(exe).expect("an ELF image");
-        let ours = |p: &str| p == PROVIDER;
-        (
-            n.sites.iter().filter(|s| ours(&s.provider)).count(),
-            n.orphans.iter().filter(|(p, _)| ours(p)).count(),
-        )
-    }
-
-    #[test]
-    fn orphan_notes_are_hidden_and_live_sites_kept() {
-        // This test binary, like gltop, links the runtime's probe sites without using them
-        // and carries this module's own `switch` site (kept by the call).
-        fire(1);
-        let mut exe = std::fs::read("/proc/self/exe").expect("read own executable");
-        let (sites, orphans) = notes(&exe);
-        assert!(sites >= 1, "the calibration site");
-        assert_eq!(hide_orphan_notes(&mut exe), Some(orphans));
-        assert_eq!(notes(&exe), (sites, 0));
-        assert_eq!(hide_orphan_notes(&mut exe), Some(0), "nothing left to hide");
-        assert_eq!(hide_orphan_notes(&mut [0u8; 64]), None, "not an ELF image");
-    }
-}
-
 /// The switch loop of the Python calibration child: on each `N` line of stdin, N switches
 /// between two greenlets (each one probe hit), then the thread CPU time they took, in ns.
 const PY_LOOP: &str = "\
@@ -377,4 +347,34 @@ pub fn per_hit_ns_python(pid: i32, so: &Path) -> Option<f64> {
     let _ = child.kill();
     let _ = child.wait();
     cost
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use gltop::loader::elf::probe_sites;
+
+    /// (live sites, orphan notes) of the `greenlet` provider in an ELF image.
+    fn notes(exe: &[u8]) -> (usize, usize) {
+        let n = probe_sites(exe).expect("an ELF image");
+        let ours = |p: &str| p == PROVIDER;
+        (
+            n.sites.iter().filter(|s| ours(&s.provider)).count(),
+            n.orphans.iter().filter(|(p, _)| ours(p)).count(),
+        )
+    }
+
+    #[test]
+    fn orphan_notes_are_hidden_and_live_sites_kept() {
+        // This test binary, like gltop, links the runtime's probe sites without using them
+        // and carries this module's own `switch` site (kept by the call).
+        fire(1);
+        let mut exe = std::fs::read("/proc/self/exe").expect("read own executable");
+        let (sites, orphans) = notes(&exe);
+        assert!(sites >= 1, "the calibration site");
+        assert_eq!(hide_orphan_notes(&mut exe), Some(orphans));
+        assert_eq!(notes(&exe), (sites, 0));
+        assert_eq!(hide_orphan_notes(&mut exe), Some(0), "nothing left to hide");
+        assert_eq!(hide_orphan_notes(&mut [0u8; 64]), None, "not an ELF image");
+    }
 }
