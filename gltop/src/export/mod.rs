@@ -80,8 +80,12 @@ pub fn run(args: &Args, addr: SocketAddr) -> Result<End, Failure> {
     for &pid in &args.pids {
         let session = Session::attach(pid, &args.options())?;
         if per_hit_ns.is_none() {
-            // Measured once: the attach mode is the same for every process of one gltop.
-            per_hit_ns = calibrate::per_hit_ns(session.mode());
+            // Measured once, on the first process: the attach mode is the same for every
+            // process of one gltop (a Python process's cost is measured on its greenlet).
+            per_hit_ns = match session.runtime() {
+                gltop::loader::Runtime::Python(py) => calibrate::per_hit_ns_python(pid, &py.so),
+                gltop::loader::Runtime::Rust => calibrate::per_hit_ns(session.mode()),
+            };
         }
         let p = session.process();
         let exe = std::fs::read_link(p.exe())
