@@ -60,10 +60,10 @@ if ! python3 -c 'import gevent, sys; sys.exit(gevent.__version__ != "26.9.0")' 2
 fi
 
 # Other greenlet versions for gltop's Python tests (gltop/tests/gltop_python.rs), each in a
-# directory of its own that the tests put on PYTHONPATH: 3.0.3 (traced like 3.5.6, with other
-# offsets) and 1.1.3 (refused: nothing to probe). GREENLET_VERSIONS_DIR overrides the place.
+# directory of its own that the tests put on PYTHONPATH: 3.0.3 and 2.0.2 (traced like 3.5.6,
+# with other offsets and argument passing) and 1.1.3 (refused: nothing to probe). GREENLET_VERSIONS_DIR overrides the place.
 versions_dir=${GREENLET_VERSIONS_DIR:-/opt/greenlet-versions}
-for version in 3.0.3 1.1.3; do
+for version in 3.0.3 2.0.2 1.1.3; do
     dir=$versions_dir/$version
     if ! PYTHONPATH=$dir python3 -c "import greenlet, sys; sys.exit(greenlet.__version__ != '$version')" 2>/dev/null; then
         echo "deps: pip install --target $dir greenlet==$version"

@@ -205,12 +205,16 @@ static __always_inline int py_dealloc(struct pt_regs *ctx, bool main)
 	__u32 tid;
 	__u8 outcome = 4;
 
-	if (!key || (g && g->dead))
+	/*
+	 * No record: it died and its record left the kernel already (the usual case), or it
+	 * predates the attach and never transferred since: either way nothing to report.
+	 */
+	if (!key || !g || g->dead)
 		return 0;
-	if (!main && g && g->seen_new && g->switches_in + g->throws_in == 0)
+	if (!main && g->seen_new && g->switches_in + g->throws_in == 0)
 		outcome = 5;
 	/* A main greenlet freed after its thread exited: that thread's entry goes. */
-	if (main && g) {
+	if (main) {
 		tid = g->tid;
 		t = bpf_map_lookup_elem(&threads, &tid);
 		if (t && t->current == key && tid != (__u32)bpf_get_current_pid_tgid())

@@ -289,6 +289,75 @@ fn measure(mode: AttachMode) -> Option<f64> {
     best
 }
 
+/// The switch loop of the Python calibration child: on each `N` line of stdin, N switches
+/// between two greenlets (each one probe hit), then the thread CPU time they took, in ns.
+const PY_LOOP: &str = "\
+import sys, time, greenlet
+main = greenlet.getcurrent()
+def other():
+    while True:
+        main.switch()
+g = greenlet.greenlet(other)
+g.switch()
+print('ready', flush=True)
+for line in sys.stdin:
+    n = int(line) // 2
+    t = time.thread_time_ns()
+    for _ in range(n):
+        g.switch()
+    print(time.thread_time_ns() - t, flush=True)
+";
+
+/// The cost of one probe hit on the process `session` traces: Python greenlet's measured on
+/// its own interpreter and greenlet, the Rust runtime's in this process (or a child).
+pub fn per_hit_ns_of(session: &gltop::loader::Session) -> Option<f64> {
+    match session.runtime() {
+        gltop::loader::Runtime::Python(py) => per_hit_ns_python(session.process().pid, &py.so),
+        gltop::loader::Runtime::Rust => per_hit_ns(session.mode()),
+    }
+}
+
+/// The cost of one probe hit on Python greenlet's switch, measured on a child running the
+/// same interpreter as `pid` with the same greenlet (`so`, as `pid` maps it): the CPU time of
+/// a switch loop attached, less unattached. `None` if it cannot be measured.
+pub fn per_hit_ns_python(pid: i32, so: &Path) -> Option<f64> {
+    use std::io::{BufRead, BufReader};
+    let root = PathBuf::from(format!("/proc/{pid}/root"));
+    // `.../site-packages/greenlet/_greenlet*.so` -> `.../site-packages`.
+    let path = root.join(so.parent()?.parent()?.strip_prefix("/").ok()?);
+    let mut child = Command::new(format!("/proc/{pid}/exe"))
+        .args(["-c", PY_LOOP])
+        .env("PYTHONPATH", path)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .ok()?;
+    let cost = (|| {
+        let mut input = child.stdin.take()?;
+        let mut output = BufReader::new(child.stdout.take()?);
+        let mut line = String::new();
+        output.read_line(&mut line).ok()?;
+        if line.trim() != "ready" {
+            return None;
+        }
+        let mut run = |n: u64| -> Option<u64> {
+            writeln!(input, "{n}").ok()?;
+            line.clear();
+            output.read_line(&mut line).ok()?;
+            line.trim().parse().ok()
+        };
+        let detached = (0..ROUNDS).filter_map(|_| run(HITS)).min()?;
+        let session = Session::attach(child.id() as i32, &Options::default()).ok()?;
+        let attached = (0..ROUNDS).filter_map(|_| run(HITS)).min()?;
+        drop(session);
+        cost_from_run(detached, attached, HITS)
+    })();
+    let _ = child.kill();
+    let _ = child.wait();
+    cost
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

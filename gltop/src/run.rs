@@ -99,20 +99,26 @@ pub fn run(args: &Args) -> Result<End, Failure> {
     // The blocking detector beside the probes; a target whose runtime does not publish its
     // sample layout is traced without it.
     // Its failures never stop the exact mode: it goes on without blocking detection.
-    let mut sampler = match Sampler::attach(args.pid(), &args.sample_options(false)) {
-        Ok(s) => Some(s),
-        Err(loader::Error::CannotSample { reason, .. }) => {
-            eprintln!("gltop: no blocking detection: {reason}");
-            None
-        }
-        Err(e) => {
-            eprintln!("gltop: no blocking detection: {e}");
-            None
+    let python = matches!(session.runtime(), loader::Runtime::Python(_));
+    let mut sampler = if python {
+        eprintln!("gltop: no blocking detection: not available for Python greenlet yet");
+        None
+    } else {
+        match Sampler::attach(args.pid(), &args.sample_options(false)) {
+            Ok(s) => Some(s),
+            Err(loader::Error::CannotSample { reason, .. }) => {
+                eprintln!("gltop: no blocking detection: {reason}");
+                None
+            }
+            Err(e) => {
+                eprintln!("gltop: no blocking detection: {e}");
+                None
+            }
         }
     };
     let per_hit_ns = match args.hit_cost_ns {
         Some(ns) => Some(ns),
-        None => calibrate::per_hit_ns(session.mode()),
+        None => calibrate::per_hit_ns_of(&session),
     };
     // The detector's samples cost the target too: measured like the sampled mode's, unless
     // the per-hit cost is given (then the cost line names them as not measured).
@@ -576,7 +582,7 @@ pub fn run_many_json(args: &Args) -> Result<End, Failure> {
                 return Ok::<(), Failure>(());
             };
             if per_hit_ns.is_none() {
-                *per_hit_ns = calibrate::per_hit_ns(session.mode());
+                *per_hit_ns = calibrate::per_hit_ns_of(&session);
             }
             let detector = sampler.as_ref().map(|_| {
                 DetectorCost::new(*per_sample_ns.get_or_insert_with(calibrate::per_sample_ns))

@@ -302,7 +302,8 @@ fn add(
     };
     if per_hit_ns.is_none() {
         // Measured once: the attach mode is the same for every process of one gltop.
-        *per_hit_ns = calibrate::per_hit_ns(session.mode());
+        // Measured once, on the first process (a Python process's on its own greenlet).
+        *per_hit_ns = calibrate::per_hit_ns_of(&session);
         if let Some(c) = *per_hit_ns {
             let mut st = exported.lock().unwrap_or_else(|e| e.into_inner());
             for t in &mut st.targets {

@@ -8,13 +8,14 @@ to after its last), prints one JSON object, and leaves with os._exit: every gree
 referenced until then, so no address is reused while counting and no greenlet is killed by
 the interpreter's finalization behind the tracer's back.
 
-Usage: workload.py [--threads N] [--rounds N]
+Usage: workload.py [--threads N] [--rounds N] | --churn N
 """
 
 import json
 import os
 import sys
 import threading
+import time
 from collections import Counter
 
 import greenlet
@@ -140,8 +141,63 @@ def run_thread(rounds, keep, results, idx):
     results[idx] = counts
 
 
+def churn(n):
+    """Greenlets created and freed one after another (addresses reused, records leaving
+    gltop's maps before their greenlets are freed), ending every way; one thread. Prints the
+    report: transfer totals, creations and deaths by outcome."""
+    counts = Counter()
+
+    def tracer(event, args):
+        if event in ("switch", "throw"):
+            counts[event] += 1
+
+    main = getcurrent()
+    outcomes = Counter()
+    greenlet.settrace(tracer)
+    for i in range(n):
+        k = i % 5
+        if k == 0:
+            g = Worker(lambda: None)
+            g.switch()
+            outcomes["returned"] += 1
+        elif k == 1:
+            g = greenlet.greenlet(lambda: 1 / 0)
+            try:
+                g.switch()
+            except ZeroDivisionError:
+                pass
+            outcomes["error"] += 1
+        elif k == 2:
+            g = greenlet.greenlet(lambda: None)  # never started: discarded when freed
+            outcomes["discarded"] += 1
+        elif k == 3:
+            g = greenlet.greenlet(lambda: main.switch())
+            g.switch()
+            g.throw()  # GreenletExit, not caught: a return
+            outcomes["returned"] += 1
+        else:
+            g = Worker(lambda: main.switch())
+            g.switch()  # suspended, then freed: killed by GreenletExit, a return
+            outcomes["returned"] += 1
+        del g
+        if i % 1000 == 999:
+            time.sleep(0.02)  # across gltop's refreshes
+    greenlet.settrace(None)
+    report = {
+        "pid": os.getpid(),
+        "greenlet_version": greenlet.__version__,
+        "switches": counts["switch"],
+        "throws": counts["throw"],
+        "created": n,
+        "dead": n,
+        "dead_by_outcome": dict(outcomes),
+    }
+    print(json.dumps(report), flush=True)
+    os._exit(0)
+
+
 def main():
-    threads, rounds = 4, 500
+    threads, rounds, churning = 4, 500, 0
     args = sys.argv[1:]
     while args:
         flag = args.pop(0)
@@ -149,11 +205,16 @@ def main():
             threads = int(args.pop(0))
         elif flag == "--rounds":
             rounds = int(args.pop(0))
+        elif flag == "--churn":
+            churning = int(args.pop(0))
         else:
             print(f"workload.py: unknown argument {flag}", file=sys.stderr)
             sys.exit(2)
+    getcurrent()  # the main thread's main greenlet exists before gltop attaches
     print("ready", flush=True)
     sys.stdin.readline()
+    if churning:
+        churn(churning)
     keep, results = [], [None] * threads
     workers = [
         threading.Thread(target=run_thread, args=(rounds, keep, results, i))
