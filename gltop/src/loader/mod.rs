@@ -19,6 +19,8 @@ pub mod elf;
 pub mod layout;
 mod model;
 pub mod process;
+pub mod pygreenlet;
+pub mod pysample;
 pub mod rates;
 pub mod sample;
 pub mod semaphore;
