@@ -170,9 +170,15 @@ pub fn detect(pid: i32) -> Result<Option<PyGreenletLayout>, PyLookupError> {
         path: on_disk,
         source,
     })?;
-    let mut layout = layout_of(Path::new(path), &data, start)?;
-    layout.version = dist_version(&PathBuf::from(format!("/proc/{pid}/root{path}")));
-    Ok(Some(layout))
+    let version = dist_version(&PathBuf::from(format!("/proc/{pid}/root{path}")));
+    match layout_of(Path::new(path), &data, start) {
+        Ok(layout) => Ok(Some(PyGreenletLayout { version, ..layout })),
+        Err(PyLookupError::TooOld { path, .. }) => Err(PyLookupError::TooOld {
+            path,
+            version: version.unwrap_or_else(|| "(version unknown)".into()),
+        }),
+        Err(e) => Err(e),
+    }
 }
 
 /// greenlet's version from the `greenlet-X.dist-info` directory beside its package.
@@ -215,7 +221,7 @@ pub fn layout_of(path: &Path, data: &[u8], start: u64) -> Result<PyGreenletLayou
         // greenlet 1.x is C with no thread-local state object; 2.x keeps it another way.
         return Err(PyLookupError::TooOld {
             path: path.into(),
-            version: "of this process".into(),
+            version: "(version unknown)".into(),
         });
     };
     let dwarf = load_dwarf(&file).map_err(|e| bad(format!("DWARF: {e}")))?;

@@ -1,0 +1,325 @@
+//! Issue 18: `gltop --sample` on unmodified Python greenlet processes, with real CPython and
+//! real BPF. The workload (`tests/python/split.py`) measures its own CPU split between two
+//! greenlets on one thread, and runs a third greenlet on a second thread; gltop's samples
+//! must agree. Python processes gltop cannot sample are refused in one line, exit 2.
+
+mod support;
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use serde_json::Value;
+use support::*;
+
+/// The greenlet version the tests install and expect (as `.ci/deps.sh`).
+const GREENLET: &str = "3.5.6";
+
+fn script() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/python/split.py")
+}
+
+/// The interpreter that `python3` on PATH runs (resolving shims), if it imports greenlet.
+fn python3_with_greenlet() -> Result<PathBuf, String> {
+    let out = Command::new("python3")
+        .args([
+            "-c",
+            "import sys, greenlet; print(sys.executable); print(greenlet.__version__)",
+        ])
+        .output()
+        .map_err(|e| format!("cannot run python3: {e}"))?;
+    if !out.status.success() {
+        return Err(format!(
+            "python3 cannot import greenlet (make deps installs it): {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        ));
+    }
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let mut lines = text.lines();
+    let exe = PathBuf::from(lines.next().unwrap_or_default());
+    let version = lines.next().unwrap_or_default();
+    if !version.starts_with("3.") {
+        return Err(format!("python3 has greenlet {version}, not 3.x"));
+    }
+    Ok(exe)
+}
+
+/// A second CPython minor version (3.13 from pyenv) with greenlet, in a venv made once under
+/// the target directory. `Err`: why there is none here (pyenv's 3.13 is absent, or pip could
+/// not install greenlet).
+fn python313_with_greenlet() -> Result<PathBuf, String> {
+    let home = std::env::var_os("HOME").ok_or("no HOME")?;
+    let versions = PathBuf::from(home).join(".pyenv/versions");
+    let base = std::fs::read_dir(&versions)
+        .map_err(|e| format!("no pyenv here ({}: {e})", versions.display()))?
+        .filter_map(|e| e.ok())
+        .map(|e| e.path())
+        .filter(|p| {
+            p.file_name()
+                .and_then(|n| n.to_str())
+                .is_some_and(|n| n.starts_with("3.13"))
+        })
+        .map(|p| p.join("bin/python3"))
+        .find(|p| p.exists())
+        .ok_or_else(|| format!("pyenv has no CPython 3.13 in {}", versions.display()))?;
+    let exe = std::env::current_exe().map_err(|e| e.to_string())?;
+    let target = exe.ancestors().nth(3).ok_or("no target directory")?;
+    let venv = target.join("pysample-venv-3.13");
+    let python = venv.join("bin/python");
+    let has = |p: &Path| {
+        Command::new(p)
+            .args([
+                "-c",
+                &format!("import greenlet, sys; sys.exit(greenlet.__version__ != '{GREENLET}')"),
+            ])
+            .status()
+            .is_ok_and(|s| s.success())
+    };
+    if !has(&python) {
+        let ok = Command::new(&base)
+            .args(["-m", "venv"])
+            .arg(&venv)
+            .status()
+            .is_ok_and(|s| s.success())
+            && Command::new(&python)
+                .args([
+                    "-m",
+                    "pip",
+                    "install",
+                    "-q",
+                    &format!("greenlet=={GREENLET}"),
+                ])
+                .stdout(Stdio::null())
+                .status()
+                .is_ok_and(|s| s.success());
+        if !ok || !has(&python) {
+            return Err(format!(
+                "cannot make a venv with greenlet {GREENLET} from {}",
+                base.display()
+            ));
+        }
+    }
+    Ok(python)
+}
+
+/// Runs split.py under `python` (with `env`) and `gltop --sample --hz 999` on it, from before
+/// the split starts to its end. Returns the workload's report and gltop's last JSON line.
+fn run_split(python: &Path, env: &[(&str, &str)]) -> (Value, Value) {
+    let go = std::env::temp_dir().join(format!(
+        "gltop-pysample-{}-{}",
+        std::process::id(),
+        python.display().to_string().len()
+    ));
+    let _ = std::fs::remove_file(&go);
+    let mut w = Proc::spawn(
+        Command::new(python)
+            .arg(script())
+            .args(["--seconds", "5", "--wait-for-file"])
+            .arg(&go)
+            .envs(env.iter().copied())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped()),
+    );
+    assert!(
+        w.wait_stderr("waiting for", Duration::from_secs(60)),
+        "split.py: {}",
+        w.stderr_so_far()
+    );
+    let mut g = Proc::spawn(
+        gltop()
+            .args(["-p", &w.pid().to_string()])
+            .args([
+                "--json",
+                "--sample",
+                "--hz",
+                "999",
+                "-d",
+                "1",
+                "--hit-cost-ns",
+                "500",
+            ])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped()),
+    );
+    assert!(
+        g.wait_stderr("attached to process", Duration::from_secs(60)),
+        "gltop: {}",
+        g.stderr_so_far()
+    );
+    std::fs::write(&go, b"").expect("create the go file");
+    let st = w.wait("split.py", TIMEOUT);
+    let _ = std::fs::remove_file(&go);
+    assert!(st.success(), "split.py: {}", w.stderr_text());
+    let gst = g.wait("gltop", Duration::from_secs(60));
+    let err = g.stderr_text();
+    assert!(gst.success() && err.contains("exited"), "gltop: {err}");
+    let report: Value = serde_json::from_str(w.stdout_text().trim()).expect("split.py's report");
+    let lines = json_lines(&g.stdout_text());
+    (report, lines.last().expect("a JSON line").clone())
+}
+
+/// gltop's samples of greenlet `id` on thread `tid` (0 if it has none), checking its type.
+fn samples_of(line: &Value, tid: &Value, id: &Value, type_name: &Value) -> u64 {
+    let rows: Vec<&Value> = line["greenlets"]
+        .as_array()
+        .expect("greenlets")
+        .iter()
+        .filter(|g| g["id"] == *id && g["tid"] == *tid)
+        .collect();
+    assert!(rows.len() <= 1, "one row per (thread, greenlet): {rows:#?}");
+    rows.first().map_or(0, |g| {
+        assert_eq!(g["name"], *type_name, "the type read at sample time: {g}");
+        g["samples"].as_u64().expect("samples")
+    })
+}
+
+/// Checks one run; returns (gltop's heavy share, the workload's).
+fn check_split(who: &str, report: &Value, line: &Value) -> (f64, f64) {
+    assert_eq!(line["mode"], "sample", "{who}");
+    assert_eq!(line["runtime"], "python-greenlet", "{who}");
+    assert!(
+        line["attach"]["python"]["module_id"]
+            .as_u64()
+            .is_some_and(|m| m > 0),
+        "{who}: the module id was found: {}",
+        line["attach"]
+    );
+    let gs = report["greenlets"]
+        .as_array()
+        .expect("the report's greenlets");
+    let n = |g: &Value| samples_of(line, &g["tid"], &g["id"], &g["type"]);
+    let (heavy, light, worker) = (n(&gs[0]), n(&gs[1]), n(&gs[2]));
+    let share = 100.0 * heavy as f64 / (heavy + light).max(1) as f64;
+    let measured = report["heavy_pct"].as_f64().expect("heavy_pct");
+    let rate = report["switches_per_cpu_s"]
+        .as_f64()
+        .expect("a switch rate");
+    eprintln!(
+        "{who}: heavy {heavy} light {light} samples: {share:.1}% (measured {measured:.1}%), \
+         {rate:.0} switches per CPU second ({:.0} per second); worker {worker} samples on its thread",
+        report["switches_per_s"].as_f64().unwrap_or(0.0)
+    );
+    assert!(
+        rate >= 10_000.0,
+        "{who}: the workload switched too slowly: {report}"
+    );
+    assert!(heavy + light >= 500, "{who}: too few samples: {line}");
+    assert!(
+        (share - 70.0).abs() <= 3.0,
+        "{who}: heavy {share:.1}%, not 70 ± 3"
+    );
+    assert!(
+        ((100.0 - share) - 30.0).abs() <= 3.0,
+        "{who}: light {:.1}%, not 30 ± 3",
+        100.0 - share
+    );
+    assert!(
+        (share - measured).abs() <= 3.0,
+        "{who}: heavy {share:.1}% against {measured:.1}% measured by the workload"
+    );
+    // The second thread's greenlet: sampled there, and only there.
+    assert!(
+        worker > 0,
+        "{who}: the worker greenlet got no samples: {line}"
+    );
+    assert_eq!(
+        samples_of(line, &gs[0]["tid"], &gs[2]["id"], &gs[2]["type"]),
+        0,
+        "{who}: the worker attributed to the first thread"
+    );
+    (share, measured)
+}
+
+#[test]
+fn a_70_30_split_reads_70_30_and_a_second_thread_keeps_its_greenlet() {
+    let what = "a_70_30_split_reads_70_30_and_a_second_thread_keeps_its_greenlet";
+    if !bpf_or_skip(what) {
+        return;
+    }
+    let python = python3_with_greenlet();
+    if !require(what, python.as_ref().map(drop).map_err(Clone::clone)) {
+        return;
+    }
+    let _serial = serial();
+    let python = python.expect("checked");
+    let (report, line) = run_split(&python, &[]);
+    check_split(
+        &format!("CPython {}", report["python"].as_str().unwrap_or("?")),
+        &report,
+        &line,
+    );
+
+    // A second minor version, where this machine has one (pyenv is not on every CI image).
+    match python313_with_greenlet() {
+        Ok(p313) => {
+            let (report, line) = run_split(&p313, &[]);
+            assert_eq!(report["python"], "3.13");
+            check_split("CPython 3.13", &report, &line);
+        }
+        Err(why) => eprintln!("skipping the CPython 3.13 run: {why}"),
+    }
+}
+
+/// `gltop -p PID --sample --json -n 1` on a Python started with `code` (and `env`): its exit
+/// code and stderr.
+fn refused(code: &str, env: &[(&str, &str)]) -> (Option<i32>, String) {
+    let python = python3_with_greenlet().expect("checked by the caller");
+    let p = Proc::spawn(
+        Command::new(python)
+            .args(["-c", code])
+            .envs(env.iter().copied())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped()),
+    );
+    assert!(
+        p.wait_stderr("ready", Duration::from_secs(60)),
+        "python: {}",
+        p.stderr_so_far()
+    );
+    let out = gltop()
+        .args(["-p", &p.pid().to_string(), "--sample", "--json", "-n", "1"])
+        .output()
+        .expect("run gltop");
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn python_processes_that_cannot_be_sampled_are_refused_in_one_line() {
+    let what = "python_processes_that_cannot_be_sampled_are_refused_in_one_line";
+    if !bpf_or_skip(what) {
+        return;
+    }
+    if !require(what, python3_with_greenlet().map(drop)) {
+        return;
+    }
+    let _serial = serial();
+    let wait = "import sys, time; print('ready', file=sys.stderr, flush=True); time.sleep(60)";
+    let (code, err) = refused(wait, &[]);
+    assert_eq!(code, Some(2), "{err}");
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(err.contains("Python process without greenlet"), "{err}");
+
+    // greenlet 1.x keeps no thread-local state: too old, and the message says what works.
+    let old = Path::new("/opt/greenlet-versions/1.1.3");
+    if old.join("greenlet").exists() {
+        let code_old = format!(
+            "import greenlet; assert greenlet.__version__ == '1.1.3'; greenlet.greenlet(lambda: 0).switch(); {wait}"
+        );
+        let path = old.display().to_string();
+        let (code, err) = refused(&code_old, &[("PYTHONPATH", &path)]);
+        assert_eq!(code, Some(2), "{err}");
+        assert_eq!(err.lines().count(), 1, "{err}");
+        assert!(
+            err.contains("greenlet 1.1.3") && err.contains("too old") && err.contains("3.x"),
+            "{err}"
+        );
+    } else {
+        eprintln!(
+            "skipping the greenlet 1.x refusal: no greenlet 1.1.3 in {}",
+            old.display()
+        );
+    }
+}
