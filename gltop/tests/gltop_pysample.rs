@@ -249,6 +249,22 @@ fn a_70_30_split_reads_70_30_and_a_second_thread_keeps_its_greenlet() {
         &line,
     );
 
+    // An older greenlet 3 (another build of the module: other addresses, same layout), where
+    // this machine keeps one.
+    let g303 = Path::new("/opt/greenlet-versions/3.0.3");
+    if g303.join("greenlet").exists() {
+        let path = g303.display().to_string();
+        let (report, line) = run_split(&python, &[("PYTHONPATH", &path)]);
+        assert_eq!(report["greenlet"], "3.0.3");
+        assert_eq!(line["attach"]["python"]["greenlet_version"], "3.0.3");
+        check_split("greenlet 3.0.3", &report, &line);
+    } else {
+        eprintln!(
+            "skipping the greenlet 3.0.3 run: none in {}",
+            g303.display()
+        );
+    }
+
     // A second minor version, where this machine has one (pyenv is not on every CI image).
     match python313_with_greenlet() {
         Ok(p313) => {
