@@ -60,6 +60,38 @@ struct {
 	__type(value, struct pg_totals);
 } pytotals SEC(".maps");
 
+/* Python stacks, for `gltop record` (set by the loader: `record_stacks`). */
+const volatile __u8 record_stacks = 0;
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 1024);
+	__type(key, __u32);
+	__type(value, struct pg_pyoffs);
+} pyoffs SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 16384);
+	__type(key, struct pg_skey);
+	__type(value, __u64);
+} pystacks SEC(".maps");
+
+/* A thread's PyThreadState, once found (checked again at every use). */
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 4096);
+	__type(key, __u32);
+	__type(value, __u64);
+} pytstate SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct pg_skey);
+} pyscratch SEC(".maps");
+
 static const struct pg_stats zero_stats;
 static const struct pg_name zero_name;
 
@@ -252,6 +284,156 @@ static __always_inline void name_type(__u32 tgid, __u64 type, const struct pg_la
 	}
 }
 
+
+struct tstate_ctx {
+	__u64 ts;
+	__u64 found;
+	__u32 tid;
+	__u32 ts_next;
+	__u32 ts_native_tid;
+	__u32 failed;
+};
+
+static long tstate_one(__u64 i, struct tstate_ctx *c)
+{
+	__u64 native = 0;
+
+	if (!c->ts)
+		return 1;
+	if (read_u64(&native, c->ts + c->ts_native_tid)) {
+		c->failed = 1;
+		return 1;
+	}
+	if (native == c->tid) {
+		c->found = c->ts;
+		return 1;
+	}
+	if (read_u64(&c->ts, c->ts + c->ts_next)) {
+		c->failed = 1;
+		return 1;
+	}
+	return 0;
+}
+
+/* The PyThreadState of thread `tid`, or 0. */
+static __always_inline __u64 find_tstate(__u32 tid, const struct pg_pyoffs *o)
+{
+	__u64 *cached = bpf_map_lookup_elem(&pytstate, &tid);
+	__u64 interp = 0, native = 0;
+	struct tstate_ctx c = { .tid = tid, .ts_next = o->ts_next,
+				.ts_native_tid = o->ts_native_tid };
+
+	if (cached && *cached && read_u64(&native, *cached + o->ts_native_tid) == 0 &&
+	    native == tid)
+		return *cached;
+	if (read_u64(&interp, o->runtime + o->interp_head) || !interp)
+		return 0;
+	if (read_u64(&c.ts, interp + o->threads_head))
+		return 0;
+	bpf_loop(PG_MAX_THREADS, tstate_one, &c, 0);
+	if (c.found)
+		bpf_map_update_elem(&pytstate, &tid, &c.found, BPF_ANY);
+	return c.found;
+}
+
+struct walk_ctx {
+	__u64 frame;
+	__u32 fr_code;
+	__u32 fr_previous;
+	__u32 fr_owner;
+	__u32 owner_cstack;
+	__u32 depth;
+	__u32 failed;
+	__u32 truncated;
+	__u32 pad;
+};
+
+/* One frame of the walk: its code object goes in the scratch key. */
+static long walk_one(__u64 i, struct walk_ctx *c)
+{
+	__u32 zero = 0;
+	struct pg_skey *k = bpf_map_lookup_elem(&pyscratch, &zero);
+	__u64 code = 0;
+	__u8 owner = 0;
+
+	if (!k || !c->frame)
+		return 1;
+	if (c->fr_owner != PG_NONE &&
+	    bpf_probe_read_user(&owner, 1, (void *)(c->frame + c->fr_owner))) {
+		c->failed = 1;
+		return 1;
+	}
+	if (c->fr_owner == PG_NONE || owner != c->owner_cstack) {
+		if (c->depth >= PG_MAX_FRAMES) {
+			c->truncated = 1;
+			return 1;
+		}
+		if (read_u64(&code, c->frame + c->fr_code)) {
+			c->failed = 1;
+			return 1;
+		}
+		k->code[c->depth & (PG_MAX_FRAMES - 1)] = code;
+		c->depth++;
+	}
+	if (read_u64(&c->frame, c->frame + c->fr_previous)) {
+		c->failed = 1;
+		return 1;
+	}
+	return 0;
+}
+
+/* Counts the Python stack of the running greenlet `r` of thread `tid`. */
+static __always_inline void record_stack(__u32 tgid, __u32 tid, const struct pg_read *r,
+					 struct pg_totals *tot)
+{
+	struct pg_pyoffs *o = bpf_map_lookup_elem(&pyoffs, &tgid);
+	__u32 zero = 0;
+	struct pg_skey *k = bpf_map_lookup_elem(&pyscratch, &zero);
+	struct walk_ctx c = {};
+	__u64 ts, frame = 0, one = 1, *n;
+
+	if (!o || !k)
+		return;
+	ts = find_tstate(tid, o);
+	if (!ts) {
+		tot->no_tstate++;
+		return;
+	}
+	if (read_u64(&frame, ts + o->ts_frame))
+		goto unreadable;
+	if (o->cframe_current != PG_NONE && frame &&
+	    read_u64(&frame, frame + o->cframe_current))
+		goto unreadable;
+	__builtin_memset(k, 0, sizeof(*k));
+	k->tgid = tgid;
+	k->greenlet = r->greenlet;
+	k->tp = r->tp;
+	c.frame = frame;
+	c.fr_code = o->fr_code;
+	c.fr_previous = o->fr_previous;
+	c.fr_owner = o->fr_owner;
+	c.owner_cstack = o->owner_cstack;
+	bpf_loop(2 * PG_MAX_FRAMES, walk_one, &c, 0);
+	if (c.failed)
+		goto unreadable;
+	k->depth = c.depth;
+	k->truncated = c.truncated;
+	n = bpf_map_lookup_elem(&pystacks, k);
+	if (n) {
+		__sync_fetch_and_add(n, 1);
+	} else if (bpf_map_update_elem(&pystacks, k, &one, BPF_NOEXIST)) {
+		n = bpf_map_lookup_elem(&pystacks, k);
+		if (n)
+			__sync_fetch_and_add(n, 1);
+		else
+			tot->stack_failures++;
+	}
+	tot->stacks++;
+	return;
+unreadable:
+	tot->stack_failures++;
+}
+
 SEC("perf_event")
 int py_sample(void *ctx)
 {
@@ -287,6 +469,8 @@ int py_sample(void *ctx)
 	}
 	if (found)
 		name_type(tgid, r.tp, l, tot);
+	if (record_stacks && found)
+		record_stack(tgid, tid, &r, tot);
 	t = get_thread(tgid, tid, tot);
 	if (!t)
 		return 0;

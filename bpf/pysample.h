@@ -93,6 +93,56 @@ struct pg_totals {
 	__u64 stats_failures;
 	__u64 thread_failures;
 	__u64 name_failures;
+	/* Stacks: recorded; no PyThreadState found for the thread; failed inserts. */
+	__u64 stacks;
+	__u64 no_tstate;
+	__u64 stack_failures;
+};
+
+/*
+ * Python stacks (`gltop record`): where CPython keeps a thread's frames, from
+ * `_Py_DebugOffsets` (3.13) or libpython's DWARF (3.11, 3.12), found by
+ * gltop/src/loader/pyframes.rs. The sampled thread's PyThreadState is found in
+ * its interpreter's thread list by native thread id (and cached per thread):
+ *
+ *   interp = *(runtime + interp_head)
+ *   tstate = *(interp + threads_head), then *(tstate + ts_next) ...
+ *   frame  = *(tstate + ts_frame)                     3.13: current_frame
+ *            *(*(tstate + ts_frame) + cframe_current)  3.11/3.12: cframe->current_frame
+ *   code   = *(frame + fr_code); frame = *(frame + fr_previous)
+ *
+ * A greenlet's frame chain ends at its own `run`: greenlet saves and restores
+ * the chain per greenlet, so each stack is that greenlet's alone.
+ */
+#define PG_MAX_FRAMES 64
+#define PG_MAX_THREADS 64
+#define PG_NONE 0xffffffffu
+
+struct pg_pyoffs {
+	__u64 runtime;
+	__u32 interp_head;
+	__u32 threads_head;
+	__u32 ts_next;
+	__u32 ts_native_tid;
+	__u32 ts_frame;
+	/* PG_NONE: `ts_frame` is the frame itself (3.13). */
+	__u32 cframe_current;
+	__u32 fr_code;
+	__u32 fr_previous;
+	/* PG_NONE: frames have no owner (3.11); else frames owned by the C stack are skipped. */
+	__u32 fr_owner;
+	__u32 owner_cstack;
+};
+
+/* One stack of one greenlet: its code objects, innermost first. */
+struct pg_skey {
+	__u32 tgid;
+	__u32 depth;
+	__u64 greenlet;
+	__u64 tp;
+	/* 1: deeper than PG_MAX_FRAMES (the outermost frames are missing). */
+	__u64 truncated;
+	__u64 code[PG_MAX_FRAMES];
 };
 
 #endif /* GREENLET_PYSAMPLE_H */

@@ -19,6 +19,7 @@ pub mod elf;
 pub mod layout;
 mod model;
 pub mod process;
+pub mod pyframes;
 pub mod pygreenlet;
 pub mod pysample;
 pub mod rates;

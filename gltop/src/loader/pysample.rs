@@ -14,6 +14,7 @@ use libbpf_rs::{Link, MapCore, MapFlags, OpenObject};
 
 use super::attach::{delete_all, read_all, u32_key, Pod};
 use super::process::{self, Process};
+use super::pyframes::PyFrameOffsets;
 use super::pygreenlet::PyGreenletLayout;
 use super::sample::{
     open_cpu_clock, SampleOptions, SampleSnapshot, SampleTotals, SampledGreenlet, SampledThread,
@@ -37,6 +38,43 @@ unsafe impl Pod for types::pg_thread {}
 unsafe impl Pod for types::pg_totals {}
 // SAFETY: as above: u64 and u32 fields.
 unsafe impl Pod for types::pg_layout {}
+// SAFETY: as above: u32 and u64 fields and a u64 array.
+unsafe impl Pod for types::pg_skey {}
+
+/// One Python stack of one greenlet, as counted by the kernel.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PyStack {
+    /// The greenlet (its address) and its type (address and name).
+    pub greenlet: u64,
+    /// See `greenlet`.
+    pub type_addr: u64,
+    /// See `greenlet`.
+    pub type_name: Option<String>,
+    /// Code object addresses, innermost first.
+    pub code: Vec<u64>,
+    /// Deeper than the kernel keeps: the outermost frames are missing.
+    pub truncated: bool,
+    /// Samples.
+    pub count: u64,
+}
+
+/// How the stack recording went, summed over CPUs.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct PyStackTotals {
+    /// Samples of the target, and those with a greenlet read.
+    pub samples: u64,
+    /// Samples whose greenlet read faulted, or of threads with no greenlet state.
+    pub unreadable: u64,
+    /// See `unreadable`.
+    pub no_state: u64,
+    /// Stacks counted; samples with no PyThreadState found; stacks not counted (a read
+    /// faulted or the map was full).
+    pub stacks: u64,
+    /// See `stacks`.
+    pub no_tstate: u64,
+    /// See `stacks`.
+    pub failures: u64,
+}
 
 /// The runtime name of this mode in `--json` (`"runtime"`).
 pub const RUNTIME: &str = "python-greenlet";
@@ -95,6 +133,26 @@ fn value_bytes(v: &types::pg_layout) -> Vec<u8> {
     b
 }
 
+/// The frame offsets as `struct pg_pyoffs`: a u64, then ten u32.
+fn offsets_bytes(f: &PyFrameOffsets) -> Vec<u8> {
+    let mut b = f.runtime.to_ne_bytes().to_vec();
+    for x in [
+        f.interp_head,
+        f.threads_head,
+        f.ts_next,
+        f.ts_native_tid,
+        f.ts_frame,
+        f.cframe_current,
+        f.fr_code,
+        f.fr_previous,
+        f.fr_owner,
+        f.owner_cstack,
+    ] {
+        b.extend_from_slice(&x.to_ne_bytes());
+    }
+    b
+}
+
 fn c_string(bytes: &[i8]) -> String {
     let b: Vec<u8> = bytes
         .iter()
@@ -111,6 +169,17 @@ impl PySampler {
         pid: i32,
         layout: PyGreenletLayout,
         opts: &SampleOptions,
+    ) -> Result<PySampler, Error> {
+        PySampler::attach_with(pid, layout, opts, None)
+    }
+
+    /// [`PySampler::attach`], also counting each greenlet's Python stacks where `frames` says
+    /// how to read them (`gltop record`).
+    pub fn attach_with(
+        pid: i32,
+        layout: PyGreenletLayout,
+        opts: &SampleOptions,
+        frames: Option<&PyFrameOffsets>,
     ) -> Result<PySampler, Error> {
         if !HZ_RANGE.contains(&opts.hz) {
             return Err(Error::BadCapacity(format!(
@@ -135,9 +204,24 @@ impl PySampler {
             map.set_max_entries(n)
                 .map_err(|e| Error::bpf("cannot size the Python sampler's maps", e))?;
         }
+        open.maps
+            .rodata_data
+            .as_deref_mut()
+            .expect("the BPF object has .rodata")
+            .record_stacks = u8::from(frames.is_some());
         let skel = open
             .load()
             .map_err(|e| Error::bpf("cannot load the Python sampler's BPF programs", e))?;
+        if let Some(f) = frames {
+            skel.maps
+                .pyoffs
+                .update(
+                    &(pid as u32).to_ne_bytes(),
+                    &offsets_bytes(f),
+                    MapFlags::ANY,
+                )
+                .map_err(|e| Error::bpf("cannot write map \"pyoffs\"", e))?;
+        }
         skel.maps
             .pywatched
             .update(
@@ -227,17 +311,58 @@ impl PySampler {
         (l.modid != 0).then_some(l.modid)
     }
 
-    /// Reads what was counted since attach.
-    pub fn snapshot(&mut self) -> Result<SampleSnapshot, Error> {
-        let maps = &self.skel.maps;
-        let per_cpu: Vec<types::pg_totals> = maps
+    fn per_cpu_totals(&self) -> Result<Vec<types::pg_totals>, Error> {
+        Ok(self
+            .skel
+            .maps
             .pytotals
             .lookup_percpu(&0u32.to_ne_bytes(), MapFlags::ANY)
             .map_err(|e| Error::bpf("cannot read the Python sampler's totals", e))?
             .unwrap_or_default()
             .iter()
             .filter_map(|b| types::pg_totals::read(b))
+            .collect())
+    }
+
+    /// The Python stacks counted since attach (with `attach_with` frames), and how it went.
+    pub fn python_stacks(&self) -> Result<(Vec<PyStack>, PyStackTotals), Error> {
+        let pid = self.process.pid as u32;
+        let maps = &self.skel.maps;
+        let names: HashMap<u64, String> =
+            read_all(&maps.pytypes, types::pg_tkey::read, types::pg_name::read)?
+                .into_iter()
+                .filter(|(k, _)| k.tgid == pid)
+                .map(|(k, v)| (k.tp, c_string(&v.name)))
+                .collect();
+        let count = |b: &[u8]| Some(u64::from_ne_bytes(b.get(..8)?.try_into().ok()?));
+        let stacks = read_all(&maps.pystacks, types::pg_skey::read, count)?
+            .into_iter()
+            .filter(|(k, _)| k.tgid == pid)
+            .map(|(k, n)| PyStack {
+                greenlet: k.greenlet,
+                type_addr: k.tp,
+                type_name: names.get(&k.tp).cloned(),
+                code: k.code[..(k.depth as usize).min(k.code.len())].to_vec(),
+                truncated: k.truncated != 0,
+                count: n,
+            })
             .collect();
+        let mut t = PyStackTotals::default();
+        for c in self.per_cpu_totals()? {
+            t.samples += c.samples;
+            t.unreadable += c.unreadable;
+            t.no_state += c.no_state;
+            t.stacks += c.stacks;
+            t.no_tstate += c.no_tstate;
+            t.failures += c.stack_failures;
+        }
+        Ok((stacks, t))
+    }
+
+    /// Reads what was counted since attach.
+    pub fn snapshot(&mut self) -> Result<SampleSnapshot, Error> {
+        let per_cpu = self.per_cpu_totals()?;
+        let maps = &self.skel.maps;
         let at_ns = super::attach::monotonic_ns();
         let pid = self.process.pid;
         let stats: Vec<(types::pg_key, types::pg_stats)> =
