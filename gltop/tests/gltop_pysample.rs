@@ -339,3 +339,137 @@ fn python_processes_that_cannot_be_sampled_are_refused_in_one_line() {
         );
     }
 }
+
+/// `gltop record -d 3 --hz 999` on split.py under `python`: the workload's report, gltop's
+/// stderr and the folded lines as (frames, count).
+fn record_split(python: &Path) -> (Value, String, Vec<(Vec<String>, u64)>, String) {
+    let dir = std::env::temp_dir().join(format!("gltop-pyrecord-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("a temporary directory");
+    let go = dir.join("go");
+    let (folded, svg) = (dir.join("out.folded"), dir.join("out.svg"));
+    let _ = std::fs::remove_file(&go);
+    let mut w = Proc::spawn(
+        Command::new(python)
+            .arg(script())
+            .args(["--seconds", "6", "--wait-for-file"])
+            .arg(&go)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped()),
+    );
+    assert!(
+        w.wait_stderr("waiting for", Duration::from_secs(60)),
+        "split.py: {}",
+        w.stderr_so_far()
+    );
+    std::fs::write(&go, b"").expect("create the go file");
+    let out = gltop()
+        .args([
+            "record",
+            "-p",
+            &w.pid().to_string(),
+            "-d",
+            "3",
+            "--hz",
+            "999",
+        ])
+        .arg("--folded")
+        .arg(&folded)
+        .arg("--svg")
+        .arg(&svg)
+        .output()
+        .expect("run gltop record");
+    let err = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(out.status.success(), "gltop record: {err}");
+    let st = w.wait("split.py", TIMEOUT);
+    assert!(st.success(), "split.py: {}", w.stderr_text());
+    let report: Value = serde_json::from_str(w.stdout_text().trim()).expect("split.py's report");
+    let text = std::fs::read_to_string(&folded).expect("the folded file");
+    let lines = text
+        .lines()
+        .map(|l| {
+            let (frames, count) = l.rsplit_once(' ').expect("FRAMES COUNT");
+            (
+                frames.split(';').map(str::to_string).collect(),
+                count.parse().expect("a count"),
+            )
+        })
+        .collect();
+    let svg = std::fs::read_to_string(&svg).expect("the SVG");
+    let _ = std::fs::remove_dir_all(&dir);
+    (report, err, lines, svg)
+}
+
+/// Each greenlet's stacks end at its own run function, and its hot leaf is `work`.
+fn check_stacks(who: &str, report: &Value, lines: &[(Vec<String>, u64)], svg: &str) {
+    let runs = [
+        ("heavy", "heavy_run"),
+        ("light", "light_run"),
+        ("worker", "worker_run"),
+    ];
+    for (g, (name, run)) in report["greenlets"].as_array().unwrap().iter().zip(runs) {
+        assert_eq!(g["name"], name);
+        let first = format!(
+            "{}#{}",
+            g["type"].as_str().unwrap(),
+            g["id"].as_u64().unwrap()
+        );
+        let mine: Vec<&(Vec<String>, u64)> = lines.iter().filter(|(f, _)| f[0] == first).collect();
+        let total: u64 = mine.iter().map(|(_, n)| n).sum();
+        assert!(total > 0, "{who}: no stacks of {first}: {lines:?}");
+        for (frames, _) in &mine {
+            let bottom = frames.get(1).map_or("", String::as_str);
+            assert!(
+                bottom.ends_with(run),
+                "{who}: a stack of {name} does not end at {run}: {frames:?}"
+            );
+        }
+        let (hot, n) = mine.iter().max_by_key(|(_, n)| *n).expect("a stack");
+        assert_eq!(
+            hot.last().map(String::as_str),
+            Some("work"),
+            "{who}: {name}'s hot leaf"
+        );
+        eprintln!(
+            "{who}: {name}: {total} samples, hottest {} ({n})",
+            hot.join(";")
+        );
+        assert!(svg.contains(run), "{who}: {run} not in the SVG");
+    }
+}
+
+#[test]
+fn record_gives_each_python_greenlet_its_own_stacks() {
+    let what = "record_gives_each_python_greenlet_its_own_stacks";
+    if !bpf_or_skip(what) {
+        return;
+    }
+    let python = python3_with_greenlet();
+    if !require(what, python.as_ref().map(drop).map_err(Clone::clone)) {
+        return;
+    }
+    let _serial = serial();
+    let (report, err, lines, svg) = record_split(&python.expect("checked"));
+    // Before 3.13 the offsets come from libpython's DWARF, which a distribution's Python may
+    // lack (Debian's): then gltop says so and records greenlets alone.
+    let frames = if err.contains("no Python stacks") {
+        Err(format!("python3 {}: {err}", report["python"]))
+    } else {
+        Ok(())
+    };
+    if require(what, frames) {
+        check_stacks(
+            &format!("CPython {}", report["python"]),
+            &report,
+            &lines,
+            &svg,
+        );
+    }
+    match python313_with_greenlet() {
+        Ok(p313) => {
+            let (report, err, lines, svg) = record_split(&p313);
+            assert!(err.contains("_Py_DebugOffsets"), "{err}");
+            check_stacks("CPython 3.13", &report, &lines, &svg);
+        }
+        Err(why) => eprintln!("skipping the CPython 3.13 recording: {why}"),
+    }
+}
