@@ -458,7 +458,7 @@ fn record_gives_each_python_greenlet_its_own_stacks() {
     };
     if require(what, frames) {
         check_stacks(
-            &format!("CPython {}", report["python"]),
+            &format!("CPython {}", report["python"].as_str().unwrap_or("?")),
             &report,
             &lines,
             &svg,
