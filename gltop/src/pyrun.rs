@@ -84,6 +84,7 @@ pub(crate) fn run(
             follow: false,
             sampled: Some((o.hz, sampler.cpus(), 0)),
             block_ms: None,
+            python: true,
         };
         let mut app = App::new_sampled(target, per_sample_ns, args.delay, first, first_read_ns);
         let process = sampler.process().clone();
