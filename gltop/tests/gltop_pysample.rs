@@ -473,3 +473,57 @@ fn record_gives_each_python_greenlet_its_own_stacks() {
         Err(why) => eprintln!("skipping the CPython 3.13 recording: {why}"),
     }
 }
+
+#[test]
+fn the_live_view_shows_python_greenlets_by_type() {
+    use support::tmux::{bpf_and_tmux_or_skip, Tmux};
+    let what = "the_live_view_shows_python_greenlets_by_type";
+    if !bpf_and_tmux_or_skip(what) {
+        return;
+    }
+    let python = python3_with_greenlet();
+    if !require(what, python.as_ref().map(drop).map_err(Clone::clone)) {
+        return;
+    }
+    let _serial = serial();
+    let go = std::env::temp_dir().join(format!("gltop-pysample-tui-{}", std::process::id()));
+    std::fs::write(&go, b"").expect("create the go file");
+    let mut w = Proc::spawn(
+        Command::new(python.expect("checked"))
+            .arg(script())
+            .args(["--seconds", "30", "--wait-for-file"])
+            .arg(&go)
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped()),
+    );
+    // Said once greenlet is imported (the go file is there already: it starts at once).
+    assert!(
+        w.wait_stderr("waiting for", Duration::from_secs(60)),
+        "split.py: {}",
+        w.stderr_so_far()
+    );
+    let _ = std::fs::remove_file(&go);
+    let pid = w.pid();
+    let cmd = format!(
+        "{} -p {pid} --sample --hz 999 -d 0.5 --hit-cost-ns 8000; echo GLTOP_EXIT=$?; sleep 60",
+        env!("CARGO_BIN_EXE_gltop")
+    );
+    let tmux = Tmux::start("pysample", &cmd);
+    let long = Duration::from_secs(30);
+    let screen = tmux.wait_for("the Python greenlets", long, |s| {
+        s.contains(&format!("pid {pid} (python")) && s.contains("Worker") && {
+            s.lines()
+                .filter(|l| l.contains("greenlet.greenlet"))
+                .count()
+                >= 2
+        }
+    });
+    assert!(screen.contains("Python greenlet (no probe)"), "{screen}");
+    assert!(
+        screen.contains("switches - (greenlet counts none)"),
+        "{screen}"
+    );
+    tmux.keys(&["q"]);
+    tmux.wait_for("gltop's exit", long, |s| s.contains("GLTOP_EXIT=0"));
+    w.kill();
+}
