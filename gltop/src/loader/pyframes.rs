@@ -478,4 +478,39 @@ mod tests {
         assert_eq!(version_of("python3"), None);
         assert_eq!(version_of("uwsgi"), None);
     }
+
+    /// `_Py_DebugOffsets` with word i holding 1000 + i, after the cookie and `version`.
+    fn debug_offsets(version: u64) -> Vec<u8> {
+        let mut b = b"xdebugpy".to_vec();
+        b.extend_from_slice(&version.to_ne_bytes());
+        for i in 2..DEBUG_WORDS as u64 {
+            b.extend_from_slice(&(1000 + i).to_ne_bytes());
+        }
+        b
+    }
+
+    #[test]
+    fn debug_offsets_of_3_13_are_read_by_their_place_and_others_refused() {
+        let o = from_debug_offsets(&debug_offsets(0x030D_00F0), 0x7000).unwrap();
+        assert_eq!(o.version, "3.13");
+        assert_eq!(
+            (
+                o.interp_head,
+                o.threads_head,
+                o.ts_next,
+                o.ts_frame,
+                o.ts_native_tid
+            ),
+            (1005, 1009, 1021, 1023, 1025)
+        );
+        assert_eq!((o.fr_previous, o.fr_code, o.fr_owner), (1029, 1030, 1033));
+        assert_eq!(o.co_qualname, 1037);
+        assert_eq!(
+            (o.str_state, o.str_length, o.ascii_size),
+            (1068, 1069, 1070)
+        );
+        assert_eq!(o.cframe_current, NONE);
+        let e = from_debug_offsets(&debug_offsets(0x030E_00A1), 0x7000).unwrap_err();
+        assert!(e.to_string().contains("CPython 3.14"), "{e}");
+    }
 }

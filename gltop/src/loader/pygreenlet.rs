@@ -129,6 +129,28 @@ fn is_python(exe: &str, mapped: &[(u64, u64, String)]) -> bool {
             .any(|(_, _, p)| file_name(p).starts_with("libpython3"))
 }
 
+/// What a process's mappings say: `Ok(None)` not Python, `Ok(Some(module path))` Python with
+/// greenlet loaded, or why it cannot be sampled.
+fn classify<'a>(
+    exe: &str,
+    mapped: &'a [(u64, u64, String)],
+) -> Result<Option<&'a String>, PyLookupError> {
+    let module = mapped.iter().find(|(_, _, p)| is_greenlet_module(p));
+    if module.is_none() && !is_python(exe, mapped) {
+        return Ok(None);
+    }
+    if mapped
+        .iter()
+        .any(|(_, _, p)| file_name(p).starts_with("ld-musl"))
+    {
+        return Err(PyLookupError::Musl);
+    }
+    match module {
+        Some((_, _, path)) => Ok(Some(path)),
+        None => Err(PyLookupError::NoGreenlet),
+    }
+}
+
 /// The Python greenlet layout of process `pid`: `Ok(None)` when it is not a Python process
 /// at all (the caller tries the Rust runtime's sampler), an error when it is one that cannot
 /// be sampled.
@@ -142,18 +164,8 @@ pub fn detect(pid: i32) -> Result<Option<PyGreenletLayout>, PyLookupError> {
     let exe = std::fs::read_link(format!("/proc/{pid}/exe"))
         .map(|p| p.to_string_lossy().into_owned())
         .unwrap_or_default();
-    let module = mapped.iter().find(|(_, _, p)| is_greenlet_module(p));
-    if module.is_none() && !is_python(&exe, &mapped) {
+    let Some(path) = classify(&exe, &mapped)? else {
         return Ok(None);
-    }
-    if mapped
-        .iter()
-        .any(|(_, _, p)| file_name(p).starts_with("ld-musl"))
-    {
-        return Err(PyLookupError::Musl);
-    }
-    let Some((_, _, path)) = module else {
-        return Err(PyLookupError::NoGreenlet);
     };
     // The lowest mapping of the module's first bytes is where its first segment was loaded.
     let start = mapped
@@ -370,5 +382,28 @@ mod tests {
             &[(0, 0, "/usr/lib/libpython3.11.so.1.0".into())]
         ));
         assert!(!is_python("/usr/bin/demo", &m));
+    }
+
+    #[test]
+    fn a_process_is_rust_python_with_greenlet_python_without_or_musl() {
+        let map = |paths: &[&str]| -> Vec<(u64, u64, String)> {
+            paths.iter().map(|p| (0, 0, p.to_string())).collect()
+        };
+        let glibc = "/usr/lib/x86_64-linux-gnu/libc.so.6";
+        let module = "/site/greenlet/_greenlet.cpython-311-x86_64-linux-gnu.so";
+        assert!(matches!(classify("/bin/demo", &map(&[glibc])), Ok(None)));
+        let m = map(&[glibc, module]);
+        assert_eq!(
+            classify("/usr/bin/python3.11", &m).unwrap(),
+            Some(&module.to_string())
+        );
+        assert!(matches!(
+            classify("/usr/bin/python3.11", &map(&[glibc])),
+            Err(PyLookupError::NoGreenlet)
+        ));
+        let musl = map(&["/lib/ld-musl-x86_64.so.1", module]);
+        let e = classify("/usr/bin/python3", &musl).unwrap_err();
+        assert!(matches!(e, PyLookupError::Musl));
+        assert!(e.to_string().contains("musl"), "{e}");
     }
 }
