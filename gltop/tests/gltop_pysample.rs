@@ -302,6 +302,33 @@ fn refused(code: &str, env: &[(&str, &str)]) -> (Option<i32>, String) {
     )
 }
 
+/// `gltop record -p PID -d 1` on a Python started with `code`: its exit code and stderr.
+fn refused_record(code: &str) -> (Option<i32>, String) {
+    let python = python3_with_greenlet().expect("checked by the caller");
+    let p = Proc::spawn(
+        Command::new(python)
+            .args(["-c", code])
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped()),
+    );
+    assert!(
+        p.wait_stderr("ready", Duration::from_secs(60)),
+        "python: {}",
+        p.stderr_so_far()
+    );
+    let folded = std::env::temp_dir().join(format!("gltop-pyrefused-{}", std::process::id()));
+    let out = gltop()
+        .args(["record", "-p", &p.pid().to_string(), "-d", "1", "--folded"])
+        .arg(&folded)
+        .output()
+        .expect("run gltop record");
+    let _ = std::fs::remove_file(&folded);
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
 #[test]
 fn python_processes_that_cannot_be_sampled_are_refused_in_one_line() {
     let what = "python_processes_that_cannot_be_sampled_are_refused_in_one_line";
@@ -314,6 +341,10 @@ fn python_processes_that_cannot_be_sampled_are_refused_in_one_line() {
     let _serial = serial();
     let wait = "import sys, time; print('ready', file=sys.stderr, flush=True); time.sleep(60)";
     let (code, err) = refused(wait, &[]);
+    assert_eq!(code, Some(2), "{err}");
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(err.contains("Python process without greenlet"), "{err}");
+    let (code, err) = refused_record(wait);
     assert_eq!(code, Some(2), "{err}");
     assert_eq!(err.lines().count(), 1, "{err}");
     assert!(err.contains("Python process without greenlet"), "{err}");
@@ -416,11 +447,25 @@ fn check_stacks(who: &str, report: &Value, lines: &[(Vec<String>, u64)], svg: &s
         let mine: Vec<&(Vec<String>, u64)> = lines.iter().filter(|(f, _)| f[0] == first).collect();
         let total: u64 = mine.iter().map(|(_, n)| n).sum();
         assert!(total > 0, "{who}: no stacks of {first}: {lines:?}");
+        // A sample that lands inside a switch, between greenlet's update of the current
+        // greenlet and CPython's of the frame chain, pairs one greenlet with its peer's
+        // stack: a window of a few hundred ns per switch, so a few samples in a thousand.
+        let foreign: u64 = mine
+            .iter()
+            .filter(|(f, _)| !f.get(1).is_some_and(|b| b.ends_with(run)))
+            .map(|(_, n)| n)
+            .sum();
+        eprintln!("{who}: {name}: {foreign} of {total} samples on a stack not ending at {run}");
+        assert!(
+            foreign * 100 <= total * 2,
+            "{who}: {foreign} of {name}'s {total} samples do not end at {run}: {mine:?}"
+        );
         for (frames, _) in &mine {
-            let bottom = frames.get(1).map_or("", String::as_str);
             assert!(
-                bottom.ends_with(run),
-                "{who}: a stack of {name} does not end at {run}: {frames:?}"
+                !frames
+                    .iter()
+                    .any(|f| f == "<module>" || f.ends_with(".main") || f == "main"),
+                "{who}: a frame of the main greenlet under {name}: {frames:?}"
             );
         }
         let (hot, n) = mine.iter().max_by_key(|(_, n)| *n).expect("a stack");
@@ -437,6 +482,26 @@ fn check_stacks(who: &str, report: &Value, lines: &[(Vec<String>, u64)], svg: &s
     }
 }
 
+/// Without frame offsets: one line per greenlet, `TYPE#ADDR COUNT`, heavy's about 70%.
+fn check_flat(who: &str, report: &Value, lines: &[(Vec<String>, u64)]) {
+    let gs = report["greenlets"].as_array().unwrap();
+    let count = |g: &Value| {
+        let first = format!(
+            "{}#{}",
+            g["type"].as_str().unwrap(),
+            g["id"].as_u64().unwrap()
+        );
+        let mine: Vec<&(Vec<String>, u64)> = lines.iter().filter(|(f, _)| f[0] == first).collect();
+        assert_eq!(mine.len(), 1, "{who}: one line of {first}: {lines:?}");
+        assert_eq!(mine[0].0.len(), 1, "{who}: no frames: {:?}", mine[0]);
+        mine[0].1
+    };
+    let (heavy, light, worker) = (count(&gs[0]), count(&gs[1]), count(&gs[2]));
+    let share = 100.0 * heavy as f64 / (heavy + light) as f64;
+    assert!((share - 70.0).abs() <= 3.0, "{who}: heavy {share:.1}%");
+    assert!(worker > 0, "{who}");
+}
+
 #[test]
 fn record_gives_each_python_greenlet_its_own_stacks() {
     let what = "record_gives_each_python_greenlet_its_own_stacks";
@@ -449,20 +514,16 @@ fn record_gives_each_python_greenlet_its_own_stacks() {
     }
     let _serial = serial();
     let (report, err, lines, svg) = record_split(&python.expect("checked"));
-    // Before 3.13 the offsets come from libpython's DWARF, which a distribution's Python may
-    // lack (Debian's): then gltop says so and records greenlets alone.
-    let frames = if err.contains("no Python stacks") {
-        Err(format!("python3 {}: {err}", report["python"]))
+    // Before 3.13 the offsets come from libpython's DWARF, which a distribution's Python
+    // lacks (Debian's python3.11 is stripped): then gltop says so in one line and records each
+    // greenlet's samples alone, which is checked instead.
+    let who = format!("CPython {}", report["python"].as_str().unwrap_or("?"));
+    if err.contains("no Python stacks") {
+        eprintln!("{who} has no readable frame offsets here; checking the per-greenlet fallback");
+        assert!(err.contains("DWARF"), "{who}: why: {err}");
+        check_flat(&who, &report, &lines);
     } else {
-        Ok(())
-    };
-    if require(what, frames) {
-        check_stacks(
-            &format!("CPython {}", report["python"].as_str().unwrap_or("?")),
-            &report,
-            &lines,
-            &svg,
-        );
+        check_stacks(&who, &report, &lines, &svg);
     }
     match python313_with_greenlet() {
         Ok(p313) => {
