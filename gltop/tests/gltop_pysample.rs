@@ -217,6 +217,24 @@ fn check_split(who: &str, report: &Value, line: &Value) -> (f64, f64) {
         (share - measured).abs() <= 3.0,
         "{who}: heavy {share:.1}% against {measured:.1}% measured by the workload"
     );
+    // Its off-CPU time while asleep, from sched_switch, against the wall time of its sleeps.
+    let row = line["greenlets"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|g| g["id"] == gs[2]["id"] && g["tid"] == gs[2]["tid"])
+        .expect("the worker's row");
+    let asleep = row["offcpu_sleeping_ns"].as_f64().expect("off-CPU time");
+    let slept = gs[2]["sleep_ns"].as_f64().expect("sleep_ns");
+    eprintln!(
+        "{who}: worker asleep {:.3} s by sched_switch, {:.3} s measured",
+        asleep / 1e9,
+        slept / 1e9
+    );
+    assert!(
+        (asleep - slept).abs() <= 0.1 * slept,
+        "{who}: worker asleep {asleep} ns, measured {slept} ns"
+    );
     // The second thread's greenlet: sampled there, and only there.
     assert!(
         worker > 0,

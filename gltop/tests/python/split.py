@@ -3,7 +3,8 @@
 Thread 1: two greenlets, `heavy` and `light`, switch to each other directly, each spinning
 for its share of every period (70 and 30 microseconds by default), for --seconds. Each measures
 its own thread CPU time (time.thread_time_ns) around its slices.
-Thread 2: one greenlet of a subclass, `Worker`, spinning 0.5 ms in every 10 ms.
+Thread 2: one greenlet of a subclass, `Worker`, spinning 0.5 ms in every 10 ms and sleeping
+8 ms (the wall time of its sleeps is reported: `sleep_ns`).
 
 Waits for --wait-for-file to exist before it starts (saying "waiting for" on stderr), then
 prints one JSON line with what it measured: per greenlet its id() (the PyGreenlet address),
@@ -37,7 +38,9 @@ def spin(until_ns):
 def per_us():
     """Iterations of `work` per microsecond of thread CPU time (best of a few tries)."""
     best = 0.0
-    for _ in range(5):
+    # Warm up first: the interpreter specialises the loop after its first runs.
+    work(200000)
+    for _ in range(10):
         t0 = time.thread_time_ns()
         work(20000)
         best = max(best, 20000 / ((time.thread_time_ns() - t0) / 1000))
@@ -71,7 +74,7 @@ def main():
     def heavy_run():
         while True:
             t0 = time.thread_time_ns()
-            work(heavy_n)
+            work(n["heavy"])
             cpu["heavy"] += time.thread_time_ns() - t0
             if time.perf_counter_ns() >= end:
                 light.throw(greenlet.GreenletExit)
@@ -80,29 +83,40 @@ def main():
             light.switch()
 
     want = a.light_us / a.heavy_us
-    light_n = [light_n]
+    period_ns = (a.heavy_us + a.light_us) * 1000
+    n = {"heavy": heavy_n, "light": light_n}
+    last = [0]
 
     def light_run():
         cycles = 0
         while True:
             t0 = time.thread_time_ns()
-            work(light_n[0])
+            work(n["light"])
             cpu["light"] += time.thread_time_ns() - t0
             cycles += 1
             if cycles % 200 == 0 and cpu["light"]:
-                # Keeps the measured split on target: what an iteration costs differs a
-                # little between the two (caches, the clock reads), and drifts.
+                # Keeps the measured split and period on target: what an iteration costs
+                # differs a little between the two (caches, the clock reads), and drifts.
                 got = cpu["light"] / cpu["heavy"]
-                light_n[0] = int(light_n[0] * min(1.05, max(0.95, want / got)))
+                n["light"] = int(n["light"] * min(1.05, max(0.95, want / got)))
+                both = cpu["heavy"] + cpu["light"]
+                scale = min(1.1, max(0.9, period_ns * 200 / max(1, both - last[0])))
+                last[0] = both
+                n["heavy"] = int(n["heavy"] * scale)
+                n["light"] = int(n["light"] * scale)
             switches[0] += 1
             heavy.switch()
+
+    slept = [0]
 
     def worker_run():
         while time.perf_counter_ns() < end:
             t0 = time.thread_time_ns()
             spin(time.perf_counter_ns() + 500_000)
             cpu["worker"] += time.thread_time_ns() - t0
+            w0 = time.perf_counter_ns()
             time.sleep(0.008)
+            slept[0] += time.perf_counter_ns() - w0
 
     info = {}
 
@@ -136,7 +150,7 @@ def main():
         "greenlets": [
             {"name": "heavy", "id": id(heavy), "tid": tid, "type": "greenlet.greenlet", "cpu_ns": cpu["heavy"]},
             {"name": "light", "id": id(light), "tid": tid, "type": "greenlet.greenlet", "cpu_ns": cpu["light"]},
-            dict(name="worker", cpu_ns=cpu["worker"], **info["worker"]),
+            dict(name="worker", cpu_ns=cpu["worker"], sleep_ns=slept[0], **info["worker"]),
         ],
     }
     print(json.dumps(report), flush=True)
