@@ -49,3 +49,10 @@ if ! python3 -c 'import greenlet, sys; sys.exit(greenlet.__version__ != "3.5.6")
         python3 -m pip install -q --break-system-packages greenlet==3.5.6 >/dev/null 2>&1 ||
         fail "pip install greenlet==3.5.6 failed; run: python3 -m pip install greenlet==3.5.6"
 fi
+# gevent: gltop's tests of Python greenlet's sampled mode record a gevent program.
+if ! python3 -c 'import gevent' 2>/dev/null; then
+    echo "deps: pip install gevent==26.9.0"
+    python3 -m pip install -q gevent==26.9.0 >/dev/null 2>&1 ||
+        python3 -m pip install -q --break-system-packages gevent==26.9.0 >/dev/null 2>&1 ||
+        fail "pip install gevent==26.9.0 failed; run: python3 -m pip install gevent==26.9.0"
+fi

@@ -511,6 +511,9 @@ int BPF_PROG(py_switch, bool preempt, struct task_struct *prev, struct task_stru
 		} else {
 			t->greenlet = r.greenlet;
 			t->tp = r.tp;
+			/* A greenlet may be met here before any sample finds it running. */
+			if (found)
+				name_type(ptgid, r.tp, l, tot);
 		}
 		t->off_cpu = 1;
 		t->out_ns = now;
