@@ -217,6 +217,19 @@ fn check_split(who: &str, report: &Value, line: &Value) -> (f64, f64) {
         (share - measured).abs() <= 3.0,
         "{who}: heavy {share:.1}% against {measured:.1}% measured by the workload"
     );
+    // Main-ness, read at sample time: heavy is not its thread's main greenlet; one greenlet
+    // of that thread is (the one that started heavy).
+    let rows = line["greenlets"].as_array().unwrap();
+    let heavy_row = rows
+        .iter()
+        .find(|g| g["id"] == gs[0]["id"] && g["tid"] == gs[0]["tid"])
+        .expect("heavy's row");
+    assert_eq!(heavy_row["main"], false, "{who}: {heavy_row}");
+    assert!(
+        rows.iter()
+            .any(|g| g["tid"] == gs[0]["tid"] && g["main"] == true),
+        "{who}: no main greenlet on the first thread: {line}"
+    );
     // Its off-CPU time while asleep, from sched_switch, against the wall time of its sleeps.
     let row = line["greenlets"]
         .as_array()
