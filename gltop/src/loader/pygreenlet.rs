@@ -267,10 +267,7 @@ pub fn layout_of(path: &Path, data: &[u8], start: u64) -> Result<PyGreenletLayou
     Ok(PyGreenletLayout {
         module: path.into(),
         version: None,
-        python: file_name(&path.to_string_lossy())
-            .split('.')
-            .find(|p| p.starts_with("cpython-"))
-            .map(str::to_string),
+        python: python_tag(file_name(&path.to_string_lossy())),
         tls_offset: tls + state,
         type_addr: bias.wrapping_add(type_addr),
         state_main: narrow(main, "main_greenlet")?,
@@ -278,6 +275,14 @@ pub fn layout_of(path: &Path, data: &[u8], start: u64) -> Result<PyGreenletLayou
         ob_type: narrow(ob_type, "ob_type")?,
         tp_name: narrow(tp_name, "tp_name")?,
     })
+}
+
+/// CPython's tag in an extension module's name: `cpython-311` of
+/// `_greenlet.cpython-311-x86_64-linux-gnu.so`.
+fn python_tag(name: &str) -> Option<String> {
+    let part = name.split('.').find(|p| p.starts_with("cpython-"))?;
+    let digits = part["cpython-".len()..].split('-').next()?;
+    Some(format!("cpython-{digits}"))
 }
 
 type Slice<'a> = EndianSlice<'a, LittleEndian>;
@@ -382,6 +387,11 @@ mod tests {
             &[(0, 0, "/usr/lib/libpython3.11.so.1.0".into())]
         ));
         assert!(!is_python("/usr/bin/demo", &m));
+        assert_eq!(
+            python_tag("_greenlet.cpython-313-x86_64-linux-gnu.so").as_deref(),
+            Some("cpython-313")
+        );
+        assert_eq!(python_tag("_greenlet.abi3.so"), None);
     }
 
     #[test]
