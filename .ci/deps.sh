@@ -50,8 +50,8 @@ if ! python3 -c 'import greenlet, sys; sys.exit(greenlet.__version__ != "3.5.6")
         fail "pip install greenlet==3.5.6 failed; run: python3 -m pip install greenlet==3.5.6"
 fi
 
-# gevent, for gltop's Python tests and demo (gltop/tests/python/gevent_app.py), with the
-# greenlet above kept as it is.
+# gevent, for gltop's Python tests and demo (gltop/tests/python/gevent_app.py and
+# gevent_spawn.py, make demo-gevent), with the greenlet above kept as it is.
 if ! python3 -c 'import gevent, sys; sys.exit(gevent.__version__ != "26.9.0")' 2>/dev/null; then
     echo "deps: pip install gevent==26.9.0"
     python3 -m pip install -q gevent==26.9.0 greenlet==3.5.6 >/dev/null 2>&1 ||

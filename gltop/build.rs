@@ -7,7 +7,7 @@ use std::path::PathBuf;
 
 const PROBES: &str = "../probes/greenlet.d";
 /// The BPF programs: (source, skeleton file, headers it includes).
-const SKELETONS: [(&str, &str, &[&str]); 3] = [
+const SKELETONS: [(&str, &str, &[&str]); 4] = [
     (
         "../bpf/greenlet.bpf.c",
         "greenlet.skel.rs",
@@ -22,6 +22,11 @@ const SKELETONS: [(&str, &str, &[&str]); 3] = [
         "../bpf/profile.bpf.c",
         "profile.skel.rs",
         &["../bpf/sample.h"],
+    ),
+    (
+        "../bpf/pysample.bpf.c",
+        "pysample.skel.rs",
+        &["../bpf/pysample.h"],
     ),
 ];
 

@@ -323,6 +323,8 @@ pub struct Target {
     pub sampled: Option<(u32, usize, usize)>,
     /// The blocking threshold, when blocking is detected (ms).
     pub block_ms: Option<u64>,
+    /// A Python greenlet process (sampled mode): no switch counter, no `new` probe.
+    pub python: bool,
 }
 
 impl Target {
@@ -337,6 +339,7 @@ impl Target {
             follow: session.follows(),
             sampled: None,
             block_ms: None,
+            python: false,
         }
     }
 
@@ -352,6 +355,7 @@ impl Target {
             follow: false,
             sampled: Some((o.hz, sampler.cpus(), sampler.new_sites())),
             block_ms: Some(o.block_ms),
+            python: false,
         }
     }
 }
@@ -992,6 +996,7 @@ mod tests {
             follow,
             sampled: None,
             block_ms: None,
+            python: false,
         }
     }
 

@@ -402,6 +402,8 @@ pub fn interval_line(
 #[derive(Serialize)]
 struct SampledLine<'a> {
     mode: &'static str,
+    /// `rust-greenlet` (the greenlet crate's runtime) or `python-greenlet`, as in exact mode.
+    runtime: &'static str,
     time_unix_s: f64,
     pid: i32,
     process: &'a str,
@@ -415,7 +417,8 @@ struct SampledLine<'a> {
     /// No edges are known without a probe in the switch.
     edges: Option<()>,
     per_thread: Vec<SampledThreadLine>,
-    blocking: Vec<Blocking>,
+    /// Null where no blocking detector runs (Python greenlet: no per-thread switch counter).
+    blocking: Option<Vec<Blocking>>,
 }
 
 #[derive(Serialize)]
@@ -423,17 +426,63 @@ struct SampledAttach {
     mode: &'static str,
     hz: u32,
     cpus: usize,
-    block_ms: u64,
+    block_ms: Option<u64>,
     /// Call sites of the `new` probe attached (names and parents).
     new_sites: usize,
     /// The runtime's layout is known (it has created a thread state): greenlets are read.
     layout_known: bool,
+    /// Python greenlet only: the module read and what was found in it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    python: Option<PythonAttach>,
+}
+
+/// Where a Python greenlet process keeps its current greenlet (`loader::pygreenlet`).
+#[derive(Clone, Debug, Serialize)]
+pub struct PythonAttach {
+    /// The `_greenlet*.so` mapped in the process.
+    pub module: String,
+    /// greenlet's version (from its dist-info), if known.
+    pub greenlet_version: Option<String>,
+    /// CPython's tag of the module (`cpython-311`).
+    pub python: Option<String>,
+    /// The module's TLS module id, once a sample found it (null before).
+    pub module_id: Option<u32>,
+}
+
+/// What a sampled-mode line says about the sampler: the Rust runtime's or Python greenlet's.
+pub struct SampledSource<'a> {
+    pub process: &'a gltop::loader::Process,
+    pub runtime: &'static str,
+    pub hz: u32,
+    pub cpus: usize,
+    /// The blocking threshold, where blocking is detected.
+    pub block_ms: Option<u64>,
+    pub new_sites: usize,
+    /// The runtime counts transfers per thread (switch rates are known).
+    pub counts_switches: bool,
+    pub python: Option<PythonAttach>,
+}
+
+impl<'a> SampledSource<'a> {
+    /// The Rust runtime's sampler.
+    pub fn of(sampler: &'a Sampler) -> Self {
+        SampledSource {
+            process: sampler.process(),
+            runtime: "rust-greenlet",
+            hz: sampler.options().hz,
+            cpus: sampler.cpus(),
+            block_ms: Some(sampler.options().block_ms),
+            new_sites: sampler.new_sites(),
+            counts_switches: true,
+            python: None,
+        }
+    }
 }
 
 #[derive(Serialize)]
 struct SampledTotals {
-    /// Transfers since attach, from the threads' counters.
-    switches: u64,
+    /// Transfers since attach, from the threads' counters (null: the runtime keeps none).
+    switches: Option<u64>,
     throws: Option<u64>,
     greenlets_created: u64,
     greenlets_dead: Option<u64>,
@@ -492,8 +541,8 @@ struct SampledGreenletLine<'a> {
 struct SampledThreadLine {
     tid: u32,
     current: Option<u64>,
-    /// Transfers since attach (the runtime's counter).
-    switches: u64,
+    /// Transfers since attach (the runtime's counter; null: it keeps none).
+    switches: Option<u64>,
     switches_per_s: Option<f64>,
     samples: u64,
     off_cpu: bool,
@@ -501,19 +550,19 @@ struct SampledThreadLine {
 
 /// The JSON line of the sampled mode for the interval from `prev` to `cur`.
 pub fn sampled_line(
-    sampler: &Sampler,
+    source: &SampledSource<'_>,
     prev: &SampleSnapshot,
     cur: &SampleSnapshot,
     per_sample_ns: Option<f64>,
 ) -> String {
     use gltop::loader::rates::per_second;
-    let opts = sampler.options();
+    let counts = source.counts_switches;
     let dt = cur.at_ns.saturating_sub(prev.at_ns);
     let dt_s = dt as f64 / 1e9;
     let t = &cur.totals;
     let samples_per_s = per_second(prev.totals.samples, t.samples, dt);
     let rates = gltop::loader::sample::thread_switch_rates(prev, cur);
-    let process = sampler.process();
+    let process = source.process;
     let names: std::collections::HashMap<u64, String> = cur
         .greenlets
         .iter()
@@ -524,6 +573,7 @@ pub fn sampled_line(
     let prev_switches: u64 = prev.threads.iter().map(|t| t.switches).sum();
     let line = SampledLine {
         mode: "sample",
+        runtime: source.runtime,
         time_unix_s: std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0.0, |d| d.as_secs_f64()),
@@ -532,15 +582,16 @@ pub fn sampled_line(
         threads: process.threads(),
         attach: SampledAttach {
             mode: "sample",
-            hz: opts.hz,
-            cpus: sampler.cpus(),
-            block_ms: opts.block_ms,
-            new_sites: sampler.new_sites(),
+            hz: source.hz,
+            cpus: source.cpus,
+            block_ms: source.block_ms,
+            new_sites: source.new_sites,
             layout_known: cur.layout_known,
+            python: source.python.clone(),
         },
         interval_s: dt_s,
         totals: SampledTotals {
-            switches: total_switches,
+            switches: counts.then_some(total_switches),
             throws: None,
             greenlets_created: t.created,
             greenlets_dead: None,
@@ -552,7 +603,7 @@ pub fn sampled_line(
             stacks_lost: t.stack_failures,
         },
         rates: SampledRates {
-            switches_per_s: (dt > 0 && !prev.threads.is_empty())
+            switches_per_s: (counts && dt > 0 && !prev.threads.is_empty())
                 .then(|| per_second(prev_switches, total_switches, dt)),
             throws_per_s: None,
             samples_per_s,
@@ -568,7 +619,7 @@ pub fn sampled_line(
                 let before = prev
                     .greenlets
                     .iter()
-                    .find(|p| p.tid == g.tid && p.id == g.id)
+                    .find(|p| p.tid == g.tid && p.id == g.id && p.name == g.name)
                     .map_or(0, |p| p.samples);
                 let d = g.samples.saturating_sub(before);
                 SampledGreenletLine {
@@ -577,12 +628,12 @@ pub fn sampled_line(
                     tid: g.tid,
                     name: g.name.as_deref(),
                     parent: g.parent,
-                    main: g.seen_new.then_some(g.parent.is_none()),
+                    main: g.main,
                     seen_new: g.seen_new,
                     current: g.current,
                     state: None,
                     samples: g.samples,
-                    cpu_pct: (dt > 0).then(|| d as f64 / f64::from(opts.hz) / dt_s * 100.0),
+                    cpu_pct: (dt > 0).then(|| d as f64 / f64::from(source.hz) / dt_s * 100.0),
                     offcpu_ns: g.offcpu_ns(),
                     offcpu_sleeping_ns: g.sleep_ns,
                     offcpu_preempted_ns: g.preempt_ns,
@@ -604,13 +655,15 @@ pub fn sampled_line(
             .map(|th| SampledThreadLine {
                 tid: th.tid,
                 current: th.current,
-                switches: th.switches,
-                switches_per_s: rates.get(&th.tid).copied(),
+                switches: counts.then_some(th.switches),
+                switches_per_s: rates.get(&th.tid).copied().filter(|_| counts),
                 samples: th.samples,
                 off_cpu: th.off_cpu,
             })
             .collect(),
-        blocking: blocking(&cur.episodes, |id| names.get(&id).cloned()),
+        blocking: source
+            .block_ms
+            .map(|_| blocking(&cur.episodes, |id| names.get(&id).cloned())),
     };
     serde_json::to_string(&line).expect("plain structs always serialize")
 }

@@ -8,6 +8,7 @@ mod calibrate;
 mod export;
 mod format;
 mod json;
+mod pyrun;
 mod record;
 mod run;
 mod table;

@@ -18,7 +18,7 @@ use crate::run::Signals;
 use crate::RecordArgs;
 
 /// One line on stderr, prefixed like every gltop message.
-fn say(line: impl std::fmt::Display) {
+pub(crate) fn say(line: impl std::fmt::Display) {
     eprintln!("gltop: {line}");
 }
 
@@ -59,6 +59,19 @@ pub fn main(args: &RecordArgs) -> ExitCode {
             return ExitCode::from(1);
         }
     };
+    // A Python greenlet process: its own sampler and Python stacks (issue 18).
+    if gltop::loader::Process::find(args.pid).is_ok() {
+        match gltop::loader::pygreenlet::detect(args.pid) {
+            Ok(Some(layout)) => {
+                return crate::pyrun::record(args, layout, folded_file, svg_file, &mut signals)
+            }
+            Ok(None) => {}
+            Err(e) => {
+                say(format!("cannot record process {}: {e}", args.pid));
+                return ExitCode::from(2);
+            }
+        }
+    }
     let opts = Options {
         pid: args.pid,
         duration: Duration::from_secs_f64(args.duration),
@@ -87,7 +100,12 @@ pub fn main(args: &RecordArgs) -> ExitCode {
     write_out(args, &rec, folded_file, svg_file)
 }
 
-fn write_out(args: &RecordArgs, rec: &Recording, folded_file: File, svg: Option<File>) -> ExitCode {
+pub(crate) fn write_out(
+    args: &RecordArgs,
+    rec: &Recording,
+    folded_file: File,
+    svg: Option<File>,
+) -> ExitCode {
     let pid = rec.process.pid;
     if rec.ending == Ending::TargetExited {
         say(format!(

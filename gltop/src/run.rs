@@ -70,14 +70,14 @@ impl Signals {
 }
 
 /// CLOCK_MONOTONIC now, in nanoseconds: the clock of the snapshots' instants.
-fn monotonic_ns() -> u64 {
+pub(crate) fn monotonic_ns() -> u64 {
     let ts = nix::time::clock_gettime(nix::time::ClockId::CLOCK_MONOTONIC)
         .expect("CLOCK_MONOTONIC is always available on Linux");
     ts.tv_sec() as u64 * 1_000_000_000 + ts.tv_nsec() as u64
 }
 
 /// What the loop waits for between refreshes.
-enum Wake {
+pub(crate) enum Wake {
     Tick,
     Stop,
     TargetExited,
@@ -276,6 +276,10 @@ fn detector_read(sampler: &mut Option<Sampler>) -> Option<SampleSnapshot> {
 
 /// Sampled mode: attach the sampler alone, measure what a sample costs, then refresh.
 fn run_sampled(args: &Args, signals: &mut Signals) -> Result<End, Failure> {
+    // A Python process is sampled through greenlet's own thread state (issue 18).
+    if let Some(layout) = crate::pyrun::detect(args.pid())? {
+        return crate::pyrun::run(args, signals, layout);
+    }
     let mut sampler = Sampler::attach(args.pid(), &args.sample_options(true))?;
     let per_sample_ns = match args.hit_cost_ns {
         Some(ns) => Some(ns),
@@ -345,7 +349,12 @@ fn run_sampled_json(
             let ended = early.into_iter().filter(|e| !e.ongoing);
             snap.episodes.splice(0..0, ended);
         }
-        let line = json::sampled_line(sampler, &prev, &snap, per_sample_ns);
+        let line = json::sampled_line(
+            &json::SampledSource::of(sampler),
+            &prev,
+            &snap,
+            per_sample_ns,
+        );
         if let Err(e) = writeln!(out, "{line}").and_then(|()| out.flush()) {
             return match e.kind() {
                 io::ErrorKind::BrokenPipe => Ok(End::Done),
@@ -380,7 +389,7 @@ const LAYOUT_POLL: Duration = Duration::from_millis(2);
 /// Waits until `deadline`, watching for stop signals and for the target's exit; and
 /// meanwhile, while the sampler's target has not published where its
 /// runtime state is, looks for it every [`LAYOUT_POLL`].
-fn wait_polling(
+pub(crate) fn wait_polling(
     deadline: Instant,
     process: &Process,
     signals: &mut Signals,
@@ -450,7 +459,7 @@ fn wait_input(timeout: Duration) -> anyhow::Result<Input> {
 /// The live view: draws `app`, applies `refresh` every interval and the keys meanwhile;
 /// `looking` is called while waiting, and says whether a sampler is still looking for its
 /// target's layout (then it is called again within a few milliseconds).
-fn run_tui(
+pub(crate) fn run_tui(
     args: &Args,
     process: &Process,
     app: &mut App,

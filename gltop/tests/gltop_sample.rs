@@ -234,6 +234,10 @@ fn sampled_mode_splits_70_30_and_nulls_what_it_cannot_count() {
     assert_eq!(last["attach"]["hz"], 999);
     assert_eq!(last["edges"], Value::Null);
     assert_eq!(last["totals"]["throws"], Value::Null);
+    assert_eq!(
+        last["runtime"], "rust-greenlet",
+        "the same name as in exact mode"
+    );
     let tid = report["tid"].as_u64().unwrap();
     let ids: BTreeMap<String, u64> = report["greenlets"]
         .as_array()

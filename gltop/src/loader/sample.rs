@@ -85,6 +85,8 @@ pub struct SampledGreenlet {
     pub seen_new: bool,
     /// Parent from the `new` probe (`None` for a main greenlet or when not seen).
     pub parent: Option<u64>,
+    /// Whether it is its thread's main greenlet (`None`: not known).
+    pub main: Option<bool>,
     /// cpu-clock samples that found it running.
     pub samples: u64,
     /// Off-CPU time while it was its thread's current greenlet: blocked, and preempted.
@@ -325,7 +327,7 @@ const PERF_COUNT_SW_CPU_CLOCK: u64 = 0;
 const PERF_FLAG_FD_CLOEXEC: libc::c_ulong = 8;
 
 /// Opens the software cpu-clock event on `cpu` for every task, sampling every `period_ns`.
-fn open_cpu_clock(cpu: usize, period_ns: u64) -> std::io::Result<OwnedFd> {
+pub(super) fn open_cpu_clock(cpu: usize, period_ns: u64) -> std::io::Result<OwnedFd> {
     let attr = PerfEventAttr {
         type_: PERF_TYPE_SOFTWARE,
         size: std::mem::size_of::<PerfEventAttr>() as u32,
@@ -805,6 +807,7 @@ impl Sampler {
                     name,
                     seen_new: n.is_some(),
                     parent: n.and_then(|n| (n.parent != 0).then_some(n.parent)),
+                    main: n.map(|n| n.parent == 0),
                     samples: s.samples,
                     sleep_ns: s.sleep_ns,
                     preempt_ns: s.preempt_ns,
@@ -831,6 +834,7 @@ impl Sampler {
                 name: Some(String::from_utf8_lossy(&bytes).into_owned()),
                 seen_new: true,
                 parent: (n.parent != 0).then_some(n.parent),
+                main: Some(n.parent == 0),
                 samples: 0,
                 sleep_ns: 0,
                 preempt_ns: 0,

@@ -24,3 +24,17 @@ pub mod sample {
     )]
     include!(concat!(env!("OUT_DIR"), "/sample.skel.rs"));
 }
+
+/// The Python greenlet sampler's programs, from bpf/pysample.bpf.c.
+pub mod pysample {
+    #![allow(
+        clippy::all,
+        clippy::undocumented_unsafe_blocks,
+        unsafe_op_in_unsafe_fn,
+        missing_docs,
+        non_camel_case_types,
+        dead_code,
+        unused_imports
+    )]
+    include!(concat!(env!("OUT_DIR"), "/pysample.skel.rs"));
+}

@@ -83,8 +83,13 @@ fn sampled_lines(app: &App, width: u16) -> Vec<Line<'static>> {
             format!(" pid {} ({})", target.process.pid, target.process.comm).into(),
         ],
         vec![format!(
-            "attached {} ago, sampled at {hz} Hz on {cpus} CPUs, new probe on {sites} sites",
+            "attached {} ago, sampled at {hz} Hz on {cpus} CPUs, {}",
             duration_ns(app.cur.at_ns.saturating_sub(app.attached_ns)),
+            if target.python {
+                "Python greenlet (no probe)".to_string()
+            } else {
+                format!("new probe on {sites} sites")
+            }
         )
         .into()],
         vec![format!("refresh {}s", app.delay).into()],
@@ -119,11 +124,19 @@ fn sampled_lines(app: &App, width: u16) -> Vec<Line<'static>> {
     };
     let samples_per_s = per_s(&|s| s.totals.samples);
     let third: Vec<Group> = vec![
-        vec![
-            "switches ".into(),
-            bold(format!("{}/s", per_s(&switches).map_or("-".into(), rate))),
-            " (runtime counters)".into(),
-        ],
+        if target.python {
+            vec![
+                "switches ".into(),
+                bold("-".into()),
+                " (greenlet counts none)".into(),
+            ]
+        } else {
+            vec![
+                "switches ".into(),
+                bold(format!("{}/s", per_s(&switches).map_or("-".into(), rate))),
+                " (runtime counters)".into(),
+            ]
+        },
         vec![
             "samples ".into(),
             bold(format!("{}/s", samples_per_s.map_or("-".into(), rate))),
