@@ -107,7 +107,7 @@ macro_rules! inline_types {
             /// assert_eq!(g.switch(5_i64)?.downcast::<i64>()?, 10); // say the type you send
             /// # Ok::<(), Error>(())
             /// ```
-            #[inline]
+            #[inline(always)]
             pub fn downcast<T: 'static>(mut self) -> Result<T, DowncastError> {
                 // For an inline `T` this folds to one tag test (the type tests are constant).
                 $(

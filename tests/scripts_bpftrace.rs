@@ -259,6 +259,25 @@ fn throws_counts_throws_by_target() {
     assert_eq!(throws, r.inbound(Some("throw")));
 }
 
+/// A main greenlet named by `greenlet::name_main` goes by its name, not `<main>`.
+#[test]
+fn deaths_names_a_named_main_greenlet() {
+    if skip("deaths_names_a_named_main_greenlet") {
+        return;
+    }
+    let (r, out) = run_script("deaths.bt", &["--threads=2", "--main-name=event-loop"]);
+    let deaths = out.map("@deaths");
+    assert_eq!(deaths.get("thread_exit,event-loop"), Some(&2), "{deaths:?}");
+    assert!(!deaths.keys().any(|k| k.contains("<main>")), "{deaths:?}");
+    let mut expected: BTreeMap<String, i64> = BTreeMap::new();
+    for g in &r.greenlets {
+        *expected
+            .entry(format!("{},{}", g.outcome, r.script_name(g.id)))
+            .or_insert(0) += 1;
+    }
+    assert_eq!(deaths, expected);
+}
+
 #[test]
 fn deaths_counts_deaths_by_outcome_and_name() {
     if skip("deaths_counts_deaths_by_outcome_and_name") {

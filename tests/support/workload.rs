@@ -301,7 +301,7 @@ impl Report {
     /// The name the scripts give a greenlet: `<main>` for a main greenlet.
     pub fn script_name(&self, id: u64) -> String {
         let g = self.greenlet(id);
-        if g.main {
+        if g.main && g.name.is_empty() {
             "<main>".to_string()
         } else {
             g.name.clone()
