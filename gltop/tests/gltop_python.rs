@@ -2,7 +2,7 @@
 //! `greenlet.settrace` saw in the same run (`tests/python/workload.py`), under the machine's
 //! greenlet and under another version, in --json and in the exporter (`--listen`); and the
 //! one-line refusals (exit 2) for a Python process without greenlet, greenlet 1.x, and a
-//! `_greenlet*.so` without DWARF.
+//! `_greenlet*.so` without DWARF. In the TUI, a Python greenlet's id shows in full.
 //!
 //! Python greenlet comes from `.ci/deps.sh` (`make deps`): the system's, and other versions
 //! under `/opt/greenlet-versions/VERSION` (or `$GREENLET_VERSIONS_DIR`).
@@ -16,6 +16,7 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use serde_json::Value;
+use support::tmux::{bpf_and_tmux_or_skip, Tmux};
 use support::*;
 
 /// The workload shipped with the tests.
@@ -752,4 +753,59 @@ fn the_exporter_serves_the_counts_settrace_saw() {
         "exporter on Python greenlet: {} switches, {} throws as settrace counted",
         report["switches"], report["throws"]
     );
+}
+
+/// The TUI on the workload: a Python greenlet's id (its object's address, 15 digits or so)
+/// shows in full in the table's ID column, the same number settrace reported for it.
+#[test]
+fn the_tui_shows_python_greenlet_ids_in_full() {
+    let what = "the_tui_shows_python_greenlet_ids_in_full";
+    if !bpf_and_tmux_or_skip(what) || !require(what, python_greenlet(None, None)) {
+        return;
+    }
+    let _serial = serial();
+    let mut w = start_workload(None, &["--threads", "1", "--rounds", "50", "--linger"]);
+    let cmd = format!(
+        "{} -p {} -d 0.5 --hit-cost-ns 500; echo GLTOP_EXIT=$?; sleep 60",
+        env!("CARGO_BIN_EXE_gltop"),
+        w.pid()
+    );
+    let tmux = Tmux::start("python-ids", &cmd);
+    tmux.wait_for("the table", Duration::from_secs(60), |s| {
+        s.contains(" greenlets (")
+    });
+    let mut stdin = w.child.stdin.take().expect("the workload's stdin");
+    stdin.write_all(b"go\n").expect("release the workload");
+    stdin.flush().expect("release the workload");
+    let line = w
+        .wait_stdout_line(TIMEOUT, |l| l.starts_with('{'))
+        .unwrap_or_else(|| panic!("no report: {}", w.stderr_so_far()));
+    let report: Value = serde_json::from_str(&line).expect("the report");
+    let names = report["names"].as_object().expect("names");
+    // The rows of greenlets named Worker (dead ones stay in the live view).
+    let screen = tmux.wait_for("Worker rows", Duration::from_secs(30), |s| {
+        s.lines().any(|l| l.contains(" Worker "))
+    });
+    let rows: Vec<&str> = screen.lines().filter(|l| l.contains(" Worker ")).collect();
+    for row in &rows {
+        let id = row.split_whitespace().next().expect("an id");
+        assert!(id.len() >= 12, "{id:?} cut? {screen}");
+        assert_eq!(
+            names.get(id).and_then(Value::as_str),
+            Some("Worker"),
+            "{id} is a Worker the workload made: {row:?}"
+        );
+    }
+    tmux.keys(&["q"]);
+    let end = tmux.wait_for("exit", Duration::from_secs(30), |s| {
+        s.contains("GLTOP_EXIT=")
+    });
+    assert!(end.contains("GLTOP_EXIT=0"), "{end}");
+    drop(stdin);
+    assert!(
+        w.wait("workload.py", TIMEOUT).success(),
+        "{}",
+        w.stderr_text()
+    );
+    eprintln!("TUI: {} Worker rows with full ids", rows.len());
 }
