@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 
 use nix::sys::signal::Signal;
 use serde_json::Value;
+use support::exposition::scrape;
 use support::*;
 
 /// A file removed when dropped: the go signal of the workloads (`--wait-for-file`).
@@ -84,27 +85,6 @@ fn report(p: &Proc) -> Report {
         .wait_stdout_line(Duration::from_secs(120), |l| l.starts_with('{'))
         .unwrap_or_else(|| panic!("no report: {}", p.stderr_so_far()));
     Report::parse(&line)
-}
-
-/// The samples of a classic text exposition: (name, labels as written) -> value; refuses a
-/// line it cannot read and a series given twice.
-fn scrape(addr: &str) -> BTreeMap<(String, String), f64> {
-    let mut r = ureq::get(format!("http://{addr}/metrics"))
-        .call()
-        .expect("a scrape");
-    let text = r.body_mut().read_to_string().unwrap();
-    let mut out = BTreeMap::new();
-    for line in text.lines().filter(|l| !l.starts_with('#')) {
-        let (series, value) = line.rsplit_once(' ').unwrap_or_else(|| panic!("{line:?}"));
-        let (name, labels) = match series.split_once('{') {
-            Some((n, l)) => (n, l.strip_suffix('}').unwrap_or_else(|| panic!("{line:?}"))),
-            None => (series, ""),
-        };
-        let value: f64 = value.parse().unwrap_or_else(|_| panic!("{line:?}"));
-        let old = out.insert((name.to_string(), labels.to_string()), value);
-        assert!(old.is_none(), "series given twice: {line:?}");
-    }
-    out
 }
 
 #[test]

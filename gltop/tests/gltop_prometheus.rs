@@ -15,6 +15,7 @@ use std::time::{Duration, Instant};
 
 use serde::de::{Deserializer, MapAccess, Visitor};
 use serde::Deserialize;
+use support::exposition::{scrape, serving_addr};
 use support::*;
 
 /// A port free now on 127.0.0.1 (for Prometheus's own web server).
@@ -344,7 +345,7 @@ fn prometheus_scrapes_the_exact_counts_of_the_oracle() {
                 .display()
                 .to_string(),
         ),
-        ("runtime".to_string(), "greenlet".to_string()),
+        ("runtime".to_string(), "rust-greenlet".to_string()),
     ]);
     assert_eq!(all["gltop_target_info"], vec![target_info]);
     for name in [
@@ -498,30 +499,6 @@ fn prometheus_scrapes_the_exact_counts_of_the_oracle() {
     );
 }
 
-/// The samples of a classic text exposition: (name, labels as written) -> value. Refuses a
-/// line it cannot read and a series given twice.
-fn samples(text: &str) -> BTreeMap<(String, String), f64> {
-    let mut out = BTreeMap::new();
-    for line in text.lines().filter(|l| !l.starts_with('#')) {
-        let (series, value) = line.rsplit_once(' ').unwrap_or_else(|| panic!("{line:?}"));
-        let (name, labels) = match series.split_once('{') {
-            Some((n, l)) => (n, l.strip_suffix('}').unwrap_or_else(|| panic!("{line:?}"))),
-            None => (series, ""),
-        };
-        let value: f64 = value.parse().unwrap_or_else(|_| panic!("{line:?}"));
-        let old = out.insert((name.to_string(), labels.to_string()), value);
-        assert!(old.is_none(), "series given twice: {line:?}");
-    }
-    out
-}
-
-fn scrape(addr: &str) -> BTreeMap<(String, String), f64> {
-    let mut r = ureq::get(format!("http://{addr}/metrics"))
-        .call()
-        .expect("a scrape");
-    samples(&r.body_mut().read_to_string().unwrap())
-}
-
 #[test]
 fn several_processes_with_per_pid_and_name_labels_and_one_exiting_first() {
     if !bpf_or_skip("several_processes_with_per_pid_and_name_labels_and_one_exiting_first") {
@@ -630,21 +607,6 @@ fn several_processes_with_per_pid_and_name_labels_and_one_exiting_first() {
         err.ends_with(&format!("gltop: process {} (workload) exited\n", rb.pid)),
         "{err}"
     );
-}
-
-/// The address in gltop's "serving metrics on http://ADDR/metrics" line.
-fn serving_addr(g: &Proc) -> String {
-    let serving = g
-        .wait_stderr_line(Duration::from_secs(60), |l| {
-            l.contains("serving metrics on")
-        })
-        .unwrap_or_else(|| panic!("gltop never served: {}", g.stderr_so_far()));
-    serving
-        .split("http://")
-        .nth(1)
-        .and_then(|s| s.split("/metrics").next())
-        .expect("the address in the serving line")
-        .to_string()
 }
 
 #[test]

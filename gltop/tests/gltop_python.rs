@@ -1,7 +1,8 @@
 //! gltop on unmodified Python greenlet processes (issue 13): counts exactly equal to what
 //! `greenlet.settrace` saw in the same run (`tests/python/workload.py`), under the machine's
-//! greenlet and under another version; and the one-line refusals (exit 2) for a Python
-//! process without greenlet, greenlet 1.x, and a `_greenlet*.so` without DWARF.
+//! greenlet and under another version, in --json and in the exporter (`--listen`); and the
+//! one-line refusals (exit 2) for a Python process without greenlet, greenlet 1.x, and a
+//! `_greenlet*.so` without DWARF. In the TUI, a Python greenlet's id shows in full.
 //!
 //! Python greenlet comes from `.ci/deps.sh` (`make deps`): the system's, and other versions
 //! under `/opt/greenlet-versions/VERSION` (or `$GREENLET_VERSIONS_DIR`).
@@ -15,6 +16,7 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use serde_json::Value;
+use support::tmux::{bpf_and_tmux_or_skip, Tmux};
 use support::*;
 
 /// The workload shipped with the tests.
@@ -641,4 +643,169 @@ fn a_greenlet_without_dwarf_is_refused_naming_the_debug_info() {
     let result = gltop_on_python(Some(&tmp), &code);
     let _ = std::fs::remove_dir_all(&tmp);
     assert_refused(result, &["no DWARF debug info", "dbgsym", "greenlet 3.0.3"]);
+}
+
+/// `gltop --listen` on the workload: once its work is done (it lingers until its stdin
+/// closes), one scrape has settrace's totals, its creations and deaths by outcome, and a
+/// target that says it is Python greenlet; then gltop says the process exited and stops.
+#[test]
+fn the_exporter_serves_the_counts_settrace_saw() {
+    let what = "the_exporter_serves_the_counts_settrace_saw";
+    if !bpf_or_skip(what) || !require(what, python_greenlet(None, None)) {
+        return;
+    }
+    let _serial = serial();
+    let mut w = start_workload(None, &["--threads", "2", "--rounds", "300", "--linger"]);
+    let pid = w.pid();
+    let mut g = Proc::spawn(
+        gltop()
+            .args(["--listen", "127.0.0.1:0", "-p", &pid.to_string()])
+            .args(["--hit-cost-ns", "500", "-d", "0.5"])
+            .args(["--max-greenlets", "131072", "--max-edges", "262144"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped()),
+    );
+    let addr = exposition::serving_addr(&g);
+    // Nothing counted before the workload is released.
+    let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).expect("its comm");
+    let labels = format!("process=\"{}\"", comm.trim_end());
+    let first = exposition::scrape(&addr);
+    assert_eq!(
+        first.get(&("greenlet_switches_total".into(), labels.clone())),
+        Some(&0.0),
+        "{first:?}"
+    );
+    let mut stdin = w.child.stdin.take().expect("the workload's stdin");
+    stdin.write_all(b"go\n").expect("release the workload");
+    stdin.flush().expect("release the workload");
+    let line = w
+        .wait_stdout_line(TIMEOUT, |l| l.starts_with('{'))
+        .unwrap_or_else(|| panic!("no report: {}", w.stderr_so_far()));
+    let report: Value = serde_json::from_str(&line).expect("the report");
+    assert_eq!(n(&report["pid"]), pid as u64);
+    let want_switches = n(&report["switches"]);
+    assert!(want_switches >= 50_000, "{want_switches} switches");
+    assert!(n(&report["throws"]) > 0);
+
+    // Every transfer happened before the report: a scrape (which reads the kernel's maps
+    // first) has them all.
+    let m = exposition::scrape(&addr);
+    let get = |name: &str, extra: &str| -> f64 {
+        let key = (name.to_string(), format!("{labels}{extra}"));
+        *m.get(&key)
+            .unwrap_or_else(|| panic!("no {key:?} in {:?}", m.keys()))
+    };
+    let count = |v: &Value| n(v) as f64;
+    assert_eq!(
+        get("greenlet_switches_total", ""),
+        count(&report["switches"])
+    );
+    assert_eq!(get("greenlet_throws_total", ""), count(&report["throws"]));
+    assert_eq!(get("greenlet_created_total", ""), count(&report["created"]));
+    assert_eq!(get("gltop_dropped_total", ""), 0.0);
+    let by_outcome = report["dead_by_outcome"].as_object().expect("outcomes");
+    let mut finished = 0.0;
+    for o in greenlet::probes::Outcome::ALL {
+        let want = by_outcome.get(o.name()).map_or(0.0, count);
+        let got = get(
+            "greenlet_finished_total",
+            &format!(",outcome=\"{}\"", o.name()),
+        );
+        assert_eq!(got, want, "deaths by {}", o.name());
+        finished += got;
+    }
+    assert_eq!(get("greenlet_finished_total", ",outcome=\"other\""), 0.0);
+    assert_eq!(finished, count(&report["dead"]), "deaths");
+    let hits = get("gltop_probe_hits_total", "");
+    assert!(
+        hits >= count(&report["switches"]) + count(&report["throws"]),
+        "{hits} probe hits"
+    );
+    let exe = std::fs::read_link(format!("/proc/{pid}/exe")).expect("its executable");
+    let info = format!(
+        "pid=\"{pid}\",{labels},exe=\"{}\",runtime=\"python-greenlet\"",
+        exe.display()
+    );
+    let infos: Vec<_> = m
+        .iter()
+        .filter(|((name, _), _)| name == "gltop_target_info")
+        .collect();
+    assert_eq!(infos.len(), 1, "{infos:?}");
+    assert_eq!(infos[0], (&("gltop_target_info".to_string(), info), &1.0));
+
+    // The workload leaves: gltop says so in its last line and exits 0.
+    drop(stdin);
+    assert!(
+        w.wait("workload.py", TIMEOUT).success(),
+        "{}",
+        w.stderr_text()
+    );
+    let status = g.wait("gltop", Duration::from_secs(30));
+    let err = g.stderr_text();
+    assert!(status.success(), "gltop: {status}: {err}");
+    assert_eq!(
+        err.lines().last(),
+        Some(format!("gltop: process {pid} ({}) exited", comm.trim_end()).as_str()),
+        "{err}"
+    );
+    eprintln!(
+        "exporter on Python greenlet: {} switches, {} throws as settrace counted",
+        report["switches"], report["throws"]
+    );
+}
+
+/// The TUI on the workload: a Python greenlet's id (its object's address, 15 digits or so)
+/// shows in full in the table's ID column, the same number settrace reported for it.
+#[test]
+fn the_tui_shows_python_greenlet_ids_in_full() {
+    let what = "the_tui_shows_python_greenlet_ids_in_full";
+    if !bpf_and_tmux_or_skip(what) || !require(what, python_greenlet(None, None)) {
+        return;
+    }
+    let _serial = serial();
+    let mut w = start_workload(None, &["--threads", "1", "--rounds", "50", "--linger"]);
+    let cmd = format!(
+        "{} -p {} -d 0.5 --hit-cost-ns 500; echo GLTOP_EXIT=$?; sleep 60",
+        env!("CARGO_BIN_EXE_gltop"),
+        w.pid()
+    );
+    let tmux = Tmux::start("python-ids", &cmd);
+    tmux.wait_for("the table", Duration::from_secs(60), |s| {
+        s.contains(" greenlets (")
+    });
+    let mut stdin = w.child.stdin.take().expect("the workload's stdin");
+    stdin.write_all(b"go\n").expect("release the workload");
+    stdin.flush().expect("release the workload");
+    let line = w
+        .wait_stdout_line(TIMEOUT, |l| l.starts_with('{'))
+        .unwrap_or_else(|| panic!("no report: {}", w.stderr_so_far()));
+    let report: Value = serde_json::from_str(&line).expect("the report");
+    let names = report["names"].as_object().expect("names");
+    // The rows of greenlets named Worker (dead ones stay in the live view).
+    let screen = tmux.wait_for("Worker rows", Duration::from_secs(30), |s| {
+        s.lines().any(|l| l.contains(" Worker "))
+    });
+    let rows: Vec<&str> = screen.lines().filter(|l| l.contains(" Worker ")).collect();
+    for row in &rows {
+        let id = row.split_whitespace().next().expect("an id");
+        assert!(id.len() >= 12, "{id:?} cut? {screen}");
+        assert_eq!(
+            names.get(id).and_then(Value::as_str),
+            Some("Worker"),
+            "{id} is a Worker the workload made: {row:?}"
+        );
+    }
+    tmux.keys(&["q"]);
+    let end = tmux.wait_for("exit", Duration::from_secs(30), |s| {
+        s.contains("GLTOP_EXIT=")
+    });
+    assert!(end.contains("GLTOP_EXIT=0"), "{end}");
+    drop(stdin);
+    assert!(
+        w.wait("workload.py", TIMEOUT).success(),
+        "{}",
+        w.stderr_text()
+    );
+    eprintln!("TUI: {} Worker rows with full ids", rows.len());
 }

@@ -111,7 +111,7 @@ pub struct Target {
     pub process: String,
     /// Its executable's path when attached.
     pub exe: String,
-    /// The probes' provider gltop attached to (the runtime).
+    /// Its greenlet runtime, as `--json` names it: `rust-greenlet` or `python-greenlet`.
     pub runtime: &'static str,
     /// It exited: its counts are final.
     pub exited: bool,

@@ -16,7 +16,6 @@ use std::net::{SocketAddr, TcpListener};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use gltop::loader::elf::PROVIDER;
 use gltop::loader::sample::Sampler;
 use gltop::loader::{self, process, Process, Session};
 use prometheus_client::registry::Registry;
@@ -319,7 +318,7 @@ fn add(
         p.pid,
         p.comm.clone(),
         exe,
-        PROVIDER,
+        session.runtime().name(),
         *per_hit_ns,
         args.greenlet_names.unwrap_or(0),
     );

@@ -6,9 +6,10 @@ It prints `ready` once greenlet is loaded, waits for a line on stdin (the test s
 gltop is attached), runs THREADS threads (each its own tracer, from before its first greenlet
 to after its last), prints one JSON object, and leaves with os._exit: every greenlet stays
 referenced until then, so no address is reused while counting and no greenlet is killed by
-the interpreter's finalization behind the tracer's back.
+the interpreter's finalization behind the tracer's back. With --linger it waits for its stdin
+to close before leaving (for a scraper of gltop's exporter, which stops when it exits).
 
-Usage: workload.py [--threads N] [--rounds N] | --churn N
+Usage: workload.py ([--threads N] [--rounds N] | --churn N) [--linger]
 """
 
 import json
@@ -141,7 +142,14 @@ def run_thread(rounds, keep, results, idx):
     results[idx] = counts
 
 
-def churn(n):
+def leave(linger):
+    """os._exit(0), after stdin closes if `linger`."""
+    if linger:
+        sys.stdin.read()
+    os._exit(0)
+
+
+def churn(n, linger):
     """Greenlets created and freed one after another (addresses reused, records leaving
     gltop's maps before their greenlets are freed), ending every way; one thread. Prints the
     report: transfer totals, creations and deaths by outcome."""
@@ -193,11 +201,11 @@ def churn(n):
         "dead_by_outcome": dict(outcomes),
     }
     print(json.dumps(report), flush=True)
-    os._exit(0)
+    leave(linger)
 
 
 def main():
-    threads, rounds, churning = 4, 500, 0
+    threads, rounds, churning, linger = 4, 500, 0, False
     args = sys.argv[1:]
     while args:
         flag = args.pop(0)
@@ -207,6 +215,8 @@ def main():
             rounds = int(args.pop(0))
         elif flag == "--churn":
             churning = int(args.pop(0))
+        elif flag == "--linger":
+            linger = True
         else:
             print(f"workload.py: unknown argument {flag}", file=sys.stderr)
             sys.exit(2)
@@ -214,7 +224,7 @@ def main():
     print("ready", flush=True)
     sys.stdin.readline()
     if churning:
-        churn(churning)
+        churn(churning, linger)
     keep, results = [], [None] * threads
     workers = [
         threading.Thread(target=run_thread, args=(rounds, keep, results, i))
@@ -246,7 +256,7 @@ def main():
         "edges": [[o, t, s, th] for (o, t), (s, th) in sorted(edges.items())],
     }
     print(json.dumps(report), flush=True)
-    os._exit(0)
+    leave(linger)
 
 
 if __name__ == "__main__":

@@ -1,11 +1,12 @@
 //! gltop's test support: the rules and the oracle's report of the root package's
 //! `tests/support` (included, so each is written once for the workspace), gltop's binary and
-//! JSON lines checked against the oracle's report, the BPF objects gltop leaves in the kernel
+//! JSON lines checked against the oracle's report, its exporter's scrapes ([`exposition`]), the BPF objects gltop leaves in the kernel
 //! ([`kernel`]) and a tmux session for the TUI ([`tmux`]).
 #![allow(dead_code, unused_imports)]
 
 #[path = "../../../tests/support/bpftrace.rs"]
 pub mod bpftrace;
+pub mod exposition;
 pub mod kernel;
 #[path = "../../../tests/support/rules.rs"]
 pub mod rules;
