@@ -282,8 +282,8 @@ fn a_70_30_split_reads_70_30_and_a_second_thread_keeps_its_greenlet() {
 
     // An older greenlet 3 (another build of the module: other addresses, same layout), where
     // this machine keeps one.
-    let g303 = Path::new("/opt/greenlet-versions/3.0.3");
-    if g303.join("greenlet").exists() {
+    let g303 = greenlet_version_dir("3.0.3");
+    if require("greenlet 3.0.3", greenlet_version_installed("3.0.3")) {
         let path = g303.display().to_string();
         let (report, line) = run_split(&python, &[("PYTHONPATH", &path)]);
         assert_eq!(report["greenlet"], "3.0.3");
@@ -381,8 +381,8 @@ fn python_processes_that_cannot_be_sampled_are_refused_in_one_line() {
     assert!(err.contains("Python process without greenlet"), "{err}");
 
     // greenlet 1.x keeps no thread-local state: too old, and the message says what works.
-    let old = Path::new("/opt/greenlet-versions/1.1.3");
-    if old.join("greenlet").exists() {
+    let old = greenlet_version_dir("1.1.3");
+    if require("greenlet 1.1.3", greenlet_version_installed("1.1.3")) {
         let code_old = format!(
             "import greenlet; assert greenlet.__version__ == '1.1.3'; greenlet.greenlet(lambda: 0).switch(); {wait}"
         );

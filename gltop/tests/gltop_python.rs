@@ -24,13 +24,6 @@ fn workload_py() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/python/workload.py")
 }
 
-/// Where `.ci/deps.sh` installs greenlet `version`.
-fn versions_dir(version: &str) -> PathBuf {
-    let base = std::env::var_os("GREENLET_VERSIONS_DIR")
-        .map_or_else(|| PathBuf::from("/opt/greenlet-versions"), PathBuf::from);
-    base.join(version)
-}
-
 /// Whether `python3` imports greenlet `version` (any, if None) with `pythonpath`.
 fn python_greenlet(pythonpath: Option<&Path>, version: Option<&str>) -> Result<(), String> {
     let mut cmd = Command::new("python3");
@@ -372,7 +365,7 @@ fn python_greenlet_counts_equal_settrace_exactly() {
 
 /// The exactness test under greenlet `version` from `.ci/deps.sh`'s directory.
 fn other_version(what: &str, version: &str) {
-    let dir = versions_dir(version);
+    let dir = greenlet_version_dir(version);
     if !bpf_or_skip(what) || !require(what, python_greenlet(Some(&dir), Some(version))) {
         return;
     }
@@ -596,7 +589,7 @@ fn a_python_process_without_greenlet_is_refused() {
 #[test]
 fn greenlet_1_is_refused() {
     let what = "greenlet_1_is_refused";
-    let dir = versions_dir("1.1.3");
+    let dir = greenlet_version_dir("1.1.3");
     if !bpf_or_skip(what) || !require(what, python_greenlet(Some(&dir), Some("1.1.3"))) {
         return;
     }
@@ -610,7 +603,7 @@ fn greenlet_1_is_refused() {
 #[test]
 fn a_greenlet_without_dwarf_is_refused_naming_the_debug_info() {
     let what = "a_greenlet_without_dwarf_is_refused_naming_the_debug_info";
-    let src = versions_dir("3.0.3").join("greenlet");
+    let src = greenlet_version_dir("3.0.3").join("greenlet");
     if !bpf_or_skip(what)
         || !require(what, python_greenlet(src.parent(), Some("3.0.3")))
         || !require(what, support::tool("strip", "--version"))

@@ -260,3 +260,24 @@ pub fn release_workload(name: &str) -> PathBuf {
     }
     path
 }
+
+/// Where `.ci/deps.sh` installs Python greenlet `version` for the Python tests (put it on
+/// `PYTHONPATH`): `$GREENLET_VERSIONS_DIR/VERSION`, by default under `/opt/greenlet-versions`.
+pub fn greenlet_version_dir(version: &str) -> PathBuf {
+    let base = std::env::var_os("GREENLET_VERSIONS_DIR")
+        .map_or_else(|| PathBuf::from("/opt/greenlet-versions"), PathBuf::from);
+    base.join(version)
+}
+
+/// [`require`]'s check that greenlet `version` is installed where [`greenlet_version_dir`] says.
+pub fn greenlet_version_installed(version: &str) -> Result<(), String> {
+    let dir = greenlet_version_dir(version);
+    if dir.join("greenlet").is_dir() {
+        Ok(())
+    } else {
+        Err(format!(
+            "greenlet {version} is not in {} (make deps)",
+            dir.display()
+        ))
+    }
+}
