@@ -23,10 +23,12 @@ demo: deps
 	$(CARGO) build --release -p gltop --bin gltop -p greenlet-workloads --bin demo
 	bash gltop/demo.sh
 
-## demo-gevent: a small gevent application (unmodified Python), watched live by gltop
+## demo-gevent: a small gevent application (unmodified Python), watched live by gltop, sampled
+## (nothing added to a switch); GLTOP_ARGS= for the exact mode (uprobes on every switch)
+GLTOP_ARGS ?= --sample
 demo-gevent: deps
 	$(CARGO) build --release -p gltop --bin gltop
-	bash gltop/demo/gevent_demo.sh
+	bash gltop/demo/gevent_demo.sh $(GLTOP_ARGS)
 
 ## deps: system packages and tools the tests and the demo need (Debian; installs as root)
 deps:
