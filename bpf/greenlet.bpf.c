@@ -22,6 +22,7 @@
 #include <bpf/usdt.bpf.h>
 
 #include "greenlet.h"
+#include "pycur.h"
 
 char LICENSE[] SEC("license") = "Dual MIT/GPL";
 

@@ -40,6 +40,20 @@ const volatile __u8 py_parent_ref = 0;
 
 #define PY_GEN_SHIFT 48
 
+/*
+ * The blocking threshold, written by the loader after load when the blocking
+ * detector runs (never: no slice is long).
+ */
+volatile __u64 py_block_ns = ~0ULL;
+
+/* Per thread (tid): its running greenlet, for the blocking detector (bpf/pycur.h). */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 4096);
+	__type(key, __u32);
+	__type(value, struct gl_pycur);
+} py_cur SEC(".maps");
+
 /* Generation of an address that held a greenlet before (absent: 0). */
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
@@ -102,6 +116,49 @@ static __always_inline void py_name_late(__u64 key, __u64 addr, struct gl_totals
 		g->name[0] = 0;
 }
 
+/* Whether the record of `key` is named like gevent's Hub (a type name ending in "Hub"). */
+static __always_inline __u8 py_is_hub(__u64 key)
+{
+	struct gl_stats *g = bpf_map_lookup_elem(&greenlets, &key);
+	__u32 n = 0;
+
+	if (!g)
+		return 0;
+	for (__u32 i = 0; i < GL_NAME_LEN; i++) {
+		if (!g->name[i])
+			break;
+		n = i + 1;
+	}
+	if (n < 3 || n > GL_NAME_LEN)
+		return 0;
+	return g->name[(n - 3) & (GL_NAME_LEN - 1)] == 'H' &&
+	       g->name[(n - 2) & (GL_NAME_LEN - 1)] == 'u' &&
+	       g->name[(n - 1) & (GL_NAME_LEN - 1)] == 'b';
+}
+
+/* The thread switches to `target` now: its entry in `py_cur`. */
+static __always_inline void py_track(__u64 target)
+{
+	__u32 tid = (__u32)bpf_get_current_pid_tgid();
+	struct gl_pycur *c = bpf_map_lookup_elem(&py_cur, &tid);
+	struct gl_pycur fresh = {};
+	__u64 now = bpf_ktime_get_ns();
+
+	if (!c) {
+		bpf_map_update_elem(&py_cur, &tid, &fresh, BPF_NOEXIST);
+		c = bpf_map_lookup_elem(&py_cur, &tid);
+		if (!c)
+			return;
+	} else if (!c->idle && now - c->start_ns > py_block_ns) {
+		c->long_switches = c->switches;
+		c->long_end_ns = now;
+	}
+	c->switches++;
+	c->start_ns = now;
+	c->id = target;
+	c->idle = py_is_hub(target);
+}
+
 /*
  * A transfer out of a greenlet whose `run` ended (did_finish) is a switch when
  * it returned (greenlet turns GreenletExit into a return) and a throw when it
@@ -125,6 +182,7 @@ static __always_inline int py_transfer(__u64 origin_addr, __u64 target_addr, boo
 			tot->dead_by_outcome[1]++;
 		}
 	}
+	py_track(target);
 	return on_transfer(origin, target, is_throw);
 }
 
@@ -202,6 +260,7 @@ static __always_inline int py_dealloc(struct pt_regs *ctx, bool main)
 	__u64 key = py_key(py_read(PT_REGS_PARM1(ctx) + py_self));
 	struct gl_stats *g = bpf_map_lookup_elem(&greenlets, &key);
 	struct gl_thread *t;
+	struct gl_pycur *c;
 	__u32 tid;
 	__u8 outcome = 4;
 
@@ -219,6 +278,10 @@ static __always_inline int py_dealloc(struct pt_regs *ctx, bool main)
 		t = bpf_map_lookup_elem(&threads, &tid);
 		if (t && t->current == key && tid != (__u32)bpf_get_current_pid_tgid())
 			bpf_map_delete_elem(&threads, &tid);
+		/* And its running greenlet for the blocking detector, if it is this one. */
+		c = bpf_map_lookup_elem(&py_cur, &tid);
+		if (c && c->id == key && tid != (__u32)bpf_get_current_pid_tgid())
+			bpf_map_delete_elem(&py_cur, &tid);
 	}
 	on_dead(key, outcome);
 	return 0;

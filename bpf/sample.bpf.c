@@ -31,11 +31,25 @@
 
 #include "sample.h"
 #include "sampled.h"
+#include "pycur.h"
 
 char LICENSE[] SEC("license") = "Dual MIT/GPL";
 
 /* Set by the loader before load: the blocking threshold. */
 const volatile __u64 block_ns = 100000000;
+/*
+ * Python greenlet: a thread's running greenlet is its entry in `py_cur`, kept by
+ * the exact mode's switch uprobes (the loader gives this object their map), not
+ * read from the process's memory; `watched` then holds a zero layout.
+ */
+const volatile __u8 py_mode = 0;
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 4096);
+	__type(key, __u32);
+	__type(value, struct gl_pycur);
+} py_cur SEC(".maps");
 
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
@@ -91,6 +105,29 @@ struct {
 } totals SEC(".maps");
 
 static const struct gs_stats zero_stats;
+
+/*
+ * The running greenlet of `task`: from its memory, or in `py_mode` from `py_cur`
+ * (then `*py` is its entry, else NULL).
+ */
+static __always_inline int read_current(struct task_struct *task, const struct gl_layout *layout,
+					struct gl_current *out, struct gl_pycur **py)
+{
+	__u32 tid;
+	struct gl_pycur *c;
+
+	*py = NULL;
+	if (!py_mode)
+		return gl_read_current(task, layout, out);
+	tid = task->pid;
+	c = bpf_map_lookup_elem(&py_cur, &tid);
+	out->has_runtime = c != NULL;
+	out->id = c ? c->id : 0;
+	out->switches = c ? c->switches : 0;
+	out->flags = c && c->idle ? GL_FLAG_IDLE : 0;
+	*py = c;
+	return 0;
+}
 
 /* Never written: gives the skeleton the ring buffer's record type (gltop reads it). */
 struct gs_episode gs_episode_type = {};
@@ -199,8 +236,8 @@ static __always_inline __s64 capture_stack(void *ctx, struct task_struct *task, 
  * context, for its user stack when an episode opens.
  */
 static __always_inline void observe(void *ctx, struct task_struct *task, struct gs_thread *t,
-				    __u32 tid, const struct gl_current *cur, __u64 now,
-				    struct gs_totals *tot)
+				    __u32 tid, const struct gl_current *cur,
+				    const struct gl_pycur *py, __u64 now, struct gs_totals *tot)
 {
 	if (!cur->has_runtime) {
 		end_value(t, tid, tot);
@@ -213,11 +250,15 @@ static __always_inline void observe(void *ctx, struct task_struct *task, struct 
 		t->first_switches = cur->switches;
 	}
 	if (!t->has_runtime || cur->switches != t->switches) {
+		/* Python: the switch probes saw when a long slice ended and this one began. */
+		if (py && t->has_runtime && py->long_switches == t->switches &&
+		    py->long_end_ns > t->last_ns)
+			t->last_ns = py->long_end_ns;
 		if (t->has_runtime)
 			end_value(t, tid, tot);
 		t->has_runtime = 1;
 		t->switches = cur->switches;
-		t->since_ns = now;
+		t->since_ns = py && py->start_ns && py->start_ns < now ? py->start_ns : now;
 		t->last_ns = now;
 		t->greenlet = cur->id;
 		t->idle = cur->flags & GL_FLAG_IDLE;
@@ -255,6 +296,7 @@ int on_sample(void *ctx)
 	struct gs_thread *t;
 	struct gs_stats *s;
 	struct gl_current cur;
+	struct gl_pycur *py;
 
 	if (!layout || !tid)
 		return 0;
@@ -263,7 +305,7 @@ int on_sample(void *ctx)
 		return 0;
 	tot->samples++;
 	task = bpf_get_current_task_btf();
-	if (gl_read_current(task, layout, &cur)) {
+	if (read_current(task, layout, &cur, &py)) {
 		tot->unreadable++;
 		return 0;
 	}
@@ -274,7 +316,7 @@ int on_sample(void *ctx)
 	if (!t)
 		return 0;
 	t->samples++;
-	observe(ctx, task, t, tid, &cur, bpf_ktime_get_ns(), tot);
+	observe(ctx, task, t, tid, &cur, py, bpf_ktime_get_ns(), tot);
 	return 0;
 }
 
@@ -288,6 +330,7 @@ int BPF_PROG(on_switch, bool preempt, struct task_struct *prev, struct task_stru
 	struct gs_totals *tot;
 	struct gs_thread *t;
 	struct gl_current cur;
+	struct gl_pycur *py;
 	__u64 now;
 
 	if (!layout && !bpf_map_lookup_elem(&watched, &ntgid))
@@ -301,8 +344,8 @@ int BPF_PROG(on_switch, bool preempt, struct task_struct *prev, struct task_stru
 	t = layout && ptid ? get_thread(ptgid, ptid, tot) : NULL;
 	if (t && layout) {
 		tot->switch_events++;
-		if (gl_read_current(prev, layout, &cur) == 0) {
-			observe(ctx, prev, t, ptid, &cur, now, tot);
+		if (read_current(prev, layout, &cur, &py) == 0) {
+			observe(ctx, prev, t, ptid, &cur, py, now, tot);
 		} else {
 			/* A read that faulted: the thread is what it was at its last observation. */
 			tot->unreadable++;

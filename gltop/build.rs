@@ -11,12 +11,12 @@ const SKELETONS: [(&str, &str, &[&str]); 4] = [
     (
         "../bpf/greenlet.bpf.c",
         "greenlet.skel.rs",
-        &["../bpf/greenlet.h", "../bpf/python.bpf.h"],
+        &["../bpf/greenlet.h", "../bpf/python.bpf.h", "../bpf/pycur.h"],
     ),
     (
         "../bpf/sample.bpf.c",
         "sample.skel.rs",
-        &["../bpf/sample.h", "../bpf/sampled.h"],
+        &["../bpf/sample.h", "../bpf/sampled.h", "../bpf/pycur.h"],
     ),
     (
         "../bpf/profile.bpf.c",

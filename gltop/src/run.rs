@@ -97,14 +97,16 @@ pub fn run(args: &Args) -> Result<End, Failure> {
     }
     let mut session = Session::attach(args.pid(), &args.options())?;
     // The blocking detector beside the probes; a target whose runtime does not publish its
-    // sample layout is traced without it.
+    // sample layout is traced without it. On Python greenlet, it takes each thread's running
+    // greenlet from the switch probes' map instead.
     // Its failures never stop the exact mode: it goes on without blocking detection.
-    let python = matches!(session.runtime(), loader::Runtime::Python(_));
-    let mut sampler = if python {
-        eprintln!("gltop: no blocking detection: not available for Python greenlet yet");
-        None
-    } else {
-        match Sampler::attach(args.pid(), &args.sample_options(false)) {
+    let mut sampler = {
+        let opts = args.sample_options(false);
+        let attached = match session.python_current_map(args.block_ms) {
+            Some(fd) => Sampler::attach_python(args.pid(), &opts, fd),
+            None => Sampler::attach(args.pid(), &opts),
+        };
+        match attached {
             Ok(s) => Some(s),
             Err(loader::Error::CannotSample { reason, .. }) => {
                 eprintln!("gltop: no blocking detection: {reason}");

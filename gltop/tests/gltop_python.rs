@@ -274,7 +274,8 @@ fn freed_greenlets_die_once_and_reused_addresses_are_new_greenlets() {
 }
 
 /// Without --hit-cost-ns, the cost of a hit is measured on a child running the target's
-/// interpreter and greenlet: a number in the cost line and in --json.
+/// interpreter and greenlet: a number in the cost line and in --json; the blocking detector
+/// runs.
 #[test]
 fn the_cost_of_a_hit_is_measured_on_python_greenlet() {
     let what = "the_cost_of_a_hit_is_measured_on_python_greenlet";
@@ -298,10 +299,9 @@ fn the_cost_of_a_hit_is_measured_on_python_greenlet() {
     assert!(cost > 50.0 && cost < 100_000.0, "{cost} ns per hit");
     let err = g.stderr_text();
     assert!(err.contains("ns per hit"), "{err}");
-    assert!(
-        err.contains("no blocking detection: not available for Python greenlet yet"),
-        "{err}"
-    );
+    // The blocking detector runs beside the probes: its list is in every line.
+    assert!(!err.contains("no blocking detection"), "{err}");
+    assert!(lines[0]["blocking"].is_array(), "{}", lines[0]);
 }
 
 /// Whether gevent imports.
@@ -383,6 +383,97 @@ fn python_greenlet_3_0_counts_equal_settrace_exactly() {
 #[test]
 fn python_greenlet_2_0_counts_equal_settrace_exactly() {
     other_version("python_greenlet_2_0_counts_equal_settrace_exactly", "2.0.2");
+}
+
+/// gltop's id of a Python greenlet is its address with a generation in bits 48 and up.
+const PY_ADDRESS_BITS: u64 = (1 << 48) - 1;
+
+/// Exact mode's blocking detector on Python greenlet (issue 13): a gevent greenlet that calls
+/// `time.sleep(0.3)` blocks its hub, and is one off-CPU episode naming its type and the
+/// sleep's system call, as long as the sleep measured inside and at most a margin longer.
+/// The hub's own wait on a 0.4 s timer, longer than the threshold, is never an episode.
+#[test]
+fn a_gevent_greenlet_sleeping_0_3_s_is_one_off_cpu_episode_and_the_idle_hub_none() {
+    let what = "a_gevent_greenlet_sleeping_0_3_s_is_one_off_cpu_episode_and_the_idle_hub_none";
+    if !bpf_or_skip(what) || !require(what, gevent()) {
+        return;
+    }
+    let _serial = serial();
+    let script = workload_py().with_file_name("gevent_block.py");
+    let mut w = start_script(&script, None, &[]);
+    let mut g = gltop_json(w.pid(), &["-d", "0.5", "--block-ms", "100"]);
+    assert!(
+        g.wait_stderr("attached to process", TIMEOUT),
+        "gltop: {}",
+        g.stderr_so_far()
+    );
+    let err = g.stderr_so_far();
+    assert!(!err.contains("no blocking detection"), "gltop: {err}");
+    let mut stdin = w.child.stdin.take().expect("the script's stdin");
+    stdin.write_all(b"go\n").expect("release the script");
+    drop(stdin);
+    let st = w.wait("the script", TIMEOUT);
+    assert!(st.success(), "{}: {}", script.display(), w.stderr_text());
+    let out = w.stdout_text();
+    let mut lines = out.lines();
+    assert_eq!(lines.next(), Some("ready"));
+    let report: Value = serde_json::from_str(lines.next().expect("the report line"))
+        .unwrap_or_else(|e| panic!("bad report {out:?}: {e}"));
+    assert_eq!(lines.next(), None, "nothing after the report: {out:?}");
+    let gst = g.wait("gltop", Duration::from_secs(60));
+    let err = g.stderr_text();
+    assert!(gst.success() && err.contains("exited"), "gltop: {err}");
+    let json = json_lines(&g.stdout_text());
+
+    let hub = n(&report["hub"]);
+    assert!(
+        report["hub_type"].as_str().unwrap().ends_with("Hub"),
+        "{report}"
+    );
+    // The hub idled past the threshold: an episode if it were not idle by design.
+    assert!(n(&report["hub_idle_ns"]) >= 400_000_000, "{report}");
+    let mut ended: BTreeMap<(u64, u64), Value> = BTreeMap::new();
+    for l in &json {
+        for b in l["blocking"].as_array().expect("a blocking list") {
+            assert_ne!(n(&b["greenlet_id"]) & PY_ADDRESS_BITS, hub, "the hub: {b}");
+            if b["ongoing"] == false {
+                ended.insert((n(&b["thread"]), n(&b["start_ns"])), b.clone());
+            }
+        }
+    }
+    let ended: Vec<Value> = ended.into_values().collect();
+    assert_eq!(ended.len(), 1, "one episode: {ended:?}");
+    let e = &ended[0];
+    assert_eq!(
+        n(&e["greenlet_id"]) & PY_ADDRESS_BITS,
+        n(&report["greenlet"]),
+        "{e}"
+    );
+    assert_eq!(e["greenlet_name"], report["type"], "{e}");
+    assert_eq!(e["greenlet_name"], "Sleeper", "{e}");
+    assert_eq!(e["thread"], report["tid"], "{e}");
+    assert_eq!(e["lint"], "blocking", "{e}");
+    // Off the CPU for most of it (time preempted counts as on it): the whole run shows why not.
+    assert_eq!(e["cpu"], "off-cpu", "{e}\nreport {report}\nlines {json:?}");
+    let syscall = e["syscall"]
+        .as_str()
+        .unwrap_or_else(|| panic!("a syscall: {e}"));
+    assert!(
+        ["clock_nanosleep", "nanosleep", "select"].contains(&syscall),
+        "{e}"
+    );
+    // From the switch into the greenlet to the switch out of it: around the sleep as timed
+    // inside, plus the greenlet's own few Python lines (a generous 100 ms).
+    let slept = n(&report["slept_ns"]);
+    let dur = n(&e["duration_ns"]);
+    assert!(slept >= 300_000_000, "{report}");
+    assert!(
+        dur >= slept && dur <= slept + 100_000_000,
+        "episode {dur} ns, slept {slept} ns: {e}"
+    );
+    let off = n(&e["off_cpu_ns"]);
+    assert!(off >= 290_000_000 && off <= dur, "{e}");
+    eprintln!("gevent: time.sleep(0.3) measured {slept} ns inside, episode {dur} ns ({off} ns off-CPU, {syscall})");
 }
 
 /// `make demo-gevent`'s script starts the gevent demo and gltop on it: two JSON lines of a

@@ -6,6 +6,7 @@ use std::path::Path;
 
 use libbpf_rs::skel::{OpenSkel, SkelBuilder};
 use libbpf_rs::{Link, MapCore, MapFlags, OpenObject, ProgramMut, UprobeMultiOpts, UprobeOpts};
+use std::os::fd::AsFd;
 
 use super::elf::{self, ProbeSite};
 use super::model::{threads_of, EdgeStats, GreenletStats, MapUse, ProcessStats, Snapshot, Totals};
@@ -569,6 +570,22 @@ impl Session {
         }
         session.runtime = Runtime::Python(Box::new(py));
         Ok(session)
+    }
+
+    /// For the blocking detector on a Python greenlet process: the map in which the switch
+    /// uprobes keep each thread's running greenlet (bpf/pycur.h), after setting the threshold
+    /// of a long slice; `None` for the Rust runtime.
+    pub fn python_current_map(&mut self, block_ms: u64) -> Option<std::os::fd::BorrowedFd<'_>> {
+        if !matches!(self.runtime, Runtime::Python(_)) {
+            return None;
+        }
+        self.skel
+            .maps
+            .data_data
+            .as_deref_mut()
+            .expect("the BPF object has .data")
+            .py_block_ns = block_ms.saturating_mul(1_000_000);
+        Some(self.skel.maps.py_cur.as_fd())
     }
 
     /// The greenlet runtime of the traced process.

@@ -400,6 +400,30 @@ impl Sampler {
     /// `sched_switch`, and (with `opts.names`) the `new` probe. Fails if the executable does
     /// not publish a sample layout.
     pub fn attach(pid: i32, opts: &SampleOptions) -> Result<Sampler, Error> {
+        Self::attach_to(pid, opts, None)
+    }
+
+    /// The blocking detector of exact mode on a Python greenlet process: its threads' running
+    /// greenlets come from the map `py_cur` that the exact mode's switch uprobes keep
+    /// ([`super::Session::python_current_map`]), not from a published layout. Stacks are the
+    /// interpreter's native frames; greenlets are not named by a `new` probe here.
+    pub fn attach_python(
+        pid: i32,
+        opts: &SampleOptions,
+        py_cur: std::os::fd::BorrowedFd<'_>,
+    ) -> Result<Sampler, Error> {
+        let opts = SampleOptions {
+            names: false,
+            ..*opts
+        };
+        Self::attach_to(pid, &opts, Some(py_cur))
+    }
+
+    fn attach_to(
+        pid: i32,
+        opts: &SampleOptions,
+        py_cur: Option<std::os::fd::BorrowedFd<'_>>,
+    ) -> Result<Sampler, Error> {
         if !HZ_RANGE.contains(&opts.hz) {
             return Err(Error::BadCapacity(format!(
                 "sampling frequency {} is outside {}..={}",
@@ -411,7 +435,13 @@ impl Sampler {
         let process = Process::find(pid)?;
         process::check_bpf_privilege()?;
         // Published at all? (`None`: published, no thread state yet: read again later.)
-        let layout = layout::read(pid).map_err(|e| match e {
+        let layout = if py_cur.is_some() {
+            // Unused by the programs in Python mode; its presence in `watched` is what counts.
+            Ok(Some(SampleLayout::default()))
+        } else {
+            layout::read(pid)
+        }
+        .map_err(|e| match e {
             LayoutError::NotPublished { .. }
             | LayoutError::Unsupported { .. }
             | LayoutError::TlsNotStatic { .. } => Error::CannotSample {
@@ -450,6 +480,17 @@ impl Sampler {
             .as_deref_mut()
             .expect("the BPF object has .rodata")
             .block_ns = opts.block_ms * 1_000_000;
+        if let Some(fd) = py_cur {
+            open.maps
+                .rodata_data
+                .as_deref_mut()
+                .expect("the BPF object has .rodata")
+                .py_mode = 1;
+            open.maps
+                .py_cur
+                .reuse_fd(fd)
+                .map_err(|e| Error::bpf("cannot share the Python switch probes' map", e))?;
+        }
         let registers = new_sites.iter().all(|s| s.args_in_abi_registers());
         open.progs
             .up_new
