@@ -1054,7 +1054,7 @@ impl App {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use gltop::loader::HIST_BUCKETS;
+    use gltop::loader::{ProcessStats, HIST_BUCKETS};
 
     fn g(id: u64, name: &str, state: State, switches_in: u64, on_cpu_ns: u64) -> GreenletStats {
         GreenletStats {
@@ -1127,6 +1127,70 @@ mod tests {
         app.page = 2;
         app.update(snap(1_000_000_000, b), 1_000_001_000);
         app
+    }
+
+    /// A process's own snapshot, as its session reads it: one greenlet `id`, its totals.
+    fn process_snap(pid: i32, at_ns: u64, id: u64, switches: u64) -> Snapshot {
+        let mut gl = g(id, "w", State::Running, switches, 100);
+        gl.pid = pid;
+        gl.running_since_ns = Some(at_ns - 10);
+        let mut s = snap(at_ns, vec![gl]);
+        s.totals.switches = switches;
+        s.totals.dead_by_outcome[1] = 1;
+        s.maps.greenlets = 1;
+        s.processes = vec![ProcessStats {
+            pid,
+            ..Default::default()
+        }];
+        s
+    }
+
+    #[test]
+    fn merged_processes_sum_their_totals_keep_their_rows_and_filter_by_pid() {
+        let merged = merge(
+            5_000,
+            [process_snap(30, 4_000, 2, 7), process_snap(20, 4_500, 2, 5)],
+        );
+        assert_eq!(merged.at_ns, 5_000);
+        assert_eq!(merged.totals.switches, 12);
+        assert_eq!(merged.totals.dead_by_outcome[1], 2);
+        assert_eq!(merged.maps.greenlets, 2);
+        let keys: Vec<_> = merged.greenlets.iter().map(GreenletStats::key).collect();
+        assert_eq!(keys, [key_in(20, 2), key_in(30, 2)]);
+        let pids: Vec<i32> = merged.processes.iter().map(|p| p.pid).collect();
+        assert_eq!(pids, [20, 30]);
+
+        let mut t = target(false);
+        t.several = true;
+        let mut app = App::new(t, None, 1.0, merged, 5_000, 10);
+        assert_eq!(app.columns[0].title, "PID");
+        let shown = |app: &App| -> Vec<i32> { app.rows.iter().map(|r| r.g.pid).collect() };
+        let mut both = shown(&app);
+        both.sort();
+        assert_eq!(both, [20, 30]);
+        app.on_key(Key::CycleProcess);
+        assert_eq!((app.pid_filter, shown(&app)), (Some(20), vec![20]));
+        app.on_key(Key::CycleProcess);
+        assert_eq!((app.pid_filter, shown(&app)), (Some(30), vec![30]));
+        app.on_key(Key::CycleProcess);
+        assert_eq!(app.pid_filter, None);
+        assert_eq!(app.rows.len(), 2);
+
+        // Process 30 exits: its last rows stay, marked, their time no longer growing.
+        let last = process_snap(30, 6_000, 2, 9);
+        let merged = merge(9_000, [frozen(last), process_snap(20, 8_500, 2, 6)]);
+        assert_eq!(merged.totals.switches, 15);
+        app.update(merged, 9_000);
+        let row = |pid| app.rows.iter().find(|r| r.g.pid == pid).expect("a row");
+        assert!(row(30).exited && !row(20).exited);
+        assert_eq!(row(30).on_cpu_ns, 100, "no slice in progress once exited");
+        assert_eq!(row(20).on_cpu_ns, 100 + 9_000 - 8_490);
+        assert_eq!((app.columns[0].cell)(row(30)), "30†");
+        assert_eq!((app.columns[0].cell)(row(20)), "20");
+    }
+
+    fn key_in(pid: i32, id: u64) -> GreenletKey {
+        GreenletKey { pid, id }
     }
 
     #[test]

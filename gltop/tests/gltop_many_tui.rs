@@ -119,3 +119,44 @@ fn several_pids_each_under_its_own_pid_filtered_and_one_exiting() {
     }
     drop(b);
 }
+
+#[test]
+fn exe_in_the_live_view_adds_a_process_started_later() {
+    let test = "exe_in_the_live_view_adds_a_process_started_later";
+    if !bpf_and_tmux_or_skip(test) {
+        return;
+    }
+    let _s = serial();
+    let args = [
+        "--threads",
+        "1",
+        "--greenlets",
+        "3",
+        "--forever",
+        "--pace",
+        "2000",
+    ];
+    let a = target(&args);
+    let pa = a.pid().to_string();
+    let cmd = format!(
+        "{} --exe {} -d 0.3 --hit-cost-ns 500; sleep 60",
+        env!("CARGO_BIN_EXE_gltop"),
+        workload::workload_bin().display(),
+    );
+    let tmux = Tmux::start_sized("many-exe", &cmd, 140, 50);
+    let long = Duration::from_secs(60);
+    let only: BTreeSet<String> = [pa.clone()].into();
+    tmux.wait_for("the first process's rows", long, |s| row_pids(s) == only);
+    // A process started after gltop: found by the next scan, its rows join the table.
+    let b = target(&args);
+    let pb = b.pid().to_string();
+    let both: BTreeSet<String> = [pa.clone(), pb.clone()].into();
+    let screen = tmux.wait_for("both processes' rows", long, |s| {
+        row_pids(s).is_superset(&both) && s.contains("processes 2 watched, 0 exited")
+    });
+    assert!(
+        screen.lines().any(|l| l.trim_start().starts_with("PID")),
+        "{screen}"
+    );
+    drop((a, b));
+}
