@@ -719,6 +719,9 @@ pub fn run_many_tui(args: &Args) -> Result<End, Failure> {
         attach(p, i >= args.pids.len(), &mut watched)?;
     }
     // With --exe, the first process may come later: wait for it.
+    if watched.is_empty() {
+        eprintln!("gltop: waiting for a process of the --exe file");
+    }
     while watched.is_empty() {
         if signals.pending() {
             return Ok(End::Done);
@@ -770,7 +773,7 @@ pub fn run_many_tui(args: &Args) -> Result<End, Failure> {
         args.max_dead,
     );
     let watched = std::cell::RefCell::new(watched);
-    run_tui(
+    let end = run_tui(
         args,
         None,
         &mut app,
@@ -787,5 +790,10 @@ pub fn run_many_tui(args: &Args) -> Result<End, Failure> {
             Ok((all_exited && !discovery.open_ended()).then_some(End::Done))
         },
         || false,
-    )
+    );
+    // Once the terminal is restored: which processes exited meanwhile.
+    for w in watched.borrow().iter().filter(|w| w.last.is_some()) {
+        crate::report_exit(w.session.process());
+    }
+    end
 }

@@ -53,23 +53,25 @@ fn several_pids_each_under_its_own_pid_filtered_and_one_exiting() {
     let b = target(&args);
     let (pa, pb) = (a.pid().to_string(), b.pid().to_string());
     let cmd = format!(
-        "{} -p {pa},{pb} -d 0.3 --hit-cost-ns 500; sleep 60",
+        "{} -p {pa},{pb} -d 0.3 --hit-cost-ns 500; echo GLTOP_EXIT=$?; sleep 60",
         env!("CARGO_BIN_EXE_gltop"),
     );
     let tmux = Tmux::start_sized("many", &cmd, 140, 50);
     let long = Duration::from_secs(60);
     // Both workloads' rows, each under its own PID, and the PID column.
     let both: BTreeSet<String> = [pa.clone(), pb.clone()].into();
+    let header = [
+        format!("pids {pa},{pb}"),
+        "processes 2 watched, 0 exited".into(),
+        "showing all".into(),
+    ];
     let screen = tmux.wait_for("rows of both processes", long, |s| {
-        row_pids(s).is_superset(&both)
+        row_pids(s).is_superset(&both) && header.iter().all(|h| s.contains(h.as_str()))
     });
     assert!(
         screen.lines().any(|l| l.trim_start().starts_with("PID")),
         "a PID column:\n{screen}"
     );
-    assert!(screen.contains(&format!("pids {pa},{pb}")), "{screen}");
-    assert!(screen.contains("processes 2 watched, 0 exited"), "{screen}");
-    assert!(screen.contains("showing all"), "{screen}");
     // `p` shows the first process only, then the second, then both again.
     let mut order = [pa.clone(), pb.clone()];
     order.sort_by_key(|p| p.parse::<i32>().expect("a PID"));
@@ -97,27 +99,36 @@ fn several_pids_each_under_its_own_pid_filtered_and_one_exiting() {
             && s.contains(&format!("{pa}†"))
             && switch_rate(s).is_some_and(|r| r != "0" && r != "-")
     });
-    // Shown alone, A's rows are all marked exited; B's are live.
+    // Shown alone, A's rows are all marked exited; B's are live, unmarked. (A capture can
+    // fall in the middle of a redraw: each is waited for until the whole screen agrees.)
     for pid in &order {
         tmux.keys(&["p"]);
         let want = format!("showing pid {pid}");
-        let screen = tmux.wait_for(&want, long, |s| s.contains(&want));
-        let rows = row_pids(&screen);
         if *pid == pa {
             let marked: BTreeSet<String> = [format!("{pa}†")].into();
-            assert_eq!(rows, marked, "A's rows, marked exited:\n{screen}");
+            tmux.wait_for("A's rows alone, marked exited", long, |s| {
+                s.contains(&want) && row_pids(s) == marked
+            });
         } else {
-            assert_eq!(rows, [pb.clone()].into(), "B's rows, not marked:\n{screen}");
-            assert!(
-                screen
-                    .lines()
-                    .any(|l| l.split_whitespace().next() == Some(pb.as_str())
-                        && (l.contains("running") || l.contains("suspended"))),
-                "B's live rows:\n{screen}"
-            );
+            let live: BTreeSet<String> = [pb.clone()].into();
+            tmux.wait_for("B's rows alone, live", long, |s| {
+                s.contains(&want)
+                    && row_pids(s) == live
+                    && s.lines().any(|l| {
+                        l.split_whitespace().next() == Some(pb.as_str())
+                            && (l.contains("running") || l.contains("suspended"))
+                    })
+            });
         }
     }
-    drop(b);
+    // The last one ends: so does the view, with a line for each.
+    b.signal(Signal::SIGTERM);
+    let screen = tmux.wait_for("gltop's end", long, |s| s.contains("GLTOP_EXIT="));
+    for pid in [&pa, &pb] {
+        let line = format!("gltop: process {pid} (workload) exited");
+        assert!(screen.contains(&line), "{line:?}:\n{screen}");
+    }
+    assert!(screen.contains("GLTOP_EXIT=0"), "{screen}");
 }
 
 #[test]
