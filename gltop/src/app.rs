@@ -6,7 +6,7 @@ use gltop::loader::rates::{DetectorCost, GreenletRates, Interval};
 use gltop::loader::sample::{Episode, EpisodeLog, SampleSnapshot, SampledGreenlet, Sampler};
 use gltop::loader::{
     AttachMode, Capacities, EdgeStats, GreenletKey, GreenletStats, Process, Session, Snapshot,
-    State, HIST_BUCKETS,
+    State, Totals, HIST_BUCKETS,
 };
 
 use crate::format;
@@ -31,6 +31,8 @@ pub enum Key {
     Help,
     CycleDead,
     Blocking,
+    /// Shows one watched process's greenlets, the next one's, ..., then all again.
+    CycleProcess,
 }
 
 impl Key {
@@ -59,6 +61,7 @@ impl Key {
             KeyCode::Char('?') => Key::Help,
             KeyCode::Char('d') => Key::CycleDead,
             KeyCode::Char('b') => Key::Blocking,
+            KeyCode::Char('p') => Key::CycleProcess,
             _ => return None,
         })
     }
@@ -91,6 +94,8 @@ pub struct Row {
     /// In the sampled mode: what the samples and sched_switch tell (the other fields of the
     /// row are then unknown, and shown as `-`).
     pub s: Option<SampledRow>,
+    /// Its process exited (its figures are final).
+    pub exited: bool,
 }
 
 /// One greenlet's sampled figures.
@@ -188,7 +193,7 @@ pub fn columns(follow: bool) -> Vec<Column<Row>> {
         title: "PID",
         width: 8,
         right: true,
-        cell: |r: &Row| r.g.pid.to_string(),
+        cell: |r: &Row| format!("{}{}", r.g.pid, if r.exited { "†" } else { "" }),
         key: |r: &Row| SortKey::Num(r.g.pid as f64),
         descending_first: false,
     };
@@ -319,6 +324,9 @@ pub struct Target {
     pub missing: Vec<&'static str>,
     /// Processes forked from the target are watched too (`--follow`).
     pub follow: bool,
+    /// Several processes are watched, each with its own session (`-p A,B`, `--exe`):
+    /// `process` is the first of them.
+    pub several: bool,
     /// The sampled mode: (samples per second per CPU, CPUs sampled, `new` sites attached).
     pub sampled: Option<(u32, usize, usize)>,
     /// The blocking threshold, when blocking is detected (ms).
@@ -337,6 +345,7 @@ impl Target {
             capacities: session.capacities(),
             missing: session.missing_probes().to_vec(),
             follow: session.follows(),
+            several: false,
             sampled: None,
             block_ms: None,
             python: false,
@@ -353,6 +362,7 @@ impl Target {
             capacities: o.capacities,
             missing: Vec::new(),
             follow: false,
+            several: false,
             sampled: Some((o.hz, sampler.cpus(), sampler.new_sites())),
             block_ms: Some(o.block_ms),
             python: false,
@@ -415,6 +425,74 @@ impl History {
     }
 }
 
+/// One snapshot of several processes watched by sessions of their own, read at `at_ns`:
+/// their records side by side (keys hold the PID), their totals and map entries summed.
+pub fn merge(at_ns: u64, parts: impl IntoIterator<Item = Snapshot>) -> Snapshot {
+    let mut out = Snapshot {
+        at_ns,
+        ..Default::default()
+    };
+    for p in parts {
+        let Totals {
+            switches,
+            throws,
+            greenlets_created,
+            greenlets_dead,
+            dead_by_outcome,
+            late_greenlets,
+            greenlet_failures,
+            edge_failures,
+            thread_failures,
+            ended_greenlets,
+            ended_edges,
+        } = p.totals;
+        let t = &mut out.totals;
+        t.switches += switches;
+        t.throws += throws;
+        t.greenlets_created += greenlets_created;
+        t.greenlets_dead += greenlets_dead;
+        for (sum, n) in t.dead_by_outcome.iter_mut().zip(dead_by_outcome) {
+            *sum += n;
+        }
+        t.late_greenlets += late_greenlets;
+        t.greenlet_failures += greenlet_failures;
+        t.edge_failures += edge_failures;
+        t.thread_failures += thread_failures;
+        t.ended_greenlets += ended_greenlets;
+        t.ended_edges += ended_edges;
+        out.maps.greenlets += p.maps.greenlets;
+        out.maps.edges += p.maps.edges;
+        out.maps.threads += p.maps.threads;
+        out.greenlets.extend(p.greenlets);
+        out.edges.extend(p.edges);
+        out.threads.extend(p.threads);
+        out.processes.extend(p.processes);
+    }
+    out.greenlets.sort_by_key(GreenletStats::key);
+    out.edges.sort_by_key(|e| (e.pid, e.origin, e.target));
+    out.threads.sort_by_key(|t| t.tid);
+    out.processes.sort_by_key(|p| p.pid);
+    out
+}
+
+/// The last snapshot of a process that exited, as it stays in a merged view: marked exited,
+/// without the records that left the kernel with it (the viewer took those already), and
+/// no slice in progress any more (its time would grow with the clock).
+pub fn frozen(mut snap: Snapshot) -> Snapshot {
+    snap.greenlets.retain(|g| !g.ended);
+    snap.edges.retain(|e| !e.ended);
+    for g in &mut snap.greenlets {
+        g.running_since_ns = None;
+    }
+    for t in &mut snap.threads {
+        t.since_ns = None;
+    }
+    for p in &mut snap.processes {
+        p.exited = true;
+    }
+    snap
+}
+
 /// Everything the viewer shows and remembers.
 pub struct App {
     /// What gltop is attached to, and how.
@@ -475,6 +553,8 @@ pub struct App {
     pub episode_selected: usize,
     /// Exact mode's blocking detector, for the cost line (None: it does not run).
     pub detector: Option<DetectorCost>,
+    /// The table shows only this process's greenlets (`p` cycles; None: every process).
+    pub pid_filter: Option<i32>,
 }
 
 /// Ended blocking episodes the live view keeps.
@@ -559,6 +639,7 @@ fn sampled_row(g: &SampledGreenlet, prev: Option<&SampleSnapshot>, at_ns: u64, h
             preempt_ns: g.preempt_ns,
             current: g.current,
         }),
+        exited: false,
     }
 }
 
@@ -627,7 +708,7 @@ impl App {
         read_ns: u64,
         max_dead: usize,
     ) -> App {
-        let columns = columns(target.follow);
+        let columns = columns(target.follow || target.several);
         let mut history = History::new(max_dead);
         let first = history.absorb(first);
         let mut app = App {
@@ -658,6 +739,7 @@ impl App {
             blocking_detected: false,
             episode_selected: 0,
             detector: None,
+            pid_filter: None,
         };
         app.count_threads();
         app.rebuild();
@@ -772,7 +854,16 @@ impl App {
             None => self.cur.threads.iter().map(|t| t.tid).collect(),
         };
         self.tids_seen.extend(&recorded);
-        let live = live_tids(self.target.process.pid);
+        let live = if self.target.several {
+            // Thread ids are unique system-wide: the union is every watched thread.
+            self.cur
+                .processes
+                .iter()
+                .flat_map(|p| live_tids(p.pid))
+                .collect()
+        } else {
+            live_tids(self.target.process.pid)
+        };
         self.threads = ThreadCounts::of(&live, &recorded, &self.tids_seen);
     }
 
@@ -800,10 +891,18 @@ impl App {
         }
         let at = self.cur.at_ns;
         let iv = self.interval();
+        let exited: BTreeSet<i32> = self
+            .cur
+            .processes
+            .iter()
+            .filter(|p| p.exited)
+            .map(|p| p.pid)
+            .collect();
         let mut rows: Vec<Row> = self
             .cur
             .greenlets
             .iter()
+            .filter(|g| self.pid_filter.is_none_or(|pid| g.pid == pid))
             .filter(|g| g.state != State::Dead || self.dead_view.shows(g.dead_ns, at))
             .map(|g| Row {
                 rates: iv.and_then(|iv| iv.greenlet(g)),
@@ -811,6 +910,7 @@ impl App {
                 max_slice_ns: g.max_slice_at(at),
                 g: g.clone(),
                 s: None,
+                exited: exited.contains(&g.pid),
             })
             .collect();
         sort_rows(&mut rows, &self.columns, self.sort);
@@ -849,6 +949,15 @@ impl App {
             Key::Pause => self.paused = !self.paused,
             Key::CycleDead => {
                 self.dead_view = self.dead_view.next();
+                self.rebuild();
+            }
+            Key::CycleProcess => {
+                let pids: Vec<i32> = self.cur.processes.iter().map(|p| p.pid).collect();
+                self.pid_filter = match self.pid_filter {
+                    _ if pids.len() < 2 => None,
+                    None => pids.first().copied(),
+                    Some(pid) => pids.iter().copied().find(|&p| p > pid),
+                };
                 self.rebuild();
             }
             Key::Blocking => {
@@ -945,7 +1054,7 @@ impl App {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use gltop::loader::{Totals, HIST_BUCKETS};
+    use gltop::loader::{ProcessStats, HIST_BUCKETS};
 
     fn g(id: u64, name: &str, state: State, switches_in: u64, on_cpu_ns: u64) -> GreenletStats {
         GreenletStats {
@@ -994,6 +1103,7 @@ mod tests {
             capacities: Capacities::default(),
             missing: vec![],
             follow,
+            several: false,
             sampled: None,
             block_ms: None,
             python: false,
@@ -1017,6 +1127,70 @@ mod tests {
         app.page = 2;
         app.update(snap(1_000_000_000, b), 1_000_001_000);
         app
+    }
+
+    /// A process's own snapshot, as its session reads it: one greenlet `id`, its totals.
+    fn process_snap(pid: i32, at_ns: u64, id: u64, switches: u64) -> Snapshot {
+        let mut gl = g(id, "w", State::Running, switches, 100);
+        gl.pid = pid;
+        gl.running_since_ns = Some(at_ns - 10);
+        let mut s = snap(at_ns, vec![gl]);
+        s.totals.switches = switches;
+        s.totals.dead_by_outcome[1] = 1;
+        s.maps.greenlets = 1;
+        s.processes = vec![ProcessStats {
+            pid,
+            ..Default::default()
+        }];
+        s
+    }
+
+    #[test]
+    fn merged_processes_sum_their_totals_keep_their_rows_and_filter_by_pid() {
+        let merged = merge(
+            5_000,
+            [process_snap(30, 4_000, 2, 7), process_snap(20, 4_500, 2, 5)],
+        );
+        assert_eq!(merged.at_ns, 5_000);
+        assert_eq!(merged.totals.switches, 12);
+        assert_eq!(merged.totals.dead_by_outcome[1], 2);
+        assert_eq!(merged.maps.greenlets, 2);
+        let keys: Vec<_> = merged.greenlets.iter().map(GreenletStats::key).collect();
+        assert_eq!(keys, [key_in(20, 2), key_in(30, 2)]);
+        let pids: Vec<i32> = merged.processes.iter().map(|p| p.pid).collect();
+        assert_eq!(pids, [20, 30]);
+
+        let mut t = target(false);
+        t.several = true;
+        let mut app = App::new(t, None, 1.0, merged, 5_000, 10);
+        assert_eq!(app.columns[0].title, "PID");
+        let shown = |app: &App| -> Vec<i32> { app.rows.iter().map(|r| r.g.pid).collect() };
+        let mut both = shown(&app);
+        both.sort();
+        assert_eq!(both, [20, 30]);
+        app.on_key(Key::CycleProcess);
+        assert_eq!((app.pid_filter, shown(&app)), (Some(20), vec![20]));
+        app.on_key(Key::CycleProcess);
+        assert_eq!((app.pid_filter, shown(&app)), (Some(30), vec![30]));
+        app.on_key(Key::CycleProcess);
+        assert_eq!(app.pid_filter, None);
+        assert_eq!(app.rows.len(), 2);
+
+        // Process 30 exits: its last rows stay, marked, their time no longer growing.
+        let last = process_snap(30, 6_000, 2, 9);
+        let merged = merge(9_000, [frozen(last), process_snap(20, 8_500, 2, 6)]);
+        assert_eq!(merged.totals.switches, 15);
+        app.update(merged, 9_000);
+        let row = |pid| app.rows.iter().find(|r| r.g.pid == pid).expect("a row");
+        assert!(row(30).exited && !row(20).exited);
+        assert_eq!(row(30).on_cpu_ns, 100, "no slice in progress once exited");
+        assert_eq!(row(20).on_cpu_ns, 100 + 9_000 - 8_490);
+        assert_eq!((app.columns[0].cell)(row(30)), "30†");
+        assert_eq!((app.columns[0].cell)(row(20)), "20");
+    }
+
+    fn key_in(pid: i32, id: u64) -> GreenletKey {
+        GreenletKey { pid, id }
     }
 
     #[test]

@@ -39,16 +39,16 @@ pub struct Args {
     #[command(subcommand)]
     pub command: Option<Command>,
 
-    /// PID of the process to trace. With --listen or --json, several (`-p 1,2` or
-    /// `-p 1 -p 2`): every one must exist, or nothing starts.
+    /// PID of the process to trace, or several (`-p 1,2` or `-p 1 -p 2`): every one must
+    /// exist, or nothing starts; the live view then has a PID column and `p` to show one.
     #[arg(short = 'p', long = "pid", value_name = "PID", value_parser = parse_pid,
           allow_negative_numbers = true, required_unless_present = "exe", value_delimiter = ',',
           action = clap::ArgAction::Append)]
     pub pids: Vec<i32>,
 
-    /// With --listen or --json: watch every process that runs the executable file PATH,
-    /// those running now and those started later (found within a quarter of a second), each
-    /// dropped when it exits or execs; runs until a signal.
+    /// Watch every process that runs the executable file PATH, those running now and those
+    /// started later (found within a quarter of a second); runs until a signal. --listen and
+    /// --json drop a process when it exits or execs; the live view keeps its rows, marked.
     #[arg(long, value_name = "PATH", conflicts_with_all = ["follow", "sample"])]
     pub exe: Option<std::path::PathBuf>,
 
@@ -458,14 +458,6 @@ fn main() -> ExitCode {
             }
         };
     }
-    if args.exe.is_some() {
-        eprintln!("gltop: --exe needs --listen or --json: the live view watches one process");
-        return ExitCode::from(2);
-    }
-    if args.pids.len() > 1 {
-        eprintln!("gltop: several PIDs need --listen or --json: the live view watches one process");
-        return ExitCode::from(2);
-    }
     if !args.json && !std::io::stdout().is_terminal() {
         // Checked before attaching: the TUI would fail only after the attach and the cost
         // measurement, or draw escape sequences into a file.
@@ -473,6 +465,21 @@ fn main() -> ExitCode {
             "gltop: the live view needs a terminal on stdout; use --json to write to a pipe or a file"
         );
         return ExitCode::from(2);
+    }
+    if args.exe.is_some() || args.pids.len() > 1 {
+        if args.sample || args.follow {
+            eprintln!(
+                "gltop: several processes in the live view are watched in exact mode without --follow"
+            );
+            return ExitCode::from(2);
+        }
+        return match run::run_many_tui(&args) {
+            Ok(_) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("gltop: {e}");
+                ExitCode::from(e.exit_code())
+            }
+        };
     }
     match run::run(&args) {
         Ok(run::End::TargetExited(p)) => {

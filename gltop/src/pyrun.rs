@@ -82,6 +82,7 @@ pub(crate) fn run(
             capacities: o.capacities,
             missing: Vec::new(),
             follow: false,
+            several: false,
             sampled: Some((o.hz, sampler.cpus(), 0)),
             block_ms: None,
             python: true,
@@ -91,13 +92,13 @@ pub(crate) fn run(
         let sampler = std::cell::RefCell::new(sampler);
         run_tui(
             args,
-            &process,
+            Some(&process),
             &mut app,
             signals,
             |app| {
                 let snap = sampler.borrow_mut().snapshot()?;
                 app.update_sampled(snap, monotonic_ns());
-                Ok(())
+                Ok(None)
             },
             || false,
         )

@@ -170,7 +170,7 @@ pub fn run(args: &Args) -> Result<End, Failure> {
         let sampler = std::cell::RefCell::new(sampler);
         run_tui(
             args,
-            &process,
+            Some(&process),
             &mut app,
             &mut signals,
             |app| {
@@ -180,7 +180,7 @@ pub fn run(args: &Args) -> Result<End, Failure> {
                 if let Some(r) = read {
                     app.update_detector(&r);
                 }
-                Ok(())
+                Ok(None)
             },
             || {
                 sampler
@@ -314,13 +314,13 @@ fn run_sampled(args: &Args, signals: &mut Signals) -> Result<End, Failure> {
         let sampler = std::cell::RefCell::new(sampler);
         run_tui(
             args,
-            &process,
+            Some(&process),
             &mut app,
             signals,
             |app| {
                 let snap = sampler.borrow_mut().snapshot()?;
                 app.update_sampled(snap, monotonic_ns());
-                Ok(())
+                Ok(None)
             },
             || !sampler.borrow_mut().poll_layout().unwrap_or(true),
         )
@@ -458,15 +458,16 @@ fn wait_input(timeout: Duration) -> anyhow::Result<Input> {
     }
 }
 
-/// The live view: draws `app`, applies `refresh` every interval and the keys meanwhile;
-/// `looking` is called while waiting, and says whether a sampler is still looking for its
-/// target's layout (then it is called again within a few milliseconds).
+/// The live view: draws `app`, applies `refresh` every interval and the keys meanwhile
+/// (`refresh` may end the run); `looking` is called while waiting, and says whether a
+/// sampler is still looking for its target's layout (then it is called again within a few
+/// milliseconds). The run ends when `process`, if given, exits.
 pub(crate) fn run_tui(
     args: &Args,
-    process: &Process,
+    process: Option<&Process>,
     app: &mut App,
     signals: &mut Signals,
-    mut refresh: impl FnMut(&mut App) -> Result<(), Failure>,
+    mut refresh: impl FnMut(&mut App) -> Result<Option<End>, Failure>,
     mut looking: impl FnMut() -> bool,
 ) -> Result<End, Failure> {
     use ratatui::crossterm::event::{self, Event, KeyEventKind};
@@ -488,12 +489,14 @@ pub(crate) fn run_tui(
             if signals.pending() || app.quit {
                 return Ok(End::Done);
             }
-            if !process.is_alive() {
-                return Ok(End::TargetExited(process.clone()));
+            if let Some(p) = process.filter(|p| !p.is_alive()) {
+                return Ok(End::TargetExited(p.clone()));
             }
             let now = Instant::now();
             if now >= next {
-                refresh(app)?;
+                if let Some(end) = refresh(app)? {
+                    return Ok(end);
+                }
                 dirty = true;
                 refreshes += 1;
                 if args.count.is_some_and(|n| refreshes >= n) {
@@ -589,7 +592,7 @@ pub fn run_many_json(args: &Args) -> Result<End, Failure> {
     let mut watched: Vec<JsonWatched> = Vec::new();
     let mut attach =
         |p: &Process, later: bool, watched: &mut Vec<JsonWatched>, per_hit_ns: &mut Option<f64>| {
-            let Some((mut session, sampler)) = crate::export::attach(args, p, later)? else {
+            let Some((mut session, sampler)) = crate::export::attach(args, p, later, true)? else {
                 return Ok::<(), Failure>(());
             };
             if per_hit_ns.is_none() {
@@ -684,4 +687,115 @@ pub fn run_many_json(args: &Args) -> Result<End, Failure> {
         }
         std::thread::sleep(wake.saturating_duration_since(Instant::now()).min(nap));
     }
+}
+
+/// One process of a multi-process live view.
+struct TuiWatched {
+    session: Session,
+    /// Its last snapshot once it exited (frozen), else `None`.
+    last: Option<Snapshot>,
+}
+
+/// The live view of several `-p` or of `--exe`: a session per process, their snapshots
+/// merged into one model (greenlets keyed by PID and id, a PID column). A process that
+/// exits keeps its last rows, marked exited, and the others go on; one that `--exe` meets
+/// later joins at the next refresh. Ends at `q` or a signal, after `--iterations`
+/// refreshes, or (without `--exe`) once every process has exited. No blocking detector.
+pub fn run_many_tui(args: &Args) -> Result<End, Failure> {
+    if std::env::var_os("GLTOP_DEBUG").is_none() {
+        libbpf_rs::set_print(None);
+    }
+    let mut signals = Signals::block()?;
+    let mut discovery = crate::export::Discovery::new(args)?;
+    let mut watched: Vec<TuiWatched> = Vec::new();
+    let attach = |p: &Process, later: bool, watched: &mut Vec<TuiWatched>| {
+        if let Some((session, _)) = crate::export::attach(args, p, later, false)? {
+            watched.push(TuiWatched {
+                session,
+                last: None,
+            });
+        }
+        Ok::<(), Failure>(())
+    };
+    for (i, p) in discovery.poll(&args.pids)?.iter().enumerate() {
+        attach(p, i >= args.pids.len(), &mut watched)?;
+    }
+    // With --exe, the first process may come later: wait for it.
+    if watched.is_empty() {
+        eprintln!("gltop: waiting for a process of the --exe file");
+    }
+    while watched.is_empty() {
+        if signals.pending() {
+            return Ok(End::Done);
+        }
+        std::thread::sleep(crate::export::SCAN);
+        for p in discovery.poll(&[])? {
+            attach(&p, true, &mut watched)?;
+        }
+    }
+    let per_hit_ns = match args.hit_cost_ns {
+        Some(ns) => Some(ns),
+        None => calibrate::per_hit_ns_of(&watched[0].session),
+    };
+    eprintln!(
+        "gltop: no blocking detection: the live view of several processes runs the probes only"
+    );
+    // Reads every process: a live one's snapshot, an exited one's last (read once more
+    // when its exit is first seen, then frozen).
+    let read = |watched: &mut Vec<TuiWatched>| -> Result<Snapshot, Failure> {
+        let mut parts = Vec::with_capacity(watched.len());
+        for w in watched.iter_mut() {
+            match &w.last {
+                Some(last) => parts.push(last.clone()),
+                None if w.session.process().is_alive() => parts.push(w.session.snapshot()?),
+                None => {
+                    let snap = w.session.snapshot()?;
+                    w.last = Some(crate::app::frozen(snap.clone()));
+                    let mut snap = snap;
+                    for p in &mut snap.processes {
+                        p.exited = true;
+                    }
+                    parts.push(snap);
+                }
+            }
+        }
+        Ok(crate::app::merge(monotonic_ns(), parts))
+    };
+    let first = read(&mut watched)?;
+    let first_read_ns = monotonic_ns();
+    let mut target = Target::of(&watched[0].session);
+    target.several = true;
+    target.sites = watched.iter().map(|w| w.session.sites()).sum();
+    let mut app = App::new(
+        target,
+        per_hit_ns,
+        args.delay,
+        first,
+        first_read_ns,
+        args.max_dead,
+    );
+    let watched = std::cell::RefCell::new(watched);
+    let end = run_tui(
+        args,
+        None,
+        &mut app,
+        &mut signals,
+        |app| {
+            let mut watched = watched.borrow_mut();
+            for p in discovery.poll(&[])? {
+                attach(&p, true, &mut watched)?;
+            }
+            let snap = read(&mut watched)?;
+            app.target.sites = watched.iter().map(|w| w.session.sites()).sum();
+            app.update(snap, monotonic_ns());
+            let all_exited = watched.iter().all(|w| w.last.is_some());
+            Ok((all_exited && !discovery.open_ended()).then_some(End::Done))
+        },
+        || false,
+    );
+    // Once the terminal is restored: which processes exited meanwhile.
+    for w in watched.borrow().iter().filter(|w| w.last.is_some()) {
+        crate::report_exit(w.session.process());
+    }
+    end
 }

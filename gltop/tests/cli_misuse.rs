@@ -198,9 +198,9 @@ fn gltop_flags() {
                 "is given twice",
             ),
             (
-                "several PIDs in the live view",
+                "several PIDs in the live view without a terminal",
                 &["-p", "{pid},1"],
-                "several PIDs need --listen or --json",
+                "the live view needs a terminal on stdout",
             ),
             (
                 "--exe of a directory",
@@ -218,9 +218,9 @@ fn gltop_flags() {
                 "gltop: --exe /nonexistent/gltop-exe: no such file",
             ),
             (
-                "--exe in the live view",
+                "--exe in the live view without a terminal",
                 &["--exe", "/bin/true"],
-                "--exe needs --listen or --json",
+                "the live view needs a terminal on stdout",
             ),
             (
                 "--exe with --follow",

@@ -123,11 +123,12 @@ impl Discovery {
 
 /// Attaches the probes and the blocking detector to `p`. The detector's failure leaves the
 /// probes without it (one line); a process gone before it is attached gives `Ok(None)` when
-/// `found_later` (a scan met it), an error otherwise.
+/// `found_later` (a scan met it), an error otherwise. Without `detector`, only the probes.
 pub(crate) fn attach(
     args: &Args,
     p: &Process,
     found_later: bool,
+    detector: bool,
 ) -> Result<Option<(Session, Option<Sampler>)>, Failure> {
     let session = match Session::attach(p.pid, &args.options()) {
         Ok(s) => s,
@@ -139,6 +140,9 @@ pub(crate) fn attach(
         }
         Err(e) => return Err(e.into()),
     };
+    if !detector {
+        return Ok(Some((session, None)));
+    }
     let sampler = match Sampler::attach(p.pid, &args.sample_options(false)) {
         Ok(s) => Some(s),
         Err(e) => {
@@ -296,7 +300,7 @@ fn add(
     watched: &mut Vec<Watched>,
     window: u64,
 ) -> Result<(), Failure> {
-    let Some((session, sampler)) = attach(args, p, found_later)? else {
+    let Some((session, sampler)) = attach(args, p, found_later, true)? else {
         return Ok(());
     };
     if per_hit_ns.is_none() {

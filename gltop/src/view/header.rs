@@ -215,11 +215,23 @@ pub fn lines(app: &App, width: u16) -> Vec<Line<'static>> {
     let (alive, dead) = app.alive_dead();
     let target = &app.target;
 
+    let who = if target.several {
+        let pids: Vec<String> = app
+            .cur
+            .processes
+            .iter()
+            .map(|p| p.pid.to_string())
+            .collect();
+        let pids = match pids.len() {
+            0..=4 => pids.join(","),
+            _ => format!("{},…", pids[..4].join(",")),
+        };
+        format!(" pids {pids} ({})", target.process.comm)
+    } else {
+        format!(" pid {} ({})", target.process.pid, target.process.comm)
+    };
     let mut first: Vec<Group> = vec![
-        vec![
-            bold("gltop".into()),
-            format!(" pid {} ({})", target.process.pid, target.process.comm).into(),
-        ],
+        vec![bold("gltop".into()), who.into()],
         vec![format!(
             "attached {} ago, {} on {} sites",
             duration_ns(app.cur.at_ns.saturating_sub(app.attached_ns)),
@@ -279,6 +291,14 @@ pub fn lines(app: &App, width: u16) -> Vec<Line<'static>> {
             "processes ".into(),
             bold(procs.len().to_string()),
             format!(" watched, {exited} exited ({}{more})", pids.join(" ")).into(),
+        ]);
+    }
+    // `p` shows one process's greenlets.
+    if procs.len() > 1 || app.pid_filter.is_some() {
+        second.push(vec![
+            "showing ".into(),
+            bold(app.pid_filter.map_or("all".into(), |p| format!("pid {p}"))),
+            " (p)".into(),
         ]);
     }
 

@@ -14,6 +14,7 @@ const TEXT: &[&str] = &[
     "Enter          detail of the selected greenlet;  Esc: back",
     "d              dead greenlets shown: recent (died < 5 s ago), all, none",
     "b              blocking episodes, newest first (Enter: the stack; Esc: back)",
+    "p              several processes: show one PID's greenlets, the next, ..., all",
     "space          pause or resume refreshing",
     "?              this help (any key closes it)",
     "",

@@ -215,6 +215,7 @@ mod tests {
             on_cpu_ns: 0,
             max_slice_ns: 0,
             s: None,
+            exited: false,
         }
     }
 

@@ -1,0 +1,173 @@
+//! The live view of several processes (`-p A,B`), driven in tmux against two oracle
+//! workloads: each one's greenlets under its own PID, `p` showing one process then the
+//! other then both, and one exiting while the other goes on.
+
+mod support;
+
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+use nix::sys::signal::Signal;
+use support::tmux::{bpf_and_tmux_or_skip, Tmux};
+use support::*;
+
+/// The first cell of each table row with a greenlet state: its PID cell (`1234` or, for an
+/// exited process, `1234†`).
+fn row_pids(screen: &str) -> BTreeSet<String> {
+    screen
+        .lines()
+        .filter(|l| {
+            ["running", "suspended", "unstarted", "dead"]
+                .iter()
+                .any(|s| l.contains(s))
+        })
+        .filter_map(|l| l.split_whitespace().next())
+        .filter(|c| c.trim_end_matches('†').parse::<i32>().is_ok())
+        .map(str::to_string)
+        .collect()
+}
+
+/// The header's switch rate, e.g. `1.98k` of `switches 1.98k/s (12.3k total)`.
+fn switch_rate(screen: &str) -> Option<String> {
+    let rest = screen.split("switches ").nth(1)?;
+    Some(rest.split("/s").next()?.to_string())
+}
+
+#[test]
+fn several_pids_each_under_its_own_pid_filtered_and_one_exiting() {
+    let test = "several_pids_each_under_its_own_pid_filtered_and_one_exiting";
+    if !bpf_and_tmux_or_skip(test) {
+        return;
+    }
+    let _s = serial();
+    let args = [
+        "--threads",
+        "1",
+        "--greenlets",
+        "3",
+        "--forever",
+        "--pace",
+        "2000",
+    ];
+    let mut a = target(&args);
+    let b = target(&args);
+    let (pa, pb) = (a.pid().to_string(), b.pid().to_string());
+    let cmd = format!(
+        "{} -p {pa},{pb} -d 0.3 --hit-cost-ns 500; echo GLTOP_EXIT=$?; sleep 60",
+        env!("CARGO_BIN_EXE_gltop"),
+    );
+    let tmux = Tmux::start_sized("many", &cmd, 140, 50);
+    let long = Duration::from_secs(60);
+    // Both workloads' rows, each under its own PID, and the PID column.
+    let both: BTreeSet<String> = [pa.clone(), pb.clone()].into();
+    let header = [
+        format!("pids {pa},{pb}"),
+        "processes 2 watched, 0 exited".into(),
+        "showing all".into(),
+    ];
+    let screen = tmux.wait_for("rows of both processes", long, |s| {
+        row_pids(s).is_superset(&both) && header.iter().all(|h| s.contains(h.as_str()))
+    });
+    assert!(
+        screen.lines().any(|l| l.trim_start().starts_with("PID")),
+        "a PID column:\n{screen}"
+    );
+    // `p` shows the first process only, then the second, then both again.
+    let mut order = [pa.clone(), pb.clone()];
+    order.sort_by_key(|p| p.parse::<i32>().expect("a PID"));
+    for pid in &order {
+        tmux.keys(&["p"]);
+        let want = format!("showing pid {pid}");
+        let only: BTreeSet<String> = [pid.clone()].into();
+        tmux.wait_for(&want, long, |s| s.contains(&want) && row_pids(s) == only);
+    }
+    tmux.keys(&["p"]);
+    tmux.wait_for("both again", long, |s| {
+        s.contains("showing all") && row_pids(s).is_superset(&both)
+    });
+    // Every dead greenlet stays listed, then the first workload ends: its rows stay, marked
+    // exited, and the second goes on switching.
+    tmux.keys(&["d"]);
+    tmux.wait_for("dead: all", long, |s| s.contains("dead: all"));
+    a.signal(Signal::SIGTERM);
+    let st = a
+        .wait_for(Duration::from_secs(30))
+        .expect("workload A ended");
+    assert!(st.success(), "workload A: {}", a.stderr_text());
+    tmux.wait_for("A exited, B switching", long, |s| {
+        s.contains("processes 2 watched, 1 exited")
+            && s.contains(&format!("{pa}†"))
+            && switch_rate(s).is_some_and(|r| r != "0" && r != "-")
+    });
+    // Shown alone, A's rows are all marked exited; B's are live, unmarked. (A capture can
+    // fall in the middle of a redraw: each is waited for until the whole screen agrees.)
+    for pid in &order {
+        tmux.keys(&["p"]);
+        let want = format!("showing pid {pid}");
+        if *pid == pa {
+            let marked: BTreeSet<String> = [format!("{pa}†")].into();
+            tmux.wait_for("A's rows alone, marked exited", long, |s| {
+                s.contains(&want) && row_pids(s) == marked
+            });
+        } else {
+            let live: BTreeSet<String> = [pb.clone()].into();
+            tmux.wait_for("B's rows alone, live", long, |s| {
+                s.contains(&want)
+                    && row_pids(s) == live
+                    && s.lines().any(|l| {
+                        l.split_whitespace().next() == Some(pb.as_str())
+                            && (l.contains("running") || l.contains("suspended"))
+                    })
+            });
+        }
+    }
+    // The last one ends: so does the view, with a line for each.
+    b.signal(Signal::SIGTERM);
+    let screen = tmux.wait_for("gltop's end", long, |s| s.contains("GLTOP_EXIT="));
+    for pid in [&pa, &pb] {
+        let line = format!("gltop: process {pid} (workload) exited");
+        assert!(screen.contains(&line), "{line:?}:\n{screen}");
+    }
+    assert!(screen.contains("GLTOP_EXIT=0"), "{screen}");
+}
+
+#[test]
+fn exe_in_the_live_view_adds_a_process_started_later() {
+    let test = "exe_in_the_live_view_adds_a_process_started_later";
+    if !bpf_and_tmux_or_skip(test) {
+        return;
+    }
+    let _s = serial();
+    let args = [
+        "--threads",
+        "1",
+        "--greenlets",
+        "3",
+        "--forever",
+        "--pace",
+        "2000",
+    ];
+    let a = target(&args);
+    let pa = a.pid().to_string();
+    let cmd = format!(
+        "{} --exe {} -d 0.3 --hit-cost-ns 500; sleep 60",
+        env!("CARGO_BIN_EXE_gltop"),
+        workload::workload_bin().display(),
+    );
+    let tmux = Tmux::start_sized("many-exe", &cmd, 140, 50);
+    let long = Duration::from_secs(60);
+    let only: BTreeSet<String> = [pa.clone()].into();
+    tmux.wait_for("the first process's rows", long, |s| row_pids(s) == only);
+    // A process started after gltop: found by the next scan, its rows join the table.
+    let b = target(&args);
+    let pb = b.pid().to_string();
+    let both: BTreeSet<String> = [pa.clone(), pb.clone()].into();
+    let screen = tmux.wait_for("both processes' rows", long, |s| {
+        row_pids(s).is_superset(&both) && s.contains("processes 2 watched, 0 exited")
+    });
+    assert!(
+        screen.lines().any(|l| l.trim_start().starts_with("PID")),
+        "{screen}"
+    );
+    drop((a, b));
+}
