@@ -207,6 +207,37 @@ def scale(quick):
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
+def python(quick):
+    """What watching costs a Python greenlet switch loop, side by side in one run each:
+    exact gltop beside greenlet.settrace with a no-op function (gltop/benches/python/run.sh),
+    and the sampled mode at 99, 999 and 10,000 Hz (gltop/examples/pysample_cost.rs). Needs
+    root for BPF and python3 with greenlet."""
+    if os.geteuid() != 0:
+        log("python: skipped (attaching BPF programs needs root)")
+        return None
+    log("python: gltop on a Python greenlet switch loop, exact (beside settrace) and sampled")
+    proc = run(["cargo", "build", "-q", "--release", "-p", "gltop", "--bin", "gltop",
+                "--example", "pysample_cost"], capture=False)
+    if proc.returncode != 0:
+        fail("cargo build of gltop and pysample_cost failed")
+    exact = run(["bash", os.path.join(ROOT, "gltop", "benches", "python", "run.sh")]
+                + (["--switches", "200000"] if quick else []))
+    if exact.returncode != 0:
+        fail("gltop/benches/python/run.sh failed: " + exact.stderr.strip()[-400:])
+    sampled = run([os.path.join(TARGET, "release", "examples", "pysample_cost"),
+                   "--rounds", "2" if quick else "5"])
+    if sampled.returncode != 0:
+        fail("pysample_cost failed: " + sampled.stderr.strip()[-400:])
+    return {"exact": exact.stdout.rstrip().splitlines(),
+            "sampled": sampled.stdout.rstrip().splitlines()}
+
+
+def render_python(p):
+    return "\n".join(["", "What watching costs a Python greenlet switch (exact gltop beside "
+                      "greenlet.settrace, then the sampled mode):"] + p["exact"] + [""]
+                     + p["sampled"])
+
+
 def render_scale(s):
     lines = ["", f"gltop's own cost, gltop --listen -d 1 ({s['seconds']:.0f} s window, targets "
              f"switching {s['rate']:,}/s in all; goal: <= {MAX_SCALE_CPU_PCT}% of a core with "
@@ -395,9 +426,10 @@ def main():
     ap.add_argument("--json", action="store_true", help="print the JSON report, not the table")
     ap.add_argument("--strict", action="store_true", help="exit 1 when a target is missed")
     ap.add_argument("--skip", nargs="*", default=[],
-                    choices=["criterion", "callgrind", "live", "peer", "tracer", "scale"])
+                    choices=["criterion", "callgrind", "live", "peer", "tracer", "scale",
+                             "python"])
     args = ap.parse_args()
-    steps = [s for s in ("criterion", "callgrind", "live", "peer", "tracer", "scale")
+    steps = [s for s in ("criterion", "callgrind", "live", "peer", "tracer", "scale", "python")
              if s not in args.skip]
     if "callgrind" in steps and subprocess.run(["which", "valgrind"],
                                                capture_output=True).returncode != 0:
@@ -419,6 +451,8 @@ def main():
         results["tracer"] = tracer(args.quick)
     if "scale" in steps:
         results["scale"] = scale(args.quick)
+    if "python" in steps:
+        results["python"] = python(args.quick)
     rows = table_rows(results)
     results["table"] = [{"case": c, "ours": o, "peer": p, "ratio": r, "target": t, "met": met}
                         for c, o, p, r, t, met in rows]
@@ -433,6 +467,8 @@ def main():
             print(render_tracer(results["tracer"]))
         if results.get("scale"):
             print(render_scale(results["scale"]))
+        if results.get("python"):
+            print(render_python(results["python"]))
         print(f"(all figures: {os.path.relpath(out, ROOT)})")
     missed = [r[0] for r in rows if r[5] is False]
     if missed:
