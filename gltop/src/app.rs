@@ -555,6 +555,9 @@ pub struct App {
     pub detector: Option<DetectorCost>,
     /// The table shows only this process's greenlets (`p` cycles; None: every process).
     pub pid_filter: Option<i32>,
+    /// Several processes: the exited ones whose rows left the view (`--keep-exited`,
+    /// `--max-exited`); their counts stay in the totals.
+    pub released_processes: u64,
 }
 
 /// Ended blocking episodes the live view keeps.
@@ -740,6 +743,7 @@ impl App {
             episode_selected: 0,
             detector: None,
             pid_filter: None,
+            released_processes: 0,
         };
         app.count_threads();
         app.rebuild();
@@ -898,6 +902,11 @@ impl App {
             .filter(|p| p.exited)
             .map(|p| p.pid)
             .collect();
+        let listed: BTreeSet<i32> = self.cur.processes.iter().map(|p| p.pid).collect();
+        // Several processes: a dead greenlet the view keeps may be of a process that left
+        // the view (exited, and kept long enough).
+        let gone =
+            |pid: i32| exited.contains(&pid) || (self.target.several && !listed.contains(&pid));
         let mut rows: Vec<Row> = self
             .cur
             .greenlets
@@ -910,7 +919,7 @@ impl App {
                 max_slice_ns: g.max_slice_at(at),
                 g: g.clone(),
                 s: None,
-                exited: exited.contains(&g.pid),
+                exited: gone(g.pid),
             })
             .collect();
         sort_rows(&mut rows, &self.columns, self.sort);

@@ -52,6 +52,19 @@ pub struct Args {
     #[arg(long, value_name = "PATH", conflicts_with_all = ["follow", "sample"])]
     pub exe: Option<std::path::PathBuf>,
 
+    /// Several processes (-p A,B, --exe): how long one that exited stays, one by one, in the
+    /// live view (its rows, marked PID†) and in the metrics (its --per-pid series and its
+    /// gltop_target_info); then only its process name's series keep its counts.
+    #[arg(long, value_name = "SECONDS", default_value = "60", value_parser = parse_keep,
+          allow_negative_numbers = true)]
+    pub keep_exited: f64,
+
+    /// Several processes: at most this many exited ones are kept, one by one (the oldest
+    /// exits go first); the live view's header says how many went.
+    #[arg(long, value_name = "N", default_value_t = 64, value_parser = parse_max_exited,
+          allow_negative_numbers = true)]
+    pub max_exited: usize,
+
     /// Refresh interval in seconds.
     #[arg(short = 'd', long = "delay", value_name = "SECONDS", default_value = "1",
           value_parser = parse_seconds, allow_negative_numbers = true)]
@@ -319,6 +332,31 @@ fn parse_max_dead(s: &str) -> Result<usize, String> {
         _ => Err(format!(
             "a number of dead greenlets is an integer in 0..={}",
             Capacities::MAX
+        )),
+    }
+}
+
+/// The longest `--keep-exited`: a day.
+const MAX_KEEP_SECONDS: f64 = 86400.0;
+
+fn parse_keep(s: &str) -> Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(v) if v.is_finite() && (0.0..=MAX_KEEP_SECONDS).contains(&v) => Ok(v),
+        Ok(_) => Err(format!(
+            "a time to keep exited processes is a number of seconds in 0..={MAX_KEEP_SECONDS}"
+        )),
+        Err(_) => Err("not a number of seconds".into()),
+    }
+}
+
+/// The largest `--max-exited`.
+const MAX_EXITED: usize = 100_000;
+
+fn parse_max_exited(s: &str) -> Result<usize, String> {
+    match s.parse::<usize>() {
+        Ok(n) if n <= MAX_EXITED => Ok(n),
+        _ => Err(format!(
+            "a number of exited processes is an integer in 0..={MAX_EXITED}"
         )),
     }
 }

@@ -691,27 +691,33 @@ pub fn run_many_json(args: &Args) -> Result<End, Failure> {
 
 /// One process of a multi-process live view.
 struct TuiWatched {
-    session: Session,
-    /// Its last snapshot once it exited (frozen), else `None`.
-    last: Option<Snapshot>,
+    process: Process,
+    /// Its session while it runs (dropped at its exit, with its BPF objects).
+    session: Option<Session>,
+    /// Its last snapshot once it exited (frozen), and when its exit was seen.
+    last: Option<(Snapshot, Instant)>,
 }
 
 /// The live view of several `-p` or of `--exe`: a session per process, their snapshots
 /// merged into one model (greenlets keyed by PID and id, a PID column). A process that
-/// exits keeps its last rows, marked exited, and the others go on; one that `--exe` meets
-/// later joins at the next refresh. Ends at `q` or a signal, after `--iterations`
-/// refreshes, or (without `--exe`) once every process has exited. No blocking detector.
+/// exits keeps its last rows, marked exited, for `--keep-exited` seconds and among the last
+/// `--max-exited` exits; then its rows go and its counts stay in the totals (the header
+/// counts the processes that went). One that `--exe` meets later joins at the next refresh.
+/// Ends at `q` or a signal, after `--iterations` refreshes, or (without `--exe`) once every
+/// process has exited. No blocking detector.
 pub fn run_many_tui(args: &Args) -> Result<End, Failure> {
     if std::env::var_os("GLTOP_DEBUG").is_none() {
         libbpf_rs::set_print(None);
     }
     let mut signals = Signals::block()?;
     let mut discovery = crate::export::Discovery::new(args)?;
+    let retention = crate::export::Retention::of(args);
     let mut watched: Vec<TuiWatched> = Vec::new();
     let attach = |p: &Process, later: bool, watched: &mut Vec<TuiWatched>| {
         if let Some((session, _)) = crate::export::attach(args, p, later, false)? {
             watched.push(TuiWatched {
-                session,
+                process: session.process().clone(),
+                session: Some(session),
                 last: None,
             });
         }
@@ -733,25 +739,35 @@ pub fn run_many_tui(args: &Args) -> Result<End, Failure> {
             attach(&p, true, &mut watched)?;
         }
     }
+    let first_session = watched[0].session.as_ref().expect("attached just now");
     let per_hit_ns = match args.hit_cost_ns {
         Some(ns) => Some(ns),
-        None => calibrate::per_hit_ns_of(&watched[0].session),
+        None => calibrate::per_hit_ns_of(first_session),
     };
     eprintln!(
         "gltop: no blocking detection: the live view of several processes runs the probes only"
     );
+    let mut target = Target::of(first_session);
+    // The totals of the exited processes no longer shown: the header's counts never go
+    // back when one goes.
+    let mut released = Snapshot::default();
+    let mut released_count = 0u64;
     // Reads every process: a live one's snapshot, an exited one's last (read once more
-    // when its exit is first seen, then frozen).
-    let read = |watched: &mut Vec<TuiWatched>| -> Result<Snapshot, Failure> {
-        let mut parts = Vec::with_capacity(watched.len());
+    // when its exit is first seen, then frozen, and its session dropped); then drops the
+    // exited ones kept long enough.
+    let mut read = |watched: &mut Vec<TuiWatched>| -> Result<(Snapshot, u64), Failure> {
+        let mut parts = Vec::with_capacity(watched.len() + 1);
         for w in watched.iter_mut() {
-            match &w.last {
-                Some(last) => parts.push(last.clone()),
-                None if w.session.process().is_alive() => parts.push(w.session.snapshot()?),
-                None => {
-                    let snap = w.session.snapshot()?;
-                    w.last = Some(crate::app::frozen(snap.clone()));
-                    let mut snap = snap;
+            match (&w.last, &mut w.session) {
+                (Some((last, _)), _) => parts.push(last.clone()),
+                (None, Some(session)) if w.process.is_alive() => parts.push(session.snapshot()?),
+                (None, session) => {
+                    let mut snap = match session.as_mut() {
+                        Some(s) => s.snapshot()?,
+                        None => Snapshot::default(),
+                    };
+                    *session = None;
+                    w.last = Some((crate::app::frozen(snap.clone()), Instant::now()));
                     for p in &mut snap.processes {
                         p.exited = true;
                     }
@@ -759,13 +775,45 @@ pub fn run_many_tui(args: &Args) -> Result<End, Failure> {
                 }
             }
         }
-        Ok(crate::app::merge(monotonic_ns(), parts))
+        let at: Vec<Option<Instant>> = watched
+            .iter()
+            .map(|w| w.last.as_ref().map(|l| l.1))
+            .collect();
+        let expired = retention.expired(&at, Instant::now());
+        let mut i = 0;
+        let mut kept = Vec::with_capacity(parts.len() + 1);
+        for part in parts {
+            if expired[i] {
+                let only = Snapshot {
+                    totals: part.totals,
+                    ..Snapshot::default()
+                };
+                released = crate::app::merge(0, [std::mem::take(&mut released), only]);
+                released_count += 1;
+            } else {
+                kept.push(part);
+            }
+            i += 1;
+        }
+        let mut i = 0;
+        watched.retain(|_| {
+            i += 1;
+            !expired[i - 1]
+        });
+        kept.push(released.clone());
+        Ok((crate::app::merge(monotonic_ns(), kept), released_count))
     };
-    let first = read(&mut watched)?;
+    let (first, _) = read(&mut watched)?;
     let first_read_ns = monotonic_ns();
-    let mut target = Target::of(&watched[0].session);
     target.several = true;
-    target.sites = watched.iter().map(|w| w.session.sites()).sum();
+    let sites = |watched: &[TuiWatched]| {
+        watched
+            .iter()
+            .filter_map(|w| w.session.as_ref())
+            .map(|s| s.sites())
+            .sum()
+    };
+    target.sites = sites(&watched);
     let mut app = App::new(
         target,
         per_hit_ns,
@@ -785,8 +833,9 @@ pub fn run_many_tui(args: &Args) -> Result<End, Failure> {
             for p in discovery.poll(&[])? {
                 attach(&p, true, &mut watched)?;
             }
-            let snap = read(&mut watched)?;
-            app.target.sites = watched.iter().map(|w| w.session.sites()).sum();
+            let (snap, released) = read(&mut watched)?;
+            app.target.sites = sites(&watched);
+            app.released_processes = released;
             app.update(snap, monotonic_ns());
             let all_exited = watched.iter().all(|w| w.last.is_some());
             Ok((all_exited && !discovery.open_ended()).then_some(End::Done))
@@ -795,7 +844,13 @@ pub fn run_many_tui(args: &Args) -> Result<End, Failure> {
     );
     // Once the terminal is restored: which processes exited meanwhile.
     for w in watched.borrow().iter().filter(|w| w.last.is_some()) {
-        crate::report_exit(w.session.process());
+        crate::report_exit(&w.process);
+    }
+    if app.released_processes > 0 {
+        eprintln!(
+            "gltop: {} more processes exited and left the view (--keep-exited {}, --max-exited {})",
+            app.released_processes, args.keep_exited, args.max_exited
+        );
     }
     end
 }

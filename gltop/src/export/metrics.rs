@@ -316,37 +316,110 @@ fn add_totals(a: &mut Totals, b: &Totals) {
     a.thread_failures += b.thread_failures;
 }
 
-/// The targets summed by label set: `process`, and `pid` with `per_pid`.
-fn groups(targets: &[Target], labelling: Labelling) -> BTreeMap<Labels, Group> {
-    let mut out: BTreeMap<Labels, Group> = BTreeMap::new();
-    for t in targets {
-        let mut labels = vec![("process", t.process.clone())];
-        if labelling.per_pid {
-            labels.push(("pid", t.pid.to_string()));
-        }
-        let g = out.entry(labels).or_default();
-        add_totals(&mut g.totals, &t.totals);
-        g.live += t.live;
+impl Group {
+    /// Adds `t`'s counts.
+    fn add_target(&mut self, t: &Target) {
+        add_totals(&mut self.totals, &t.totals);
+        self.live += t.live;
         let (hist, sum) = t.slices();
-        for (a, b) in g.hist.iter_mut().zip(hist) {
+        for (a, b) in self.hist.iter_mut().zip(hist) {
             *a += b;
         }
-        g.on_cpu_ns += sum;
+        self.on_cpu_ns += sum;
         if let Some(r) = t.tracing_cpu_ratio() {
-            *g.cpu_ratio.get_or_insert(0.0) += r;
+            *self.cpu_ratio.get_or_insert(0.0) += r;
         }
         if let Some(b) = &t.blocking {
-            let s = g.blocking.get_or_insert((0, 0));
+            let s = self.blocking.get_or_insert((0, 0));
             s.0 += b.episodes();
             s.1 += b.ns();
         }
         if let Some(names) = &t.names {
             for (name, c) in names.counts() {
-                let s = g.names.entry(name.clone()).or_default();
+                let s = self.names.entry(name.clone()).or_default();
                 s.switches += c.switches;
                 s.on_cpu_ns += c.on_cpu_ns;
             }
         }
+    }
+
+    /// Adds the counters of `other` (the processes released under one name): not its gauges.
+    fn add_counters(&mut self, other: &Group) {
+        add_totals(&mut self.totals, &other.totals);
+        for (a, b) in self.hist.iter_mut().zip(other.hist) {
+            *a += b;
+        }
+        self.on_cpu_ns += other.on_cpu_ns;
+        if let Some((n, ns)) = other.blocking {
+            let s = self.blocking.get_or_insert((0, 0));
+            s.0 += n;
+            s.1 += ns;
+        }
+        for (name, c) in &other.names {
+            let s = self.names.entry(name.clone()).or_default();
+            s.switches += c.switches;
+            s.on_cpu_ns += c.on_cpu_ns;
+        }
+    }
+}
+
+/// The final counts of the exited processes the exporter no longer keeps one by one (see
+/// [`Exported::release`]), summed per process name: every counter of the `process` label
+/// set goes on from where those processes left it, so it never goes back when one of them
+/// is dropped.
+#[derive(Clone, Debug, Default)]
+pub struct Released {
+    by_process: BTreeMap<String, Group>,
+    /// Processes released so far.
+    pub count: u64,
+}
+
+impl Released {
+    /// Folds exited target `t` in: its counters under its process name; its greenlet names
+    /// keep their series while the name's released series hold fewer than `names` of them,
+    /// the rest go under [`OTHER_NAMES`].
+    fn fold(&mut self, t: &Target, names: usize) {
+        let g = self.by_process.entry(t.process.clone()).or_default();
+        let mut one = Group::default();
+        one.add_target(t);
+        one.live = 0;
+        one.cpu_ratio = None;
+        let named = std::mem::take(&mut one.names);
+        g.add_counters(&one);
+        for (name, c) in named {
+            let tracked = g.names.len() - usize::from(g.names.contains_key(OTHER_NAMES));
+            let key = if g.names.contains_key(&name) || (name != OTHER_NAMES && tracked < names) {
+                name
+            } else {
+                OTHER_NAMES.to_string()
+            };
+            let s = g.names.entry(key).or_default();
+            s.switches += c.switches;
+            s.on_cpu_ns += c.on_cpu_ns;
+        }
+        self.count += 1;
+    }
+}
+
+/// The targets summed by label set: `process`, and `pid` with `per_pid`; the released
+/// processes' counts go under their `process` label alone.
+fn groups(
+    targets: &[Target],
+    released: &Released,
+    labelling: Labelling,
+) -> BTreeMap<Labels, Group> {
+    let mut out: BTreeMap<Labels, Group> = BTreeMap::new();
+    for (process, g) in &released.by_process {
+        out.entry(vec![("process", process.clone())])
+            .or_default()
+            .add_counters(g);
+    }
+    for t in targets {
+        let mut labels = vec![("process", t.process.clone())];
+        if labelling.per_pid {
+            labels.push(("pid", t.pid.to_string()));
+        }
+        out.entry(labels).or_default().add_target(t);
     }
     out
 }
@@ -386,6 +459,18 @@ pub struct Exported {
     pub labelling: Labelling,
     /// gltop's refreshes of every watched process (each interval, and each scrape).
     pub refreshes: Refreshes,
+    /// The exited processes dropped from `targets`, their counts summed per process name.
+    pub released: Released,
+}
+
+impl Exported {
+    /// Drops exited target `i` (the next ones move down by one) after folding its final
+    /// counts into [`Released`]: its per-pid series and its `gltop_target_info` go, the
+    /// series of its process name keep its counts.
+    pub fn release(&mut self, i: usize) {
+        let t = self.targets.remove(i);
+        self.released.fold(&t, self.labelling.names);
+    }
 }
 
 /// How long gltop's refreshes took: each reads every watched process's kernel maps.
@@ -443,7 +528,7 @@ fn gauge<'a, V: prometheus_client::encoding::EncodeGaugeValue + 'a>(
 impl Collector for ExportCollector {
     fn encode(&self, mut enc: DescriptorEncoder) -> std::fmt::Result {
         let st = self.0.lock().unwrap_or_else(|p| p.into_inner());
-        let groups = groups(&st.targets, st.labelling);
+        let groups = groups(&st.targets, &st.released, st.labelling);
         let each = |f: fn(&Group) -> u64| groups.iter().map(move |(l, g)| (l, f(g)));
 
         counter(
@@ -605,6 +690,25 @@ impl Collector for ExportCollector {
             )?;
             m.encode_family(&none)?
                 .encode_gauge(&(r.max_ns as f64 * 1e-9))?;
+        }
+        {
+            let exited = st.targets.iter().filter(|t| t.exited).count();
+            let state = |s: &str| vec![("state", s.to_string())];
+            let (running, gone) = (state("running"), state("exited"));
+            gauge(
+                &mut enc,
+                "gltop_watched_processes",
+                "Processes gltop watches (running) and exited ones it still exports one by one (exited, at most --max-exited, each for --keep-exited seconds).",
+                [(&running, (st.targets.len() - exited) as i64), (&gone, exited as i64)],
+            )?;
+            let none: Labels = Vec::new();
+            counter(
+                &mut enc,
+                "gltop_released_processes",
+                "Exited processes dropped from the per-process data (their counts stay in their process name's series).",
+                None,
+                [(&none, st.released.count)],
+            )?;
         }
         {
             let mut m = enc.encode_descriptor(
@@ -793,6 +897,7 @@ mod tests {
                 targets: vec![mk(1, 5), mk(2, 7)],
                 labelling: Labelling::default(),
                 refreshes: Refreshes::default(),
+                released: Released::default(),
             },
             true,
         );
@@ -822,6 +927,7 @@ mod tests {
                     names: 0,
                 },
                 refreshes: Refreshes::default(),
+                released: Released::default(),
             },
             false,
         );
@@ -831,5 +937,102 @@ mod tests {
         );
         assert!(text.contains("# TYPE gltop_target_info gauge\n"), "{text}");
         assert!(!text.contains("# EOF"), "{text}");
+    }
+
+    /// The series of `metric` in `text`: labels as written -> value.
+    fn series(text: &str, metric: &str) -> BTreeMap<String, f64> {
+        text.lines()
+            .filter_map(|l| l.strip_prefix(metric))
+            .filter_map(|l| l.strip_prefix('{'))
+            .map(|l| {
+                let (labels, v) = l.rsplit_once("} ").unwrap();
+                (labels.to_string(), v.parse().unwrap())
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_released_process_leaves_its_counts_to_its_name_and_its_pid_series_go() {
+        let mk = |pid, process: &str, sw, names: &[(&str, u64)]| {
+            let mut t = Target::new(pid, process.into(), "/w".into(), "greenlet", Some(100.0), 2);
+            let gs = names
+                .iter()
+                .enumerate()
+                .map(|(i, &(n, s))| greenlet(i as u64 + 2, n, false, s, &[(4, 1)]))
+                .collect();
+            t.absorb(&snap(0, sw, gs), 1);
+            t.blocking = Some(Blocking::default());
+            t.blocking.as_mut().unwrap().absorb(&[]);
+            t
+        };
+        for per_pid in [false, true] {
+            let mut st = Exported {
+                targets: vec![
+                    mk(1, "w", 5, &[("a", 3), ("b", 2)]),
+                    mk(2, "w", 7, &[("c", 4), ("a", 1)]),
+                    mk(3, "x", 11, &[]),
+                ],
+                labelling: Labelling { per_pid, names: 2 },
+                ..Exported::default()
+            };
+            let before = encoded_ref(&st);
+            let sum = |text: &str, m: &str, process: &str| -> f64 {
+                series(text, m)
+                    .iter()
+                    .filter(|(l, _)| l.starts_with(&format!("process=\"{process}\"")))
+                    .map(|(_, v)| v)
+                    .sum()
+            };
+            assert_eq!(sum(&before, "greenlet_switches_total", "w"), 12.0);
+            st.targets[0].mark_exited();
+            st.targets[1].mark_exited();
+            st.release(1);
+            st.release(0);
+            assert_eq!(st.targets.len(), 1);
+            assert_eq!(st.released.count, 2);
+            let after = encoded_ref(&st);
+            for m in [
+                "greenlet_switches_total",
+                "greenlet_slice_seconds_count",
+                "greenlet_blocking_episodes_total",
+            ] {
+                assert_eq!(sum(&after, m, "w"), sum(&before, m, "w"), "{m}: {after}");
+            }
+            assert_eq!(sum(&after, "greenlet_switches_total", "x"), 11.0);
+            // Names: a (3 + 1) and c kept their series (the bound is 2), b went to _other.
+            let named = series(&after, "greenlet_named_switches_total");
+            assert_eq!(named["process=\"w\",greenlet=\"a\""], 4.0, "{after}");
+            assert_eq!(named["process=\"w\",greenlet=\"c\""], 4.0, "{after}");
+            assert_eq!(named["process=\"w\",greenlet=\"_other\""], 2.0, "{after}");
+            assert!(
+                !after.contains("pid=\"1\"") && !after.contains("pid=\"2\""),
+                "{after}"
+            );
+            assert!(
+                after.contains("greenlet_switches_total{process=\"w\"} 12\n"),
+                "{after}"
+            );
+            if per_pid {
+                assert!(after.contains("greenlet_switches_total{process=\"x\",pid=\"3\"} 11\n"));
+            }
+            assert!(
+                after.contains("gltop_released_processes_total 2\n"),
+                "{after}"
+            );
+            assert!(after.contains("gltop_watched_processes{state=\"running\"} 1\n"));
+            assert!(after.contains("gltop_watched_processes{state=\"exited\"} 0\n"));
+        }
+    }
+
+    fn encoded_ref(st: &Exported) -> String {
+        encoded(
+            Exported {
+                targets: st.targets.clone(),
+                labelling: st.labelling,
+                refreshes: st.refreshes,
+                released: st.released.clone(),
+            },
+            false,
+        )
     }
 }

@@ -52,14 +52,59 @@ struct Watched {
     sampler: Option<Sampler>,
     process: Process,
     index: usize,
+    /// When its exit was seen.
+    exited_at: Option<Instant>,
+}
+
+/// How long exited processes stay, one by one, in what gltop shows (`--keep-exited`,
+/// `--max-exited`): each for `keep`, and at most `max` of them (the oldest exits go first).
+/// A prefork server that recycles its workers would grow gltop without end otherwise.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Retention {
+    pub keep: Duration,
+    pub max: usize,
+}
+
+impl Retention {
+    pub(crate) fn of(args: &Args) -> Retention {
+        Retention {
+            keep: Duration::from_secs_f64(args.keep_exited),
+            max: args.max_exited,
+        }
+    }
+
+    /// Which of the processes whose exits were seen at `exited_at` (`None`: running) go at
+    /// `now`: those kept `keep` already, then the oldest exits past `max`.
+    pub(crate) fn expired(&self, exited_at: &[Option<Instant>], now: Instant) -> Vec<bool> {
+        let mut out: Vec<bool> = exited_at
+            .iter()
+            .map(|t| t.is_some_and(|t| now.saturating_duration_since(t) >= self.keep))
+            .collect();
+        let mut kept: Vec<(Instant, usize)> = exited_at
+            .iter()
+            .enumerate()
+            .filter_map(|(i, t)| t.filter(|_| !out[i]).map(|t| (t, i)))
+            .collect();
+        if kept.len() > self.max {
+            kept.sort();
+            for &(_, i) in &kept[..kept.len() - self.max] {
+                out[i] = true;
+            }
+        }
+        out
+    }
 }
 
 /// The processes to watch: those of `-p`, and with `--exe` those that run the file, looked
 /// for every [`SCAN`].
 pub(crate) struct Discovery {
     exe: Option<(u64, u64)>,
-    /// Every process met so far (PID, start time), attached or not: none is tried twice.
+    /// The processes met (PID, start time), attached or not: none is tried twice. Those
+    /// that no longer run the file are forgotten at each scan (the set stays as large as
+    /// the number of processes running it).
     met: HashSet<(i32, u64)>,
+    /// The `-p` processes were looked up.
+    started: bool,
     next_scan: Instant,
 }
 
@@ -77,6 +122,7 @@ impl Discovery {
         Ok(Discovery {
             exe,
             met: HashSet::new(),
+            started: false,
             next_scan: Instant::now(),
         })
     }
@@ -90,7 +136,8 @@ impl Discovery {
     /// and, every [`SCAN`], those of `--exe` not met yet.
     pub(crate) fn poll(&mut self, pids: &[i32]) -> Result<Vec<Process>, Failure> {
         let mut out = Vec::new();
-        if self.met.is_empty() {
+        if !self.started {
+            self.started = true;
             for &pid in pids {
                 let p = Process::find(pid)?;
                 self.met.insert((p.pid, p.start_ticks));
@@ -105,13 +152,18 @@ impl Discovery {
             return Ok(out);
         }
         self.next_scan = now + SCAN;
-        for pid in process::running_exe(id) {
+        let running = process::running_exe(id);
+        for &pid in &running {
             // Gone meanwhile: nothing to watch.
             let Ok(p) = Process::find(pid) else { continue };
             if p.exe_id == id && self.met.insert((p.pid, p.start_ticks)) {
                 out.push(p);
             }
         }
+        // A process no longer running the file is never met again as it was (a reused PID
+        // has another start time).
+        let running: HashSet<i32> = running.into_iter().collect();
+        self.met.retain(|(pid, _)| running.contains(pid));
         Ok(out)
     }
 
@@ -202,6 +254,7 @@ pub fn run(args: &Args, addr: SocketAddr) -> Result<End, Failure> {
         targets: Vec::new(),
         labelling,
         refreshes: Default::default(),
+        released: Default::default(),
     }));
     let mut registry = Registry::default();
     registry.register_collector(Box::new(ExportCollector(exported.clone())));
@@ -228,6 +281,7 @@ pub fn run(args: &Args, addr: SocketAddr) -> Result<End, Failure> {
     );
 
     let interval = Duration::from_secs_f64(args.delay);
+    let retention = Retention::of(args);
     let mut next = Instant::now() + interval;
     loop {
         if signals.pending() {
@@ -254,8 +308,10 @@ pub fn run(args: &Args, addr: SocketAddr) -> Result<End, Failure> {
             st.targets[w.index].mark_exited();
             w.session = None;
             w.sampler = None;
+            w.exited_at = Some(Instant::now());
             crate::report_exit(&w.process);
         }
+        release_expired(&mut watched, &exported, retention);
         if !discovery.open_ended() && watched.iter().all(|w| w.session.is_none()) {
             return Ok(End::Done);
         }
@@ -348,11 +404,31 @@ fn add(
         sampler,
         process: p,
         index: st.targets.len() - 1,
+        exited_at: None,
     };
     // The first snapshot: the rate window starts.
     refresh(&mut w, &mut st, window)?;
     watched.push(w);
     Ok(())
+}
+
+/// Drops the exited processes `retention` no longer keeps: their watch, and their target
+/// once its counts are folded into its process name's ([`Exported::release`]).
+fn release_expired(watched: &mut Vec<Watched>, exported: &Mutex<Exported>, retention: Retention) {
+    let at: Vec<Option<Instant>> = watched.iter().map(|w| w.exited_at).collect();
+    let expired = retention.expired(&at, Instant::now());
+    if !expired.contains(&true) {
+        return;
+    }
+    let mut st = exported.lock().unwrap_or_else(|e| e.into_inner());
+    // From the last: a release moves the targets after it down by one.
+    for i in (0..watched.len()).rev().filter(|&i| expired[i]) {
+        st.release(watched[i].index);
+        watched.remove(i);
+    }
+    for (i, w) in watched.iter_mut().enumerate() {
+        w.index = i;
+    }
 }
 
 /// The probe-hit rate's window: the refresh interval.
@@ -431,4 +507,37 @@ fn answer(
     // A scraper that went away before its answer is its own business.
     let _ = request.respond(response);
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn exited_processes_go_after_keep_or_past_max_the_oldest_first() {
+        let t0 = Instant::now();
+        let s = |n: u64| Some(t0 + Duration::from_secs(n));
+        let r = Retention {
+            keep: Duration::from_secs(60),
+            max: 2,
+        };
+        let now = t0 + Duration::from_secs(100);
+        // Running ones never go; exits at 10 s (kept 90 s), 50, 70, 80 and 90 s.
+        let at = [None, s(70), s(10), s(90), None, s(50), s(80)];
+        assert_eq!(
+            r.expired(&at, now),
+            [false, true, true, false, false, true, false],
+            "10 and 50 kept 60 s already, 70 is the oldest of the three left past 2"
+        );
+        let r = Retention {
+            keep: Duration::ZERO,
+            max: 10,
+        };
+        assert_eq!(r.expired(&[None, s(100)], now), [false, true]);
+        let r = Retention {
+            keep: Duration::from_secs(600),
+            max: 0,
+        };
+        assert_eq!(r.expired(&[s(99), None], now), [true, false]);
+    }
 }

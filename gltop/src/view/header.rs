@@ -278,8 +278,9 @@ pub fn lines(app: &App, width: u16) -> Vec<Line<'static>> {
     ];
     // With --follow, the processes forked from the target: how many, and which have exited
     // (their greenlets stay in the table under their PID until they are forgotten).
+    // Several processes: those that exited and left the view (`--keep-exited`) are counted.
     let procs = &app.cur.processes;
-    if procs.len() > 1 {
+    if procs.len() > 1 || app.released_processes > 0 {
         let exited = procs.iter().filter(|p| p.exited).count();
         let pids: Vec<String> = procs
             .iter()
@@ -287,11 +288,21 @@ pub fn lines(app: &App, width: u16) -> Vec<Line<'static>> {
             .map(|p| format!("{}{}", p.pid, if p.exited { "†" } else { "" }))
             .collect();
         let more = if procs.len() > 6 { " …" } else { "" };
-        second.push(vec![
+        let mut group = vec![
             "processes ".into(),
             bold(procs.len().to_string()),
             format!(" watched, {exited} exited ({}{more})", pids.join(" ")).into(),
-        ]);
+        ];
+        if app.released_processes > 0 {
+            group.push(
+                format!(
+                    ", {} more exited and left the view",
+                    count(app.released_processes)
+                )
+                .into(),
+            );
+        }
+        second.push(group);
     }
     // `p` shows one process's greenlets.
     if procs.len() > 1 || app.pid_filter.is_some() {
