@@ -47,8 +47,9 @@ pub struct Args {
     pub pids: Vec<i32>,
 
     /// Watch every process that runs the executable file PATH, those running now and those
-    /// started later (found within a quarter of a second); runs until a signal. --listen and
-    /// --json drop a process when it exits or execs; the live view keeps its rows, marked.
+    /// started later (found within a quarter of a second); runs until a signal. A process is
+    /// detached when it exits or execs; --json then drops it, --listen and the live view keep
+    /// it for --keep-exited.
     #[arg(long, value_name = "PATH", conflicts_with_all = ["follow", "sample"])]
     pub exe: Option<std::path::PathBuf>,
 
