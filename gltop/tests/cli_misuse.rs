@@ -303,6 +303,21 @@ fn gltop_flags() {
                 MAX_DEAD,
             ),
             (
+                "negative time to keep exited processes",
+                &["--keep-exited", "-1"],
+                "a time to keep exited processes is a number of seconds in 0..=86400",
+            ),
+            (
+                "non-numeric time to keep exited processes",
+                &["--keep-exited", "forever"],
+                "not a number of seconds",
+            ),
+            (
+                "exited processes kept above the maximum",
+                &["--max-exited", "100001"],
+                "a number of exited processes is an integer in 0..=100000",
+            ),
+            (
                 "unknown attach mode",
                 &["--attach", "kprobe"],
                 "invalid value 'kprobe' for '--attach <MODE>'",
