@@ -171,3 +171,106 @@ fn exe_in_the_live_view_adds_a_process_started_later() {
     );
     drop((a, b));
 }
+
+#[test]
+fn exe_in_the_live_view_lets_exited_processes_go_and_says_how_many() {
+    let test = "exe_in_the_live_view_lets_exited_processes_go_and_says_how_many";
+    if !bpf_and_tmux_or_skip(test) {
+        return;
+    }
+    let _s = serial();
+    let forever = [
+        "--threads",
+        "1",
+        "--greenlets",
+        "3",
+        "--forever",
+        "--pace",
+        "2000",
+    ];
+    let a = target(&forever);
+    let pa = a.pid().to_string();
+    let cmd = format!(
+        "{} --exe {} -d 0.3 --hit-cost-ns 500 --keep-exited 3 --max-exited 1; \
+         echo GLTOP_EXIT=$?; sleep 60",
+        env!("CARGO_BIN_EXE_gltop"),
+        workload::workload_bin().display(),
+    );
+    let tmux = Tmux::start_sized("many-keep", &cmd, 160, 50);
+    let long = Duration::from_secs(60);
+    let only: BTreeSet<String> = [pa.clone()].into();
+    tmux.wait_for("the first process's rows", long, |s| row_pids(s) == only);
+    tmux.keys(&["d"]);
+    tmux.wait_for("dead: all", long, |s| s.contains("dead: all"));
+    // Short-lived ones, each lingering until its stdin closes once gltop watches it: the
+    // probes A's session armed may let it start before gltop attached to it.
+    let short = [
+        "--threads",
+        "1",
+        "--greenlets",
+        "3",
+        "--duration",
+        "0.3",
+        "--linger",
+        "stdin",
+    ];
+    let mut p1 = target(&short);
+    let p1_pid = p1.pid().to_string();
+    // Shown alone (`p`: A, then the later PID), its rows; marked once it exited; then it
+    // leaves the view: the header counts it, its dead greenlets the view keeps stay marked,
+    // its other rows go.
+    tmux.wait_for("a second process", long, |s| {
+        s.contains("processes 2 watched, 0 exited")
+    });
+    let alone = format!("showing pid {p1_pid}");
+    for _ in 0..2 {
+        tmux.keys(&["p"]);
+    }
+    let live: BTreeSet<String> = [p1_pid.clone()].into();
+    tmux.wait_for("its rows alone", long, |s| {
+        s.contains(&alone) && row_pids(s) == live
+    });
+    drop(p1.child.stdin.take());
+    assert!(p1.wait("a short-lived workload", long).success());
+    let marked: BTreeSet<String> = [format!("{p1_pid}†")].into();
+    tmux.wait_for("its rows marked exited", long, |s| {
+        s.contains(&alone) && row_pids(s) == marked && s.contains("processes 2 watched, 1 exited")
+    });
+    tmux.wait_for("it left the view", long, |s| {
+        s.contains("processes 1 watched, 0 exited")
+            && s.contains("1 more exited and left the view")
+            && s.contains(&alone)
+            && row_pids(s).is_subset(&marked)
+    });
+    tmux.keys(&["p"]);
+    // One process left: `p` shows every row again (no "showing" then).
+    tmux.wait_for("all again", long, |s| {
+        !s.contains("showing pid") && row_pids(s).contains(&pa)
+    });
+    // Two more, one after the other: past --max-exited 1, the older goes at once.
+    for _ in 0..2 {
+        let mut p = target(&short);
+        tmux.wait_for("a second process", long, |s| {
+            s.contains("processes 2 watched, 0 exited")
+        });
+        drop(p.child.stdin.take());
+        assert!(p.wait("a short-lived workload", long).success());
+    }
+    let screen = tmux.wait_for("three went", long, |s| {
+        s.contains("processes 1 watched, 0 exited") && s.contains("3 more exited and left the view")
+    });
+    assert!(
+        row_pids(&screen)
+            .iter()
+            .all(|p| *p == pa || p.ends_with('†')),
+        "only the running process's rows unmarked:\n{screen}"
+    );
+    tmux.keys(&["q"]);
+    let screen = tmux.wait_for("gltop's end", long, |s| s.contains("GLTOP_EXIT="));
+    assert!(
+        screen.contains("gltop: 3 more processes exited and left the view"),
+        "{screen}"
+    );
+    assert!(screen.contains("GLTOP_EXIT=0"), "{screen}");
+    drop(a);
+}
