@@ -817,6 +817,17 @@ impl App {
             .find(|e| e.tid == tid && e.start_ns == start_ns)
     }
 
+    /// The display name of the greenlet of episode `e`, `?` if unknown.
+    pub fn episode_greenlet_name(&self, e: &Episode) -> String {
+        match &self.sample_cur {
+            Some(_) => self.greenlet_name(e.greenlet),
+            None => self.name_of(GreenletKey {
+                pid: e.pid,
+                id: e.greenlet,
+            }),
+        }
+    }
+
     /// The display name of greenlet `id` in either mode, `?` if unknown.
     pub fn greenlet_name(&self, id: u64) -> String {
         match &self.sample_cur {

@@ -694,17 +694,33 @@ struct TuiWatched {
     process: Process,
     /// Its session while it runs (dropped at its exit, with its BPF objects).
     session: Option<Session>,
+    /// Its blocking detector while it runs.
+    sampler: Option<Sampler>,
+    /// The detector's samples at its last read.
+    samples: u64,
     /// Its last snapshot once it exited (frozen), and when its exit was seen.
     last: Option<(Snapshot, Instant)>,
 }
 
-/// The live view of several `-p` or of `--exe`: a session per process, their snapshots
-/// merged into one model (greenlets keyed by PID and id, a PID column). A process that
-/// exits keeps its last rows, marked exited, for `--keep-exited` seconds and among the last
-/// `--max-exited` exits; then its rows go and its counts stay in the totals (the header
-/// counts the processes that went). One that `--exe` meets later joins at the next refresh.
-/// Ends at `q` or a signal, after `--iterations` refreshes, or (without `--exe`) once every
-/// process has exited. No blocking detector.
+/// One read of every process of a multi-process live view.
+struct ManyRead {
+    snap: Snapshot,
+    /// The blocking episodes of every detector.
+    episodes: Vec<loader::sample::Episode>,
+    /// Detector samples since the first attach, those of released processes included.
+    samples: u64,
+    /// Exited processes released so far.
+    released: u64,
+}
+
+/// The live view of several `-p` or of `--exe`: a session per process, with the blocking
+/// detector beside it where the runtime publishes its sample layout, their snapshots merged
+/// into one model (greenlets keyed by PID and id, a PID column; episodes of every process
+/// in the blocking view, with their PID). A process that exits keeps its last rows, marked
+/// exited, for `--keep-exited` seconds and among the last `--max-exited` exits; then its
+/// rows go and its counts stay in the totals (the header counts the processes that went).
+/// One that `--exe` meets later joins at the next refresh. Ends at `q` or a signal, after
+/// `--iterations` refreshes, or (without `--exe`) once every process has exited.
 pub fn run_many_tui(args: &Args) -> Result<End, Failure> {
     if std::env::var_os("GLTOP_DEBUG").is_none() {
         libbpf_rs::set_print(None);
@@ -714,10 +730,12 @@ pub fn run_many_tui(args: &Args) -> Result<End, Failure> {
     let retention = crate::export::Retention::of(args);
     let mut watched: Vec<TuiWatched> = Vec::new();
     let attach = |p: &Process, later: bool, watched: &mut Vec<TuiWatched>| {
-        if let Some((session, _)) = crate::export::attach(args, p, later, false)? {
+        if let Some((session, sampler)) = crate::export::attach(args, p, later, true)? {
             watched.push(TuiWatched {
                 process: session.process().clone(),
                 session: Some(session),
+                sampler,
+                samples: 0,
                 last: None,
             });
         }
@@ -744,20 +762,33 @@ pub fn run_many_tui(args: &Args) -> Result<End, Failure> {
         Some(ns) => Some(ns),
         None => calibrate::per_hit_ns_of(first_session),
     };
-    eprintln!(
-        "gltop: no blocking detection: the live view of several processes runs the probes only"
-    );
     let mut target = Target::of(first_session);
     // The totals of the exited processes no longer shown: the header's counts never go
     // back when one goes.
     let mut released = Snapshot::default();
     let mut released_count = 0u64;
-    // Reads every process: a live one's snapshot, an exited one's last (read once more
-    // when its exit is first seen, then frozen, and its session dropped); then drops the
-    // exited ones kept long enough.
-    let mut read = |watched: &mut Vec<TuiWatched>| -> Result<(Snapshot, u64), Failure> {
+    let mut released_samples = 0u64;
+    // Reads every process: a live one's snapshot and detector, an exited one's last (read
+    // once more when its exit is first seen, then frozen, its session and detector
+    // dropped); then drops the exited ones kept long enough.
+    let mut read = |watched: &mut Vec<TuiWatched>| -> Result<ManyRead, Failure> {
         let mut parts = Vec::with_capacity(watched.len() + 1);
+        let mut episodes = Vec::new();
         for w in watched.iter_mut() {
+            if w.last.is_none() {
+                let alive = w.process.is_alive();
+                let read = match (alive, w.sampler.as_mut()) {
+                    (true, _) => detector_read(&mut w.sampler),
+                    // Its last episodes, if its maps can still be read (nothing to say
+                    // otherwise: it exited).
+                    (false, Some(s)) => s.snapshot().ok(),
+                    (false, None) => None,
+                };
+                if let Some(r) = read {
+                    w.samples = r.totals.samples;
+                    episodes.extend(r.episodes);
+                }
+            }
             match (&w.last, &mut w.session) {
                 (Some((last, _)), _) => parts.push(last.clone()),
                 (None, Some(session)) if w.process.is_alive() => parts.push(session.snapshot()?),
@@ -767,6 +798,7 @@ pub fn run_many_tui(args: &Args) -> Result<End, Failure> {
                         None => Snapshot::default(),
                     };
                     *session = None;
+                    w.sampler = None;
                     w.last = Some((crate::app::frozen(snap.clone()), Instant::now()));
                     for p in &mut snap.processes {
                         p.exited = true;
@@ -780,9 +812,8 @@ pub fn run_many_tui(args: &Args) -> Result<End, Failure> {
             .map(|w| w.last.as_ref().map(|l| l.1))
             .collect();
         let expired = retention.expired(&at, Instant::now());
-        let mut i = 0;
         let mut kept = Vec::with_capacity(parts.len() + 1);
-        for part in parts {
+        for (i, part) in parts.into_iter().enumerate() {
             if expired[i] {
                 let only = Snapshot {
                     totals: part.totals,
@@ -790,10 +821,10 @@ pub fn run_many_tui(args: &Args) -> Result<End, Failure> {
                 };
                 released = crate::app::merge(0, [std::mem::take(&mut released), only]);
                 released_count += 1;
+                released_samples += watched[i].samples;
             } else {
                 kept.push(part);
             }
-            i += 1;
         }
         let mut i = 0;
         watched.retain(|_| {
@@ -801,9 +832,14 @@ pub fn run_many_tui(args: &Args) -> Result<End, Failure> {
             !expired[i - 1]
         });
         kept.push(released.clone());
-        Ok((crate::app::merge(monotonic_ns(), kept), released_count))
+        Ok(ManyRead {
+            snap: crate::app::merge(monotonic_ns(), kept),
+            episodes,
+            samples: released_samples + watched.iter().map(|w| w.samples).sum::<u64>(),
+            released: released_count,
+        })
     };
-    let (first, _) = read(&mut watched)?;
+    let first = read(&mut watched)?;
     let first_read_ns = monotonic_ns();
     target.several = true;
     let sites = |watched: &[TuiWatched]| {
@@ -814,14 +850,33 @@ pub fn run_many_tui(args: &Args) -> Result<End, Failure> {
             .sum()
     };
     target.sites = sites(&watched);
+    let detecting = |watched: &[TuiWatched]| watched.iter().any(|w| w.sampler.is_some());
+    // The detector's samples cost the targets too: measured as for one process (once, at
+    // the first process with a detector), unless the per-hit cost is given.
+    let detector_cost = || {
+        DetectorCost::new(match args.hit_cost_ns {
+            Some(_) => None,
+            None => calibrate::per_sample_ns(),
+        })
+    };
+    if detecting(&watched) {
+        target.block_ms = Some(args.block_ms);
+    }
     let mut app = App::new(
         target,
         per_hit_ns,
         args.delay,
-        first,
+        first.snap,
         first_read_ns,
         args.max_dead,
     );
+    if app.target.block_ms.is_some() {
+        app.detector = Some(detector_cost());
+        app.update_blocking(&first.episodes);
+        if let Some(d) = app.detector.as_mut() {
+            d.read(first.samples, first_read_ns);
+        }
+    }
     let watched = std::cell::RefCell::new(watched);
     let end = run_tui(
         args,
@@ -833,14 +888,34 @@ pub fn run_many_tui(args: &Args) -> Result<End, Failure> {
             for p in discovery.poll(&[])? {
                 attach(&p, true, &mut watched)?;
             }
-            let (snap, released) = read(&mut watched)?;
+            let r = read(&mut watched)?;
+            let read_ns = monotonic_ns();
             app.target.sites = sites(&watched);
-            app.released_processes = released;
-            app.update(snap, monotonic_ns());
+            app.released_processes = r.released;
+            app.update(r.snap, read_ns);
+            if app.target.block_ms.is_none() && detecting(&watched) {
+                // The first process with a detector came later.
+                app.target.block_ms = Some(args.block_ms);
+                app.detector = Some(detector_cost());
+            }
+            if app.target.block_ms.is_some() {
+                app.update_blocking(&r.episodes);
+                if let Some(d) = app.detector.as_mut() {
+                    d.read(r.samples, read_ns);
+                }
+            }
             let all_exited = watched.iter().all(|w| w.last.is_some());
             Ok((all_exited && !discovery.open_ended()).then_some(End::Done))
         },
-        || false,
+        || {
+            watched
+                .borrow_mut()
+                .iter_mut()
+                .filter_map(|w| w.sampler.as_mut())
+                .fold(false, |looking, s| {
+                    !s.poll_layout().unwrap_or(true) || looking
+                })
+        },
     );
     // Once the terminal is restored: which processes exited meanwhile.
     for w in watched.borrow().iter().filter(|w| w.last.is_some()) {

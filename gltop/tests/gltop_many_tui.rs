@@ -274,3 +274,73 @@ fn exe_in_the_live_view_lets_exited_processes_go_and_says_how_many() {
     assert!(screen.contains("GLTOP_EXIT=0"), "{screen}");
     drop(a);
 }
+
+#[test]
+fn the_blocking_pane_of_several_processes_has_each_ones_episode_under_its_pid() {
+    let test = "the_blocking_pane_of_several_processes_has_each_ones_episode_under_its_pid";
+    if !bpf_and_tmux_or_skip(test) {
+        return;
+    }
+    let _s = serial();
+    let go = std::env::temp_dir().join(format!("gltop-many-blocking-{}", std::process::id()));
+    let _ = std::fs::remove_file(&go);
+    let blocker = |scenario: &str| {
+        let p = Proc::spawn(
+            std::process::Command::new(example("blocker"))
+                .args([
+                    "--scenario",
+                    scenario,
+                    "--ms",
+                    "300",
+                    "--linger-ms",
+                    "30000",
+                ])
+                .arg("--wait-for-file")
+                .arg(&go)
+                .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::piped()),
+        );
+        assert!(p.wait_stderr("waiting for", Duration::from_secs(60)));
+        p
+    };
+    let (mut spin, mut sleep) = (blocker("spin"), blocker("sleep"));
+    let (ps, pl) = (spin.pid().to_string(), sleep.pid().to_string());
+    let cmd = format!(
+        "{} -p {ps},{pl} -d 0.3 --hit-cost-ns 500; echo GLTOP_EXIT=$?; sleep 60",
+        env!("CARGO_BIN_EXE_gltop"),
+    );
+    let tmux = Tmux::start_sized("many-blocking", &cmd, 160, 50);
+    let long = Duration::from_secs(60);
+    tmux.wait_for("both processes, no episode yet", long, |s| {
+        s.contains("processes 2 watched") && s.contains("blocking >100ms 0 episodes")
+    });
+    std::fs::write(&go, b"").expect("the go file");
+    tmux.wait_for("both episodes in the header", long, |s| {
+        s.contains("blocking >100ms 2 episodes")
+    });
+    tmux.keys(&["b"]);
+    // Each episode's row: its process's PID, its greenlet by name, where it blocked.
+    let screen = tmux.wait_for("the blocking pane", long, |s| {
+        let row = |pid: &str, name: &str, place: &str| {
+            s.lines().any(|l| {
+                let cells: Vec<&str> = l.split_whitespace().collect();
+                cells.get(2) == Some(&pid) && l.contains(name) && l.contains(place)
+            })
+        };
+        s.contains("STARTED")
+            && s.contains("PID")
+            && row(&ps, "spinner", "on-CPU")
+            && row(&pl, "sleeper", "off-CPU")
+    });
+    assert!(
+        !screen
+            .lines()
+            .any(|l| l.contains(" ago ") && l.contains("ongoing")),
+        "both ended: {screen}"
+    );
+    tmux.keys(&["q"]);
+    tmux.wait_for("gltop's exit", long, |s| s.contains("GLTOP_EXIT=0"));
+    let _ = std::fs::remove_file(&go);
+    spin.kill();
+    sleep.kill();
+}

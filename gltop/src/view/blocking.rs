@@ -69,26 +69,36 @@ pub fn draw_list(f: &mut Frame<'_>, area: Rect, app: &App) {
         return;
     }
     let now = app.cur.at_ns;
-    let header = Row::new(["STARTED", "GREENLET", "TID", "DURATION", "WHERE", "AT"])
+    // Several processes: which one each episode is of.
+    let several = app.target.several;
+    let mut titles = vec!["STARTED", "GREENLET", "TID", "DURATION", "WHERE", "AT"];
+    if several {
+        titles.insert(1, "PID");
+    }
+    let header = Row::new(titles)
         .style(Style::default().add_modifier(Modifier::BOLD | Modifier::UNDERLINED));
     let visible = area.height.saturating_sub(3) as usize;
     let selected = app.episode_selected.min(list.len() - 1);
     let start = selected.saturating_sub(visible.saturating_sub(1));
     let rows = list.iter().skip(start).take(visible.max(1)).map(|e| {
         let at = where_in_code(&e.frames).unwrap_or("-").to_string();
-        Row::new([
+        let mut cells = vec![
             Cell::from(format!(
                 "{} ago",
                 duration_ns(now.saturating_sub(e.start_ns))
             )),
-            Cell::from(format!("{} {}", e.greenlet, app.greenlet_name(e.greenlet))),
+            Cell::from(format!("{} {}", e.greenlet, app.episode_greenlet_name(e))),
             Cell::from(e.tid.to_string()),
             Cell::from(duration(e)),
             Cell::from(place(e)),
             Cell::from(at),
-        ])
+        ];
+        if several {
+            cells.insert(1, Cell::from(e.pid.to_string()));
+        }
+        Row::new(cells)
     });
-    let widths = [
+    let mut widths = vec![
         Constraint::Length(10),
         Constraint::Length(22),
         Constraint::Length(7),
@@ -96,6 +106,9 @@ pub fn draw_list(f: &mut Frame<'_>, area: Rect, app: &App) {
         Constraint::Length(22),
         Constraint::Min(10),
     ];
+    if several {
+        widths.insert(1, Constraint::Length(7));
+    }
     let table = Table::new(rows, widths)
         .header(header)
         .block(block)
@@ -116,10 +129,15 @@ pub fn draw_stack(f: &mut Frame<'_>, area: Rect, app: &App, tid: u32, start_ns: 
     };
     let mut lines = vec![
         Line::from(format!(
-            "greenlet {} ({}) on thread {}: {} without switching, {}",
+            "greenlet {} ({}) on thread {}{}: {} without switching, {}",
             e.greenlet,
-            app.greenlet_name(e.greenlet),
+            app.episode_greenlet_name(e),
             e.tid,
+            if app.target.several {
+                format!(" of process {}", e.pid)
+            } else {
+                String::new()
+            },
             duration(e),
             place(e),
         )),
