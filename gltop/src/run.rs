@@ -908,13 +908,16 @@ pub fn run_many_tui(args: &Args) -> Result<End, Failure> {
             Ok((all_exited && !discovery.open_ended()).then_some(End::Done))
         },
         || {
-            watched
+            // Every detector still looking for its layout looks now, not only the first.
+            let mut looking = false;
+            for s in watched
                 .borrow_mut()
                 .iter_mut()
                 .filter_map(|w| w.sampler.as_mut())
-                .fold(false, |looking, s| {
-                    !s.poll_layout().unwrap_or(true) || looking
-                })
+            {
+                looking |= !s.poll_layout().unwrap_or(true);
+            }
+            looking
         },
     );
     // Once the terminal is restored: which processes exited meanwhile.
