@@ -55,7 +55,8 @@ pub struct Args {
 
     /// Several processes (-p A,B, --exe): how long one that exited stays, one by one, in the
     /// live view (its rows, marked PID†) and in the metrics (its --per-pid series and its
-    /// gltop_target_info); then only its process name's series keep its counts.
+    /// gltop_target_info, counted from the first scrape with its final counts); then only its
+    /// process name's series keep its counts.
     #[arg(long, value_name = "SECONDS", default_value = "60", value_parser = parse_keep,
           allow_negative_numbers = true)]
     pub keep_exited: f64,

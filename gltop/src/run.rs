@@ -807,11 +807,12 @@ pub fn run_many_tui(args: &Args) -> Result<End, Failure> {
                 }
             }
         }
-        let at: Vec<Option<Instant>> = watched
+        // Drawn at the refresh that saw the exit.
+        let exits: Vec<Option<crate::export::Exit>> = watched
             .iter()
-            .map(|w| w.last.as_ref().map(|l| l.1))
+            .map(|w| w.last.as_ref().map(|l| (l.1, Some(l.1))))
             .collect();
-        let expired = retention.expired(&at, Instant::now());
+        let expired = retention.expired(&exits, Instant::now());
         let mut kept = Vec::with_capacity(parts.len() + 1);
         for (i, part) in parts.into_iter().enumerate() {
             if expired[i] {

@@ -52,18 +52,24 @@ struct Watched {
     sampler: Option<Sampler>,
     process: Process,
     index: usize,
-    /// When its exit was seen.
-    exited_at: Option<Instant>,
+    /// When its exit was seen, and when a scrape first had its final counts.
+    exited: Option<Exit>,
 }
 
 /// How long exited processes stay, one by one, in what gltop shows (`--keep-exited`,
-/// `--max-exited`): each for `keep`, and at most `max` of them (the oldest exits go first).
-/// A prefork server that recycles its workers would grow gltop without end otherwise.
+/// `--max-exited`): each for `keep` once its final state was shown (the exporter: answered
+/// to a scrape; the live view: drawn), and at most `max` of them (the oldest exits go first,
+/// shown or not). A prefork server that recycles its workers would grow gltop without end
+/// otherwise.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) struct Retention {
     pub keep: Duration,
     pub max: usize,
 }
+
+/// An exited process, as [`Retention`] sees it: when its exit was seen, and when its final
+/// state was first shown.
+pub(crate) type Exit = (Instant, Option<Instant>);
 
 impl Retention {
     pub(crate) fn of(args: &Args) -> Retention {
@@ -73,17 +79,20 @@ impl Retention {
         }
     }
 
-    /// Which of the processes whose exits were seen at `exited_at` (`None`: running) go at
-    /// `now`: those kept `keep` already, then the oldest exits past `max`.
-    pub(crate) fn expired(&self, exited_at: &[Option<Instant>], now: Instant) -> Vec<bool> {
-        let mut out: Vec<bool> = exited_at
+    /// Which of the processes with `exits` (`None`: running) go at `now`: those shown
+    /// `keep` ago or more, then the oldest exits past `max`.
+    pub(crate) fn expired(&self, exits: &[Option<Exit>], now: Instant) -> Vec<bool> {
+        let mut out: Vec<bool> = exits
             .iter()
-            .map(|t| t.is_some_and(|t| now.saturating_duration_since(t) >= self.keep))
+            .map(|e| {
+                e.and_then(|(_, shown)| shown)
+                    .is_some_and(|t| now.saturating_duration_since(t) >= self.keep)
+            })
             .collect();
-        let mut kept: Vec<(Instant, usize)> = exited_at
+        let mut kept: Vec<(Instant, usize)> = exits
             .iter()
             .enumerate()
-            .filter_map(|(i, t)| t.filter(|_| !out[i]).map(|t| (t, i)))
+            .filter_map(|(i, e)| e.filter(|_| !out[i]).map(|(t, _)| (t, i)))
             .collect();
         if kept.len() > self.max {
             kept.sort();
@@ -308,7 +317,7 @@ pub fn run(args: &Args, addr: SocketAddr) -> Result<End, Failure> {
             st.targets[w.index].mark_exited();
             w.session = None;
             w.sampler = None;
-            w.exited_at = Some(Instant::now());
+            w.exited = Some((Instant::now(), None));
             crate::report_exit(&w.process);
         }
         release_expired(&mut watched, &exported, retention);
@@ -339,7 +348,15 @@ pub fn run(args: &Args, addr: SocketAddr) -> Result<End, Failure> {
         if let Some(request) = request {
             answer(request, &registry, || {
                 let mut st = exported.lock().unwrap_or_else(|e| e.into_inner());
-                refresh_all(&mut watched, &mut st, window)
+                refresh_all(&mut watched, &mut st, window)?;
+                // This scrape has the final counts of those that exited: their time to go
+                // starts now (one whose exit took longer to serve, while gltop attached to
+                // another process, say, is still scraped at least once).
+                let now = Instant::now();
+                for (_, shown) in watched.iter_mut().filter_map(|w| w.exited.as_mut()) {
+                    shown.get_or_insert(now);
+                }
+                Ok(())
             })?;
         }
     }
@@ -404,7 +421,7 @@ fn add(
         sampler,
         process: p,
         index: st.targets.len() - 1,
-        exited_at: None,
+        exited: None,
     };
     // The first snapshot: the rate window starts.
     refresh(&mut w, &mut st, window)?;
@@ -415,8 +432,8 @@ fn add(
 /// Drops the exited processes `retention` no longer keeps: their watch, and their target
 /// once its counts are folded into its process name's ([`Exported::release`]).
 fn release_expired(watched: &mut Vec<Watched>, exported: &Mutex<Exported>, retention: Retention) {
-    let at: Vec<Option<Instant>> = watched.iter().map(|w| w.exited_at).collect();
-    let expired = retention.expired(&at, Instant::now());
+    let exits: Vec<Option<Exit>> = watched.iter().map(|w| w.exited).collect();
+    let expired = retention.expired(&exits, Instant::now());
     if !expired.contains(&true) {
         return;
     }
@@ -516,24 +533,36 @@ mod tests {
     #[test]
     fn exited_processes_go_after_keep_or_past_max_the_oldest_first() {
         let t0 = Instant::now();
-        let s = |n: u64| Some(t0 + Duration::from_secs(n));
+        let at = |n: u64| t0 + Duration::from_secs(n);
+        // Exited at `n` s and shown at once.
+        let s = |n: u64| Some((at(n), Some(at(n))));
         let r = Retention {
             keep: Duration::from_secs(60),
             max: 2,
         };
-        let now = t0 + Duration::from_secs(100);
+        let now = at(100);
         // Running ones never go; exits at 10 s (kept 90 s), 50, 70, 80 and 90 s.
-        let at = [None, s(70), s(10), s(90), None, s(50), s(80)];
+        let exits = [None, s(70), s(10), s(90), None, s(50), s(80)];
         assert_eq!(
-            r.expired(&at, now),
+            r.expired(&exits, now),
             [false, true, true, false, false, true, false],
             "10 and 50 kept 60 s already, 70 is the oldest of the three left past 2"
         );
+        // Exited long ago but never shown (no scrape came): it stays, unless past the cap.
+        let unseen = Some((at(0), None));
+        assert_eq!(r.expired(&[unseen, s(99)], now), [false, false]);
+        assert_eq!(
+            r.expired(&[unseen, s(99), s(98)], now),
+            [true, false, false]
+        );
+        // Shown 60 s after its exit: its time runs from then.
+        assert_eq!(r.expired(&[Some((at(0), Some(at(50))))], now), [false]);
         let r = Retention {
             keep: Duration::ZERO,
             max: 10,
         };
         assert_eq!(r.expired(&[None, s(100)], now), [false, true]);
+        assert_eq!(r.expired(&[Some((at(100), None))], now), [false]);
         let r = Retention {
             keep: Duration::from_secs(600),
             max: 0,
