@@ -52,6 +52,14 @@ pub struct Args {
     #[arg(long, value_name = "PATH", conflicts_with_all = ["follow", "sample"])]
     pub exe: Option<std::path::PathBuf>,
 
+    /// Also watch every descendant of the -p processes, those running now and those forked
+    /// later (found within a quarter of a second), each on its own: a prefork server's
+    /// workers, Python ones included. A -p process that cannot be traced itself (a master
+    /// without greenlet) is said in one line and its descendants are still watched; runs
+    /// while one of the -p processes does.
+    #[arg(long, requires = "pids", conflicts_with_all = ["follow", "sample"])]
+    pub children: bool,
+
     /// Refresh interval in seconds.
     #[arg(short = 'd', long = "delay", value_name = "SECONDS", default_value = "1",
           value_parser = parse_seconds, allow_negative_numbers = true)]
@@ -141,7 +149,7 @@ pub struct Args {
     /// Print a bpftrace program for PID instead of tracing it: it counts switches and throws
     /// per (origin, target) greenlet, with this process's functions and offsets filled in
     /// (for Python greenlet, read from its _greenlet*.so), until the process exits.
-    #[arg(long, conflicts_with_all = ["json", "count", "follow", "sample", "listen"])]
+    #[arg(long, conflicts_with_all = ["json", "count", "follow", "sample", "listen", "children"])]
     pub print_bpftrace: bool,
 }
 
@@ -210,6 +218,12 @@ impl Args {
     /// --pid without a subcommand or --exe).
     pub fn pid(&self) -> i32 {
         self.pids[0]
+    }
+
+    /// Whether several processes are (or may be) watched, each in its own session: several
+    /// `-p`, `--exe` or `--children`.
+    pub fn watches_many(&self) -> bool {
+        self.exe.is_some() || self.children || self.pids.len() > 1
     }
 
     /// Loader options from the flags.
@@ -428,8 +442,8 @@ fn main() -> ExitCode {
         };
     }
     if args.print_bpftrace {
-        if args.pids.len() != 1 {
-            eprintln!("gltop: --print-bpftrace takes one PID (-p), not --exe");
+        if args.watches_many() {
+            eprintln!("gltop: --print-bpftrace takes one PID (-p), not --exe or --children");
             return ExitCode::from(2);
         }
         return match bpftrace_program(args.pid()) {
@@ -443,7 +457,7 @@ fn main() -> ExitCode {
             }
         };
     }
-    if args.json && (args.exe.is_some() || args.pids.len() > 1) {
+    if args.json && args.watches_many() {
         if args.sample || args.follow {
             eprintln!(
                 "gltop: several processes in --json are watched in exact mode without --follow"
@@ -466,7 +480,7 @@ fn main() -> ExitCode {
         );
         return ExitCode::from(2);
     }
-    if args.exe.is_some() || args.pids.len() > 1 {
+    if args.watches_many() {
         if args.sample || args.follow {
             eprintln!(
                 "gltop: several processes in the live view are watched in exact mode without --follow"

@@ -72,6 +72,18 @@ pub fn is_musl(mapped: &[Mapping]) -> bool {
         .any(|m| file_name(&m.path).starts_with("ld-musl"))
 }
 
+/// Whether process `pid` runs CPython and has not loaded greenlet (yet): a prefork worker
+/// between its fork and its `import greenlet`. False if its map cannot be read.
+pub fn awaits_greenlet(pid: i32) -> bool {
+    let Ok(mapped) = mappings(pid) else {
+        return false;
+    };
+    let exe = std::fs::read_link(format!("/proc/{pid}/exe"))
+        .map(|p| p.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    greenlet_module(&mapped).is_none() && is_python(&exe, &mapped)
+}
+
 /// Which greenlet extension module a file is.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ModuleKind {
