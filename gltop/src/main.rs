@@ -53,7 +53,15 @@ pub struct Args {
     #[arg(long, value_name = "PATH", conflicts_with_all = ["follow", "sample"])]
     pub exe: Option<std::path::PathBuf>,
 
-    /// Several processes (-p A,B, --exe): how long one that exited stays, one by one, in the
+    /// Also watch every descendant of the -p processes, those running now and those forked
+    /// later (found within a quarter of a second), each on its own: a prefork server's
+    /// workers, Python ones included. A -p process that cannot be traced itself (a master
+    /// without greenlet) is said in one line and its descendants are still watched; runs
+    /// while one of the -p processes does.
+    #[arg(long, requires = "pids", conflicts_with_all = ["follow", "sample"])]
+    pub children: bool,
+
+    /// Several processes (-p A,B, --exe, --children): how long one that exited stays, one by one, in the
     /// live view (its rows, marked PID†) and in the metrics (its --per-pid series and its
     /// gltop_target_info, counted from the first scrape with its final counts); then only its
     /// process name's series keep its counts.
@@ -156,7 +164,7 @@ pub struct Args {
     /// Print a bpftrace program for PID instead of tracing it: it counts switches and throws
     /// per (origin, target) greenlet, with this process's functions and offsets filled in
     /// (for Python greenlet, read from its _greenlet*.so), until the process exits.
-    #[arg(long, conflicts_with_all = ["json", "count", "follow", "sample", "listen"])]
+    #[arg(long, conflicts_with_all = ["json", "count", "follow", "sample", "listen", "children"])]
     pub print_bpftrace: bool,
 }
 
@@ -225,6 +233,12 @@ impl Args {
     /// --pid without a subcommand or --exe).
     pub fn pid(&self) -> i32 {
         self.pids[0]
+    }
+
+    /// Whether several processes are (or may be) watched, each in its own session: several
+    /// `-p`, `--exe` or `--children`.
+    pub fn watches_many(&self) -> bool {
+        self.exe.is_some() || self.children || self.pids.len() > 1
     }
 
     /// Loader options from the flags.
@@ -468,8 +482,8 @@ fn main() -> ExitCode {
         };
     }
     if args.print_bpftrace {
-        if args.pids.len() != 1 {
-            eprintln!("gltop: --print-bpftrace takes one PID (-p), not --exe");
+        if args.watches_many() {
+            eprintln!("gltop: --print-bpftrace takes one PID (-p), not --exe or --children");
             return ExitCode::from(2);
         }
         return match bpftrace_program(args.pid()) {
@@ -483,7 +497,7 @@ fn main() -> ExitCode {
             }
         };
     }
-    if args.json && (args.exe.is_some() || args.pids.len() > 1) {
+    if args.json && args.watches_many() {
         if args.sample || args.follow {
             eprintln!(
                 "gltop: several processes in --json are watched in exact mode without --follow"
@@ -506,7 +520,7 @@ fn main() -> ExitCode {
         );
         return ExitCode::from(2);
     }
-    if args.exe.is_some() || args.pids.len() > 1 {
+    if args.watches_many() {
         if args.sample || args.follow {
             eprintln!(
                 "gltop: several processes in the live view are watched in exact mode without --follow"

@@ -288,7 +288,7 @@ pub(crate) fn record(
             },
             count_failures: 0,
         },
-        named: 0,
+        named: None,
         ending,
         elapsed,
         layout_late: false,

@@ -190,11 +190,13 @@ pub(crate) fn write_out(
         .len();
     let lost = rec.lost.unreadable + rec.lost.no_stack + rec.lost.count_failures;
     say(format!(
-        "{} samples of {greenlets} greenlets in {} stacks ({} greenlets named by the recording{}) \
-         written to {}{}",
+        "{} samples of {greenlets} greenlets in {} stacks ({}{}) written to {}{}",
         folded.samples(),
         folded.len(),
-        rec.named,
+        rec.named
+            .map_or("each named by its Python type".to_string(), |n| format!(
+                "{n} greenlets named by the recording"
+            )),
         if lost > 0 {
             format!(", {lost} samples lost")
         } else {

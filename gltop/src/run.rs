@@ -622,7 +622,12 @@ pub fn run_many_json(args: &Args) -> Result<End, Failure> {
             Ok(())
         };
     for (i, p) in discovery.poll(&args.pids)?.iter().enumerate() {
-        attach(p, i >= args.pids.len(), &mut watched, &mut per_hit_ns)?;
+        attach(
+            p,
+            i >= args.pids.len() || discovery.roots_optional(),
+            &mut watched,
+            &mut per_hit_ns,
+        )?;
     }
     let interval = Duration::from_secs_f64(args.delay);
     let mut out = io::stdout().lock();
@@ -742,14 +747,29 @@ pub fn run_many_tui(args: &Args) -> Result<End, Failure> {
         Ok::<(), Failure>(())
     };
     for (i, p) in discovery.poll(&args.pids)?.iter().enumerate() {
-        attach(p, i >= args.pids.len(), &mut watched)?;
+        attach(
+            p,
+            i >= args.pids.len() || discovery.roots_optional(),
+            &mut watched,
+        )?;
     }
-    // With --exe, the first process may come later: wait for it.
+    // With --exe or --children, the first process may come later: wait for it.
     if watched.is_empty() {
-        eprintln!("gltop: waiting for a process of the --exe file");
+        eprintln!(
+            "gltop: waiting for {}",
+            if args.exe.is_some() {
+                "a process of the --exe file"
+            } else {
+                "a traceable descendant of the -p processes (--children)"
+            }
+        );
     }
     while watched.is_empty() {
         if signals.pending() {
+            return Ok(End::Done);
+        }
+        if !discovery.open_ended() {
+            eprintln!("gltop: the -p processes exited before any of them could be watched");
             return Ok(End::Done);
         }
         std::thread::sleep(crate::export::SCAN);

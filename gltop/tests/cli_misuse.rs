@@ -237,6 +237,26 @@ fn gltop_flags() {
                 &["--listen", "0", "--exe"],
                 "a value is required for '--exe <PATH>'",
             ),
+            (
+                "--children without -p",
+                &["--json", "--children"],
+                "required arguments were not provided",
+            ),
+            (
+                "--children with --sample",
+                &["--json", "--children", "-p", "{pid}", "--sample"],
+                "'--children' cannot be used with '--sample'",
+            ),
+            (
+                "--children with --print-bpftrace",
+                &["--print-bpftrace", "--children", "-p", "{pid}"],
+                "cannot be used with",
+            ),
+            (
+                "--children of a PID that does not exist",
+                &["--json", "--children", "-p", "2147483646"],
+                "gltop: no such process: 2147483646",
+            ),
         ],
     ));
     rows.extend(misuses(

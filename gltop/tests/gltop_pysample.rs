@@ -442,6 +442,10 @@ fn record_split(python: &Path) -> (Value, String, Vec<(Vec<String>, u64)>, Strin
         .expect("run gltop record");
     let err = String::from_utf8_lossy(&out.stderr).into_owned();
     assert!(out.status.success(), "gltop record: {err}");
+    assert!(
+        err.contains("each named by its Python type) written to"),
+        "the summary line: {err}"
+    );
     let st = w.wait("split.py", TIMEOUT);
     assert!(st.success(), "split.py: {}", w.stderr_text());
     let report: Value = serde_json::from_str(w.stdout_text().trim()).expect("split.py's report");

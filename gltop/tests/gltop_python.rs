@@ -893,3 +893,118 @@ fn the_tui_shows_python_greenlet_ids_in_full() {
     );
     eprintln!("TUI: {} Worker rows with full ids", rows.len());
 }
+
+/// `--children` on a prefork server in miniature (`tests/python/prefork.py`): a master
+/// without greenlet (said in one line, not an error) whose workers import it after their
+/// fork, one of them forked after gltop started. Each worker is watched on its own from
+/// before its work, and its `--json` lines' totals equal its own settrace counts; gltop ends
+/// by itself once the master has exited.
+#[test]
+fn children_watches_a_prefork_servers_workers_each_exactly() {
+    let what = "children_watches_a_prefork_servers_workers_each_exactly";
+    if !bpf_or_skip(what) || !require(what, python_greenlet(None, None)) {
+        return;
+    }
+    let _serial = serial();
+    let dir = std::env::temp_dir().join(format!("gltop-prefork-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("the sync dir");
+    let script = workload_py().with_file_name("prefork.py");
+    let mut master = Proc::spawn(
+        Command::new("python3")
+            .arg(&script)
+            .arg(&dir)
+            .args(["--workers", "2", "--rounds", "3000"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped()),
+    );
+    let ready = |m: &Proc, n: usize| -> Vec<i32> {
+        let out = poll_until(std::time::Instant::now() + TIMEOUT, || {
+            let pids: Vec<i32> = m
+                .stdout_so_far()
+                .lines()
+                .filter_map(|l| l.strip_prefix("ready ")?.parse().ok())
+                .collect();
+            (pids.len() >= n).then_some(pids)
+        });
+        out.unwrap_or_else(|| panic!("{n} workers ready: {}", m.stderr_so_far()))
+    };
+    let mut workers = ready(&master, 2);
+    let mut g = Proc::spawn(
+        gltop()
+            .args(["--json", "--children", "-p", &master.pid().to_string()])
+            .args(["--hit-cost-ns", "500", "-d", "0.25"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped()),
+    );
+    let attached = |g: &Proc, pid: i32| {
+        assert!(
+            g.wait_stderr(&format!("attached to process {pid} "), TIMEOUT),
+            "never attached to worker {pid}: {}",
+            g.stderr_so_far()
+        );
+    };
+    for &w in &workers {
+        attached(&g, w);
+    }
+    let said = format!("process {} (python3) not watched", master.pid());
+    assert!(
+        g.wait_stderr(&said, TIMEOUT),
+        "{said}: {}",
+        g.stderr_so_far()
+    );
+    // A worker forked now, while gltop runs, that imports greenlet a second after its fork:
+    // met by a scan before that, held back, and watched once it has.
+    std::fs::write(dir.join("more"), b"").expect("more");
+    workers = ready(&master, 3);
+    attached(&g, workers[2]);
+    std::fs::write(dir.join("go"), b"").expect("go");
+    let status = master.wait("prefork.py", TIMEOUT);
+    assert!(status.success(), "prefork.py: {}", master.stderr_text());
+    let gst = g.wait("gltop --children", Duration::from_secs(60));
+    assert!(gst.success(), "{gst}: {}", g.stderr_text());
+
+    let out = master.stdout_text();
+    let mut reports: BTreeMap<i64, Value> = BTreeMap::new();
+    for line in out.lines() {
+        if line.starts_with("master ") || line.starts_with("ready ") {
+            continue;
+        }
+        let r: Value = serde_json::from_str(line).unwrap_or_else(|e| panic!("{line:?}: {e}"));
+        let pid = r["pid"].as_i64().expect("a pid");
+        assert!(
+            reports.insert(pid, r).is_none(),
+            "worker {pid} twice: {out}"
+        );
+    }
+    let mut by_pid: BTreeMap<i64, Vec<Value>> = BTreeMap::new();
+    for l in json_lines(&g.stdout_text()) {
+        by_pid
+            .entry(l["pid"].as_i64().expect("a pid"))
+            .or_default()
+            .push(l);
+    }
+    let mut want: Vec<i64> = workers.iter().map(|&p| p as i64).collect();
+    want.sort_unstable();
+    assert_eq!(reports.keys().copied().collect::<Vec<_>>(), want, "{out}");
+    assert_eq!(
+        by_pid.keys().copied().collect::<Vec<_>>(),
+        want,
+        "gltop's processes"
+    );
+    for (pid, r) in &reports {
+        let last = merged(&by_pid[pid]);
+        assert_eq!(last["runtime"], "python-greenlet", "worker {pid}");
+        let totals = &last["totals"];
+        assert_eq!(totals["dropped"], 0, "worker {pid}: {totals}");
+        assert_eq!(
+            totals["switches"], r["switches"],
+            "switches of worker {pid}"
+        );
+        assert_eq!(totals["throws"], r["throws"], "throws of worker {pid}");
+        assert!(n(&r["switches"]) >= 5000 && n(&r["throws"]) >= 300, "{r}");
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -20,7 +20,7 @@
 use std::fs::File;
 use std::hint::black_box;
 use std::io::{Read, Write};
-use std::sync::mpsc;
+use std::sync::{mpsc, OnceLock};
 use std::time::{Duration, Instant};
 
 use greenlet::{getcurrent, Error, Greenlet};
@@ -64,7 +64,8 @@ pub struct Work {
     pub name: &'static str,
     /// Its CPU work per turn.
     pub slice: Duration,
-    /// The turns it took and their total time, measured from inside.
+    /// The turns it took, and the CPU time of the work it did in them: its iterations at the
+    /// rate [`iterations_per_us`] measured.
     pub turns: u64,
     pub busy: Duration,
 }
@@ -85,6 +86,8 @@ pub struct Report {
     pub switches: u64,
     /// Wall time of the whole scenario.
     pub elapsed: Duration,
+    /// The thread's CPU time over the whole scenario.
+    pub cpu: Duration,
 }
 
 impl Report {
@@ -98,6 +101,7 @@ impl Report {
             work: Vec::new(),
             switches: 0,
             elapsed: Duration::ZERO,
+            cpu: Duration::ZERO,
         }
     }
 
@@ -124,13 +128,38 @@ pub fn thread_cpu_time() -> Duration {
 #[inline(never)]
 fn busy(d: Duration) {
     let start = Instant::now();
-    let mut x = 0_u64;
     while start.elapsed() < d {
-        for _ in 0..16 {
-            x = black_box(x.wrapping_mul(6364136223846793005).wrapping_add(1));
-        }
+        compute(16);
+    }
+}
+
+/// `n` steps of arithmetic the compiler cannot skip: CPU work and nothing else.
+#[inline(never)]
+fn compute(n: u64) {
+    let mut x = 0_u64;
+    for _ in 0..n {
+        x = black_box(x.wrapping_mul(6364136223846793005).wrapping_add(1));
     }
     black_box(x);
+}
+
+/// Steps of [`compute`] per microsecond of this thread's CPU time, measured once per process
+/// over 20 ms of CPU time (by the thread's CPU clock, so a preemption does not skew it).
+pub fn iterations_per_us() -> f64 {
+    static RATE: OnceLock<f64> = OnceLock::new();
+    *RATE.get_or_init(|| {
+        const BLOCK: u64 = 20_000;
+        let start = thread_cpu_time();
+        let mut steps = 0_u64;
+        loop {
+            compute(BLOCK);
+            steps += BLOCK;
+            let spent = thread_cpu_time().saturating_sub(start);
+            if spent >= Duration::from_millis(20) {
+                break steps as f64 / (spent.as_nanos() as f64 / 1000.0);
+            }
+        }
+    })
 }
 
 /// Computes for `d` without switching: the on-CPU blocking the lint reports.
@@ -231,9 +260,10 @@ fn timed(
     body: impl FnOnce(&mut Report) -> Result<(), Error>,
 ) -> Result<Report, Error> {
     let mut report = Report::new(scenario);
-    let start = Instant::now();
+    let (start, cpu) = (Instant::now(), thread_cpu_time());
     body(&mut report)?;
     report.elapsed = start.elapsed();
+    report.cpu = thread_cpu_time().saturating_sub(cpu);
     Ok(report)
 }
 
@@ -327,7 +357,8 @@ pub fn idle_hub(ms: u64) -> Result<Report, Error> {
 }
 
 /// `seventy` and `thirty` switch to each other for `seconds`, doing 3.5 µs and 1.5 µs of CPU
-/// work per turn: a 70/30 split of the thread's CPU at up to 400,000 switches a second (more
+/// work per turn (as steps of arithmetic, so a preemption in a turn does not cut its work
+/// short however loaded the machine is): a 70/30 split of the thread's CPU at up to 400,000 switches a second (more
 /// than 100,000 on a loaded machine).
 pub fn split(seconds: f64) -> Result<Report, Error> {
     split_with(
@@ -343,46 +374,49 @@ pub fn split(seconds: f64) -> Result<Report, Error> {
 /// sending `true` while the time lasts and `false` at the end, when `thirty` returns to it.
 /// Transfers: main -> seventy, one per turn of each, thirty's result, seventy's result.
 pub fn split_with(seconds: f64, seventy: Duration, thirty: Duration) -> Result<Report, Error> {
-    type Turns = (u64, Duration);
+    let rate = iterations_per_us();
+    let steps = |d: Duration| (d.as_nanos() as f64 / 1000.0 * rate).round().max(1.0) as u64;
+    let (steps_70, steps_30) = (steps(seventy), steps(thirty));
+    // The CPU time of `turns` turns of `steps` each, at the measured rate.
+    let work = move |turns: u64, steps: u64| {
+        Duration::from_nanos((turns as f64 * steps as f64 / rate * 1000.0) as u64)
+    };
     timed("split", |report| {
         let deadline = Instant::now() + Duration::from_secs_f64(seconds);
-        let seventy_g = Greenlet::builder().name("seventy").build(
-            move |_| -> Result<(Turns, u64, Turns), Error> {
-                let thirty_g = Greenlet::builder().name("thirty").build(
-                    move |first: greenlet::Value| -> Result<Turns, Error> {
-                        let peer = getcurrent().parent().expect("seventy, its parent");
-                        let (mut turns, mut spent) = (0_u64, Duration::ZERO);
-                        let mut more = first.downcast::<bool>().unwrap_or(false);
-                        while more {
-                            let t = Instant::now();
-                            busy(thirty);
-                            spent += t.elapsed();
-                            turns += 1;
-                            more = peer.switch(())?.downcast::<bool>().unwrap_or(false);
+        let seventy_g =
+            Greenlet::builder()
+                .name("seventy")
+                .build(move |_| -> Result<(u64, u64, u64), Error> {
+                    let thirty_g = Greenlet::builder().name("thirty").build(
+                        move |first: greenlet::Value| -> Result<u64, Error> {
+                            let peer = getcurrent().parent().expect("seventy, its parent");
+                            let mut turns = 0_u64;
+                            let mut more = first.downcast::<bool>().unwrap_or(false);
+                            while more {
+                                compute(steps_30);
+                                turns += 1;
+                                more = peer.switch(())?.downcast::<bool>().unwrap_or(false);
+                            }
+                            Ok(turns)
+                        },
+                    );
+                    let mut turns = 0_u64;
+                    loop {
+                        compute(steps_70);
+                        turns += 1;
+                        let more = Instant::now() < deadline;
+                        let answer = thirty_g.switch(more)?;
+                        if !more {
+                            let theirs = answer
+                                .downcast::<u64>()
+                                .map_err(|_| Error::msg("thirty returned no count"))?;
+                            return Ok((turns, thirty_g.id(), theirs));
                         }
-                        Ok((turns, spent))
-                    },
-                );
-                let (mut turns, mut spent) = (0_u64, Duration::ZERO);
-                loop {
-                    let t = Instant::now();
-                    busy(seventy);
-                    spent += t.elapsed();
-                    turns += 1;
-                    let more = Instant::now() < deadline;
-                    let answer = thirty_g.switch(more)?;
-                    if !more {
-                        let theirs = answer
-                            .downcast::<Turns>()
-                            .map_err(|_| Error::msg("thirty returned no count"))?;
-                        return Ok(((turns, spent), thirty_g.id(), theirs));
                     }
-                }
-            },
-        );
+                });
         let result = seventy_g.switch(())?;
-        let ((turns, busy_70), thirty_id, (turns_30, busy_30)) = result
-            .downcast::<(Turns, u64, Turns)>()
+        let (turns, thirty_id, turns_30) = result
+            .downcast::<(u64, u64, u64)>()
             .map_err(|_| Error::msg("seventy returned no count"))?;
         report.created(&seventy_g, "seventy");
         report.greenlets.push(Created {
@@ -396,14 +430,14 @@ pub fn split_with(seconds: f64, seventy: Duration, thirty: Duration) -> Result<R
                 name: "seventy",
                 slice: seventy,
                 turns,
-                busy: busy_70,
+                busy: work(turns, steps_70),
             },
             Work {
                 greenlet: thirty_id,
                 name: "thirty",
                 slice: thirty,
                 turns: turns_30,
-                busy: busy_30,
+                busy: work(turns_30, steps_30),
             },
         ];
         report.switches = 1 + turns + turns_30 + 1 + 1;

@@ -11,7 +11,7 @@
 pub mod http;
 pub mod metrics;
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::net::{SocketAddr, TcpListener};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -104,18 +104,28 @@ impl Retention {
     }
 }
 
-/// The processes to watch: those of `-p`, and with `--exe` those that run the file, looked
-/// for every [`SCAN`].
+/// The processes to watch: those of `-p`, with `--exe` those that run the file, and with
+/// `--children` the descendants of those of `-p`, looked for every [`SCAN`].
 pub(crate) struct Discovery {
     exe: Option<(u64, u64)>,
-    /// The processes met (PID, start time), attached or not: none is tried twice. Those
-    /// that no longer run the file are forgotten at each scan (the set stays as large as
-    /// the number of processes running it).
-    met: HashSet<(i32, u64)>,
-    /// The `-p` processes were looked up.
+    /// `--children`: the processes of `-p` (PID, start time), whose descendants are watched.
+    roots: Option<Vec<(i32, u64)>>,
+    /// The processes met (PID, start time, executable), attached or not: none is tried
+    /// twice. An `exec` makes the same process another one to try (`--children`: a worker
+    /// the master forked, then exec'd). Entries leave once their process is not found.
+    met: HashSet<(i32, u64, (u64, u64))>,
+    /// Python processes met before they loaded greenlet (a worker imports it after its
+    /// fork), with when they were first met: held back, and looked at again at each scan
+    /// for up to [`IMPORT_WAIT`].
+    importing: HashMap<(i32, u64), Instant>,
+    /// The `-p` processes were looked up (`met` may empty out later).
     started: bool,
     next_scan: Instant,
 }
+
+/// How long a Python process found by a scan may take to import greenlet before it is
+/// tried anyway (and refused, in one line, if it still has not).
+pub const IMPORT_WAIT: Duration = Duration::from_secs(10);
 
 /// How often `--exe` looks for new processes of its file: one pass over `/proc` (about a
 /// millisecond with a few hundred processes), so that one started later is watched within
@@ -130,15 +140,30 @@ impl Discovery {
         };
         Ok(Discovery {
             exe,
+            roots: args.children.then(Vec::new),
             met: HashSet::new(),
             started: false,
+            importing: HashMap::new(),
             next_scan: Instant::now(),
         })
     }
 
-    /// Whether processes can still come (`--exe`): the loop runs until a signal then.
+    /// Whether processes can still come: with `--exe` always (the loop runs until a signal),
+    /// with `--children` while one of the `-p` processes runs.
     pub(crate) fn open_ended(&self) -> bool {
         self.exe.is_some()
+            || self.roots.as_ref().is_some_and(|roots| {
+                roots
+                    .iter()
+                    .any(|&(pid, start)| Process::find(pid).is_ok_and(|p| p.start_ticks == start))
+            })
+    }
+
+    /// Whether a `-p` process that cannot be traced is only said (one line), not an error:
+    /// with `--children` its descendants may be (a prefork server's master often has no
+    /// greenlet; its workers do).
+    pub(crate) fn roots_optional(&self) -> bool {
+        self.roots.is_some()
     }
 
     /// The processes to attach now: at the first call those of `-p` (every one must exist)
@@ -149,36 +174,59 @@ impl Discovery {
             self.started = true;
             for &pid in pids {
                 let p = Process::find(pid)?;
-                self.met.insert((p.pid, p.start_ticks));
+                self.met.insert((p.pid, p.start_ticks, p.exe_id));
+                if let Some(roots) = &mut self.roots {
+                    roots.push((p.pid, p.start_ticks));
+                }
                 out.push(p);
             }
         }
-        let Some(id) = self.exe else {
+        if self.exe.is_none() && self.roots.is_none() {
             return Ok(out);
-        };
+        }
         let now = Instant::now();
         if now < self.next_scan {
             return Ok(out);
         }
         self.next_scan = now + SCAN;
-        let running = process::running_exe(id);
-        for &pid in &running {
+        let mut found = Vec::new();
+        if let Some(id) = self.exe {
+            found.extend(process::running_exe(id));
+        }
+        if let Some(roots) = &self.roots {
+            found.extend(process::descendants(roots));
+        }
+        found.sort_unstable();
+        found.dedup();
+        let roots: Vec<i32> = self.roots.iter().flatten().map(|r| r.0).collect();
+        self.met
+            .retain(|m| roots.contains(&m.0) || found.binary_search(&m.0).is_ok());
+        self.importing
+            .retain(|k, _| found.binary_search(&k.0).is_ok());
+        for pid in found {
             // Gone meanwhile: nothing to watch.
             let Ok(p) = Process::find(pid) else { continue };
-            if p.exe_id == id && self.met.insert((p.pid, p.start_ticks)) {
-                out.push(p);
+            let matches = self.exe.is_none_or(|id| p.exe_id == id) || self.roots.is_some();
+            if !matches || self.met.contains(&(p.pid, p.start_ticks, p.exe_id)) {
+                continue;
             }
+            let key = (p.pid, p.start_ticks);
+            if loader::pymodule::awaits_greenlet(p.pid) {
+                let since = *self.importing.entry(key).or_insert(now);
+                if now.duration_since(since) < IMPORT_WAIT {
+                    continue;
+                }
+            }
+            self.importing.remove(&key);
+            self.met.insert((p.pid, p.start_ticks, p.exe_id));
+            out.push(p);
         }
-        // A process no longer running the file is never met again as it was (a reused PID
-        // has another start time).
-        let running: HashSet<i32> = running.into_iter().collect();
-        self.met.retain(|(pid, _)| running.contains(pid));
         Ok(out)
     }
 
-    /// When the next scan is due (`None` without `--exe`).
+    /// When the next scan is due (`None` without `--exe` or `--children`).
     pub(crate) fn next_scan(&self) -> Option<Instant> {
-        self.exe.map(|_| self.next_scan)
+        (self.exe.is_some() || self.roots.is_some()).then_some(self.next_scan)
     }
 }
 
@@ -275,7 +323,7 @@ pub fn run(args: &Args, addr: SocketAddr) -> Result<End, Failure> {
         add(
             args,
             &p,
-            i >= args.pids.len(),
+            i >= args.pids.len() || discovery.roots_optional(),
             &mut per_hit_ns,
             &exported,
             &mut watched,

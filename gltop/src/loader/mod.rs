@@ -15,12 +15,14 @@
 //! ```
 
 mod attach;
+pub mod dwarf;
 pub mod elf;
 pub mod layout;
 mod model;
 pub mod process;
 pub mod pyframes;
 pub mod pygreenlet;
+pub mod pymodule;
 pub mod pysample;
 pub mod python;
 pub mod rates;

@@ -111,6 +111,65 @@ pub fn running_exe(id: (u64, u64)) -> Vec<i32> {
     pids
 }
 
+/// The (PID, parent PID, start time) of every process now, from one pass over `/proc`;
+/// zombies are left out.
+fn process_tree() -> Vec<(i32, i32, u64)> {
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    dir.filter_map(|e| e.ok()?.file_name().to_str()?.parse::<i32>().ok())
+        .filter_map(|pid| {
+            let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+            let f = stat_fields(&stat)?;
+            // After the name: field 4 (ppid) is index 1.
+            let ppid = f.get(1)?.parse().ok()?;
+            let (state, start) = parse_stat(&stat)?;
+            (!matches!(state, 'Z' | 'X' | 'x')).then_some((pid, ppid, start))
+        })
+        .collect()
+}
+
+/// The descendants (children, their children...) of the processes `roots` (PID, start time)
+/// in `tree` (PID, parent PID, start time), in increasing PID order. A root whose PID now
+/// names another process (its start time differs) has none.
+pub fn descendants_in(tree: &[(i32, i32, u64)], roots: &[(i32, u64)]) -> Vec<i32> {
+    use std::collections::HashMap;
+    let parent: HashMap<i32, i32> = tree.iter().map(|&(p, pp, _)| (p, pp)).collect();
+    let live_roots: Vec<i32> = roots
+        .iter()
+        .filter(|(pid, start)| tree.iter().any(|&(p, _, s)| p == *pid && s == *start))
+        .map(|&(pid, _)| pid)
+        .collect();
+    let mut out: Vec<i32> = tree
+        .iter()
+        .filter(|&&(pid, _, _)| !live_roots.contains(&pid))
+        .filter(|&&(pid, _, _)| {
+            // Up the parent chain (bounded: a chain is never longer than the process count).
+            let mut at = pid;
+            for _ in 0..tree.len() {
+                match parent.get(&at) {
+                    Some(&pp) if live_roots.contains(&pp) => return true,
+                    Some(&pp) if pp > 1 && pp != at => at = pp,
+                    _ => return false,
+                }
+            }
+            false
+        })
+        .map(|&(pid, _, _)| pid)
+        .collect();
+    out.sort_unstable();
+    out
+}
+
+/// The descendants of `roots` (PID, start time) running now ([`descendants_in`] over `/proc`),
+/// this process left out.
+pub fn descendants(roots: &[(i32, u64)]) -> Vec<i32> {
+    let me = std::process::id() as i32;
+    let mut out = descendants_in(&process_tree(), roots);
+    out.retain(|&p| p != me);
+    out
+}
+
 /// Device and inode of the executable file at `path` (`--exe`): a regular file someone may
 /// execute; a one-line reason otherwise.
 pub fn executable_id(path: &std::path::Path) -> Result<(u64, u64), String> {
@@ -153,6 +212,40 @@ pub fn check_bpf_privilege() -> Result<(), Error> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn descendants_follow_the_parent_chain_from_live_roots() {
+        // (pid, ppid, start): 10 is a root with children 11, 12; 12 has 13; 20 is unrelated;
+        // 30 was a root's PID but names another process now (start 99).
+        let tree = [
+            (1, 0, 1),
+            (10, 1, 5),
+            (11, 10, 6),
+            (12, 10, 7),
+            (13, 12, 8),
+            (20, 1, 9),
+            (30, 1, 99),
+            (31, 30, 100),
+        ];
+        assert_eq!(descendants_in(&tree, &[(10, 5)]), [11, 12, 13]);
+        assert_eq!(descendants_in(&tree, &[(12, 7)]), [13]);
+        assert!(descendants_in(&tree, &[(30, 3)]).is_empty(), "a reused PID");
+        assert!(descendants_in(&tree, &[(20, 9)]).is_empty());
+        assert_eq!(descendants_in(&tree, &[(10, 5), (12, 7)]), [11, 13]);
+    }
+
+    #[test]
+    fn this_process_has_a_child_it_started() {
+        let mut child = std::process::Command::new("sleep")
+            .arg("5")
+            .spawn()
+            .unwrap();
+        let me = Process::find(std::process::id() as i32).unwrap();
+        let found = descendants(&[(me.pid, me.start_ticks)]);
+        child.kill().ok();
+        child.wait().ok();
+        assert!(found.contains(&(child.id() as i32)), "{found:?}");
+    }
 
     #[test]
     fn parses_stat_with_spaces_in_the_name() {

@@ -6,12 +6,13 @@
 //! [`PyFrameOffsets::read_name`] turns a code object's address into its qualified name by
 //! reading the target's memory.
 
-use std::collections::HashMap;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
-use gimli::{EndianSlice, LittleEndian};
-use object::{Object, ObjectSection, ObjectSegment, ObjectSymbol};
+use object::{Object, ObjectSegment, ObjectSymbol};
+
+use super::dwarf::{self, Wanted};
+use super::pymodule::{self, file_name};
 
 /// `bpf/pysample.h`'s `PG_NONE`: no such field (3.11 frames have no owner; 3.13 no cframe).
 pub const NONE: u32 = u32::MAX;
@@ -88,31 +89,6 @@ pub enum FramesError {
     },
 }
 
-/// (start, file offset, path) of each file mapping.
-fn mappings(pid: i32) -> Result<Vec<(u64, u64, String)>, FramesError> {
-    let path = PathBuf::from(format!("/proc/{pid}/maps"));
-    let text = std::fs::read_to_string(&path).map_err(|e| FramesError::Read {
-        path: path.clone(),
-        reason: e.to_string(),
-    })?;
-    Ok(text
-        .lines()
-        .filter_map(|l| {
-            let f: Vec<&str> = l.split_whitespace().collect();
-            let path = f.get(5..)?.join(" ");
-            if !path.starts_with('/') {
-                return None;
-            }
-            let start = u64::from_str_radix(f[0].split('-').next()?, 16).ok()?;
-            Some((start, u64::from_str_radix(f[2], 16).ok()?, path))
-        })
-        .collect())
-}
-
-fn file_name(p: &str) -> &str {
-    p.rsplit('/').next().unwrap_or(p)
-}
-
 /// `3.11` from `libpython3.11.so.1.0` or `python3.11`.
 fn version_of(name: &str) -> Option<String> {
     let rest = name
@@ -131,19 +107,22 @@ fn version_of(name: &str) -> Option<String> {
 impl PyFrameOffsets {
     /// The offsets of process `pid`'s CPython.
     pub fn find(pid: i32) -> Result<PyFrameOffsets, FramesError> {
-        let maps = mappings(pid)?;
+        let maps = pymodule::mappings(pid).map_err(|e| FramesError::Read {
+            path: format!("/proc/{pid}/maps").into(),
+            reason: e.to_string(),
+        })?;
         let exe = std::fs::read_link(format!("/proc/{pid}/exe"))
             .map(|p| p.to_string_lossy().into_owned())
             .unwrap_or_default();
         // libpython first (a shared build keeps the runtime there), then the executable.
         let mut candidates: Vec<&String> = maps
             .iter()
-            .map(|(_, _, p)| p)
+            .map(|m| &m.path)
             .filter(|p| file_name(p).starts_with("libpython3"))
             .collect();
         candidates.dedup();
-        if let Some((_, _, p)) = maps.iter().find(|(_, _, p)| *p == exe) {
-            candidates.push(p);
+        if let Some(m) = maps.iter().find(|m| m.path == exe) {
+            candidates.push(&m.path);
         }
         let mem_path = PathBuf::from(format!("/proc/{pid}/mem"));
         let mem = std::fs::File::open(&mem_path).map_err(|e| FramesError::Read {
@@ -151,7 +130,7 @@ impl PyFrameOffsets {
             reason: e.to_string(),
         })?;
         for path in candidates {
-            let on_disk = PathBuf::from(format!("/proc/{pid}/root{path}"));
+            let on_disk = pymodule::from_here(pid, path);
             let Ok(data) = std::fs::read(&on_disk) else {
                 continue;
             };
@@ -166,12 +145,7 @@ impl PyFrameOffsets {
             else {
                 continue;
             };
-            let Some(start) = maps
-                .iter()
-                .filter(|(_, off, p)| p == path && *off == 0)
-                .map(|(s, _, _)| *s)
-                .min()
-            else {
+            let Some(start) = pymodule::load_address(&maps, path) else {
                 continue;
             };
             let Some(first) = file.segments().find(|s| s.file_range().0 == 0) else {
@@ -263,140 +237,6 @@ fn from_debug_offsets(head: &[u8], runtime: u64) -> Result<PyFrameOffsets, Frame
     })
 }
 
-type Slice<'a> = EndianSlice<'a, LittleEndian>;
-
-/// A struct's size and member offsets.
-#[derive(Debug, Default)]
-struct StructInfo {
-    size: u64,
-    members: HashMap<String, u64>,
-}
-
-/// Structs of `dwarf` by name (struct, class or typedef name), for the names in `wanted`:
-/// the first complete definition of each.
-fn structs(
-    dwarf: &gimli::Dwarf<Slice<'_>>,
-    wanted: &[&str],
-) -> Result<HashMap<String, StructInfo>, gimli::Error> {
-    let mut out: HashMap<String, StructInfo> = HashMap::new();
-    let mut units = dwarf.units();
-    while let Some(header) = units.next()? {
-        if wanted.iter().all(|w| out.contains_key(*w)) {
-            break;
-        }
-        let unit = dwarf.unit(header)?;
-        let name_of = |e: &gimli::DebuggingInformationEntry<Slice<'_>>| -> Option<String> {
-            let v = e.attr_value(gimli::DW_AT_name)?;
-            Some(
-                dwarf
-                    .attr_string(&unit, v)
-                    .ok()?
-                    .to_string()
-                    .ok()?
-                    .to_string(),
-            )
-        };
-        // Typedefs to anonymous structs: name -> the struct's offset.
-        let mut typedefs: Vec<(String, gimli::UnitOffset)> = Vec::new();
-        let mut cursor = unit.entries();
-        let mut current: Option<(isize, String, StructInfo)> = None;
-        while let Some(entry) = cursor.next_dfs()? {
-            let depth = entry.depth();
-            if let Some((d, _, info)) = &mut current {
-                if depth > *d {
-                    if depth == *d + 1 && entry.tag() == gimli::DW_TAG_member {
-                        if let (Some(n), Some(off)) = (
-                            name_of(entry),
-                            entry
-                                .attr_value(gimli::DW_AT_data_member_location)
-                                .and_then(|v| v.udata_value()),
-                        ) {
-                            info.members.insert(n, off);
-                        }
-                    }
-                    continue;
-                }
-                let (_, name, info) = current.take().expect("just matched");
-                out.entry(name).or_insert(info);
-            }
-            let tag = entry.tag();
-            if tag == gimli::DW_TAG_typedef {
-                if let (Some(n), Some(gimli::AttributeValue::UnitRef(off))) =
-                    (name_of(entry), entry.attr_value(gimli::DW_AT_type))
-                {
-                    if wanted.contains(&n.as_str()) && !out.contains_key(&n) {
-                        typedefs.push((n, off));
-                    }
-                }
-                continue;
-            }
-            if !matches!(tag, gimli::DW_TAG_structure_type | gimli::DW_TAG_class_type)
-                || entry.attr_value(gimli::DW_AT_declaration).is_some()
-            {
-                continue;
-            }
-            if let Some(n) = name_of(entry).filter(|n| wanted.contains(&n.as_str())) {
-                if !out.contains_key(&n) {
-                    let size = entry
-                        .attr_value(gimli::DW_AT_byte_size)
-                        .and_then(|v| v.udata_value())
-                        .unwrap_or(0);
-                    current = Some((
-                        depth,
-                        n,
-                        StructInfo {
-                            size,
-                            members: HashMap::new(),
-                        },
-                    ));
-                }
-            }
-        }
-        if let Some((_, name, info)) = current.take() {
-            out.entry(name).or_insert(info);
-        }
-        for (name, off) in typedefs {
-            if out.contains_key(&name) {
-                continue;
-            }
-            let mut c = unit.entries_at_offset(off)?;
-            let Some(first) = c.next_dfs()? else {
-                continue;
-            };
-            if !matches!(
-                first.tag(),
-                gimli::DW_TAG_structure_type | gimli::DW_TAG_class_type
-            ) {
-                continue;
-            }
-            let mut info = StructInfo {
-                size: first
-                    .attr_value(gimli::DW_AT_byte_size)
-                    .and_then(|v| v.udata_value())
-                    .unwrap_or(0),
-                ..Default::default()
-            };
-            let base = first.depth();
-            while let Some(e) = c.next_dfs()? {
-                if e.depth() <= base {
-                    break;
-                }
-                if e.depth() == base + 1 && e.tag() == gimli::DW_TAG_member {
-                    if let (Some(n), Some(o)) = (
-                        name_of(e),
-                        e.attr_value(gimli::DW_AT_data_member_location)
-                            .and_then(|v| v.udata_value()),
-                    ) {
-                        info.members.insert(n, o);
-                    }
-                }
-            }
-            out.insert(name, info);
-        }
-    }
-    Ok(out)
-}
-
 /// 3.11 and 3.12, from the DWARF of the file that holds `_PyRuntime`.
 fn from_dwarf(
     path: &Path,
@@ -415,34 +255,34 @@ fn from_dwarf(
                 .into(),
         ));
     }
-    let dwarf = gimli::Dwarf::load(|id| {
-        let data = file
-            .section_by_name(id.name())
-            .and_then(|s| s.data().ok())
-            .unwrap_or(&[]);
-        Ok::<_, gimli::Error>(EndianSlice::new(data, LittleEndian))
-    })
-    .map_err(|e| missing(format!("readable DWARF ({e})")))?;
-    let names = [
-        "pyruntimestate",
-        "pyinterpreters",
-        "_is",
-        "pythreads",
-        "_ts",
-        "_PyCFrame",
-        "_PyInterpreterFrame",
-        "PyCodeObject",
-        "PyASCIIObject",
+    let dwarf = dwarf::load(file).map_err(|e| missing(format!("readable DWARF ({e})")))?;
+    // Each struct with the members read below (`owner` is optional: 3.12 only).
+    let wanted = [
+        Wanted::named("pyruntimestate", &["interpreters"]),
+        Wanted::named("pyinterpreters", &["head"]),
+        Wanted::named("_is", &["threads"]),
+        Wanted::named("pythreads", &["head"]),
+        Wanted::named("_ts", &["next", "native_thread_id", "cframe"]),
+        Wanted::named("_PyCFrame", &["current_frame"]),
+        Wanted::named("_PyInterpreterFrame", &["f_code", "previous"]),
+        Wanted::named("PyCodeObject", &["co_qualname"]),
+        Wanted::named("PyASCIIObject", &["length", "state"]),
     ];
-    let s = structs(&dwarf, &names).map_err(|e| missing(format!("readable DWARF ({e})")))?;
+    let found =
+        dwarf::structs(&dwarf, &wanted).map_err(|e| missing(format!("readable DWARF ({e})")))?;
+    let get = |st: &str| {
+        wanted
+            .iter()
+            .position(|w| w.name == st)
+            .and_then(|i| found[i].as_ref())
+    };
     let member = |st: &str, m: &str| -> Result<u32, FramesError> {
-        s.get(st)
-            .and_then(|i| i.members.get(m))
-            .and_then(|&o| u32::try_from(o).ok())
+        get(st)
+            .and_then(|i| i.offset(m))
+            .and_then(|o| u32::try_from(o).ok())
             .ok_or_else(|| missing(format!("DWARF member {st}.{m}")))
     };
-    let ascii = s
-        .get("PyASCIIObject")
+    let ascii = get("PyASCIIObject")
         .map(|i| i.size)
         .filter(|&n| n > 0)
         .ok_or_else(|| missing("DWARF type PyASCIIObject".into()))?;

@@ -9,8 +9,10 @@
 
 use std::path::{Path, PathBuf};
 
-use gimli::{EndianSlice, LittleEndian};
 use object::{Object, ObjectSegment, ObjectSymbol};
+
+use super::dwarf::{self, Wanted};
+use super::pymodule::{self, Mapping, ModuleKind};
 
 /// greenlet's per-thread state: a C++ `thread_local` of `_greenlet*.so` (greenlet 3.x).
 pub const TLS_SYMBOL: &str = "_ZL21g_thread_state_global";
@@ -90,63 +92,23 @@ pub enum PyLookupError {
     },
 }
 
-/// One line of `/proc/PID/maps` that maps a file: (start, file offset, path).
-fn file_mappings(maps: &str) -> Vec<(u64, u64, String)> {
-    maps.lines()
-        .filter_map(|l| {
-            let mut f = l.split_whitespace();
-            let range = f.next()?;
-            let _perms = f.next()?;
-            let offset = u64::from_str_radix(f.next()?, 16).ok()?;
-            let _dev = f.next()?;
-            let _inode = f.next()?;
-            let path: Vec<&str> = f.collect();
-            let path = path.join(" ");
-            if !path.starts_with('/') {
-                return None;
-            }
-            let start = u64::from_str_radix(range.split('-').next()?, 16).ok()?;
-            Some((start, offset, path))
-        })
-        .collect()
-}
-
-fn file_name(path: &str) -> &str {
-    path.rsplit('/').next().unwrap_or(path)
-}
-
-/// Whether a mapped file is greenlet's extension module.
-fn is_greenlet_module(path: &str) -> bool {
-    let name = file_name(path);
-    name.starts_with("_greenlet") && name.ends_with(".so") && path.contains("greenlet/")
-}
-
-/// Whether the process runs CPython: its executable is `python*`, or it maps `libpython3*`.
-fn is_python(exe: &str, mapped: &[(u64, u64, String)]) -> bool {
-    file_name(exe).starts_with("python")
-        || mapped
-            .iter()
-            .any(|(_, _, p)| file_name(p).starts_with("libpython3"))
-}
-
 /// What a process's mappings say: `Ok(None)` not Python, `Ok(Some(module path))` Python with
-/// greenlet loaded, or why it cannot be sampled.
-fn classify<'a>(
-    exe: &str,
-    mapped: &'a [(u64, u64, String)],
-) -> Result<Option<&'a String>, PyLookupError> {
-    let module = mapped.iter().find(|(_, _, p)| is_greenlet_module(p));
-    if module.is_none() && !is_python(exe, mapped) {
+/// greenlet (2.0 or later) loaded, or why it cannot be sampled (the version of a too-old
+/// module is filled in by the caller, which knows where the target's files are).
+fn classify<'a>(exe: &str, mapped: &'a [Mapping]) -> Result<Option<&'a str>, PyLookupError> {
+    let module = pymodule::greenlet_module(mapped);
+    if module.is_none() && !pymodule::is_python(exe, mapped) {
         return Ok(None);
     }
-    if mapped
-        .iter()
-        .any(|(_, _, p)| file_name(p).starts_with("ld-musl"))
-    {
+    if pymodule::is_musl(mapped) {
         return Err(PyLookupError::Musl);
     }
     match module {
-        Some((_, _, path)) => Ok(Some(path)),
+        Some((path, ModuleKind::Current)) => Ok(Some(path)),
+        Some((path, ModuleKind::Old)) => Err(PyLookupError::TooOld {
+            path: path.into(),
+            version: "1.x".into(),
+        }),
         None => Err(PyLookupError::NoGreenlet),
     }
 }
@@ -155,34 +117,34 @@ fn classify<'a>(
 /// at all (the caller tries the Rust runtime's sampler), an error when it is one that cannot
 /// be sampled.
 pub fn detect(pid: i32) -> Result<Option<PyGreenletLayout>, PyLookupError> {
-    let maps_path = PathBuf::from(format!("/proc/{pid}/maps"));
-    let maps = std::fs::read_to_string(&maps_path).map_err(|source| PyLookupError::Io {
-        path: maps_path,
+    let mapped = pymodule::mappings(pid).map_err(|source| PyLookupError::Io {
+        path: format!("/proc/{pid}/maps").into(),
         source,
     })?;
-    let mapped = file_mappings(&maps);
     let exe = std::fs::read_link(format!("/proc/{pid}/exe"))
         .map(|p| p.to_string_lossy().into_owned())
         .unwrap_or_default();
-    let Some(path) = classify(&exe, &mapped)? else {
+    let classified = classify(&exe, &mapped).map_err(|e| match e {
+        PyLookupError::TooOld { path, version } => PyLookupError::TooOld {
+            version: pymodule::greenlet_version(&pymodule::from_here(pid, &path.to_string_lossy()))
+                .unwrap_or(version),
+            path,
+        },
+        e => e,
+    })?;
+    let Some(path) = classified else {
         return Ok(None);
     };
-    // The lowest mapping of the module's first bytes is where its first segment was loaded.
-    let start = mapped
-        .iter()
-        .filter(|(_, off, p)| p == path && *off == 0)
-        .map(|(s, _, _)| *s)
-        .min()
-        .ok_or_else(|| PyLookupError::Missing {
-            path: path.into(),
-            what: "mapping of its first page".into(),
-        })?;
-    let on_disk = PathBuf::from(format!("/proc/{pid}/root{path}"));
+    let start = pymodule::load_address(&mapped, path).ok_or_else(|| PyLookupError::Missing {
+        path: path.into(),
+        what: "mapping of its first page".into(),
+    })?;
+    let on_disk = pymodule::from_here(pid, path);
     let data = std::fs::read(&on_disk).map_err(|source| PyLookupError::Io {
-        path: on_disk,
+        path: on_disk.clone(),
         source,
     })?;
-    let version = dist_version(&PathBuf::from(format!("/proc/{pid}/root{path}")));
+    let version = pymodule::greenlet_version(&on_disk);
     match layout_of(Path::new(path), &data, start) {
         Ok(layout) => Ok(Some(PyGreenletLayout { version, ..layout })),
         Err(PyLookupError::TooOld { path, .. }) => Err(PyLookupError::TooOld {
@@ -191,16 +153,6 @@ pub fn detect(pid: i32) -> Result<Option<PyGreenletLayout>, PyLookupError> {
         }),
         Err(e) => Err(e),
     }
-}
-
-/// greenlet's version from the `greenlet-X.dist-info` directory beside its package.
-fn dist_version(module: &Path) -> Option<String> {
-    let site = module.parent()?.parent()?;
-    std::fs::read_dir(site).ok()?.find_map(|e| {
-        let name = e.ok()?.file_name().into_string().ok()?;
-        let v = name.strip_prefix("greenlet-")?.strip_suffix(".dist-info")?;
-        Some(v.to_string())
-    })
 }
 
 /// The layout of greenlet module `data` (mapped at `path`, its file offset 0 at `start`).
@@ -236,38 +188,41 @@ pub fn layout_of(path: &Path, data: &[u8], start: u64) -> Result<PyGreenletLayou
             version: "(version unknown)".into(),
         });
     };
-    let dwarf = load_dwarf(&file).map_err(|e| bad(format!("DWARF: {e}")))?;
-    let wanted: [(&str, bool, &[&str]); 4] = [
-        ("ThreadStateCreator<", true, &["_state"]),
-        ("ThreadState", false, &["main_greenlet", "current_greenlet"]),
-        ("_object", false, &["ob_type"]),
-        ("_typeobject", false, &["tp_name"]),
+    let dwarf = dwarf::load(&file).map_err(|e| bad(format!("DWARF: {e}")))?;
+    let wanted = [
+        Wanted {
+            name: "ThreadStateCreator<",
+            prefix: true,
+            members: &["_state"],
+        },
+        Wanted::named("ThreadState", &["main_greenlet", "current_greenlet"]),
+        Wanted::named("_object", &["ob_type"]),
+        Wanted::named("_typeobject", &["tp_name"]),
     ];
-    let mut found = [None; 5];
-    for (i, (name, prefix, members)) in wanted.iter().enumerate() {
-        let offsets = member_offsets(&dwarf, name, *prefix, members)
-            .map_err(|e| bad(format!("DWARF: {e}")))?
+    let found = dwarf::structs(&dwarf, &wanted).map_err(|e| bad(format!("DWARF: {e}")))?;
+    let offset = |i: usize, member: &str| {
+        let w = &wanted[i];
+        found[i]
+            .as_ref()
+            .and_then(|s| s.offset(member))
             .ok_or_else(|| {
                 missing(&format!(
-                    "DWARF type {name}{}",
-                    if *prefix { "...>" } else { "" }
+                    "DWARF type {}{}",
+                    w.name,
+                    if w.prefix { "...>" } else { "" }
                 ))
-            })?;
-        let slot = [0, 1, 3, 4][i];
-        for (j, off) in offsets.into_iter().enumerate() {
-            found[slot + j] = Some(off);
-        }
-    }
-    let [Some(state), Some(main), Some(current), Some(ob_type), Some(tp_name)] = found else {
-        return Err(missing("DWARF member offsets"));
+            })
     };
+    let state = offset(0, "_state")?;
+    let (main, current) = (offset(1, "main_greenlet")?, offset(1, "current_greenlet")?);
+    let (ob_type, tp_name) = (offset(2, "ob_type")?, offset(3, "tp_name")?);
     let narrow = |v: u64, what: &str| {
         u32::try_from(v).map_err(|_| bad(format!("{what} offset {v} is out of range")))
     };
     Ok(PyGreenletLayout {
         module: path.into(),
         version: None,
-        python: python_tag(file_name(&path.to_string_lossy())),
+        python: python_tag(pymodule::file_name(&path.to_string_lossy())),
         tls_offset: tls + state,
         type_addr: bias.wrapping_add(type_addr),
         state_main: narrow(main, "main_greenlet")?,
@@ -285,108 +240,12 @@ fn python_tag(name: &str) -> Option<String> {
     Some(format!("cpython-{digits}"))
 }
 
-type Slice<'a> = EndianSlice<'a, LittleEndian>;
-
-fn load_dwarf<'a>(file: &object::File<'a>) -> Result<gimli::Dwarf<Slice<'a>>, gimli::Error> {
-    use object::ObjectSection;
-    gimli::Dwarf::load(|id| {
-        let data = file
-            .section_by_name(id.name())
-            .and_then(|s| s.data().ok())
-            .unwrap_or(&[]);
-        Ok::<_, gimli::Error>(EndianSlice::new(data, LittleEndian))
-    })
-}
-
-/// The offsets of `members` in the first complete struct or class named `name` (or whose name
-/// starts with it, when `prefix`) that has all of them; `None` if there is none.
-fn member_offsets(
-    dwarf: &gimli::Dwarf<Slice<'_>>,
-    name: &str,
-    prefix: bool,
-    members: &[&str],
-) -> Result<Option<Vec<u64>>, gimli::Error> {
-    let mut units = dwarf.units();
-    while let Some(header) = units.next()? {
-        let unit = dwarf.unit(header)?;
-        let mut cursor = unit.entries();
-        // The depth of the matching type being read, and the offsets found in it so far.
-        let mut inside: Option<(isize, Vec<Option<u64>>)> = None;
-        while let Some(entry) = cursor.next_dfs()? {
-            let depth = entry.depth();
-            if let Some((d, found)) = &mut inside {
-                if depth > *d {
-                    if depth == *d + 1 && entry.tag() == gimli::DW_TAG_member {
-                        let Some(n) = attr_name(dwarf, &unit, entry) else {
-                            continue;
-                        };
-                        if let Some(i) = members.iter().position(|m| *m == n) {
-                            found[i] = entry
-                                .attr_value(gimli::DW_AT_data_member_location)
-                                .and_then(|v| v.udata_value());
-                        }
-                    }
-                    continue;
-                }
-                if found.iter().all(Option::is_some) {
-                    return Ok(Some(found.iter().map(|o| o.unwrap_or(0)).collect()));
-                }
-                inside = None;
-            }
-            if !matches!(
-                entry.tag(),
-                gimli::DW_TAG_structure_type | gimli::DW_TAG_class_type
-            ) || entry.attr_value(gimli::DW_AT_declaration).is_some()
-            {
-                continue;
-            }
-            let Some(n) = attr_name(dwarf, &unit, entry) else {
-                continue;
-            };
-            if (prefix && n.starts_with(name)) || (!prefix && n == name) {
-                inside = Some((depth, vec![None; members.len()]));
-            }
-        }
-        if let Some((_, found)) = inside {
-            if found.iter().all(Option::is_some) {
-                return Ok(Some(found.iter().map(|o| o.unwrap_or(0)).collect()));
-            }
-        }
-    }
-    Ok(None)
-}
-
-fn attr_name<'a>(
-    dwarf: &gimli::Dwarf<Slice<'a>>,
-    unit: &gimli::Unit<Slice<'a>>,
-    entry: &gimli::DebuggingInformationEntry<Slice<'a>>,
-) -> Option<&'a str> {
-    let v = entry.attr_value(gimli::DW_AT_name)?;
-    dwarf.attr_string(unit, v).ok()?.to_string().ok()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
-    fn maps_lines_give_start_offset_and_path() {
-        let maps = "7f00-7f10 r--p 00000000 08:01 12 /x/greenlet/_greenlet.cpython-311-x86_64-linux-gnu.so\n\
-                    7f10-7f20 r-xp 00001000 08:01 12 /x/greenlet/_greenlet.cpython-311-x86_64-linux-gnu.so\n\
-                    7f30-7f40 rw-p 00000000 00:00 0 \n\
-                    7f50-7f60 r-xp 00000000 08:01 13 /usr/lib/a b.so\n";
-        let m = file_mappings(maps);
-        assert_eq!(m.len(), 3);
-        assert_eq!(m[1], (0x7f10, 0x1000, m[0].2.clone()));
-        assert_eq!(m[2].2, "/usr/lib/a b.so");
-        assert!(is_greenlet_module(&m[0].2));
-        assert!(!is_greenlet_module("/x/_greenlet_other/foo.so"));
-        assert!(is_python("/usr/bin/python3.11", &[]));
-        assert!(is_python(
-            "/usr/bin/uwsgi",
-            &[(0, 0, "/usr/lib/libpython3.11.so.1.0".into())]
-        ));
-        assert!(!is_python("/usr/bin/demo", &m));
+    fn python_tags_come_from_the_module_name() {
         assert_eq!(
             python_tag("_greenlet.cpython-313-x86_64-linux-gnu.so").as_deref(),
             Some("cpython-313")
@@ -396,17 +255,21 @@ mod tests {
 
     #[test]
     fn a_process_is_rust_python_with_greenlet_python_without_or_musl() {
-        let map = |paths: &[&str]| -> Vec<(u64, u64, String)> {
-            paths.iter().map(|p| (0, 0, p.to_string())).collect()
+        let map = |paths: &[&str]| -> Vec<Mapping> {
+            paths
+                .iter()
+                .map(|p| Mapping {
+                    start: 0,
+                    offset: 0,
+                    path: p.to_string(),
+                })
+                .collect()
         };
         let glibc = "/usr/lib/x86_64-linux-gnu/libc.so.6";
         let module = "/site/greenlet/_greenlet.cpython-311-x86_64-linux-gnu.so";
         assert!(matches!(classify("/bin/demo", &map(&[glibc])), Ok(None)));
         let m = map(&[glibc, module]);
-        assert_eq!(
-            classify("/usr/bin/python3.11", &m).unwrap(),
-            Some(&module.to_string())
-        );
+        assert_eq!(classify("/usr/bin/python3.11", &m).unwrap(), Some(module));
         assert!(matches!(
             classify("/usr/bin/python3.11", &map(&[glibc])),
             Err(PyLookupError::NoGreenlet)

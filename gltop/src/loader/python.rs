@@ -14,6 +14,7 @@ use gimli::{AttributeValue, EndianSlice, RunTimeEndian, UnitOffset};
 use object::{Object, ObjectSection, ObjectSegment, ObjectSymbol};
 
 use super::process::Process;
+use super::pymodule::{self, ModuleKind};
 use super::Error;
 
 /// The greenlet functions a Python process is traced at, by mangled-name fragment (the
@@ -73,39 +74,6 @@ pub struct PyGreenlet {
     pub missing: Vec<&'static str>,
 }
 
-/// The paths mapped by a process whose file name is greenlet's extension module
-/// (`_greenlet.cpython-*.so` for 2.0 and later, `greenlet.cpython-*.so` for 1.x).
-pub fn greenlet_modules(maps: &str) -> Vec<String> {
-    let mut found: Vec<String> = maps
-        .lines()
-        .filter_map(|l| l.split_whitespace().nth(5))
-        .filter(|p| {
-            let name = p.rsplit('/').next().unwrap_or("");
-            (name.starts_with("_greenlet") || name.starts_with("greenlet.")) && name.contains(".so")
-        })
-        .map(str::to_string)
-        .collect();
-    found.dedup();
-    found
-}
-
-/// Whether a process's memory map and executable look like CPython's.
-pub fn is_python(maps: &str, exe: &Path) -> bool {
-    let name = exe.file_name().and_then(|n| n.to_str()).unwrap_or("");
-    name.starts_with("python") || maps.contains("libpython")
-}
-
-/// `__version__ = '3.5.6'` of a Python source.
-pub fn version_of(init_py: &str) -> Option<String> {
-    init_py.lines().find_map(|l| {
-        let rest = l.trim().strip_prefix("__version__")?.trim_start();
-        let v = rest.strip_prefix('=')?.trim();
-        let v = v.trim_matches(|c| c == '\'' || c == '"');
-        (!v.is_empty() && v.chars().all(|c| c.is_ascii_alphanumeric() || c == '.'))
-            .then(|| v.to_string())
-    })
-}
-
 fn refuse(process: &Process, reason: impl Into<String>) -> Error {
     Error::Python {
         pid: process.pid,
@@ -120,11 +88,10 @@ fn refuse(process: &Process, reason: impl Into<String>) -> Error {
 pub fn find(process: &Process) -> Result<Option<PyGreenlet>, Error> {
     let pid = process.pid;
     let maps_path = PathBuf::from(format!("/proc/{pid}/maps"));
-    let maps = std::fs::read_to_string(&maps_path).map_err(|e| Error::from_io(e, &maps_path))?;
+    let mapped = pymodule::mappings(pid).map_err(|e| Error::from_io(e, &maps_path))?;
     let exe = std::fs::read_link(process.exe()).unwrap_or_default();
-    let modules = greenlet_modules(&maps);
-    let Some(so) = modules.first() else {
-        if is_python(&maps, &exe) {
+    let Some((so, kind)) = pymodule::greenlet_module(&mapped) else {
+        if pymodule::is_python(&exe.to_string_lossy(), &mapped) {
             return Err(refuse(
                 process,
                 "it is a Python process without greenlet loaded (no _greenlet*.so in its \
@@ -133,12 +100,8 @@ pub fn find(process: &Process) -> Result<Option<PyGreenlet>, Error> {
         }
         return Ok(None);
     };
-    let path = PathBuf::from(format!("/proc/{pid}/root{so}"));
-    let dir = Path::new(so).parent().unwrap_or(Path::new("/"));
-    let init = PathBuf::from(format!("/proc/{pid}/root{}/__init__.py", dir.display()));
-    let version = std::fs::read_to_string(init)
-        .ok()
-        .and_then(|s| version_of(&s));
+    let path = pymodule::from_here(pid, so);
+    let version = pymodule::greenlet_version(&path);
     let bytes = std::fs::read(&path).map_err(|e| Error::from_io(e, &path))?;
     let file = object::File::parse(&*bytes).map_err(|e| Error::BadExecutable {
         path: PathBuf::from(so),
@@ -149,11 +112,8 @@ pub fn find(process: &Process) -> Result<Option<PyGreenlet>, Error> {
     let symbols = found.iter().map(|(n, _, s)| (*n, s.clone())).collect();
     let functions: Vec<(&'static str, u64)> = found.iter().map(|(n, o, _)| (*n, *o)).collect();
     if !functions.iter().any(|(n, _)| *n == "switch") {
-        let old = version.as_deref().is_some_and(|v| v.starts_with("1."))
-            || Path::new(so)
-                .file_name()
-                .and_then(|n| n.to_str())
-                .is_some_and(|n| n.starts_with("greenlet."));
+        let old =
+            version.as_deref().is_some_and(|v| v.starts_with("1.")) || kind == ModuleKind::Old;
         let reason = if old {
             format!(
                 "greenlet{} is not supported (greenlet 1.x is C with static, inlined \
@@ -661,41 +621,4 @@ fn offsets(file: &object::File<'_>) -> Result<Offsets, DwarfError> {
         origin_ref,
         parent_ref,
     })
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn finds_greenlet_modules_in_maps() {
-        let maps = "\
-7f0000000000-7f0000001000 r--p 00000000 08:01 123 /usr/lib/x/site-packages/greenlet/_greenlet.cpython-311-x86_64-linux-gnu.so
-7f0000001000-7f0000002000 r-xp 00001000 08:01 123 /usr/lib/x/site-packages/greenlet/_greenlet.cpython-311-x86_64-linux-gnu.so
-7f0000003000-7f0000004000 r-xp 00001000 08:01 124 /usr/lib/libpython3.11.so.1.0
-7f0000005000-7f0000006000 rw-p 00000000 00:00 0 
-";
-        assert_eq!(
-            greenlet_modules(maps),
-            ["/usr/lib/x/site-packages/greenlet/_greenlet.cpython-311-x86_64-linux-gnu.so"]
-        );
-        assert!(is_python(maps, Path::new("/usr/bin/x")));
-        assert!(is_python("", Path::new("/usr/bin/python3.11")));
-        assert!(!is_python("", Path::new("/usr/bin/cat")));
-        let old =
-            "7f0-7f1 r-xp 0 08:01 1 /x/site-packages/greenlet.cpython-39-x86_64-linux-gnu.so\n";
-        assert_eq!(greenlet_modules(old).len(), 1);
-        assert!(greenlet_modules("7f0-7f1 r-xp 0 08:01 1 /x/libgreenlet_stuff.txt\n").is_empty());
-    }
-
-    #[test]
-    fn reads_the_version() {
-        assert_eq!(
-            version_of("x = 1\n__version__ = '3.5.6'\n"),
-            Some("3.5.6".into())
-        );
-        assert_eq!(version_of("__version__ = \"2.0.2\""), Some("2.0.2".into()));
-        assert_eq!(version_of("__version__ = get()"), None);
-        assert_eq!(version_of(""), None);
-    }
 }

@@ -65,8 +65,9 @@ pub struct Recording {
     pub shapes: Vec<RawShape>,
     /// Samples of the target not in `stacks`.
     pub lost: Lost,
-    /// Greenlets named by the `new` probe during the recording.
-    pub named: usize,
+    /// Greenlets named by the `new` probe during the recording; `None` where every greenlet
+    /// has a name without it (Python greenlets: their type's).
+    pub named: Option<usize>,
     /// How it ended.
     pub ending: Ending,
     /// How long it sampled.
@@ -402,7 +403,7 @@ pub fn record(
         stacks,
         shapes,
         lost,
-        named: names.len(),
+        named: Some(names.len()),
         ending,
         elapsed,
         layout_late,

@@ -17,7 +17,8 @@
 //!  "episodes":[{"greenlet":2,"name":"spinner","function":"spin_without_switching",
 //!               "syscall":null,"cpu":"on","requested_ms":300,"measured_ns":300000123,
 //!               "cpu_ns":299871234,"turn_ns":300012345}],
-//!  "work":[],"switches":202,"elapsed_ns":300456789,"switches_per_s":672.3}
+//!  "work":[],"switches":202,"elapsed_ns":300456789,"thread_cpu_ns":2345678,
+//!  "switches_per_s":672.3}
 //! ```
 //!
 //! `measured_ns` is the blocking call's wall time, timed around it inside the greenlet;
@@ -25,8 +26,10 @@
 //! whole turn (the call, and the few instructions and any preemption either side of it)
 //! lies inside it: a tracer's episode is at most `turn_ns` long.
 //! `episodes` has one entry per repetition (`--repeat`), for every scenario but `split`, whose
-//! `work` lists each greenlet's turns and CPU work (`busy_ns`, timed from inside; `share` is
-//! its part of the two greenlets' work). `switches` counts every transfer the scenario made.
+//! `work` lists each greenlet's turns and CPU work (`busy_ns`: its steps of arithmetic at the
+//! rate measured against the thread's CPU clock at start; `share` is
+//! its part of the two greenlets' work). `switches` counts every transfer the scenario made;
+//! `thread_cpu_ns` is the thread's CPU time over the scenario(s).
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -201,6 +204,7 @@ fn to_json(reports: &[Report]) -> Value {
         "work": work,
         "switches": switches,
         "elapsed_ns": ns(elapsed),
+        "thread_cpu_ns": ns(reports.iter().map(|r| r.cpu).sum()),
         "switches_per_s": switches as f64 / elapsed.as_secs_f64().max(1e-9),
     })
 }
