@@ -359,7 +359,16 @@ fn prometheus_scrapes_the_exact_counts_of_the_oracle() {
             "{name}: {all:?}"
         );
     }
-    assert_eq!(all.len(), 18, "{:?}", all.keys().collect::<Vec<_>>());
+    // How many processes gltop keeps: by state, and those released (exited, then let go).
+    let state = |s: &str| BTreeMap::from([("state".to_string(), s.to_string())]);
+    let mut watched = all["gltop_watched_processes"].clone();
+    watched.sort();
+    assert_eq!(watched, vec![state("exited"), state("running")]);
+    assert_eq!(
+        all.get("gltop_released_processes_total"),
+        Some(&vec![BTreeMap::new()])
+    );
+    assert_eq!(all.len(), 20, "{:?}", all.keys().collect::<Vec<_>>());
     // gltop refreshed at least every half second, each refresh shorter than that.
     let refreshes = prom.value("gltop_refreshes_total").unwrap();
     let longest = prom.value("gltop_refresh_max_seconds").unwrap();
