@@ -592,7 +592,7 @@ pub fn run_many_json(args: &Args) -> Result<End, Failure> {
     let mut watched: Vec<JsonWatched> = Vec::new();
     let mut attach =
         |p: &Process, later: bool, watched: &mut Vec<JsonWatched>, per_hit_ns: &mut Option<f64>| {
-            let Some((mut session, sampler)) = crate::export::attach(args, p, later, true)? else {
+            let Some((mut session, sampler)) = crate::export::attach(args, p, later, false)? else {
                 return Ok::<(), Failure>(());
             };
             if per_hit_ns.is_none() {
@@ -734,8 +734,12 @@ pub fn run_many_tui(args: &Args) -> Result<End, Failure> {
     let mut discovery = crate::export::Discovery::new(args)?;
     let retention = crate::export::Retention::of(args);
     let mut watched: Vec<TuiWatched> = Vec::new();
+    let drawn = std::cell::Cell::new(false);
     let attach = |p: &Process, later: bool, watched: &mut Vec<TuiWatched>| {
-        if let Some((session, sampler)) = crate::export::attach(args, p, later, true)? {
+        // Once the view is drawn, a process met later gets no line when it cannot have the
+        // detector (the line would land on the screen); the header's blocking count is then
+        // of the others.
+        if let Some((session, sampler)) = crate::export::attach(args, p, later, drawn.get())? {
             watched.push(TuiWatched {
                 process: session.process().clone(),
                 session: Some(session),
@@ -899,6 +903,7 @@ pub fn run_many_tui(args: &Args) -> Result<End, Failure> {
         }
     }
     let watched = std::cell::RefCell::new(watched);
+    drawn.set(true);
     let end = run_tui(
         args,
         None,

@@ -231,13 +231,14 @@ impl Discovery {
 }
 
 /// Attaches the probes and the blocking detector to `p`. The detector's failure leaves the
-/// probes without it (one line); a process gone before it is attached gives `Ok(None)` when
-/// `found_later` (a scan met it), an error otherwise. Without `detector`, only the probes.
+/// probes without it (one line, unless `quiet`: the live view is drawn); a process gone
+/// before it is attached gives `Ok(None)` when `found_later` (a scan met it), an error
+/// otherwise.
 pub(crate) fn attach(
     args: &Args,
     p: &Process,
     found_later: bool,
-    detector: bool,
+    quiet: bool,
 ) -> Result<Option<(Session, Option<Sampler>)>, Failure> {
     let session = match Session::attach(p.pid, &args.options()) {
         Ok(s) => s,
@@ -249,11 +250,9 @@ pub(crate) fn attach(
         }
         Err(e) => return Err(e.into()),
     };
-    if !detector {
-        return Ok(Some((session, None)));
-    }
     let sampler = match Sampler::attach(p.pid, &args.sample_options(false)) {
         Ok(s) => Some(s),
+        Err(_) if quiet => None,
         Err(e) => {
             let reason = match e {
                 loader::Error::CannotSample { reason, .. } => reason,
@@ -421,7 +420,7 @@ fn add(
     watched: &mut Vec<Watched>,
     window: u64,
 ) -> Result<(), Failure> {
-    let Some((session, sampler)) = attach(args, p, found_later, true)? else {
+    let Some((session, sampler)) = attach(args, p, found_later, false)? else {
         return Ok(());
     };
     if per_hit_ns.is_none() {
