@@ -6,6 +6,8 @@ mod support;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use nix::sys::signal::Signal;
+
 use support::tmux::{bpf_and_tmux_or_skip, Tmux};
 use support::*;
 
@@ -25,7 +27,9 @@ fn tui_shows_header_names_sorting_detail_help_and_exits_with_the_demo() {
     }
     let mut demo = Proc::spawn(
         Command::new(example("demo"))
-            .args(["--wait-for-tracer", "--seconds", "20", "--hog-every", "2"])
+            // It ends when the tour is over (SIGTERM below), not on a timer that a loaded
+            // machine can run out of in the middle of the tour.
+            .args(["--wait-for-tracer", "--seconds", "600", "--hog-every", "2"])
             .stdout(Stdio::null())
             .stderr(Stdio::null()),
     );
@@ -116,6 +120,7 @@ fn tui_shows_header_names_sorting_detail_help_and_exits_with_the_demo() {
     tmux.wait_for("resumed", long, |s| !s.contains("PAUSED"));
 
     // The demo ends: gltop says so and exits 0.
+    demo.signal(Signal::SIGTERM);
     let screen = tmux.wait_for("the demo's end", Duration::from_secs(60), |s| {
         s.contains("GLTOP_EXIT=")
     });

@@ -15,6 +15,7 @@
 //! ```
 
 mod attach;
+pub mod cpuclock;
 pub mod dwarf;
 pub mod elf;
 pub mod layout;

@@ -7,17 +7,17 @@
 
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::mem::MaybeUninit;
-use std::os::fd::{AsRawFd, IntoRawFd};
 
 use libbpf_rs::skel::{OpenSkel, SkelBuilder};
 use libbpf_rs::{Link, MapCore, MapFlags, OpenObject};
 
 use super::attach::{delete_all, read_all, u32_key, Pod};
+use super::cpuclock::{self, Rate};
 use super::process::{self, Process};
 use super::pyframes::PyFrameOffsets;
 use super::pygreenlet::PyGreenletLayout;
 use super::sample::{
-    open_cpu_clock, SampleOptions, SampleSnapshot, SampleTotals, SampledGreenlet, SampledThread,
+    clock_error, SampleOptions, SampleSnapshot, SampleTotals, SampledGreenlet, SampledThread,
     HZ_RANGE,
 };
 use super::skel::pysample::{types, PysampleSkel, PysampleSkelBuilder};
@@ -235,37 +235,13 @@ impl PySampler {
             .py_switch
             .attach()
             .map_err(|e| Error::bpf("cannot attach to the sched_switch tracepoint", e))?];
-        let period = 1_000_000_000 / u64::from(opts.hz);
-        let mut cpus = 0;
-        let possible =
-            libbpf_rs::num_possible_cpus().map_err(|e| Error::bpf("cannot count the CPUs", e))?;
-        for cpu in 0..possible {
-            let fd = match open_cpu_clock(cpu, period) {
-                Ok(fd) => fd,
-                Err(e) if e.raw_os_error() == Some(libc::ENODEV) => continue,
-                Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => {
-                    return Err(Error::NotPermitted {
-                        action: "open the cpu-clock perf event".into(),
-                        need: process::BPF_PRIVILEGE.into(),
-                    })
-                }
-                Err(e) => {
-                    return Err(Error::Io {
-                        action: format!("cannot open the cpu-clock perf event on CPU {cpu}"),
-                        source: e,
-                    })
-                }
-            };
-            let link = skel
-                .progs
-                .py_sample
-                .attach_perf_event(fd.as_raw_fd())
-                .map_err(|e| Error::bpf("cannot attach to the cpu-clock perf event", e))?;
-            // The link closes the event's descriptor when it is dropped.
-            let _ = fd.into_raw_fd();
-            links.push(link);
-            cpus += 1;
-        }
+        let clocks =
+            cpuclock::attach_every_cpu(Rate::PeriodNs(1_000_000_000 / u64::from(opts.hz)), |fd| {
+                skel.progs.py_sample.attach_perf_event(fd)
+            })
+            .map_err(clock_error)?;
+        let cpus = clocks.len();
+        links.extend(clocks);
         Ok(PySampler {
             _links: links,
             skel,

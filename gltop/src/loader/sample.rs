@@ -10,13 +10,13 @@
 use std::cell::RefCell;
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::mem::MaybeUninit;
-use std::os::fd::{AsRawFd, FromRawFd, IntoRawFd, OwnedFd};
 use std::rc::Rc;
 
 use libbpf_rs::skel::{OpenSkel, SkelBuilder};
 use libbpf_rs::{Link, MapCore, MapFlags, OpenObject, RingBuffer, RingBufferBuilder, UprobeOpts};
 
 use super::attach::{delete_all, read_all, u32_key, Pod};
+use super::cpuclock::{self, ClockError, Rate};
 use super::elf;
 use super::layout::{self, LayoutError, SampleLayout};
 use super::process::{self, Process};
@@ -296,62 +296,27 @@ impl std::fmt::Debug for Sampler {
     }
 }
 
-/// `struct perf_event_attr` up to `PERF_ATTR_SIZE_VER5` (112 bytes).
-#[repr(C)]
-#[derive(Default)]
-struct PerfEventAttr {
-    type_: u32,
-    size: u32,
-    config: u64,
-    sample_period: u64,
-    sample_type: u64,
-    read_format: u64,
-    flags: u64,
-    wakeup_events: u32,
-    bp_type: u32,
-    config1: u64,
-    config2: u64,
-    branch_sample_type: u64,
-    sample_regs_user: u64,
-    sample_stack_user: u32,
-    clockid: i32,
-    sample_regs_intr: u64,
-    aux_watermark: u32,
-    sample_max_stack: u16,
-    reserved_2: u16,
-}
-const _: () = assert!(std::mem::size_of::<PerfEventAttr>() == 112);
-
-const PERF_TYPE_SOFTWARE: u32 = 1;
-const PERF_COUNT_SW_CPU_CLOCK: u64 = 0;
-const PERF_FLAG_FD_CLOEXEC: libc::c_ulong = 8;
-
-/// Opens the software cpu-clock event on `cpu` for every task, sampling every `period_ns`.
-pub(super) fn open_cpu_clock(cpu: usize, period_ns: u64) -> std::io::Result<OwnedFd> {
-    let attr = PerfEventAttr {
-        type_: PERF_TYPE_SOFTWARE,
-        size: std::mem::size_of::<PerfEventAttr>() as u32,
-        config: PERF_COUNT_SW_CPU_CLOCK,
-        sample_period: period_ns,
-        ..Default::default()
-    };
-    // SAFETY: perf_event_open reads `size` bytes of a valid, initialised attr that lives
-    // across the call; the other arguments are plain integers.
-    let fd = unsafe {
-        libc::syscall(
-            libc::SYS_perf_event_open,
-            &attr as *const PerfEventAttr,
-            -1 as libc::pid_t,
-            cpu as libc::c_int,
-            -1 as libc::c_int,
-            PERF_FLAG_FD_CLOEXEC,
-        )
-    };
-    if fd < 0 {
-        return Err(std::io::Error::last_os_error());
+/// A loader error for a clock that could not be started on every CPU.
+pub(super) fn clock_error(e: ClockError<libbpf_rs::Error>) -> Error {
+    match e {
+        ClockError::Open { source, .. }
+            if source.kind() == std::io::ErrorKind::PermissionDenied =>
+        {
+            Error::NotPermitted {
+                action: "open the cpu-clock perf event".into(),
+                need: process::BPF_PRIVILEGE.into(),
+            }
+        }
+        ClockError::Open { cpu, source } => Error::Io {
+            action: format!("cannot open the cpu-clock perf event on CPU {cpu}"),
+            source,
+        },
+        ClockError::Cpus(why) => Error::Io {
+            action: "cannot count the CPUs".into(),
+            source: std::io::Error::other(why),
+        },
+        ClockError::Attach(e) => Error::bpf("cannot attach to the cpu-clock perf event", e),
     }
-    // SAFETY: the kernel just returned this descriptor to us, and nothing else owns it.
-    Ok(unsafe { OwnedFd::from_raw_fd(fd as i32) })
 }
 
 /// The layout as the BPF map's value (`struct gl_layout`: s64, then four u32).
@@ -551,38 +516,13 @@ impl Sampler {
                 .attach()
                 .map_err(|e| Error::bpf("cannot attach to the sched_switch tracepoint", e))?,
         );
-        let period = 1_000_000_000 / u64::from(opts.hz);
-        let mut cpus = 0;
-        let possible =
-            libbpf_rs::num_possible_cpus().map_err(|e| Error::bpf("cannot count the CPUs", e))?;
-        for cpu in 0..possible {
-            let fd = match open_cpu_clock(cpu, period) {
-                Ok(fd) => fd,
-                // A possible CPU that is not online.
-                Err(e) if e.raw_os_error() == Some(libc::ENODEV) => continue,
-                Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => {
-                    return Err(Error::NotPermitted {
-                        action: "open the cpu-clock perf event".into(),
-                        need: process::BPF_PRIVILEGE.into(),
-                    })
-                }
-                Err(e) => {
-                    return Err(Error::Io {
-                        action: format!("cannot open the cpu-clock perf event on CPU {cpu}"),
-                        source: e,
-                    })
-                }
-            };
-            let link = skel
-                .progs
-                .on_sample
-                .attach_perf_event(fd.as_raw_fd())
-                .map_err(|e| Error::bpf("cannot attach to the cpu-clock perf event", e))?;
-            // The link closes the event's descriptor when it is dropped.
-            let _ = fd.into_raw_fd();
-            links.push(link);
-            cpus += 1;
-        }
+        let clocks =
+            cpuclock::attach_every_cpu(Rate::PeriodNs(1_000_000_000 / u64::from(opts.hz)), |fd| {
+                skel.progs.on_sample.attach_perf_event(fd)
+            })
+            .map_err(clock_error)?;
+        let cpus = clocks.len();
+        links.extend(clocks);
         let mut sampler = Sampler {
             _links: links,
             ring,

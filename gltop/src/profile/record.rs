@@ -4,7 +4,6 @@
 
 use std::collections::BTreeMap;
 use std::mem::MaybeUninit;
-use std::os::fd::{FromRawFd, IntoRawFd, OwnedFd};
 use std::time::{Duration, Instant};
 
 use libbpf_rs::skel::{OpenSkel, SkelBuilder};
@@ -13,6 +12,7 @@ use libbpf_rs::{Link, MapCore, MapFlags, OpenObject, UprobeOpts};
 use super::fold::{is_greenlet_bottom, RawShape, Stack};
 use super::skel::{types, ProfileSkel, ProfileSkelBuilder};
 use super::Error;
+use crate::loader::cpuclock::{self, ClockError, Rate};
 use crate::loader::layout::{self, SampleLayout};
 use crate::loader::symbolize::Symbolizer;
 use crate::loader::{elf, process, Process};
@@ -76,84 +76,6 @@ pub struct Recording {
     pub layout_late: bool,
     /// Whether it never did: nothing could be sampled.
     pub layout_missing: bool,
-}
-
-/// `perf_event_attr` as far as this file sets it (the kernel reads `size` bytes; the rest
-/// is zero). Offsets from `linux/perf_event.h`.
-#[repr(C)]
-struct PerfEventAttr {
-    kind: u32,
-    size: u32,
-    config: u64,
-    sample_freq: u64,
-    sample_type: u64,
-    read_format: u64,
-    flags: u64,
-    rest: [u64; 10],
-}
-
-const PERF_TYPE_SOFTWARE: u32 = 1;
-const PERF_COUNT_SW_CPU_CLOCK: u64 = 0;
-/// `attr.freq`: `sample_freq` is a frequency, not a period.
-const PERF_ATTR_FREQ: u64 = 1 << 10;
-/// `attr.disabled`: enabled when the BPF program is attached.
-const PERF_ATTR_DISABLED: u64 = 1;
-const PERF_FLAG_FD_CLOEXEC: libc::c_ulong = 8;
-
-/// Opens the software cpu-clock event on `cpu`, for every process, `hz` samples a second.
-fn open_cpu_clock(cpu: usize, hz: u64) -> std::io::Result<OwnedFd> {
-    let attr = PerfEventAttr {
-        kind: PERF_TYPE_SOFTWARE,
-        size: std::mem::size_of::<PerfEventAttr>() as u32,
-        config: PERF_COUNT_SW_CPU_CLOCK,
-        sample_freq: hz,
-        sample_type: 0,
-        read_format: 0,
-        flags: PERF_ATTR_FREQ | PERF_ATTR_DISABLED,
-        rest: [0; 10],
-    };
-    // SAFETY: perf_event_open reads `size` bytes of `attr`, a live #[repr(C)] value of that
-    // size laid out as the kernel's struct (fields it does not know are zero); pid -1 with a
-    // CPU, group fd -1 and a flag are plain integers. It returns a new fd or -1.
-    let fd = unsafe {
-        libc::syscall(
-            libc::SYS_perf_event_open,
-            &attr as *const PerfEventAttr,
-            -1 as libc::pid_t,
-            cpu as libc::c_int,
-            -1 as libc::c_int,
-            PERF_FLAG_FD_CLOEXEC,
-        )
-    };
-    if fd < 0 {
-        return Err(std::io::Error::last_os_error());
-    }
-    // SAFETY: the syscall just returned this fd, which nothing else owns.
-    Ok(unsafe { OwnedFd::from_raw_fd(fd as libc::c_int) })
-}
-
-/// The CPUs of a `/sys/devices/system/cpu/online` list (`0-3,5`).
-pub fn parse_cpu_list(text: &str) -> Option<Vec<usize>> {
-    let mut cpus = Vec::new();
-    for part in text.trim().split(',') {
-        match part.split_once('-') {
-            Some((a, b)) => cpus.extend(a.parse::<usize>().ok()?..=b.parse::<usize>().ok()?),
-            None => cpus.push(part.parse().ok()?),
-        }
-    }
-    Some(cpus)
-}
-
-fn online_cpus() -> Result<Vec<usize>, Error> {
-    let path = "/sys/devices/system/cpu/online";
-    let text = std::fs::read_to_string(path).map_err(|e| Error::Io {
-        action: format!("cannot read {path}"),
-        source: e,
-    })?;
-    parse_cpu_list(&text).ok_or_else(|| Error::Io {
-        action: format!("cannot parse {path}"),
-        source: std::io::Error::other(text.trim().to_string()),
-    })
 }
 
 /// The loaded sampler and its links.
@@ -241,19 +163,18 @@ impl Sampler {
     }
 
     fn attach_clocks(&mut self, hz: u64) -> Result<(), Error> {
-        for cpu in online_cpus()? {
-            let fd = open_cpu_clock(cpu, hz).map_err(|e| Error::PerfEvent { cpu, source: e })?;
-            // libbpf's perf-event link owns the fd from here: it closes it on detach.
-            let raw = fd.into_raw_fd();
-            match self.skel.progs.on_sample.attach_perf_event(raw) {
-                Ok(link) => self.perf.push(link),
-                Err(e) => {
-                    // SAFETY: the attach failed, so nothing took the fd: it is still ours.
-                    drop(unsafe { OwnedFd::from_raw_fd(raw) });
-                    return Err(bpf("cannot attach to the cpu-clock event")(e));
-                }
-            }
-        }
+        let progs = &self.skel.progs;
+        let links =
+            cpuclock::attach_every_cpu(Rate::Hz(hz), |fd| progs.on_sample.attach_perf_event(fd))
+                .map_err(|e| match e {
+                    ClockError::Open { cpu, source } => Error::PerfEvent { cpu, source },
+                    ClockError::Cpus(why) => Error::Io {
+                        action: "cannot count the CPUs".into(),
+                        source: std::io::Error::other(why),
+                    },
+                    ClockError::Attach(e) => bpf("cannot attach to the cpu-clock event")(e),
+                })?;
+        self.perf.extend(links);
         Ok(())
     }
 
@@ -409,24 +330,4 @@ pub fn record(
         layout_late,
         layout_missing: published.is_none(),
     })
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn reads_cpu_lists() {
-        assert_eq!(parse_cpu_list("0-1\n"), Some(vec![0, 1]));
-        assert_eq!(parse_cpu_list("0,2-4,7"), Some(vec![0, 2, 3, 4, 7]));
-        assert_eq!(parse_cpu_list("3"), Some(vec![3]));
-        assert_eq!(parse_cpu_list("x"), None);
-        assert_eq!(parse_cpu_list("1-"), None);
-    }
-
-    #[test]
-    fn the_perf_attr_has_the_kernels_size() {
-        // PERF_ATTR_SIZE_VER7: the fields through `sig_data`.
-        assert_eq!(std::mem::size_of::<PerfEventAttr>(), 128);
-    }
 }
