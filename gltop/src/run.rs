@@ -592,7 +592,8 @@ pub fn run_many_json(args: &Args) -> Result<End, Failure> {
     let mut watched: Vec<JsonWatched> = Vec::new();
     let mut attach =
         |p: &Process, later: bool, watched: &mut Vec<JsonWatched>, per_hit_ns: &mut Option<f64>| {
-            let Some((mut session, sampler)) = crate::export::attach(args, p, later, true)? else {
+            let Some((mut session, sampler)) = crate::export::attach(args, p, later, true, false)?
+            else {
                 return Ok::<(), Failure>(());
             };
             if per_hit_ns.is_none() {
@@ -709,7 +710,7 @@ pub fn run_many_tui(args: &Args) -> Result<End, Failure> {
     let mut discovery = crate::export::Discovery::new(args)?;
     let mut watched: Vec<TuiWatched> = Vec::new();
     let attach = |p: &Process, later: bool, watched: &mut Vec<TuiWatched>| {
-        if let Some((session, _)) = crate::export::attach(args, p, later, false)? {
+        if let Some((session, _)) = crate::export::attach(args, p, later, false, false)? {
             watched.push(TuiWatched {
                 session,
                 last: None,

@@ -129,8 +129,13 @@ pub(crate) fn attach(
     p: &Process,
     found_later: bool,
     detector: bool,
+    track_ended: bool,
 ) -> Result<Option<(Session, Option<Sampler>)>, Failure> {
-    let session = match Session::attach(p.pid, &args.options()) {
+    let opts = loader::Options {
+        track_ended,
+        ..args.options()
+    };
+    let session = match Session::attach(p.pid, &opts) {
         Ok(s) => s,
         Err(e) if found_later => {
             if p.is_alive() {
@@ -300,7 +305,9 @@ fn add(
     watched: &mut Vec<Watched>,
     window: u64,
 ) -> Result<(), Failure> {
-    let Some((session, sampler)) = attach(args, p, found_later, true)? else {
+    // Sums only, unless per-name counts need every record (`Target::absorb`).
+    let track = args.greenlet_names.unwrap_or(0) == 0;
+    let Some((session, sampler)) = attach(args, p, found_later, true, track)? else {
         return Ok(());
     };
     if per_hit_ns.is_none() {
@@ -375,8 +382,13 @@ fn refresh_all(watched: &mut [Watched], st: &mut Exported, window_ns: u64) -> Re
 fn refresh(w: &mut Watched, st: &mut Exported, window_ns: u64) -> Result<(), Failure> {
     let t = &mut st.targets[w.index];
     if let Some(session) = &mut w.session {
-        let snap = session.snapshot()?;
-        t.absorb(&snap, window_ns);
+        if t.names.is_some() {
+            let snap = session.snapshot()?;
+            t.absorb(&snap, window_ns);
+        } else {
+            let agg = session.aggregate()?;
+            t.absorb_aggregate(&agg, window_ns);
+        }
     }
     if let Some(sampler) = &mut w.sampler {
         match sampler.snapshot() {
