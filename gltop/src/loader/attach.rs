@@ -177,9 +177,10 @@ pub struct Session {
     track_ended: bool,
     /// For [`Session::aggregate`]: keys of records seen dead but not yet moved out.
     pending: HashSet<u64>,
-    /// For [`Session::aggregate`]: the sum of the failures that call for a full read, at the
-    /// last refresh.
-    trouble: u64,
+    /// For [`Session::aggregate`]: failed pushes into the ended sets and failed record
+    /// inserts at the last full read, and refreshes since it.
+    trouble: (u64, u64),
+    since_full: u32,
     /// The watched processes seen so far (`None`: gone before it was first seen).
     known: BTreeMap<i32, (i32, Option<Process>, bool)>,
     runtime: Runtime,
@@ -252,6 +253,10 @@ pub(super) fn u32_key(bytes: &[u8]) -> Option<u32> {
 /// after its death is moved out of the kernel anyway. Every way the runtime ends a greenlet
 /// marks it done; this only bounds the map if a process breaks that (or dies mid-way).
 const DEAD_GRACE_NS: u64 = 10_000_000_000;
+
+/// [`Session::aggregate`] reads every record for failed record inserts at most once in this
+/// many refreshes.
+const LOST_RECORDS_RESYNC: u32 = 30;
 
 /// Deletes `keys` (each `key_size` bytes, concatenated) from a hash map; keys already gone
 /// are not an error.
@@ -402,7 +407,8 @@ impl Session {
             ended: [0; 2],
             track_ended: opts.track_ended,
             pending: HashSet::new(),
-            trouble: 0,
+            trouble: (0, 0),
+            since_full: 0,
             follow: opts.follow,
             known: BTreeMap::new(),
             runtime: Runtime::Rust,
@@ -572,7 +578,8 @@ impl Session {
             ended: [0; 2],
             track_ended: opts.track_ended,
             pending: HashSet::new(),
-            trouble: 0,
+            trouble: (0, 0),
+            since_full: 0,
             follow: false,
             known: BTreeMap::new(),
             runtime: Runtime::Rust,
@@ -842,7 +849,7 @@ impl Session {
             hist: [0; HIST_BUCKETS],
             full_read: false,
         };
-        let mut trouble = 0u64;
+        let (mut overflows, mut lost_records) = (0u64, 0u64);
         for c in &per_cpu {
             agg.live = agg.live.wrapping_add(c.live);
             agg.slices += c.slices;
@@ -850,10 +857,22 @@ impl Session {
             for (a, b) in agg.hist.iter_mut().zip(c.hist) {
                 *a += b;
             }
-            trouble += c.set_overflows + c.greenlet_failures + c.edge_failures;
+            overflows += c.set_overflows;
+            lost_records += c.greenlet_failures;
         }
-        if !self.track_ended || trouble != self.trouble {
-            self.trouble = trouble;
+        // A failed push lost a key: read everything now. A failed record insert (a full map)
+        // can leave edges of a greenlet that has no record, which only a full read finds:
+        // read everything for it too, but at most every `LOST_RECORDS_RESYNC` refreshes, so
+        // a map that stays full does not make every refresh a full read. A failed edge insert
+        // leaves nothing behind.
+        let (seen_overflows, seen_lost) = self.trouble;
+        self.since_full = self.since_full.saturating_add(1);
+        let full = !self.track_ended
+            || overflows != seen_overflows
+            || (lost_records != seen_lost && self.since_full >= LOST_RECORDS_RESYNC);
+        if full {
+            self.trouble = (overflows, lost_records);
+            self.since_full = 0;
             self.full_refresh()?;
             agg.full_read = true;
         } else {
