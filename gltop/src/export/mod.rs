@@ -165,7 +165,8 @@ pub(crate) fn attach(
     Ok(Some((session, sampler)))
 }
 
-/// Each refresh reads a kernel map in one batch into buffers sized to the map's capacity
+/// A refresh that reads every record (with `--greenlet-names`, see [`refresh`]) reads a
+/// kernel map in one batch into buffers sized to the map's capacity
 /// (tens of MB with `--max-greenlets` in the 100,000s), freed once read. glibc serves such
 /// blocks with `mmap` and returns them at once, so every refresh faulted the pages in anew
 /// (a quarter of gltop's CPU at 100,000 greenlets). Served from the heap and kept, they are
@@ -186,7 +187,11 @@ pub fn run(args: &Args, addr: SocketAddr) -> Result<End, Failure> {
     if std::env::var_os("GLTOP_DEBUG").is_none() {
         libbpf_rs::set_print(None);
     }
-    keep_large_allocations();
+    // Only when every refresh reads every record (per-name counts); otherwise a refresh
+    // reads sums and the records that ended, and a full read is rare (a failed push).
+    if args.greenlet_names.unwrap_or(0) > 0 {
+        keep_large_allocations();
+    }
     // Blocked before the server starts its threads, which inherit the mask: a stop signal
     // then reaches the signalfd, never a thread that would die of it.
     let mut signals = Signals::block()?;
