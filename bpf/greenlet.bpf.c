@@ -73,6 +73,26 @@ struct {
 	__type(value, struct gl_proc);
 } procs SEC(".maps");
 
+/* Set to 1 by the loader before load to keep the ended sets (greenlet.h, "Ended sets"). */
+const volatile __u32 track_ended = 0;
+
+/* Keys of greenlets whose `dead` fired, and of edges just inserted, until user space drains them. */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 16384);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__type(key, __u64);
+	__type(value, __u8);
+} ended_ids SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 16384);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__type(key, struct gl_edge_key);
+	__type(value, __u8);
+} new_edges SEC(".maps");
+
 /* Initial values for inserts (in .rodata, so they cost no stack). */
 static const struct gl_stats zero_stats;
 static const struct gl_thread zero_thread;
@@ -102,8 +122,11 @@ static __always_inline struct gl_stats *get_greenlet(__u64 id, struct gl_totals 
 
 	if (g)
 		return g;
-	if (bpf_map_update_elem(&greenlets, &id, &zero_stats, BPF_NOEXIST) == 0 && late)
-		tot->late_greenlets++;
+	if (bpf_map_update_elem(&greenlets, &id, &zero_stats, BPF_NOEXIST) == 0) {
+		tot->live++;
+		if (late)
+			tot->late_greenlets++;
+	}
 	g = bpf_map_lookup_elem(&greenlets, &id);
 	if (!g)
 		tot->greenlet_failures++;
@@ -159,8 +182,9 @@ static __always_inline __u32 log2_u64(__u64 v)
 	return r;
 }
 
-/* A slice of `g` that began at `since` (0: unknown) ends at `now`. */
-static __always_inline void end_slice(struct gl_stats *g, __u64 since, __u64 now)
+/* A slice of `g` that began at `since` (0: unknown) ends at `now`; counted in `tot` too. */
+static __always_inline void end_slice(struct gl_stats *g, struct gl_totals *tot, __u64 since,
+				      __u64 now)
 {
 	if (since && now >= since) {
 		__u64 slice = now - since;
@@ -173,7 +197,20 @@ static __always_inline void end_slice(struct gl_stats *g, __u64 since, __u64 now
 		g->slices++;
 		if (slice > g->max_slice_ns)
 			g->max_slice_ns = slice;
+		tot->hist[b]++;
+		tot->slice_ns += slice;
+		tot->slices++;
 	}
+}
+
+/* `key` into an ended set (greenlet.h, "Ended sets"); a failure other than "there already" counts. */
+static __always_inline void push_key(void *set, const void *key, struct gl_totals *tot)
+{
+	static const __u8 one = 1;
+	long err = bpf_map_update_elem(set, key, &one, BPF_NOEXIST);
+
+	if (err && err != -17 /* EEXIST */)
+		tot->set_overflows++;
 }
 
 /*
@@ -236,7 +273,7 @@ static __always_inline int on_transfer(__u64 origin, __u64 target, bool is_throw
 		else
 			o->switches_out++;
 		if (t && t->current == origin)
-			end_slice(o, t->since_ns, now);
+			end_slice(o, tot, t->since_ns, now);
 		o->tid = tid;
 	}
 
@@ -256,7 +293,8 @@ static __always_inline int on_transfer(__u64 origin, __u64 target, bool is_throw
 
 	e = bpf_map_lookup_elem(&edges, &ek);
 	if (!e) {
-		bpf_map_update_elem(&edges, &ek, &zero_edge, BPF_NOEXIST);
+		if (bpf_map_update_elem(&edges, &ek, &zero_edge, BPF_NOEXIST) == 0 && track_ended)
+			push_key(&new_edges, &ek, tot);
 		e = bpf_map_lookup_elem(&edges, &ek);
 	}
 	if (e) {
@@ -333,10 +371,14 @@ static __always_inline int on_dead(__u64 id, __u8 outcome)
 	g = get_greenlet(id, tot, true);
 	if (!g)
 		return 0;
+	if (!g->dead)
+		tot->live--;
 	g->dead_ns = now;
 	g->outcome = outcome;
 	g->tid = tid;
 	g->dead = 1;
+	if (track_ended)
+		push_key(&ended_ids, &id, tot);
 	/*
 	 * A greenlet that returned, failed or exited is still running: its slice
 	 * ends at the transfer to its parent that follows, which also marks it
@@ -347,7 +389,7 @@ static __always_inline int on_dead(__u64 id, __u8 outcome)
 		return 0;
 	t = bpf_map_lookup_elem(&threads, &tid);
 	if (t && t->current == id) {
-		end_slice(g, t->since_ns, now);
+		end_slice(g, tot, t->since_ns, now);
 		bpf_map_delete_elem(&threads, &tid);
 	}
 	barrier();

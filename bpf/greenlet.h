@@ -117,7 +117,48 @@ struct gl_totals {
 	__u64 thread_failures;
 	/* Greenlets first seen by a transfer or `dead` rather than `new` (attached mid-run). */
 	__u64 late_greenlets;
+	/*
+	 * Aggregates kept as they happen, so that a reader that needs only sums (the
+	 * exporter) never reads the greenlet records (see "Ended sets" below).
+	 * `live`: records inserted minus records marked dead (a per-CPU copy can go
+	 * below zero: sum with wrapping arithmetic); equals the records not dead.
+	 * `slices`, `slice_ns`, `hist`: every completed slice of every record, as
+	 * the records' own fields count them.
+	 */
+	__u64 live;
+	__u64 slices;
+	__u64 slice_ns;
+	__u64 hist[GL_HIST_BUCKETS];
+	/* Pushes into `ended_ids` or `new_edges` that failed (set full): user space resyncs. */
+	__u64 set_overflows;
 };
+
+/*
+ * Ended sets (only when the loader sets `track_ended`: the exporter). The
+ * exporter needs the sums above plus one thing the records hold: which
+ * records are final, to move them out of the kernel with their edges. So
+ * `dead` pushes the greenlet's key into the hash set `ended_ids` and an
+ * edge's first insert pushes its key into `new_edges`; user space drains both
+ * at each refresh (lookup-and-delete in batches) and looks up only the
+ * records drained (plus those drained earlier that were dead but not yet
+ * `done`), never the whole map. Each push happens once per event (one death,
+ * one edge insert), not per switch, so a switch pays nothing for it but a
+ * test of `track_ended` on an edge's first use.
+ *
+ * Races. An insert into a BPF hash map is atomic with respect to a batch
+ * lookup-and-delete: a push that lands after user space drained the set is
+ * in the set at the next refresh, never lost, and is never drained twice.
+ * A key is pushed before the `done` of its record (on_dead pushes at the
+ * death; an edge is inserted by a transfer, which precedes the `done` of
+ * both its ends, see "Lifetimes"), so when user space sees a record `done`
+ * it has drained or will drain, in the same refresh, after the record's
+ * lookup, every edge key of that greenlet: user space reads `ended_ids`,
+ * then the records, then `new_edges`. A push that finds its set full (the
+ * insert fails for any reason but "already there") counts `set_overflows`;
+ * user space then reads every record and edge once (as the full snapshot
+ * does) and goes on from there. Insert failures into the maps themselves
+ * (`greenlet_failures`, `edge_failures`) trigger the same full read.
+ */
 
 /*
  * Following forks (gltop --follow). Greenlet ids are per process, and a

@@ -20,6 +20,12 @@
  * reused once the object is freed; a greenlet created at an address that still
  * has a record gets a generation above it (bits PY_GEN_SHIFT and up), so it is
  * a new record.
+ *
+ * Every record write here ends in on_transfer, on_new or on_dead, so the sums in
+ * `totals` and the ended sets (greenlet.h, "Ended sets") are kept the same way as
+ * for the Rust runtime: a death, wherever it is found (did_finish, a destructor),
+ * goes through on_dead, which counts it and pushes the key. The writes made
+ * before those calls (a late greenlet's name, a throw's outcome) touch no sum.
  */
 #ifndef GREENLET_PYTHON_BPF_H
 #define GREENLET_PYTHON_BPF_H

@@ -592,7 +592,8 @@ pub fn run_many_json(args: &Args) -> Result<End, Failure> {
     let mut watched: Vec<JsonWatched> = Vec::new();
     let mut attach =
         |p: &Process, later: bool, watched: &mut Vec<JsonWatched>, per_hit_ns: &mut Option<f64>| {
-            let Some((mut session, sampler)) = crate::export::attach(args, p, later, false)? else {
+            let Some((mut session, sampler)) = crate::export::attach(args, p, later, false, false)?
+            else {
                 return Ok::<(), Failure>(());
             };
             if per_hit_ns.is_none() {
@@ -739,7 +740,8 @@ pub fn run_many_tui(args: &Args) -> Result<End, Failure> {
         // Once the view is drawn, a process met later gets no line when it cannot have the
         // detector (the line would land on the screen); the header's blocking count is then
         // of the others.
-        if let Some((session, sampler)) = crate::export::attach(args, p, later, drawn.get())? {
+        if let Some((session, sampler)) = crate::export::attach(args, p, later, drawn.get(), false)?
+        {
             watched.push(TuiWatched {
                 process: session.process().clone(),
                 session: Some(session),

@@ -13,7 +13,9 @@ use std::sync::{Arc, Mutex};
 
 use gltop::loader::rates::{bucket_range, tracing_cost};
 use gltop::loader::sample::Episode;
-use gltop::loader::{GreenletKey, Outcome, Snapshot, Totals, HIST_BUCKETS, OUTCOME_SLOTS};
+use gltop::loader::{
+    Aggregate, GreenletKey, Outcome, Snapshot, Totals, HIST_BUCKETS, OUTCOME_SLOTS,
+};
 use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
 use prometheus_client::metrics::counter::ConstCounter;
@@ -237,13 +239,31 @@ impl Target {
         if let Some(names) = &mut self.names {
             names.absorb(snap);
         }
-        let hits = snap.totals.hits();
+        self.mark_hits(snap.at_ns, window_ns);
+    }
+
+    /// Takes in a session's sums ([`gltop::loader::Session::aggregate`]): the same figures as
+    /// [`Target::absorb`] gives without per-name counts, read without the records.
+    pub fn absorb_aggregate(&mut self, agg: &Aggregate, window_ns: u64) {
+        self.totals = agg.totals;
+        self.live = agg.live;
+        // The kernel's sums cover every slice, of records still there or moved out.
+        self.ended_hist = [0; HIST_BUCKETS];
+        self.ended_on_cpu_ns = 0;
+        self.live_hist = agg.hist;
+        self.live_on_cpu_ns = agg.slice_ns;
+        self.mark_hits(agg.at_ns, window_ns);
+    }
+
+    /// The probe-hit rate's window moves on to `at_ns` once it spans `window_ns`.
+    fn mark_hits(&mut self, at_ns: u64, window_ns: u64) {
+        let hits = self.totals.hits();
         match self.mark {
-            None => self.mark = Some((snap.at_ns, hits)),
-            Some((at, before)) if snap.at_ns.saturating_sub(at) >= window_ns.max(1) => {
-                let dt = snap.at_ns - at;
+            None => self.mark = Some((at_ns, hits)),
+            Some((at, before)) if at_ns.saturating_sub(at) >= window_ns.max(1) => {
+                let dt = at_ns - at;
                 self.hits_per_s = hits.saturating_sub(before) as f64 * 1e9 / dt as f64;
-                self.mark = Some((snap.at_ns, hits));
+                self.mark = Some((at_ns, hits));
             }
             Some(_) => {}
         }

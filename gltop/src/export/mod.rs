@@ -233,14 +233,20 @@ impl Discovery {
 /// Attaches the probes and the blocking detector to `p`. The detector's failure leaves the
 /// probes without it (one line, unless `quiet`: the live view is drawn); a process gone
 /// before it is attached gives `Ok(None)` when `found_later` (a scan met it), an error
-/// otherwise.
+/// otherwise. `track_ended`: the session keeps the kernel's sums and ended sets, and a
+/// refresh reads only the records that ended (the exporter, without `--greenlet-names`).
 pub(crate) fn attach(
     args: &Args,
     p: &Process,
     found_later: bool,
     quiet: bool,
+    track_ended: bool,
 ) -> Result<Option<(Session, Option<Sampler>)>, Failure> {
-    let session = match Session::attach(p.pid, &args.options()) {
+    let opts = loader::Options {
+        track_ended,
+        ..args.options()
+    };
+    let session = match Session::attach(p.pid, &opts) {
         Ok(s) => s,
         Err(e) if found_later => {
             if p.is_alive() {
@@ -268,7 +274,8 @@ pub(crate) fn attach(
     Ok(Some((session, sampler)))
 }
 
-/// Each refresh reads a kernel map in one batch into buffers sized to the map's capacity
+/// A refresh that reads every record (with `--greenlet-names`, see [`refresh`]) reads a
+/// kernel map in one batch into buffers sized to the map's capacity
 /// (tens of MB with `--max-greenlets` in the 100,000s), freed once read. glibc serves such
 /// blocks with `mmap` and returns them at once, so every refresh faulted the pages in anew
 /// (a quarter of gltop's CPU at 100,000 greenlets). Served from the heap and kept, they are
@@ -289,7 +296,11 @@ pub fn run(args: &Args, addr: SocketAddr) -> Result<End, Failure> {
     if std::env::var_os("GLTOP_DEBUG").is_none() {
         libbpf_rs::set_print(None);
     }
-    keep_large_allocations();
+    // Only when every refresh reads every record (per-name counts); otherwise a refresh
+    // reads sums and the records that ended, and a full read is rare (a failed push).
+    if args.greenlet_names.unwrap_or(0) > 0 {
+        keep_large_allocations();
+    }
     // Blocked before the server starts its threads, which inherit the mask: a stop signal
     // then reaches the signalfd, never a thread that would die of it.
     let mut signals = Signals::block()?;
@@ -420,7 +431,9 @@ fn add(
     watched: &mut Vec<Watched>,
     window: u64,
 ) -> Result<(), Failure> {
-    let Some((session, sampler)) = attach(args, p, found_later, false)? else {
+    // Sums only, unless per-name counts need every record (`Target::absorb`).
+    let track = args.greenlet_names.unwrap_or(0) == 0;
+    let Some((session, sampler)) = attach(args, p, found_later, false, track)? else {
         return Ok(());
     };
     if per_hit_ns.is_none() {
@@ -515,8 +528,13 @@ fn refresh_all(watched: &mut [Watched], st: &mut Exported, window_ns: u64) -> Re
 fn refresh(w: &mut Watched, st: &mut Exported, window_ns: u64) -> Result<(), Failure> {
     let t = &mut st.targets[w.index];
     if let Some(session) = &mut w.session {
-        let snap = session.snapshot()?;
-        t.absorb(&snap, window_ns);
+        if t.names.is_some() {
+            let snap = session.snapshot()?;
+            t.absorb(&snap, window_ns);
+        } else {
+            let agg = session.aggregate()?;
+            t.absorb_aggregate(&agg, window_ns);
+        }
     }
     if let Some(sampler) = &mut w.sampler {
         match sampler.snapshot() {

@@ -9,7 +9,10 @@ use libbpf_rs::{Link, MapCore, MapFlags, OpenObject, ProgramMut, UprobeMultiOpts
 use std::os::fd::AsFd;
 
 use super::elf::{self, ProbeSite};
-use super::model::{threads_of, EdgeStats, GreenletStats, MapUse, ProcessStats, Snapshot, Totals};
+use super::model::{
+    threads_of, Aggregate, EdgeStats, GreenletStats, MapUse, ProcessStats, Snapshot, Totals,
+    HIST_BUCKETS,
+};
 use super::process::{self, Process};
 use super::python;
 use super::skel::{types, GreenletSkel, GreenletSkelBuilder};
@@ -147,6 +150,10 @@ pub struct Options {
     /// only): one uprobe-multi link per probe without a PID filter, and a `sched_process_fork`
     /// program that adds each child to the watched set before it runs.
     pub follow: bool,
+    /// Keep the kernel's ended sets (`bpf/greenlet.h`, "Ended sets") for
+    /// [`Session::aggregate`], which then reads only the records that ended instead of every
+    /// record. For a reader of sums only (the exporter); [`Session::snapshot`] works either way.
+    pub track_ended: bool,
 }
 
 /// BPF programs attached to one process. Dropping it detaches them (libbpf links are file
@@ -166,6 +173,14 @@ pub struct Session {
     /// Greenlet records and edges moved out of the kernel so far.
     ended: [u64; 2],
     follow: bool,
+    /// The ended sets are kept (`Options::track_ended`).
+    track_ended: bool,
+    /// For [`Session::aggregate`]: keys of records seen dead but not yet moved out.
+    pending: HashSet<u64>,
+    /// For [`Session::aggregate`]: failed pushes into the ended sets and failed record
+    /// inserts at the last full read, and refreshes since it.
+    trouble: (u64, u64),
+    since_full: u32,
     /// The watched processes seen so far (`None`: gone before it was first seen).
     known: BTreeMap<i32, (i32, Option<Process>, bool)>,
     runtime: Runtime,
@@ -239,6 +254,10 @@ pub(super) fn u32_key(bytes: &[u8]) -> Option<u32> {
 /// marks it done; this only bounds the map if a process breaks that (or dies mid-way).
 const DEAD_GRACE_NS: u64 = 10_000_000_000;
 
+/// [`Session::aggregate`] reads every record for failed record inserts at most once in this
+/// many refreshes.
+const LOST_RECORDS_RESYNC: u32 = 30;
+
 /// Deletes `keys` (each `key_size` bytes, concatenated) from a hash map; keys already gone
 /// are not an error.
 pub(super) fn delete_all(
@@ -290,6 +309,26 @@ pub(super) fn read_all<K, V>(
     Ok(iter
         .filter_map(|(k, v)| Some((key(&k)?, value(&v)?)))
         .collect())
+}
+
+/// Empties a hash set the kernel pushes keys into, in batches of lookup-and-delete, and
+/// returns its keys: each batch deletes what it returns, so the rounds go on until one finds
+/// the set empty (a key pushed meanwhile is in this answer or in the next one, never lost).
+fn drain<K>(
+    map: &libbpf_rs::MapMut<'_>,
+    key: impl Fn(&[u8]) -> Option<K>,
+) -> Result<Vec<K>, Error> {
+    let mut out = Vec::new();
+    loop {
+        let iter = map
+            .lookup_and_delete_batch(4096, MapFlags::ANY, MapFlags::ANY)
+            .map_err(|e| Error::bpf(format!("cannot drain map {:?}", map.name()), e))?;
+        let before = out.len();
+        out.extend(iter.filter_map(|(k, _)| key(&k)));
+        if out.len() == before {
+            return Ok(out);
+        }
+    }
 }
 
 /// CLOCK_MONOTONIC now, in nanoseconds: the clock of `bpf_ktime_get_ns()`.
@@ -354,7 +393,7 @@ impl Session {
         // Kernels before 6.6 have no uprobe-multi links and refuse those programs: they are
         // loaded only when a uprobe-multi link is to be made.
         let multi = mode == AttachMode::Uprobe && (opts.links == Links::MultiPid || opts.follow);
-        let skel = load(&opts.capacities, multi, opts.follow, None)?;
+        let skel = load(&opts.capacities, multi, opts.follow, opts.track_ended, None)?;
         let mut session = Session {
             links: Vec::new(),
             skel,
@@ -366,6 +405,10 @@ impl Session {
             capacities: opts.capacities,
             live_edges: HashSet::new(),
             ended: [0; 2],
+            track_ended: opts.track_ended,
+            pending: HashSet::new(),
+            trouble: (0, 0),
+            since_full: 0,
             follow: opts.follow,
             known: BTreeMap::new(),
             runtime: Runtime::Rust,
@@ -515,7 +558,13 @@ impl Session {
                 py.functions, py.missing
             );
         }
-        let skel = load(&opts.capacities, false, false, Some(&py.offsets))?;
+        let skel = load(
+            &opts.capacities,
+            false,
+            false,
+            opts.track_ended,
+            Some(&py.offsets),
+        )?;
         let mut session = Session {
             links: Vec::new(),
             skel,
@@ -527,6 +576,10 @@ impl Session {
             capacities: opts.capacities,
             live_edges: HashSet::new(),
             ended: [0; 2],
+            track_ended: opts.track_ended,
+            pending: HashSet::new(),
+            trouble: (0, 0),
+            since_full: 0,
             follow: false,
             known: BTreeMap::new(),
             runtime: Runtime::Rust,
@@ -777,6 +830,152 @@ impl Session {
         })
     }
 
+    /// The sums of [`Aggregate`], and the records that ended moved out of the kernel's maps
+    /// (with their edges) as [`Session::snapshot`] moves them, without reading the other
+    /// records: with [`Options::track_ended`], the kernel names the greenlets that died and
+    /// the edges inserted since the last refresh (`bpf/greenlet.h`, "Ended sets"), and only
+    /// those records are looked up. A refresh reads every record instead (one full snapshot)
+    /// when a push into those sets or an insert into a map failed since the last one, or
+    /// without `track_ended`.
+    pub fn aggregate(&mut self) -> Result<Aggregate, Error> {
+        let per_cpu = self.read_totals()?;
+        let at_ns = monotonic_ns();
+        let mut agg = Aggregate {
+            at_ns,
+            totals: Totals::default(),
+            live: 0,
+            slices: 0,
+            slice_ns: 0,
+            hist: [0; HIST_BUCKETS],
+            full_read: false,
+        };
+        let (mut overflows, mut lost_records) = (0u64, 0u64);
+        for c in &per_cpu {
+            agg.live = agg.live.wrapping_add(c.live);
+            agg.slices += c.slices;
+            agg.slice_ns += c.slice_ns;
+            for (a, b) in agg.hist.iter_mut().zip(c.hist) {
+                *a += b;
+            }
+            overflows += c.set_overflows;
+            lost_records += c.greenlet_failures;
+        }
+        // A failed push lost a key: read everything now. A failed record insert (a full map)
+        // can leave edges of a greenlet that has no record, which only a full read finds:
+        // read everything for it too, but at most every `LOST_RECORDS_RESYNC` refreshes, so
+        // a map that stays full does not make every refresh a full read. A failed edge insert
+        // leaves nothing behind.
+        let (seen_overflows, seen_lost) = self.trouble;
+        self.since_full = self.since_full.saturating_add(1);
+        let full = !self.track_ended
+            || overflows != seen_overflows
+            || (lost_records != seen_lost && self.since_full >= LOST_RECORDS_RESYNC);
+        if full {
+            self.trouble = (overflows, lost_records);
+            self.since_full = 0;
+            self.full_refresh()?;
+            agg.full_read = true;
+        } else {
+            self.move_out_ended(at_ns)?;
+        }
+        agg.totals = Totals::from_raw(&per_cpu, self.ended);
+        Ok(agg)
+    }
+
+    /// One full snapshot (which moves every ended record out), after emptying the ended
+    /// sets: what they held is in the maps the snapshot reads. The records it finds dead
+    /// but leaves in the kernel are pending.
+    fn full_refresh(&mut self) -> Result<(), Error> {
+        if self.track_ended {
+            drain(&self.skel.maps.ended_ids, u64_key)?;
+            drain(&self.skel.maps.new_edges, types::gl_edge_key::read)?;
+        }
+        let snap = self.snapshot()?;
+        let follow = self.follow;
+        self.pending = snap
+            .greenlets
+            .iter()
+            .filter(|g| !g.ended && g.outcome.is_some())
+            .map(|g| match follow {
+                true => g.id | ((g.pid as u64) << PID_SHIFT),
+                false => g.id,
+            })
+            .collect();
+        Ok(())
+    }
+
+    /// The incremental part of [`Session::aggregate`]: drains the ended sets, looks up the
+    /// records that died (now or before and still there), and moves out those that are final
+    /// as [`Session::snapshot`] decides it (`done`, or dead for `DEAD_GRACE_NS`, and not a
+    /// thread's current greenlet), with every edge that has one of them at an end.
+    fn move_out_ended(&mut self, at_ns: u64) -> Result<(), Error> {
+        let maps = &self.skel.maps;
+        // Order (bpf/greenlet.h, "Ended sets"): dead keys, then records, then new edges.
+        self.pending.extend(drain(&maps.ended_ids, u64_key)?);
+        let mut ended = Vec::new();
+        let mut keep = HashSet::new();
+        for &id in &self.pending {
+            let raw = maps
+                .greenlets
+                .lookup(&id.to_ne_bytes(), MapFlags::ANY)
+                .map_err(|e| Error::bpf("cannot read map \"greenlets\"", e))?;
+            let Some(raw) = raw.as_deref().and_then(types::gl_stats::read) else {
+                continue; // moved out already (by a full snapshot)
+            };
+            if raw.done != 0 || at_ns.saturating_sub(raw.dead_ns) > DEAD_GRACE_NS {
+                ended.push(id);
+            } else {
+                keep.insert(id);
+            }
+        }
+        if !ended.is_empty() {
+            let threads = read_all(&maps.threads, u32_key, types::gl_thread::read)?;
+            let current: HashSet<u64> = threads.iter().map(|(_, t)| t.current).collect();
+            ended.retain(|id| !current.contains(id) || !keep.insert(*id));
+        }
+        self.pending = keep;
+        self.live_edges.extend(drain(&maps.new_edges, |k| {
+            types::gl_edge_key::read(k).map(|k| (k.origin, k.target))
+        })?);
+        if ended.is_empty() {
+            return Ok(());
+        }
+        let mut keys = Vec::with_capacity(ended.len() * 8);
+        for id in &ended {
+            keys.extend_from_slice(&id.to_ne_bytes());
+        }
+        delete_all(&maps.greenlets, &keys, 8)?;
+        let gone: HashSet<u64> = ended.iter().copied().collect();
+        let mut edge_keys = Vec::new();
+        self.live_edges.retain(|&(o, t)| {
+            let end = gone.contains(&o) || gone.contains(&t);
+            if end {
+                edge_keys.extend_from_slice(&o.to_ne_bytes());
+                edge_keys.extend_from_slice(&t.to_ne_bytes());
+            }
+            !end
+        });
+        delete_all(&maps.edges, &edge_keys, 16)?;
+        self.ended[0] += ended.len() as u64;
+        self.ended[1] += (edge_keys.len() / 16) as u64;
+        Ok(())
+    }
+
+    /// The per-CPU copies of the totals.
+    fn read_totals(&self) -> Result<Vec<types::gl_totals>, Error> {
+        let per_cpu = self
+            .skel
+            .maps
+            .totals
+            .lookup_percpu(&0u32.to_ne_bytes(), MapFlags::ANY)
+            .map_err(|e| Error::bpf("cannot read the totals", e))?
+            .unwrap_or_default();
+        Ok(per_cpu
+            .iter()
+            .filter_map(|b| types::gl_totals::read(b))
+            .collect())
+    }
+
     /// The watched processes: while following, every entry of the kernel's `procs` map; else
     /// the traced process, with the totals' counts.
     fn processes(&mut self, totals: &Totals) -> Result<Vec<ProcessStats>, Error> {
@@ -869,6 +1068,7 @@ fn load(
     caps: &Capacities,
     multi: bool,
     follow: bool,
+    track_ended: bool,
     python: Option<&python::Offsets>,
 ) -> Result<GreenletSkel<'static>, Error> {
     // The skeleton borrows its object storage for its whole life. A `Session` owns the
@@ -886,6 +1086,27 @@ fn load(
     for (map, n) in sizes {
         map.set_max_entries(n)
             .map_err(|e| Error::bpf("cannot size the BPF maps", e))?;
+    }
+    // The ended sets hold what happens between two refreshes (allocated as used). For
+    // tests only, GLTOP_TEST_SET_CAPACITY makes them tiny, to force the full-read path.
+    let test_cap = std::env::var("GLTOP_TEST_SET_CAPACITY")
+        .ok()
+        .and_then(|v| v.parse::<u32>().ok())
+        .filter(|&n| n > 0);
+    let sets = [
+        (&mut open.maps.ended_ids, caps.greenlets),
+        (&mut open.maps.new_edges, caps.edges),
+    ];
+    for (map, n) in sets {
+        map.set_max_entries(test_cap.unwrap_or(n))
+            .map_err(|e| Error::bpf("cannot size the BPF maps", e))?;
+    }
+    if track_ended {
+        open.maps
+            .rodata_data
+            .as_deref_mut()
+            .expect("the BPF object has .rodata")
+            .track_ended = 1;
     }
     if follow {
         open.maps

@@ -38,8 +38,8 @@ use std::path::{Path, PathBuf};
 
 pub use attach::{AttachMode, Capacities, Links, Options, Runtime, Session};
 pub use model::{
-    EdgeStats, Ended, GreenletKey, GreenletStats, MapUse, Outcome, ProcessStats, Snapshot, State,
-    ThreadStats, Totals, HIST_BUCKETS, OUTCOME_SLOTS,
+    Aggregate, EdgeStats, Ended, GreenletKey, GreenletStats, MapUse, Outcome, ProcessStats,
+    Snapshot, State, ThreadStats, Totals, HIST_BUCKETS, OUTCOME_SLOTS,
 };
 pub use process::Process;
 pub use semaphore::semaphores;

@@ -391,6 +391,27 @@ pub struct MapUse {
     pub threads: u64,
 }
 
+/// The sums of a session at one refresh, all kept by the kernel as they happen: what the
+/// exporter needs, read without reading any greenlet record (see [`super::Session::aggregate`]).
+#[derive(Clone, Debug, PartialEq)]
+pub struct Aggregate {
+    /// CLOCK_MONOTONIC nanoseconds when it was read.
+    pub at_ns: u64,
+    /// Totals, as in a [`Snapshot`].
+    pub totals: Totals,
+    /// Greenlet records not dead (inserted minus marked dead).
+    pub live: u64,
+    /// Completed slices of every greenlet since attach: their number, sum (ns) and log2
+    /// histogram (`HIST_BUCKETS` buckets, as a record's).
+    pub slices: u64,
+    /// See `slices`.
+    pub slice_ns: u64,
+    /// See `slices`.
+    pub hist: [u64; HIST_BUCKETS],
+    /// This refresh read every record (the first after a failed push or insert).
+    pub full_read: bool,
+}
+
 /// What the kernel aggregated, read in one pass.
 ///
 /// The per-thread map is read once, after the greenlet records, so each thread has exactly
