@@ -106,6 +106,11 @@ impl Context {
         Ok(())
     }
 
+    /// Whether it holds no coroutine: unstarted, or finished (its stack freed).
+    pub(crate) fn is_empty(&mut self) -> bool {
+        self.coroutine.get_mut().is_none()
+    }
+
     /// Remembers the yielder of the running body; called first thing by the body.
     pub(crate) fn bind(&self, suspender: &Suspender<'_>) {
         self.yielder.set(suspender.0);
