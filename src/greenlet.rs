@@ -1,8 +1,9 @@
 //! The public [`Greenlet`] handle and its [`Builder`].
 
-// Unsafe code: one pair of blocks, in `Greenlet`'s `Drop`: the handle's `Rc` is kept in a
+// Unsafe code: a pair of blocks in `Greenlet`'s `Drop`: the handle's `Rc` is kept in a
 // `ManuallyDrop` so that the drop can move the last handle on a dead greenlet out, to the
-// thread's pool of reusable `Inner`s (`thread::recycle`), instead of freeing it.
+// thread's pool of reusable `Inner`s (`thread::recycle`), instead of freeing it; and
+// `Inner::parent_ref`, the parent borrowed in place for a finishing greenlet's hand-off.
 #![allow(unsafe_code)]
 
 use std::cell::Cell;
@@ -95,6 +96,19 @@ impl Inner {
         let copy = parent.clone();
         self.parent.set(parent);
         copy
+    }
+
+    /// The parent, borrowed from its field without a handle of its own.
+    ///
+    /// # Safety
+    /// Nothing may replace this greenlet's parent (`set_parent`, a kill's temporary parent)
+    /// while the reference lives.
+    #[inline]
+    pub(crate) unsafe fn parent_ref(&self) -> Option<&Greenlet> {
+        // SAFETY: the caller guarantees the field is not written while the reference lives;
+        // the field is only ever accessed by `take`/`set`/`replace`, which hand out no
+        // reference into it, so nothing else refers into it either.
+        unsafe { &*self.parent.as_ptr() }.as_ref()
     }
 
     #[inline]
