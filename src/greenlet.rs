@@ -708,11 +708,13 @@ impl Builder {
         // fields left to set are those that differ from a new one's.
         let inner = Rc::get_mut(&mut rc).expect("a recycled greenlet has no other handle");
         inner.id = id;
-        inner.options = options;
+        // The emptied fields hold nothing to drop: overwritten, not replaced.
+        debug_assert!(inner.options.is_none());
+        std::mem::forget(std::mem::replace(&mut inner.options, options));
         inner.state.set(State::Unstarted);
         inner.flags.set(flags);
-        inner.parent.set(Some(parent));
-        inner.run.set(Some(run));
+        std::mem::forget(inner.parent.replace(Some(parent)));
+        std::mem::forget(inner.run.replace(Some(run)));
         Greenlet::from_inner(rc)
     }
 }
