@@ -47,17 +47,23 @@ fn greenlet_body(suspender: &Suspender<'_>) {
             // The first transfer into this greenlet: its tracer event fires before `run`.
             match transfer::arrive(state) {
                 Transfer::Value(value) => {
-                    call_run(run.expect("a started greenlet without run"), value)
+                    match run.expect("a started greenlet without run")(value) {
+                        // The common ending, handed off at once (nothing in it can panic).
+                        Ok(value) => finish_returned(state, value),
+                        Err(error) => Some(outcome_of(error)),
+                    }
                 }
                 other => {
                     drop(run);
-                    died_on_arrival(other)
+                    Some(died_on_arrival(other))
                 }
             }
         }));
-        let (outcome, result) =
-            lived.unwrap_or_else(|panic| (Outcome::Panic, Transfer::Panic(panic)));
-        finish(state, outcome, result);
+        match lived {
+            Ok(None) => {}
+            Ok(Some((outcome, result))) => finish(state, outcome, result),
+            Err(panic) => finish(state, Outcome::Panic, Transfer::Panic(panic)),
+        }
     });
     // Returning ends the coroutine: the trampoline frees this stack and resumes the greenlet
     // `finish` made current.
@@ -74,11 +80,34 @@ fn running(state: &ThreadState) -> &Inner {
     unsafe { &*state.current_ptr() }
 }
 
-fn call_run(run: crate::greenlet::Run, value: Value) -> (Outcome, Transfer) {
-    match run(value) {
-        Ok(value) => (Outcome::Returned, Transfer::Value(value)),
-        Err(Error::Exit(exit)) => (Outcome::Exit, Transfer::Value(Value::new(exit))),
-        Err(error) => (Outcome::Error, Transfer::Error(error)),
+/// How a `run` that returned `error` ended, and what goes to the parent.
+fn outcome_of(error: Error) -> (Outcome, Transfer) {
+    match error {
+        Error::Exit(exit) => (Outcome::Exit, Transfer::Value(Value::new(exit))),
+        error => (Outcome::Error, Transfer::Error(error)),
+    }
+}
+
+/// [`finish`] for a `run` that returned `value`, when the parent is active: the greenlet
+/// dies and hands the value to its parent (`None`). Otherwise nothing happens yet, and the
+/// result is returned for [`finish`]. Runs no user code and cannot panic, so the body may call
+/// it under its `catch_unwind`.
+#[inline(always)]
+fn finish_returned(state: &ThreadState, value: Value) -> Option<(Outcome, Transfer)> {
+    let me = running(state);
+    // SAFETY: nothing runs between here and the end of this greenlet's body but the
+    // hand-off, which runs no user code, so nothing can replace our parent meanwhile.
+    match unsafe { me.parent_ref() } {
+        Some(parent) if parent.state() == State::Active => {
+            me.set_state(State::Dead);
+            state.unregister(me);
+            probes::dead(me.id(), Outcome::Returned);
+            // The dead greenlet's `parent` field keeps the parent alive until it has arrived
+            // (`ThreadState::hand_off_to_parent`).
+            state.hand_off_value(parent, value);
+            None
+        }
+        _ => Some((Outcome::Returned, Transfer::Value(value))),
     }
 }
 
