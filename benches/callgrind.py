@@ -13,8 +13,9 @@ Usage:
 
 --profile prints where one operation's instructions go, per function (self cost, inlined code
 attributed to the function it was inlined into), from the difference of the 2N and N runs.
---no-probes-bin adds, for each case, the count of a build with the probes compiled out
-(`--cfg greenlet_no_probes`) and the difference: what compiled-in, unattached probes cost.
+--no-probes-bin adds, for each case, the count of a build with the probes and the sampling
+word's switch counter compiled out (`--cfg greenlet_no_probes`) and the difference: what
+those hooks cost, compiled in and unattached.
 """
 import argparse
 import collections

@@ -1,8 +1,15 @@
 //! The public [`Greenlet`] handle and its [`Builder`].
 
+// Unsafe code: a pair of blocks in `Greenlet`'s `Drop`: the handle's `Rc` is kept in a
+// `ManuallyDrop` so that the drop can move the last handle on a dead greenlet out, to the
+// thread's pool of reusable `Inner`s (`thread::recycle`), instead of freeing it; and
+// `Inner::parent_ref`, the parent borrowed in place for a finishing greenlet's hand-off.
+#![allow(unsafe_code)]
+
 use std::cell::Cell;
 use std::fmt;
 use std::hash::{Hash, Hasher};
+use std::mem::ManuallyDrop;
 use std::rc::Rc;
 
 use crate::error::{Error, GreenletExit};
@@ -47,13 +54,16 @@ pub(crate) struct Inner {
     pub(crate) registry_index: Cell<usize>,
 }
 
+/// What a dead greenlet's `Inner` still owns when it is recycled ([`Inner::empty_for_reuse`]).
+pub(crate) type Leftovers = (Option<Box<Options>>, Option<Greenlet>, Option<Run>);
+
 /// `crate::sample::SampleLayout::inner_id`.
 pub(crate) const INNER_ID: u32 = std::mem::offset_of!(Inner, id) as u32;
 /// `crate::sample::SampleLayout::inner_flags`.
 pub(crate) const INNER_FLAGS: u32 = std::mem::offset_of!(Inner, flags) as u32;
 
 /// The rarely set parts of a greenlet's configuration.
-struct Options {
+pub(crate) struct Options {
     name: Option<Box<str>>,
     stack_size: usize,
 }
@@ -88,6 +98,19 @@ impl Inner {
         copy
     }
 
+    /// The parent, borrowed from its field without a handle of its own.
+    ///
+    /// # Safety
+    /// Nothing may replace this greenlet's parent (`set_parent`, a kill's temporary parent)
+    /// while the reference lives.
+    #[inline]
+    pub(crate) unsafe fn parent_ref(&self) -> Option<&Greenlet> {
+        // SAFETY: the caller guarantees the field is not written while the reference lives;
+        // the field is only ever accessed by `take`/`set`/`replace`, which hand out no
+        // reference into it, so nothing else refers into it either.
+        unsafe { &*self.parent.as_ptr() }.as_ref()
+    }
+
     #[inline]
     pub(crate) fn name(&self) -> Option<&str> {
         self.options.as_ref().and_then(|o| o.name.as_deref())
@@ -115,6 +138,25 @@ impl Inner {
     /// Replaces the parent, returning the old one (dropped by the caller, outside any borrow).
     pub(crate) fn replace_parent(&self, parent: Option<Greenlet>) -> Option<Greenlet> {
         self.parent.replace(parent)
+    }
+
+    /// Empties a dead greenlet's `Inner` for reuse by [`Builder::build`] (the per-thread pool
+    /// of `thread::recycle`): returns what it still owns, for the caller to drop in the
+    /// order the fields would have been dropped; `None` (and nothing taken) if it cannot be
+    /// reused: a main greenlet, one still in a registry, or one whose coroutine was abandoned.
+    pub(crate) fn empty_for_reuse(&mut self) -> Option<Leftovers> {
+        if self.is_main
+            || self.state.get() != State::Dead
+            || self.registry_index.get() != NOT_REGISTERED
+            || !self.context.is_empty()
+        {
+            return None;
+        }
+        Some((
+            self.options.take(),
+            self.parent.get_mut().take(),
+            self.run.get_mut().take(),
+        ))
     }
 
     pub(crate) fn mark_dead_at_thread_exit(&self) {
@@ -196,7 +238,7 @@ impl Drop for Inner {
 /// # Ok::<(), greenlet::Error>(())
 /// ```
 #[derive(Clone)]
-pub struct Greenlet(Rc<Inner>);
+pub struct Greenlet(ManuallyDrop<Rc<Inner>>);
 
 impl Greenlet {
     /// Creates a greenlet that will call `run` with the value of the first switch into it.
@@ -253,7 +295,7 @@ impl Greenlet {
 
     pub(crate) fn new_main(id: u64, name: Option<Box<str>>) -> Greenlet {
         probes::new(|| (id, 0, name.as_deref().unwrap_or("")));
-        Greenlet(Rc::new(Inner {
+        Greenlet::from_inner(Rc::new(Inner {
             id,
             options: name.map(|name| {
                 Box::new(Options {
@@ -272,7 +314,7 @@ impl Greenlet {
     }
 
     pub(crate) fn from_inner(inner: Rc<Inner>) -> Greenlet {
-        Greenlet(inner)
+        Greenlet(ManuallyDrop::new(inner))
     }
 
     #[inline]
@@ -282,7 +324,7 @@ impl Greenlet {
 
     #[inline]
     pub(crate) fn as_ptr(&self) -> *const Inner {
-        Rc::as_ptr(&self.0)
+        Rc::as_ptr(&*self.0)
     }
 
     #[inline]
@@ -292,7 +334,7 @@ impl Greenlet {
 
     #[inline]
     pub(crate) fn handle_count(&self) -> usize {
-        Rc::strong_count(&self.0)
+        Rc::strong_count(&*self.0)
     }
 
     /// Switches to this greenlet, passing `value`; returns what some later transfer brings
@@ -488,15 +530,25 @@ impl Drop for Greenlet {
         // dropping a finished greenlet's last handle calls nothing but `Rc`'s own drop. (A
         // dead greenlet is current only inside `lifecycle::finish`, which drops no handle on
         // it, so none of its last handles needs adopting by the thread state.)
-        if Rc::strong_count(&self.0) == 1 && self.0.state.get() != State::Dead {
+        if Rc::strong_count(&*self.0) == 1 {
+            if self.0.state.get() == State::Dead {
+                // SAFETY: `self.0` is taken once, here, and `self` is never used again: this
+                // is its drop, and the function returns right after.
+                let last = unsafe { ManuallyDrop::take(&mut self.0) };
+                crate::thread::recycle(last);
+                return;
+            }
             lifecycle::last_handle_dropped(self);
         }
+        // SAFETY: `self.0` is dropped once, here, at the end of `self`'s drop; the branch
+        // above that takes it returns before reaching this.
+        unsafe { ManuallyDrop::drop(&mut self.0) }
     }
 }
 
 impl PartialEq for Greenlet {
     fn eq(&self, other: &Greenlet) -> bool {
-        Rc::ptr_eq(&self.0, &other.0)
+        Rc::ptr_eq(&*self.0, &*other.0)
     }
 }
 
@@ -624,9 +676,9 @@ impl Builder {
         R: 'static,
     {
         let run: Run = Box::new(move |value| run(value).map(Value::new));
-        let (id, parent) = with_state(|state| {
+        let (id, parent, recycled) = with_state(|state| {
             let parent = self.parent.unwrap_or_else(|| state.current());
-            (state.next_id(), parent)
+            (state.next_id(), parent, state.take_recycled())
         });
         let options = match (self.name, self.stack_size) {
             (None, None) => None,
@@ -637,17 +689,33 @@ impl Builder {
         };
         let name = options.as_ref().and_then(|o| o.name.as_deref());
         probes::new(|| (id, parent.id(), name.unwrap_or("")));
-        Greenlet(Rc::new(Inner {
-            id,
-            options,
-            is_main: false,
-            state: Cell::new(State::Unstarted),
-            flags: Cell::new(if self.idle { FLAG_IDLE } else { 0 }),
-            parent: Cell::new(Some(parent)),
-            run: Cell::new(Some(run)),
-            context: Context::new(),
-            registry_index: Cell::new(NOT_REGISTERED),
-        }))
+        let flags = if self.idle { FLAG_IDLE } else { 0 };
+        let Some(mut rc) = recycled else {
+            return Greenlet::from_inner(Rc::new(Inner {
+                id,
+                options,
+                is_main: false,
+                state: Cell::new(State::Unstarted),
+                flags: Cell::new(flags),
+                parent: Cell::new(Some(parent)),
+                run: Cell::new(Some(run)),
+                context: Context::new(),
+                registry_index: Cell::new(NOT_REGISTERED),
+            }));
+        };
+        // A dead greenlet's `Inner`, emptied by `Inner::empty_for_reuse` (not main, not
+        // registered, no coroutine, no options, parent or run) and with no other handle: the
+        // fields left to set are those that differ from a new one's.
+        let inner = Rc::get_mut(&mut rc).expect("a recycled greenlet has no other handle");
+        inner.id = id;
+        // The emptied fields hold nothing to drop: overwritten, not replaced.
+        debug_assert!(inner.options.is_none());
+        std::mem::forget(std::mem::replace(&mut inner.options, options));
+        inner.state.set(State::Unstarted);
+        inner.flags.set(flags);
+        std::mem::forget(inner.parent.replace(Some(parent)));
+        std::mem::forget(inner.run.replace(Some(run)));
+        Greenlet::from_inner(rc)
     }
 }
 

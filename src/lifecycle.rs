@@ -2,8 +2,8 @@
 //! (spec §1.5, §5); the kill when its last handle is dropped (§8); killing every greenlet of a
 //! thread, explicitly or at thread exit (R4).
 
-// Unsafe code: one block, in `running`: the running greenlet borrowed by its own body through
-// the thread state's pointer, without a handle.
+// Unsafe code: in `running`, the running greenlet borrowed by its own body through the thread
+// state's pointer, without a handle; in `finish`, its parent borrowed from its field.
 #![allow(unsafe_code)]
 
 use std::any::Any;
@@ -45,15 +45,25 @@ fn greenlet_body(suspender: &Suspender<'_>) {
         };
         let lived = panic::catch_unwind(AssertUnwindSafe(|| {
             // The first transfer into this greenlet: its tracer event fires before `run`.
-            match (transfer::arrive(state), run) {
-                (Transfer::Value(value), Some(run)) => call_run(run, value),
-                (Transfer::Value(_), None) => unreachable!("a started greenlet without run"),
-                (other, _) => died_on_arrival(other),
+            match transfer::arrive(state) {
+                Transfer::Value(value) => {
+                    match run.expect("a started greenlet without run")(value) {
+                        // The common ending, handed off at once (nothing in it can panic).
+                        Ok(value) => finish_returned(state, value),
+                        Err(error) => Some(outcome_of(error)),
+                    }
+                }
+                other => {
+                    drop(run);
+                    Some(died_on_arrival(other))
+                }
             }
         }));
-        let (outcome, result) =
-            lived.unwrap_or_else(|panic| (Outcome::Panic, Transfer::Panic(panic)));
-        finish(state, outcome, result);
+        match lived {
+            Ok(None) => {}
+            Ok(Some((outcome, result))) => finish(state, outcome, result),
+            Err(panic) => finish(state, Outcome::Panic, Transfer::Panic(panic)),
+        }
     });
     // Returning ends the coroutine: the trampoline frees this stack and resumes the greenlet
     // `finish` made current.
@@ -70,11 +80,34 @@ fn running(state: &ThreadState) -> &Inner {
     unsafe { &*state.current_ptr() }
 }
 
-fn call_run(run: crate::greenlet::Run, value: Value) -> (Outcome, Transfer) {
-    match run(value) {
-        Ok(value) => (Outcome::Returned, Transfer::Value(value)),
-        Err(Error::Exit(exit)) => (Outcome::Exit, Transfer::Value(Value::new(exit))),
-        Err(error) => (Outcome::Error, Transfer::Error(error)),
+/// How a `run` that returned `error` ended, and what goes to the parent.
+fn outcome_of(error: Error) -> (Outcome, Transfer) {
+    match error {
+        Error::Exit(exit) => (Outcome::Exit, Transfer::Value(Value::new(exit))),
+        error => (Outcome::Error, Transfer::Error(error)),
+    }
+}
+
+/// [`finish`] for a `run` that returned `value`, when the parent is active: the greenlet
+/// dies and hands the value to its parent (`None`). Otherwise nothing happens yet, and the
+/// result is returned for [`finish`]. Runs no user code and cannot panic, so the body may call
+/// it under its `catch_unwind`.
+#[inline(always)]
+fn finish_returned(state: &ThreadState, value: Value) -> Option<(Outcome, Transfer)> {
+    let me = running(state);
+    // SAFETY: nothing runs between here and the end of this greenlet's body but the
+    // hand-off, which runs no user code, so nothing can replace our parent meanwhile.
+    match unsafe { me.parent_ref() } {
+        Some(parent) if parent.state() == State::Active => {
+            me.set_state(State::Dead);
+            state.unregister(me);
+            probes::dead(me.id(), Outcome::Returned);
+            // The dead greenlet's `parent` field keeps the parent alive until it has arrived
+            // (`ThreadState::hand_off_to_parent`).
+            state.hand_off_value(parent, value);
+            None
+        }
+        _ => Some((Outcome::Returned, Transfer::Value(value))),
     }
 }
 
@@ -90,14 +123,33 @@ fn died_on_arrival(arrival: Transfer) -> (Outcome, Transfer) {
 }
 
 /// The greenlet is dead: send its result to the first parent that can take it.
-fn finish(state: &ThreadState, outcome: Outcome, mut result: Transfer) {
-    let mut next = {
-        let me = running(state);
-        me.set_state(State::Dead);
-        state.unregister(me);
-        probes::dead(me.id(), outcome);
-        me.parent()
-    };
+#[inline]
+fn finish(state: &ThreadState, outcome: Outcome, result: Transfer) {
+    let me = running(state);
+    me.set_state(State::Dead);
+    state.unregister(me);
+    probes::dead(me.id(), outcome);
+    // The common case: a value for an active parent, handed off without a handle of our own.
+    if let Transfer::Value(value) = result {
+        // SAFETY: nothing runs between here and the end of this greenlet's body (the
+        // hand-off runs no user code), so nothing can replace our parent meanwhile.
+        match unsafe { me.parent_ref() } {
+            Some(parent) if parent.state() == State::Active => {
+                // The dead greenlet's `parent` field keeps the parent alive until it has
+                // arrived (`ThreadState::hand_off_to_parent`).
+                state.hand_off_value(parent, value);
+            }
+            _ => finish_slow(state, me.parent(), Transfer::Value(value)),
+        }
+    } else {
+        finish_slow(state, me.parent(), result);
+    }
+}
+
+/// [`finish`] when the parent is not active, or the result is an error or a panic: walks up
+/// to the first parent that can take the result.
+#[inline(never)]
+fn finish_slow(state: &ThreadState, mut next: Option<Greenlet>, mut result: Transfer) {
     let target = loop {
         let parent = next.expect("a greenlet always has a live ancestor: its thread's main");
         match parent.state() {

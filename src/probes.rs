@@ -18,9 +18,10 @@
 //! never called. Every probe has a call site here, or the crate would emit no note for it.
 //!
 //! Built with `RUSTFLAGS="--cfg greenlet_no_probes"`, the probe sites are compiled out
-//! entirely. That build exists only to measure what the compiled-in, unattached probes cost
-//! (`benches/callgrind.py --no-probes-bin`); it is a cfg, not a cargo feature, so that
-//! `--all-features` never removes the probes.
+//! entirely, and so is the switch counter of the sampling layout (`crate::sample`), which then
+//! stays 0. That build exists only to measure what the compiled-in, unattached hooks cost
+//! together (`benches/callgrind.py --no-probes-bin`); it is a cfg, not a cargo feature, so
+//! that `--all-features` never removes them.
 
 // Unsafe code: the volatile reads of the probes' semaphores (`semaphores`), the x86-64
 // semaphore test of `if_enabled!`, the page-aligned `.probes` section start, and the probe

@@ -106,6 +106,11 @@ impl Context {
         Ok(())
     }
 
+    /// Whether it holds no coroutine: unstarted, or finished (its stack freed).
+    pub(crate) fn is_empty(&mut self) -> bool {
+        self.coroutine.get_mut().is_none()
+    }
+
     /// Remembers the yielder of the running body; called first thing by the body.
     pub(crate) fn bind(&self, suspender: &Suspender<'_>) {
         self.yielder.set(suspender.0);
@@ -142,9 +147,16 @@ impl Context {
         // SAFETY: invariant 2: only the trampoline touches a started greenlet's slot, and
         // invariant 1: only one trampoline runs per thread, so this is the only reference.
         let slot = unsafe { &mut *self.coroutine.get() };
-        let coroutine = slot
-            .as_mut()
-            .expect("the trampoline resumed a greenlet without a stack");
+        debug_assert!(
+            slot.is_some(),
+            "the trampoline resumed a greenlet without a stack"
+        );
+        // SAFETY: the trampoline only resumes the current greenlet, and a greenlet becomes
+        // current only while it is active (a switch tests `State::Active`, starting an
+        // unstarted target first; a dead greenlet's transfers are redirected to a live
+        // ancestor); an active non-main greenlet has its coroutine until the coroutine returns,
+        // and then it is dead (its body marks it so before returning) and never current again.
+        let coroutine = unsafe { slot.as_mut().unwrap_unchecked() };
         if let CoroutineResult::Return(()) = coroutine.resume(()) {
             // The body returned: nothing is left on the stack; free it.
             *slot = None;

@@ -88,7 +88,14 @@ pub(crate) struct ThreadState {
     /// Transfers made on this thread (wrapping): one add per transfer, in
     /// [`ThreadState::make_current`], read by samplers (`crate::sample`).
     switches: Cell<u64>,
+    /// Dead greenlets' emptied `Inner`s, each with its `Rc` and no other handle, for
+    /// `Builder::build` to reuse: a greenlet's lifetime allocates and frees nothing on the
+    /// heap once the pool has one ([`recycle`]).
+    recycled: RefCell<Vec<Rc<Inner>>>,
 }
+
+/// How many dead greenlets' `Inner`s a thread keeps for reuse (128 bytes each).
+const RECYCLED_MAX: usize = 64;
 
 /// `crate::sample::SampleLayout::state_current`: where a sampler finds the running greenlet.
 pub(crate) const STATE_CURRENT: u32 = mem::offset_of!(ThreadState, current) as u32;
@@ -116,6 +123,7 @@ impl ThreadState {
             registry: RefCell::new(Registry::default()),
             ids,
             switches: Cell::new(0),
+            recycled: RefCell::new(Vec::new()),
         }
     }
 
@@ -297,6 +305,9 @@ impl ThreadState {
     #[inline(always)]
     fn make_current(&self, target: *const Inner) {
         self.origin.set(self.current.replace(target));
+        // The sampling word (`crate::sample`): compiled out with the probes, so that the
+        // benches' no-probes build measures what every hook costs together.
+        #[cfg(not(greenlet_no_probes))]
         self.switches.set(self.switches.get().wrapping_add(1));
     }
 
@@ -343,6 +354,12 @@ impl ThreadState {
         };
         mem::forget(self.value.replace(Value::unit()));
         value
+    }
+
+    /// An emptied `Inner` of a dead greenlet, if the pool has one ([`recycle`]).
+    #[inline]
+    pub(crate) fn take_recycled(&self) -> Option<Rc<Inner>> {
+        self.recycled.borrow_mut().pop()
     }
 
     pub(crate) fn next_id(&self) -> u64 {
@@ -475,6 +492,29 @@ pub(crate) fn try_with_state<R>(f: impl FnOnce(&ThreadState) -> R) -> Option<R> 
     }
     // SAFETY: as in `with_state`.
     Some(f(unsafe { &*state }))
+}
+
+/// Frees the last handle on a dead greenlet, keeping its `Inner` (and its `Rc` allocation)
+/// in the thread's pool for the next `Builder::build` when it can be reused: no other handle
+/// (strong or weak), not a main greenlet, nothing left in it to free but what it owns
+/// (`Inner::empty_for_reuse`). What it owned (name, parent, unused `run`) is dropped here, in
+/// field order, after the pool is updated: dropping a parent's last handle can run a kill.
+#[inline(never)]
+pub(crate) fn recycle(mut last: Rc<Inner>) {
+    let Some(leftovers) = Rc::get_mut(&mut last).and_then(Inner::empty_for_reuse) else {
+        return;
+    };
+    let refused = try_with_state(|state| {
+        let mut pool = state.recycled.borrow_mut();
+        if pool.len() < RECYCLED_MAX {
+            pool.push(last);
+            None
+        } else {
+            Some(last)
+        }
+    });
+    drop(refused);
+    drop(leftovers);
 }
 
 /// A new handle on the greenlet at `ptr`.

@@ -41,7 +41,7 @@ pub struct Value(ManuallyDrop<Repr>);
 impl Drop for Value {
     #[inline]
     fn drop(&mut self) {
-        if matches!(*self.0, Repr::Greenlet(_) | Repr::Boxed(_)) {
+        if self.owns_something() {
             drop_owned(self);
         }
     }
@@ -65,6 +65,15 @@ macro_rules! inline_types {
         }
 
         impl Value {
+            /// Whether dropping it has anything to free: a [`Greenlet`] or a box. Written as
+            /// "not inline" (the inline variants come first, so this is one compare of the
+            /// tag against their count, folded into the load) rather than as a match on the
+            /// two owning variants (a load, a mask and a compare).
+            #[inline(always)]
+            fn owns_something(&self) -> bool {
+                !matches!(*self.0, $(Repr::$variant(_))|*)
+            }
+
             /// Wraps `value`. Unit, the primitive numbers, `bool`, `char`, `&'static str` and
             /// [`Greenlet`] are stored inline (no allocation); other types are boxed. Passing
             /// a `Value` returns it unchanged.

@@ -151,3 +151,65 @@ fn r3_6_state_table() {
     assert!(caught.is_err());
     assert_eq!(state(&p), (false, true));
 }
+
+/// Not in the spec: a dead greenlet's memory is reused by the next greenlet created on its
+/// thread (`thread::recycle`). The reuse must be invisible: the new greenlet has its own id,
+/// name, parent, idle mark and state, and dropping the dead one's last handle releases what it
+/// held (its parent, here a greenlet whose last handle it was: killed then, as without reuse).
+#[test]
+fn r3_reused_greenlet_memory_starts_fresh() {
+    let killed = Rc::new(RefCell::new(Vec::new()));
+    let log = killed.clone();
+    let main = getcurrent();
+    // Passes every value it gets on to main, until a kill arrives (as an error).
+    let parent = Greenlet::new(move |_| -> Result<(), Error> {
+        let mut got = main.switch(());
+        loop {
+            match got {
+                Ok(value) => got = main.switch(value),
+                Err(error) => {
+                    log.borrow_mut().push(error.to_string());
+                    return Err(error);
+                }
+            }
+        }
+    });
+    parent.switch(()).unwrap();
+    let named = Greenlet::builder()
+        .name("first")
+        .parent(&parent)
+        .idle(true)
+        .stack_size(128 * 1024)
+        .build(|_| Ok(1_u32));
+    drop(parent); // `named` holds the last handle on it
+                  // `named` returns to its parent, which passes the value on to main.
+    let first_id = named.id();
+    assert_eq!(named.switch(()).unwrap().downcast::<u32>().unwrap(), 1);
+    assert!(named.is_dead());
+    assert!(killed.borrow().is_empty());
+    drop(named); // its memory goes to the pool; its parent's last handle goes: the kill
+    assert_eq!(killed.borrow().len(), 1, "{:?}", killed.borrow());
+
+    for round in 0..3_u32 {
+        let g = Greenlet::new(move |v| Ok(v.downcast::<u32>()? + round));
+        assert_ne!(g.id(), first_id);
+        assert_eq!(g.name(), None);
+        assert!(!g.is_idle());
+        assert!(!g.is_started() && !g.is_dead());
+        assert_eq!(g.parent(), Some(getcurrent()));
+        assert_eq!(
+            g.switch(10_u32).unwrap().downcast::<u32>().unwrap(),
+            10 + round
+        );
+        assert!(g.is_dead());
+    }
+    // A dead greenlet with other handles is not reused while they live.
+    let g = Greenlet::new(|_| Ok(()));
+    g.switch(()).unwrap();
+    let other = g.clone();
+    drop(g);
+    let fresh = Greenlet::builder().name("second").build(|_| Ok(()));
+    assert_ne!(fresh, other);
+    assert!(other.is_dead() && !fresh.is_started());
+    assert_eq!(fresh.name(), Some("second"));
+}
