@@ -120,6 +120,8 @@ struct Case {
     refresh_max_ms: f64,
     live: f64,
     switches: f64,
+    /// Events gltop could not record (a full map): 0 when the capacities fit.
+    dropped: f64,
 }
 
 fn measure(processes: usize, per_process: usize, rate: u64, seconds: f64) -> Case {
@@ -146,9 +148,11 @@ fn measure(processes: usize, per_process: usize, rate: u64, seconds: f64) -> Cas
         .map(|d| d.join("gltop"))
         .expect("the gltop binary next to the examples");
     let capacity = (per_process + per_process / 4 + 1024).to_string();
+    // Each greenlet has two edges (main to it, it to main).
+    let edges = (2 * per_process + per_process / 2 + 1024).to_string();
     let mut g = Command::new(&gltop)
         .args(["--listen", "127.0.0.1:0", "-d", "1", "--hit-cost-ns", "500"])
-        .args(["--max-greenlets", &capacity])
+        .args(["--max-greenlets", &capacity, "--max-edges", &edges])
         .args(["-p", &pids.join(",")])
         .stdin(Stdio::null())
         .stdout(Stdio::null())
@@ -205,6 +209,7 @@ fn measure(processes: usize, per_process: usize, rate: u64, seconds: f64) -> Cas
         refresh_mean_ms: d("gltop_refresh_seconds_total") / refreshes.max(1.0) * 1e3,
         refresh_max_ms: metric(&after, "gltop_refresh_max_seconds") * 1e3,
         live: metric(&after, "greenlet_live"),
+        dropped: metric(&after, "gltop_dropped_total"),
         switches: d("greenlet_switches_total") / wall,
     };
     let _ = nix::sys::signal::kill(
@@ -258,9 +263,10 @@ fn main() {
             .iter()
             .map(|c| {
                 format!(
-                    "{{\"case\":\"{}\",\"processes\":{},\"greenlets_per_process\":{},\"cpu_pct\":{:.3},\"rss_kib\":{},\"hwm_kib\":{},\"refreshes\":{},\"refresh_mean_ms\":{:.3},\"refresh_max_ms\":{:.3},\"live\":{},\"switches_per_s\":{:.0}}}",
+                    "{{\"case\":\"{}\",\"processes\":{},\"greenlets_per_process\":{},\"cpu_pct\":{:.3},\"rss_kib\":{},\"hwm_kib\":{},\"refreshes\":{},\"refresh_mean_ms\":{:.3},\"refresh_max_ms\":{:.3},\"live\":{},\"switches_per_s\":{:.0},\"dropped\":{}}}",
                     c.label, c.processes, c.greenlets, c.cpu_pct, c.rss_kib, c.hwm_kib,
-                    c.refreshes, c.refresh_mean_ms, c.refresh_max_ms, c.live, c.switches
+                    c.refreshes, c.refresh_mean_ms, c.refresh_max_ms, c.live, c.switches,
+                    c.dropped
                 )
             })
             .collect();
@@ -279,7 +285,7 @@ fn main() {
     );
     for c in &cases {
         println!(
-            "{:<26} {:>8.2}% {:>7} MiB {:>7} MiB {:>10} {:>9.1} ms {:>9.1} ms   ({} live)",
+            "{:<26} {:>8.2}% {:>7} MiB {:>7} MiB {:>10} {:>9.1} ms {:>9.1} ms   ({} live, {} dropped)",
             c.label,
             c.cpu_pct,
             c.rss_kib / 1024,
@@ -287,7 +293,8 @@ fn main() {
             c.refreshes,
             c.refresh_mean_ms,
             c.refresh_max_ms,
-            c.live
+            c.live,
+            c.dropped
         );
     }
 }

@@ -897,8 +897,8 @@ fn the_tui_shows_python_greenlet_ids_in_full() {
 /// `--children` on a prefork server in miniature (`tests/python/prefork.py`): a master
 /// without greenlet (said in one line, not an error) whose workers import it after their
 /// fork, one of them forked after gltop started. Each worker is watched on its own from
-/// before its work, and its `--json` lines' totals equal its own settrace counts; gltop ends
-/// by itself once the master has exited.
+/// before its work, with its blocking detector, and its `--json` lines' totals equal its own
+/// settrace counts; gltop ends by itself once the master has exited.
 #[test]
 fn children_watches_a_prefork_servers_workers_each_exactly() {
     let what = "children_watches_a_prefork_servers_workers_each_exactly";
@@ -964,7 +964,10 @@ fn children_watches_a_prefork_servers_workers_each_exactly() {
     let status = master.wait("prefork.py", TIMEOUT);
     assert!(status.success(), "prefork.py: {}", master.stderr_text());
     let gst = g.wait("gltop --children", Duration::from_secs(60));
-    assert!(gst.success(), "{gst}: {}", g.stderr_text());
+    let err = g.stderr_text();
+    assert!(gst.success(), "{gst}: {err}");
+    // Each worker has its blocking detector, as one Python process has.
+    assert!(!err.contains("no blocking detection"), "{err}");
 
     let out = master.stdout_text();
     let mut reports: BTreeMap<i64, Value> = BTreeMap::new();
@@ -997,6 +1000,10 @@ fn children_watches_a_prefork_servers_workers_each_exactly() {
     for (pid, r) in &reports {
         let last = merged(&by_pid[pid]);
         assert_eq!(last["runtime"], "python-greenlet", "worker {pid}");
+        assert!(
+            last["blocking"].is_array(),
+            "worker {pid}'s detector: {last}"
+        );
         let totals = &last["totals"];
         assert_eq!(totals["dropped"], 0, "worker {pid}: {totals}");
         assert_eq!(

@@ -246,7 +246,7 @@ pub(crate) fn attach(
         track_ended,
         ..args.options()
     };
-    let session = match Session::attach(p.pid, &opts) {
+    let mut session = match Session::attach(p.pid, &opts) {
         Ok(s) => s,
         Err(e) if found_later => {
             if p.is_alive() {
@@ -256,7 +256,14 @@ pub(crate) fn attach(
         }
         Err(e) => return Err(e.into()),
     };
-    let sampler = match Sampler::attach(p.pid, &args.sample_options(false)) {
+    // On Python greenlet the detector takes each thread's running greenlet from the switch
+    // probes' map, as for one process (`run::run`).
+    let sample_opts = args.sample_options(false);
+    let attached = match session.python_current_map(args.block_ms) {
+        Some(fd) => Sampler::attach_python(p.pid, &sample_opts, fd),
+        None => Sampler::attach(p.pid, &sample_opts),
+    };
+    let sampler = match attached {
         Ok(s) => Some(s),
         Err(_) if quiet => None,
         Err(e) => {
