@@ -112,6 +112,17 @@ static __always_inline struct gl_totals *get_totals(void)
 }
 
 /*
+ * Adds `n` to a field of this CPU's totals. Atomic although the copy is this CPU's own: a
+ * uprobe program runs with migration disabled but may be preempted, so two threads of the
+ * target can be inside a handler on the same CPU, and a plain load-add-store would lose the
+ * other thread's updates made in between (seen once: 28 throws missing of 166,671).
+ */
+static __always_inline void tot_add(__u64 *field, __s64 n)
+{
+	__sync_fetch_and_add(field, n);
+}
+
+/*
  * The entry of greenlet `id`, created empty if absent. NULL only when the
  * insert failed (the map is full), which is counted. `late`: the caller is not
  * `new`, so an entry created here is a greenlet that predates the attach.
@@ -123,13 +134,13 @@ static __always_inline struct gl_stats *get_greenlet(__u64 id, struct gl_totals 
 	if (g)
 		return g;
 	if (bpf_map_update_elem(&greenlets, &id, &zero_stats, BPF_NOEXIST) == 0) {
-		tot->live++;
+		tot_add(&tot->live, 1);
 		if (late)
-			tot->late_greenlets++;
+			tot_add(&tot->late_greenlets, 1);
 	}
 	g = bpf_map_lookup_elem(&greenlets, &id);
 	if (!g)
-		tot->greenlet_failures++;
+		tot_add(&tot->greenlet_failures, 1);
 	return g;
 }
 
@@ -143,7 +154,7 @@ static __always_inline struct gl_thread *get_thread(__u32 tid, struct gl_totals 
 	bpf_map_update_elem(&threads, &tid, &zero_thread, BPF_NOEXIST);
 	t = bpf_map_lookup_elem(&threads, &tid);
 	if (!t)
-		tot->thread_failures++;
+		tot_add(&tot->thread_failures, 1);
 	return t;
 }
 
@@ -197,9 +208,9 @@ static __always_inline void end_slice(struct gl_stats *g, struct gl_totals *tot,
 		g->slices++;
 		if (slice > g->max_slice_ns)
 			g->max_slice_ns = slice;
-		tot->hist[b]++;
-		tot->slice_ns += slice;
-		tot->slices++;
+		tot_add(&tot->hist[b], 1);
+		tot_add(&tot->slice_ns, slice);
+		tot_add(&tot->slices, 1);
 	}
 }
 
@@ -210,7 +221,7 @@ static __always_inline void push_key(void *set, const void *key, struct gl_total
 	long err = bpf_map_update_elem(set, key, &one, BPF_NOEXIST);
 
 	if (err && err != -17 /* EEXIST */)
-		tot->set_overflows++;
+		tot_add(&tot->set_overflows, 1);
 }
 
 /*
@@ -255,11 +266,11 @@ static __always_inline int on_transfer(__u64 origin, __u64 target, bool is_throw
 	ek.origin = origin;
 	ek.target = target;
 	if (is_throw) {
-		tot->throws++;
+		tot_add(&tot->throws, 1);
 		if (p)
 			__sync_fetch_and_add(&p->throws, 1);
 	} else {
-		tot->switches++;
+		tot_add(&tot->switches, 1);
 		if (p)
 			__sync_fetch_and_add(&p->switches, 1);
 	}
@@ -303,7 +314,7 @@ static __always_inline int on_transfer(__u64 origin, __u64 target, bool is_throw
 		else
 			e->switches++;
 	} else {
-		tot->edge_failures++;
+		tot_add(&tot->edge_failures, 1);
 	}
 
 	/* A dead origin's last transfer: nothing names it after this store. */
@@ -328,7 +339,7 @@ static __always_inline int on_new(__u64 id, __u64 parent, const char *name)
 		return 0;
 	id = gkey(id, pid_tgid >> 32);
 	parent = gkey(parent, pid_tgid >> 32);
-	tot->created++;
+	tot_add(&tot->created, 1);
 	if (p)
 		__sync_fetch_and_add(&p->created, 1);
 	g = get_greenlet(id, tot, false);
@@ -363,16 +374,16 @@ static __always_inline int on_dead(__u64 id, __u8 outcome)
 	if (!tot || unwatched(pid_tgid >> 32, &p))
 		return 0;
 	id = gkey(id, pid_tgid >> 32);
-	tot->dead++;
+	tot_add(&tot->dead, 1);
 	if (p)
 		__sync_fetch_and_add(&p->dead, 1);
 	if (slot < GL_OUTCOMES)
-		tot->dead_by_outcome[slot]++;
+		tot_add(&tot->dead_by_outcome[slot], 1);
 	g = get_greenlet(id, tot, true);
 	if (!g)
 		return 0;
 	if (!g->dead)
-		tot->live--;
+		tot_add(&tot->live, -1);
 	g->dead_ns = now;
 	g->outcome = outcome;
 	g->tid = tid;
@@ -431,7 +442,7 @@ static __always_inline int floor_hit(void)
 	struct gl_totals *tot = get_totals();
 
 	if (tot)
-		tot->switches++;
+		tot_add(&tot->switches, 1);
 	return 0;
 }
 

@@ -184,8 +184,8 @@ static __always_inline int py_transfer(__u64 origin_addr, __u64 target_addr, boo
 		o = bpf_map_lookup_elem(&greenlets, &origin);
 		if (o && o->dead && !o->done && o->outcome == 0) {
 			o->outcome = 1;
-			tot->dead_by_outcome[0]--;
-			tot->dead_by_outcome[1]++;
+			tot_add(&tot->dead_by_outcome[0], -1);
+			tot_add(&tot->dead_by_outcome[1], 1);
 		}
 	}
 	py_track(target);

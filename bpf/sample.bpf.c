@@ -417,14 +417,16 @@ static __always_inline int on_new(__u64 id, __u64 parent, const char *name)
 
 	if (!tot)
 		return 0;
-	tot->created++;
+	/* Atomic: a uprobe program may be preempted, and another thread of the target may run
+	 * this handler on the same CPU meanwhile (the sampling programs touch other fields). */
+	__sync_fetch_and_add(&tot->created, 1);
 	n.parent = parent;
 	n.created_ns = bpf_ktime_get_ns();
 	n.tid = (__u32)pid_tgid;
 	if (bpf_probe_read_user_str(n.name, sizeof(n.name), name) < 0)
 		n.name[0] = 0;
 	if (bpf_map_update_elem(&names, &k, &n, BPF_ANY))
-		tot->name_failures++;
+		__sync_fetch_and_add(&tot->name_failures, 1);
 	return 0;
 }
 
