@@ -9,3 +9,4 @@
 //! the root package's `tests/lint_blocking.rs` include the file with `#[path]`.
 
 pub mod cli;
+pub mod tracer;

@@ -89,11 +89,13 @@ fn parse_seconds(text: &str) -> Result<f64, String> {
     }
 }
 
-/// Waits until something enables all of this process's `greenlet` probes.
+/// Waits until something enables all of this process's `greenlet` probes (and the last
+/// breakpoint is surely in place: [`greenlet_workloads::tracer::SETTLE`]).
 fn wait_for_tracer() {
     while !greenlet::probes::all_enabled() {
         std::thread::sleep(Duration::from_millis(20));
     }
+    std::thread::sleep(greenlet_workloads::tracer::SETTLE);
 }
 
 /// What the hub does to a greenlet when its turn comes.

@@ -152,7 +152,10 @@ fn main() {
         touch(&path);
     }
     if args.wait_for_tracer {
-        wait("tracer attached", greenlet::probes::all_enabled);
+        if let Err(e) = greenlet_workloads::tracer::wait_for_tracer(Duration::from_secs(120)) {
+            eprintln!("forker: {e}");
+            std::process::exit(1);
+        }
     }
     ping(&pong, args.rounds);
     // SAFETY: the process has one thread (nothing was spawned), so the child may run any

@@ -961,7 +961,7 @@ fn run(cli: Cli) -> Result<(), String> {
         wait(cli.wait)?;
     }
     if cli.wait_for_tracer {
-        wait_until("tracer attached", greenlet::probes::all_enabled)?;
+        greenlet_workloads::tracer::wait_for_tracer(Duration::from_secs(60))?;
     }
     if let Some(path) = &cli.wait_for_file {
         wait_until("start file", || path.exists())?;
