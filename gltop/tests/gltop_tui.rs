@@ -372,8 +372,16 @@ fn selection_keeps_its_row_as_greenlets_die_and_g_is_hinted() {
     // Six refreshes: the selection stays on the seventh row whatever it shows. (Sampled
     // until the end: never done early.)
     let mut shown = std::collections::BTreeSet::new();
+    let mut settled = 0;
     poll_until(Instant::now() + Duration::from_secs(3), || {
+        // Only a settled screen counts: a capture can land in the middle of a redraw (one
+        // read `2.561` for `2.56k`, and the highlight a row off), so two captures in a row
+        // must agree.
         let styled = tmux.styled_screen();
+        if styled != tmux.styled_screen() {
+            return None;
+        }
+        settled += 1;
         let (at, text) =
             selected_row(&styled).unwrap_or_else(|| panic!("no selected row:\n{}", plain(&styled)));
         assert_eq!(at, row, "the selection moved:\n{}", plain(&styled));
@@ -385,6 +393,7 @@ fn selection_keeps_its_row_as_greenlets_die_and_g_is_hinted() {
         );
         None::<()>
     });
+    assert!(settled >= 5, "only {settled} settled screens in 3 s");
     assert!(
         shown.len() > 1,
         "the selected row showed greenlet {shown:?} only: the test saw no row change"
