@@ -143,12 +143,13 @@ impl Inner {
     /// Empties a dead greenlet's `Inner` for reuse by [`Builder::build`] (the per-thread pool
     /// of `thread::recycle`): returns what it still owns, for the caller to drop in the
     /// order the fields would have been dropped; `None` (and nothing taken) if it cannot be
-    /// reused: a main greenlet, one still in a registry, or one whose coroutine was abandoned.
+    /// reused: a main greenlet, one still in a registry, or one whose coroutine is neither
+    /// parked nor gone.
     pub(crate) fn empty_for_reuse(&mut self) -> Option<Leftovers> {
         if self.is_main
             || self.state.get() != State::Dead
             || self.registry_index.get() != NOT_REGISTERED
-            || !self.context.is_empty()
+            || !self.context.is_reusable()
         {
             return None;
         }
@@ -271,7 +272,13 @@ impl Greenlet {
         F: FnOnce(Value) -> Result<R, Error> + 'static,
         R: 'static,
     {
-        Builder::new().build(run)
+        // `Builder::new().build(run)`, with the builder's defaults folded in.
+        build(
+            None,
+            None,
+            false,
+            Box::new(move |value| run(value).map(Value::new)),
+        )
     }
 
     /// A builder, to give the greenlet a name, a parent other than the current greenlet, or a
@@ -675,11 +682,6 @@ impl Builder {
         F: FnOnce(Value) -> Result<R, Error> + 'static,
         R: 'static,
     {
-        let run: Run = Box::new(move |value| run(value).map(Value::new));
-        let (id, parent, recycled) = with_state(|state| {
-            let parent = self.parent.unwrap_or_else(|| state.current());
-            (state.next_id(), parent, state.take_recycled())
-        });
         let options = match (self.name, self.stack_size) {
             (None, None) => None,
             (name, size) => Some(Box::new(Options {
@@ -687,36 +689,63 @@ impl Builder {
                 stack_size: size.unwrap_or(DEFAULT_STACK_SIZE),
             })),
         };
-        let name = options.as_ref().and_then(|o| o.name.as_deref());
-        probes::new(|| (id, parent.id(), name.unwrap_or("")));
-        let flags = if self.idle { FLAG_IDLE } else { 0 };
-        let Some(mut rc) = recycled else {
-            return Greenlet::from_inner(Rc::new(Inner {
-                id,
-                options,
-                is_main: false,
-                state: Cell::new(State::Unstarted),
-                flags: Cell::new(flags),
-                parent: Cell::new(Some(parent)),
-                run: Cell::new(Some(run)),
-                context: Context::new(),
-                registry_index: Cell::new(NOT_REGISTERED),
-            }));
-        };
-        // A dead greenlet's `Inner`, emptied by `Inner::empty_for_reuse` (not main, not
-        // registered, no coroutine, no options, parent or run) and with no other handle: the
-        // fields left to set are those that differ from a new one's.
-        let inner = Rc::get_mut(&mut rc).expect("a recycled greenlet has no other handle");
-        inner.id = id;
-        // The emptied fields hold nothing to drop: overwritten, not replaced.
-        debug_assert!(inner.options.is_none());
-        std::mem::forget(std::mem::replace(&mut inner.options, options));
-        inner.state.set(State::Unstarted);
-        inner.flags.set(flags);
-        std::mem::forget(inner.parent.replace(Some(parent)));
-        std::mem::forget(inner.run.replace(Some(run)));
-        Greenlet::from_inner(rc)
+        let run: Run = Box::new(move |value| run(value).map(Value::new));
+        build(self.parent, options, self.idle, run)
     }
+}
+
+/// Creates a greenlet: [`Builder::build`] once the builder's settings are made into an
+/// `Inner`'s fields. Inline, so that [`Greenlet::new`] folds the defaults in.
+#[inline(always)]
+fn build(
+    parent: Option<Greenlet>,
+    options: Option<Box<Options>>,
+    idle: bool,
+    run: Run,
+) -> Greenlet {
+    let (id, parent, recycled) = with_state(|state| {
+        let parent = parent.unwrap_or_else(|| state.current());
+        (state.next_id(), parent, state.take_recycled())
+    });
+    let name = options.as_ref().and_then(|o| o.name.as_deref());
+    probes::new(|| (id, parent.id(), name.unwrap_or("")));
+    let flags = if idle { FLAG_IDLE } else { 0 };
+    let Some(mut rc) = recycled else {
+        return build_new(Inner {
+            id,
+            options,
+            is_main: false,
+            state: Cell::new(State::Unstarted),
+            flags: Cell::new(flags),
+            parent: Cell::new(Some(parent)),
+            run: Cell::new(Some(run)),
+            context: Context::new(),
+            registry_index: Cell::new(NOT_REGISTERED),
+        });
+    };
+    // A dead greenlet's `Inner`, emptied by `Inner::empty_for_reuse` (not main, not
+    // registered, its coroutine parked or gone, no options, parent or run) and with no other
+    // handle: the fields left to set are those that differ from a new one's.
+    let inner = Rc::get_mut(&mut rc);
+    debug_assert!(inner.is_some(), "a recycled greenlet has another handle");
+    // SAFETY: the pool holds only `Rc`s with no other handle (`thread::recycle` tests that
+    // with `Rc::get_mut` before keeping one), and this one has just left it.
+    let inner = unsafe { inner.unwrap_unchecked() };
+    inner.id = id;
+    // The emptied fields hold nothing to drop: overwritten, not replaced.
+    debug_assert!(inner.options.is_none());
+    std::mem::forget(std::mem::replace(&mut inner.options, options));
+    inner.state.set(State::Unstarted);
+    inner.flags.set(flags);
+    std::mem::forget(inner.parent.replace(Some(parent)));
+    std::mem::forget(inner.run.replace(Some(run)));
+    Greenlet::from_inner(rc)
+}
+
+/// [`build`] when the pool has no `Inner` to reuse: a new allocation.
+#[inline(never)]
+fn build_new(inner: Inner) -> Greenlet {
+    Greenlet::from_inner(Rc::new(inner))
 }
 
 /// The greenlet running now. Each thread has a main greenlet, created on first use, which is

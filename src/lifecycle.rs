@@ -8,18 +8,21 @@
 
 use std::any::Any;
 use std::panic::{self, AssertUnwindSafe};
+use std::ptr;
 use std::rc::Rc;
 
 use crate::error::{Error, GreenletExit};
 use crate::greenlet::{Greenlet, Inner, State};
 use crate::probes::{self, Outcome};
-use crate::switch::Suspender;
+use crate::switch::{self, Context, Suspender};
 use crate::thread::{try_with_state, with_state, ThreadState};
 use crate::transfer::{self, Transfer};
 use crate::value::Value;
 
 /// Gives `g`, which is unstarted, a stack with its body ready to run; it becomes active.
-#[inline]
+/// Inlined into its two callers (a switch's and a finishing greenlet's slow paths): a
+/// reused greenlet's start is a few tests and stores.
+#[inline(always)]
 pub(crate) fn start(state: &ThreadState, g: &Greenlet) -> Result<(), Error> {
     let size = g.inner().stack_size();
     g.inner()
@@ -31,42 +34,55 @@ pub(crate) fn start(state: &ThreadState, g: &Greenlet) -> Result<(), Error> {
     Ok(())
 }
 
-/// The bottom frame of every greenlet's stack.
+/// The bottom frame of every greenlet's stack: runs the greenlet's life, then parks the
+/// coroutine (`switch::park`) for the next greenlet built on the same `Inner`, and runs that
+/// one's life when resumed, until it is told to quit.
+fn greenlet_body(suspender: &Suspender<'_>) {
+    loop {
+        let context = with_state(|state| live(state, suspender));
+        if !switch::park(context) {
+            // Returning ends the coroutine: its stack is freed by whoever resumed it (the
+            // trampoline, or the drop of a parked coroutine's context).
+            return;
+        }
+    }
+}
+
+/// One greenlet's life on this coroutine, from its first arrival to the hand-off of its
+/// result; returns its context, for the body to park.
 ///
 /// No panic may leave it (it would unwind across the stack switch): everything that can run
 /// user code (the tracer and the releases in the first arrival, `run`, dropping an unused
 /// `run`) runs under `catch_unwind`, and a panic there is this greenlet's death.
-fn greenlet_body(suspender: &Suspender<'_>) {
-    with_state(|state| {
-        let run = {
-            let me = running(state);
-            me.context().bind(suspender);
-            me.take_run()
-        };
-        let lived = panic::catch_unwind(AssertUnwindSafe(|| {
-            // The first transfer into this greenlet: its tracer event fires before `run`.
-            match transfer::arrive(state) {
-                Transfer::Value(value) => {
-                    match run.expect("a started greenlet without run")(value) {
-                        // The common ending, handed off at once (nothing in it can panic).
-                        Ok(value) => finish_returned(state, value),
-                        Err(error) => Some(outcome_of(error)),
-                    }
-                }
-                other => {
-                    drop(run);
-                    Some(died_on_arrival(other))
+#[inline(always)]
+fn live(state: &ThreadState, suspender: &Suspender<'_>) -> *const Context {
+    let (context, run) = {
+        let me = running(state);
+        me.context().bind(suspender);
+        (ptr::from_ref(me.context()), me.take_run())
+    };
+    let lived = panic::catch_unwind(AssertUnwindSafe(|| {
+        // The first transfer into this greenlet: its tracer event fires before `run`.
+        match transfer::arrive(state) {
+            Transfer::Value(value) => {
+                match run.expect("a started greenlet without run")(value) {
+                    // The common ending, handed off at once (nothing in it can panic).
+                    Ok(value) => finish_returned(state, value),
+                    Err(error) => Some(outcome_of(error)),
                 }
             }
-        }));
-        match lived {
-            Ok(None) => {}
-            Ok(Some((outcome, result))) => finish(state, outcome, result),
-            Err(panic) => finish(state, Outcome::Panic, Transfer::Panic(panic)),
+            other => {
+                drop(run);
+                Some(died_on_arrival(other))
+            }
         }
-    });
-    // Returning ends the coroutine: the trampoline frees this stack and resumes the greenlet
-    // `finish` made current.
+    }));
+    match lived {
+        Ok(None) => {}
+        Ok(Some((outcome, result))) => finish(state, outcome, result),
+        Err(panic) => finish(state, Outcome::Panic, Transfer::Panic(panic)),
+    }
+    context
 }
 
 /// The running greenlet, borrowed without touching its reference count: for the body's own

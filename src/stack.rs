@@ -168,6 +168,39 @@ impl GreenStack {
     pub fn clear_owner(&self) {
         self.slot.owner().clear();
     }
+
+    /// The stack's size and owner record, for whoever keeps the stack where it cannot reach
+    /// it (inside a corosensei coroutine, which gives no access to its stack).
+    #[inline]
+    pub(crate) fn label(&self) -> StackLabel {
+        StackLabel {
+            owner: self.slot.owner(),
+            usable: self.usable_size(),
+        }
+    }
+}
+
+/// A stack's size and owner record ([`GreenStack::label`]); valid for as long as its stack
+/// is owned by the same holder (slabs are never unmapped, so it is never dangling, but a
+/// stack given back to a pool belongs to someone else).
+#[derive(Clone, Copy)]
+pub(crate) struct StackLabel {
+    owner: &'static slab::SlotOwner,
+    usable: usize,
+}
+
+impl StackLabel {
+    /// [`GreenStack::usable_size`].
+    #[inline]
+    pub(crate) fn usable_size(self) -> usize {
+        self.usable
+    }
+
+    /// [`GreenStack::set_owner`].
+    #[inline]
+    pub(crate) fn set_owner(self, id: u64, name: Option<&str>) {
+        self.owner.set(id, name);
+    }
 }
 
 impl fmt::Debug for GreenStack {

@@ -12,8 +12,9 @@
 //!    so at most one trampoline runs per thread and a non-main greenlet only ever runs inside
 //!    it.
 //! 2. A greenlet's coroutine slot is touched only by the trampoline (to resume it and to free
-//!    it once it has finished) and by [`Context::prepare`] (only while the greenlet is
-//!    unstarted, when no coroutine exists yet).
+//!    it once it has finished), by [`Context::prepare`] (only while the greenlet is
+//!    unstarted, when the slot is empty or holds a parked coroutine, see [`park`]) and by the
+//!    context's drop (when no handle on the greenlet is left).
 //! 3. The current greenlet is alive: it has a handle when it becomes current, and the drop of
 //!    its last handle while it runs is turned into a handle the thread state keeps (see
 //!    `ThreadState`). A greenlet that switched away (or died) stays alive until the target has
@@ -37,81 +38,180 @@ use corosensei::{Coroutine, CoroutineResult, Yielder};
 use crate::greenlet::Inner;
 use crate::thread::ThreadState;
 
-use crate::stack::GreenStack;
+use crate::stack::{GreenStack, StackLabel};
 
 type GreenCoroutine = Coroutine<(), (), (), GreenStack>;
+type GreenYielder = Yielder<(), ()>;
+
+/// How many coroutines of dead greenlets a thread keeps parked (see [`park`]): each holds its
+/// stack (the pages its greenlet touched, 4 KiB or more), so a program that keeps many dead
+/// greenlets' handles keeps this many stacks at most; the others are freed when their
+/// greenlet dies. Twice the pool of recycled `Inner`s (`thread::recycle`), which is where a
+/// parked coroutine is reused from.
+const PARKED_MAX: usize = 128;
+
+thread_local! {
+    /// How many coroutines of this thread are parked: counted up by [`park`], down when one
+    /// is reused ([`Context::prepare`]) or told to quit ([`Context`]'s drop). A plain
+    /// counter with no destructor, usable at any point of thread exit.
+    static PARKED: Cell<usize> = const { Cell::new(0) };
+    /// Set while a parked coroutine is resumed to be told to quit ([`drop_coroutine`]); read
+    /// by the parked body when it is resumed. A flag beside the coroutine, not its resume
+    /// input, so that the resumes and suspends of switches pass nothing.
+    static QUIT: Cell<bool> = const { Cell::new(false) };
+}
 
 /// A greenlet's execution context: its coroutine (stack) and the yielder its body was given.
+///
+/// The coroutine outlives the greenlet's death: its body parks it ([`park`]) instead of
+/// returning, so that the next greenlet built on the same `Inner` (`thread::recycle`) runs
+/// on it without a new stack or a new coroutine. A parked coroutine that is not reused is
+/// resumed once more when its context is dropped, told to quit, and returns.
 pub(crate) struct Context {
     coroutine: UnsafeCell<Option<GreenCoroutine>>,
-    yielder: Cell<*const Yielder<(), ()>>,
+    yielder: Cell<*const GreenYielder>,
+    /// The coroutine's stack, while it has one.
+    stack: Cell<Option<StackLabel>>,
+    /// The coroutine is parked: its greenlet is dead and its body waits in [`park`].
+    parked: Cell<bool>,
 }
 
 impl Drop for Context {
-    /// Inline and small: a greenlet's `Inner` is dropped long after its coroutine finished and
-    /// freed its stack (or before it ever had one), so this is a load and a test, wherever
-    /// the drop glue is instantiated. Whether the compiler inlined the glue used to depend on
-    /// what else shared its codegen unit.
+    /// Inline and small: most contexts are dropped empty (a main greenlet's, or an unstarted
+    /// greenlet's), so this is a load and a test wherever the drop glue is instantiated.
     #[inline]
     fn drop(&mut self) {
         if let Some(coroutine) = self.coroutine.get_mut().take() {
-            drop_coroutine(coroutine);
+            drop_coroutine(coroutine, self.parked.get());
         }
     }
 }
 
-/// Drops a coroutine left in a [`Context`] being dropped. One that is still suspended belongs
-/// to a greenlet nobody can kill any more (its thread's state is gone): dropping it would make
-/// corosensei unwind its frames, running greenlet code with no thread state, so it is
-/// abandoned instead (its stack leaks).
+/// Drops a coroutine left in a [`Context`] being dropped. A parked one is told to quit: its
+/// body returns, which frees nothing but its own frames, and the stack goes back to the pool.
+/// One that is still suspended otherwise belongs to a greenlet nobody can kill any more (its
+/// thread's state is gone): dropping it would make corosensei unwind its frames, running
+/// greenlet code with no thread state, so it is abandoned instead (its stack leaks).
 #[cold]
 #[inline(never)]
-fn drop_coroutine(coroutine: GreenCoroutine) {
-    if coroutine.started() && !coroutine.done() {
+fn drop_coroutine(mut coroutine: GreenCoroutine, parked: bool) {
+    if parked {
+        PARKED.set(PARKED.get() - 1);
+        // The body, parked in `park`, returns at once when told to quit: it runs no greenlet
+        // code and touches neither the thread state nor this context.
+        QUIT.set(true);
+        let finished = coroutine.resume(());
+        QUIT.set(false);
+        debug_assert!(matches!(finished, CoroutineResult::Return(())));
+    } else if coroutine.started() && !coroutine.done() {
         std::mem::forget(coroutine);
     }
 }
 
+/// Parks the coroutine of the greenlet that owns `context`, which has just died and handed
+/// its result off (the greenlet now current is another): suspends to whoever resumed it, as a
+/// switch away would. Returns `true` when resumed again for a new greenlet on the same
+/// `Inner` (its body then runs the new greenlet's `run`), `false` when told to quit, or
+/// at once if the thread has [`PARKED_MAX`] parked coroutines already; the body must then
+/// return without touching `context` or the thread state again.
+///
+/// Takes a pointer, not a reference: when the coroutine is told to quit, its context is being
+/// dropped.
+#[inline]
+pub(crate) fn park(context: *const Context) -> bool {
+    let parked = PARKED.get();
+    if parked >= PARKED_MAX {
+        return false;
+    }
+    PARKED.set(parked + 1);
+    // SAFETY: the dead greenlet is alive until the greenlet it handed off to has arrived,
+    // which happens after this suspend (switch.rs invariant 3), and its context lives in it.
+    let yielder = unsafe {
+        (*context).parked.set(true);
+        (*context).yielder.get()
+    };
+    debug_assert!(!yielder.is_null());
+    // SAFETY: as in `Context::suspend`: the yielder of this very coroutine, alive in its
+    // bottom frame. After it returns, nothing here touches `context`.
+    unsafe { &*yielder }.suspend(());
+    !QUIT.get()
+}
+
 /// The handle a greenlet body receives; [`Context::bind`] records it so that later switches
 /// out of this greenlet can suspend its coroutine.
-pub(crate) struct Suspender<'a>(&'a Yielder<(), ()>);
+pub(crate) struct Suspender<'a>(&'a GreenYielder);
 
 impl Context {
     pub(crate) const fn new() -> Context {
         Context {
             coroutine: UnsafeCell::new(None),
             yielder: Cell::new(ptr::null()),
+            stack: Cell::new(None),
+            parked: Cell::new(false),
         }
     }
 
-    /// Creates the coroutine that will run `body` when the trampoline first resumes it, on a
-    /// stack of `stack_size` usable bytes labelled with the greenlet's id and name (for the
-    /// stack overflow report).
+    /// Gets the coroutine ready to run `body` when the trampoline first resumes it, on a stack
+    /// of `stack_size` usable bytes labelled with the greenlet's id and name (for the stack
+    /// overflow report): the coroutine parked in this context if its stack has that size (its
+    /// body is `body` already), else a new one.
+    #[inline]
     pub(crate) fn prepare(
         &self,
         stack_size: usize,
         owner: (u64, Option<&str>),
         body: fn(&Suspender<'_>),
     ) -> std::io::Result<()> {
+        if self.parked.get() {
+            let label = self.stack.get();
+            debug_assert!(label.is_some(), "a parked coroutine without a stack");
+            // SAFETY: a parked coroutine has its stack (it was recorded with the coroutine).
+            let label = unsafe { label.unwrap_unchecked() };
+            let usable = label.usable_size();
+            if stack_size == usable || crate::stack::rounded_size(stack_size) == Some(usable) {
+                self.parked.set(false);
+                PARKED.set(PARKED.get() - 1);
+                label.set_owner(owner.0, owner.1);
+                return Ok(());
+            }
+        }
+        self.prepare_new(stack_size, owner, body)
+    }
+
+    /// [`Context::prepare`] with a new stack and coroutine (a parked one, of the wrong size,
+    /// is told to quit first).
+    #[inline(never)]
+    fn prepare_new(
+        &self,
+        stack_size: usize,
+        owner: (u64, Option<&str>),
+        body: fn(&Suspender<'_>),
+    ) -> std::io::Result<()> {
+        // SAFETY: invariant 2: the greenlet is unstarted, so neither the trampoline nor anyone
+        // else holds a reference into the slot (it is `None`, or holds a parked coroutine).
+        let slot = unsafe { &mut *self.coroutine.get() };
+        if let Some(parked) = slot.take() {
+            drop_coroutine(parked, self.parked.replace(false));
+            self.stack.set(None);
+        }
         let stack = crate::stack::allocate(stack_size)?;
         stack.set_owner(owner.0, owner.1);
-        let coroutine = Coroutine::with_stack(stack, move |yielder: &Yielder<(), ()>, ()| {
+        self.stack.set(Some(stack.label()));
+        let coroutine = Coroutine::with_stack(stack, move |yielder: &GreenYielder, ()| {
             body(&Suspender(yielder))
         });
-        // SAFETY: invariant 2: the greenlet is unstarted, so neither the trampoline nor anyone
-        // else holds a reference into the slot (it is `None`).
-        let slot = unsafe { &mut *self.coroutine.get() };
-        debug_assert!(slot.is_none());
         *slot = Some(coroutine);
         Ok(())
     }
 
-    /// Whether it holds no coroutine: unstarted, or finished (its stack freed).
-    pub(crate) fn is_empty(&mut self) -> bool {
-        self.coroutine.get_mut().is_none()
+    /// Whether a dead greenlet's `Inner` with this context can be reused: it holds no
+    /// coroutine (it never started, or its coroutine finished), or a parked one.
+    pub(crate) fn is_reusable(&mut self) -> bool {
+        self.parked.get() || self.coroutine.get_mut().is_none()
     }
 
     /// Remembers the yielder of the running body; called first thing by the body.
+    #[inline]
     pub(crate) fn bind(&self, suspender: &Suspender<'_>) {
         self.yielder.set(suspender.0);
     }
@@ -128,7 +228,7 @@ impl Context {
         // yielder corosensei passed it; that yielder lives in the body's bottom frame, which
         // outlives every switch the body makes. We are running on that very coroutine (the
         // caller is the running greenlet), which is what `Yielder::suspend` requires.
-        unsafe { &*yielder }.suspend(())
+        unsafe { &*yielder }.suspend(());
     }
 
     /// Gives up a suspended coroutine for good, without unwinding it: its stack is leaked.
@@ -139,9 +239,11 @@ impl Context {
         // trampoline is running and nothing else refers into the slot.
         let slot = unsafe { &mut *self.coroutine.get() };
         std::mem::forget(slot.take());
+        self.stack.set(None);
     }
 
-    /// Resumes the coroutine until it suspends or finishes; frees its stack when it finishes.
+    /// Resumes the coroutine until it suspends (a switch away, or parked after its greenlet
+    /// died) or finishes; drops it when it finishes (its stack goes back to the pool).
     #[inline]
     fn resume(&self) {
         // SAFETY: invariant 2: only the trampoline touches a started greenlet's slot, and
@@ -158,8 +260,10 @@ impl Context {
         // and then it is dead (its body marks it so before returning) and never current again.
         let coroutine = unsafe { slot.as_mut().unwrap_unchecked() };
         if let CoroutineResult::Return(()) = coroutine.resume(()) {
-            // The body returned: nothing is left on the stack; free it.
+            // The body returned (its greenlet died with `PARKED_MAX` coroutines parked):
+            // nothing is left on the stack; free it.
             *slot = None;
+            self.stack.set(None);
         }
     }
 }

@@ -9,7 +9,7 @@
 // thread-local pointer to the state (`with_state`, `try_with_state`, `Teardown`).
 #![allow(unsafe_code)]
 
-use std::cell::{Cell, RefCell};
+use std::cell::{Cell, RefCell, UnsafeCell};
 use std::mem::{self, MaybeUninit};
 use std::ptr;
 use std::rc::Rc;
@@ -82,7 +82,10 @@ pub(crate) struct ThreadState {
     tracer: Cell<Option<Tracer>>,
     pub(crate) kill_hook: RefCell<Option<KillHook>>,
     /// Started, not yet finished greenlets of this thread, for `kill_all` and thread exit.
-    registry: RefCell<Registry>,
+    /// Not a `RefCell`: its methods ([`ThreadState::register`], [`ThreadState::unregister`],
+    /// [`ThreadState::live_greenlets`]) run no code that could reach it again, so a borrow
+    /// flag would guard nothing.
+    registry: UnsafeCell<Registry>,
     /// The next id to hand out and the end of this thread's block.
     ids: Cell<(u64, u64)>,
     /// Transfers made on this thread (wrapping): one add per transfer, in
@@ -91,7 +94,9 @@ pub(crate) struct ThreadState {
     /// Dead greenlets' emptied `Inner`s, each with its `Rc` and no other handle, for
     /// `Builder::build` to reuse: a greenlet's lifetime allocates and frees nothing on the
     /// heap once the pool has one ([`recycle`]).
-    recycled: RefCell<Vec<Rc<Inner>>>,
+    recycled: [Cell<Option<Rc<Inner>>>; RECYCLED_MAX],
+    /// How many of `recycled`'s first slots hold an `Inner` (the others hold `None`).
+    recycled_len: Cell<usize>,
 }
 
 /// How many dead greenlets' `Inner`s a thread keeps for reuse (128 bytes each).
@@ -120,10 +125,11 @@ impl ThreadState {
             flags: Cell::new(0),
             tracer: Cell::new(None),
             kill_hook: RefCell::new(None),
-            registry: RefCell::new(Registry::default()),
+            registry: UnsafeCell::new(Registry::default()),
             ids,
             switches: Cell::new(0),
-            recycled: RefCell::new(Vec::new()),
+            recycled: std::array::from_fn(|_| Cell::new(None)),
+            recycled_len: Cell::new(0),
         }
     }
 
@@ -359,7 +365,35 @@ impl ThreadState {
     /// An emptied `Inner` of a dead greenlet, if the pool has one ([`recycle`]).
     #[inline]
     pub(crate) fn take_recycled(&self) -> Option<Rc<Inner>> {
-        self.recycled.borrow_mut().pop()
+        let len = self.recycled_len.get().checked_sub(1)?;
+        self.recycled_len.set(len);
+        self.recycled.get(len)?.take()
+    }
+
+    /// Keeps `inner` in the pool of [`recycle`]d `Inner`s; gives it back if the pool is full.
+    #[inline]
+    fn keep_recycled(&self, inner: Rc<Inner>) -> Option<Rc<Inner>> {
+        let len = self.recycled_len.get();
+        let Some(slot) = self.recycled.get(len) else {
+            return Some(inner);
+        };
+        self.recycled_len.set(len + 1);
+        // The slots from `recycled_len` on hold `None`: nothing to drop.
+        std::mem::forget(slot.replace(Some(inner)));
+        None
+    }
+
+    /// The registry, borrowed for one of its methods.
+    ///
+    /// # Safety
+    /// The caller must not call out to code that could reach the registry again while the
+    /// reference lives (no user code, no greenlet drop).
+    #[inline(always)]
+    #[allow(clippy::mut_from_ref)]
+    unsafe fn registry(&self) -> &mut Registry {
+        // SAFETY: the state belongs to one thread, and the caller guarantees that nothing
+        // else borrows the registry while this reference lives.
+        unsafe { &mut *self.registry.get() }
     }
 
     pub(crate) fn next_id(&self) -> u64 {
@@ -369,7 +403,8 @@ impl ThreadState {
     /// Adds `g`, which has just started, to the registry.
     #[inline]
     pub(crate) fn register(&self, g: &Greenlet) {
-        self.registry.borrow_mut().insert(g.inner());
+        // SAFETY: `insert` runs no code that reaches the registry.
+        unsafe { self.registry() }.insert(g.inner());
     }
 
     /// Removes `g` from the registry if it is in it (a greenlet that finished, or was
@@ -377,13 +412,15 @@ impl ThreadState {
     #[inline]
     pub(crate) fn unregister(&self, g: &Inner) {
         if g.registry_index.get() != NOT_REGISTERED {
-            self.registry.borrow_mut().remove(g);
+            // SAFETY: `remove` runs no code that reaches the registry.
+            unsafe { self.registry() }.remove(g);
         }
     }
 
     /// Handles to every started greenlet of this thread that has not finished, main excluded.
     pub(crate) fn live_greenlets(&self) -> Vec<Greenlet> {
-        self.registry.borrow().live()
+        // SAFETY: `live` only clones `Rc`s, which runs no code that reaches the registry.
+        unsafe { self.registry() }.live()
     }
 
     /// Thread exit: kill what is still suspended; abandon what refuses to die (reported dead,
@@ -504,15 +541,7 @@ pub(crate) fn recycle(mut last: Rc<Inner>) {
     let Some(leftovers) = Rc::get_mut(&mut last).and_then(Inner::empty_for_reuse) else {
         return;
     };
-    let refused = try_with_state(|state| {
-        let mut pool = state.recycled.borrow_mut();
-        if pool.len() < RECYCLED_MAX {
-            pool.push(last);
-            None
-        } else {
-            Some(last)
-        }
-    });
+    let refused = try_with_state(|state| state.keep_recycled(last));
     drop(refused);
     drop(leftovers);
 }
