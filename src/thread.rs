@@ -534,16 +534,18 @@ pub(crate) fn try_with_state<R>(f: impl FnOnce(&ThreadState) -> R) -> Option<R> 
 /// Frees the last handle on a dead greenlet, keeping its `Inner` (and its `Rc` allocation)
 /// in the thread's pool for the next `Builder::build` when it can be reused: no other handle
 /// (strong or weak), not a main greenlet, nothing left in it to free but what it owns
-/// (`Inner::empty_for_reuse`). What it owned (name, parent, unused `run`) is dropped here, in
-/// field order, after the pool is updated: dropping a parent's last handle can run a kill.
+/// (`Inner::empty_for_reuse`). What it owned (name, parent, unused `run`) is dropped first, in
+/// field order, as freeing the `Inner` would have: dropping a parent's last handle can run a
+/// kill, which may build and recycle greenlets; this one joins the pool after that (it is
+/// no one else's meanwhile).
 #[inline(never)]
 pub(crate) fn recycle(mut last: Rc<Inner>) {
     let Some(leftovers) = Rc::get_mut(&mut last).and_then(Inner::empty_for_reuse) else {
         return;
     };
+    drop(leftovers);
     let refused = try_with_state(|state| state.keep_recycled(last));
     drop(refused);
-    drop(leftovers);
 }
 
 /// A new handle on the greenlet at `ptr`.
