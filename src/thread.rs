@@ -60,8 +60,8 @@ pub(crate) struct ThreadState {
     /// The running greenlet (see the type's documentation for why it is alive).
     current: Cell<*const Inner>,
     /// The greenlet that sent the transfer in flight: it was running until the hand-off, and
-    /// nothing runs between the hand-off and the arrival but the trampoline, which drops no
-    /// handle, so it is alive until the target has arrived.
+    /// nothing runs between the hand-off and the arrival but the switch loop (`switch`), which
+    /// drops no handle, so it is alive until the target has arrived.
     origin: Cell<*const Inner>,
     /// A handle on the running greenlet, taken when its last other handle was dropped
     /// ([`ADOPTED`]).
