@@ -193,22 +193,28 @@ pub(crate) fn switch_away(state: &ThreadState, from: *const Inner) {
     // target has arrived, after this switch has happened; and when `from` runs again (here,
     // after a resume or a suspend returned) it is alive because its frames are running.
     let from: &Inner = unsafe { &*from };
+    let mut next = state.current_ptr();
     loop {
-        let next = state.current_ptr();
-        if ptr::eq(next, from) {
-            return;
-        }
         // SAFETY: invariant 3: the current greenlet is alive, and when it switches away or
         // dies (inside `resume`) it stays alive until the next greenlet to run has arrived.
-        let next: &Inner = unsafe { &*next };
-        if next.context().resuming.get() {
+        let target: &Inner = unsafe { &*next };
+        if target.context().resuming.get() {
             // Below us on the chain: go down. Whoever resumes us again does so because we
             // are current (only the current greenlet is ever resumed).
             from.context().suspend();
             return;
         }
+        // Tested after the flag, which is clear for the running greenlet: a transfer to
+        // itself, where there is nothing to switch.
+        if ptr::eq(next, from) {
+            return;
+        }
         from.context().resuming.set(true);
-        next.context().resume();
+        target.context().resume();
         from.context().resuming.set(false);
+        next = state.current_ptr();
+        if ptr::eq(next, from) {
+            return;
+        }
     }
 }
