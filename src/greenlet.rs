@@ -144,7 +144,7 @@ impl Inner {
     /// of `thread::recycle`): returns what it still owns, for the caller to drop in the
     /// order the fields would have been dropped; `None` (and nothing taken) if it cannot be
     /// reused: a main greenlet, one still in a registry, or one whose coroutine is neither
-    /// parked nor gone.
+    /// spare nor gone.
     pub(crate) fn empty_for_reuse(&mut self) -> Option<Leftovers> {
         if self.is_main
             || self.state.get() != State::Dead
@@ -724,7 +724,7 @@ fn build(
         });
     };
     // A dead greenlet's `Inner`, emptied by `Inner::empty_for_reuse` (not main, not
-    // registered, its coroutine parked or gone, no options, parent or run) and with no other
+    // registered, its coroutine spare or gone, no options, parent or run) and with no other
     // handle: the fields left to set are those that differ from a new one's.
     let inner = Rc::get_mut(&mut rc);
     debug_assert!(inner.is_some(), "a recycled greenlet has another handle");

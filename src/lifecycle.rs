@@ -34,22 +34,23 @@ pub(crate) fn start(state: &ThreadState, g: &Greenlet) -> Result<(), Error> {
     Ok(())
 }
 
-/// The bottom frame of every greenlet's stack: runs the greenlet's life, then parks the
-/// coroutine (`switch::park`) for the next greenlet built on the same `Inner`, and runs that
-/// one's life when resumed, until it is told to quit.
+/// The bottom frame of every greenlet's stack: runs the greenlet's life, then keeps the
+/// coroutine spare (`switch::keep_spare`) for the next greenlet built on the same `Inner`, and
+/// runs that one's life when resumed, until it is told to quit.
 fn greenlet_body(suspender: &Suspender<'_>) {
     loop {
         let context = with_state(|state| live(state, suspender));
-        if !switch::park(context) {
+        if !switch::keep_spare(context) {
             // Returning ends the coroutine: its stack is freed by whoever resumed it (the
-            // trampoline, or the drop of a parked coroutine's context).
+            // greenlet that resumed this one, which then switches on to the greenlet `finish`
+            // made current; or the drop of a spare coroutine's context).
             return;
         }
     }
 }
 
 /// One greenlet's life on this coroutine, from its first arrival to the hand-off of its
-/// result; returns its context, for the body to park.
+/// result; returns its context, for the body to keep spare.
 ///
 /// No panic may leave it (it would unwind across the stack switch): everything that can run
 /// user code (the tracer and the releases in the first arrival, `run`, dropping an unused

@@ -1,33 +1,48 @@
-//! Stack switching: each greenlet's execution context (its corosensei coroutine) and the
-//! trampoline that makes symmetric transfers out of corosensei's asymmetric coroutines.
+//! Stack switching: each greenlet's execution context (its corosensei coroutine), and symmetric
+//! transfers made out of corosensei's asymmetric coroutines.
 //!
-//! corosensei gives asymmetric coroutines (`resume` / `suspend`). Greenlets need symmetric
-//! transfers (any greenlet to any other), so every thread runs a *trampoline* on its main
-//! greenlet's stack while the main greenlet is suspended: a greenlet that switches away
-//! suspends back to the trampoline, which resumes whichever greenlet is now current. A switch
-//! between two non-main greenlets is therefore two stack switches; to or from main, one.
+//! corosensei gives asymmetric coroutines (`resume` / `suspend`); greenlets need symmetric
+//! transfers (any greenlet to any other). A coroutine can be resumed from any stack, so the
+//! greenlets of a thread form a *chain*: the main greenlet, the greenlet it resumed, the one
+//! that greenlet resumed, and so on up to the running greenlet. Every other active greenlet is
+//! *parked*: suspended, resumable by whoever runs. A transfer is one stack switch:
+//! - to a parked greenlet: the sender resumes it from its own stack (the chain grows by one,
+//!   the sender blocked in that resume: [`Context::resuming`]);
+//! - to a greenlet on the chain: the sender suspends to the greenlet that resumed it, which
+//!   wakes up in its resume, sees that it is not current, and suspends in turn, until the
+//!   target wakes up (the chain shrinks to the target);
+//! - a greenlet that dies returns from its coroutine to its resumer, which goes on the same
+//!   way (resumes the new current greenlet if it is parked, suspends if it is below).
+//!
+//! Ping-pong between two greenlets is one resume and one suspend per round trip, whichever
+//! they are; a transfer to a greenlet far down the chain wakes each greenlet above it once.
 //!
 //! Invariants this module relies on (and the rest of the crate upholds):
-//! 1. Only the thread's main greenlet runs the trampoline, and only while it is switching away,
-//!    so at most one trampoline runs per thread and a non-main greenlet only ever runs inside
-//!    it.
-//! 2. A greenlet's coroutine slot is touched only by the trampoline (to resume it and to free
-//!    it once it has finished), by [`Context::prepare`] (only while the greenlet is
-//!    unstarted, when the slot is empty or holds a parked coroutine, see [`park`]) and by the
-//!    context's drop (when no handle on the greenlet is left).
+//! 1. Only the current greenlet is ever resumed, and only if it is parked; a greenlet blocked
+//!    in a resume is not resumed until that resume returns. The chain is exactly the greenlets
+//!    blocked in a resume, plus the running one; the main greenlet is always its first (main
+//!    is never a coroutine, and nothing resumes it: it is only ever returned to). (The spare
+//!    coroutine of a dead greenlet, see [`keep_spare`], is resumed besides, to be reused or told
+//!    to quit; it is no greenlet's then, and the quit returns at once.)
+//! 2. A greenlet's coroutine slot is touched only by the greenlet resuming it (to resume it
+//!    and to free it once it has finished), by [`Context::prepare`] (only while the greenlet is
+//!    unstarted, when the slot is empty or holds a spare coroutine), by the context's drop
+//!    (when no handle on the greenlet is left), and at thread exit while only main runs.
 //! 3. The current greenlet is alive: it has a handle when it becomes current, and the drop of
 //!    its last handle while it runs is turned into a handle the thread state keeps (see
 //!    `ThreadState`). A greenlet that switched away (or died) stays alive until the target has
-//!    arrived: nothing runs in between but the trampoline, which drops no handle, and the
-//!    handle the state may keep on it is released by the arrival, after the trampoline is done
-//!    with the greenlet it resumed.
+//!    arrived: nothing runs in between but the switch loop of the greenlets woken on the way,
+//!    which drops no handle, and the handle the state may keep on it is released by the
+//!    arrival, after the resume that ran it has returned. A greenlet on the chain is alive: it
+//!    was alive when it joined, and its memory is only freed once it is dead, which it can
+//!    only become by running, after it left the chain; one whose kill failed is leaked.
 //!
 //! Everything here is private to the crate. The per-thread state it switches for lives in
 //! `thread.rs`, the switch algorithm around it in `transfer.rs`.
 
 // Unsafe code: the coroutine slot (an `UnsafeCell` behind a shared reference), the yielder
 // pointer kept across switches, and the pointers to the greenlet that switches away and to
-// the one the trampoline resumes; every block rests on the invariants above.
+// the one it resumes; every block rests on the invariants above.
 #![allow(unsafe_code)]
 
 use std::cell::{Cell, UnsafeCell};
@@ -43,37 +58,40 @@ use crate::stack::{GreenStack, StackLabel};
 type GreenCoroutine = Coroutine<(), (), (), GreenStack>;
 type GreenYielder = Yielder<(), ()>;
 
-/// How many coroutines of dead greenlets a thread keeps parked (see [`park`]): each holds its
+/// How many coroutines of dead greenlets a thread keeps spare (see [`keep_spare`]): each holds its
 /// stack (the pages its greenlet touched, 4 KiB or more), so a program that keeps many dead
 /// greenlets' handles keeps this many stacks at most; the others are freed when their
 /// greenlet dies. Twice the pool of recycled `Inner`s (`thread::recycle`), which is where a
-/// parked coroutine is reused from.
-const PARKED_MAX: usize = 128;
+/// spare coroutine is reused from.
+const SPARE_MAX: usize = 128;
 
 thread_local! {
-    /// How many coroutines of this thread are parked: counted up by [`park`], down when one
+    /// How many spare coroutines this thread has: counted up by [`keep_spare`], down when one
     /// is reused ([`Context::prepare`]) or told to quit ([`Context`]'s drop). A plain
     /// counter with no destructor, usable at any point of thread exit.
-    static PARKED: Cell<usize> = const { Cell::new(0) };
-    /// Set while a parked coroutine is resumed to be told to quit ([`drop_coroutine`]); read
-    /// by the parked body when it is resumed. A flag beside the coroutine, not its resume
+    static SPARES: Cell<usize> = const { Cell::new(0) };
+    /// Set while a spare coroutine is resumed to be told to quit ([`drop_coroutine`]); read
+    /// by the spare body when it is resumed. A flag beside the coroutine, not its resume
     /// input, so that the resumes and suspends of switches pass nothing.
     static QUIT: Cell<bool> = const { Cell::new(false) };
 }
 
 /// A greenlet's execution context: its coroutine (stack) and the yielder its body was given.
 ///
-/// The coroutine outlives the greenlet's death: its body parks it ([`park`]) instead of
-/// returning, so that the next greenlet built on the same `Inner` (`thread::recycle`) runs
-/// on it without a new stack or a new coroutine. A parked coroutine that is not reused is
+/// The coroutine outlives the greenlet's death: its body keeps it spare ([`keep_spare`]) instead
+/// of returning, so that the next greenlet built on the same `Inner` (`thread::recycle`) runs
+/// on it without a new stack or a new coroutine. A spare coroutine that is not reused is
 /// resumed once more when its context is dropped, told to quit, and returns.
 pub(crate) struct Context {
     coroutine: UnsafeCell<Option<GreenCoroutine>>,
     yielder: Cell<*const GreenYielder>,
+    /// Set while this greenlet is blocked in [`Context::resume`] of another greenlet: it is on
+    /// the chain (see the module documentation).
+    resuming: Cell<bool>,
     /// The coroutine's stack, while it has one.
     stack: Cell<Option<StackLabel>>,
-    /// The coroutine is parked: its greenlet is dead and its body waits in [`park`].
-    parked: Cell<bool>,
+    /// The coroutine is spare: its greenlet is dead and its body waits in [`keep_spare`].
+    spare: Cell<bool>,
 }
 
 impl Drop for Context {
@@ -82,22 +100,22 @@ impl Drop for Context {
     #[inline]
     fn drop(&mut self) {
         if let Some(coroutine) = self.coroutine.get_mut().take() {
-            drop_coroutine(coroutine, self.parked.get());
+            drop_coroutine(coroutine, self.spare.get());
         }
     }
 }
 
-/// Drops a coroutine left in a [`Context`] being dropped. A parked one is told to quit: its
+/// Drops a coroutine left in a [`Context`] being dropped. A spare one is told to quit: its
 /// body returns, which frees nothing but its own frames, and the stack goes back to the pool.
 /// One that is still suspended otherwise belongs to a greenlet nobody can kill any more (its
 /// thread's state is gone): dropping it would make corosensei unwind its frames, running
 /// greenlet code with no thread state, so it is abandoned instead (its stack leaks).
 #[cold]
 #[inline(never)]
-fn drop_coroutine(mut coroutine: GreenCoroutine, parked: bool) {
-    if parked {
-        PARKED.set(PARKED.get() - 1);
-        // The body, parked in `park`, returns at once when told to quit: it runs no greenlet
+fn drop_coroutine(mut coroutine: GreenCoroutine, spare: bool) {
+    if spare {
+        SPARES.set(SPARES.get() - 1);
+        // The body, waiting in `keep_spare`, returns at once when told to quit: it runs no greenlet
         // code and touches neither the thread state nor this context.
         QUIT.set(true);
         let finished = coroutine.resume(());
@@ -108,26 +126,26 @@ fn drop_coroutine(mut coroutine: GreenCoroutine, parked: bool) {
     }
 }
 
-/// Parks the coroutine of the greenlet that owns `context`, which has just died and handed
+/// Keeps spare the coroutine of the greenlet that owns `context`, which has just died and handed
 /// its result off (the greenlet now current is another): suspends to whoever resumed it, as a
 /// switch away would. Returns `true` when resumed again for a new greenlet on the same
 /// `Inner` (its body then runs the new greenlet's `run`), `false` when told to quit, or
-/// at once if the thread has [`PARKED_MAX`] parked coroutines already; the body must then
+/// at once if the thread has [`SPARE_MAX`] spare coroutines already; the body must then
 /// return without touching `context` or the thread state again.
 ///
 /// Takes a pointer, not a reference: when the coroutine is told to quit, its context is being
 /// dropped.
 #[inline]
-pub(crate) fn park(context: *const Context) -> bool {
-    let parked = PARKED.get();
-    if parked >= PARKED_MAX {
+pub(crate) fn keep_spare(context: *const Context) -> bool {
+    let spares = SPARES.get();
+    if spares >= SPARE_MAX {
         return false;
     }
-    PARKED.set(parked + 1);
+    SPARES.set(spares + 1);
     // SAFETY: the dead greenlet is alive until the greenlet it handed off to has arrived,
     // which happens after this suspend (switch.rs invariant 3), and its context lives in it.
     let yielder = unsafe {
-        (*context).parked.set(true);
+        (*context).spare.set(true);
         (*context).yielder.get()
     };
     debug_assert!(!yielder.is_null());
@@ -146,15 +164,16 @@ impl Context {
         Context {
             coroutine: UnsafeCell::new(None),
             yielder: Cell::new(ptr::null()),
+            resuming: Cell::new(false),
             stack: Cell::new(None),
-            parked: Cell::new(false),
+            spare: Cell::new(false),
         }
     }
 
-    /// Gets the coroutine ready to run `body` when the trampoline first resumes it, on a stack
-    /// of `stack_size` usable bytes labelled with the greenlet's id and name (for the stack
-    /// overflow report): the coroutine parked in this context if its stack has that size (its
-    /// body is `body` already), else a new one.
+    /// Gets the coroutine ready to run `body` when it is first resumed, on a stack of
+    /// `stack_size` usable bytes labelled with the greenlet's id and name (for the stack
+    /// overflow report): the spare coroutine kept in this context if its stack has that size
+    /// (its body is `body` already), else a new one.
     #[inline]
     pub(crate) fn prepare(
         &self,
@@ -162,15 +181,15 @@ impl Context {
         owner: (u64, Option<&str>),
         body: fn(&Suspender<'_>),
     ) -> std::io::Result<()> {
-        if self.parked.get() {
+        if self.spare.get() {
             let label = self.stack.get();
-            debug_assert!(label.is_some(), "a parked coroutine without a stack");
-            // SAFETY: a parked coroutine has its stack (it was recorded with the coroutine).
+            debug_assert!(label.is_some(), "a spare coroutine without a stack");
+            // SAFETY: a spare coroutine has its stack (it was recorded with the coroutine).
             let label = unsafe { label.unwrap_unchecked() };
             let usable = label.usable_size();
             if stack_size == usable || crate::stack::rounded_size(stack_size) == Some(usable) {
-                self.parked.set(false);
-                PARKED.set(PARKED.get() - 1);
+                self.spare.set(false);
+                SPARES.set(SPARES.get() - 1);
                 label.set_owner(owner.0, owner.1);
                 return Ok(());
             }
@@ -178,7 +197,7 @@ impl Context {
         self.prepare_new(stack_size, owner, body)
     }
 
-    /// [`Context::prepare`] with a new stack and coroutine (a parked one, of the wrong size,
+    /// [`Context::prepare`] with a new stack and coroutine (a spare one, of the wrong size,
     /// is told to quit first).
     #[inline(never)]
     fn prepare_new(
@@ -187,11 +206,11 @@ impl Context {
         owner: (u64, Option<&str>),
         body: fn(&Suspender<'_>),
     ) -> std::io::Result<()> {
-        // SAFETY: invariant 2: the greenlet is unstarted, so neither the trampoline nor anyone
-        // else holds a reference into the slot (it is `None`, or holds a parked coroutine).
+        // SAFETY: invariant 2: the greenlet is unstarted, so no greenlet is resuming it and
+        // nothing else holds a reference into the slot (it is `None`, or holds a spare coroutine).
         let slot = unsafe { &mut *self.coroutine.get() };
-        if let Some(parked) = slot.take() {
-            drop_coroutine(parked, self.parked.replace(false));
+        if let Some(spare) = slot.take() {
+            drop_coroutine(spare, self.spare.replace(false));
             self.stack.set(None);
         }
         let stack = crate::stack::allocate(stack_size)?;
@@ -205,9 +224,9 @@ impl Context {
     }
 
     /// Whether a dead greenlet's `Inner` with this context can be reused: it holds no
-    /// coroutine (it never started, or its coroutine finished), or a parked one.
+    /// coroutine (it never started, or its coroutine finished), or a spare one.
     pub(crate) fn is_reusable(&mut self) -> bool {
-        self.parked.get() || self.coroutine.get_mut().is_none()
+        self.spare.get() || self.coroutine.get_mut().is_none()
     }
 
     /// Remembers the yielder of the running body; called first thing by the body.
@@ -216,8 +235,9 @@ impl Context {
         self.yielder.set(suspender.0);
     }
 
-    /// Suspends the running greenlet back to the trampoline, which resumes the greenlet the
-    /// thread state now names as current. Returns when this greenlet is resumed.
+    /// Suspends the running greenlet back to the greenlet that resumed it (see the module
+    /// documentation). Returns when this greenlet is resumed, which happens only when it is
+    /// current again.
     ///
     /// Must only be called by the greenlet owning this context, while it is running.
     #[inline]
@@ -235,32 +255,30 @@ impl Context {
     /// Used at thread exit for greenlets that refused to die, whose frames must never run
     /// again.
     pub(crate) fn abandon(&self) {
-        // SAFETY: invariant 2: called at thread exit while the main greenlet runs, so no
-        // trampoline is running and nothing else refers into the slot.
+        // SAFETY: invariant 2: called at thread exit while the main greenlet runs, so the chain
+        // is main alone: no greenlet is resuming another and nothing else refers into the slot.
         let slot = unsafe { &mut *self.coroutine.get() };
         std::mem::forget(slot.take());
         self.stack.set(None);
     }
 
-    /// Resumes the coroutine until it suspends (a switch away, or parked after its greenlet
-    /// died) or finishes; drops it when it finishes (its stack goes back to the pool).
+    /// Resumes the coroutine until it suspends (a switch away, or kept spare after its
+    /// greenlet died) or finishes; drops it when it finishes (its stack goes back to the pool).
     #[inline]
     fn resume(&self) {
-        // SAFETY: invariant 2: only the trampoline touches a started greenlet's slot, and
-        // invariant 1: only one trampoline runs per thread, so this is the only reference.
+        // SAFETY: invariant 2: only the greenlet resuming this one touches its started slot,
+        // and invariant 1: this greenlet is parked, so nobody else is resuming it: this is the
+        // only reference.
         let slot = unsafe { &mut *self.coroutine.get() };
-        debug_assert!(
-            slot.is_some(),
-            "the trampoline resumed a greenlet without a stack"
-        );
-        // SAFETY: the trampoline only resumes the current greenlet, and a greenlet becomes
+        debug_assert!(slot.is_some(), "resumed a greenlet without a stack");
+        // SAFETY: only the current greenlet is resumed, and a greenlet becomes
         // current only while it is active (a switch tests `State::Active`, starting an
         // unstarted target first; a dead greenlet's transfers are redirected to a live
         // ancestor); an active non-main greenlet has its coroutine until the coroutine returns,
         // and then it is dead (its body marks it so before returning) and never current again.
         let coroutine = unsafe { slot.as_mut().unwrap_unchecked() };
         if let CoroutineResult::Return(()) = coroutine.resume(()) {
-            // The body returned (its greenlet died with `PARKED_MAX` coroutines parked):
+            // The body returned (its greenlet died with `SPARE_MAX` coroutines spare):
             // nothing is left on the stack; free it.
             *slot = None;
             self.stack.set(None);
@@ -269,32 +287,40 @@ impl Context {
 }
 
 /// Switches stacks away from `from`, the greenlet that was current until
-/// [`ThreadState::hand_off`] named the target; returns when `from` is resumed.
+/// [`ThreadState::hand_off`] named the target; returns when `from` is current again.
+///
+/// Where the current greenlet is parked, `from` resumes it from its own stack (and is blocked
+/// in that resume until it comes back: it joins the chain); where it is on the chain, below
+/// `from`, `from` suspends to the greenlet that resumed it, which goes on the same way. Each
+/// greenlet that wakes up in a resume does the same until the current one runs.
 #[inline(always)]
 pub(crate) fn switch_away(state: &ThreadState, from: *const Inner) {
     // SAFETY: invariant 3: `from` was current until the hand-off and stays alive until the
-    // target has arrived, after this switch has happened.
+    // target has arrived, after this switch has happened; and when `from` runs again (here,
+    // after a resume or a suspend returned) it is alive because its frames are running.
     let from: &Inner = unsafe { &*from };
-    if from.is_main() {
-        trampoline(state);
-    } else {
-        from.context().suspend();
-    }
-}
-
-/// Runs on the main greenlet's stack while main is switched away: resumes whichever greenlet
-/// is current until main is current again.
-#[inline(always)]
-fn trampoline(state: &ThreadState) {
+    let mut next = state.current_ptr();
     loop {
-        let next = state.current_ptr();
         // SAFETY: invariant 3: the current greenlet is alive, and when it switches away or
-        // dies (inside `resume`) it stays alive until the next greenlet to run has arrived,
-        // after `resume` returns.
-        let next: &Inner = unsafe { &*next };
-        if next.is_main() {
+        // dies (inside `resume`) it stays alive until the next greenlet to run has arrived.
+        let target: &Inner = unsafe { &*next };
+        if target.context().resuming.get() {
+            // Below us on the chain: go down. Whoever resumes us again does so because we
+            // are current (only the current greenlet is ever resumed).
+            from.context().suspend();
             return;
         }
-        next.context().resume();
+        // Tested after the flag, which is clear for the running greenlet: a transfer to
+        // itself, where there is nothing to switch.
+        if ptr::eq(next, from) {
+            return;
+        }
+        from.context().resuming.set(true);
+        target.context().resume();
+        from.context().resuming.set(false);
+        next = state.current_ptr();
+        if ptr::eq(next, from) {
+            return;
+        }
     }
 }

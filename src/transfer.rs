@@ -14,7 +14,7 @@
 //!    again (the tracer, a greenlet killed by a release): the next transfer's hand-off finds
 //!    the mailbox empty (a unit value, no `thrown` payload), as it asserts.
 //! 2. **The origin pointer is followed only until the releases** (rule 3): the origin is
-//!    alive until then because nothing ran since the hand-off but the trampoline, which drops
+//!    alive until then because nothing ran since the hand-off but the switch loop, which drops
 //!    no handle. The probe reads its id before the releases, and the tracer gets a handle on
 //!    it taken before them (`ThreadState::origin`).
 //! 3. **The state's handles are released once the payload is out** (`ThreadState::release_held`):
@@ -111,7 +111,7 @@ pub(crate) fn switch_value<T: 'static>(target: &Greenlet, value: T) -> Result<Va
         #[inline(always)]
         |state| {
             // A switch to the current greenlet takes this path too: it becomes current again
-            // and, if it is not main, suspends to the trampoline, which resumes it at once.
+            // and `switch_away` returns at once.
             let arrived = if target.state() == State::Active {
                 transfer_value(state, target, Value::new(value))
             } else {

@@ -121,7 +121,7 @@ fn depth(n: u32) -> u32 {
     }
 }
 
-/// A greenlet built after smaller ones died gets the stack size it asked for, not the parked
+/// A greenlet built after smaller ones died gets the stack size it asked for, not the spare
 /// stack of a dead one; and the other way round.
 #[test]
 fn a_reused_greenlet_gets_the_stack_size_it_asked_for() {
@@ -187,11 +187,11 @@ fn dead_greenlets_keep_a_bounded_number_of_stacks() {
     };
 }
 
-/// A thread's parked stacks go back to the allocator when it exits: threads that each run
+/// A thread's spare stacks go back to the allocator when it exits: threads that each run
 /// greenlets one after another carve no new stacks after the first.
 #[test]
-fn parked_stacks_are_given_back_at_thread_exit() {
-    let name = "parked_stacks_are_given_back_at_thread_exit";
+fn spare_stacks_are_given_back_at_thread_exit() {
+    let name = "spare_stacks_are_given_back_at_thread_exit";
     let Some(_) = support::in_child_process(name) else {
         let work = || {
             std::thread::spawn(|| {
