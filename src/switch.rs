@@ -69,12 +69,16 @@ thread_local! {
     /// How many spare coroutines this thread has: counted up by [`keep_spare`], down when one
     /// is reused ([`Context::prepare`]) or told to quit ([`Context`]'s drop). A plain
     /// counter with no destructor, usable at any point of thread exit.
+    ///
+    /// Its top bit, [`QUIT`], is set while a spare coroutine is resumed to be told to quit
+    /// ([`drop_coroutine`]), and read by the spare body when it is resumed: a flag beside the
+    /// coroutine, not its resume input, so that the resumes and suspends of switches pass
+    /// nothing.
     static SPARES: Cell<usize> = const { Cell::new(0) };
-    /// Set while a spare coroutine is resumed to be told to quit ([`drop_coroutine`]); read
-    /// by the spare body when it is resumed. A flag beside the coroutine, not its resume
-    /// input, so that the resumes and suspends of switches pass nothing.
-    static QUIT: Cell<bool> = const { Cell::new(false) };
 }
+
+/// [`SPARES`]' quit flag.
+const QUIT: usize = 1 << (usize::BITS - 1);
 
 /// A greenlet's execution context: its coroutine (stack) and the yielder its body was given.
 ///
@@ -88,7 +92,8 @@ pub(crate) struct Context {
     /// Set while this greenlet is blocked in [`Context::resume`] of another greenlet: it is on
     /// the chain (see the module documentation).
     resuming: Cell<bool>,
-    /// The coroutine's stack, while it has one.
+    /// The coroutine's stack: set with the coroutine, read only while it is spare (stale once
+    /// the coroutine is gone).
     stack: Cell<Option<StackLabel>>,
     /// The coroutine is spare: its greenlet is dead and its body waits in [`keep_spare`].
     spare: Cell<bool>,
@@ -117,9 +122,9 @@ fn drop_coroutine(mut coroutine: GreenCoroutine, spare: bool) {
         SPARES.set(SPARES.get() - 1);
         // The body, waiting in `keep_spare`, returns at once when told to quit: it runs no greenlet
         // code and touches neither the thread state nor this context.
-        QUIT.set(true);
+        SPARES.set(SPARES.get() | QUIT);
         let finished = coroutine.resume(());
-        QUIT.set(false);
+        SPARES.set(SPARES.get() & !QUIT);
         debug_assert!(matches!(finished, CoroutineResult::Return(())));
     } else if coroutine.started() && !coroutine.done() {
         std::mem::forget(coroutine);
@@ -152,7 +157,7 @@ pub(crate) fn keep_spare(context: *const Context) -> bool {
     // SAFETY: as in `Context::suspend`: the yielder of this very coroutine, alive in its
     // bottom frame. After it returns, nothing here touches `context`.
     unsafe { &*yielder }.suspend(());
-    !QUIT.get()
+    SPARES.get() & QUIT == 0
 }
 
 /// The handle a greenlet body receives; [`Context::bind`] records it so that later switches
@@ -259,7 +264,6 @@ impl Context {
         // is main alone: no greenlet is resuming another and nothing else refers into the slot.
         let slot = unsafe { &mut *self.coroutine.get() };
         std::mem::forget(slot.take());
-        self.stack.set(None);
     }
 
     /// Resumes the coroutine until it suspends (a switch away, or kept spare after its
@@ -279,9 +283,9 @@ impl Context {
         let coroutine = unsafe { slot.as_mut().unwrap_unchecked() };
         if let CoroutineResult::Return(()) = coroutine.resume(()) {
             // The body returned (its greenlet died with `SPARE_MAX` coroutines spare):
-            // nothing is left on the stack; free it.
+            // nothing is left on the stack; free it. (`stack` is left stale: it is read only
+            // while the coroutine is spare.)
             *slot = None;
-            self.stack.set(None);
         }
     }
 }
