@@ -64,15 +64,15 @@ fn live(state: &ThreadState, suspender: &Suspender<'_>) -> *const Context {
     };
     let lived = panic::catch_unwind(AssertUnwindSafe(|| {
         // The first transfer into this greenlet: its tracer event fires before `run`.
-        match transfer::arrive(state) {
-            Transfer::Value(value) => {
+        match transfer::arrive_value(state) {
+            Ok(value) => {
                 match run.expect("a started greenlet without run")(value) {
                     // The common ending, handed off at once (nothing in it can panic).
                     Ok(value) => finish_returned(state, value),
                     Err(error) => Some(outcome_of(error)),
                 }
             }
-            other => {
+            Err(other) => {
                 drop(run);
                 Some(died_on_arrival(other))
             }

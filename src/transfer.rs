@@ -238,6 +238,21 @@ pub(crate) fn arrive(state: &ThreadState) -> Transfer {
     }
 }
 
+/// [`arrive`] for a greenlet's first transfer, which wants a value: the value, or what
+/// arrived instead of one (an error or a panic). The plain path hands the value over without
+/// wrapping it in a [`Transfer`].
+#[inline(always)]
+pub(crate) fn arrive_value(state: &ThreadState) -> Result<Value, Transfer> {
+    if state.plain_arrival() {
+        Ok(arrive_plain(state))
+    } else {
+        match arrive_slow(state) {
+            Transfer::Value(value) => Ok(value),
+            other => Err(other),
+        }
+    }
+}
+
 /// The plain arrival: a value, no tracer, nothing to release (flags zero). The probe, then
 /// the value out of the mailbox.
 #[inline(always)]
