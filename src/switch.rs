@@ -7,7 +7,7 @@
 //! that greenlet resumed, and so on up to the running greenlet. Every other active greenlet is
 //! *parked*: suspended, resumable by whoever runs. A transfer is one stack switch:
 //! - to a parked greenlet: the sender resumes it from its own stack (the chain grows by one,
-//!   the sender blocked in that resume: [`Context::resuming`]);
+//!   the sender blocked in that resume: its `Mode::Chained`);
 //! - to a greenlet on the chain: the sender suspends to the greenlet that resumed it, which
 //!   wakes up in its resume, sees that it is not current, and suspends in turn, until the
 //!   target wakes up (the chain shrinks to the target);
@@ -47,7 +47,7 @@ use std::ptr;
 
 use corosensei::{Coroutine, CoroutineResult, Yielder};
 
-use crate::greenlet::Inner;
+use crate::greenlet::{Inner, Mode};
 use crate::thread::ThreadState;
 
 use crate::stack::GreenStack;
@@ -58,9 +58,6 @@ type GreenCoroutine = Coroutine<(), (), (), GreenStack>;
 pub(crate) struct Context {
     coroutine: UnsafeCell<Option<GreenCoroutine>>,
     yielder: Cell<*const Yielder<(), ()>>,
-    /// Set while this greenlet is blocked in [`Context::resume`] of another greenlet: it is on
-    /// the chain (see the module documentation).
-    resuming: Cell<bool>,
 }
 
 impl Drop for Context {
@@ -97,7 +94,6 @@ impl Context {
         Context {
             coroutine: UnsafeCell::new(None),
             yielder: Cell::new(ptr::null()),
-            resuming: Cell::new(false),
         }
     }
 
@@ -182,39 +178,55 @@ impl Context {
 
 /// Switches stacks away from `from`, the greenlet that was current until
 /// [`ThreadState::hand_off`] named the target; returns when `from` is current again.
+#[inline]
+pub(crate) fn switch_away(state: &ThreadState, from: *const Inner) {
+    // SAFETY: invariant 3: the current greenlet (the target) is alive.
+    let mode = unsafe { &*state.current_ptr() }.mode();
+    switch_to(state, from, mode);
+}
+
+/// [`switch_away`] for a caller that read the target's mode before the hand-off (it cannot
+/// have changed since: nothing ran).
 ///
 /// Where the current greenlet is parked, `from` resumes it from its own stack (and is blocked
 /// in that resume until it comes back: it joins the chain); where it is on the chain, below
 /// `from`, `from` suspends to the greenlet that resumed it, which goes on the same way. Each
 /// greenlet that wakes up in a resume does the same until the current one runs.
 #[inline(always)]
-pub(crate) fn switch_away(state: &ThreadState, from: *const Inner) {
+pub(crate) fn switch_to(state: &ThreadState, from: *const Inner, mut mode: Mode) {
     // SAFETY: invariant 3: `from` was current until the hand-off and stays alive until the
     // target has arrived, after this switch has happened; and when `from` runs again (here,
     // after a resume or a suspend returned) it is alive because its frames are running.
     let from: &Inner = unsafe { &*from };
     let mut next = state.current_ptr();
     loop {
-        // SAFETY: invariant 3: the current greenlet is alive, and when it switches away or
-        // dies (inside `resume`) it stays alive until the next greenlet to run has arrived.
-        let target: &Inner = unsafe { &*next };
-        if target.context().resuming.get() {
+        if mode == Mode::Chained {
             // Below us on the chain: go down. Whoever resumes us again does so because we
             // are current (only the current greenlet is ever resumed).
             from.context().suspend();
             return;
         }
-        // Tested after the flag, which is clear for the running greenlet: a transfer to
+        // Tested after the mode, which is `Active` for the running greenlet: a transfer to
         // itself, where there is nothing to switch.
         if ptr::eq(next, from) {
             return;
         }
-        from.context().resuming.set(true);
+        debug_assert_eq!(
+            mode,
+            Mode::Active,
+            "switched to a greenlet that is not active"
+        );
+        // SAFETY: invariant 3: the current greenlet is alive, and when it switches away or
+        // dies (inside `resume`) it stays alive until the next greenlet to run has arrived.
+        let target: &Inner = unsafe { &*next };
+        from.set_chained(true);
         target.context().resume();
-        from.context().resuming.set(false);
+        from.set_chained(false);
         next = state.current_ptr();
         if ptr::eq(next, from) {
             return;
         }
+        // SAFETY: as above.
+        mode = unsafe { &*next }.mode();
     }
 }
