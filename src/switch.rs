@@ -193,40 +193,64 @@ pub(crate) fn switch_away(state: &ThreadState, from: *const Inner) {
 /// `from`, `from` suspends to the greenlet that resumed it, which goes on the same way. Each
 /// greenlet that wakes up in a resume does the same until the current one runs.
 #[inline(always)]
-pub(crate) fn switch_to(state: &ThreadState, from: *const Inner, mut mode: Mode) {
+pub(crate) fn switch_to(state: &ThreadState, from: *const Inner, mode: Mode) {
     // SAFETY: invariant 3: `from` was current until the hand-off and stays alive until the
     // target has arrived, after this switch has happened; and when `from` runs again (here,
     // after a resume or a suspend returned) it is alive because its frames are running.
     let from: &Inner = unsafe { &*from };
-    let mut next = state.current_ptr();
+    if mode == Mode::Chained {
+        // Below us on the chain: go down. Whoever resumes us again does so because we are
+        // current (only the current greenlet is ever resumed).
+        from.context().suspend();
+        return;
+    }
+    let next = state.current_ptr();
+    // Tested after the mode, which is `Active` for the running greenlet: a transfer to itself,
+    // where there is nothing to switch.
+    if ptr::eq(next, from) {
+        return;
+    }
+    resume_from(from, next);
+    if !ptr::eq(state.current_ptr(), from) {
+        switch_on(state, from);
+    }
+}
+
+/// Resumes `next`, the current greenlet, which is parked, from the stack of `from`, which is
+/// on the chain meanwhile; returns when `next` (or a greenlet it resumed) suspends back or
+/// `next` dies.
+#[inline(always)]
+fn resume_from(from: &Inner, next: *const Inner) {
+    // SAFETY: invariant 3: the current greenlet is alive, and when it switches away or dies
+    // (inside `resume`) it stays alive until the next greenlet to run has arrived.
+    let target: &Inner = unsafe { &*next };
+    debug_assert_eq!(
+        target.mode(),
+        Mode::Active,
+        "resumed a greenlet that is not active"
+    );
+    from.set_chained(true);
+    target.context().resume();
+    from.set_chained(false);
+}
+
+/// [`switch_to`] once `from` has woken up in a resume that returned while another greenlet is
+/// current: resume that one if it is parked, go down if it is on the chain, until `from` is
+/// current again. Out of line: a transfer between two greenlets never gets here, only one
+/// that passes through a greenlet on the way (a death, a transfer down the chain).
+#[cold]
+#[inline(never)]
+fn switch_on(state: &ThreadState, from: &Inner) {
     loop {
-        if mode == Mode::Chained {
-            // Below us on the chain: go down. Whoever resumes us again does so because we
-            // are current (only the current greenlet is ever resumed).
+        let next = state.current_ptr();
+        if ptr::eq(next, from) {
+            return;
+        }
+        // SAFETY: invariant 3, as in `resume_from`.
+        if unsafe { &*next }.mode() == Mode::Chained {
             from.context().suspend();
             return;
         }
-        // Tested after the mode, which is `Active` for the running greenlet: a transfer to
-        // itself, where there is nothing to switch.
-        if ptr::eq(next, from) {
-            return;
-        }
-        debug_assert_eq!(
-            mode,
-            Mode::Active,
-            "switched to a greenlet that is not active"
-        );
-        // SAFETY: invariant 3: the current greenlet is alive, and when it switches away or
-        // dies (inside `resume`) it stays alive until the next greenlet to run has arrived.
-        let target: &Inner = unsafe { &*next };
-        from.set_chained(true);
-        target.context().resume();
-        from.set_chained(false);
-        next = state.current_ptr();
-        if ptr::eq(next, from) {
-            return;
-        }
-        // SAFETY: as above.
-        mode = unsafe { &*next }.mode();
+        resume_from(from, next);
     }
 }
