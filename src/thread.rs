@@ -445,12 +445,30 @@ impl ThreadState {
         lifecycle::kill_all_in(self);
         for survivor in self.live_greenlets() {
             lifecycle::report(self, &survivor, lifecycle::KillFailure::Survived);
-            self.unregister(survivor.inner());
-            survivor.inner().context().abandon();
-            survivor.inner().mark_dead_at_thread_exit();
+            self.abandon(&survivor);
         }
         drop(self.replace_tracer(None));
+        // Greenlets started since the survivors were collected (by the kill hook or the
+        // tracer's drop) are abandoned too, without running anything more: once the state is
+        // freed, no greenlet of this thread is active (`with_live_state` relies on it).
+        loop {
+            let late = self.live_greenlets();
+            if late.is_empty() {
+                break;
+            }
+            for g in &late {
+                self.abandon(g);
+            }
+        }
         self.main.inner().mark_dead_at_thread_exit();
+    }
+
+    /// Gives up a suspended greenlet at thread exit: out of the registry, its coroutine
+    /// leaked without unwinding (its frames never run again), reported dead.
+    fn abandon(&self, g: &Greenlet) {
+        self.unregister(g.inner());
+        g.inner().context().abandon();
+        g.inner().mark_dead_at_thread_exit();
     }
 }
 
@@ -530,6 +548,22 @@ pub(crate) fn with_state<R>(f: impl FnOnce(&ThreadState) -> R) -> R {
     }
     // SAFETY: non-null `STATE` points to this thread's live state (see `Teardown`), and the
     // state is only used through shared references (its fields are cells).
+    f(unsafe { &*state })
+}
+
+/// [`with_state`] for a caller that holds a handle on an active greenlet: the state exists
+/// (a greenlet is active only while its thread's state is: thread exit kills or abandons
+/// every active greenlet before the state is freed, `ThreadState::teardown`), so the
+/// thread-local pointer is not tested.
+#[inline(always)]
+pub(crate) fn with_live_state<R>(f: impl FnOnce(&ThreadState) -> R) -> R {
+    let state = STATE.get();
+    debug_assert!(
+        !state.is_null(),
+        "an active greenlet without a thread state"
+    );
+    // SAFETY: non-null, as the caller's active greenlet shows (above); then as in
+    // `with_state`.
     f(unsafe { &*state })
 }
 

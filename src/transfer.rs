@@ -47,11 +47,11 @@ use std::any::Any;
 use std::panic;
 
 use crate::error::Error;
-use crate::greenlet::{Greenlet, State};
+use crate::greenlet::{Greenlet, Mode, State};
 use crate::lifecycle;
 use crate::probes;
 use crate::switch;
-use crate::thread::{with_state, ThreadState};
+use crate::thread::{with_live_state, with_state, ThreadState};
 use crate::trace::{self, EventKind};
 use crate::value::Value;
 
@@ -107,32 +107,42 @@ enum Arrived {
 /// which leaves what arrived in the thread state ([`Arrived`]).
 #[inline(always)]
 pub(crate) fn switch_value<T: 'static>(target: &Greenlet, value: T) -> Result<Value, Error> {
-    with_state(
-        #[inline(always)]
-        |state| {
-            // A switch to the current greenlet takes this path too: it becomes current again
-            // and `switch_away` returns at once.
-            let arrived = if target.state() == State::Active {
-                transfer_value(state, target, Value::new(value))
-            } else {
-                switch_slow(state, target, Value::new(value))
-            };
-            match arrived {
-                Arrived::Value => Ok(state.take_value()),
-                Arrived::Error => Err(state.take_error()),
-            }
-        },
-    )
+    // A switch to the current greenlet takes this path too: it becomes current again and
+    // `switch_away` returns at once.
+    let mode = target.mode();
+    if mode.is_active() {
+        with_live_state(
+            #[inline(always)]
+            |state| {
+                let arrived = transfer_value(state, target, mode, Value::new(value));
+                take_arrived(state, arrived)
+            },
+        )
+    } else {
+        with_state(|state| {
+            let arrived = switch_slow(state, target, Value::new(value));
+            take_arrived(state, arrived)
+        })
+    }
 }
 
-/// Transfers `value` to `target`, which is active and kept alive by the caller's handle, and
-/// waits for a transfer back, which arrives by the path its flags select (see
+/// What [`switch_value`] returns for what arrived.
+#[inline(always)]
+fn take_arrived(state: &ThreadState, arrived: Arrived) -> Result<Value, Error> {
+    match arrived {
+        Arrived::Value => Ok(state.take_value()),
+        Arrived::Error => Err(state.take_error()),
+    }
+}
+
+/// Transfers `value` to `target`, which is active (in `mode`) and kept alive by the caller's
+/// handle, and waits for a transfer back, which arrives by the path its flags select (see
 /// [Arrival](self#arrival)).
 #[inline(always)]
-fn transfer_value(state: &ThreadState, target: &Greenlet, value: Value) -> Arrived {
+fn transfer_value(state: &ThreadState, target: &Greenlet, mode: Mode, value: Value) -> Arrived {
     let origin = state.current_ptr();
     state.hand_off_value(target, value);
-    switch::switch_away(state, origin);
+    switch::switch_to(state, origin, mode);
     if state.plain_arrival() {
         // `arrive_plain`, with the value left in the mailbox for `switch_value`.
         probes::switch(|| state.arrival_ids());
@@ -154,7 +164,7 @@ fn switch_slow(state: &ThreadState, target: &Greenlet, value: Value) -> Arrived 
             state.put_error(error);
             return Arrived::Error;
         }
-        return transfer_value(state, target, value);
+        return transfer_value(state, target, Mode::Active, value);
     }
     match send_from(state, target, Transfer::Value(value)) {
         Ok(arrival) => settle(state, arrival),
