@@ -80,6 +80,9 @@ pub(crate) struct ThreadState {
     /// (see `transfer`'s module documentation, Arrival).
     flags: Cell<u8>,
     tracer: Cell<Option<Tracer>>,
+    /// The error of the tracer callback that has just failed, between its return and its
+    /// caller's taking it (`trace::Callback`).
+    trace_failure: Cell<Option<Error>>,
     pub(crate) kill_hook: RefCell<Option<KillHook>>,
     /// Started, not yet finished greenlets of this thread, for `kill_all` and thread exit.
     registry: RefCell<Registry>,
@@ -119,6 +122,7 @@ impl ThreadState {
             error: Cell::new(None),
             flags: Cell::new(0),
             tracer: Cell::new(None),
+            trace_failure: Cell::new(None),
             kill_hook: RefCell::new(None),
             registry: RefCell::new(Registry::default()),
             ids,
@@ -199,6 +203,19 @@ impl ThreadState {
     pub(crate) fn replace_tracer(&self, tracer: Option<Tracer>) -> Option<Tracer> {
         self.set_tracing(tracer.is_some());
         self.tracer.replace(tracer)
+    }
+
+    /// Parks the error of a tracer callback that is about to return its failure.
+    pub(crate) fn park_trace_failure(&self, error: Error) {
+        let none = self.trace_failure.replace(Some(error));
+        debug_assert!(none.is_none(), "a tracer's error was parked twice");
+    }
+
+    /// Takes the error parked by [`ThreadState::park_trace_failure`].
+    pub(crate) fn take_trace_failure(&self) -> Error {
+        self.trace_failure
+            .take()
+            .expect("a failed tracer parked its error")
     }
 
     /// Whether a tracer is installed.
@@ -515,6 +532,31 @@ pub(crate) fn recycle(mut last: Rc<Inner>) {
     });
     drop(refused);
     drop(leftovers);
+}
+
+/// Drops `g`, as `drop(g)` does, with the common case inline and short: when it is not the
+/// last handle, one decrement. (`Greenlet`'s drop tests whether the handle is the last one,
+/// then `Rc`'s drop tests whether the count reached zero; when the handle was spilled to
+/// memory, as a tracer's event is, the compiler cannot fold the second test into the first.)
+#[inline(always)]
+pub(crate) fn release(g: Greenlet) {
+    if g.handle_count() > 1 {
+        let ptr = g.as_ptr();
+        mem::forget(g);
+        // SAFETY: `ptr` comes from the handle `g`, forgotten above: this gives back the count
+        // it held. The count was at least two, so another handle remains and nothing is
+        // dropped: `Greenlet`'s drop would only have decremented it too.
+        unsafe { Rc::decrement_strong_count(ptr) }
+    } else {
+        release_last(g);
+    }
+}
+
+/// [`release`] of a last handle: `Greenlet`'s drop, out of line.
+#[cold]
+#[inline(never)]
+fn release_last(g: Greenlet) {
+    drop(g);
 }
 
 /// A new handle on the greenlet at `ptr`.

@@ -1,13 +1,14 @@
 //! In-process tracing: [`settrace`], [`gettrace`], the [`Event`]s a [`Tracer`] receives (spec
 //! R5, the seed's tracing page).
 
+use std::any::Any;
 use std::fmt;
 use std::panic::{self, AssertUnwindSafe};
 use std::rc::Rc;
 
 use crate::error::Error;
 use crate::greenlet::Greenlet;
-use crate::thread::{with_state, ThreadState};
+use crate::thread::{release, with_state, ThreadState};
 use crate::transfer::Transfer;
 
 /// A transfer between two greenlets, as a [`Tracer`] sees it.
@@ -131,15 +132,32 @@ impl TraceOutcome for Result<(), Error> {
 #[derive(Clone)]
 pub struct Tracer(Rc<Callback>);
 
-type Callback = dyn Fn(&Event) -> Result<(), Error>;
+/// The callback as stored: it returns whether it succeeded, and parks its error, if any, in
+/// the thread state (taken at once by [`Tracer::call`] or the arrival). A `bool` comes back in
+/// a register, where a `Result<(), Error>` is written to memory and read back.
+type Callback = dyn Fn(&Event) -> bool;
+
+/// Parks the error of a failing callback (see [`Callback`]); returns `false`.
+#[cold]
+#[inline(never)]
+fn park_failure(error: Error) -> bool {
+    with_state(|state| state.park_trace_failure(error));
+    false
+}
+
+/// Takes the error a callback that returned `false` parked.
+#[cold]
+#[inline(never)]
+fn take_failure() -> Error {
+    with_state(ThreadState::take_trace_failure)
+}
 
 impl Tracer {
     /// Wraps a callback. It returns `()`, or a `Result<(), Error>` when it can fail: see
     /// [`TraceOutcome`].
     ///
     /// ```
-    /// use std::cell::Cell;
-    /// use std::rc::Rc;
+    ///     /// use std::rc::Rc;
     /// use greenlet::{Error, Tracer};
     ///
     /// let seen = Rc::new(Cell::new(0));
@@ -154,12 +172,21 @@ impl Tracer {
     /// # drop((counting, refusing));
     /// ```
     pub fn new<R: TraceOutcome>(callback: impl Fn(&Event) -> R + 'static) -> Tracer {
-        Tracer(Rc::new(move |event: &Event| callback(event).into_result()))
+        Tracer(Rc::new(move |event: &Event| {
+            match callback(event).into_result() {
+                Ok(()) => true,
+                Err(error) => park_failure(error),
+            }
+        }))
     }
 
     /// Calls the callback.
     pub fn call(&self, event: &Event) -> Result<(), Error> {
-        (self.0)(event)
+        if (self.0)(event) {
+            Ok(())
+        } else {
+            Err(take_failure())
+        }
     }
 }
 
@@ -236,21 +263,37 @@ pub(crate) fn trace_arrival(
         EventKind::Switch => Event::Switch { origin, target },
         EventKind::Throw => Event::Throw { origin, target },
     };
-    let replacement = match panic::catch_unwind(AssertUnwindSafe(|| tracer.call(&event))) {
-        Ok(Ok(())) => None,
-        Ok(Err(error)) => {
-            drop(state.replace_tracer(None));
-            Some(Transfer::Error(error))
-        }
-        Err(panic) => {
-            drop(state.replace_tracer(None));
-            Some(Transfer::Panic(panic))
-        }
+    let outcome = panic::catch_unwind(AssertUnwindSafe(|| (tracer.0)(&event)));
+    if outcome.as_ref().is_ok_and(|&succeeded| succeeded) {
+        // Dropped field by field, in the order the event's drop glue would (origin, then
+        // target), each by `thread::release`: a decrement inline unless it is the last handle.
+        let (Event::Switch { origin, target } | Event::Throw { origin, target }) = event;
+        release(origin);
+        release(target);
+        drop(tracer);
+        None
+    } else {
+        Some(tracer_failed(state, outcome, event, tracer))
+    }
+}
+
+/// A tracer failed with an error or a panic: it is removed, and what it raised replaces the
+/// transfer's payload. Then the event and the tracer's handle are dropped: releasing the last
+/// handle on the origin kills it, a transfer the failed tracer must not see.
+#[cold]
+#[inline(never)]
+fn tracer_failed(
+    state: &ThreadState,
+    outcome: Result<bool, Box<dyn Any + Send>>,
+    event: Event,
+    tracer: Tracer,
+) -> Transfer {
+    drop(state.replace_tracer(None));
+    let replacement = match outcome {
+        Ok(_) => Transfer::Error(take_failure()),
+        Err(panic) => Transfer::Panic(panic),
     };
-    // Dropped field by field, in the order the event's drop glue would (origin, then target):
-    // the handles' drops inline, where the drop glue is an out-of-line call.
-    let (Event::Switch { origin, target } | Event::Throw { origin, target }) = event;
-    drop(origin);
-    drop(target);
+    drop(event);
+    drop(tracer);
     replacement
 }
