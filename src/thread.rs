@@ -10,7 +10,7 @@
 #![allow(unsafe_code)]
 
 use std::cell::{Cell, RefCell};
-use std::mem::{self, MaybeUninit};
+use std::mem::{self, ManuallyDrop, MaybeUninit};
 use std::ptr;
 use std::rc::Rc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -18,7 +18,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use crate::error::Error;
 use crate::greenlet::{Greenlet, Inner, State};
 use crate::lifecycle::{self, KillHook};
-use crate::trace::Tracer;
+use crate::trace::{Event, EventKind, Tracer};
 use crate::transfer::Transfer;
 use crate::value::Value;
 
@@ -83,6 +83,9 @@ pub(crate) struct ThreadState {
     /// The error of the tracer callback that has just failed, between its return and its
     /// caller's taking it (`trace::Callback`).
     trace_failure: Cell<Option<Error>>,
+    /// The last handles of pinned greenlets (`Inner::pins`), dropped when their tracer calls
+    /// have returned ([`ThreadState::unpin_event`]).
+    deferred: Cell<Vec<Greenlet>>,
     pub(crate) kill_hook: RefCell<Option<KillHook>>,
     /// Started, not yet finished greenlets of this thread, for `kill_all` and thread exit.
     registry: RefCell<Registry>,
@@ -123,6 +126,7 @@ impl ThreadState {
             flags: Cell::new(0),
             tracer: Cell::new(None),
             trace_failure: Cell::new(None),
+            deferred: Cell::new(Vec::new()),
             kill_hook: RefCell::new(None),
             registry: RefCell::new(Registry::default()),
             ids,
@@ -147,6 +151,13 @@ impl ThreadState {
         // until the arrival is done (see the field's documentation); callers use it before the
         // arrival releases anything.
         unsafe { handle_at(self.origin.get()) }
+    }
+
+    /// The greenlet that sent the arriving transfer, valid as long as [`ThreadState::origin`]
+    /// is.
+    #[inline(always)]
+    pub(crate) fn origin_ptr(&self) -> *const Inner {
+        self.origin.get()
     }
 
     #[inline]
@@ -216,6 +227,83 @@ impl ThreadState {
         self.trace_failure
             .take()
             .expect("a failed tracer parked its error")
+    }
+
+    /// The event for a tracer call on the arriving transfer: from `origin` (the transfer's
+    /// origin, alive: arrival rule 2 in `transfer`, or held by the caller) to the running
+    /// greenlet. Its handles hold no count: both greenlets are pinned instead
+    /// (`Inner::pins`), which costs no last-handle test when the call returns. Give it back
+    /// to [`ThreadState::unpin_event`].
+    #[inline(always)]
+    pub(crate) fn pin_event(&self, kind: EventKind, origin: *const Inner) -> PinnedEvent {
+        let target = self.current.get();
+        // SAFETY: `origin` points to a live greenlet (this function's contract) and `target`
+        // to the running one, alive (see the type's documentation). The handles made here
+        // own no count: they live in a `ManuallyDrop` and are never dropped or moved out;
+        // the pins keep both greenlets alive until `unpin_event` (a last handle dropped
+        // meanwhile waits in `deferred`).
+        unsafe {
+            (*origin).pin();
+            (*target).pin();
+            let origin = Greenlet::from_inner(Rc::from_raw(origin));
+            let target = Greenlet::from_inner(Rc::from_raw(target));
+            PinnedEvent(ManuallyDrop::new(match kind {
+                EventKind::Switch => Event::Switch { origin, target },
+                EventKind::Throw => Event::Throw { origin, target },
+            }))
+        }
+    }
+
+    /// Unpins an event's greenlets, once its tracer call has returned; then drops the last
+    /// handles that waited for it, origin first, as the call's own handles would have been.
+    #[inline(always)]
+    pub(crate) fn unpin_event(&self, event: PinnedEvent) {
+        let origin = event.origin().as_ptr();
+        let target = event.target().as_ptr();
+        // SAFETY: both are pinned, hence alive, until these decrements; nothing runs between
+        // them and the test below.
+        unsafe {
+            (*origin).unpin();
+            (*target).unpin();
+        }
+        // SAFETY: the vector is only accessed by this type's methods, which hold no
+        // reference into it while code that could reach it runs: this reads its length.
+        if !unsafe { &*self.deferred.as_ptr() }.is_empty() {
+            self.release_deferred(origin, target);
+        }
+    }
+
+    /// [`ThreadState::unpin_event`] with last handles waiting: origin's first (the target
+    /// pinned again meanwhile, as if its own handle were still held), then the target's.
+    #[cold]
+    #[inline(never)]
+    fn release_deferred(&self, origin: *const Inner, target: *const Inner) {
+        // SAFETY: the target is alive: unpinned just now, so any last handle dropped while it
+        // was pinned is in `deferred`, and any other is still held.
+        let target_inner = unsafe { &*target };
+        target_inner.pin();
+        self.release_deferred_one(origin);
+        target_inner.unpin();
+        self.release_deferred_one(target);
+    }
+
+    /// Drops the deferred last handle on `g`, if there is one and `g` is no longer pinned.
+    fn release_deferred_one(&self, g: *const Inner) {
+        let mut deferred = self.deferred.take();
+        let last = deferred
+            .iter()
+            .position(|handle| ptr::eq(handle.as_ptr(), g))
+            .filter(|&at| !deferred[at].inner().is_pinned())
+            .map(|at| deferred.swap_remove(at));
+        self.deferred.set(deferred);
+        drop(last);
+    }
+
+    /// Keeps `last`, the last handle on a pinned greenlet, until it is unpinned.
+    fn defer(&self, last: Greenlet) {
+        let mut deferred = self.deferred.take();
+        deferred.push(last);
+        self.deferred.set(deferred);
     }
 
     /// Whether a tracer is installed.
@@ -417,6 +505,9 @@ impl ThreadState {
             survivor.inner().mark_dead_at_thread_exit();
         }
         drop(self.replace_tracer(None));
+        // Pinned by tracer calls that will never return (in abandoned greenlets): leaked, as
+        // the handles those calls would have held.
+        mem::forget(self.deferred.take());
         self.main.inner().mark_dead_at_thread_exit();
     }
 }
@@ -518,6 +609,10 @@ pub(crate) fn try_with_state<R>(f: impl FnOnce(&ThreadState) -> R) -> Option<R> 
 /// field order, after the pool is updated: dropping a parent's last handle can run a kill.
 #[inline(never)]
 pub(crate) fn recycle(mut last: Rc<Inner>) {
+    if last.is_pinned() {
+        defer_last(Greenlet::from_inner(last));
+        return;
+    }
     let Some(leftovers) = Rc::get_mut(&mut last).and_then(Inner::empty_for_reuse) else {
         return;
     };
@@ -534,29 +629,26 @@ pub(crate) fn recycle(mut last: Rc<Inner>) {
     drop(leftovers);
 }
 
-/// Drops `g`, as `drop(g)` does, with the common case inline and short: when it is not the
-/// last handle, one decrement. (`Greenlet`'s drop tests whether the handle is the last one,
-/// then `Rc`'s drop tests whether the count reached zero; when the handle was spilled to
-/// memory, as a tracer's event is, the compiler cannot fold the second test into the first.)
-#[inline(always)]
-pub(crate) fn release(g: Greenlet) {
-    if g.handle_count() > 1 {
-        let ptr = g.as_ptr();
-        mem::forget(g);
-        // SAFETY: `ptr` comes from the handle `g`, forgotten above: this gives back the count
-        // it held. The count was at least two, so another handle remains and nothing is
-        // dropped: `Greenlet`'s drop would only have decremented it too.
-        unsafe { Rc::decrement_strong_count(ptr) }
-    } else {
-        release_last(g);
+/// Keeps `last`, the last handle on a pinned greenlet (`Inner::pins`), until its tracer
+/// calls have returned; leaked if the thread's state is gone (the calls never return).
+#[cold]
+pub(crate) fn defer_last(last: Greenlet) {
+    let mut last = Some(last);
+    if try_with_state(|state| state.defer(last.take().expect("deferred once"))).is_none() {
+        mem::forget(last);
     }
 }
 
-/// [`release`] of a last handle: `Greenlet`'s drop, out of line.
-#[cold]
-#[inline(never)]
-fn release_last(g: Greenlet) {
-    drop(g);
+/// A tracer event whose handles hold no count ([`ThreadState::pin_event`]).
+pub(crate) struct PinnedEvent(ManuallyDrop<Event>);
+
+impl std::ops::Deref for PinnedEvent {
+    type Target = Event;
+
+    #[inline(always)]
+    fn deref(&self) -> &Event {
+        &self.0
+    }
 }
 
 /// A new handle on the greenlet at `ptr`.

@@ -8,7 +8,7 @@ use std::rc::Rc;
 
 use crate::error::Error;
 use crate::greenlet::Greenlet;
-use crate::thread::{release, with_state, ThreadState};
+use crate::thread::{with_state, PinnedEvent, ThreadState};
 use crate::transfer::Transfer;
 
 /// A transfer between two greenlets, as a [`Tracer`] sees it.
@@ -157,7 +157,8 @@ impl Tracer {
     /// [`TraceOutcome`].
     ///
     /// ```
-    ///     /// use std::rc::Rc;
+    /// use std::cell::Cell;
+    /// use std::rc::Rc;
     /// use greenlet::{Error, Tracer};
     ///
     /// let seen = Rc::new(Cell::new(0));
@@ -235,41 +236,41 @@ pub fn gettrace() -> Option<Tracer> {
 
 /// Calls the thread's tracer for a transfer from `origin` that just arrived in the current
 /// greenlet (`transfer::arrive_slow`); returns what the transfer now carries (arrival rule 4
-/// in `transfer`). Releases `origin` (the arrival's handle on it) before returning.
+/// in `transfer`). Releases `origin` (the arrival's handle on it) once the event has pinned
+/// it: its drop, if it is the last handle, waits until the tracer has returned.
 pub(crate) fn call_tracer(
     state: &ThreadState,
     kind: EventKind,
     origin: Greenlet,
     payload: Transfer,
 ) -> Transfer {
-    trace_arrival(state, kind, origin).unwrap_or(payload)
+    let Some(tracer) = state.tracer() else {
+        return payload;
+    };
+    let event = state.pin_event(kind, origin.as_ptr());
+    drop(origin);
+    call_pinned(state, tracer, event).unwrap_or(payload)
 }
 
-/// Calls the thread's tracer for a transfer of `kind` from `origin` that just arrived in the
-/// current greenlet, whose payload is already out of the thread state (arrival rules 1 and 4
-/// in `transfer`). Returns `None` if the transfer goes on unchanged, or what replaces its
-/// payload: the tracer's error or panic (the tracer is then removed). Releases `origin`.
-#[inline]
-pub(crate) fn trace_arrival(
-    state: &ThreadState,
-    kind: EventKind,
-    origin: Greenlet,
-) -> Option<Transfer> {
-    // A clone: the tracer may replace itself, or switch, while it runs.
+/// Calls the thread's tracer for a transfer of `kind` that just arrived in the current
+/// greenlet from the transfer's origin (still alive: arrival rule 2 in `transfer`), whose
+/// payload is already out of the thread state (arrival rules 1 and 4 in `transfer`). Returns
+/// `None` if the transfer goes on unchanged, or what replaces its payload: the tracer's error
+/// or panic (the tracer is then removed).
+#[inline(always)]
+pub(crate) fn trace_arrival(state: &ThreadState, kind: EventKind) -> Option<Transfer> {
     let tracer = state.tracer()?;
-    // The event takes over the arrival's handle on the origin: one handle fewer to clone.
-    let target = state.current();
-    let event = match kind {
-        EventKind::Switch => Event::Switch { origin, target },
-        EventKind::Throw => Event::Throw { origin, target },
-    };
+    let event = state.pin_event(kind, state.origin_ptr());
+    call_pinned(state, tracer, event)
+}
+
+/// Calls `tracer` (a handle of the caller's: it may replace itself, or switch, while it
+/// runs) with `event`, then unpins the event (see [`trace_arrival`]).
+#[inline(always)]
+fn call_pinned(state: &ThreadState, tracer: Tracer, event: PinnedEvent) -> Option<Transfer> {
     let outcome = panic::catch_unwind(AssertUnwindSafe(|| (tracer.0)(&event)));
     if outcome.as_ref().is_ok_and(|&succeeded| succeeded) {
-        // Dropped field by field, in the order the event's drop glue would (origin, then
-        // target), each by `thread::release`: a decrement inline unless it is the last handle.
-        let (Event::Switch { origin, target } | Event::Throw { origin, target }) = event;
-        release(origin);
-        release(target);
+        state.unpin_event(event);
         drop(tracer);
         None
     } else {
@@ -285,7 +286,7 @@ pub(crate) fn trace_arrival(
 fn tracer_failed(
     state: &ThreadState,
     outcome: Result<bool, Box<dyn Any + Send>>,
-    event: Event,
+    event: PinnedEvent,
     tracer: Tracer,
 ) -> Transfer {
     drop(state.replace_tracer(None));
@@ -293,7 +294,7 @@ fn tracer_failed(
         Ok(_) => Transfer::Error(take_failure()),
         Err(panic) => Transfer::Panic(panic),
     };
-    drop(event);
+    state.unpin_event(event);
     drop(tracer);
     replacement
 }

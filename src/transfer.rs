@@ -253,7 +253,7 @@ fn arrive_plain(state: &ThreadState) -> Value {
 fn arrive_traced(state: &ThreadState) -> Arrived {
     probes::switch(|| state.arrival_ids());
     let value = state.take_value();
-    match trace::trace_arrival(state, EventKind::Switch, state.origin()) {
+    match trace::trace_arrival(state, EventKind::Switch) {
         None => {
             state.put_value(value);
             Arrived::Value
