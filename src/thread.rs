@@ -210,6 +210,28 @@ impl ThreadState {
         unsafe { &*self.tracer.as_ptr() }.clone()
     }
 
+    /// A handle to this thread's tracer, which is installed: [`ThreadState::tracing`] is true
+    /// (the traced arrival's flags say so).
+    #[inline(always)]
+    pub(crate) fn installed_tracer(&self) -> Tracer {
+        debug_assert!(self.tracing(), "no tracer installed");
+        // SAFETY: as in `tracer`, the slot is not written while this borrow lives; and it
+        // holds a tracer, because `replace_tracer`, its only writer, sets the `TRACING` flag
+        // exactly when it installs one, and the caller has seen that flag set.
+        match unsafe { &*self.tracer.as_ptr() } {
+            // Cloned from a copy of the handle, not from the slot: the copy stays in a register
+            // across the count's increment (which could write the slot, as far as the compiler
+            // knows).
+            Some(tracer) => Tracer::clone(&ManuallyDrop::new(
+                // SAFETY: a bitwise copy of the slot's handle, never dropped (`ManuallyDrop`),
+                // only cloned, which takes a count of its own.
+                unsafe { ptr::read(tracer) },
+            )),
+            // SAFETY: see above: the slot is not empty.
+            None => unsafe { std::hint::unreachable_unchecked() },
+        }
+    }
+
     /// Installs `tracer`; returns the previous one.
     pub(crate) fn replace_tracer(&self, tracer: Option<Tracer>) -> Option<Tracer> {
         self.set_tracing(tracer.is_some());

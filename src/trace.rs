@@ -134,8 +134,11 @@ pub struct Tracer(Rc<Callback>);
 
 /// The callback as stored: it returns whether it succeeded, and parks its error, if any, in
 /// the thread state (taken at once by [`Tracer::call`] or the arrival). A `bool` comes back in
-/// a register, where a `Result<(), Error>` is written to memory and read back.
-type Callback = dyn Fn(&Event) -> bool;
+/// a register, where a `Result<(), Error>` is written to memory and read back. Boxed inside
+/// the `Rc`, so that a `Tracer` is one pointer to an `Rc` of a known layout: a call loads the
+/// callback's data and vtable at fixed offsets, where an `Rc<dyn Fn>` computes where its data
+/// starts from the vtable's alignment.
+type Callback = Box<dyn Fn(&Event) -> bool>;
 
 /// Parks the error of a failing callback (see [`Callback`]); returns `false`.
 #[cold]
@@ -173,12 +176,12 @@ impl Tracer {
     /// # drop((counting, refusing));
     /// ```
     pub fn new<R: TraceOutcome>(callback: impl Fn(&Event) -> R + 'static) -> Tracer {
-        Tracer(Rc::new(move |event: &Event| {
+        Tracer(Rc::new(Box::new(move |event: &Event| {
             match callback(event).into_result() {
                 Ok(()) => true,
                 Err(error) => park_failure(error),
             }
-        }))
+        })))
     }
 
     /// Calls the callback.
@@ -193,7 +196,7 @@ impl Tracer {
 
 impl PartialEq for Tracer {
     fn eq(&self, other: &Tracer) -> bool {
-        std::ptr::addr_eq(Rc::as_ptr(&self.0), Rc::as_ptr(&other.0))
+        Rc::ptr_eq(&self.0, &other.0)
     }
 }
 
@@ -259,7 +262,7 @@ pub(crate) fn call_tracer(
 /// or panic (the tracer is then removed).
 #[inline(always)]
 pub(crate) fn trace_arrival(state: &ThreadState, kind: EventKind) -> Option<Transfer> {
-    let tracer = state.tracer()?;
+    let tracer = state.installed_tracer();
     let event = state.pin_event(kind, state.origin_ptr());
     call_pinned(state, tracer, event)
 }
