@@ -40,6 +40,8 @@ DEFAULT_CASES = [
     "floor_trampoline",
     "floor_trampoline_call",
     "floor_main_child",
+    "peer_context_two",
+    "peer_context_main_child",
 ]
 
 

@@ -46,8 +46,14 @@ SWITCH_CASES = ["switch_two_greenlets", "switch_two_greenlets_u64",
                 "switch_main_child", "switch_main_child_u64"]
 TRACED_CASES = {"switch_two_greenlets_traced": "switch_two_greenlets",
                 "switch_main_child_traced": "switch_main_child"}
-FLOORS = {"switch_two_greenlets": "floor_trampoline", "switch_main_child": "floor_main_child"}
-FLOOR_CASES = ["floor_trampoline", "floor_trampoline_call", "floor_main_child"]
+# Every transfer is one stack switch (a greenlet resumes a parked target from its own stack,
+# or suspends to the one below it), so both switch cases compare with one bare corosensei
+# resume or suspend, and with the `context` crate's direct switch (a dev-dependency).
+FLOORS = {"switch_two_greenlets": "floor_main_child", "switch_main_child": "floor_main_child"}
+PEERS = {"switch_two_greenlets": "peer_context_two",
+         "switch_main_child": "peer_context_main_child"}
+FLOOR_CASES = ["floor_trampoline", "floor_trampoline_call", "floor_main_child",
+               "peer_context_two", "peer_context_main_child"]
 ALL_CASES = SWITCH_CASES + list(TRACED_CASES) + ["lifetime"] + FLOOR_CASES
 
 # The targets of issue 5 (wall time, against Python greenlet).
@@ -335,7 +341,10 @@ def table_rows(results):
         label = {"floor_trampoline": "floor: bare corosensei trampoline ping-pong",
                  "floor_trampoline_call": "floor: the same, switch = call returning on "
                                           "the other stack",
-                 "floor_main_child": "floor: bare corosensei resume/suspend"}[floor]
+                 "floor_main_child": "floor: bare corosensei resume/suspend",
+                 "peer_context_two": "peer: context crate, two contexts switching directly",
+                 "peer_context_main_child": "peer: context crate, thread stack <-> one "
+                                            "context"}[floor]
         rows.append((label, fmt(ours, "ns"), "-", "-",
                      f"(reference; {fmt(instr, 'instr')})", None))
     # Instructions per switch, each beside the bare corosensei floor measured in this run
@@ -344,7 +353,8 @@ def table_rows(results):
         figure = cg.get(case, {}).get("instructions")
         base = case.replace("_u64", "").replace("_traced", "")
         floor = cg.get(FLOORS.get(base, ""), {}).get("instructions")
-        floor_note = f"floor {fmt(floor, '')}"
+        peer = cg.get(PEERS.get(base, ""), {}).get("instructions")
+        floor_note = f"floor {fmt(floor, '')}" + (f", context {fmt(peer, '')}" if peer else "")
         if case in MAX_SWITCH_INSTRUCTIONS:
             goal = MAX_SWITCH_INSTRUCTIONS[case]
             target = f"<= {goal:.0f} ({floor_note})"
@@ -361,8 +371,10 @@ def table_rows(results):
         else:
             target, met = f"(reference; {floor_note})", None
         unit = "instr/lifetime" if case == "lifetime" else "instr/switch"
-        rows.append((f"{case}, instructions", fmt(figure, unit), "-",
-                     fmt(figure / floor, "x floor") if figure and floor else "-", target, met))
+        ratio = fmt(figure / floor, "x floor") if figure and floor else "-"
+        if figure and peer:
+            ratio += f", {fmt(figure / peer, 'x context')}"
+        rows.append((f"{case}, instructions", fmt(figure, unit), "-", ratio, target, met))
     # The hooks compiled in, nobody attached: the probes and the sampling word.
     costs = [cg[c]["probe_cost"] for c in SWITCH_CASES if c in cg]
     worst = max(costs) if costs else None

@@ -10,7 +10,7 @@ use criterion::{criterion_group, criterion_main, Criterion};
 mod workloads;
 use workloads::{
     lifetimes, maybe_traced, FloorMainChild, FloorTrampoline, FloorTrampolineCall, MainChild,
-    Payload, TwoGreenlets,
+    Payload, PeerContextMainChild, PeerContextTwo, TwoGreenlets,
 };
 
 fn switches(c: &mut Criterion) {
@@ -47,6 +47,12 @@ fn floors(c: &mut Criterion) {
     c.bench_function("floor_trampoline_call", |b| b.iter_custom(|n| call.run(n)));
     let mut main_child = FloorMainChild::new();
     c.bench_function("floor_main_child", |b| b.iter_custom(|n| main_child.run(n)));
+    let mut two = PeerContextTwo::new();
+    c.bench_function("peer_context_two", |b| b.iter_custom(|n| two.run(n)));
+    let mut context_main_child = PeerContextMainChild::new();
+    c.bench_function("peer_context_main_child", |b| {
+        b.iter_custom(|n| context_main_child.run(n))
+    });
 }
 
 criterion_group!(benches, floors, switches, lifetime);

@@ -79,7 +79,7 @@
 
 #![warn(missing_docs)]
 // Unsafe code is denied in the crate and allowed only at the top of the modules that need it,
-// each saying what for: `switch` (the trampoline and each greenlet's coroutine slot), `thread`
+// each saying what for: `switch` (the switch loop and each greenlet's coroutine slot), `thread`
 // (the thread-local state pointer, handles made from plain pointers to greenlets, the tracer
 // slot, the mailbox's word-wise read, the registry), `lifecycle` (the running greenlet
 // borrowed by its own body), `probes` (the probe sites and their semaphores) and `stack`, with

@@ -65,8 +65,8 @@ fn greenlet_body(suspender: &Suspender<'_>) {
             Err(panic) => finish(state, Outcome::Panic, Transfer::Panic(panic)),
         }
     });
-    // Returning ends the coroutine: the trampoline frees this stack and resumes the greenlet
-    // `finish` made current.
+    // Returning ends the coroutine: the greenlet that resumed this one frees this stack and
+    // switches on to the greenlet `finish` made current.
 }
 
 /// The running greenlet, borrowed without touching its reference count: for the body's own

@@ -1,32 +1,45 @@
-//! Stack switching: each greenlet's execution context (its corosensei coroutine) and the
-//! trampoline that makes symmetric transfers out of corosensei's asymmetric coroutines.
+//! Stack switching: each greenlet's execution context (its corosensei coroutine), and symmetric
+//! transfers made out of corosensei's asymmetric coroutines.
 //!
-//! corosensei gives asymmetric coroutines (`resume` / `suspend`). Greenlets need symmetric
-//! transfers (any greenlet to any other), so every thread runs a *trampoline* on its main
-//! greenlet's stack while the main greenlet is suspended: a greenlet that switches away
-//! suspends back to the trampoline, which resumes whichever greenlet is now current. A switch
-//! between two non-main greenlets is therefore two stack switches; to or from main, one.
+//! corosensei gives asymmetric coroutines (`resume` / `suspend`); greenlets need symmetric
+//! transfers (any greenlet to any other). A coroutine can be resumed from any stack, so the
+//! greenlets of a thread form a *chain*: the main greenlet, the greenlet it resumed, the one
+//! that greenlet resumed, and so on up to the running greenlet. Every other active greenlet is
+//! *parked*: suspended, resumable by whoever runs. A transfer is one stack switch:
+//! - to a parked greenlet: the sender resumes it from its own stack (the chain grows by one,
+//!   the sender blocked in that resume: [`Context::resuming`]);
+//! - to a greenlet on the chain: the sender suspends to the greenlet that resumed it, which
+//!   wakes up in its resume, sees that it is not current, and suspends in turn, until the
+//!   target wakes up (the chain shrinks to the target);
+//! - a greenlet that dies returns from its coroutine to its resumer, which goes on the same
+//!   way (resumes the new current greenlet if it is parked, suspends if it is below).
+//!
+//! Ping-pong between two greenlets is one resume and one suspend per round trip, whichever
+//! they are; a transfer to a greenlet far down the chain wakes each greenlet above it once.
 //!
 //! Invariants this module relies on (and the rest of the crate upholds):
-//! 1. Only the thread's main greenlet runs the trampoline, and only while it is switching away,
-//!    so at most one trampoline runs per thread and a non-main greenlet only ever runs inside
-//!    it.
-//! 2. A greenlet's coroutine slot is touched only by the trampoline (to resume it and to free
-//!    it once it has finished) and by [`Context::prepare`] (only while the greenlet is
-//!    unstarted, when no coroutine exists yet).
+//! 1. Only the current greenlet is ever resumed, and only if it is parked; a greenlet blocked
+//!    in a resume is not resumed until that resume returns. The chain is exactly the greenlets
+//!    blocked in a resume, plus the running one; the main greenlet is always its first (main
+//!    is never a coroutine, and nothing resumes it: it is only ever returned to).
+//! 2. A greenlet's coroutine slot is touched only by the greenlet resuming it (to resume it
+//!    and to free it once it has finished), by [`Context::prepare`] (only while the greenlet is
+//!    unstarted, when no coroutine exists yet), and at thread exit while only main runs.
 //! 3. The current greenlet is alive: it has a handle when it becomes current, and the drop of
 //!    its last handle while it runs is turned into a handle the thread state keeps (see
 //!    `ThreadState`). A greenlet that switched away (or died) stays alive until the target has
-//!    arrived: nothing runs in between but the trampoline, which drops no handle, and the
-//!    handle the state may keep on it is released by the arrival, after the trampoline is done
-//!    with the greenlet it resumed.
+//!    arrived: nothing runs in between but the switch loop of the greenlets woken on the way,
+//!    which drops no handle, and the handle the state may keep on it is released by the
+//!    arrival, after the resume that ran it has returned. A greenlet on the chain is alive: it
+//!    was alive when it joined, and its memory is only freed once it is dead, which it can
+//!    only become by running, after it left the chain; one whose kill failed is leaked.
 //!
 //! Everything here is private to the crate. The per-thread state it switches for lives in
 //! `thread.rs`, the switch algorithm around it in `transfer.rs`.
 
 // Unsafe code: the coroutine slot (an `UnsafeCell` behind a shared reference), the yielder
 // pointer kept across switches, and the pointers to the greenlet that switches away and to
-// the one the trampoline resumes; every block rests on the invariants above.
+// the one it resumes; every block rests on the invariants above.
 #![allow(unsafe_code)]
 
 use std::cell::{Cell, UnsafeCell};
@@ -45,6 +58,9 @@ type GreenCoroutine = Coroutine<(), (), (), GreenStack>;
 pub(crate) struct Context {
     coroutine: UnsafeCell<Option<GreenCoroutine>>,
     yielder: Cell<*const Yielder<(), ()>>,
+    /// Set while this greenlet is blocked in [`Context::resume`] of another greenlet: it is on
+    /// the chain (see the module documentation).
+    resuming: Cell<bool>,
 }
 
 impl Drop for Context {
@@ -81,10 +97,11 @@ impl Context {
         Context {
             coroutine: UnsafeCell::new(None),
             yielder: Cell::new(ptr::null()),
+            resuming: Cell::new(false),
         }
     }
 
-    /// Creates the coroutine that will run `body` when the trampoline first resumes it, on a
+    /// Creates the coroutine that will run `body` when it is first resumed, on a
     /// stack of `stack_size` usable bytes labelled with the greenlet's id and name (for the
     /// stack overflow report).
     pub(crate) fn prepare(
@@ -98,8 +115,8 @@ impl Context {
         let coroutine = Coroutine::with_stack(stack, move |yielder: &Yielder<(), ()>, ()| {
             body(&Suspender(yielder))
         });
-        // SAFETY: invariant 2: the greenlet is unstarted, so neither the trampoline nor anyone
-        // else holds a reference into the slot (it is `None`).
+        // SAFETY: invariant 2: the greenlet is unstarted, so no greenlet is resuming it and
+        // nothing else holds a reference into the slot (it is `None`).
         let slot = unsafe { &mut *self.coroutine.get() };
         debug_assert!(slot.is_none());
         *slot = Some(coroutine);
@@ -116,8 +133,9 @@ impl Context {
         self.yielder.set(suspender.0);
     }
 
-    /// Suspends the running greenlet back to the trampoline, which resumes the greenlet the
-    /// thread state now names as current. Returns when this greenlet is resumed.
+    /// Suspends the running greenlet back to the greenlet that resumed it (see the module
+    /// documentation). Returns when this greenlet is resumed, which happens only when it is
+    /// current again.
     ///
     /// Must only be called by the greenlet owning this context, while it is running.
     #[inline]
@@ -135,8 +153,8 @@ impl Context {
     /// Used at thread exit for greenlets that refused to die, whose frames must never run
     /// again.
     pub(crate) fn abandon(&self) {
-        // SAFETY: invariant 2: called at thread exit while the main greenlet runs, so no
-        // trampoline is running and nothing else refers into the slot.
+        // SAFETY: invariant 2: called at thread exit while the main greenlet runs, so the chain
+        // is main alone: no greenlet is resuming another and nothing else refers into the slot.
         let slot = unsafe { &mut *self.coroutine.get() };
         std::mem::forget(slot.take());
     }
@@ -144,14 +162,12 @@ impl Context {
     /// Resumes the coroutine until it suspends or finishes; frees its stack when it finishes.
     #[inline]
     fn resume(&self) {
-        // SAFETY: invariant 2: only the trampoline touches a started greenlet's slot, and
-        // invariant 1: only one trampoline runs per thread, so this is the only reference.
+        // SAFETY: invariant 2: only the greenlet resuming this one touches its started slot,
+        // and invariant 1: this greenlet is parked, so nobody else is resuming it: this is the
+        // only reference.
         let slot = unsafe { &mut *self.coroutine.get() };
-        debug_assert!(
-            slot.is_some(),
-            "the trampoline resumed a greenlet without a stack"
-        );
-        // SAFETY: the trampoline only resumes the current greenlet, and a greenlet becomes
+        debug_assert!(slot.is_some(), "resumed a greenlet without a stack");
+        // SAFETY: only the current greenlet is resumed, and a greenlet becomes
         // current only while it is active (a switch tests `State::Active`, starting an
         // unstarted target first; a dead greenlet's transfers are redirected to a live
         // ancestor); an active non-main greenlet has its coroutine until the coroutine returns,
@@ -165,32 +181,40 @@ impl Context {
 }
 
 /// Switches stacks away from `from`, the greenlet that was current until
-/// [`ThreadState::hand_off`] named the target; returns when `from` is resumed.
+/// [`ThreadState::hand_off`] named the target; returns when `from` is current again.
+///
+/// Where the current greenlet is parked, `from` resumes it from its own stack (and is blocked
+/// in that resume until it comes back: it joins the chain); where it is on the chain, below
+/// `from`, `from` suspends to the greenlet that resumed it, which goes on the same way. Each
+/// greenlet that wakes up in a resume does the same until the current one runs.
 #[inline(always)]
 pub(crate) fn switch_away(state: &ThreadState, from: *const Inner) {
     // SAFETY: invariant 3: `from` was current until the hand-off and stays alive until the
-    // target has arrived, after this switch has happened.
+    // target has arrived, after this switch has happened; and when `from` runs again (here,
+    // after a resume or a suspend returned) it is alive because its frames are running.
     let from: &Inner = unsafe { &*from };
-    if from.is_main() {
-        trampoline(state);
-    } else {
-        from.context().suspend();
-    }
-}
-
-/// Runs on the main greenlet's stack while main is switched away: resumes whichever greenlet
-/// is current until main is current again.
-#[inline(always)]
-fn trampoline(state: &ThreadState) {
+    let mut next = state.current_ptr();
     loop {
-        let next = state.current_ptr();
         // SAFETY: invariant 3: the current greenlet is alive, and when it switches away or
-        // dies (inside `resume`) it stays alive until the next greenlet to run has arrived,
-        // after `resume` returns.
-        let next: &Inner = unsafe { &*next };
-        if next.is_main() {
+        // dies (inside `resume`) it stays alive until the next greenlet to run has arrived.
+        let target: &Inner = unsafe { &*next };
+        if target.context().resuming.get() {
+            // Below us on the chain: go down. Whoever resumes us again does so because we
+            // are current (only the current greenlet is ever resumed).
+            from.context().suspend();
             return;
         }
-        next.context().resume();
+        // Tested after the flag, which is clear for the running greenlet: a transfer to
+        // itself, where there is nothing to switch.
+        if ptr::eq(next, from) {
+            return;
+        }
+        from.context().resuming.set(true);
+        target.context().resume();
+        from.context().resuming.set(false);
+        next = state.current_ptr();
+        if ptr::eq(next, from) {
+            return;
+        }
     }
 }

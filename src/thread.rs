@@ -60,16 +60,21 @@ pub(crate) struct ThreadState {
     /// The running greenlet (see the type's documentation for why it is alive).
     current: Cell<*const Inner>,
     /// The greenlet that sent the transfer in flight: it was running until the hand-off, and
-    /// nothing runs between the hand-off and the arrival but the trampoline, which drops no
-    /// handle, so it is alive until the target has arrived.
+    /// nothing runs between the hand-off and the arrival but the switch loop (`switch`), which
+    /// drops no handle, so it is alive until the target has arrived.
     origin: Cell<*const Inner>,
     /// A handle on the running greenlet, taken when its last other handle was dropped
     /// ([`ADOPTED`]).
     adopted: Cell<Option<Greenlet>>,
     /// A handle on the target of the transfer in flight ([`INCOMING`]).
     incoming: Cell<Option<Greenlet>>,
-    /// The value the transfer in flight carries (a unit between transfers).
-    value: Cell<Value>,
+    /// The value the transfer in flight carries, between its hand-off and its arrival; between
+    /// transfers it holds nothing (what is left in it is a moved-out copy, never read or
+    /// dropped).
+    value: Cell<MaybeUninit<Value>>,
+    /// Whether `value` holds a value (debug builds: the mailbox's protocol checked).
+    #[cfg(debug_assertions)]
+    value_full: Cell<bool>,
     /// What the transfer in flight carries when it is an error or a panic ([`THROWN`]).
     thrown: Cell<Transfer>,
     /// The error a switch returns, between its arrival and its return (see
@@ -120,7 +125,9 @@ impl ThreadState {
             main,
             adopted: Cell::new(None),
             incoming: Cell::new(None),
-            value: Cell::new(Value::unit()),
+            value: Cell::new(MaybeUninit::uninit()),
+            #[cfg(debug_assertions)]
+            value_full: Cell::new(false),
             thrown: Cell::new(Transfer::Empty),
             error: Cell::new(None),
             flags: Cell::new(0),
@@ -418,13 +425,13 @@ impl ThreadState {
 
     #[inline(always)]
     pub(crate) fn put_value(&self, value: Value) {
-        let unit = self.value.replace(value);
-        debug_assert!(
-            unit.is_unit(),
+        #[cfg(debug_assertions)]
+        assert!(
+            !self.value_full.replace(true),
             "a value was sent before the last one arrived"
         );
-        // The slot holds a unit between transfers: nothing to drop.
-        std::mem::forget(unit);
+        // The mailbox holds nothing between transfers (its old bytes were moved out).
+        self.value.set(MaybeUninit::new(value));
     }
 
     /// Every transfer goes through here, once (from [`ThreadState::hand_off`] or
@@ -461,26 +468,32 @@ impl ThreadState {
     /// pieces of other sizes (a unit is one word, a `u64` two); a wider read that straddles
     /// two of those writes cannot be served from the processor's store buffer and waits for
     /// them to reach the cache, which costs more than the rest of a switch. The compiler would
-    /// copy the three words as one word and a 16-byte pair.
+    /// copy the three words as one word and a 16-byte pair. The mailbox is left as it is: its
+    /// bytes are a moved-out copy from now on, overwritten by the next hand-off.
     #[inline(always)]
     pub(crate) fn take_value(&self) -> Value {
+        #[cfg(debug_assertions)]
+        assert!(
+            self.value_full.replace(false),
+            "took a value from an empty mailbox"
+        );
         let words = self.value.as_ptr().cast::<MaybeUninit<u64>>();
-        // SAFETY: `words` points to the mailbox's `Value`, which is 3 aligned words (checked
-        // below, at compile time) owned by this thread's state; nothing else refers into it
-        // while this runs. `MaybeUninit` words may hold any bytes, the
-        // value's padding and its pointers' provenance included, so the three reads copy the
-        // value exactly, and the copy is a valid `Value`. The mailbox's own copy is then
-        // overwritten without being dropped: the value is moved out, not duplicated.
-        let value = unsafe {
+        // SAFETY: `words` points to the mailbox, 3 aligned words (checked below, at compile
+        // time) owned by this thread's state; nothing else refers into it while this runs.
+        // The caller knows the arriving transfer carries a value, so the mailbox holds one,
+        // written by `put_value` since the last take: this take moves it out, and the
+        // mailbox's bytes are never read again as a value before the next `put_value`
+        // overwrites them (the mailbox is a `MaybeUninit`, never dropped). `MaybeUninit` words
+        // may hold any bytes, the value's padding and its pointers' provenance included, so
+        // the three reads copy the value exactly, and the copy is a valid `Value`.
+        unsafe {
             let copy = [
                 ptr::read_volatile(words),
                 ptr::read_volatile(words.add(1)),
                 ptr::read_volatile(words.add(2)),
             ];
             mem::transmute::<[MaybeUninit<u64>; 3], Value>(copy)
-        };
-        mem::forget(self.value.replace(Value::unit()));
-        value
+        }
     }
 
     /// An emptied `Inner` of a dead greenlet, if the pool has one ([`recycle`]).
@@ -522,15 +535,33 @@ impl ThreadState {
         lifecycle::kill_all_in(self);
         for survivor in self.live_greenlets() {
             lifecycle::report(self, &survivor, lifecycle::KillFailure::Survived);
-            self.unregister(survivor.inner());
-            survivor.inner().context().abandon();
-            survivor.inner().mark_dead_at_thread_exit();
+            self.abandon(&survivor);
         }
         drop(self.replace_tracer(None));
+        // Greenlets started since the survivors were collected (by the kill hook or the
+        // tracer's drop) are abandoned too, without running anything more: once the state is
+        // freed, no greenlet of this thread is active (`with_live_state` relies on it).
+        loop {
+            let late = self.live_greenlets();
+            if late.is_empty() {
+                break;
+            }
+            for g in &late {
+                self.abandon(g);
+            }
+        }
         // Pinned by tracer calls that will never return (in abandoned greenlets): leaked, as
         // the handles those calls would have held.
         mem::forget(self.deferred.take());
         self.main.inner().mark_dead_at_thread_exit();
+    }
+
+    /// Gives up a suspended greenlet at thread exit: out of the registry, its coroutine
+    /// leaked without unwinding (its frames never run again), reported dead.
+    fn abandon(&self, g: &Greenlet) {
+        self.unregister(g.inner());
+        g.inner().context().abandon();
+        g.inner().mark_dead_at_thread_exit();
     }
 }
 
@@ -610,6 +641,22 @@ pub(crate) fn with_state<R>(f: impl FnOnce(&ThreadState) -> R) -> R {
     }
     // SAFETY: non-null `STATE` points to this thread's live state (see `Teardown`), and the
     // state is only used through shared references (its fields are cells).
+    f(unsafe { &*state })
+}
+
+/// [`with_state`] for a caller that holds a handle on an active greenlet: the state exists
+/// (a greenlet is active only while its thread's state is: thread exit kills or abandons
+/// every active greenlet before the state is freed, `ThreadState::teardown`), so the
+/// thread-local pointer is not tested.
+#[inline(always)]
+pub(crate) fn with_live_state<R>(f: impl FnOnce(&ThreadState) -> R) -> R {
+    let state = STATE.get();
+    debug_assert!(
+        !state.is_null(),
+        "an active greenlet without a thread state"
+    );
+    // SAFETY: non-null, as the caller's active greenlet shows (above); then as in
+    // `with_state`.
     f(unsafe { &*state })
 }
 

@@ -14,7 +14,7 @@
 //!    again (the tracer, a greenlet killed by a release): the next transfer's hand-off finds
 //!    the mailbox empty (a unit value, no `thrown` payload), as it asserts.
 //! 2. **The origin pointer is followed only until the releases** (rule 3): the origin is
-//!    alive until then because nothing ran since the hand-off but the trampoline, which drops
+//!    alive until then because nothing ran since the hand-off but the switch loop, which drops
 //!    no handle. The probe reads its id before the releases, and the tracer gets a handle on
 //!    it taken before them (`ThreadState::origin`).
 //! 3. **The state's handles are released once the payload is out** (`ThreadState::release_held`):
@@ -51,7 +51,7 @@ use crate::greenlet::{Greenlet, State};
 use crate::lifecycle;
 use crate::probes;
 use crate::switch;
-use crate::thread::{with_state, ThreadState};
+use crate::thread::{with_live_state, with_state, ThreadState};
 use crate::trace::{self, EventKind};
 use crate::value::Value;
 
@@ -107,22 +107,31 @@ enum Arrived {
 /// which leaves what arrived in the thread state ([`Arrived`]).
 #[inline(always)]
 pub(crate) fn switch_value<T: 'static>(target: &Greenlet, value: T) -> Result<Value, Error> {
-    with_state(
-        #[inline(always)]
-        |state| {
-            // A switch to the current greenlet takes this path too: it becomes current again
-            // and, if it is not main, suspends to the trampoline, which resumes it at once.
-            let arrived = if target.state() == State::Active {
-                transfer_value(state, target, Value::new(value))
-            } else {
-                switch_slow(state, target, Value::new(value))
-            };
-            match arrived {
-                Arrived::Value => Ok(state.take_value()),
-                Arrived::Error => Err(state.take_error()),
-            }
-        },
-    )
+    // A switch to the current greenlet takes this path too: it becomes current again and
+    // `switch_away` returns at once.
+    if target.state() == State::Active {
+        with_live_state(
+            #[inline(always)]
+            |state| {
+                let arrived = transfer_value(state, target, Value::new(value));
+                take_arrived(state, arrived)
+            },
+        )
+    } else {
+        with_state(|state| {
+            let arrived = switch_slow(state, target, Value::new(value));
+            take_arrived(state, arrived)
+        })
+    }
+}
+
+/// What [`switch_value`] returns for what arrived.
+#[inline(always)]
+fn take_arrived(state: &ThreadState, arrived: Arrived) -> Result<Value, Error> {
+    match arrived {
+        Arrived::Value => Ok(state.take_value()),
+        Arrived::Error => Err(state.take_error()),
+    }
 }
 
 /// Transfers `value` to `target`, which is active and kept alive by the caller's handle, and

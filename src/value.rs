@@ -42,14 +42,17 @@ impl Drop for Value {
     #[inline]
     fn drop(&mut self) {
         if self.owns_something() {
-            drop_owned(self);
+            // Moved out by value, not passed by reference: the value's words need no home in
+            // memory on the common path (a reference would make the compiler store them on
+            // the stack before the test, 3 instructions per switch for a unit payload).
+            drop_owned(self.take_repr());
         }
     }
 }
 
 #[inline(never)]
-fn drop_owned(value: &mut Value) {
-    drop(value.take_repr());
+fn drop_owned(repr: Repr) {
+    drop(repr);
 }
 
 macro_rules! inline_types {

@@ -329,6 +329,74 @@ fn r9_3_thread_local_handles_outliving_the_teardown() {
     );
 }
 
+/// A greenlet started while the teardown runs, after the suspended greenlets were killed (here
+/// by the drop of the thread's tracer, which the teardown removes last): it is abandoned, not
+/// left active, so that no greenlet of the thread is active once its state is freed. Its
+/// handle, dropped later from a thread-local that outlives the teardown, sees it dead.
+#[test]
+fn r9_3_a_greenlet_started_during_the_teardown_is_abandoned() {
+    if support::in_child_process("r9_3_a_greenlet_started_during_the_teardown_is_abandoned")
+        .is_some()
+    {
+        return;
+    }
+    struct StartsOnDrop(Arc<Mutex<Vec<String>>>);
+    impl Drop for StartsOnDrop {
+        fn drop(&mut self) {
+            let main = getcurrent();
+            let log = self.0.clone();
+            let late = Greenlet::new(move |_| -> Result<(), Error> {
+                push(&log, "late greenlet runs");
+                main.switch(())?;
+                push(&log, "late greenlet resumed");
+                Ok(())
+            });
+            late.switch(()).unwrap();
+            push(
+                &self.0,
+                format!("started during the teardown, active: {}", late.is_active()),
+            );
+            KEPT.with(|k| k.borrow_mut().push(late));
+        }
+    }
+    struct Report(Arc<Mutex<Vec<String>>>);
+    impl Drop for Report {
+        fn drop(&mut self) {
+            let dead = KEPT.with(|k| k.borrow().iter().map(Greenlet::is_dead).collect::<Vec<_>>());
+            push(&self.0, format!("after the teardown, dead: {dead:?}"));
+        }
+    }
+    thread_local! {
+        static REPORT: RefCell<Option<Report>> = const { RefCell::new(None) };
+    }
+    let log = shared();
+    thread::spawn({
+        let log = log.clone();
+        move || {
+            // Both registered before the runtime's state: destroyed after its teardown, the
+            // report first (reverse order of registration).
+            KEPT.with(|_| {});
+            REPORT.with(|r| *r.borrow_mut() = Some(Report(log.clone())));
+            let guard = StartsOnDrop(log.clone());
+            greenlet::settrace(Some(greenlet::Tracer::new(move |_| {
+                let _ = &guard;
+            })));
+            push(&log, "thread exits");
+        }
+    })
+    .join()
+    .expect("the thread exits cleanly");
+    assert_eq!(
+        lines(&log),
+        [
+            "thread exits",
+            "late greenlet runs",
+            "started during the teardown, active: true",
+            "after the teardown, dead: [true]",
+        ]
+    );
+}
+
 /// The same with a greenlet that refuses to die: the teardown leaves it suspended, and its
 /// handle is dropped later, when the runtime's state is gone. The thread must still exit
 /// without crashing (spec R4: "A thread that exits with suspended greenlets must not crash").

@@ -55,6 +55,11 @@ trait Kind: 'static {
     fn consume(got: Value, i: u64);
 }
 
+/// A unit payload, dropped by its receiver as a program that ignores it does
+/// (`g.switch(())?;`). The receiver still reads the mailbox (its reads are volatile) and
+/// tests the value in its drop. (It used to `black_box(&got)`, which makes the compiler store
+/// the three words on the stack to take their address: 5 instructions per switch that no
+/// program pays, and that made the unit case dearer than the `u64` one.)
 struct UnitKind;
 
 impl Kind for UnitKind {
@@ -65,13 +70,13 @@ impl Kind for UnitKind {
 
     #[inline(always)]
     fn echo(got: Value) -> Value {
-        black_box(&got);
+        drop(got);
         Value::unit()
     }
 
     #[inline(always)]
     fn consume(got: Value, _: u64) {
-        black_box(&got);
+        drop(got);
     }
 }
 
@@ -365,6 +370,153 @@ impl Default for FloorMainChild {
     }
 }
 
+// The peer: the `context` crate (Boost.Context's `jump_fcontext`), a direct symmetric switch:
+// one jump per transfer, between any two contexts, with nothing around it. Its contexts are
+// raw machine state, so driving them is unsafe; each block says why it is sound here.
+
+/// What a peer context is told when it is resumed: a pointer to the job it runs.
+struct PeerJob {
+    /// Switches to make (pings and pongs together).
+    switches: u64,
+    /// The time they took, written by the pinging context.
+    elapsed: Duration,
+}
+
+thread_local! {
+    /// The pong context, suspended, that the ping context resumes first in each job.
+    static PEER_PONG: Cell<Option<context::Context>> = const { Cell::new(None) };
+}
+
+/// Two `context` contexts switching directly to each other ("ping" and "pong"); the thread's
+/// own stack only starts a job and receives its time. One switch is one `resume`, as a
+/// transfer between two non-main greenlets is one stack switch.
+pub struct PeerContextTwo {
+    ping: Option<context::Context>,
+    _stacks: [context::stack::ProtectedFixedSizeStack; 2],
+}
+
+extern "C" fn peer_pong(mut t: context::Transfer) -> ! {
+    loop {
+        // SAFETY: `t.context` is the context that resumed this one (ping), suspended in its
+        // own `resume` and resumed nowhere else; its stack lives in the `PeerContextTwo`.
+        t = unsafe { t.context.resume(0) };
+    }
+}
+
+extern "C" fn peer_ping(mut t: context::Transfer) -> ! {
+    loop {
+        // `t` came from the thread's stack: its data is the job, its context the way back.
+        let job = t.data as *mut PeerJob;
+        // SAFETY: the job lives on the stack of `PeerContextTwo::run`, which waits in its
+        // `resume` until this context resumes it below.
+        let switches = unsafe { (*job).switches };
+        let mut pong = PEER_PONG.take().expect("pong is parked");
+        let rounds = switches.div_ceil(2);
+        let start = Instant::now();
+        for _ in 0..rounds {
+            // SAFETY: `pong` is suspended (fresh, or in its own `resume`), with a live stack.
+            let back = unsafe { pong.resume(0) };
+            pong = back.context;
+        }
+        let elapsed = start.elapsed();
+        PEER_PONG.set(Some(pong));
+        // SAFETY: as above: the job outlives this write.
+        unsafe { (*job).elapsed = elapsed.mul_f64(switches as f64 / (2 * rounds).max(1) as f64) };
+        // SAFETY: `t.context` is the thread's stack, waiting in `run`'s `resume`.
+        t = unsafe { t.context.resume(0) };
+    }
+}
+
+impl PeerContextTwo {
+    /// Creates both contexts on 64 KiB stacks (guard pages included).
+    pub fn new() -> PeerContextTwo {
+        let stacks = [
+            context::stack::ProtectedFixedSizeStack::new(64 * 1024).expect("a stack"),
+            context::stack::ProtectedFixedSizeStack::new(64 * 1024).expect("a stack"),
+        ];
+        // SAFETY: the stacks are stored in the returned value with the contexts made on
+        // them, and outlive every resume of those contexts (made only by `run`).
+        let (ping, pong) = unsafe {
+            (
+                context::Context::new(&stacks[0], peer_ping),
+                context::Context::new(&stacks[1], peer_pong),
+            )
+        };
+        PEER_PONG.set(Some(pong));
+        PeerContextTwo {
+            ping: Some(ping),
+            _stacks: stacks,
+        }
+    }
+
+    /// Performs `switches` switches between ping and pong; returns their wall time.
+    pub fn run(&mut self, switches: u64) -> Duration {
+        let mut job = PeerJob {
+            switches,
+            elapsed: Duration::ZERO,
+        };
+        let ping = self.ping.take().expect("ping is parked");
+        // SAFETY: `ping` is suspended (fresh, or in its resume of this stack) on a live stack;
+        // it reads and writes `job` only until it resumes us.
+        let back = unsafe { ping.resume(&mut job as *mut PeerJob as usize) };
+        self.ping = Some(back.context);
+        job.elapsed
+    }
+}
+
+impl Default for PeerContextTwo {
+    fn default() -> Self {
+        PeerContextTwo::new()
+    }
+}
+
+/// The thread's stack and one `context` context switching back and forth, as main <-> child.
+pub struct PeerContextMainChild {
+    child: Option<context::Context>,
+    _stack: context::stack::ProtectedFixedSizeStack,
+}
+
+extern "C" fn peer_child(mut t: context::Transfer) -> ! {
+    loop {
+        // SAFETY: `t.context` is the thread's stack, suspended in `run`'s `resume`.
+        t = unsafe { t.context.resume(0) };
+    }
+}
+
+impl PeerContextMainChild {
+    /// Creates the context on a 64 KiB stack.
+    pub fn new() -> PeerContextMainChild {
+        let stack = context::stack::ProtectedFixedSizeStack::new(64 * 1024).expect("a stack");
+        // SAFETY: the stack is stored with the context and outlives every resume of it.
+        let child = unsafe { context::Context::new(&stack, peer_child) };
+        PeerContextMainChild {
+            child: Some(child),
+            _stack: stack,
+        }
+    }
+
+    /// Performs `switches` switches (half of them to the child); returns their wall time.
+    pub fn run(&mut self, switches: u64) -> Duration {
+        let mut child = self.child.take().expect("the child is parked");
+        let rounds = switches.div_ceil(2);
+        let start = Instant::now();
+        for _ in 0..rounds {
+            // SAFETY: `child` is suspended (fresh, or in its own `resume`) on a live stack.
+            let back = unsafe { child.resume(0) };
+            child = back.context;
+        }
+        let elapsed = start.elapsed();
+        self.child = Some(child);
+        elapsed.mul_f64(switches as f64 / (2 * rounds).max(1) as f64)
+    }
+}
+
+impl Default for PeerContextMainChild {
+    fn default() -> Self {
+        PeerContextMainChild::new()
+    }
+}
+
 /// Every case by name: what `switch_loop` accepts and what the report prints. The second
 /// field says whether the case counts switches (`true`) or greenlet lifetimes.
 pub const CASES: &[(&str, bool)] = &[
@@ -378,6 +530,8 @@ pub const CASES: &[(&str, bool)] = &[
     ("floor_trampoline", true),
     ("floor_trampoline_call", true),
     ("floor_main_child", true),
+    ("peer_context_two", true),
+    ("peer_context_main_child", true),
 ];
 
 /// Runs the named case for `n` operations after setting it up; `None` for an unknown name.
@@ -402,6 +556,8 @@ pub fn run_case(name: &str, n: u64) -> Option<Duration> {
         "floor_trampoline" => FloorTrampoline::new().run(n),
         "floor_trampoline_call" => FloorTrampolineCall::new().run(n),
         "floor_main_child" => FloorMainChild::new().run(n),
+        "peer_context_two" => PeerContextTwo::new().run(n),
+        "peer_context_main_child" => PeerContextMainChild::new().run(n),
         _ => return None,
     };
     Some(elapsed)
