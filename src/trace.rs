@@ -271,31 +271,35 @@ pub(crate) fn trace_arrival(state: &ThreadState, kind: EventKind) -> Option<Tran
 /// runs) with `event`, then unpins the event (see [`trace_arrival`]).
 #[inline(always)]
 fn call_pinned(state: &ThreadState, tracer: Tracer, event: PinnedEvent) -> Option<Transfer> {
-    let outcome = panic::catch_unwind(AssertUnwindSafe(|| (tracer.0)(&event)));
-    if outcome.as_ref().is_ok_and(|&succeeded| succeeded) {
-        state.unpin_event(event);
-        drop(tracer);
-        None
-    } else {
-        Some(tracer_failed(state, outcome, event, tracer))
+    // Matched arm by arm, so that the success path tests the `bool` in its register and never
+    // builds the `Result` in memory for the failure path.
+    match panic::catch_unwind(AssertUnwindSafe(|| (tracer.0)(&event))) {
+        Ok(true) => {
+            state.unpin_event(event);
+            drop(tracer);
+            None
+        }
+        Ok(false) => Some(tracer_failed(state, None, event, tracer)),
+        Err(panic) => Some(tracer_failed(state, Some(panic), event, tracer)),
     }
 }
 
-/// A tracer failed with an error or a panic: it is removed, and what it raised replaces the
-/// transfer's payload. Then the event and the tracer's handle are dropped: releasing the last
-/// handle on the origin kills it, a transfer the failed tracer must not see.
+/// A tracer failed with an error (parked by the callback) or a panic (`panic`, its payload):
+/// it is removed, and what it raised replaces the transfer's payload. Then the event is
+/// unpinned and the tracer's handle dropped: releasing the last handle on the origin kills
+/// it, a transfer the failed tracer must not see.
 #[cold]
 #[inline(never)]
 fn tracer_failed(
     state: &ThreadState,
-    outcome: Result<bool, Box<dyn Any + Send>>,
+    panic: Option<Box<dyn Any + Send>>,
     event: PinnedEvent,
     tracer: Tracer,
 ) -> Transfer {
     drop(state.replace_tracer(None));
-    let replacement = match outcome {
-        Ok(_) => Transfer::Error(take_failure()),
-        Err(panic) => Transfer::Panic(panic),
+    let replacement = match panic {
+        None => Transfer::Error(take_failure()),
+        Some(panic) => Transfer::Panic(panic),
     };
     state.unpin_event(event);
     drop(tracer);
