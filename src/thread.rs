@@ -4,7 +4,9 @@
 //! at thread exit.
 
 // Unsafe code: handles made from the pointers to the running greenlet and to a transfer's
-// origin (`handle_at`), the tracer slot read in place, the word-wise read of the mailbox
+// origin (`handle_at`), and the uncounted handles of a tracer's event on them, with the pin
+// counts that stand for them (`ThreadState::pin_event`, `unpin_event`); the tracer slot and
+// the deferred last handles read in place; the word-wise read of the mailbox
 // (`ThreadState::take_value`), the registry's plain pointers (`Registry`), and the
 // thread-local pointer to the state (`with_state`, `try_with_state`, `Teardown`).
 #![allow(unsafe_code)]
