@@ -35,6 +35,29 @@ pub(crate) enum State {
     Dead,
 }
 
+/// A greenlet's state as a switch needs it, in one byte: whether it is active, and if so
+/// whether it is blocked in a resume of another greenlet (on the chain, see `switch`). The
+/// two active modes come first, so that "active" is one compare.
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Debug)]
+#[repr(u8)]
+pub(crate) enum Mode {
+    /// Active and not blocked in a resume: running, or parked (suspended, resumable).
+    Active = 0,
+    /// Active and blocked in its resume of another greenlet.
+    Chained = 1,
+    /// [`State::Unstarted`].
+    Unstarted = 2,
+    /// [`State::Dead`].
+    Dead = 3,
+}
+
+impl Mode {
+    #[inline(always)]
+    pub(crate) fn is_active(self) -> bool {
+        self <= Mode::Chained
+    }
+}
+
 pub(crate) struct Inner {
     id: u64,
     /// What a builder set beyond the defaults: `None` for a greenlet with no name and the
@@ -42,7 +65,8 @@ pub(crate) struct Inner {
     /// its `Rc`: a shorter copy).
     options: Option<Box<Options>>,
     is_main: bool,
-    state: Cell<State>,
+    /// Its [`State`], and on the chain or not (see [`Mode`]).
+    mode: Cell<Mode>,
     /// [`FLAG_IDLE`]: read by samplers (`crate::sample`) from outside the process, at the
     /// offset [`INNER_FLAGS`].
     flags: Cell<u8>,
@@ -80,7 +104,24 @@ impl Inner {
 
     #[inline]
     pub(crate) fn state(&self) -> State {
-        self.state.get()
+        match self.mode.get() {
+            Mode::Active | Mode::Chained => State::Active,
+            Mode::Unstarted => State::Unstarted,
+            Mode::Dead => State::Dead,
+        }
+    }
+
+    #[inline(always)]
+    pub(crate) fn mode(&self) -> Mode {
+        self.mode.get()
+    }
+
+    /// Marks the running greenlet as blocked in a resume ([`Mode::Chained`]) or not
+    /// ([`Mode::Active`]): only `switch` does.
+    #[inline(always)]
+    pub(crate) fn set_chained(&self, chained: bool) {
+        self.mode
+            .set(if chained { Mode::Chained } else { Mode::Active });
     }
 
     #[inline]
@@ -121,7 +162,11 @@ impl Inner {
     }
 
     pub(crate) fn set_state(&self, state: State) {
-        self.state.set(state);
+        self.mode.set(match state {
+            State::Unstarted => Mode::Unstarted,
+            State::Active => Mode::Active,
+            State::Dead => Mode::Dead,
+        });
     }
 
     #[inline]
@@ -150,7 +195,7 @@ impl Inner {
     /// reused: a main greenlet, one still in a registry, or one whose coroutine was abandoned.
     pub(crate) fn empty_for_reuse(&mut self) -> Option<Leftovers> {
         if self.is_main
-            || self.state.get() != State::Dead
+            || self.mode.get() != Mode::Dead
             || self.registry_index.get() != NOT_REGISTERED
             || !self.context.is_empty()
         {
@@ -183,8 +228,8 @@ impl Inner {
     }
 
     pub(crate) fn mark_dead_at_thread_exit(&self) {
-        if self.state.get() != State::Dead {
-            self.state.set(State::Dead);
+        if self.mode.get() != Mode::Dead {
+            self.mode.set(Mode::Dead);
             probes::dead(self.id, probes::Outcome::ThreadExit);
         }
     }
@@ -327,7 +372,7 @@ impl Greenlet {
                 })
             }),
             is_main: true,
-            state: Cell::new(State::Active),
+            mode: Cell::new(Mode::Active),
             flags: Cell::new(0),
             parent: Cell::new(None),
             run: Cell::new(None),
@@ -353,7 +398,12 @@ impl Greenlet {
 
     #[inline]
     pub(crate) fn state(&self) -> State {
-        self.0.state.get()
+        self.0.state()
+    }
+
+    #[inline(always)]
+    pub(crate) fn mode(&self) -> Mode {
+        self.0.mode()
     }
 
     #[inline]
@@ -555,7 +605,7 @@ impl Drop for Greenlet {
         // dead greenlet is current only inside `lifecycle::finish`, which drops no handle on
         // it, so none of its last handles needs adopting by the thread state.)
         if Rc::strong_count(&*self.0) == 1 {
-            if self.0.state.get() == State::Dead {
+            if self.0.mode.get() == Mode::Dead {
                 // SAFETY: `self.0` is taken once, here, and `self` is never used again: this
                 // is its drop, and the function returns right after.
                 let last = unsafe { ManuallyDrop::take(&mut self.0) };
@@ -719,7 +769,7 @@ impl Builder {
                 id,
                 options,
                 is_main: false,
-                state: Cell::new(State::Unstarted),
+                mode: Cell::new(Mode::Unstarted),
                 flags: Cell::new(flags),
                 parent: Cell::new(Some(parent)),
                 run: Cell::new(Some(run)),
@@ -736,7 +786,7 @@ impl Builder {
         // The emptied fields hold nothing to drop: overwritten, not replaced.
         debug_assert!(inner.options.is_none());
         std::mem::forget(std::mem::replace(&mut inner.options, options));
-        inner.state.set(State::Unstarted);
+        inner.mode.set(Mode::Unstarted);
         inner.flags.set(flags);
         std::mem::forget(inner.parent.replace(Some(parent)));
         std::mem::forget(inner.run.replace(Some(run)));

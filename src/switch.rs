@@ -7,7 +7,7 @@
 //! that greenlet resumed, and so on up to the running greenlet. Every other active greenlet is
 //! *parked*: suspended, resumable by whoever runs. A transfer is one stack switch:
 //! - to a parked greenlet: the sender resumes it from its own stack (the chain grows by one,
-//!   the sender blocked in that resume: [`Context::resuming`]);
+//!   the sender blocked in that resume: its `Mode::Chained`);
 //! - to a greenlet on the chain: the sender suspends to the greenlet that resumed it, which
 //!   wakes up in its resume, sees that it is not current, and suspends in turn, until the
 //!   target wakes up (the chain shrinks to the target);
@@ -16,6 +16,10 @@
 //!
 //! Ping-pong between two greenlets is one resume and one suspend per round trip, whichever
 //! they are; a transfer to a greenlet far down the chain wakes each greenlet above it once.
+//! That never costs more than the former trampoline (every transfer between two non-main
+//! greenlets was a suspend to main and a resume): each stack switch down the chain undoes
+//! one resume that put a greenlet on it, and each transfer makes at most one resume, so over
+//! any run there are at most twice as many stack switches as transfers.
 //!
 //! Invariants this module relies on (and the rest of the crate upholds):
 //! 1. Only the current greenlet is ever resumed, and only if it is parked; a greenlet blocked
@@ -47,7 +51,7 @@ use std::ptr;
 
 use corosensei::{Coroutine, CoroutineResult, Yielder};
 
-use crate::greenlet::Inner;
+use crate::greenlet::{Inner, Mode};
 use crate::thread::ThreadState;
 
 use crate::stack::GreenStack;
@@ -58,9 +62,6 @@ type GreenCoroutine = Coroutine<(), (), (), GreenStack>;
 pub(crate) struct Context {
     coroutine: UnsafeCell<Option<GreenCoroutine>>,
     yielder: Cell<*const Yielder<(), ()>>,
-    /// Set while this greenlet is blocked in [`Context::resume`] of another greenlet: it is on
-    /// the chain (see the module documentation).
-    resuming: Cell<bool>,
 }
 
 impl Drop for Context {
@@ -97,7 +98,6 @@ impl Context {
         Context {
             coroutine: UnsafeCell::new(None),
             yielder: Cell::new(ptr::null()),
-            resuming: Cell::new(false),
         }
     }
 
@@ -182,39 +182,79 @@ impl Context {
 
 /// Switches stacks away from `from`, the greenlet that was current until
 /// [`ThreadState::hand_off`] named the target; returns when `from` is current again.
+#[inline]
+pub(crate) fn switch_away(state: &ThreadState, from: *const Inner) {
+    // SAFETY: invariant 3: the current greenlet (the target) is alive.
+    let mode = unsafe { &*state.current_ptr() }.mode();
+    switch_to(state, from, mode);
+}
+
+/// [`switch_away`] for a caller that read the target's mode before the hand-off (it cannot
+/// have changed since: nothing ran).
 ///
 /// Where the current greenlet is parked, `from` resumes it from its own stack (and is blocked
 /// in that resume until it comes back: it joins the chain); where it is on the chain, below
 /// `from`, `from` suspends to the greenlet that resumed it, which goes on the same way. Each
 /// greenlet that wakes up in a resume does the same until the current one runs.
 #[inline(always)]
-pub(crate) fn switch_away(state: &ThreadState, from: *const Inner) {
+pub(crate) fn switch_to(state: &ThreadState, from: *const Inner, mode: Mode) {
     // SAFETY: invariant 3: `from` was current until the hand-off and stays alive until the
     // target has arrived, after this switch has happened; and when `from` runs again (here,
     // after a resume or a suspend returned) it is alive because its frames are running.
     let from: &Inner = unsafe { &*from };
-    let mut next = state.current_ptr();
+    if mode == Mode::Chained {
+        // Below us on the chain: go down. Whoever resumes us again does so because we are
+        // current (only the current greenlet is ever resumed).
+        from.context().suspend();
+        return;
+    }
+    let next = state.current_ptr();
+    // Tested after the mode, which is `Active` for the running greenlet: a transfer to itself,
+    // where there is nothing to switch.
+    if ptr::eq(next, from) {
+        return;
+    }
+    resume_from(from, next);
+    if !ptr::eq(state.current_ptr(), from) {
+        switch_on(state, from);
+    }
+}
+
+/// Resumes `next`, the current greenlet, which is parked, from the stack of `from`, which is
+/// on the chain meanwhile; returns when `next` (or a greenlet it resumed) suspends back or
+/// `next` dies.
+#[inline(always)]
+fn resume_from(from: &Inner, next: *const Inner) {
+    // SAFETY: invariant 3: the current greenlet is alive, and when it switches away or dies
+    // (inside `resume`) it stays alive until the next greenlet to run has arrived.
+    let target: &Inner = unsafe { &*next };
+    debug_assert_eq!(
+        target.mode(),
+        Mode::Active,
+        "resumed a greenlet that is not active"
+    );
+    from.set_chained(true);
+    target.context().resume();
+    from.set_chained(false);
+}
+
+/// [`switch_to`] once `from` has woken up in a resume that returned while another greenlet is
+/// current: resume that one if it is parked, go down if it is on the chain, until `from` is
+/// current again. Out of line: a transfer between two greenlets never gets here, only one
+/// that passes through a greenlet on the way (a death, a transfer down the chain).
+#[cold]
+#[inline(never)]
+fn switch_on(state: &ThreadState, from: &Inner) {
     loop {
-        // SAFETY: invariant 3: the current greenlet is alive, and when it switches away or
-        // dies (inside `resume`) it stays alive until the next greenlet to run has arrived.
-        let target: &Inner = unsafe { &*next };
-        if target.context().resuming.get() {
-            // Below us on the chain: go down. Whoever resumes us again does so because we
-            // are current (only the current greenlet is ever resumed).
+        let next = state.current_ptr();
+        if ptr::eq(next, from) {
+            return;
+        }
+        // SAFETY: invariant 3, as in `resume_from`.
+        if unsafe { &*next }.mode() == Mode::Chained {
             from.context().suspend();
             return;
         }
-        // Tested after the flag, which is clear for the running greenlet: a transfer to
-        // itself, where there is nothing to switch.
-        if ptr::eq(next, from) {
-            return;
-        }
-        from.context().resuming.set(true);
-        target.context().resume();
-        from.context().resuming.set(false);
-        next = state.current_ptr();
-        if ptr::eq(next, from) {
-            return;
-        }
+        resume_from(from, next);
     }
 }

@@ -47,7 +47,7 @@ use std::any::Any;
 use std::panic;
 
 use crate::error::Error;
-use crate::greenlet::{Greenlet, State};
+use crate::greenlet::{Greenlet, Mode, State};
 use crate::lifecycle;
 use crate::probes;
 use crate::switch;
@@ -109,11 +109,12 @@ enum Arrived {
 pub(crate) fn switch_value<T: 'static>(target: &Greenlet, value: T) -> Result<Value, Error> {
     // A switch to the current greenlet takes this path too: it becomes current again and
     // `switch_away` returns at once.
-    if target.state() == State::Active {
+    let mode = target.mode();
+    if mode.is_active() {
         with_live_state(
             #[inline(always)]
             |state| {
-                let arrived = transfer_value(state, target, Value::new(value));
+                let arrived = transfer_value(state, target, mode, Value::new(value));
                 take_arrived(state, arrived)
             },
         )
@@ -134,14 +135,14 @@ fn take_arrived(state: &ThreadState, arrived: Arrived) -> Result<Value, Error> {
     }
 }
 
-/// Transfers `value` to `target`, which is active and kept alive by the caller's handle, and
-/// waits for a transfer back, which arrives by the path its flags select (see
+/// Transfers `value` to `target`, which is active (in `mode`) and kept alive by the caller's
+/// handle, and waits for a transfer back, which arrives by the path its flags select (see
 /// [Arrival](self#arrival)).
 #[inline(always)]
-fn transfer_value(state: &ThreadState, target: &Greenlet, value: Value) -> Arrived {
+fn transfer_value(state: &ThreadState, target: &Greenlet, mode: Mode, value: Value) -> Arrived {
     let origin = state.current_ptr();
     state.hand_off_value(target, value);
-    switch::switch_away(state, origin);
+    switch::switch_to(state, origin, mode);
     if state.plain_arrival() {
         // `arrive_plain`, with the value left in the mailbox for `switch_value`.
         probes::switch(|| state.arrival_ids());
@@ -163,7 +164,7 @@ fn switch_slow(state: &ThreadState, target: &Greenlet, value: Value) -> Arrived 
             state.put_error(error);
             return Arrived::Error;
         }
-        return transfer_value(state, target, value);
+        return transfer_value(state, target, Mode::Active, value);
     }
     match send_from(state, target, Transfer::Value(value)) {
         Ok(arrival) => settle(state, arrival),
