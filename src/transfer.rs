@@ -37,7 +37,7 @@
 //! | path | when (flags) | what it does |
 //! | --- | --- | --- |
 //! | [`arrive_plain`], inlined into [`transfer_value`] | zero | probe, take the value |
-//! | [`arrive_traced`] | a tracer only | probe, take the value, tracer, [`settle`] |
+//! | [`arrive_traced`], inlined too | a tracer only | probe, take the value, tracer, put it back |
 //! | [`arrive_slow`] | anything else | every rule, through `trace::call_tracer` |
 //!
 //! [`arrive`] is the entry point for everything but `switch` (a `throw`, a kill, a greenlet's
@@ -258,7 +258,8 @@ fn arrive_plain(state: &ThreadState) -> Value {
 
 /// The traced arrival, for [`switch_value`]: a value with a tracer installed and nothing to
 /// release. The probe, the value out of the mailbox (it waits here while the tracer runs: the
-/// tracer may switch), the tracer, then [`settle`] of the value or of the tracer's failure.
+/// tracer may switch), the tracer, then the value back into the mailbox for `switch_value`,
+/// or [`settle`] of the tracer's failure.
 ///
 /// Inlined into `switch_value`, like the plain arrival: out of line, its own frame (saving and
 /// restoring the five registers that hold what the tracer call must not clobber) cost 14 of
