@@ -76,6 +76,10 @@ pub(crate) struct Inner {
     run: Cell<Option<Run>>,
     context: Context,
     pub(crate) registry_index: Cell<usize>,
+    /// How many tracer calls hold this greenlet as their event's origin or target
+    /// (`thread::PinnedEvent`): their handles hold no count, so while it is not zero, dropping
+    /// the last handle is deferred until the calls have returned, as if each held one.
+    pins: Cell<u32>,
 }
 
 /// What a dead greenlet's `Inner` still owns when it is recycled ([`Inner::empty_for_reuse`]).
@@ -203,6 +207,25 @@ impl Inner {
             self.parent.get_mut().take(),
             self.run.get_mut().take(),
         ))
+    }
+
+    /// Counts one more tracer call holding this greenlet without a handle (see `pins`).
+    #[inline(always)]
+    pub(crate) fn pin(&self) {
+        self.pins.set(self.pins.get() + 1);
+    }
+
+    /// Undoes [`Inner::pin`].
+    #[inline(always)]
+    pub(crate) fn unpin(&self) {
+        self.pins.set(self.pins.get() - 1);
+    }
+
+    /// Whether a tracer call holds this greenlet without a handle: dropping its last handle
+    /// waits until it does not (`ThreadState::defer_last`).
+    #[inline]
+    pub(crate) fn is_pinned(&self) -> bool {
+        self.pins.get() != 0
     }
 
     pub(crate) fn mark_dead_at_thread_exit(&self) {
@@ -362,6 +385,7 @@ impl Greenlet {
             run: Cell::new(None),
             context: Context::new(),
             registry_index: Cell::new(NOT_REGISTERED),
+            pins: Cell::new(0),
         }))
     }
 
@@ -771,6 +795,7 @@ fn build(
             run: Cell::new(Some(run)),
             context: Context::new(),
             registry_index: Cell::new(NOT_REGISTERED),
+            pins: Cell::new(0),
         });
     };
     // A dead greenlet's `Inner`, emptied by `Inner::empty_for_reuse` (not main, not

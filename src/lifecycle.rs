@@ -274,6 +274,11 @@ pub fn panic_message(payload: &(dyn Any + Send)) -> &str {
 /// copies the linker discards would leave notes pointing nowhere.
 #[inline(never)]
 pub(crate) fn last_handle_dropped(g: &Greenlet) {
+    // Held by a tracer call (its event's origin or target): as if the call held a handle.
+    if g.inner().is_pinned() {
+        crate::thread::defer_last(g.clone());
+        return;
+    }
     // The running greenlet lives on, held by the thread state until it switches away.
     if try_with_state(|state| state.adopt(g)) == Some(true) {
         return;
@@ -292,7 +297,8 @@ fn kill_last_handle(state: &ThreadState, g: &Greenlet) {
     let exit =
         GreenletExit::with_message("Killing the greenlet because all references have vanished.");
     kill(state, g, exit);
-    if g.is_active() && g.handle_count() == 1 {
+    // A tracer call's pin counts as a handle (`Inner::pins`).
+    if g.is_active() && g.handle_count() == 1 && !g.inner().is_pinned() {
         report(state, g, KillFailure::Survived);
         std::mem::forget(g.clone());
     }

@@ -4,13 +4,15 @@
 //! at thread exit.
 
 // Unsafe code: handles made from the pointers to the running greenlet and to a transfer's
-// origin (`handle_at`), the tracer slot read in place, the word-wise read of the mailbox
+// origin (`handle_at`), and the uncounted handles of a tracer's event on them, with the pin
+// counts that stand for them (`ThreadState::pin_event`, `unpin_event`); the tracer slot and
+// the deferred last handles read in place; the word-wise read of the mailbox
 // (`ThreadState::take_value`), the registry's plain pointers (`Registry`), and the
 // thread-local pointer to the state (`with_state`, `try_with_state`, `Teardown`).
 #![allow(unsafe_code)]
 
 use std::cell::{Cell, RefCell, UnsafeCell};
-use std::mem::{self, MaybeUninit};
+use std::mem::{self, ManuallyDrop, MaybeUninit};
 use std::ptr;
 use std::rc::Rc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -18,7 +20,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use crate::error::Error;
 use crate::greenlet::{Greenlet, Inner, State};
 use crate::lifecycle::{self, KillHook};
-use crate::trace::Tracer;
+use crate::trace::{Event, EventKind, Tracer};
 use crate::transfer::Transfer;
 use crate::value::Value;
 
@@ -85,6 +87,12 @@ pub(crate) struct ThreadState {
     /// (see `transfer`'s module documentation, Arrival).
     flags: Cell<u8>,
     tracer: Cell<Option<Tracer>>,
+    /// The error of the tracer callback that has just failed, between its return and its
+    /// caller's taking it (`trace::Callback`).
+    trace_failure: Cell<Option<Error>>,
+    /// The last handles of pinned greenlets (`Inner::pins`), dropped when their tracer calls
+    /// have returned ([`ThreadState::unpin_event`]).
+    deferred: Cell<Vec<Greenlet>>,
     pub(crate) kill_hook: RefCell<Option<KillHook>>,
     /// Started, not yet finished greenlets of this thread, for `kill_all` and thread exit.
     /// Not a `RefCell`: its methods ([`ThreadState::register`], [`ThreadState::unregister`],
@@ -131,6 +139,8 @@ impl ThreadState {
             error: Cell::new(None),
             flags: Cell::new(0),
             tracer: Cell::new(None),
+            trace_failure: Cell::new(None),
+            deferred: Cell::new(Vec::new()),
             kill_hook: RefCell::new(None),
             registry: UnsafeCell::new(Registry::default()),
             ids,
@@ -156,6 +166,13 @@ impl ThreadState {
         // until the arrival is done (see the field's documentation); callers use it before the
         // arrival releases anything.
         unsafe { handle_at(self.origin.get()) }
+    }
+
+    /// The greenlet that sent the arriving transfer, valid as long as [`ThreadState::origin`]
+    /// is.
+    #[inline(always)]
+    pub(crate) fn origin_ptr(&self) -> *const Inner {
+        self.origin.get()
     }
 
     #[inline]
@@ -208,10 +225,122 @@ impl ThreadState {
         unsafe { &*self.tracer.as_ptr() }.clone()
     }
 
+    /// A handle to this thread's tracer, which is installed: [`ThreadState::tracing`] is true
+    /// (the traced arrival's flags say so).
+    #[inline(always)]
+    pub(crate) fn installed_tracer(&self) -> Tracer {
+        debug_assert!(self.tracing(), "no tracer installed");
+        // SAFETY: as in `tracer`, the slot is not written while this borrow lives; and it
+        // holds a tracer, because `replace_tracer`, its only writer, sets the `TRACING` flag
+        // exactly when it installs one, and the caller has seen that flag set.
+        match unsafe { &*self.tracer.as_ptr() } {
+            // Cloned from a copy of the handle, not from the slot: the copy stays in a register
+            // across the count's increment (which could write the slot, as far as the compiler
+            // knows).
+            Some(tracer) => Tracer::clone(&ManuallyDrop::new(
+                // SAFETY: a bitwise copy of the slot's handle, never dropped (`ManuallyDrop`),
+                // only cloned, which takes a count of its own.
+                unsafe { ptr::read(tracer) },
+            )),
+            // SAFETY: see above: the slot is not empty.
+            None => unsafe { std::hint::unreachable_unchecked() },
+        }
+    }
+
     /// Installs `tracer`; returns the previous one.
     pub(crate) fn replace_tracer(&self, tracer: Option<Tracer>) -> Option<Tracer> {
         self.set_tracing(tracer.is_some());
         self.tracer.replace(tracer)
+    }
+
+    /// Parks the error of a tracer callback that is about to return its failure.
+    pub(crate) fn park_trace_failure(&self, error: Error) {
+        let none = self.trace_failure.replace(Some(error));
+        debug_assert!(none.is_none(), "a tracer's error was parked twice");
+    }
+
+    /// Takes the error parked by [`ThreadState::park_trace_failure`].
+    pub(crate) fn take_trace_failure(&self) -> Error {
+        self.trace_failure
+            .take()
+            .expect("a failed tracer parked its error")
+    }
+
+    /// The event for a tracer call on the arriving transfer: from `origin` (the transfer's
+    /// origin, alive: arrival rule 2 in `transfer`, or held by the caller) to the running
+    /// greenlet. Its handles hold no count: both greenlets are pinned instead
+    /// (`Inner::pins`), which costs no last-handle test when the call returns. Give it back
+    /// to [`ThreadState::unpin_event`].
+    #[inline(always)]
+    pub(crate) fn pin_event(&self, kind: EventKind, origin: *const Inner) -> PinnedEvent {
+        let target = self.current.get();
+        // SAFETY: `origin` points to a live greenlet (this function's contract) and `target`
+        // to the running one, alive (see the type's documentation). The handles made here
+        // own no count: they live in a `ManuallyDrop` and are never dropped or moved out;
+        // the pins keep both greenlets alive until `unpin_event` (a last handle dropped
+        // meanwhile waits in `deferred`).
+        unsafe {
+            (*origin).pin();
+            (*target).pin();
+            let origin = Greenlet::from_inner(Rc::from_raw(origin));
+            let target = Greenlet::from_inner(Rc::from_raw(target));
+            PinnedEvent(ManuallyDrop::new(match kind {
+                EventKind::Switch => Event::Switch { origin, target },
+                EventKind::Throw => Event::Throw { origin, target },
+            }))
+        }
+    }
+
+    /// Unpins an event's greenlets, once its tracer call has returned; then drops the last
+    /// handles that waited for it, origin first, as the call's own handles would have been.
+    #[inline(always)]
+    pub(crate) fn unpin_event(&self, event: PinnedEvent) {
+        let origin = event.origin().as_ptr();
+        let target = event.target().as_ptr();
+        // SAFETY: both are pinned, hence alive, until these decrements; nothing runs between
+        // them and the test below.
+        unsafe {
+            (*origin).unpin();
+            (*target).unpin();
+        }
+        // SAFETY: the vector is only accessed by this type's methods, which hold no
+        // reference into it while code that could reach it runs: this reads its length.
+        if !unsafe { &*self.deferred.as_ptr() }.is_empty() {
+            self.release_deferred(origin, target);
+        }
+    }
+
+    /// [`ThreadState::unpin_event`] with last handles waiting: origin's first (the target
+    /// pinned again meanwhile, as if its own handle were still held), then the target's.
+    #[cold]
+    #[inline(never)]
+    fn release_deferred(&self, origin: *const Inner, target: *const Inner) {
+        // SAFETY: the target is alive: unpinned just now, so any last handle dropped while it
+        // was pinned is in `deferred`, and any other is still held.
+        let target_inner = unsafe { &*target };
+        target_inner.pin();
+        self.release_deferred_one(origin);
+        target_inner.unpin();
+        self.release_deferred_one(target);
+    }
+
+    /// Drops the deferred last handle on `g`, if there is one and `g` is no longer pinned.
+    fn release_deferred_one(&self, g: *const Inner) {
+        let mut deferred = self.deferred.take();
+        let last = deferred
+            .iter()
+            .position(|handle| ptr::eq(handle.as_ptr(), g))
+            .filter(|&at| !deferred[at].inner().is_pinned())
+            .map(|at| deferred.swap_remove(at));
+        self.deferred.set(deferred);
+        drop(last);
+    }
+
+    /// Keeps `last`, the last handle on a pinned greenlet, until it is unpinned.
+    fn defer(&self, last: Greenlet) {
+        let mut deferred = self.deferred.take();
+        deferred.push(last);
+        self.deferred.set(deferred);
     }
 
     /// Whether a tracer is installed.
@@ -460,6 +589,9 @@ impl ThreadState {
                 self.abandon(g);
             }
         }
+        // Pinned by tracer calls that will never return (in abandoned greenlets): leaked, as
+        // the handles those calls would have held.
+        mem::forget(self.deferred.take());
         self.main.inner().mark_dead_at_thread_exit();
     }
 
@@ -587,12 +719,38 @@ pub(crate) fn try_with_state<R>(f: impl FnOnce(&ThreadState) -> R) -> Option<R> 
 /// no one else's meanwhile).
 #[inline(never)]
 pub(crate) fn recycle(mut last: Rc<Inner>) {
+    if last.is_pinned() {
+        defer_last(Greenlet::from_inner(last));
+        return;
+    }
     let Some(leftovers) = Rc::get_mut(&mut last).and_then(Inner::empty_for_reuse) else {
         return;
     };
     drop(leftovers);
     let refused = try_with_state(|state| state.keep_recycled(last));
     drop(refused);
+}
+
+/// Keeps `last`, the last handle on a pinned greenlet (`Inner::pins`), until its tracer
+/// calls have returned; leaked if the thread's state is gone (the calls never return).
+#[cold]
+pub(crate) fn defer_last(last: Greenlet) {
+    let mut last = Some(last);
+    if try_with_state(|state| state.defer(last.take().expect("deferred once"))).is_none() {
+        mem::forget(last);
+    }
+}
+
+/// A tracer event whose handles hold no count ([`ThreadState::pin_event`]).
+pub(crate) struct PinnedEvent(ManuallyDrop<Event>);
+
+impl std::ops::Deref for PinnedEvent {
+    type Target = Event;
+
+    #[inline(always)]
+    fn deref(&self) -> &Event {
+        &self.0
+    }
 }
 
 /// A new handle on the greenlet at `ptr`.

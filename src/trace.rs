@@ -1,13 +1,14 @@
 //! In-process tracing: [`settrace`], [`gettrace`], the [`Event`]s a [`Tracer`] receives (spec
 //! R5, the seed's tracing page).
 
+use std::any::Any;
 use std::fmt;
 use std::panic::{self, AssertUnwindSafe};
 use std::rc::Rc;
 
 use crate::error::Error;
 use crate::greenlet::Greenlet;
-use crate::thread::{with_state, ThreadState};
+use crate::thread::{with_state, PinnedEvent, ThreadState};
 use crate::transfer::Transfer;
 
 /// A transfer between two greenlets, as a [`Tracer`] sees it.
@@ -131,7 +132,28 @@ impl TraceOutcome for Result<(), Error> {
 #[derive(Clone)]
 pub struct Tracer(Rc<Callback>);
 
-type Callback = dyn Fn(&Event) -> Result<(), Error>;
+/// The callback as stored: it returns whether it succeeded, and parks its error, if any, in
+/// the thread state (taken at once by [`Tracer::call`] or the arrival). A `bool` comes back in
+/// a register, where a `Result<(), Error>` is written to memory and read back. Boxed inside
+/// the `Rc`, so that a `Tracer` is one pointer to an `Rc` of a known layout: a call loads the
+/// callback's data and vtable at fixed offsets, where an `Rc<dyn Fn>` computes where its data
+/// starts from the vtable's alignment.
+type Callback = Box<dyn Fn(&Event) -> bool>;
+
+/// Parks the error of a failing callback (see [`Callback`]); returns `false`.
+#[cold]
+#[inline(never)]
+fn park_failure(error: Error) -> bool {
+    with_state(|state| state.park_trace_failure(error));
+    false
+}
+
+/// Takes the error a callback that returned `false` parked.
+#[cold]
+#[inline(never)]
+fn take_failure() -> Error {
+    with_state(ThreadState::take_trace_failure)
+}
 
 impl Tracer {
     /// Wraps a callback. It returns `()`, or a `Result<(), Error>` when it can fail: see
@@ -154,18 +176,27 @@ impl Tracer {
     /// # drop((counting, refusing));
     /// ```
     pub fn new<R: TraceOutcome>(callback: impl Fn(&Event) -> R + 'static) -> Tracer {
-        Tracer(Rc::new(move |event: &Event| callback(event).into_result()))
+        Tracer(Rc::new(Box::new(move |event: &Event| {
+            match callback(event).into_result() {
+                Ok(()) => true,
+                Err(error) => park_failure(error),
+            }
+        })))
     }
 
     /// Calls the callback.
     pub fn call(&self, event: &Event) -> Result<(), Error> {
-        (self.0)(event)
+        if (self.0)(event) {
+            Ok(())
+        } else {
+            Err(take_failure())
+        }
     }
 }
 
 impl PartialEq for Tracer {
     fn eq(&self, other: &Tracer) -> bool {
-        std::ptr::addr_eq(Rc::as_ptr(&self.0), Rc::as_ptr(&other.0))
+        Rc::ptr_eq(&self.0, &other.0)
     }
 }
 
@@ -208,49 +239,69 @@ pub fn gettrace() -> Option<Tracer> {
 
 /// Calls the thread's tracer for a transfer from `origin` that just arrived in the current
 /// greenlet (`transfer::arrive_slow`); returns what the transfer now carries (arrival rule 4
-/// in `transfer`). Releases `origin` (the arrival's handle on it) before returning.
+/// in `transfer`). Releases `origin` (the arrival's handle on it) once the event has pinned
+/// it: its drop, if it is the last handle, waits until the tracer has returned.
 pub(crate) fn call_tracer(
     state: &ThreadState,
     kind: EventKind,
     origin: Greenlet,
     payload: Transfer,
 ) -> Transfer {
-    trace_arrival(state, kind, origin).unwrap_or(payload)
+    let Some(tracer) = state.tracer() else {
+        return payload;
+    };
+    let event = state.pin_event(kind, origin.as_ptr());
+    drop(origin);
+    call_pinned(state, tracer, event).unwrap_or(payload)
 }
 
-/// Calls the thread's tracer for a transfer of `kind` from `origin` that just arrived in the
-/// current greenlet, whose payload is already out of the thread state (arrival rules 1 and 4
-/// in `transfer`). Returns `None` if the transfer goes on unchanged, or what replaces its
-/// payload: the tracer's error or panic (the tracer is then removed). Releases `origin`.
-#[inline]
-pub(crate) fn trace_arrival(
+/// Calls the thread's tracer for a transfer of `kind` that just arrived in the current
+/// greenlet from the transfer's origin (still alive: arrival rule 2 in `transfer`), whose
+/// payload is already out of the thread state (arrival rules 1 and 4 in `transfer`). Returns
+/// `None` if the transfer goes on unchanged, or what replaces its payload: the tracer's error
+/// or panic (the tracer is then removed).
+#[inline(always)]
+pub(crate) fn trace_arrival(state: &ThreadState, kind: EventKind) -> Option<Transfer> {
+    let tracer = state.installed_tracer();
+    let event = state.pin_event(kind, state.origin_ptr());
+    call_pinned(state, tracer, event)
+}
+
+/// Calls `tracer` (a handle of the caller's: it may replace itself, or switch, while it
+/// runs) with `event`, then unpins the event (see [`trace_arrival`]).
+#[inline(always)]
+fn call_pinned(state: &ThreadState, tracer: Tracer, event: PinnedEvent) -> Option<Transfer> {
+    // Matched arm by arm, so that the success path tests the `bool` in its register and never
+    // builds the `Result` in memory for the failure path.
+    match panic::catch_unwind(AssertUnwindSafe(|| (tracer.0)(&event))) {
+        Ok(true) => {
+            state.unpin_event(event);
+            drop(tracer);
+            None
+        }
+        Ok(false) => Some(tracer_failed(state, None, event, tracer)),
+        Err(panic) => Some(tracer_failed(state, Some(panic), event, tracer)),
+    }
+}
+
+/// A tracer failed with an error (parked by the callback) or a panic (`panic`, its payload):
+/// it is removed, and what it raised replaces the transfer's payload. Then the event is
+/// unpinned and the tracer's handle dropped: releasing the last handle on the origin kills
+/// it, a transfer the failed tracer must not see.
+#[cold]
+#[inline(never)]
+fn tracer_failed(
     state: &ThreadState,
-    kind: EventKind,
-    origin: Greenlet,
-) -> Option<Transfer> {
-    // A clone: the tracer may replace itself, or switch, while it runs.
-    let tracer = state.tracer()?;
-    // The event takes over the arrival's handle on the origin: one handle fewer to clone.
-    let target = state.current();
-    let event = match kind {
-        EventKind::Switch => Event::Switch { origin, target },
-        EventKind::Throw => Event::Throw { origin, target },
+    panic: Option<Box<dyn Any + Send>>,
+    event: PinnedEvent,
+    tracer: Tracer,
+) -> Transfer {
+    drop(state.replace_tracer(None));
+    let replacement = match panic {
+        None => Transfer::Error(take_failure()),
+        Some(panic) => Transfer::Panic(panic),
     };
-    let replacement = match panic::catch_unwind(AssertUnwindSafe(|| tracer.call(&event))) {
-        Ok(Ok(())) => None,
-        Ok(Err(error)) => {
-            drop(state.replace_tracer(None));
-            Some(Transfer::Error(error))
-        }
-        Err(panic) => {
-            drop(state.replace_tracer(None));
-            Some(Transfer::Panic(panic))
-        }
-    };
-    // Dropped field by field, in the order the event's drop glue would (origin, then target):
-    // the handles' drops inline, where the drop glue is an out-of-line call.
-    let (Event::Switch { origin, target } | Event::Throw { origin, target }) = event;
-    drop(origin);
-    drop(target);
+    state.unpin_event(event);
+    drop(tracer);
     replacement
 }

@@ -37,7 +37,7 @@
 //! | path | when (flags) | what it does |
 //! | --- | --- | --- |
 //! | [`arrive_plain`], inlined into [`transfer_value`] | zero | probe, take the value |
-//! | [`arrive_traced`] | a tracer only | probe, take the value, tracer, [`settle`] |
+//! | [`arrive_traced`], inlined too | a tracer only | probe, take the value, tracer, put it back |
 //! | [`arrive_slow`] | anything else | every rule, through `trace::call_tracer` |
 //!
 //! [`arrive`] is the entry point for everything but `switch` (a `throw`, a kill, a greenlet's
@@ -273,21 +273,32 @@ fn arrive_plain(state: &ThreadState) -> Value {
 
 /// The traced arrival, for [`switch_value`]: a value with a tracer installed and nothing to
 /// release. The probe, the value out of the mailbox (it waits here while the tracer runs: the
-/// tracer may switch), the tracer, then [`settle`] of the value or of the tracer's failure.
-#[inline(never)]
+/// tracer may switch), the tracer, then the value back into the mailbox for `switch_value`,
+/// or [`settle`] of the tracer's failure.
+///
+/// Inlined into `switch_value`, like the plain arrival: out of line, its own frame (saving and
+/// restoring the five registers that hold what the tracer call must not clobber) cost 14 of
+/// the traced switch's instructions. What is rare stays out of line: the probe when attached,
+/// a failed tracer ([`traced_failure`]), handles waiting for the call to return.
+#[inline(always)]
 fn arrive_traced(state: &ThreadState) -> Arrived {
     probes::switch(|| state.arrival_ids());
     let value = state.take_value();
-    match trace::trace_arrival(state, EventKind::Switch, state.origin()) {
+    match trace::trace_arrival(state, EventKind::Switch) {
         None => {
             state.put_value(value);
             Arrived::Value
         }
-        Some(replacement) => {
-            drop(value);
-            settle(state, replacement)
-        }
+        Some(replacement) => traced_failure(state, value, replacement),
     }
+}
+
+/// The tracer of a traced arrival failed: its error or panic replaces the value.
+#[cold]
+#[inline(never)]
+fn traced_failure(state: &ThreadState, value: Value, replacement: Transfer) -> Arrived {
+    drop(value);
+    settle(state, replacement)
 }
 
 /// The slow arrival: an error or a panic, or handles to release, with or without a tracer.
