@@ -297,8 +297,14 @@ fn kill_last_handle(state: &ThreadState, g: &Greenlet) {
     let exit =
         GreenletExit::with_message("Killing the greenlet because all references have vanished.");
     kill(state, g, exit);
-    // A tracer call's pin counts as a handle (`Inner::pins`).
-    if g.is_active() && g.handle_count() == 1 && !g.inner().is_pinned() {
+    if g.handle_count() == 1 && g.inner().is_pinned() {
+        // The kill pinned it (its first arrival runs the tracer) and that tracer call has not
+        // returned (the tracer switched away): the call holds it, as a counted handle would,
+        // until it returns (`Inner::pins`).
+        crate::thread::defer_last(g.clone());
+        return;
+    }
+    if g.is_active() && g.handle_count() == 1 {
         report(state, g, KillFailure::Survived);
         std::mem::forget(g.clone());
     }
