@@ -13,6 +13,7 @@ use super::model::{
     threads_of, Aggregate, EdgeStats, GreenletStats, MapUse, ProcessStats, Snapshot, Totals,
     HIST_BUCKETS,
 };
+use super::owned::Owned;
 use super::process::{self, Process};
 use super::python;
 use super::skel::{types, GreenletSkel, GreenletSkelBuilder};
@@ -161,7 +162,7 @@ pub struct Options {
 pub struct Session {
     // Field order: links must be dropped before the skeleton that owns their programs.
     links: Vec<Link>,
-    skel: GreenletSkel<'static>,
+    skel: Owned<GreenletSkel<'static>>,
     process: Process,
     mode: AttachMode,
     link_kind: Links,
@@ -1070,11 +1071,25 @@ fn load(
     follow: bool,
     track_ended: bool,
     python: Option<&python::Offsets>,
-) -> Result<GreenletSkel<'static>, Error> {
-    // The skeleton borrows its object storage for its whole life. A `Session` owns the
-    // skeleton, so the storage is given a 'static lifetime by leaking one small box per
-    // attach; the BPF object itself is still closed when the skeleton drops.
-    let storage: &'static mut MaybeUninit<OpenObject> = Box::leak(Box::new(MaybeUninit::uninit()));
+) -> Result<Owned<GreenletSkel<'static>>, Error> {
+    // SAFETY: the skeleton is all that borrows the storage, and it stays in the `Owned`
+    // (the `Session`'s `skel`, never moved out) until the `Session` drops.
+    unsafe {
+        Owned::new(MaybeUninit::uninit(), |storage| {
+            load_in(storage, caps, multi, follow, track_ended, python)
+        })
+    }
+}
+
+/// [`load`], in `storage`.
+fn load_in<'obj>(
+    storage: &'obj mut MaybeUninit<OpenObject>,
+    caps: &Capacities,
+    multi: bool,
+    follow: bool,
+    track_ended: bool,
+    python: Option<&python::Offsets>,
+) -> Result<GreenletSkel<'obj>, Error> {
     let mut open = GreenletSkelBuilder::default()
         .open(storage)
         .map_err(|e| Error::bpf("cannot open the BPF object", e))?;

@@ -20,6 +20,7 @@ pub mod dwarf;
 pub mod elf;
 pub mod layout;
 mod model;
+pub(crate) mod owned;
 pub mod process;
 pub mod pyframes;
 pub mod pygreenlet;

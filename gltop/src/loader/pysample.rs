@@ -9,10 +9,11 @@ use std::collections::{BTreeSet, HashMap, HashSet};
 use std::mem::MaybeUninit;
 
 use libbpf_rs::skel::{OpenSkel, SkelBuilder};
-use libbpf_rs::{Link, MapCore, MapFlags, OpenObject};
+use libbpf_rs::{Link, MapCore, MapFlags};
 
 use super::attach::{delete_all, read_all, u32_key, Pod};
 use super::cpuclock::{self, Rate};
+use super::owned::Owned;
 use super::process::{self, Process};
 use super::pyframes::PyFrameOffsets;
 use super::pygreenlet::PyGreenletLayout;
@@ -83,7 +84,7 @@ pub const RUNTIME: &str = "python-greenlet";
 pub struct PySampler {
     // Field order: the links go before the skeleton that owns the programs.
     _links: Vec<Link>,
-    skel: PysampleSkel<'static>,
+    skel: Owned<PysampleSkel<'static>>,
     process: Process,
     opts: SampleOptions,
     layout: PyGreenletLayout,
@@ -191,27 +192,30 @@ impl PySampler {
         }
         let process = Process::find(pid)?;
         process::check_bpf_privilege()?;
-        let storage: &'static mut MaybeUninit<OpenObject> =
-            Box::leak(Box::new(MaybeUninit::uninit()));
-        let mut open = PysampleSkelBuilder::default()
-            .open(storage)
-            .map_err(|e| Error::bpf("cannot open the Python sampler's BPF object", e))?;
-        let caps = opts.capacities;
-        for (map, n) in [
-            (&mut open.maps.pystats, caps.greenlets),
-            (&mut open.maps.pythreads, caps.threads),
-        ] {
-            map.set_max_entries(n)
-                .map_err(|e| Error::bpf("cannot size the Python sampler's maps", e))?;
-        }
-        open.maps
-            .rodata_data
-            .as_deref_mut()
-            .expect("the BPF object has .rodata")
-            .record_stacks = u8::from(frames.is_some());
-        let skel = open
-            .load()
-            .map_err(|e| Error::bpf("cannot load the Python sampler's BPF programs", e))?;
+        // SAFETY: the skeleton is all that borrows the storage, and it stays in the `Owned`
+        // (the `PySampler`'s `skel`, never moved out) until the `PySampler` drops.
+        let skel = unsafe {
+            Owned::new(MaybeUninit::uninit(), |storage| {
+                let mut open = PysampleSkelBuilder::default()
+                    .open(storage)
+                    .map_err(|e| Error::bpf("cannot open the Python sampler's BPF object", e))?;
+                let caps = opts.capacities;
+                for (map, n) in [
+                    (&mut open.maps.pystats, caps.greenlets),
+                    (&mut open.maps.pythreads, caps.threads),
+                ] {
+                    map.set_max_entries(n)
+                        .map_err(|e| Error::bpf("cannot size the Python sampler's maps", e))?;
+                }
+                open.maps
+                    .rodata_data
+                    .as_deref_mut()
+                    .expect("the BPF object has .rodata")
+                    .record_stacks = u8::from(frames.is_some());
+                open.load()
+                    .map_err(|e| Error::bpf("cannot load the Python sampler's BPF programs", e))
+            })
+        }?;
         if let Some(f) = frames {
             skel.maps
                 .pyoffs

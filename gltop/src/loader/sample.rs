@@ -13,12 +13,13 @@ use std::mem::MaybeUninit;
 use std::rc::Rc;
 
 use libbpf_rs::skel::{OpenSkel, SkelBuilder};
-use libbpf_rs::{Link, MapCore, MapFlags, OpenObject, RingBuffer, RingBufferBuilder, UprobeOpts};
+use libbpf_rs::{Link, MapCore, MapFlags, RingBuffer, RingBufferBuilder, UprobeOpts};
 
 use super::attach::{delete_all, read_all, u32_key, Pod};
 use super::cpuclock::{self, ClockError, Rate};
 use super::elf;
 use super::layout::{self, LayoutError, SampleLayout};
+use super::owned::Owned;
 use super::process::{self, Process};
 use super::skel::sample::{types, SampleSkel, SampleSkelBuilder};
 use super::symbolize::Symbolizer;
@@ -268,7 +269,7 @@ pub struct Sampler {
     _links: Vec<Link>,
     ring: RingBuffer<'static>,
     ended: Rc<RefCell<Vec<types::gs_episode>>>,
-    skel: SampleSkel<'static>,
+    skel: Owned<SampleSkel<'static>>,
     process: Process,
     opts: SampleOptions,
     layout: Option<SampleLayout>,
@@ -426,46 +427,49 @@ impl Sampler {
         } else {
             Vec::new()
         };
-        let storage: &'static mut MaybeUninit<OpenObject> =
-            Box::leak(Box::new(MaybeUninit::uninit()));
-        let mut open = SampleSkelBuilder::default()
-            .open(storage)
-            .map_err(|e| Error::bpf("cannot open the sampler's BPF object", e))?;
-        let caps = opts.capacities;
-        for (map, n) in [
-            (&mut open.maps.stats, caps.greenlets),
-            (&mut open.maps.names, caps.greenlets),
-            (&mut open.maps.threads, caps.threads),
-        ] {
-            map.set_max_entries(n)
-                .map_err(|e| Error::bpf("cannot size the sampler's maps", e))?;
-        }
-        open.maps
-            .rodata_data
-            .as_deref_mut()
-            .expect("the BPF object has .rodata")
-            .block_ns = opts.block_ms * 1_000_000;
-        if let Some(fd) = py_cur {
-            open.maps
-                .rodata_data
-                .as_deref_mut()
-                .expect("the BPF object has .rodata")
-                .py_mode = 1;
-            open.maps
-                .py_cur
-                .reuse_fd(fd)
-                .map_err(|e| Error::bpf("cannot share the Python switch probes' map", e))?;
-        }
         let registers = new_sites.iter().all(|s| s.args_in_abi_registers());
-        open.progs
-            .up_new
-            .set_autoload(!new_sites.is_empty() && registers);
-        open.progs
-            .usdt_new
-            .set_autoload(!new_sites.is_empty() && !registers);
-        let skel = open
-            .load()
-            .map_err(|e| Error::bpf("cannot load the sampler's BPF programs", e))?;
+        // SAFETY: the skeleton is all that borrows the storage, and it stays in the `Owned`
+        // (the `Sampler`'s `skel`, never moved out) until the `Sampler` drops.
+        let skel = unsafe {
+            Owned::new(MaybeUninit::uninit(), |storage| {
+                let mut open = SampleSkelBuilder::default()
+                    .open(storage)
+                    .map_err(|e| Error::bpf("cannot open the sampler's BPF object", e))?;
+                let caps = opts.capacities;
+                for (map, n) in [
+                    (&mut open.maps.stats, caps.greenlets),
+                    (&mut open.maps.names, caps.greenlets),
+                    (&mut open.maps.threads, caps.threads),
+                ] {
+                    map.set_max_entries(n)
+                        .map_err(|e| Error::bpf("cannot size the sampler's maps", e))?;
+                }
+                open.maps
+                    .rodata_data
+                    .as_deref_mut()
+                    .expect("the BPF object has .rodata")
+                    .block_ns = opts.block_ms * 1_000_000;
+                if let Some(fd) = py_cur {
+                    open.maps
+                        .rodata_data
+                        .as_deref_mut()
+                        .expect("the BPF object has .rodata")
+                        .py_mode = 1;
+                    open.maps
+                        .py_cur
+                        .reuse_fd(fd)
+                        .map_err(|e| Error::bpf("cannot share the Python switch probes' map", e))?;
+                }
+                open.progs
+                    .up_new
+                    .set_autoload(!new_sites.is_empty() && registers);
+                open.progs
+                    .usdt_new
+                    .set_autoload(!new_sites.is_empty() && !registers);
+                open.load()
+                    .map_err(|e| Error::bpf("cannot load the sampler's BPF programs", e))
+            })
+        }?;
 
         let ended = Rc::new(RefCell::new(Vec::new()));
         let sink = ended.clone();

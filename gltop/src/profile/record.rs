@@ -7,13 +7,14 @@ use std::mem::MaybeUninit;
 use std::time::{Duration, Instant};
 
 use libbpf_rs::skel::{OpenSkel, SkelBuilder};
-use libbpf_rs::{Link, MapCore, MapFlags, OpenObject, UprobeOpts};
+use libbpf_rs::{Link, MapCore, MapFlags, UprobeOpts};
 
 use super::fold::{is_greenlet_bottom, RawShape, Stack};
 use super::skel::{types, ProfileSkel, ProfileSkelBuilder};
 use super::Error;
 use crate::loader::cpuclock::{self, ClockError, Rate};
 use crate::loader::layout::{self, SampleLayout};
+use crate::loader::owned::Owned;
 use crate::loader::symbolize::Symbolizer;
 use crate::loader::{elf, process, Process};
 
@@ -80,10 +81,12 @@ pub struct Recording {
 
 /// The loaded sampler and its links.
 struct Sampler {
-    skel: ProfileSkel<'static>,
     /// Perf-event links first: dropped (detached) before the probe's.
     perf: Vec<Link>,
     probes: Vec<Link>,
+    /// Last: a USDT link's detach uses the object's USDT manager, which closing the object
+    /// frees.
+    skel: Owned<ProfileSkel<'static>>,
 }
 
 fn bpf(action: &str) -> impl FnOnce(libbpf_rs::Error) -> Error + '_ {
@@ -92,13 +95,17 @@ fn bpf(action: &str) -> impl FnOnce(libbpf_rs::Error) -> Error + '_ {
 
 impl Sampler {
     fn load() -> Result<Sampler, Error> {
-        // As in the loader: the skeleton borrows its object storage for its whole life.
-        let storage: &'static mut MaybeUninit<OpenObject> =
-            Box::leak(Box::new(MaybeUninit::uninit()));
-        let open = ProfileSkelBuilder::default()
-            .open(storage)
-            .map_err(bpf("cannot open the BPF object"))?;
-        let skel = open.load().map_err(bpf("cannot load the BPF programs"))?;
+        // SAFETY: the skeleton is all that borrows the storage, and it stays in the `Owned`
+        // (the `Sampler`'s `skel`, never moved out) until the `Sampler` drops.
+        let skel = unsafe {
+            Owned::new(MaybeUninit::uninit(), |storage| {
+                ProfileSkelBuilder::default()
+                    .open(storage)
+                    .map_err(bpf("cannot open the BPF object"))?
+                    .load()
+                    .map_err(bpf("cannot load the BPF programs"))
+            })
+        }?;
         Ok(Sampler {
             skel,
             perf: Vec::new(),
