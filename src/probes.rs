@@ -239,22 +239,33 @@ fn fire_throw(ids: impl FnOnce() -> (u64, u64)) {
 /// addresses through the GOT in a position-independent binary: a load of the address, a
 /// compare and a branch. On x86-64 this tests the semaphore in place instead, addressed
 /// relative to the instruction pointer (the semaphore is a hidden symbol of the same binary,
-/// defined by the probe site's own assembly), and jumps out of line only when it is set: one
-/// compare and one branch on the switch path.
+/// defined by the probe site's own assembly): one compare and one branch on the switch path.
+///
+/// The branch is taken when the semaphore is zero, to a label block that only clears a flag,
+/// and the fall-through fires: the compiler then lays the common path out as the taken jump
+/// and puts the firing code out of the way. (With the test the other way round, `jne` to a
+/// label block that fires, it placed that block right after the test and reached the common
+/// path with an extra `jmp`: one more instruction per switch.)
 macro_rules! if_enabled {
     ($semaphore:literal, $fire:expr) => {{
         #[cfg(all(target_arch = "x86_64", not(greenlet_no_probes)))]
-        // SAFETY: the assembly only reads the two bytes of the probe's semaphore (a static
-        // the `usdt` probe site in `$fire` defines in this binary, in the writable `.probes`
-        // section) and jumps to the label block or falls through; it touches no register
-        // but the flags, and no stack.
-        unsafe {
-            std::arch::asm!(
-                concat!("cmp word ptr [rip + ", $semaphore, "], 0"),
-                "jne {fire}",
-                fire = label { $fire },
-                options(readonly, nostack),
-            );
+        {
+            let mut enabled = true;
+            // SAFETY: the assembly only reads the two bytes of the probe's semaphore (a static
+            // the `usdt` probe site in `$fire` defines in this binary, in the writable
+            // `.probes` section) and jumps to the label block or falls through; it touches no
+            // register but the flags, and no stack.
+            unsafe {
+                std::arch::asm!(
+                    concat!("cmp word ptr [rip + ", $semaphore, "], 0"),
+                    "je {off}",
+                    off = label { enabled = false; },
+                    options(readonly, nostack),
+                );
+            }
+            if enabled {
+                $fire;
+            }
         }
         #[cfg(all(not(target_arch = "x86_64"), not(greenlet_no_probes)))]
         $fire;
