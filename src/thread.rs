@@ -363,9 +363,35 @@ impl ThreadState {
 
     /// Whether the arriving transfer is the common one: a value, with no tracer installed and
     /// no handle to release (`transfer::arrive_plain`).
+    ///
+    /// On x86-64 the byte is compared in memory by a line of assembly: read with a plain load,
+    /// it is shared with the test that follows on the other paths
+    /// ([`ThreadState::traced_plain_arrival`]), and the compiler loaded it into a register to
+    /// test it there, one instruction more on every switch.
     #[inline(always)]
     pub(crate) fn plain_arrival(&self) -> bool {
-        self.flags.get() == 0
+        #[cfg(target_arch = "x86_64")]
+        {
+            let mut plain = false;
+            // SAFETY: the assembly reads one byte, the flag byte of this state (the `Cell<u8>`
+            // at its offset in `self`, a live reference), and jumps to the label block or falls
+            // through; it writes no memory, no register but the flags, and not the stack.
+            unsafe {
+                std::arch::asm!(
+                    "cmp byte ptr [{state} + {flags}], 0",
+                    "je {plain}",
+                    state = in(reg) self,
+                    flags = const mem::offset_of!(ThreadState, flags),
+                    plain = label { plain = true; },
+                    options(readonly, nostack),
+                );
+            }
+            plain
+        }
+        #[cfg(not(target_arch = "x86_64"))]
+        {
+            self.flags.get() == 0
+        }
     }
 
     /// Makes `target` current and parks the previous current greenlet as the origin of the
