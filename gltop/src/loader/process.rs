@@ -71,9 +71,17 @@ impl Process {
     }
 
     /// Whether it is alive but runs another program now (it called `exec`).
+    ///
+    /// An executable that cannot be read says nothing: a process that is exiting (its memory
+    /// already released, a zombie) still has its `/proc` entry and start time, but no
+    /// `exe` link, and must be reported as exited, not as replaced.
     pub fn has_execed(&self) -> bool {
-        Process::find(self.pid)
-            .is_ok_and(|p| p.start_ticks == self.start_ticks && p.exe_id != self.exe_id)
+        Process::find(self.pid).is_ok_and(|now| self.was_replaced_by(&now))
+    }
+
+    /// Whether `now`, a later look at the same PID, is this process running another program.
+    fn was_replaced_by(&self, now: &Process) -> bool {
+        now.start_ticks == self.start_ticks && now.exe_id != (0, 0) && now.exe_id != self.exe_id
     }
 
     /// Its executable, as a path the kernel resolves even if the file was replaced.
@@ -232,6 +240,49 @@ mod tests {
         assert!(descendants_in(&tree, &[(30, 3)]).is_empty(), "a reused PID");
         assert!(descendants_in(&tree, &[(20, 9)]).is_empty());
         assert_eq!(descendants_in(&tree, &[(10, 5), (12, 7)]), [11, 13]);
+    }
+
+    #[test]
+    fn an_exiting_process_without_an_exe_link_was_not_replaced() {
+        let then = Process {
+            pid: 42,
+            start_ticks: 1000,
+            comm: "python".into(),
+            exe_id: (8, 77),
+        };
+        let later = |start_ticks, exe_id| Process {
+            start_ticks,
+            exe_id,
+            ..then.clone()
+        };
+        // Exiting: its memory is gone, so `/proc/PID/exe` cannot be read.
+        assert!(!then.was_replaced_by(&later(1000, (0, 0))));
+        assert!(!then.was_replaced_by(&later(1000, (8, 77))));
+        assert!(then.was_replaced_by(&later(1000, (8, 78))), "an exec");
+        assert!(
+            !then.was_replaced_by(&later(2000, (8, 78))),
+            "another process"
+        );
+    }
+
+    #[test]
+    fn an_exec_is_seen_as_a_replaced_program() {
+        // `sh` replaces itself with `sleep` after a moment.
+        let mut child = std::process::Command::new("sh")
+            .args(["-c", "sleep 0.3; exec sleep 5"])
+            .spawn()
+            .expect("spawn sh");
+        let pid = child.id() as i32;
+        let first = Process::find(pid).expect("the shell");
+        assert!(!first.has_execed());
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+        while !first.has_execed() {
+            assert!(std::time::Instant::now() < deadline, "no exec seen");
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        assert!(!first.is_alive());
+        let _ = child.kill();
+        let _ = child.wait();
     }
 
     #[test]
