@@ -192,14 +192,10 @@ impl Inner {
     /// Empties a dead greenlet's `Inner` for reuse by [`Builder::build`] (the per-thread pool
     /// of `thread::recycle`): returns what it still owns, for the caller to drop in the
     /// order the fields would have been dropped; `None` (and nothing taken) if it cannot be
-    /// reused: a main greenlet, one still in a registry, or one whose coroutine is neither
-    /// spare nor gone.
+    /// reused: a main greenlet, or one whose coroutine is neither spare nor gone. (It may be
+    /// in its thread's registry: it stays there, see `thread::Registry`.)
     pub(crate) fn empty_for_reuse(&mut self) -> Option<Leftovers> {
-        if self.is_main
-            || self.mode.get() != Mode::Dead
-            || self.registry_index.get() != NOT_REGISTERED
-            || !self.context.is_reusable()
-        {
+        if self.is_main || self.mode.get() != Mode::Dead || !self.context.is_reusable() {
             return None;
         }
         Some((
@@ -238,8 +234,8 @@ impl Inner {
 
 impl Drop for Inner {
     fn drop(&mut self) {
-        // The registry's backstop (see `thread::Registry`): a greenlet normally leaves it when
-        // it dies or is abandoned, long before its memory is freed.
+        // A greenlet that started stays in its thread's registry until its memory is freed (or
+        // it is swept out, or abandoned at thread exit: see `thread::Registry`).
         if self.registry_index.get() != NOT_REGISTERED {
             try_with_state(|state| state.unregister(self));
         }

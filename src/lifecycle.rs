@@ -116,8 +116,8 @@ fn finish_returned(state: &ThreadState, value: Value) -> Option<(Outcome, Transf
     // hand-off, which runs no user code, so nothing can replace our parent meanwhile.
     match unsafe { me.parent_ref() } {
         Some(parent) if parent.state() == State::Active => {
+            // It stays in the registry (see `thread::Registry`), for its `Inner`'s next life.
             me.set_state(State::Dead);
-            state.unregister(me);
             probes::dead(me.id(), Outcome::Returned);
             // The dead greenlet's `parent` field keeps the parent alive until it has arrived
             // (`ThreadState::hand_off_to_parent`).
@@ -143,8 +143,8 @@ fn died_on_arrival(arrival: Transfer) -> (Outcome, Transfer) {
 #[inline]
 fn finish(state: &ThreadState, outcome: Outcome, result: Transfer) {
     let me = running(state);
+    // It stays in the registry (see `thread::Registry`), for its `Inner`'s next life.
     me.set_state(State::Dead);
-    state.unregister(me);
     probes::dead(me.id(), outcome);
     // The common case: a value for an active parent, handed off without a handle of our own.
     if let Transfer::Value(value) = result {
