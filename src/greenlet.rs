@@ -35,25 +35,35 @@ pub(crate) enum State {
     Dead,
 }
 
-/// A greenlet's state as a switch needs it, in one byte: whether it is active, and if so
-/// whether it is blocked in a resume of another greenlet (on the chain, see `switch`). The
-/// two active modes come first, so that "active" is one compare.
+/// A greenlet's state as a switch needs it, in one byte: whether a switch can resume it at once
+/// (it is active, or ready to start on a spare coroutine), and if it is active, whether it is
+/// blocked in a resume of another greenlet (on the chain, see `switch`). The modes a switch
+/// takes inline come first, so that testing for them is one compare.
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Debug)]
 #[repr(u8)]
 pub(crate) enum Mode {
     /// Active and not blocked in a resume: running, or parked (suspended, resumable).
     Active = 0,
+    /// [`State::Unstarted`], built on a dead greenlet's `Inner` whose spare coroutine (its
+    /// stack of the size this greenlet wants) waits to run the next greenlet's life
+    /// (`switch::keep_spare`): a switch resumes it as it resumes a parked greenlet, and the
+    /// body starts it there (`lifecycle::live`), so the first switch needs no start of its
+    /// own. Any other way in (a throw, a dead child's result) starts it first
+    /// (`lifecycle::start`), as an unstarted greenlet.
+    Ready = 1,
     /// Active and blocked in its resume of another greenlet.
-    Chained = 1,
-    /// [`State::Unstarted`].
-    Unstarted = 2,
+    Chained = 2,
+    /// [`State::Unstarted`] otherwise.
+    Unstarted = 3,
     /// [`State::Dead`].
-    Dead = 3,
+    Dead = 4,
 }
 
 impl Mode {
+    /// Whether a switch resumes a greenlet in this mode (or suspends to it, if it is
+    /// [`Mode::Chained`]) without starting it first: an active one or a ready one.
     #[inline(always)]
-    pub(crate) fn is_active(self) -> bool {
+    pub(crate) fn is_switchable(self) -> bool {
         self <= Mode::Chained
     }
 }
@@ -106,7 +116,7 @@ impl Inner {
     pub(crate) fn state(&self) -> State {
         match self.mode.get() {
             Mode::Active | Mode::Chained => State::Active,
-            Mode::Unstarted => State::Unstarted,
+            Mode::Ready | Mode::Unstarted => State::Unstarted,
             Mode::Dead => State::Dead,
         }
     }
@@ -805,8 +815,16 @@ fn build(
     inner.id = id;
     // The emptied fields hold nothing to drop: overwritten, not replaced.
     debug_assert!(inner.options.is_none());
+    // Ready if its spare coroutine's stack has the size this greenlet wants (`Mode::Ready`).
+    let size = options
+        .as_ref()
+        .map_or(DEFAULT_STACK_SIZE, |o| o.stack_size);
     std::mem::forget(std::mem::replace(&mut inner.options, options));
-    inner.mode.set(Mode::Unstarted);
+    inner.mode.set(if inner.context.spare_fits(size) {
+        Mode::Ready
+    } else {
+        Mode::Unstarted
+    });
     inner.flags.set(flags);
     std::mem::forget(inner.parent.replace(Some(parent)));
     std::mem::forget(inner.run.replace(Some(run)));

@@ -12,7 +12,7 @@ use std::ptr;
 use std::rc::Rc;
 
 use crate::error::{Error, GreenletExit};
-use crate::greenlet::{Greenlet, Inner, State};
+use crate::greenlet::{Greenlet, Inner, Mode, State};
 use crate::probes::{self, Outcome};
 use crate::switch::{self, Context, Suspender};
 use crate::thread::{try_with_state, with_state, ThreadState};
@@ -59,6 +59,12 @@ fn greenlet_body(suspender: &Suspender<'_>) {
 fn live(state: &ThreadState, suspender: &Suspender<'_>) -> *const Context {
     let (context, run) = {
         let me = running(state);
+        if me.mode() == Mode::Ready {
+            // Resumed by a switch as it was: its start, here (see `Mode::Ready`).
+            me.context().take_spare((me.id(), me.name()));
+            me.set_state(State::Active);
+            state.register_running();
+        }
         me.context().bind(suspender);
         (ptr::from_ref(me.context()), me.take_run())
     };

@@ -547,15 +547,36 @@ impl ThreadState {
     /// `Inner` was registered by an earlier greenlet: see [`Registry`]).
     #[inline(always)]
     pub(crate) fn register(&self, g: &Greenlet) {
-        if g.inner().registry_index.get() == NOT_REGISTERED {
-            self.register_new(g);
+        // SAFETY: a pointer from `Greenlet::as_ptr`, alive while `g` is.
+        unsafe { self.register_at(g.as_ptr()) }
+    }
+
+    /// [`ThreadState::register`] for the running greenlet, which has just started (a ready
+    /// greenlet, started by its own body: `Mode::Ready`).
+    #[inline(always)]
+    pub(crate) fn register_running(&self) {
+        // SAFETY: the running greenlet is alive (see the type's documentation), and `current`
+        // comes from `Greenlet::as_ptr`.
+        unsafe { self.register_at(self.current.get()) }
+    }
+
+    /// # Safety
+    /// `g` points to a live `Inner`, and comes from `Rc::as_ptr` (`Greenlet::as_ptr`).
+    #[inline(always)]
+    unsafe fn register_at(&self, g: *const Inner) {
+        // SAFETY: the caller passes a live `Inner`.
+        if unsafe { &*g }.registry_index.get() == NOT_REGISTERED {
+            // SAFETY: as above.
+            unsafe { self.register_new(g) };
         }
     }
 
+    /// # Safety
+    /// As [`ThreadState::register_at`].
     #[inline(never)]
-    fn register_new(&self, g: &Greenlet) {
-        // SAFETY: `insert` runs no code that reaches the registry.
-        unsafe { self.registry() }.insert(g.inner());
+    unsafe fn register_new(&self, g: *const Inner) {
+        // SAFETY: `insert` runs no code that reaches the registry; `g` is as it requires.
+        unsafe { self.registry().insert(g) };
     }
 
     /// Removes `g` from the registry if it is in it (a greenlet abandoned at thread exit, or
@@ -824,14 +845,21 @@ struct Registry {
 }
 
 impl Registry {
+    /// Adds `g`, which is not in it.
+    ///
+    /// # Safety
+    /// `g` points to a live `Inner`, and comes from `Rc::as_ptr` (`Greenlet::as_ptr`): `live`
+    /// makes handles from it.
     #[inline]
-    fn insert(&mut self, g: &Rc<Inner>) {
-        debug_assert_eq!(g.registry_index.get(), NOT_REGISTERED);
+    unsafe fn insert(&mut self, g: *const Inner) {
         if self.slots.len() == self.slots.capacity() {
             self.sweep();
         }
-        g.registry_index.set(self.slots.len());
-        self.slots.push(Rc::as_ptr(g));
+        // SAFETY: the caller passes a live `Inner`.
+        let inner = unsafe { &*g };
+        debug_assert_eq!(inner.registry_index.get(), NOT_REGISTERED);
+        inner.registry_index.set(self.slots.len());
+        self.slots.push(g);
     }
 
     /// Removes every entry that is not active (dead greenlets, pooled or unstarted `Inner`s),
