@@ -208,11 +208,24 @@ impl Inner {
         if self.is_main || self.mode.get() != Mode::Dead || !self.context.is_reusable() {
             return None;
         }
+        // The mode of the next greenlet built on it with the default stack size (`build`).
+        self.mode.set(self.unstarted_mode(DEFAULT_STACK_SIZE));
         Some((
             self.options.take(),
             self.parent.get_mut().take(),
             self.run.get_mut().take(),
         ))
+    }
+
+    /// The mode of an unstarted greenlet on this `Inner` that wants a stack of `stack_size`
+    /// bytes: [`Mode::Ready`] if its spare coroutine has such a stack.
+    #[inline(always)]
+    fn unstarted_mode(&self, stack_size: usize) -> Mode {
+        if self.context.spare_fits(stack_size) {
+            Mode::Ready
+        } else {
+            Mode::Unstarted
+        }
     }
 
     /// Counts one more tracer call holding this greenlet without a handle (see `pins`).
@@ -808,9 +821,9 @@ fn build(
             pins: Cell::new(0),
         });
     };
-    // A dead greenlet's `Inner`, emptied by `Inner::empty_for_reuse` (not main, not
-    // registered, its coroutine spare or gone, no options, parent or run) and with no other
-    // handle: the fields left to set are those that differ from a new one's.
+    // A dead greenlet's `Inner`, emptied by `Inner::empty_for_reuse` (not main, its coroutine
+    // spare or gone, no options, parent or run, its mode set) and with no other handle: the
+    // fields left to set are those that differ from a new one's.
     let inner = Rc::get_mut(&mut rc);
     debug_assert!(inner.is_some(), "a recycled greenlet has another handle");
     // SAFETY: the pool holds only `Rc`s with no other handle (`thread::recycle` tests that
@@ -819,16 +832,12 @@ fn build(
     inner.id = id;
     // The emptied fields hold nothing to drop: overwritten, not replaced.
     debug_assert!(inner.options.is_none());
-    // Ready if its spare coroutine's stack has the size this greenlet wants (`Mode::Ready`).
-    let size = options
-        .as_ref()
-        .map_or(DEFAULT_STACK_SIZE, |o| o.stack_size);
+    // Its mode was set for the default stack size when it was emptied: `Ready` if its spare
+    // coroutine's stack has that size (`Mode::Ready`); another size is checked here.
+    if let Some(options) = &options {
+        inner.mode.set(inner.unstarted_mode(options.stack_size));
+    }
     std::mem::forget(std::mem::replace(&mut inner.options, options));
-    inner.mode.set(if inner.context.spare_fits(size) {
-        Mode::Ready
-    } else {
-        Mode::Unstarted
-    });
     inner.flags.set(flags);
     std::mem::forget(inner.parent.replace(Some(parent)));
     std::mem::forget(inner.run.replace(Some(run)));

@@ -15,7 +15,7 @@ use crate::error::{Error, GreenletExit};
 use crate::greenlet::{Greenlet, Inner, Mode, State};
 use crate::probes::{self, Outcome};
 use crate::switch::{self, Context, Suspender};
-use crate::thread::{try_with_state, with_state, ThreadState};
+use crate::thread::{try_with_state, with_live_state, with_state, ThreadState};
 use crate::transfer::{self, Transfer};
 use crate::value::Value;
 
@@ -39,7 +39,8 @@ pub(crate) fn start(state: &ThreadState, g: &Greenlet) -> Result<(), Error> {
 /// runs that one's life when resumed, until it is told to quit.
 fn greenlet_body(suspender: &Suspender<'_>) {
     loop {
-        let context = with_state(|state| live(state, suspender));
+        // The state exists: the switch that resumed this coroutine ran with it.
+        let context = with_live_state(|state| live(state, suspender));
         if !switch::keep_spare(context) {
             // Returning ends the coroutine: its stack is freed by whoever resumed it (the
             // greenlet that resumed this one, which then switches on to the greenlet `finish`
