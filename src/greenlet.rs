@@ -92,9 +92,6 @@ pub(crate) struct Inner {
     pins: Cell<u32>,
 }
 
-/// What a dead greenlet's `Inner` still owns when it is recycled ([`Inner::empty_for_reuse`]).
-pub(crate) type Leftovers = (Option<Box<Options>>, Option<Greenlet>, Option<Run>);
-
 /// `crate::sample::SampleLayout::inner_id`.
 pub(crate) const INNER_ID: u32 = std::mem::offset_of!(Inner, id) as u32;
 /// `crate::sample::SampleLayout::inner_flags`.
@@ -199,22 +196,32 @@ impl Inner {
         self.parent.replace(parent)
     }
 
-    /// Empties a dead greenlet's `Inner` for reuse by [`Builder::build`] (the per-thread pool
-    /// of `thread::recycle`): returns what it still owns, for the caller to drop in the
-    /// order the fields would have been dropped; `None` (and nothing taken) if it cannot be
-    /// reused: a main greenlet, or one whose coroutine is neither spare nor gone. (It may be
-    /// in its thread's registry: it stays there, see `thread::Registry`.)
-    pub(crate) fn empty_for_reuse(&mut self) -> Option<Leftovers> {
-        if self.is_main || self.mode.get() != Mode::Dead || !self.context.is_reusable() {
+    /// Readies a dead greenlet's `Inner` for reuse by [`Builder::build`] (the per-thread pool
+    /// of `thread::recycle`): sets the mode of the next greenlet on it and returns its
+    /// options, for the caller to drop, then the rest it owns ([`Inner::drop_leftovers`]);
+    /// `None` (and nothing changed) if it cannot be reused: a main greenlet, or one whose
+    /// coroutine is neither spare nor gone. (It may be in its thread's registry: it stays
+    /// there, see `thread::Registry`.)
+    #[inline(always)]
+    pub(crate) fn empty_for_reuse(&mut self) -> Option<Option<Box<Options>>> {
+        if self.is_main || self.mode.get() != Mode::Dead {
             return None;
         }
-        // The mode of the next greenlet built on it with the default stack size (`build`).
-        self.mode.set(self.unstarted_mode(DEFAULT_STACK_SIZE));
-        Some((
-            self.options.take(),
-            self.parent.get_mut().take(),
-            self.run.get_mut().take(),
-        ))
+        // Set to the mode of the next greenlet built on it with the default stack size
+        // (`build`): `Ready` if its spare coroutine fits.
+        self.mode
+            .set(self.context.reusable_mode(DEFAULT_STACK_SIZE)?);
+        Some(self.options.take())
+    }
+
+    /// Drops what a dead greenlet being recycled still owns beside its options, in field
+    /// order: its parent's handle (which may be the parent's last, and kill it), and its
+    /// `run` if it never ran. Through a shared reference: the kill runs code that may read
+    /// the registry, which points to this `Inner`.
+    #[inline(always)]
+    pub(crate) fn drop_leftovers(&self) {
+        drop(self.parent.take());
+        drop(self.run.take());
     }
 
     /// The mode of an unstarted greenlet on this `Inner` that wants a stack of `stack_size`
@@ -834,10 +841,10 @@ fn build(
     debug_assert!(inner.options.is_none());
     // Its mode was set for the default stack size when it was emptied: `Ready` if its spare
     // coroutine's stack has that size (`Mode::Ready`); another size is checked here.
-    if let Some(options) = &options {
+    if let Some(options) = options {
         inner.mode.set(inner.unstarted_mode(options.stack_size));
+        std::mem::forget(inner.options.replace(options));
     }
-    std::mem::forget(std::mem::replace(&mut inner.options, options));
     inner.flags.set(flags);
     std::mem::forget(inner.parent.replace(Some(parent)));
     std::mem::forget(inner.run.replace(Some(run)));

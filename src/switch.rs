@@ -259,10 +259,24 @@ impl Context {
         Ok(())
     }
 
-    /// Whether a dead greenlet's `Inner` with this context can be reused: it holds no
-    /// coroutine (it never started, or its coroutine finished), or a spare one.
-    pub(crate) fn is_reusable(&mut self) -> bool {
-        self.spare.get() || self.coroutine.get_mut().is_none()
+    /// Whether a dead greenlet's `Inner` with this context can be reused, and if so the
+    /// mode of the next greenlet on it that wants `stack_size` bytes of stack: it holds a
+    /// spare coroutine (`Mode::Ready` if its stack has that size, see [`Context::spare_fits`],
+    /// else `Mode::Unstarted`), or no coroutine (it never started, or its coroutine finished:
+    /// `Mode::Unstarted`); `None` otherwise.
+    #[inline(always)]
+    pub(crate) fn reusable_mode(&mut self, stack_size: usize) -> Option<Mode> {
+        if self.spare.get() {
+            Some(if self.spare_fits(stack_size) {
+                Mode::Ready
+            } else {
+                Mode::Unstarted
+            })
+        } else if self.coroutine.get_mut().is_none() {
+            Some(Mode::Unstarted)
+        } else {
+            None
+        }
     }
 
     /// Remembers the yielder of the running body; called first thing by the body.

@@ -101,7 +101,7 @@ pub(crate) struct ThreadState {
     /// flag would guard nothing.
     registry: UnsafeCell<Registry>,
     /// The next id to hand out and the end of this thread's block.
-    ids: Cell<(u64, u64)>,
+    ids: Ids,
     /// Transfers made on this thread (wrapping): one add per transfer, in
     /// [`ThreadState::make_current`], read by samplers (`crate::sample`).
     switches: Cell<u64>,
@@ -123,8 +123,11 @@ pub(crate) const STATE_SWITCHES: u32 = mem::offset_of!(ThreadState, switches) as
 
 impl ThreadState {
     pub(crate) fn new(main_name: Option<Box<str>>) -> ThreadState {
-        let ids = Cell::new((0, 0));
-        let main_id = next_id(&ids);
+        let ids = Ids {
+            next: Cell::new(0),
+            end: Cell::new(0),
+        };
+        let main_id = ids.next_id();
         let main = Greenlet::new_main(main_id, main_name);
         let main_ptr = main.as_ptr();
         ThreadState {
@@ -510,7 +513,9 @@ impl ThreadState {
     pub(crate) fn take_recycled(&self) -> Option<Rc<Inner>> {
         let len = self.recycled_len.get().checked_sub(1)?;
         self.recycled_len.set(len);
-        self.recycled.get(len)?.take()
+        // `len` is below `RECYCLED_MAX` (`keep_recycled` never counts past it): the mask
+        // changes nothing, and is one instruction where a bounds check would be two.
+        self.recycled[len % RECYCLED_MAX].take()
     }
 
     /// Keeps `inner` in the pool of [`recycle`]d `Inner`s; gives it back if the pool is full.
@@ -539,8 +544,9 @@ impl ThreadState {
         unsafe { &mut *self.registry.get() }
     }
 
+    #[inline(always)]
     pub(crate) fn next_id(&self) -> u64 {
-        next_id(&self.ids)
+        self.ids.next_id()
     }
 
     /// Adds `g`, which has just started, to the registry, unless it is in it already (its
@@ -747,19 +753,21 @@ pub(crate) fn try_with_state<R>(f: impl FnOnce(&ThreadState) -> R) -> Option<R> 
 /// in the thread's pool for the next `Builder::build` when it can be reused: no other handle
 /// (strong or weak), not a main greenlet, nothing left in it to free but what it owns
 /// (`Inner::empty_for_reuse`). What it owned (name, parent, unused `run`) is dropped first, in
-/// field order, as freeing the `Inner` would have: dropping a parent's last handle can run a
-/// kill, which may build and recycle greenlets; this one joins the pool after that (it is
-/// no one else's meanwhile).
+/// field order, as freeing the `Inner` would have (the parent and `run` in place,
+/// `Inner::drop_leftovers`): dropping a parent's last handle can run a kill, which may build
+/// and recycle greenlets; this one joins the pool after that (it is no one else's meanwhile:
+/// the registry lists only active greenlets, and it is unstarted).
 #[inline(never)]
 pub(crate) fn recycle(mut last: Rc<Inner>) {
     if last.is_pinned() {
         defer_last(Greenlet::from_inner(last));
         return;
     }
-    let Some(leftovers) = Rc::get_mut(&mut last).and_then(Inner::empty_for_reuse) else {
+    let Some(options) = Rc::get_mut(&mut last).and_then(Inner::empty_for_reuse) else {
         return;
     };
-    drop(leftovers);
+    drop(options);
+    last.drop_leftovers();
     let refused = try_with_state(|state| state.keep_recycled(last));
     drop(refused);
 }
@@ -807,14 +815,33 @@ const _: () = assert!(
     "`ThreadState::take_value` reads a value as three words"
 );
 
-fn next_id(ids: &Cell<(u64, u64)>) -> u64 {
-    let (mut next, mut end) = ids.get();
-    if next == end {
-        next = NEXT_ID_BLOCK.fetch_add(ID_BLOCK, Ordering::Relaxed);
-        end = next + ID_BLOCK;
+/// The next id a thread hands out and the end of its block: two cells, so that taking an id
+/// inside the block stores the next one only.
+struct Ids {
+    next: Cell<u64>,
+    end: Cell<u64>,
+}
+
+impl Ids {
+    #[inline(always)]
+    fn next_id(&self) -> u64 {
+        let next = self.next.get();
+        if next == self.end.get() {
+            return self.next_block();
+        }
+        self.next.set(next + 1);
+        next
     }
-    ids.set((next + 1, end));
-    next
+
+    /// [`Ids::next_id`] when the block is used up: the first id of a new block.
+    #[cold]
+    #[inline(never)]
+    fn next_block(&self) -> u64 {
+        let next = NEXT_ID_BLOCK.fetch_add(ID_BLOCK, Ordering::Relaxed);
+        self.end.set(next + ID_BLOCK);
+        self.next.set(next + 1);
+        next
+    }
 }
 
 /// Every started greenlet of a thread that has not finished, among others: a dense array of
