@@ -38,21 +38,22 @@ pub(crate) enum State {
 /// A greenlet's state as a switch needs it, in one byte: whether a switch can resume it at once
 /// (it is active, or ready to start on a spare coroutine), and if it is active, whether it is
 /// blocked in a resume of another greenlet (on the chain, see `switch`). The modes a switch
-/// takes inline come first, so that testing for them is one compare.
+/// takes inline come first, so that testing for them is one compare, and the two active ones
+/// first of all, so that "active" is one compare too.
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Debug)]
 #[repr(u8)]
 pub(crate) enum Mode {
     /// Active and not blocked in a resume: running, or parked (suspended, resumable).
     Active = 0,
+    /// Active and blocked in its resume of another greenlet.
+    Chained = 1,
     /// [`State::Unstarted`], built on a dead greenlet's `Inner` whose spare coroutine (its
     /// stack of the size this greenlet wants) waits to run the next greenlet's life
     /// (`switch::keep_spare`): a switch resumes it as it resumes a parked greenlet, and the
     /// body starts it there (`lifecycle::live`), so the first switch needs no start of its
     /// own. Any other way in (a throw, a dead child's result) starts it first
     /// (`lifecycle::start`), as an unstarted greenlet.
-    Ready = 1,
-    /// Active and blocked in its resume of another greenlet.
-    Chained = 2,
+    Ready = 2,
     /// [`State::Unstarted`] otherwise.
     Unstarted = 3,
     /// [`State::Dead`].
@@ -64,7 +65,7 @@ impl Mode {
     /// [`Mode::Chained`]) without starting it first: an active one or a ready one.
     #[inline(always)]
     pub(crate) fn is_switchable(self) -> bool {
-        self <= Mode::Chained
+        self <= Mode::Ready
     }
 }
 

@@ -121,18 +121,23 @@ fn finish_returned(state: &ThreadState, value: Value) -> Option<(Outcome, Transf
     let me = running(state);
     // SAFETY: nothing runs between here and the end of this greenlet's body but the
     // hand-off, which runs no user code, so nothing can replace our parent meanwhile.
-    match unsafe { me.parent_ref() } {
-        Some(parent) if parent.state() == State::Active => {
-            // It stays in the registry (see `thread::Registry`), for its `Inner`'s next life.
-            me.set_state(State::Dead);
-            probes::dead(me.id(), Outcome::Returned);
-            // The dead greenlet's `parent` field keeps the parent alive until it has arrived
-            // (`ThreadState::hand_off_to_parent`).
-            state.hand_off_value(parent, value);
-            None
-        }
-        _ => Some((Outcome::Returned, Transfer::Value(value))),
+    let parent = unsafe { me.parent_ref() };
+    debug_assert!(parent.is_some(), "a running greenlet without a parent");
+    // SAFETY: a greenlet that runs a body is not a main greenlet, so it has a parent: it is
+    // built with one, and every later write of the field (`set_parent`, a kill's temporary
+    // parent and its restore) puts one back; only `recycle` empties it, in a dead greenlet's
+    // `Inner`, which is built again (with a parent) before its body runs again.
+    let parent = unsafe { parent.unwrap_unchecked() };
+    if parent.state() != State::Active {
+        return Some((Outcome::Returned, Transfer::Value(value)));
     }
+    // It stays in the registry (see `thread::Registry`), for its `Inner`'s next life.
+    me.set_state(State::Dead);
+    probes::dead(me.id(), Outcome::Returned);
+    // The dead greenlet's `parent` field keeps the parent alive until it has arrived
+    // (`ThreadState::hand_off_to_parent`).
+    state.hand_off_value(parent, value);
+    None
 }
 
 /// A greenlet whose first transfer carried an error (a throw into an unstarted greenlet, or a
