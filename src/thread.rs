@@ -101,7 +101,7 @@ pub(crate) struct ThreadState {
     /// flag would guard nothing.
     registry: UnsafeCell<Registry>,
     /// The next id to hand out and the end of this thread's block.
-    ids: Ids,
+    ids: Cell<(u64, u64)>,
     /// Transfers made on this thread (wrapping): one add per transfer, in
     /// [`ThreadState::make_current`], read by samplers (`crate::sample`).
     switches: Cell<u64>,
@@ -123,11 +123,8 @@ pub(crate) const STATE_SWITCHES: u32 = mem::offset_of!(ThreadState, switches) as
 
 impl ThreadState {
     pub(crate) fn new(main_name: Option<Box<str>>) -> ThreadState {
-        let ids = Ids {
-            next: Cell::new(0),
-            end: Cell::new(0),
-        };
-        let main_id = ids.next_id();
+        let ids = Cell::new((0, 0));
+        let main_id = next_id(&ids);
         let main = Greenlet::new_main(main_id, main_name);
         let main_ptr = main.as_ptr();
         ThreadState {
@@ -544,9 +541,8 @@ impl ThreadState {
         unsafe { &mut *self.registry.get() }
     }
 
-    #[inline(always)]
     pub(crate) fn next_id(&self) -> u64 {
-        self.ids.next_id()
+        next_id(&self.ids)
     }
 
     /// Adds `g`, which has just started, to the registry, unless it is in it already (its
@@ -815,33 +811,14 @@ const _: () = assert!(
     "`ThreadState::take_value` reads a value as three words"
 );
 
-/// The next id a thread hands out and the end of its block: two cells, so that taking an id
-/// inside the block stores the next one only.
-struct Ids {
-    next: Cell<u64>,
-    end: Cell<u64>,
-}
-
-impl Ids {
-    #[inline(always)]
-    fn next_id(&self) -> u64 {
-        let next = self.next.get();
-        if next == self.end.get() {
-            return self.next_block();
-        }
-        self.next.set(next + 1);
-        next
+fn next_id(ids: &Cell<(u64, u64)>) -> u64 {
+    let (mut next, mut end) = ids.get();
+    if next == end {
+        next = NEXT_ID_BLOCK.fetch_add(ID_BLOCK, Ordering::Relaxed);
+        end = next + ID_BLOCK;
     }
-
-    /// [`Ids::next_id`] when the block is used up: the first id of a new block.
-    #[cold]
-    #[inline(never)]
-    fn next_block(&self) -> u64 {
-        let next = NEXT_ID_BLOCK.fetch_add(ID_BLOCK, Ordering::Relaxed);
-        self.end.set(next + ID_BLOCK);
-        self.next.set(next + 1);
-        next
-    }
+    ids.set((next + 1, end));
+    next
 }
 
 /// Every started greenlet of a thread that has not finished, among others: a dense array of
