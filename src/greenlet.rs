@@ -35,9 +35,11 @@ pub(crate) enum State {
     Dead,
 }
 
-/// A greenlet's state as a switch needs it, in one byte: whether it is active, and if so
-/// whether it is blocked in a resume of another greenlet (on the chain, see `switch`). The
-/// two active modes come first, so that "active" is one compare.
+/// A greenlet's state as a switch needs it, in one byte: whether a switch can resume it at once
+/// (it is active, or ready to start on a spare coroutine), and if it is active, whether it is
+/// blocked in a resume of another greenlet (on the chain, see `switch`). The modes a switch
+/// takes inline come first, so that testing for them is one compare, and the two active ones
+/// first of all, so that "active" is one compare too.
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Debug)]
 #[repr(u8)]
 pub(crate) enum Mode {
@@ -45,16 +47,25 @@ pub(crate) enum Mode {
     Active = 0,
     /// Active and blocked in its resume of another greenlet.
     Chained = 1,
-    /// [`State::Unstarted`].
-    Unstarted = 2,
+    /// [`State::Unstarted`], built on a dead greenlet's `Inner` whose spare coroutine (its
+    /// stack of the size this greenlet wants) waits to run the next greenlet's life
+    /// (`switch::keep_spare`): a switch resumes it as it resumes a parked greenlet, and the
+    /// body starts it there (`lifecycle::live`), so the first switch needs no start of its
+    /// own. Any other way in (a throw, a dead child's result) starts it first
+    /// (`lifecycle::start`), as an unstarted greenlet.
+    Ready = 2,
+    /// [`State::Unstarted`] otherwise.
+    Unstarted = 3,
     /// [`State::Dead`].
-    Dead = 3,
+    Dead = 4,
 }
 
 impl Mode {
+    /// Whether a switch resumes a greenlet in this mode (or suspends to it, if it is
+    /// [`Mode::Chained`]) without starting it first: an active one or a ready one.
     #[inline(always)]
-    pub(crate) fn is_active(self) -> bool {
-        self <= Mode::Chained
+    pub(crate) fn is_switchable(self) -> bool {
+        self <= Mode::Ready
     }
 }
 
@@ -82,9 +93,6 @@ pub(crate) struct Inner {
     pins: Cell<u32>,
 }
 
-/// What a dead greenlet's `Inner` still owns when it is recycled ([`Inner::empty_for_reuse`]).
-pub(crate) type Leftovers = (Option<Box<Options>>, Option<Greenlet>, Option<Run>);
-
 /// `crate::sample::SampleLayout::inner_id`.
 pub(crate) const INNER_ID: u32 = std::mem::offset_of!(Inner, id) as u32;
 /// `crate::sample::SampleLayout::inner_flags`.
@@ -106,7 +114,7 @@ impl Inner {
     pub(crate) fn state(&self) -> State {
         match self.mode.get() {
             Mode::Active | Mode::Chained => State::Active,
-            Mode::Unstarted => State::Unstarted,
+            Mode::Ready | Mode::Unstarted => State::Unstarted,
             Mode::Dead => State::Dead,
         }
     }
@@ -189,24 +197,43 @@ impl Inner {
         self.parent.replace(parent)
     }
 
-    /// Empties a dead greenlet's `Inner` for reuse by [`Builder::build`] (the per-thread pool
-    /// of `thread::recycle`): returns what it still owns, for the caller to drop in the
-    /// order the fields would have been dropped; `None` (and nothing taken) if it cannot be
-    /// reused: a main greenlet, one still in a registry, or one whose coroutine is neither
-    /// spare nor gone.
-    pub(crate) fn empty_for_reuse(&mut self) -> Option<Leftovers> {
-        if self.is_main
-            || self.mode.get() != Mode::Dead
-            || self.registry_index.get() != NOT_REGISTERED
-            || !self.context.is_reusable()
-        {
+    /// Readies a dead greenlet's `Inner` for reuse by [`Builder::build`] (the per-thread pool
+    /// of `thread::recycle`): sets the mode of the next greenlet on it and returns its
+    /// options, for the caller to drop, then the rest it owns ([`Inner::drop_leftovers`]);
+    /// `None` (and nothing changed) if it cannot be reused: a main greenlet, or one whose
+    /// coroutine is neither spare nor gone. (It may be in its thread's registry: it stays
+    /// there, see `thread::Registry`.)
+    #[inline(always)]
+    pub(crate) fn empty_for_reuse(&mut self) -> Option<Option<Box<Options>>> {
+        if self.is_main || self.mode.get() != Mode::Dead {
             return None;
         }
-        Some((
-            self.options.take(),
-            self.parent.get_mut().take(),
-            self.run.get_mut().take(),
-        ))
+        // Set to the mode of the next greenlet built on it with the default stack size
+        // (`build`): `Ready` if its spare coroutine fits.
+        self.mode
+            .set(self.context.reusable_mode(DEFAULT_STACK_SIZE)?);
+        Some(self.options.take())
+    }
+
+    /// Drops what a dead greenlet being recycled still owns beside its options, in field
+    /// order: its parent's handle (which may be the parent's last, and kill it), and its
+    /// `run` if it never ran. Through a shared reference: the kill runs code that may read
+    /// the registry, which points to this `Inner`.
+    #[inline(always)]
+    pub(crate) fn drop_leftovers(&self) {
+        drop(self.parent.take());
+        drop(self.run.take());
+    }
+
+    /// The mode of an unstarted greenlet on this `Inner` that wants a stack of `stack_size`
+    /// bytes: [`Mode::Ready`] if its spare coroutine has such a stack.
+    #[inline(always)]
+    fn unstarted_mode(&self, stack_size: usize) -> Mode {
+        if self.context.spare_fits(stack_size) {
+            Mode::Ready
+        } else {
+            Mode::Unstarted
+        }
     }
 
     /// Counts one more tracer call holding this greenlet without a handle (see `pins`).
@@ -238,8 +265,8 @@ impl Inner {
 
 impl Drop for Inner {
     fn drop(&mut self) {
-        // The registry's backstop (see `thread::Registry`): a greenlet normally leaves it when
-        // it dies or is abandoned, long before its memory is freed.
+        // A greenlet that started stays in its thread's registry until its memory is freed (or
+        // it is swept out, or abandoned at thread exit: see `thread::Registry`).
         if self.registry_index.get() != NOT_REGISTERED {
             try_with_state(|state| state.unregister(self));
         }
@@ -335,6 +362,10 @@ impl Greenlet {
     /// assert_eq!(a.switch(()).unwrap_err().to_string(), "no"); // out of the switch
     /// assert_eq!(b.switch(()).unwrap_err().to_string(), "no");
     /// ```
+    // Inlined into the caller: each closure type has its own copy of this function anyway, and
+    // out of line its frame (five saved registers, room for a new `Inner`) and the call cost a
+    // lifetime 18 instructions.
+    #[inline(always)]
     pub fn new<F, R>(run: F) -> Greenlet
     where
         F: FnOnce(Value) -> Result<R, Error> + 'static,
@@ -798,9 +829,9 @@ fn build(
             pins: Cell::new(0),
         });
     };
-    // A dead greenlet's `Inner`, emptied by `Inner::empty_for_reuse` (not main, not
-    // registered, its coroutine spare or gone, no options, parent or run) and with no other
-    // handle: the fields left to set are those that differ from a new one's.
+    // A dead greenlet's `Inner`, emptied by `Inner::empty_for_reuse` (not main, its coroutine
+    // spare or gone, no options, parent or run, its mode set) and with no other handle: the
+    // fields left to set are those that differ from a new one's.
     let inner = Rc::get_mut(&mut rc);
     debug_assert!(inner.is_some(), "a recycled greenlet has another handle");
     // SAFETY: the pool holds only `Rc`s with no other handle (`thread::recycle` tests that
@@ -809,8 +840,12 @@ fn build(
     inner.id = id;
     // The emptied fields hold nothing to drop: overwritten, not replaced.
     debug_assert!(inner.options.is_none());
-    std::mem::forget(std::mem::replace(&mut inner.options, options));
-    inner.mode.set(Mode::Unstarted);
+    // Its mode was set for the default stack size when it was emptied: `Ready` if its spare
+    // coroutine's stack has that size (`Mode::Ready`); another size is checked here.
+    if let Some(options) = options {
+        inner.mode.set(inner.unstarted_mode(options.stack_size));
+        std::mem::forget(inner.options.replace(options));
+    }
     inner.flags.set(flags);
     std::mem::forget(inner.parent.replace(Some(parent)));
     std::mem::forget(inner.run.replace(Some(run)));

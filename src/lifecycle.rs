@@ -12,10 +12,10 @@ use std::ptr;
 use std::rc::Rc;
 
 use crate::error::{Error, GreenletExit};
-use crate::greenlet::{Greenlet, Inner, State};
+use crate::greenlet::{Greenlet, Inner, Mode, State};
 use crate::probes::{self, Outcome};
 use crate::switch::{self, Context, Suspender};
-use crate::thread::{try_with_state, with_state, ThreadState};
+use crate::thread::{try_with_state, with_live_state, with_state, ThreadState};
 use crate::transfer::{self, Transfer};
 use crate::value::Value;
 
@@ -39,7 +39,8 @@ pub(crate) fn start(state: &ThreadState, g: &Greenlet) -> Result<(), Error> {
 /// runs that one's life when resumed, until it is told to quit.
 fn greenlet_body(suspender: &Suspender<'_>) {
     loop {
-        let context = with_state(|state| live(state, suspender));
+        // The state exists: the switch that resumed this coroutine ran with it.
+        let context = with_live_state(|state| live(state, suspender));
         if !switch::keep_spare(context) {
             // Returning ends the coroutine: its stack is freed by whoever resumed it (the
             // greenlet that resumed this one, which then switches on to the greenlet `finish`
@@ -59,6 +60,12 @@ fn greenlet_body(suspender: &Suspender<'_>) {
 fn live(state: &ThreadState, suspender: &Suspender<'_>) -> *const Context {
     let (context, run) = {
         let me = running(state);
+        if me.mode() == Mode::Ready {
+            // Resumed by a switch as it was: its start, here (see `Mode::Ready`).
+            me.context().take_spare((me.id(), me.name()));
+            me.set_state(State::Active);
+            state.register_running();
+        }
         me.context().bind(suspender);
         (ptr::from_ref(me.context()), me.take_run())
     };
@@ -114,18 +121,23 @@ fn finish_returned(state: &ThreadState, value: Value) -> Option<(Outcome, Transf
     let me = running(state);
     // SAFETY: nothing runs between here and the end of this greenlet's body but the
     // hand-off, which runs no user code, so nothing can replace our parent meanwhile.
-    match unsafe { me.parent_ref() } {
-        Some(parent) if parent.state() == State::Active => {
-            me.set_state(State::Dead);
-            state.unregister(me);
-            probes::dead(me.id(), Outcome::Returned);
-            // The dead greenlet's `parent` field keeps the parent alive until it has arrived
-            // (`ThreadState::hand_off_to_parent`).
-            state.hand_off_value(parent, value);
-            None
-        }
-        _ => Some((Outcome::Returned, Transfer::Value(value))),
+    let parent = unsafe { me.parent_ref() };
+    debug_assert!(parent.is_some(), "a running greenlet without a parent");
+    // SAFETY: a greenlet that runs a body is not a main greenlet, so it has a parent: it is
+    // built with one, and every later write of the field (`set_parent`, a kill's temporary
+    // parent and its restore) puts one back; only `recycle` empties it, in a dead greenlet's
+    // `Inner`, which is built again (with a parent) before its body runs again.
+    let parent = unsafe { parent.unwrap_unchecked() };
+    if parent.state() != State::Active {
+        return Some((Outcome::Returned, Transfer::Value(value)));
     }
+    // It stays in the registry (see `thread::Registry`), for its `Inner`'s next life.
+    me.set_state(State::Dead);
+    probes::dead(me.id(), Outcome::Returned);
+    // The dead greenlet's `parent` field keeps the parent alive until it has arrived
+    // (`ThreadState::hand_off_to_parent`).
+    state.hand_off_value(parent, value);
+    None
 }
 
 /// A greenlet whose first transfer carried an error (a throw into an unstarted greenlet, or a
@@ -143,8 +155,8 @@ fn died_on_arrival(arrival: Transfer) -> (Outcome, Transfer) {
 #[inline]
 fn finish(state: &ThreadState, outcome: Outcome, result: Transfer) {
     let me = running(state);
+    // It stays in the registry (see `thread::Registry`), for its `Inner`'s next life.
     me.set_state(State::Dead);
-    state.unregister(me);
     probes::dead(me.id(), outcome);
     // The common case: a value for an active parent, handed off without a handle of our own.
     if let Transfer::Value(value) = result {

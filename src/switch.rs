@@ -27,7 +27,9 @@
 //!    blocked in a resume, plus the running one; the main greenlet is always its first (main
 //!    is never a coroutine, and nothing resumes it: it is only ever returned to). (The spare
 //!    coroutine of a dead greenlet, see [`keep_spare`], is resumed besides, to be reused or told
-//!    to quit; it is no greenlet's then, and the quit returns at once.)
+//!    to quit; it is no greenlet's then, and the quit returns at once. A ready greenlet,
+//!    `Mode::Ready`, counts as parked: resumed as the current greenlet, its spare coroutine
+//!    starts it.)
 //! 2. A greenlet's coroutine slot is touched only by the greenlet resuming it (to resume it
 //!    and to free it once it has finished), by [`Context::prepare`] (only while the greenlet is
 //!    unstarted, when the slot is empty or holds a spare coroutine), by the context's drop
@@ -186,20 +188,49 @@ impl Context {
         owner: (u64, Option<&str>),
         body: fn(&Suspender<'_>),
     ) -> std::io::Result<()> {
-        if self.spare.get() {
-            let label = self.stack.get();
-            debug_assert!(label.is_some(), "a spare coroutine without a stack");
-            // SAFETY: a spare coroutine has its stack (it was recorded with the coroutine).
-            let label = unsafe { label.unwrap_unchecked() };
-            let usable = label.usable_size();
-            if stack_size == usable || crate::stack::rounded_size(stack_size) == Some(usable) {
-                self.spare.set(false);
-                SPARES.set(SPARES.get() - 1);
-                label.set_owner(owner.0, owner.1);
-                return Ok(());
-            }
+        if self.reuse_spare(stack_size, owner) {
+            return Ok(());
         }
         self.prepare_new(stack_size, owner, body)
+    }
+
+    /// [`Context::prepare`] when it keeps a spare coroutine whose stack has that size: takes
+    /// it (returns `true`); else does nothing (`false`).
+    #[inline(always)]
+    fn reuse_spare(&self, stack_size: usize, owner: (u64, Option<&str>)) -> bool {
+        if !self.spare_fits(stack_size) {
+            return false;
+        }
+        self.take_spare(owner);
+        true
+    }
+
+    /// Whether this context keeps a spare coroutine whose stack has `stack_size` usable bytes
+    /// (rounded as [`crate::stack::rounded_size`] does).
+    #[inline(always)]
+    pub(crate) fn spare_fits(&self, stack_size: usize) -> bool {
+        if !self.spare.get() {
+            return false;
+        }
+        let label = self.stack.get();
+        debug_assert!(label.is_some(), "a spare coroutine without a stack");
+        // SAFETY: a spare coroutine has its stack (it was recorded with the coroutine).
+        let usable = unsafe { label.unwrap_unchecked() }.usable_size();
+        stack_size == usable || crate::stack::rounded_size(stack_size) == Some(usable)
+    }
+
+    /// Takes the spare coroutine for the greenlet `owner` (id and name), which now runs on
+    /// it: it is no longer spare, and its stack is labelled with its new owner for the
+    /// overflow report. Called by [`Context::prepare`], or by the body itself when a switch
+    /// resumed the spare coroutine of a ready greenlet (`Mode::Ready`).
+    #[inline(always)]
+    pub(crate) fn take_spare(&self, owner: (u64, Option<&str>)) {
+        debug_assert!(self.spare.get(), "took a spare coroutine that is not spare");
+        self.spare.set(false);
+        SPARES.set(SPARES.get() - 1);
+        let label = self.stack.get();
+        // SAFETY: a spare coroutine has its stack (it was recorded with the coroutine).
+        unsafe { label.unwrap_unchecked() }.set_owner(owner.0, owner.1);
     }
 
     /// [`Context::prepare`] with a new stack and coroutine (a spare one, of the wrong size,
@@ -228,10 +259,24 @@ impl Context {
         Ok(())
     }
 
-    /// Whether a dead greenlet's `Inner` with this context can be reused: it holds no
-    /// coroutine (it never started, or its coroutine finished), or a spare one.
-    pub(crate) fn is_reusable(&mut self) -> bool {
-        self.spare.get() || self.coroutine.get_mut().is_none()
+    /// Whether a dead greenlet's `Inner` with this context can be reused, and if so the
+    /// mode of the next greenlet on it that wants `stack_size` bytes of stack: it holds a
+    /// spare coroutine (`Mode::Ready` if its stack has that size, see [`Context::spare_fits`],
+    /// else `Mode::Unstarted`), or no coroutine (it never started, or its coroutine finished:
+    /// `Mode::Unstarted`); `None` otherwise.
+    #[inline(always)]
+    pub(crate) fn reusable_mode(&mut self, stack_size: usize) -> Option<Mode> {
+        if self.spare.get() {
+            Some(if self.spare_fits(stack_size) {
+                Mode::Ready
+            } else {
+                Mode::Unstarted
+            })
+        } else if self.coroutine.get_mut().is_none() {
+            Some(Mode::Unstarted)
+        } else {
+            None
+        }
     }
 
     /// Remembers the yielder of the running body; called first thing by the body.
@@ -338,10 +383,9 @@ fn resume_from(from: &Inner, next: *const Inner) {
     // SAFETY: invariant 3: the current greenlet is alive, and when it switches away or dies
     // (inside `resume`) it stays alive until the next greenlet to run has arrived.
     let target: &Inner = unsafe { &*next };
-    debug_assert_eq!(
-        target.mode(),
-        Mode::Active,
-        "resumed a greenlet that is not active"
+    debug_assert!(
+        matches!(target.mode(), Mode::Active | Mode::Ready),
+        "resumed a greenlet that is neither active nor ready"
     );
     from.set_chained(true);
     target.context().resume();

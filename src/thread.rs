@@ -94,7 +94,8 @@ pub(crate) struct ThreadState {
     /// have returned ([`ThreadState::unpin_event`]).
     deferred: Cell<Vec<Greenlet>>,
     pub(crate) kill_hook: RefCell<Option<KillHook>>,
-    /// Started, not yet finished greenlets of this thread, for `kill_all` and thread exit.
+    /// Started, not yet finished greenlets of this thread (and some others: see [`Registry`]),
+    /// for `kill_all` and thread exit.
     /// Not a `RefCell`: its methods ([`ThreadState::register`], [`ThreadState::unregister`],
     /// [`ThreadState::live_greenlets`]) run no code that could reach it again, so a borrow
     /// flag would guard nothing.
@@ -541,7 +542,9 @@ impl ThreadState {
     pub(crate) fn take_recycled(&self) -> Option<Rc<Inner>> {
         let len = self.recycled_len.get().checked_sub(1)?;
         self.recycled_len.set(len);
-        self.recycled.get(len)?.take()
+        // `len` is below `RECYCLED_MAX` (`keep_recycled` never counts past it): the mask
+        // changes nothing, and is one instruction where a bounds check would be two.
+        self.recycled[len % RECYCLED_MAX].take()
     }
 
     /// Keeps `inner` in the pool of [`recycle`]d `Inner`s; gives it back if the pool is full.
@@ -574,15 +577,44 @@ impl ThreadState {
         next_id(&self.ids)
     }
 
-    /// Adds `g`, which has just started, to the registry.
-    #[inline]
+    /// Adds `g`, which has just started, to the registry, unless it is in it already (its
+    /// `Inner` was registered by an earlier greenlet: see [`Registry`]).
+    #[inline(always)]
     pub(crate) fn register(&self, g: &Greenlet) {
-        // SAFETY: `insert` runs no code that reaches the registry.
-        unsafe { self.registry() }.insert(g.inner());
+        // SAFETY: a pointer from `Greenlet::as_ptr`, alive while `g` is.
+        unsafe { self.register_at(g.as_ptr()) }
     }
 
-    /// Removes `g` from the registry if it is in it (a greenlet that finished, or was
-    /// abandoned, or whose memory is being freed).
+    /// [`ThreadState::register`] for the running greenlet, which has just started (a ready
+    /// greenlet, started by its own body: `Mode::Ready`).
+    #[inline(always)]
+    pub(crate) fn register_running(&self) {
+        // SAFETY: the running greenlet is alive (see the type's documentation), and `current`
+        // comes from `Greenlet::as_ptr`.
+        unsafe { self.register_at(self.current.get()) }
+    }
+
+    /// # Safety
+    /// `g` points to a live `Inner`, and comes from `Rc::as_ptr` (`Greenlet::as_ptr`).
+    #[inline(always)]
+    unsafe fn register_at(&self, g: *const Inner) {
+        // SAFETY: the caller passes a live `Inner`.
+        if unsafe { &*g }.registry_index.get() == NOT_REGISTERED {
+            // SAFETY: as above.
+            unsafe { self.register_new(g) };
+        }
+    }
+
+    /// # Safety
+    /// As [`ThreadState::register_at`].
+    #[inline(never)]
+    unsafe fn register_new(&self, g: *const Inner) {
+        // SAFETY: `insert` runs no code that reaches the registry; `g` is as it requires.
+        unsafe { self.registry().insert(g) };
+    }
+
+    /// Removes `g` from the registry if it is in it (a greenlet abandoned at thread exit, or
+    /// whose memory is being freed).
     #[inline]
     pub(crate) fn unregister(&self, g: &Inner) {
         if g.registry_index.get() != NOT_REGISTERED {
@@ -624,6 +656,9 @@ impl ThreadState {
         // Pinned by tracer calls that will never return (in abandoned greenlets): leaked, as
         // the handles those calls would have held.
         mem::forget(self.deferred.take());
+        // What is left in it is dead or unstarted, and may outlive the state.
+        // SAFETY: `clear` runs no code that reaches the registry.
+        unsafe { self.registry() }.clear();
         self.main.inner().mark_dead_at_thread_exit();
     }
 
@@ -746,19 +781,21 @@ pub(crate) fn try_with_state<R>(f: impl FnOnce(&ThreadState) -> R) -> Option<R> 
 /// in the thread's pool for the next `Builder::build` when it can be reused: no other handle
 /// (strong or weak), not a main greenlet, nothing left in it to free but what it owns
 /// (`Inner::empty_for_reuse`). What it owned (name, parent, unused `run`) is dropped first, in
-/// field order, as freeing the `Inner` would have: dropping a parent's last handle can run a
-/// kill, which may build and recycle greenlets; this one joins the pool after that (it is
-/// no one else's meanwhile).
+/// field order, as freeing the `Inner` would have (the parent and `run` in place,
+/// `Inner::drop_leftovers`): dropping a parent's last handle can run a kill, which may build
+/// and recycle greenlets; this one joins the pool after that (it is no one else's meanwhile:
+/// the registry lists only active greenlets, and it is unstarted).
 #[inline(never)]
 pub(crate) fn recycle(mut last: Rc<Inner>) {
     if last.is_pinned() {
         defer_last(Greenlet::from_inner(last));
         return;
     }
-    let Some(leftovers) = Rc::get_mut(&mut last).and_then(Inner::empty_for_reuse) else {
+    let Some(options) = Rc::get_mut(&mut last).and_then(Inner::empty_for_reuse) else {
         return;
     };
-    drop(leftovers);
+    drop(options);
+    last.drop_leftovers();
     let refused = try_with_state(|state| state.keep_recycled(last));
     drop(refused);
 }
@@ -816,31 +853,81 @@ fn next_id(ids: &Cell<(u64, u64)>) -> u64 {
     next
 }
 
-/// The started, unfinished greenlets of a thread: a dense array of pointers, each greenlet
-/// knowing its index (`Inner::registry_index`). Insert pushes; remove moves the last entry into
-/// the hole. Neither touches a reference count, and a greenlet that starts and finishes
-/// without another greenlet starting meanwhile costs a push and a pop.
+/// Every started greenlet of a thread that has not finished, among others: a dense array of
+/// pointers, each greenlet knowing its index (`Inner::registry_index`). Insert pushes; remove
+/// moves the last entry into the hole. Neither touches a reference count.
+///
+/// A greenlet joins when it first starts and stays when it dies: its death and the reuse of
+/// its `Inner` for a new greenlet (`thread::recycle`) touch no entry, and the new greenlet,
+/// registered already, costs nothing to register when it starts. So the registry also holds
+/// dead greenlets and pooled or unstarted reused `Inner`s; [`Registry::live`] keeps the active
+/// ones. Entries that are not active are swept out when the array is full ([`Registry::insert`]),
+/// so it holds at most about twice what was active or pooled at the last sweep, whatever the
+/// program keeps of dead greenlets.
 ///
 /// Invariant (what makes the pointers safe to follow): every entry points to a live `Inner`
 /// whose `registry_index` is that entry's index. It holds because an entry is only added by
-/// `insert` (with its index) and only removed by `remove`, which every way out of the registry
-/// goes through: a greenlet's death (`lifecycle::finish`), its abandonment at thread exit
-/// (`ThreadState::teardown`), and, as a backstop, the `Drop` of its `Inner`, which runs before
-/// its memory is freed. A greenlet left in the registry of a thread state that is freed (one
-/// started during the state's teardown, after the survivors were collected) keeps a stale
+/// `insert` (with its index) and only removed by `remove`, by a sweep (which resets the index),
+/// or at teardown (which resets every index): the `Drop` of an `Inner` removes it before its
+/// memory is freed, and a greenlet abandoned at thread exit is removed then
+/// (`ThreadState::teardown`). A greenlet left in the registry of a thread state that is freed
+/// (one started during the state's teardown, after the registry was emptied) keeps a stale
 /// index: `remove` checks that the entry at that index is the greenlet itself, so a later
-/// state's registry is never disturbed by it.
+/// state's registry is never disturbed by it (and such a greenlet is never swept or killed
+/// there: a state made after teardown is never torn down).
 #[derive(Default)]
 struct Registry {
     slots: Vec<*const Inner>,
 }
 
 impl Registry {
+    /// Adds `g`, which is not in it.
+    ///
+    /// # Safety
+    /// `g` points to a live `Inner`, and comes from `Rc::as_ptr` (`Greenlet::as_ptr`): `live`
+    /// makes handles from it.
     #[inline]
-    fn insert(&mut self, g: &Rc<Inner>) {
-        debug_assert_eq!(g.registry_index.get(), NOT_REGISTERED);
-        g.registry_index.set(self.slots.len());
-        self.slots.push(Rc::as_ptr(g));
+    unsafe fn insert(&mut self, g: *const Inner) {
+        if self.slots.len() == self.slots.capacity() {
+            self.sweep();
+        }
+        // SAFETY: the caller passes a live `Inner`.
+        let inner = unsafe { &*g };
+        debug_assert_eq!(inner.registry_index.get(), NOT_REGISTERED);
+        inner.registry_index.set(self.slots.len());
+        self.slots.push(g);
+    }
+
+    /// Removes every entry that is not active (dead greenlets, pooled or unstarted `Inner`s),
+    /// resetting their indices; then makes room for as many entries again as are left, so
+    /// that the sweeps cost a constant per insert.
+    #[cold]
+    #[inline(never)]
+    fn sweep(&mut self) {
+        let mut kept = 0;
+        for at in 0..self.slots.len() {
+            let g = self.slots[at];
+            // SAFETY: (type invariant) every entry points to a live `Inner`.
+            let inner = unsafe { &*g };
+            if inner.state() == State::Active {
+                inner.registry_index.set(kept);
+                self.slots[kept] = g;
+                kept += 1;
+            } else {
+                inner.registry_index.set(NOT_REGISTERED);
+            }
+        }
+        self.slots.truncate(kept);
+        self.slots.reserve(kept.max(4));
+    }
+
+    /// Empties the registry, resetting every entry's index (thread exit: the `Inner`s that
+    /// outlive the state must not point into it).
+    fn clear(&mut self) {
+        for g in self.slots.drain(..) {
+            // SAFETY: (type invariant) every entry points to a live `Inner`.
+            unsafe { &*g }.registry_index.set(NOT_REGISTERED);
+        }
     }
 
     #[inline]
@@ -879,5 +966,49 @@ impl Registry {
                 }
             })
             .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::greenlet::getcurrent;
+
+    fn registry_len() -> usize {
+        // SAFETY: reads the length only; nothing else runs meanwhile.
+        with_state(|state| unsafe { state.registry() }.slots.len())
+    }
+
+    /// Dead greenlets stay registered (their `Inner`s are reused registered), but a program
+    /// that keeps many of them does not grow the registry: the sweeps drop them, and what is
+    /// suspended meanwhile stays listed and is killed.
+    #[test]
+    fn registry_sweeps_dead_greenlets_and_keeps_suspended_ones() {
+        let main = getcurrent();
+        let parked: Vec<Greenlet> = (0..3)
+            .map(|_| {
+                let main = main.clone();
+                let g = Greenlet::new(move |_| main.switch(()));
+                g.switch(()).expect("parked");
+                g
+            })
+            .collect();
+        let dead: Vec<Greenlet> = (0..10_000)
+            .map(|_| {
+                let g = Greenlet::new(|_| Ok(()));
+                g.switch(()).expect("a lifetime");
+                assert!(g.is_dead());
+                g
+            })
+            .collect();
+        assert!(
+            registry_len() < 64,
+            "the registry holds {} entries for 3 suspended greenlets",
+            registry_len()
+        );
+        assert_eq!(with_state(|state| state.live_greenlets().len()), 3);
+        drop(dead);
+        assert_eq!(crate::kill_all(), 3);
+        assert!(parked.iter().all(Greenlet::is_dead));
     }
 }

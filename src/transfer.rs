@@ -110,7 +110,7 @@ pub(crate) fn switch_value<T: 'static>(target: &Greenlet, value: T) -> Result<Va
     // A switch to the current greenlet takes this path too: it becomes current again and
     // `switch_away` returns at once.
     let mode = target.mode();
-    if mode.is_active() {
+    if mode.is_switchable() {
         with_live_state(
             #[inline(always)]
             |state| {

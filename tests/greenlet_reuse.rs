@@ -252,3 +252,85 @@ fn an_overflow_on_a_reused_stack_names_its_greenlet() {
         "{line}"
     );
 }
+
+/// A greenlet built on the `Inner` of one that has just returned is ready to start on its
+/// spare coroutine: the first switch resumes that coroutine as it would a suspended greenlet.
+/// Until then it is unstarted in every way; and every other way in (a child's result, a
+/// throw, a switch from another greenlet, with a tracer) starts it as it starts a new one.
+#[test]
+fn a_greenlet_ready_on_a_spare_coroutine_is_unstarted_until_it_runs() {
+    let fresh = || {
+        // Dies and leaves its `Inner`, with its spare coroutine, to the next greenlet.
+        Greenlet::new(|_| Ok(())).switch(()).unwrap();
+    };
+
+    // Unstarted: not active, not listed for `kill_all`, pending in its `Debug` form.
+    fresh();
+    let g = Greenlet::new(|v| Ok(v.downcast::<u32>().unwrap() * 2));
+    assert!(!g.is_started() && !g.is_active() && !g.is_dead());
+    assert!(format!("{g:?}").ends_with(" pending>"), "{g:?}");
+    assert_eq!(greenlet::kill_all(), 0);
+    assert!(!g.is_started());
+    assert_eq!(g.switch(21u32).unwrap().downcast::<u32>().unwrap(), 42);
+    assert!(g.is_dead());
+    drop(g);
+
+    // Started by a child's result: the parent's `run` receives it.
+    fresh();
+    let parent = Greenlet::new(|v| Ok(v.downcast::<&str>().unwrap().len()));
+    let child = Greenlet::builder().parent(&parent).build(|_| Ok("four"));
+    assert_eq!(child.switch(()).unwrap().downcast::<usize>().unwrap(), 4);
+    assert!(parent.is_dead() && child.is_dead());
+    drop((parent, child));
+
+    // Thrown into: dies without running, the error goes to its parent.
+    fresh();
+    let g = Greenlet::new(|_| -> Result<(), Error> { unreachable!("never runs") });
+    assert!(matches!(g.throw(Error::msg("early")), Err(e) if e.to_string() == "early"));
+    assert!(g.is_dead());
+    drop(g);
+
+    // Switched into from another greenlet, with a tracer: one switch event, then it runs,
+    // is active and listed while suspended, and killed by `kill_all`.
+    fresh();
+    let main = getcurrent();
+    let m = main.clone();
+    let ready = Greenlet::new(move |_| {
+        m.switch("suspended")?;
+        Ok(())
+    });
+    let r = ready.clone();
+    let hop = Greenlet::new(move |_| r.switch(()));
+    let events = Rc::new(RefCell::new(Vec::new()));
+    let seen = events.clone();
+    let (hop_id, ready_id) = (hop.id(), ready.id());
+    greenlet::settrace(Some(greenlet::Tracer::new(move |event| {
+        seen.borrow_mut()
+            .push((event.origin().id(), event.target().id()));
+        Ok(())
+    })));
+    assert_eq!(
+        hop.switch(()).unwrap().downcast::<&str>().unwrap(),
+        "suspended"
+    );
+    greenlet::settrace(None);
+    assert!(events.borrow().contains(&(hop_id, ready_id)), "{events:?}");
+    assert!(ready.is_active() && hop.is_active());
+    assert_eq!(greenlet::kill_all(), 2);
+    assert!(ready.is_dead() && hop.is_dead());
+
+    // Dropped before it starts: its spare coroutine is told to quit, and the next greenlet
+    // gets a stack all the same.
+    fresh();
+    drop(Greenlet::new(|_| -> Result<(), Error> {
+        unreachable!("never runs")
+    }));
+    assert_eq!(
+        Greenlet::new(|_| Ok(depth(10)))
+            .switch(())
+            .unwrap()
+            .downcast::<u32>()
+            .unwrap(),
+        10
+    );
+}
