@@ -71,6 +71,12 @@ pub enum Error {
     /// a parent.
     #[error("cannot set the parent of a main greenlet")]
     MainGreenletParent,
+    /// A switch or a throw to a greenlet of a thread whose greenlets were torn down when it
+    /// exited: from greenlet code that runs later on that thread, in another thread-local's
+    /// destructor (Python: `GreenletError: cannot switch to a different thread (which
+    /// happens to have exited)`). The greenlet was unstarted or dead then, and stays so.
+    #[error("cannot switch to a greenlet of a thread that has exited")]
+    ThreadExited,
     /// [`name_main`](crate::name_main) on a thread whose main greenlet exists already.
     #[error("this thread's main greenlet exists already: name it before any other greenlet call")]
     MainGreenletExists,

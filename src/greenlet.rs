@@ -53,6 +53,12 @@ pub(crate) enum Mode {
     /// body starts it there (`lifecycle::live`), so the first switch needs no start of its
     /// own. Any other way in (a throw, a dead child's result) starts it first
     /// (`lifecycle::start`), as an unstarted greenlet.
+    ///
+    /// A switch takes the thread state for granted for this mode as for the active ones, so a
+    /// ready greenlet must not outlive its thread's state in this mode: it is always in the
+    /// thread's registry (a sweep keeps it), and the teardown makes every registered ready
+    /// greenlet [`Mode::Unstarted`] (code that runs after the teardown, in another
+    /// thread-local's destructor, then starts it under the fresh state it gets).
     Ready = 2,
     /// [`State::Unstarted`] otherwise.
     Unstarted = 3,
@@ -151,6 +157,21 @@ impl Inner {
         copy
     }
 
+    /// Whether the main greenlet at the root of its parent chain is dead: its thread has
+    /// exited (its greenlets were torn down), and this greenlet can never run; only code
+    /// running after the teardown, in another thread-local's destructor, can meet one.
+    pub(crate) fn thread_exited(&self) -> bool {
+        let mut at = self;
+        while !at.is_main {
+            // SAFETY: nothing runs during this walk that could replace a parent.
+            match unsafe { at.parent_ref() } {
+                Some(parent) => at = parent.inner(),
+                None => return true,
+            }
+        }
+        at.mode() == Mode::Dead
+    }
+
     /// The parent, borrowed from its field without a handle of its own.
     ///
     /// # Safety
@@ -209,9 +230,17 @@ impl Inner {
             return None;
         }
         // Set to the mode of the next greenlet built on it with the default stack size
-        // (`build`): `Ready` if its spare coroutine fits.
-        self.mode
-            .set(self.context.reusable_mode(DEFAULT_STACK_SIZE)?);
+        // (`build`): `Ready` if its spare coroutine fits, and only if it is still in its
+        // thread's registry (a sweep may have dropped it while it was dead): a ready greenlet
+        // is always registered, so that the teardown finds it (`Registry`).
+        let mode = self.context.reusable_mode(DEFAULT_STACK_SIZE)?;
+        self.mode.set(
+            if mode == Mode::Ready && self.registry_index.get() == NOT_REGISTERED {
+                Mode::Unstarted
+            } else {
+                mode
+            },
+        );
         Some(self.options.take())
     }
 
@@ -226,10 +255,11 @@ impl Inner {
     }
 
     /// The mode of an unstarted greenlet on this `Inner` that wants a stack of `stack_size`
-    /// bytes: [`Mode::Ready`] if its spare coroutine has such a stack.
+    /// bytes: [`Mode::Ready`] if its spare coroutine has such a stack and it is registered
+    /// (see [`Inner::empty_for_reuse`]).
     #[inline(always)]
     fn unstarted_mode(&self, stack_size: usize) -> Mode {
-        if self.context.spare_fits(stack_size) {
+        if self.context.spare_fits(stack_size) && self.registry_index.get() != NOT_REGISTERED {
             Mode::Ready
         } else {
             Mode::Unstarted

@@ -24,6 +24,9 @@ use crate::value::Value;
 /// reused greenlet's start is a few tests and stores.
 #[inline(always)]
 pub(crate) fn start(state: &ThreadState, g: &Greenlet) -> Result<(), Error> {
+    if g.inner().thread_exited() {
+        return Err(Error::ThreadExited);
+    }
     let size = g.inner().stack_size();
     g.inner()
         .context()

@@ -18,7 +18,7 @@ use std::rc::Rc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use crate::error::Error;
-use crate::greenlet::{Greenlet, Inner, State};
+use crate::greenlet::{Greenlet, Inner, Mode, State};
 use crate::lifecycle::{self, KillHook};
 use crate::trace::{Event, EventKind, Tracer};
 use crate::transfer::Transfer;
@@ -909,7 +909,8 @@ impl Registry {
             let g = self.slots[at];
             // SAFETY: (type invariant) every entry points to a live `Inner`.
             let inner = unsafe { &*g };
-            if inner.state() == State::Active {
+            // Active and ready greenlets stay (a ready one must stay registered: `Mode::Ready`).
+            if inner.mode().is_switchable() {
                 inner.registry_index.set(kept);
                 self.slots[kept] = g;
                 kept += 1;
@@ -923,10 +924,16 @@ impl Registry {
 
     /// Empties the registry, resetting every entry's index (thread exit: the `Inner`s that
     /// outlive the state must not point into it).
+    /// Empties the registry at teardown. A ready greenlet becomes unstarted: the state a switch
+    /// would take for granted for it is about to be freed (`Mode::Ready`).
     fn clear(&mut self) {
         for g in self.slots.drain(..) {
             // SAFETY: (type invariant) every entry points to a live `Inner`.
-            unsafe { &*g }.registry_index.set(NOT_REGISTERED);
+            let inner = unsafe { &*g };
+            inner.registry_index.set(NOT_REGISTERED);
+            if inner.mode() == Mode::Ready {
+                inner.set_state(State::Unstarted);
+            }
         }
     }
 

@@ -229,9 +229,9 @@ pub(crate) fn live_target(state: &ThreadState, target: &Greenlet) -> Result<Gree
                 return Ok(candidate);
             }
             State::Dead => {
-                candidate = candidate
-                    .parent()
-                    .expect("a dead greenlet always has a live ancestor: its thread's main");
+                // A dead greenlet always has a live ancestor, its thread's main, unless the
+                // thread has exited (`Inner::thread_exited`).
+                candidate = candidate.parent().ok_or(Error::ThreadExited)?;
             }
         }
     }

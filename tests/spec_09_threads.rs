@@ -573,3 +573,67 @@ fn r9_1_kill_hook_is_per_thread() {
     assert_eq!(*here.borrow(), 0);
     greenlet::set_kill_hook(None);
 }
+
+/// Greenlets kept in a thread-local that outlives the runtime's teardown, and switched to
+/// from that thread-local's destructor: one unstarted, one built on a recycled `Inner` whose
+/// spare coroutine fits (ready to run without a start), one dead. Their thread's greenlets were
+/// torn down: each switch fails with `ThreadExited` (Python: "cannot switch to a different
+/// thread (which happens to have exited)"), and the code goes on (it used to abort the
+/// process: the greenlet started, then found no live ancestor to finish into).
+#[test]
+fn r9_3_greenlets_switched_to_after_the_teardown_refuse() {
+    if support::in_child_process("r9_3_greenlets_switched_to_after_the_teardown_refuse").is_some() {
+        return;
+    }
+    struct SwitchOnDrop(Shared, Vec<(&'static str, Greenlet)>);
+    impl Drop for SwitchOnDrop {
+        fn drop(&mut self) {
+            for (what, g) in self.1.drain(..) {
+                let got = g.switch(());
+                let thrown = g.throw(Error::msg("late"));
+                push(
+                    &self.0,
+                    format!(
+                        "{what}: {}, {}, started: {}",
+                        got.err().map_or("ran".into(), |e| e.to_string()),
+                        thrown.err().map_or("ran".into(), |e| e.to_string()),
+                        g.is_started()
+                    ),
+                );
+            }
+        }
+    }
+    thread_local! {
+        static LATE: RefCell<Option<SwitchOnDrop>> = const { RefCell::new(None) };
+    }
+    let log = shared();
+    thread::spawn({
+        let log = log.clone();
+        move || {
+            LATE.with(|_| {}); // registered before the runtime's state: destroyed after it
+            let unstarted = Greenlet::new(|_| Ok("ran"));
+            // A lifetime, so that the next greenlet is built on its recycled `Inner`.
+            let first = Greenlet::new(|_| Ok(()));
+            first.switch(()).unwrap();
+            drop(first);
+            let ready = Greenlet::new(|_| Ok("ran"));
+            let dead = Greenlet::new(|_| Ok(()));
+            dead.switch(()).unwrap();
+            let kept = vec![("unstarted", unstarted), ("ready", ready), ("dead", dead)];
+            LATE.with(|l| *l.borrow_mut() = Some(SwitchOnDrop(log.clone(), kept)));
+            push(&log, "thread exits");
+        }
+    })
+    .join()
+    .expect("the thread exits cleanly");
+    let refused = "cannot switch to a greenlet of a thread that has exited";
+    assert_eq!(
+        lines(&log),
+        [
+            "thread exits".to_string(),
+            format!("unstarted: {refused}, {refused}, started: false"),
+            format!("ready: {refused}, {refused}, started: false"),
+            format!("dead: {refused}, {refused}, started: true"),
+        ]
+    );
+}
