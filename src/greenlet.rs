@@ -17,7 +17,7 @@ use crate::lifecycle;
 use crate::probes;
 use crate::sample::FLAG_IDLE;
 use crate::switch::Context;
-use crate::thread::{try_with_state, with_state, NOT_REGISTERED};
+use crate::thread::{try_with_state, with_state, ThreadState, NOT_REGISTERED};
 use crate::transfer::{self, Transfer};
 use crate::value::Value;
 
@@ -93,6 +93,12 @@ pub(crate) struct Inner {
     run: Cell<Option<Run>>,
     context: Context,
     pub(crate) registry_index: Cell<usize>,
+    /// Its thread's state: what a switch to it uses instead of the thread-local pointer (one
+    /// load from the target, which the switch reads anyway, instead of two for the
+    /// thread-local). Set when it is built (for a main greenlet, once its state is allocated),
+    /// kept when its `Inner` is recycled (the pool is per thread). Followed only while the
+    /// greenlet is active or ready, when its thread's state is alive (`Mode::Ready`).
+    thread: Cell<*const ThreadState>,
     /// How many tracer calls hold this greenlet as their event's origin or target
     /// (`thread::PinnedEvent`): their handles hold no count, so while it is not zero, dropping
     /// the last handle is deferred until the calls have returned, as if each held one.
@@ -264,6 +270,28 @@ impl Inner {
         } else {
             Mode::Unstarted
         }
+    }
+
+    /// Records its thread's state, for a main greenlet, once the state is allocated.
+    pub(crate) fn set_thread(&self, state: *const ThreadState) {
+        self.thread.set(state);
+    }
+
+    /// Its thread's state.
+    ///
+    /// # Safety
+    /// The greenlet is active or ready ([`Mode::is_switchable`]): its thread's state is alive
+    /// (see `thread`), and it is this thread's (a greenlet never leaves its thread).
+    #[inline(always)]
+    pub(crate) unsafe fn thread_state(&self) -> &ThreadState {
+        let state = self.thread.get();
+        debug_assert!(
+            !state.is_null(),
+            "a switchable greenlet without a thread state"
+        );
+        // SAFETY: the caller guarantees the state is alive; it is only used through shared
+        // references (its fields are cells).
+        unsafe { &*state }
     }
 
     /// Counts one more tracer call holding this greenlet without a handle (see `pins`).
@@ -446,6 +474,7 @@ impl Greenlet {
             run: Cell::new(None),
             context: Context::new(),
             registry_index: Cell::new(NOT_REGISTERED),
+            thread: Cell::new(std::ptr::null()),
             pins: Cell::new(0),
         }))
     }
@@ -838,9 +867,14 @@ fn build(
     idle: bool,
     run: Run,
 ) -> Greenlet {
-    let (id, parent, recycled) = with_state(|state| {
+    let (id, parent, recycled, thread) = with_state(|state| {
         let parent = parent.unwrap_or_else(|| state.current());
-        (state.next_id(), parent, state.take_recycled())
+        (
+            state.next_id(),
+            parent,
+            state.take_recycled(),
+            std::ptr::from_ref(state),
+        )
     });
     let name = options.as_ref().and_then(|o| o.name.as_deref());
     probes::new(|| (id, parent.id(), name.unwrap_or("")));
@@ -856,9 +890,12 @@ fn build(
             run: Cell::new(Some(run)),
             context: Context::new(),
             registry_index: Cell::new(NOT_REGISTERED),
+            thread: Cell::new(thread),
             pins: Cell::new(0),
         });
     };
+    // Recycled from this thread's pool: built for this thread's state already.
+    debug_assert!(std::ptr::eq(rc.thread.get(), thread));
     // A dead greenlet's `Inner`, emptied by `Inner::empty_for_reuse` (not main, its coroutine
     // spare or gone, no options, parent or run, its mode set) and with no other handle: the
     // fields left to set are those that differ from a new one's.

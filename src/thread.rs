@@ -732,6 +732,8 @@ fn init_state_with(main_name: Option<Box<str>>) -> *const ThreadState {
         TEARDOWN.with(|_| {});
     }
     let state = Box::into_raw(Box::new(ThreadState::new(main_name)));
+    // SAFETY: just allocated, alive.
+    unsafe { &*state }.main.inner().set_thread(state);
     STATE.set(state);
     // Where samplers find the state from the thread pointer (`crate::sample`).
     crate::sample::publish_tls_offset(STATE.with(|slot| ptr::from_ref(slot) as usize));
@@ -764,6 +766,21 @@ pub(crate) fn with_live_state<R>(f: impl FnOnce(&ThreadState) -> R) -> R {
     // SAFETY: non-null, as the caller's active greenlet shows (above); then as in
     // `with_state`.
     f(unsafe { &*state })
+}
+
+/// [`with_live_state`] for a switch to `target`, which is active or ready
+/// ([`Mode::is_switchable`]): the state is read from the target (`Inner::thread_state`), one
+/// load from a greenlet the switch reads anyway, where the thread-local pointer takes two.
+#[inline(always)]
+pub(crate) fn with_state_of<R>(target: &Greenlet, f: impl FnOnce(&ThreadState) -> R) -> R {
+    debug_assert!(target.mode().is_switchable());
+    // SAFETY: the caller's target is active or ready, so its thread's state is alive
+    // (`Mode::Ready`: the teardown leaves no greenlet in those modes), and it is this
+    // thread's, since a greenlet never leaves its thread (`Greenlet` is neither `Send` nor
+    // `Sync`).
+    let state = unsafe { target.inner().thread_state() };
+    debug_assert!(ptr::eq(state, STATE.get()));
+    f(state)
 }
 
 /// Like [`with_state`], but `None` once the state is gone (thread exit) or if it never

@@ -51,7 +51,7 @@ use crate::greenlet::{Greenlet, Mode, State};
 use crate::lifecycle;
 use crate::probes;
 use crate::switch;
-use crate::thread::{with_live_state, with_state, ThreadState};
+use crate::thread::{with_state, with_state_of, ThreadState};
 use crate::trace::{self, EventKind};
 use crate::value::Value;
 
@@ -111,7 +111,8 @@ pub(crate) fn switch_value<T: 'static>(target: &Greenlet, value: T) -> Result<Va
     // `switch_away` returns at once.
     let mode = target.mode();
     if mode.is_switchable() {
-        with_live_state(
+        with_state_of(
+            target,
             #[inline(always)]
             |state| {
                 let arrived = transfer_value(state, target, mode, Value::new(value));
