@@ -89,6 +89,10 @@ pub(crate) type Leftovers = (Option<Box<Options>>, Option<Greenlet>, Option<Run>
 pub(crate) const INNER_ID: u32 = std::mem::offset_of!(Inner, id) as u32;
 /// `crate::sample::SampleLayout::inner_flags`.
 pub(crate) const INNER_FLAGS: u32 = std::mem::offset_of!(Inner, flags) as u32;
+/// `crate::sample::SampleLayout::inner_stack`: the bounds of the greenlet's stack, kept in its
+/// context.
+pub(crate) const INNER_STACK: u32 =
+    (std::mem::offset_of!(Inner, context) + crate::switch::CONTEXT_BOUNDS) as u32;
 
 /// The rarely set parts of a greenlet's configuration.
 pub(crate) struct Options {

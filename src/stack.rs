@@ -169,6 +169,14 @@ impl GreenStack {
         self.slot.owner().clear();
     }
 
+    /// The usable part of the stack, `(low, high)`: the addresses a coroutine's stack pointer
+    /// stays within, from the top of the guard page to the base (exclusive).
+    #[inline]
+    pub(crate) fn bounds(&self) -> (usize, usize) {
+        let high = self.slot.base();
+        (high - self.usable_size(), high)
+    }
+
     /// The stack's size and owner record, for whoever keeps the stack where it cannot reach
     /// it (inside a corosensei coroutine, which gives no access to its stack).
     #[inline]

@@ -119,6 +119,9 @@ const RECYCLED_MAX: usize = 64;
 pub(crate) const STATE_CURRENT: u32 = mem::offset_of!(ThreadState, current) as u32;
 /// `crate::sample::SampleLayout::state_switches`: where a sampler finds the switch counter.
 pub(crate) const STATE_SWITCHES: u32 = mem::offset_of!(ThreadState, switches) as u32;
+/// `crate::sample::SampleLayout::state_origin`: where a sampler finds the sender of the last
+/// transfer (which runs on its own stack until the stack switch).
+pub(crate) const STATE_ORIGIN: u32 = mem::offset_of!(ThreadState, origin) as u32;
 
 impl ThreadState {
     pub(crate) fn new(main_name: Option<Box<str>>) -> ThreadState {
