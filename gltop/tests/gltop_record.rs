@@ -199,32 +199,23 @@ fn record_profiles_the_demos_cpu_hog_under_its_own_frame() {
         "the hottest cpu-hog path has the hog's closure: {:?}",
         hottest.frames
     );
-    // Cut at the greenlet's bottom: no hub frame, no trampoline, no main above it. One
-    // exception, the switch window: between the hub's hand-off (which makes the hog current)
-    // and the stack switch, the hub's own code runs on the hub's stack while a sample names
-    // the hog (the hub resumes the hog from its stack). Such a line is the hub's switch code
-    // (`greenlet::switch::`, innermost) and rare: a few instructions per switch (more in
-    // this debug build of the demo).
-    let mut in_switch = 0;
+    // Cut at the greenlet's bottom: no hub frame, no trampoline, no main above it; and none of
+    // the hub's switch code either: a sample taken between the hub's hand-off (which makes the
+    // hog current) and the stack switch (which the hub makes from its own stack) is the hub's,
+    // told apart by the stack pointer (bpf/sample.h, the switch window).
     for l in &hog {
         assert!(
             !l.frames.iter().any(|f| f.contains("stack_init_trampoline")),
             "a trampoline frame above the hog's: {:?}",
             l.frames
         );
-        if l.frames.iter().any(|f| f.contains(HUB_FN)) {
-            assert!(
-                l.frames.iter().any(|f| f.starts_with("greenlet::switch::")),
-                "a frame of the hub above the hog's, outside a switch: {:?}",
-                l.frames
-            );
-            in_switch += l.count;
-        }
+        assert!(
+            !l.frames.iter().any(|f| f.contains(HUB_FN)),
+            "a frame of the hub in a sample of the hog ({} samples): {:?}",
+            l.count,
+            l.frames
+        );
     }
-    assert!(
-        in_switch * 50 <= hog_samples,
-        "{in_switch} of {hog_samples} hog samples in the hub's switch window (> 2%)"
-    );
     // The hog runs a good part of the time on one of two threads: at 999 Hz for 5 s that is
     // hundreds of samples (a loose bound: this checks that samples are counted, not a rate).
     assert!(hog_samples >= 100, "{hog_samples} samples of the hog");
