@@ -15,23 +15,27 @@
  *   flags    = *(current + inner_flags)        bit 0: idle by design
  *   switches = *(state + state_switches)       +1 per transfer
  *   origin   = *(state + state_origin)         the last transfer's sender
- *   low,high = *(g + inner_stack)              g's stack; 0,0: unknown (main)
+ *   low,high = *(g + inner_stack)              g's stack; 0,0: unknown
  *
  * The switch window: a transfer makes its target current a few instructions
- * before the stack switch, which the sender makes from its own stack. The
- * thread's user stack pointer tells whose code runs: when it is outside the
- * current greenlet's known stack and inside the origin's (or the origin's
- * stack is unknown: a main greenlet, on the thread's stack), the code is the
- * origin's, and `running` names the origin; otherwise `running` is `id`.
+ * before the stack switch, which the sender makes from its own stack, and
+ * corosensei's switch moves the stack pointer and the frame pointer one
+ * instruction apart. `running` names the greenlet whose frames a frame-pointer
+ * walk of the sample shows (the rest of the sample names it by `id`): of the
+ * current greenlet and `origin`, the one whose known stack holds the thread's
+ * frame pointer, else the one whose known stack holds its stack pointer
+ * (code built without frame pointers may use rbp for data); failing both,
+ * `origin` if its stack is unknown while the current one's is known (a main
+ * greenlet whose thread's stack the runtime could not find), else `id`.
  * `id` stays the current greenlet: the one the switch counter's value belongs
- * to (the blocking detector's slice). The stack pointer is the task's saved
- * user one (bpf_task_pt_regs), the one bpf_get_stackid walks from.
+ * to (the blocking detector's slice). The registers are the task's saved
+ * user ones (bpf_task_pt_regs), the ones bpf_get_stackid walks from.
  *
  * The reads are of the thread's own memory while it is stopped (interrupted
  * or switching out), so they see a consistent state; a read that faults
  * (page not resident) fails and the sample is counted as unreadable. The
- * origin may have been freed since its transfer arrived: its bytes are only
- * believed when its stack contains the stack pointer, and a fault reading it
+ * origin may have been freed since its transfer arrived (it is then neither
+ * running nor on the stack the registers point into): a fault reading it
  * keeps the current greenlet.
  *
  * Needs CO-RE for `task->thread.fsbase` (x86-64): include bpf/bpf_core_read.h
@@ -95,8 +99,9 @@ struct task_struct {
 	struct thread_struct thread;
 } __attribute__((preserve_access_index));
 
-/* The x86-64 kernel's pt_regs: the user stack pointer. */
+/* The x86-64 kernel's pt_regs: the user frame and stack pointers. */
 struct pt_regs___gl {
+	unsigned long bp;
 	unsigned long sp;
 } __attribute__((preserve_access_index));
 
@@ -111,14 +116,14 @@ static __always_inline int gl_stack_has(const struct gl_stack *s, __u64 sp)
 }
 
 /*
- * The greenlet whose code runs when `current`'s stack does not hold the stack
- * pointer: `origin` (returned) if its stack holds it, or if its stack is
- * unknown while `current`'s is known (a main greenlet sent the transfer);
- * else 0. A read that faults gives 0.
+ * The origin, if the sample's frames are its own rather than the current
+ * greenlet's (see the switch window above), else 0; `cur_stack` is the
+ * current greenlet's stack, which does not hold `bp`. A read that faults
+ * gives 0.
  */
 static __always_inline __u64 gl_window_origin(__u64 state, __u64 current,
-					      const struct gl_stack *cur_stack, __u64 sp,
-					      const struct gl_layout *layout)
+					      const struct gl_stack *cur_stack, __u64 bp,
+					      __u64 sp, const struct gl_layout *layout)
 {
 	struct gl_stack stack = {};
 	__u64 origin = 0;
@@ -130,6 +135,10 @@ static __always_inline __u64 gl_window_origin(__u64 state, __u64 current,
 		return 0;
 	if (bpf_probe_read_user(&stack, sizeof(stack),
 				(void *)(origin + layout->inner_stack)))
+		return 0;
+	if (gl_stack_has(&stack, bp))
+		return origin;
+	if (gl_stack_has(cur_stack, sp))
 		return 0;
 	if (gl_stack_has(&stack, sp))
 		return origin;
@@ -148,7 +157,7 @@ static __always_inline int gl_read_current(struct task_struct *task,
 					   struct gl_current *out)
 {
 	__u64 fsbase = BPF_CORE_READ(task, thread.fsbase);
-	__u64 state = 0, current = 0, origin, sp;
+	__u64 state = 0, current = 0, origin, bp, sp;
 	struct gl_stack stack = {};
 	struct pt_regs___gl *regs;
 	int err;
@@ -192,10 +201,11 @@ static __always_inline int gl_read_current(struct task_struct *task,
 	out->has_runtime = 1;
 	out->running = out->id;
 	regs = (struct pt_regs___gl *)bpf_task_pt_regs(task);
+	bp = BPF_CORE_READ(regs, bp);
 	sp = BPF_CORE_READ(regs, sp);
-	if (gl_stack_has(&stack, sp))
+	if (gl_stack_has(&stack, bp))
 		return 0;
-	origin = gl_window_origin(state, current, &stack, sp, layout);
+	origin = gl_window_origin(state, current, &stack, bp, sp, layout);
 	if (origin && bpf_probe_read_user(&out->running, sizeof(out->running),
 					  (void *)(origin + layout->inner_id)) == 0)
 		out->in_window = 1;

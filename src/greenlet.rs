@@ -387,7 +387,7 @@ impl Greenlet {
             flags: Cell::new(0),
             parent: Cell::new(None),
             run: Cell::new(None),
-            context: Context::new(),
+            context: Context::on_thread_stack(),
             registry_index: Cell::new(NOT_REGISTERED),
             pins: Cell::new(0),
         }))

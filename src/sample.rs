@@ -257,7 +257,10 @@ mod tests {
         assert_eq!(SAMPLE_LAYOUT.state_origin, STATE_ORIGIN);
         assert_eq!(SAMPLE_LAYOUT.inner_stack, INNER_STACK);
         let state = [STATE_CURRENT, STATE_SWITCHES, STATE_ORIGIN];
-        assert!(state.iter().enumerate().all(|(i, a)| !state[..i].contains(a)));
+        assert!(state
+            .iter()
+            .enumerate()
+            .all(|(i, a)| !state[..i].contains(a)));
         assert_ne!(INNER_ID, INNER_FLAGS);
         // The stack's two words overlap neither the id nor the flag byte.
         for (field, len) in [(INNER_ID, 8), (INNER_FLAGS, 1)] {

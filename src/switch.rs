@@ -100,8 +100,8 @@ pub(crate) struct Context {
     spare: Cell<bool>,
     /// Where the coroutine's stack lies, for samplers (`crate::sample`): set with the
     /// coroutine, kept while it is spare (a reused spare runs on the same stack), cleared when
-    /// the coroutine returns; unknown (zero) for a main greenlet, which runs on its thread's
-    /// stack. Never read by the runtime.
+    /// the coroutine returns; for a main greenlet, its thread's stack if known
+    /// ([`Context::on_thread_stack`]). Never read by the runtime.
     bounds: Cell<StackBounds>,
 }
 
@@ -197,6 +197,17 @@ impl Context {
             spare: Cell::new(false),
             bounds: Cell::new(StackBounds::UNKNOWN),
         }
+    }
+
+    /// A main greenlet's context: no coroutine, and the bounds of the calling thread's stack,
+    /// which a main greenlet runs on (unknown if the thread's stack is not known, or the
+    /// caller is not on it).
+    pub(crate) fn on_thread_stack() -> Context {
+        let context = Context::new();
+        if let Some((low, high)) = crate::stack::thread_stack() {
+            context.bounds.set(StackBounds { low, high });
+        }
+        context
     }
 
     /// Gets the coroutine ready to run `body` when it is first resumed, on a stack of

@@ -475,7 +475,13 @@ impl ThreadState {
     /// [`ThreadState::hand_off_value`]): it also counts the transfer.
     #[inline(always)]
     fn make_current(&self, target: *const Inner) {
-        self.origin.set(self.current.replace(target));
+        // The origin is written before the current greenlet, and the compiler may not swap the
+        // two stores (a fence that emits no instruction): a sampler that interrupts the thread
+        // between them finds the sender both current and origin, never a target current with
+        // a stale origin (`crate::sample`, the switch window).
+        self.origin.set(self.current.get());
+        std::sync::atomic::compiler_fence(Ordering::Release);
+        self.current.set(target);
         // The sampling word (`crate::sample`): compiled out with the probes, so that the
         // benches' no-probes build measures what every hook costs together.
         #[cfg(not(greenlet_no_probes))]

@@ -122,7 +122,10 @@ pub fn decode(bytes: &[u8], pid: i32, exe: &Path) -> Result<Option<SampleLayout>
     if bytes.len() < SIZE {
         return Err(LayoutError::Unsupported {
             exe: exe.to_path_buf(),
-            reason: format!("{SECTION} holds {} bytes of a {SIZE}-byte layout", bytes.len()),
+            reason: format!(
+                "{SECTION} holds {} bytes of a {SIZE}-byte layout",
+                bytes.len()
+            ),
         });
     }
     let u32_at = |at: usize| u32::from_le_bytes(bytes[at..at + 4].try_into().expect("4 bytes"));
