@@ -12,22 +12,25 @@
 //! flags    = *(u8  *)(current + inner_flags)       // bit 0: IDLE (Greenlet::set_idle)
 //! switches = *(u64 *)(state + state_switches)      // +1 per transfer on this thread
 //! origin   = *(u64 *)(state + state_origin)        // the sender of the last transfer
-//! [low, high) = *(u64[2] *)(g + inner_stack)       // g's stack; 0, 0: unknown (a main greenlet)
+//! [low, high) = *(u64[2] *)(g + inner_stack)       // g's stack (current's, origin's); 0, 0: unknown
 //! ```
 //!
 //! # The switch window
 //!
-//! A transfer makes its target current (and its sender `origin`) a few instructions before
-//! the stack switch, which the sender makes from its own stack: a sampler that interrupts the
-//! thread in between finds the target current while the sender's code runs. The stack
-//! pointer tells them apart, at no cost to the switch: when it lies outside the current
-//! greenlet's known stack and inside the origin's (or the origin is a main greenlet, whose
-//! stack is not known), the sample is the origin's. Other samples are the current greenlet's.
-//! (What this cannot tell: the switch loop of a greenlet woken on the way by a transfer down
-//! the chain, or by a death, which runs on a stack that is neither the target's nor the
-//! sender's; and `origin` may point to a greenlet freed since its transfer arrived, whose
-//! bytes a sampler reads only as a candidate, never trusting them unless its stack pointer
-//! lies in them.)
+//! A transfer makes its target current (and its sender `origin`, written first) a few
+//! instructions before the stack switch, which the sender makes from its own stack; and
+//! corosensei's switch moves the stack pointer and the frame pointer one instruction apart. A
+//! sampler that interrupts the thread in between finds the target current while the sender's
+//! frames run. The registers tell them apart, at no cost to the switch: of the current
+//! greenlet and the origin, the one whose stack holds the frame pointer (what a stack walk
+//! follows), else the one whose stack holds the stack pointer, is the one running. A
+//! greenlet's bounds are its coroutine stack's, set when it gets its stack; a main
+//! greenlet's are its thread's stack (`pthread_getattr_np`, once per thread), or unknown
+//! (zero) where that cannot be found or the runtime is first used off the thread's stack.
+//! What this cannot tell: the switch loop of a greenlet woken on the way by a transfer down
+//! the chain, or by a death, runs on a stack that is neither the target's nor the sender's;
+//! and `origin` may point to a greenlet freed since its transfer arrived (a sampler reads it
+//! as a candidate only, with reads that may fail).
 //!
 //! The offsets come from [`SAMPLE_LAYOUT`], which lives in its own section so that a loader
 //! finds it in a stripped executable (section headers survive `strip`; `.symtab` does not):
@@ -122,8 +125,9 @@ pub struct SampleLayout {
     /// window](self#the-switch-window)).
     pub state_origin: u32,
     /// Offset in a greenlet of the bounds of its stack: two `u64`s, `low` and `high`, the
-    /// usable part `[low, high)` of the stack it runs on; both zero when unknown (a main
-    /// greenlet, which runs on its thread's stack, or a greenlet that has no stack).
+    /// usable part `[low, high)` of the stack it runs on (a main greenlet's: its thread's
+    /// stack); both zero when unknown (a greenlet that has no stack, or a main greenlet whose
+    /// thread's stack could not be found).
     pub inner_stack: u32,
 }
 
