@@ -116,7 +116,8 @@ pub(crate) struct StackBounds {
 }
 
 impl StackBounds {
-    /// No stack known: a main greenlet's, or a context with no coroutine.
+    /// No stack known: a context with no coroutine, or a main greenlet whose thread's stack
+    /// could not be found.
     pub(crate) const UNKNOWN: StackBounds = StackBounds { low: 0, high: 0 };
 }
 
