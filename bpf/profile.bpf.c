@@ -4,9 +4,11 @@
  * switch. A program on the software cpu-clock perf event (one per CPU; this
  * VM has no PMU) runs in the context of whatever thread was interrupted. For
  * a thread of the recorded process it reads the running greenlet
- * (bpf/sample.h, through the layout user space put in `layouts`), takes the
- * thread's user stack by frame pointers (bpf_get_stackid, BPF_F_USER_STACK)
- * and counts the sample under (greenlet id, stack id).
+ * (bpf/sample.h, through the layout user space put in `layouts`): the one
+ * whose stack the thread is on, which in a switch's window is the sender, not
+ * yet the target the state names. It takes the thread's user stack by frame
+ * pointers (bpf_get_stackid, BPF_F_USER_STACK) and counts the sample under
+ * (greenlet id, stack id).
  *
  * Greenlet names come from the rare `greenlet:new` probe; a greenlet created
  * before the attach has none here (user space prints `?`).
@@ -117,7 +119,7 @@ int on_sample(struct bpf_perf_event_data *ctx)
 	if (!st)
 		return 0;
 	st->samples++;
-	task = (struct task_struct *)bpf_get_current_task();
+	task = bpf_get_current_task_btf();
 	if (gl_read_current(task, layout, &cur) < 0) {
 		st->unreadable++;
 		return 0;
@@ -126,7 +128,8 @@ int on_sample(struct bpf_perf_event_data *ctx)
 		st->no_runtime++;
 		return 0;
 	}
-	key.greenlet = cur.id;
+	/* Whose code ran: the sender, in a switch window (bpf/sample.h). */
+	key.greenlet = cur.running;
 	key.stack_id = bpf_get_stackid(ctx, &stacks, BPF_F_USER_STACK);
 	if (key.stack_id < 0) {
 		st->no_stack++;

@@ -123,6 +123,8 @@ static __always_inline int read_current(struct task_struct *task, const struct g
 	c = bpf_map_lookup_elem(&py_cur, &tid);
 	out->has_runtime = c != NULL;
 	out->id = c ? c->id : 0;
+	out->running = out->id;
+	out->in_window = 0;
 	out->switches = c ? c->switches : 0;
 	out->flags = c && c->idle ? GL_FLAG_IDLE : 0;
 	*py = c;
@@ -260,6 +262,7 @@ static __always_inline void observe(void *ctx, struct task_struct *task, struct 
 		t->switches = cur->switches;
 		t->since_ns = py && py->start_ns && py->start_ns < now ? py->start_ns : now;
 		t->last_ns = now;
+		/* The value's greenlet is the current one, also in a switch window. */
 		t->greenlet = cur->id;
 		t->idle = cur->flags & GL_FLAG_IDLE;
 		t->ep_off_ns = 0;
@@ -309,7 +312,8 @@ int on_sample(void *ctx)
 		tot->unreadable++;
 		return 0;
 	}
-	s = get_stats(tgid, tid, cur.has_runtime ? cur.id : 0, tot);
+	/* The sample's greenlet is the one whose code ran (the origin, in a switch window). */
+	s = get_stats(tgid, tid, cur.has_runtime ? cur.running : 0, tot);
 	if (s)
 		s->samples++;
 	t = get_thread(tgid, tid, tot);
@@ -351,10 +355,12 @@ int BPF_PROG(on_switch, bool preempt, struct task_struct *prev, struct task_stru
 			tot->unreadable++;
 			cur.has_runtime = t->has_runtime;
 			cur.id = t->greenlet;
+			cur.running = t->greenlet;
 		}
 		t->off_cpu = 1;
 		t->out_ns = now;
-		t->out_greenlet = cur.has_runtime ? cur.id : 0;
+		/* Off-CPU time goes to the greenlet whose code was switched out. */
+		t->out_greenlet = cur.has_runtime ? cur.running : 0;
 		t->out_sleeping = prev_state != TASK_RUNNING;
 		t->out_syscall = -1;
 		t->out_stack = -1;

@@ -32,8 +32,9 @@ struct gs_key {
 struct gs_stats {
 	/* cpu-clock samples that found this greenlet running. */
 	__u64 samples;
-	/* Off-CPU time while it was its thread's current greenlet, from switch-out to
-	 * switch-in: blocked (prev_state != running) or preempted (runnable). */
+	/* Off-CPU time while its code ran on its thread (it was current, or the sender
+	 * of a transfer not yet switched: bpf/sample.h), from switch-out to switch-in:
+	 * blocked (prev_state != running) or preempted (runnable). */
 	__u64 sleep_ns;
 	__u64 preempt_ns;
 	/* Number of completed off-CPU stretches of each kind. */

@@ -109,6 +109,10 @@ pub(crate) struct Inner {
 pub(crate) const INNER_ID: u32 = std::mem::offset_of!(Inner, id) as u32;
 /// `crate::sample::SampleLayout::inner_flags`.
 pub(crate) const INNER_FLAGS: u32 = std::mem::offset_of!(Inner, flags) as u32;
+/// `crate::sample::SampleLayout::inner_stack`: the bounds of the greenlet's stack, kept in its
+/// context.
+pub(crate) const INNER_STACK: u32 =
+    (std::mem::offset_of!(Inner, context) + crate::switch::CONTEXT_BOUNDS) as u32;
 
 /// The rarely set parts of a greenlet's configuration.
 pub(crate) struct Options {
@@ -472,7 +476,7 @@ impl Greenlet {
             flags: Cell::new(0),
             parent: Cell::new(None),
             run: Cell::new(None),
-            context: Context::new(),
+            context: Context::on_thread_stack(),
             registry_index: Cell::new(NOT_REGISTERED),
             thread: Cell::new(std::ptr::null()),
             pins: Cell::new(0),

@@ -11,11 +11,30 @@
 //! id       = *(u64 *)(current + inner_id)          // its id (the main greenlet's included)
 //! flags    = *(u8  *)(current + inner_flags)       // bit 0: IDLE (Greenlet::set_idle)
 //! switches = *(u64 *)(state + state_switches)      // +1 per transfer on this thread
+//! origin   = *(u64 *)(state + state_origin)        // the sender of the last transfer
+//! [low, high) = *(u64[2] *)(g + inner_stack)       // g's stack (current's, origin's); 0, 0: unknown
 //! ```
+//!
+//! # The switch window
+//!
+//! A transfer makes its target current (and its sender `origin`, written first) a few
+//! instructions before the stack switch, which the sender makes from its own stack; and
+//! corosensei's switch moves the stack pointer and the frame pointer one instruction apart. A
+//! sampler that interrupts the thread in between finds the target current while the sender's
+//! frames run. The registers tell them apart, at no cost to the switch: of the current
+//! greenlet and the origin, the one whose stack holds the frame pointer (what a stack walk
+//! follows), else the one whose stack holds the stack pointer, is the one running. A
+//! greenlet's bounds are its coroutine stack's, set when it gets its stack; a main
+//! greenlet's are its thread's stack (`pthread_getattr_np`, once per thread), or unknown
+//! (zero) where that cannot be found or the runtime is first used off the thread's stack.
+//! What this cannot tell: the switch loop of a greenlet woken on the way by a transfer down
+//! the chain, or by a death, runs on a stack that is neither the target's nor the sender's;
+//! and `origin` may point to a greenlet freed since its transfer arrived (a sampler reads it
+//! as a candidate only, with reads that may fail).
 //!
 //! The offsets come from [`SAMPLE_LAYOUT`], which lives in its own section so that a loader
 //! finds it in a stripped executable (section headers survive `strip`; `.symtab` does not):
-//! parse `/proc/PID/exe`, take the section's address, add the load bias, read 48 bytes from
+//! parse `/proc/PID/exe`, take the section's address, add the load bias, read 56 bytes from
 //! `/proc/PID/mem`, and check the magic, the version and the size.
 //!
 //! `tls_offset` is known only once the runtime has created its first thread state (on a
@@ -28,7 +47,9 @@
 //! in no named section, and its `tls_status` stays 0.
 //!
 //! The runtime's cost for this is one add per transfer (the switch counter); the rest is read
-//! from fields a switch already writes.
+//! from fields a switch already writes (`current`, `origin`) and from the stack bounds each
+//! greenlet records when it gets its stack (not per switch: a greenlet that reuses a spare
+//! coroutine keeps its stack, hence its bounds).
 //!
 //! ```
 //! use std::sync::atomic::Ordering;
@@ -51,15 +72,15 @@
 use std::sync::atomic::{AtomicI64, AtomicU32, Ordering};
 use std::sync::Mutex;
 
-use crate::greenlet::{INNER_FLAGS, INNER_ID};
-use crate::thread::{STATE_CURRENT, STATE_SWITCHES};
+use crate::greenlet::{INNER_FLAGS, INNER_ID, INNER_STACK};
+use crate::thread::{STATE_CURRENT, STATE_ORIGIN, STATE_SWITCHES};
 
 /// The name of the ELF section that holds [`SAMPLE_LAYOUT`].
 pub const SECTION: &str = ".greenlet_sample";
 /// [`SampleLayout::magic`].
 pub const MAGIC: [u8; 8] = *b"GRNLTSMP";
-/// [`SampleLayout::version`] of this layout.
-pub const VERSION: u32 = 1;
+/// [`SampleLayout::version`] of this layout (2: `state_origin` and `inner_stack` added).
+pub const VERSION: u32 = 2;
 /// [`SampleLayout::tls_status`]: no thread state created yet; `tls_offset` is not known.
 pub const TLS_UNKNOWN: u32 = 0;
 /// [`SampleLayout::tls_status`]: `tls_offset` is valid, and was the same on every thread so
@@ -73,7 +94,7 @@ pub const TLS_DISAGREE: u32 = 2;
 pub const FLAG_IDLE: u8 = 1;
 
 /// The offsets a sampler needs to find the running greenlet of a thread (see the
-/// [module documentation](self)). 48 bytes, `repr(C)`, little-endian on the targets that
+/// [module documentation](self)). 56 bytes, `repr(C)`, little-endian on the targets that
 /// publish it.
 #[repr(C)]
 #[derive(Debug)]
@@ -82,7 +103,7 @@ pub struct SampleLayout {
     pub magic: [u8; 8],
     /// [`VERSION`].
     pub version: u32,
-    /// `size_of::<SampleLayout>()`: 48.
+    /// `size_of::<SampleLayout>()`: 56.
     pub size: u32,
     /// [`TLS_UNKNOWN`], [`TLS_VALID`] or [`TLS_DISAGREE`].
     pub tls_status: AtomicU32,
@@ -99,9 +120,18 @@ pub struct SampleLayout {
     pub inner_id: u32,
     /// Offset in a greenlet of its flag byte (bit 0: [`FLAG_IDLE`]).
     pub inner_flags: u32,
+    /// Offset in the thread state of the pointer to the greenlet that sent the last transfer
+    /// (the one whose code runs until the stack switch: see [the switch
+    /// window](self#the-switch-window)).
+    pub state_origin: u32,
+    /// Offset in a greenlet of the bounds of its stack: two `u64`s, `low` and `high`, the
+    /// usable part `[low, high)` of the stack it runs on (a main greenlet's: its thread's
+    /// stack); both zero when unknown (a greenlet that has no stack, or a main greenlet whose
+    /// thread's stack could not be found).
+    pub inner_stack: u32,
 }
 
-const _: () = assert!(std::mem::size_of::<SampleLayout>() == 48);
+const _: () = assert!(std::mem::size_of::<SampleLayout>() == 56);
 const _: () = assert!(std::mem::align_of::<SampleLayout>() == 8);
 
 /// The runtime's published layout. `#[used]` and referenced by the runtime (which writes its
@@ -122,6 +152,8 @@ pub static SAMPLE_LAYOUT: SampleLayout = SampleLayout {
     state_switches: STATE_SWITCHES,
     inner_id: INNER_ID,
     inner_flags: INNER_FLAGS,
+    state_origin: STATE_ORIGIN,
+    inner_stack: INNER_STACK,
 };
 
 /// Serialises [`publish_tls_offset`] (thread-state creation: rare).
@@ -189,7 +221,7 @@ mod tests {
         SampleLayout {
             magic: MAGIC,
             version: VERSION,
-            size: 48,
+            size: 56,
             tls_status: AtomicU32::new(TLS_UNKNOWN),
             _reserved: 0,
             tls_offset: AtomicI64::new(0),
@@ -197,6 +229,8 @@ mod tests {
             state_switches: 0,
             inner_id: 0,
             inner_flags: 0,
+            state_origin: 0,
+            inner_stack: 0,
         }
     }
 
@@ -224,7 +258,17 @@ mod tests {
     fn the_offsets_are_the_fields() {
         assert_eq!(SAMPLE_LAYOUT.state_current, STATE_CURRENT);
         assert_eq!(SAMPLE_LAYOUT.state_switches, STATE_SWITCHES);
-        assert_ne!(STATE_CURRENT, STATE_SWITCHES);
+        assert_eq!(SAMPLE_LAYOUT.state_origin, STATE_ORIGIN);
+        assert_eq!(SAMPLE_LAYOUT.inner_stack, INNER_STACK);
+        let state = [STATE_CURRENT, STATE_SWITCHES, STATE_ORIGIN];
+        assert!(state
+            .iter()
+            .enumerate()
+            .all(|(i, a)| !state[..i].contains(a)));
         assert_ne!(INNER_ID, INNER_FLAGS);
+        // The stack's two words overlap neither the id nor the flag byte.
+        for (field, len) in [(INNER_ID, 8), (INNER_FLAGS, 1)] {
+            assert!(field + len <= INNER_STACK || field >= INNER_STACK + 16);
+        }
     }
 }

@@ -169,6 +169,14 @@ impl GreenStack {
         self.slot.owner().clear();
     }
 
+    /// The usable part of the stack, `(low, high)`: the addresses a coroutine's stack pointer
+    /// stays within, from the top of the guard page to the base (exclusive).
+    #[inline]
+    pub(crate) fn bounds(&self) -> (usize, usize) {
+        let high = self.slot.base();
+        (high - self.usable_size(), high)
+    }
+
     /// The stack's size and owner record, for whoever keeps the stack where it cannot reach
     /// it (inside a corosensei coroutine, which gives no access to its stack).
     #[inline]
@@ -235,6 +243,38 @@ unsafe impl Stack for GreenStack {
     fn limit(&self) -> StackPointer {
         StackPointer::new(self.slot.limit()).expect("stack limit is never null")
     }
+}
+
+/// The calling thread's stack, `(low, high)`, as the C library describes it, if the calling
+/// code runs on it (the address of a local lies within); `None` where it is not known, or the
+/// caller runs on another stack (a coroutine of some other library). Reads `/proc/self/maps`
+/// on the process's initial thread (glibc): call it once per thread, not on a hot path.
+#[cfg(target_os = "linux")]
+pub(crate) fn thread_stack() -> Option<(usize, usize)> {
+    let mut attr = std::mem::MaybeUninit::<libc::pthread_attr_t>::uninit();
+    let mut addr: *mut libc::c_void = std::ptr::null_mut();
+    let mut size: libc::size_t = 0;
+    // SAFETY: `pthread_getattr_np` initialises `attr` when it returns 0 (and only then is it
+    // read or destroyed); `pthread_attr_getstack` writes the two locals it is given pointers
+    // to; `attr` is destroyed once, after its last use.
+    let found = unsafe {
+        if libc::pthread_getattr_np(libc::pthread_self(), attr.as_mut_ptr()) != 0 {
+            return None;
+        }
+        let found = libc::pthread_attr_getstack(attr.as_ptr(), &mut addr, &mut size);
+        libc::pthread_attr_destroy(attr.as_mut_ptr());
+        found
+    };
+    let low = addr as usize;
+    let high = low.checked_add(size)?;
+    let here = std::ptr::from_ref(&size) as usize;
+    (found == 0 && low < here && here < high).then_some((low, high))
+}
+
+/// Not known on this target.
+#[cfg(not(target_os = "linux"))]
+pub(crate) fn thread_stack() -> Option<(usize, usize)> {
+    None
 }
 
 /// The size class index for a request of `size` bytes.

@@ -100,7 +100,31 @@ pub(crate) struct Context {
     stack: Cell<Option<StackLabel>>,
     /// The coroutine is spare: its greenlet is dead and its body waits in [`keep_spare`].
     spare: Cell<bool>,
+    /// Where the coroutine's stack lies, for samplers (`crate::sample`): set with the
+    /// coroutine, kept while it is spare (a reused spare runs on the same stack), cleared when
+    /// the coroutine returns; for a main greenlet, its thread's stack if known
+    /// ([`Context::on_thread_stack`]). Never read by the runtime.
+    bounds: Cell<StackBounds>,
 }
+
+/// The usable part of a greenlet's stack, `[low, high)`, as a sampler reads it from outside the
+/// process (`crate::sample::SampleLayout::inner_stack`): two words, `low` first. Both zero
+/// when unknown.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct StackBounds {
+    pub(crate) low: usize,
+    pub(crate) high: usize,
+}
+
+impl StackBounds {
+    /// No stack known: a context with no coroutine, or a main greenlet whose thread's stack
+    /// could not be found.
+    pub(crate) const UNKNOWN: StackBounds = StackBounds { low: 0, high: 0 };
+}
+
+/// Offset of a context's [`StackBounds`] in it (for `crate::greenlet::INNER_STACK`).
+pub(crate) const CONTEXT_BOUNDS: usize = std::mem::offset_of!(Context, bounds);
 
 impl Drop for Context {
     /// Inline and small: most contexts are dropped empty (a main greenlet's, or an unstarted
@@ -174,7 +198,19 @@ impl Context {
             yielder: Cell::new(ptr::null()),
             stack: Cell::new(None),
             spare: Cell::new(false),
+            bounds: Cell::new(StackBounds::UNKNOWN),
         }
+    }
+
+    /// A main greenlet's context: no coroutine, and the bounds of the calling thread's stack,
+    /// which a main greenlet runs on (unknown if the thread's stack is not known, or the
+    /// caller is not on it).
+    pub(crate) fn on_thread_stack() -> Context {
+        let context = Context::new();
+        if let Some((low, high)) = crate::stack::thread_stack() {
+            context.bounds.set(StackBounds { low, high });
+        }
+        context
     }
 
     /// Gets the coroutine ready to run `body` when it is first resumed, on a stack of
@@ -252,6 +288,8 @@ impl Context {
         let stack = crate::stack::allocate(stack_size)?;
         stack.set_owner(owner.0, owner.1);
         self.stack.set(Some(stack.label()));
+        let (low, high) = stack.bounds();
+        self.bounds.set(StackBounds { low, high });
         let coroutine = Coroutine::with_stack(stack, move |yielder: &GreenYielder, ()| {
             body(&Suspender(yielder))
         });
@@ -329,8 +367,10 @@ impl Context {
         if let CoroutineResult::Return(()) = coroutine.resume(()) {
             // The body returned (its greenlet died with `SPARE_MAX` coroutines spare):
             // nothing is left on the stack; free it. (`stack` is left stale: it is read only
-            // while the coroutine is spare.)
+            // while the coroutine is spare.) Its bounds are forgotten: the stack is someone
+            // else's once it is back in the pool.
             *slot = None;
+            self.bounds.set(StackBounds::UNKNOWN);
         }
     }
 }

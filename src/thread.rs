@@ -120,6 +120,9 @@ const RECYCLED_MAX: usize = 64;
 pub(crate) const STATE_CURRENT: u32 = mem::offset_of!(ThreadState, current) as u32;
 /// `crate::sample::SampleLayout::state_switches`: where a sampler finds the switch counter.
 pub(crate) const STATE_SWITCHES: u32 = mem::offset_of!(ThreadState, switches) as u32;
+/// `crate::sample::SampleLayout::state_origin`: where a sampler finds the sender of the last
+/// transfer (which runs on its own stack until the stack switch).
+pub(crate) const STATE_ORIGIN: u32 = mem::offset_of!(ThreadState, origin) as u32;
 
 impl ThreadState {
     pub(crate) fn new(main_name: Option<Box<str>>) -> ThreadState {
@@ -473,7 +476,13 @@ impl ThreadState {
     /// [`ThreadState::hand_off_value`]): it also counts the transfer.
     #[inline(always)]
     fn make_current(&self, target: *const Inner) {
-        self.origin.set(self.current.replace(target));
+        // The origin is written before the current greenlet, and the compiler may not swap the
+        // two stores (a fence that emits no instruction): a sampler that interrupts the thread
+        // between them finds the sender both current and origin, never a target current with
+        // a stale origin (`crate::sample`, the switch window).
+        self.origin.set(self.current.get());
+        std::sync::atomic::compiler_fence(Ordering::Release);
+        self.current.set(target);
         // The sampling word (`crate::sample`): compiled out with the probes, so that the
         // benches' no-probes build measures what every hook costs together.
         #[cfg(not(greenlet_no_probes))]

@@ -1,6 +1,7 @@
 //! The sampling contract (`greenlet::sample`, `/work/notes`' sample-spec): a sampler that knows
-//! only the thread pointer and the 48 bytes of the `.greenlet_sample` section finds the running
-//! greenlet's id, its idle bit and the thread's switch counter.
+//! only the thread pointer and the 56 bytes of the `.greenlet_sample` section finds the running
+//! greenlet's id, its idle bit, the thread's switch counter, the last transfer's origin, and
+//! the bounds of each one's stack (which hold the stack of the code running on it).
 //!
 //! - the layout read back through the section of this very test binary, at the address a
 //!   loader computes from `/proc/self/maps`, from `/proc/self/mem`;
@@ -34,10 +35,12 @@ struct Decoded {
     state_switches: u32,
     inner_id: u32,
     inner_flags: u32,
+    state_origin: u32,
+    inner_stack: u32,
 }
 
 fn decode(bytes: &[u8]) -> Decoded {
-    assert_eq!(bytes.len(), 48, "the layout is 48 bytes");
+    assert_eq!(bytes.len(), 56, "the layout is 56 bytes");
     let u32_at = |i: usize| u32::from_le_bytes(bytes[i..i + 4].try_into().unwrap());
     Decoded {
         magic: bytes[0..8].try_into().unwrap(),
@@ -50,6 +53,8 @@ fn decode(bytes: &[u8]) -> Decoded {
         state_switches: u32_at(36),
         inner_id: u32_at(40),
         inner_flags: u32_at(44),
+        state_origin: u32_at(48),
+        inner_stack: u32_at(52),
     }
 }
 
@@ -66,6 +71,8 @@ fn expected(layout: &SampleLayout) -> Decoded {
         state_switches: layout.state_switches,
         inner_id: layout.inner_id,
         inner_flags: layout.inner_flags,
+        state_origin: layout.state_origin,
+        inner_stack: layout.inner_stack,
     }
 }
 
@@ -133,7 +140,7 @@ fn the_section_of_this_binary_holds_the_layout_at_the_loaders_address() {
     let bytes = std::fs::read(&exe).expect("read the test binary");
     let elf = Elf::parse(&bytes).expect("an ELF file");
     let (addr, _, size, flags) = sample_section(&elf);
-    assert_eq!(size, 48);
+    assert_eq!(size, 56);
     assert_eq!(flags & (SHF_ALLOC as u64), SHF_ALLOC as u64, "loaded");
     assert_eq!(flags & (SHF_WRITE as u64), SHF_WRITE as u64, "writable");
     let runtime = support::stapsdt::runtime_address(std::process::id(), &exe, &bytes, addr);
@@ -142,9 +149,9 @@ fn the_section_of_this_binary_holds_the_layout_at_the_loaders_address() {
         std::ptr::from_ref(&SAMPLE_LAYOUT) as u64,
         "the section's runtime address is the static's"
     );
-    let decoded = decode(&read_mem(runtime, 48));
+    let decoded = decode(&read_mem(runtime, 56));
     assert_eq!(&decoded.magic, b"GRNLTSMP");
-    assert_eq!((decoded.version, decoded.size), (1, 48));
+    assert_eq!((decoded.version, decoded.size), (2, 56));
     assert_eq!(decoded.tls_status, TLS_VALID);
     assert!(
         decoded.tls_offset < 0,
@@ -203,6 +210,116 @@ fn raw_reads_from_the_thread_pointer_find_the_current_greenlet_on_two_threads() 
     assert_eq!(layout_now().tls_status, TLS_VALID);
 }
 
+/// What a sampler reads of the greenlet at `g` (an `Inner` address): (id, [low, high) of its
+/// stack).
+fn greenlet_at(layout: &Decoded, g: u64) -> (u64, (u64, u64)) {
+    let word = |address: u64| {
+        // SAFETY: `g` is the address of a live greenlet of this thread (the current one, or the
+        // origin of a transfer that arrived while the caller holds a handle on it); the words
+        // read are its id and its stack bounds, at the published offsets.
+        unsafe { std::ptr::read_volatile(address as *const u64) }
+    };
+    let stack = g + u64::from(layout.inner_stack);
+    (
+        word(g + u64::from(layout.inner_id)),
+        (word(stack), word(stack + 8)),
+    )
+}
+
+/// The running greenlet and the last transfer's origin as a sampler reads them: (current,
+/// origin), each as [`greenlet_at`] gives it.
+type Pair = ((u64, (u64, u64)), (u64, (u64, u64)));
+
+fn current_and_origin(layout: &Decoded) -> Pair {
+    let (state, _, _, _) = sampled(layout).expect("a thread state");
+    let word = |address: u64| {
+        // SAFETY: fields of this thread's live state, at the published offsets.
+        unsafe { std::ptr::read_volatile(address as *const u64) }
+    };
+    let current = word(state + u64::from(layout.state_current));
+    let origin = word(state + u64::from(layout.state_origin));
+    (greenlet_at(layout, current), greenlet_at(layout, origin))
+}
+
+/// The address the thread state's `origin` holds.
+fn origin_address(layout: &Decoded) -> u64 {
+    let (state, _, _, _) = sampled(layout).expect("a thread state");
+    // SAFETY: a field of this thread's live state, at the published offset.
+    unsafe { std::ptr::read_volatile((state + u64::from(layout.state_origin)) as *const u64) }
+}
+
+/// The address of a local of the caller's frame: on the stack it runs on.
+#[inline(never)]
+fn a_local() -> u64 {
+    let local = 0_u8;
+    std::hint::black_box(std::ptr::from_ref(&local)) as u64
+}
+
+fn holds((low, high): (u64, u64), address: u64) -> bool {
+    low < high && low <= address && address < high
+}
+
+#[test]
+fn the_published_stack_bounds_hold_the_running_greenlets_stack() {
+    getcurrent();
+    let layout = layout_now();
+    let main = getcurrent();
+    // The main greenlet runs on its thread's stack, which the runtime found.
+    let (here, _) = current_and_origin(&layout);
+    assert_eq!(here.0, main.id());
+    assert!(
+        holds(here.1, a_local()),
+        "main's bounds {:x?} hold a local of main's frame",
+        here.1
+    );
+
+    let main_bounds = here.1;
+    let back = main.clone();
+    let child = Greenlet::builder().stack_size(64 << 10).build(move |_| {
+        // On the child's stack: its bounds hold this frame, not main's; the origin is main.
+        let (current, origin) = current_and_origin(&layout_now());
+        let local = a_local();
+        assert_eq!(current.0, getcurrent().id());
+        assert!(holds(current.1, local), "{:x?} holds {local:x}", current.1);
+        assert!(
+            !holds(main_bounds, local),
+            "a child's frame on main's stack"
+        );
+        assert_eq!(
+            current.1 .1 - current.1 .0,
+            64 << 10,
+            "the usable size asked for"
+        );
+        assert_eq!(origin, (back.id(), main_bounds), "main sent the transfer");
+        back.switch(current)?;
+        // Resumed by main a second time: the same stack.
+        let (again, _) = current_and_origin(&layout_now());
+        back.switch(again)?;
+        Ok(())
+    });
+    let in_child = child.switch(()).unwrap().downcast::<(u64, (u64, u64))>();
+    let (child_id, child_bounds) = in_child.unwrap();
+    assert_eq!(child_id, child.id());
+    // Back on main: main is current, the child is the origin, with the bounds it ran in.
+    let (current, origin) = current_and_origin(&layout);
+    assert_eq!(current, (main.id(), main_bounds));
+    assert_eq!(origin, (child.id(), child_bounds));
+    assert!(
+        !holds(child_bounds, a_local()),
+        "main's frame in the child's stack"
+    );
+    let again = child.switch(()).unwrap().downcast::<(u64, (u64, u64))>();
+    assert_eq!(again.unwrap(), (child.id(), child_bounds));
+    // Read in place as well, from the address the state's origin gives: the bounds the
+    // child's `Inner` holds while it is suspended.
+    assert_eq!(
+        greenlet_at(&layout, origin_address(&layout)).1,
+        child_bounds
+    );
+    child.switch(()).unwrap(); // it finishes
+    assert!(child.is_dead());
+}
+
 #[test]
 fn the_section_survives_strip() {
     if !support::require("the strip test", support::tool("strip", "--version")) {
@@ -226,7 +343,7 @@ fn the_section_survives_strip() {
         elf.syms.len()
     );
     let (addr, offset, size, _) = sample_section(&elf);
-    assert_eq!(size, 48);
+    assert_eq!(size, 56);
     // It is loaded: some PT_LOAD segment maps its file bytes at its address.
     assert!(
         elf.program_headers.iter().any(|ph| ph.p_type == PT_LOAD

@@ -18,10 +18,13 @@ use super::semaphore::{address_of, parse_maps_line, Mapping};
 pub const SECTION: &str = ".greenlet_sample";
 /// The layout's first eight bytes.
 pub const MAGIC: [u8; 8] = *b"GRNLTSMP";
-/// The layout version this gltop reads.
-pub const VERSION: u32 = 1;
-/// Bytes of the published layout (version 1).
-pub const SIZE: usize = 48;
+/// The layout version this gltop reads (2: the origin and the stack bounds, which tell the
+/// switch window apart; `bpf/sample.h`).
+pub const VERSION: u32 = 2;
+/// Bytes of the published layout (version 2).
+pub const SIZE: usize = 56;
+/// Bytes of the layout's header (magic, version, size), the same in every version.
+const HEADER: usize = 16;
 
 /// The offsets a BPF program needs to read a thread's running greenlet, as the runtime of one
 /// process published them. Mirrors `struct gl_layout` of `bpf/sample.h`, which BPF programs
@@ -40,6 +43,10 @@ pub struct SampleLayout {
     pub inner_id: u32,
     /// Offset in a greenlet of its flags byte (bit 0: idle by design).
     pub inner_flags: u32,
+    /// Offset in the thread state of the pointer to the last transfer's sender.
+    pub state_origin: u32,
+    /// Offset in a greenlet of its stack's bounds: `low` and `high`, two `u64`s (zero: unknown).
+    pub inner_stack: u32,
 }
 
 /// The flags-byte bit of a greenlet marked idle by design (`Builder::idle`).
@@ -82,14 +89,13 @@ pub enum LayoutError {
     },
 }
 
-/// The published layout, decoded: `None` while the runtime has not created a thread state
-/// yet (nothing has used it), so the thread-local's offset is not known.
-pub fn decode(bytes: &[u8], pid: i32, exe: &Path) -> Result<Option<SampleLayout>, LayoutError> {
+/// Checks the layout's magic, version and size (its first [`HEADER`] bytes).
+fn check_header(bytes: &[u8], exe: &Path) -> Result<(), LayoutError> {
     let unsupported = |reason: String| LayoutError::Unsupported {
         exe: exe.to_path_buf(),
         reason,
     };
-    if bytes.len() < SIZE || bytes[..8] != MAGIC {
+    if bytes.len() < HEADER || bytes[..8] != MAGIC {
         return Err(unsupported(format!(
             "{SECTION} does not start with the layout's magic"
         )));
@@ -97,10 +103,32 @@ pub fn decode(bytes: &[u8], pid: i32, exe: &Path) -> Result<Option<SampleLayout>
     let u32_at = |at: usize| u32::from_le_bytes(bytes[at..at + 4].try_into().expect("4 bytes"));
     let (version, size) = (u32_at(8), u32_at(12));
     if version != VERSION || size as usize != SIZE {
+        let hint = if version < VERSION {
+            "it was built with an older greenlet runtime: rebuild it"
+        } else {
+            "this gltop is older than the program's greenlet runtime"
+        };
         return Err(unsupported(format!(
-            "sample layout version {version} ({size} bytes); this gltop reads version {VERSION} ({SIZE} bytes)"
+            "sample layout version {version} ({size} bytes); this gltop reads version {VERSION} ({SIZE} bytes): {hint}"
         )));
     }
+    Ok(())
+}
+
+/// The published layout, decoded: `None` while the runtime has not created a thread state
+/// yet (nothing has used it), so the thread-local's offset is not known.
+pub fn decode(bytes: &[u8], pid: i32, exe: &Path) -> Result<Option<SampleLayout>, LayoutError> {
+    check_header(bytes, exe)?;
+    if bytes.len() < SIZE {
+        return Err(LayoutError::Unsupported {
+            exe: exe.to_path_buf(),
+            reason: format!(
+                "{SECTION} holds {} bytes of a {SIZE}-byte layout",
+                bytes.len()
+            ),
+        });
+    }
+    let u32_at = |at: usize| u32::from_le_bytes(bytes[at..at + 4].try_into().expect("4 bytes"));
     match u32_at(16) {
         0 => Ok(None),
         1 => Ok(Some(SampleLayout {
@@ -109,9 +137,14 @@ pub fn decode(bytes: &[u8], pid: i32, exe: &Path) -> Result<Option<SampleLayout>
             state_switches: u32_at(36),
             inner_id: u32_at(40),
             inner_flags: u32_at(44),
+            state_origin: u32_at(48),
+            inner_stack: u32_at(52),
         })),
         2 => Err(LayoutError::TlsNotStatic { pid }),
-        other => Err(unsupported(format!("unknown TLS status {other}"))),
+        other => Err(LayoutError::Unsupported {
+            exe: exe.to_path_buf(),
+            reason: format!("unknown TLS status {other}"),
+        }),
     }
 }
 
@@ -154,7 +187,11 @@ pub fn read(pid: i32) -> Result<Option<SampleLayout>, LayoutError> {
     })?;
     let mem_path = PathBuf::from(format!("/proc/{pid}/mem"));
     let mem = File::open(&mem_path).map_err(io(&mem_path))?;
+    // The header first: a layout of another version may be shorter than this one's.
     let mut buf = [0u8; SIZE];
+    mem.read_exact_at(&mut buf[..HEADER], addr)
+        .map_err(io(&mem_path))?;
+    check_header(&buf[..HEADER], &exe)?;
     mem.read_exact_at(&mut buf, addr).map_err(io(&mem_path))?;
     decode(&buf, pid, &exe)
 }
@@ -171,7 +208,7 @@ mod tests {
         b.extend_from_slice(&status.to_le_bytes());
         b.extend_from_slice(&0u32.to_le_bytes());
         b.extend_from_slice(&(-0x48i64).to_le_bytes());
-        for v in [8u32, 16, 24, 32] {
+        for v in [8u32, 16, 24, 32, 40, 48] {
             b.extend_from_slice(&v.to_le_bytes());
         }
         b
@@ -189,6 +226,8 @@ mod tests {
                 state_switches: 16,
                 inner_id: 24,
                 inner_flags: 32,
+                state_origin: 40,
+                inner_stack: 48,
             })
         );
         assert!(matches!(
@@ -203,17 +242,35 @@ mod tests {
         let mut wrong_magic = published(1);
         wrong_magic[0] = b'X';
         assert!(decode(&wrong_magic, 1, exe).is_err());
-        let mut v2 = published(1);
-        v2[8] = 2;
-        let e = decode(&v2, 1, exe).unwrap_err().to_string();
-        assert!(e.contains("version 2"), "{e}");
-        assert!(decode(&published(1)[..40], 1, exe).is_err());
+        // A runtime of layout version 1 (48 bytes, before the switch window's fields): refused
+        // in one message that says what to do, from its header alone.
+        let mut v1 = published(1);
+        v1[8] = 1;
+        v1[12..16].copy_from_slice(&48u32.to_le_bytes());
+        v1.truncate(48);
+        let e = decode(&v1, 1, exe).unwrap_err().to_string();
+        assert_eq!(
+            e,
+            "/x: sample layout version 1 (48 bytes); this gltop reads version 2 (56 bytes): \
+             it was built with an older greenlet runtime: rebuild it"
+        );
+        assert!(check_header(&v1[..HEADER], exe).is_err());
+        let mut v3 = published(1);
+        v3[8] = 3;
+        let e = decode(&v3, 1, exe).unwrap_err().to_string();
+        assert!(e.contains("version 3") && e.contains("older than"), "{e}");
+        let mut wrong_size = published(1);
+        wrong_size[12] = 48;
+        assert!(decode(&wrong_size, 1, exe).is_err());
+        assert!(check_header(&published(1)[..HEADER], exe).is_ok());
+        let e = decode(&published(1)[..48], 1, exe).unwrap_err().to_string();
+        assert!(e.contains("48 bytes of a 56-byte layout"), "{e}");
         assert!(decode(&published(9), 1, exe).is_err());
     }
 
     #[test]
     fn the_rust_mirror_has_the_c_size() {
-        // `struct gl_layout` in bpf/sample.h: s64 + 4 x u32.
-        assert_eq!(std::mem::size_of::<SampleLayout>(), 24);
+        // `struct gl_layout` in bpf/sample.h: s64 + 6 x u32.
+        assert_eq!(std::mem::size_of::<SampleLayout>(), 32);
     }
 }

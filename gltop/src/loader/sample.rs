@@ -320,14 +320,19 @@ pub(super) fn clock_error(e: ClockError<libbpf_rs::Error>) -> Error {
     }
 }
 
-/// The layout as the BPF map's value (`struct gl_layout`: s64, then four u32).
-fn layout_bytes(l: &SampleLayout) -> [u8; 24] {
-    let mut b = [0u8; 24];
+/// The layout as the BPF map's value (`struct gl_layout`: s64, then six u32).
+fn layout_bytes(l: &SampleLayout) -> [u8; 32] {
+    let mut b = [0u8; 32];
     b[..8].copy_from_slice(&l.tls_offset.to_ne_bytes());
-    for (i, v) in [l.state_current, l.state_switches, l.inner_id, l.inner_flags]
-        .iter()
-        .enumerate()
-    {
+    let fields = [
+        l.state_current,
+        l.state_switches,
+        l.inner_id,
+        l.inner_flags,
+        l.state_origin,
+        l.inner_stack,
+    ];
+    for (i, v) in fields.iter().enumerate() {
         b[8 + 4 * i..12 + 4 * i].copy_from_slice(&v.to_ne_bytes());
     }
     b
@@ -1093,9 +1098,16 @@ mod tests {
             state_switches: 16,
             inner_id: 24,
             inner_flags: 32,
+            state_origin: 40,
+            inner_stack: 48,
         };
         let b = layout_bytes(&l);
         assert_eq!(i64::from_ne_bytes(b[..8].try_into().unwrap()), -0x48);
-        assert_eq!(u32::from_ne_bytes(b[20..24].try_into().unwrap()), 32);
+        let words: Vec<u32> = b[8..]
+            .chunks(4)
+            .map(|c| u32::from_ne_bytes(c.try_into().unwrap()))
+            .collect();
+        assert_eq!(words, [8, 16, 24, 32, 40, 48]);
+        assert_eq!(b.len(), std::mem::size_of::<types::gl_layout>());
     }
 }

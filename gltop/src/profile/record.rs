@@ -120,9 +120,11 @@ impl Sampler {
             state_switches: l.state_switches,
             inner_id: l.inner_id,
             inner_flags: l.inner_flags,
+            state_origin: l.state_origin,
+            inner_stack: l.inner_stack,
         };
         // SAFETY: `gl_layout` is a #[repr(C)] struct of integers without padding (s64 and
-        // four u32), generated from bpf/sample.h; its bytes are all initialised.
+        // six u32), generated from bpf/sample.h; its bytes are all initialised.
         let bytes = unsafe {
             std::slice::from_raw_parts(
                 (&value as *const types::gl_layout).cast::<u8>(),
