@@ -8,6 +8,7 @@
 mod support;
 
 use std::collections::BTreeSet;
+use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -78,9 +79,10 @@ fn detector_of(gltop: i32) -> Detector {
     let count = |ids: &[u32]| links.iter().filter(|p| ids.contains(p)).count();
     let map_named = |n: &str| {
         let p = progs.iter().find(|p| Some(&p.id) == switch.first())?;
-        p.map_ids.iter().copied().find(|&id| {
-            MapHandle::from_map_id(id).is_ok_and(|m| m.name().to_str() == Some(n))
-        })
+        p.map_ids
+            .iter()
+            .copied()
+            .find(|&id| MapHandle::from_map_id(id).is_ok_and(|m| m.name().to_str() == Some(n)))
     };
     Detector {
         sample_links: count(&sample),
@@ -134,7 +136,10 @@ fn three_processes_share_one_sched_switch_program_and_one_clock_per_cpu() {
     };
     // One process sleeps twice 250 ms in a greenlet (two off-CPU episodes); two wait in an
     // idle hub (no episode), then exit soon after their report.
-    let sleep = blocker(&["--scenario", "sleep", "--ms", "250", "--repeat", "2"], "60000");
+    let sleep = blocker(
+        &["--scenario", "sleep", "--ms", "250", "--repeat", "2"],
+        "60000",
+    );
     let mut hubs = [
         blocker(&["--scenario", "idle-hub", "--ms", "300"], "500"),
         blocker(&["--scenario", "idle-hub", "--ms", "300"], "500"),
@@ -198,7 +203,12 @@ fn three_processes_share_one_sched_switch_program_and_one_clock_per_cpu() {
         (m.get(&("greenlet_blocking_episodes_total".into(), label(&sleep))) == Some(&2.0))
             .then_some(m)
     })
-    .unwrap_or_else(|| panic!("the sleeper's 2 episodes never counted: {:?}", scrape(&addr)));
+    .unwrap_or_else(|| {
+        panic!(
+            "the sleeper's 2 episodes never counted: {:?}",
+            scrape(&addr)
+        )
+    });
     for h in &hubs {
         assert_eq!(
             m.get(&("greenlet_blocking_episodes_total".into(), label(h))),
@@ -233,6 +243,134 @@ fn three_processes_share_one_sched_switch_program_and_one_clock_per_cpu() {
         (d.switch, d.sample, cpus)
     );
     drop(sleep);
+    let status = g.wait("gltop", Duration::from_secs(30));
+    assert!(status.success(), "{status}: {}", g.stderr_text());
+}
+
+/// Whether `python3` imports greenlet (as `gltop_python.rs` asks).
+fn python_greenlet() -> Result<(), String> {
+    let out = Command::new("python3")
+        .args(["-c", "import greenlet"])
+        .output()
+        .map_err(|e| format!("cannot run python3: {e} (make deps installs it)"))?;
+    match out.status.success() {
+        true => Ok(()),
+        false => Err("python3 cannot import greenlet: make deps installs it".into()),
+    }
+}
+
+#[test]
+fn a_mixed_fleet_shares_the_detector_among_rust_processes_and_python_keeps_its_own() {
+    let what = "a_mixed_fleet_shares_the_detector_among_rust_processes_and_python_keeps_its_own";
+    if !bpf_or_skip(what) || !require(what, python_greenlet()) {
+        return;
+    }
+    let _serial = serial();
+    let go = std::env::temp_dir().join(format!("gltop-shared-mixed-{}", std::process::id()));
+    let _ = std::fs::remove_file(&go);
+    let blocker = |scenario: &[&str]| {
+        let p = Proc::spawn(
+            Command::new(example("blocker"))
+                .args(scenario)
+                .arg("--wait-for-file")
+                .arg(&go)
+                .args(["--linger-ms", "60000"])
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped()),
+        );
+        assert!(
+            p.wait_stderr("waiting for", Duration::from_secs(60)),
+            "blocker: {}",
+            p.stderr_so_far()
+        );
+        p
+    };
+    let sleep = blocker(&["--scenario", "sleep", "--ms", "250", "--repeat", "2"]);
+    let hub = blocker(&["--scenario", "idle-hub", "--ms", "300"]);
+    // A Python greenlet process (the workload of gltop_python.rs, waiting for "go").
+    let py = Proc::spawn(
+        Command::new("python3")
+            .arg(PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/python/workload.py"))
+            .arg("--linger")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped()),
+    );
+    assert!(
+        py.wait_stdout_line(Duration::from_secs(60), |l| l == "ready")
+            .is_some(),
+        "workload.py: {}",
+        py.stderr_so_far()
+    );
+    let pids = format!("{},{},{}", sleep.pid(), py.pid(), hub.pid());
+    let mut g = Proc::spawn(
+        gltop()
+            .args(["--listen", "127.0.0.1:0", "-p", &pids, "--per-pid"])
+            .args(["--hit-cost-ns", "500", "-d", "0.25"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped()),
+    );
+    let addr = serving_addr(&g);
+    let err = g.stderr_so_far();
+    assert_eq!(
+        err.matches(", blocking detector").count(),
+        3,
+        "every process gets the detector: {err}"
+    );
+    let d = detector_of(g.pid());
+    let cpus = online_cpus();
+    assert_eq!(
+        (
+            d.switch.len(),
+            d.sample.len(),
+            d.switch_links,
+            d.sample_links
+        ),
+        (2, 2, 2, 2 * cpus),
+        "the two Rust processes' detector and the Python process's: {d:?}"
+    );
+
+    std::fs::write(&go, b"").expect("create the go file");
+    let line = sleep
+        .wait_stdout_line(Duration::from_secs(60), |l| l.starts_with('{'))
+        .unwrap_or_else(|| panic!("no report: {}", sleep.stderr_so_far()));
+    let _ = std::fs::remove_file(&go);
+    let r: serde_json::Value = serde_json::from_str(&line).expect("blocker's JSON report");
+    assert_eq!(r["episodes"].as_array().map(Vec::len), Some(2), "{r}");
+    let label = |p: &Proc, comm: &str| format!("process=\"{comm}\",pid=\"{}\"", p.pid());
+    let m = poll_until(Instant::now() + Duration::from_secs(10), || {
+        let m = scrape(&addr);
+        let key = (
+            "greenlet_blocking_episodes_total".into(),
+            label(&sleep, "blocker"),
+        );
+        (m.get(&key) == Some(&2.0)).then_some(m)
+    })
+    .unwrap_or_else(|| {
+        panic!(
+            "the sleeper's 2 episodes never counted: {:?}",
+            scrape(&addr)
+        )
+    });
+    assert_eq!(
+        m.get(&(
+            "greenlet_blocking_episodes_total".into(),
+            label(&hub, "blocker")
+        )),
+        Some(&0.0),
+        "{m:?}"
+    );
+    let comm = std::fs::read_to_string(format!("/proc/{}/comm", py.pid())).expect("its comm");
+    assert_eq!(
+        m.get(&(
+            "greenlet_blocking_episodes_total".into(),
+            label(&py, comm.trim_end())
+        )),
+        Some(&0.0),
+        "the Python process has its detector's series: {m:?}"
+    );
+    drop((sleep, hub, py));
     let status = g.wait("gltop", Duration::from_secs(30));
     assert!(status.success(), "{status}: {}", g.stderr_text());
 }

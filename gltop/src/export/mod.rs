@@ -337,27 +337,29 @@ pub fn run(args: &Args, addr: SocketAddr) -> Result<End, Failure> {
     registry.register_collector(Box::new(ExportCollector(exported.clone())));
 
     let mut watched = Vec::new();
-    // One blocking detector for every process (`attach`).
-    let mut detector = SharedDetector::new();
-    let mut per_hit_ns = args.hit_cost_ns;
+    let mut attaching = Attaching {
+        per_hit_ns: args.hit_cost_ns,
+        detector: SharedDetector::new(),
+    };
     let window = window_ns(args);
     for (i, p) in first.into_iter().enumerate() {
         add(
             args,
             &p,
             i >= args.pids.len() || discovery.roots_optional(),
-            &mut per_hit_ns,
+            &mut attaching,
             &exported,
             &mut watched,
             window,
-            &mut detector,
         )?;
     }
     eprintln!(
         "gltop: serving metrics on http://{bound}/metrics ({})",
-        per_hit_ns.map_or("per-hit cost unknown".into(), |c| format!(
-            "{c:.0} ns per hit"
-        ))
+        attaching
+            .per_hit_ns
+            .map_or("per-hit cost unknown".into(), |c| format!(
+                "{c:.0} ns per hit"
+            ))
     );
 
     let interval = Duration::from_secs_f64(args.delay);
@@ -372,11 +374,10 @@ pub fn run(args: &Args, addr: SocketAddr) -> Result<End, Failure> {
                 args,
                 &p,
                 true,
-                &mut per_hit_ns,
+                &mut attaching,
                 &exported,
                 &mut watched,
                 window,
-                &mut detector,
             )?;
         }
         for w in watched.iter_mut().filter(|w| w.session.is_some()) {
@@ -434,18 +435,28 @@ pub fn run(args: &Args, addr: SocketAddr) -> Result<End, Failure> {
     }
 }
 
+/// What every attach of one exporter shares: the per-hit cost, measured at the first, and
+/// the blocking detector (one for every process, see [`attach`]).
+struct Attaching {
+    per_hit_ns: Option<f64>,
+    detector: SharedDetector,
+}
+
 /// Attaches to `p` and exports it from now on (`found_later`: a scan met it, and a failure
 /// to attach is reported and skipped).
 fn add(
     args: &Args,
     p: &Process,
     found_later: bool,
-    per_hit_ns: &mut Option<f64>,
+    attaching: &mut Attaching,
     exported: &Mutex<Exported>,
     watched: &mut Vec<Watched>,
     window: u64,
-    detector: &mut SharedDetector,
 ) -> Result<(), Failure> {
+    let Attaching {
+        per_hit_ns,
+        detector,
+    } = attaching;
     // Sums only, unless per-name counts need every record (`Target::absorb`).
     let track = args.greenlet_names.unwrap_or(0) == 0;
     let Some((session, sampler)) = attach(args, p, found_later, false, track, detector)? else {

@@ -323,7 +323,10 @@ pub struct SharedDetector {
 impl std::fmt::Debug for SharedDetector {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("SharedDetector")
-            .field("processes", &self.core.upgrade().map(|c| c.borrow().ended.len()))
+            .field(
+                "processes",
+                &self.core.upgrade().map(|c| c.borrow().ended.len()),
+            )
             .finish()
     }
 }
@@ -354,7 +357,6 @@ impl std::fmt::Debug for Sampler {
             .finish_non_exhaustive()
     }
 }
-
 
 /// A loader error for a clock that could not be started on every CPU.
 pub(super) fn clock_error(e: ClockError<libbpf_rs::Error>) -> Error {
@@ -737,7 +739,6 @@ impl Sampler {
         }
         Ok(sampler)
     }
-
 
     /// Whether the target's layout is known (it has created a runtime thread state), after
     /// looking again if it was not: 48 bytes read from its memory, cheap enough to call every
