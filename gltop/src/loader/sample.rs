@@ -2,7 +2,8 @@
 //! per CPU, a `sched_switch` program and (in sampled mode) the `new` probe, reading the
 //! runtime's per-thread state through the layout it publishes ([`super::layout`]).
 //!
-//! [`Sampler::attach`] loads and attaches; [`Sampler::snapshot`] reads what the kernel
+//! [`Sampler::attach`] loads and attaches for one process, [`SharedDetector::attach`] adds a
+//! process to the programs a multi-process run shares; [`Sampler::snapshot`] reads what the kernel
 //! counted into plain data ([`SampleSnapshot`]): samples and off-CPU time per greenlet,
 //! switch counters per thread, and blocking episodes (ended ones from the ring buffer, ongoing
 //! ones from the threads' entries).
