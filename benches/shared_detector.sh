@@ -34,7 +34,8 @@ a=$(stats); c0=$(ctxt)
 sleep "$SECONDS_"
 b=$(stats); c1=$(ctxt)
 sysctl -q -w kernel.bpf_stats_enabled="$old"
-kill "$load" "$g" 2>/dev/null || true
+# perf bench forks the pipe's other end: it goes too.
+kill $(pgrep -P "$load") "$load" "$g" 2>/dev/null || true
 for p in $(echo "$pids" | tr , ' '); do kill "$p" 2>/dev/null || true; done
 wait 2>/dev/null || true
 printf '%s\n%s\n' "$a" "$b" | awk -v s="$SECONDS_" -v n="$N" -v cs=$((c1 - c0)) '
