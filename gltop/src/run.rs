@@ -5,7 +5,7 @@ use std::io::{self, Write};
 use std::time::{Duration, Instant};
 
 use gltop::loader::rates::DetectorCost;
-use gltop::loader::sample::{SampleSnapshot, Sampler};
+use gltop::loader::sample::{SampleSnapshot, Sampler, SharedDetector};
 use gltop::loader::{self, EdgeStats, GreenletStats, Process, Session, Snapshot};
 use nix::sys::signal::{SigSet, Signal};
 use nix::sys::signalfd::{SfdFlags, SignalFd};
@@ -590,9 +590,12 @@ pub fn run_many_json(args: &Args) -> Result<End, Failure> {
     // when the per-hit cost is given, as for one process).
     let mut per_sample_ns: Option<Option<f64>> = args.hit_cost_ns.map(|_| None);
     let mut watched: Vec<JsonWatched> = Vec::new();
+    // One blocking detector for every process (`crate::export::attach`).
+    let mut detector = SharedDetector::new();
     let mut attach =
         |p: &Process, later: bool, watched: &mut Vec<JsonWatched>, per_hit_ns: &mut Option<f64>| {
-            let Some((mut session, sampler)) = crate::export::attach(args, p, later, false, false)?
+            let Some((mut session, sampler)) =
+                crate::export::attach(args, p, later, false, false, &mut detector)?
             else {
                 return Ok::<(), Failure>(());
             };
@@ -736,12 +739,20 @@ pub fn run_many_tui(args: &Args) -> Result<End, Failure> {
     let retention = crate::export::Retention::of(args);
     let mut watched: Vec<TuiWatched> = Vec::new();
     let drawn = std::cell::Cell::new(false);
+    // One blocking detector for every process (`crate::export::attach`).
+    let detector = std::cell::RefCell::new(SharedDetector::new());
     let attach = |p: &Process, later: bool, watched: &mut Vec<TuiWatched>| {
         // Once the view is drawn, a process met later gets no line when it cannot have the
         // detector (the line would land on the screen); the header's blocking count is then
         // of the others.
-        if let Some((session, sampler)) = crate::export::attach(args, p, later, drawn.get(), false)?
-        {
+        if let Some((session, sampler)) = crate::export::attach(
+            args,
+            p,
+            later,
+            drawn.get(),
+            false,
+            &mut detector.borrow_mut(),
+        )? {
             watched.push(TuiWatched {
                 process: session.process().clone(),
                 session: Some(session),

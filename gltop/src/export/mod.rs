@@ -16,7 +16,7 @@ use std::net::{SocketAddr, TcpListener};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use gltop::loader::sample::Sampler;
+use gltop::loader::sample::{Sampler, SharedDetector};
 use gltop::loader::{self, process, Process, Session};
 use prometheus_client::registry::Registry;
 
@@ -235,12 +235,15 @@ impl Discovery {
 /// before it is attached gives `Ok(None)` when `found_later` (a scan met it), an error
 /// otherwise. `track_ended`: the session keeps the kernel's sums and ended sets, and a
 /// refresh reads only the records that ended (the exporter, without `--greenlet-names`).
+/// The detector is `detector`'s, shared with the run's other processes (one set of BPF
+/// programs for all), except on a Python greenlet process, which gets its own.
 pub(crate) fn attach(
     args: &Args,
     p: &Process,
     found_later: bool,
     quiet: bool,
     track_ended: bool,
+    detector: &mut SharedDetector,
 ) -> Result<Option<(Session, Option<Sampler>)>, Failure> {
     let opts = loader::Options {
         track_ended,
@@ -261,7 +264,7 @@ pub(crate) fn attach(
     let sample_opts = args.sample_options(false);
     let attached = match session.python_current_map(args.block_ms) {
         Some(fd) => Sampler::attach_python(p.pid, &sample_opts, fd),
-        None => Sampler::attach(p.pid, &sample_opts),
+        None => detector.attach(p.pid, &sample_opts),
     };
     let sampler = match attached {
         Ok(s) => Some(s),
@@ -334,14 +337,17 @@ pub fn run(args: &Args, addr: SocketAddr) -> Result<End, Failure> {
     registry.register_collector(Box::new(ExportCollector(exported.clone())));
 
     let mut watched = Vec::new();
-    let mut per_hit_ns = args.hit_cost_ns;
+    let mut attaching = Attaching {
+        per_hit_ns: args.hit_cost_ns,
+        detector: SharedDetector::new(),
+    };
     let window = window_ns(args);
     for (i, p) in first.into_iter().enumerate() {
         add(
             args,
             &p,
             i >= args.pids.len() || discovery.roots_optional(),
-            &mut per_hit_ns,
+            &mut attaching,
             &exported,
             &mut watched,
             window,
@@ -349,9 +355,11 @@ pub fn run(args: &Args, addr: SocketAddr) -> Result<End, Failure> {
     }
     eprintln!(
         "gltop: serving metrics on http://{bound}/metrics ({})",
-        per_hit_ns.map_or("per-hit cost unknown".into(), |c| format!(
-            "{c:.0} ns per hit"
-        ))
+        attaching
+            .per_hit_ns
+            .map_or("per-hit cost unknown".into(), |c| format!(
+                "{c:.0} ns per hit"
+            ))
     );
 
     let interval = Duration::from_secs_f64(args.delay);
@@ -366,7 +374,7 @@ pub fn run(args: &Args, addr: SocketAddr) -> Result<End, Failure> {
                 args,
                 &p,
                 true,
-                &mut per_hit_ns,
+                &mut attaching,
                 &exported,
                 &mut watched,
                 window,
@@ -427,20 +435,31 @@ pub fn run(args: &Args, addr: SocketAddr) -> Result<End, Failure> {
     }
 }
 
+/// What every attach of one exporter shares: the per-hit cost, measured at the first, and
+/// the blocking detector (one for every process, see [`attach`]).
+struct Attaching {
+    per_hit_ns: Option<f64>,
+    detector: SharedDetector,
+}
+
 /// Attaches to `p` and exports it from now on (`found_later`: a scan met it, and a failure
 /// to attach is reported and skipped).
 fn add(
     args: &Args,
     p: &Process,
     found_later: bool,
-    per_hit_ns: &mut Option<f64>,
+    attaching: &mut Attaching,
     exported: &Mutex<Exported>,
     watched: &mut Vec<Watched>,
     window: u64,
 ) -> Result<(), Failure> {
+    let Attaching {
+        per_hit_ns,
+        detector,
+    } = attaching;
     // Sums only, unless per-name counts need every record (`Target::absorb`).
     let track = args.greenlet_names.unwrap_or(0) == 0;
-    let Some((session, sampler)) = attach(args, p, found_later, false, track)? else {
+    let Some((session, sampler)) = attach(args, p, found_later, false, track, detector)? else {
         return Ok(());
     };
     if per_hit_ns.is_none() {

@@ -2,7 +2,8 @@
 //! per CPU, a `sched_switch` program and (in sampled mode) the `new` probe, reading the
 //! runtime's per-thread state through the layout it publishes ([`super::layout`]).
 //!
-//! [`Sampler::attach`] loads and attaches; [`Sampler::snapshot`] reads what the kernel
+//! [`Sampler::attach`] loads and attaches for one process, [`SharedDetector::attach`] adds a
+//! process to the programs a multi-process run shares; [`Sampler::snapshot`] reads what the kernel
 //! counted into plain data ([`SampleSnapshot`]): samples and off-CPU time per greenlet,
 //! switch counters per thread, and blocking episodes (ended ones from the ring buffer, ongoing
 //! ones from the threads' entries).
@@ -263,29 +264,90 @@ pub struct SampleSnapshot {
     pub layout_known: bool,
 }
 
-/// The sampler's BPF programs, attached to one process.
-pub struct Sampler {
+/// The detector's BPF side: its programs (one `sched_switch`, one cpu-clock event per CPU),
+/// maps and ring buffer. One process's own ([`Sampler::attach`]), or shared by every
+/// process a [`SharedDetector`] watches: the programs key everything by process, and each
+/// process's [`Sampler`] reads its own part.
+struct Core {
     // Field order: links and the ring buffer go before the skeleton that owns the programs.
     _links: Vec<Link>,
     ring: RingBuffer<'static>,
-    ended: Rc<RefCell<Vec<types::gs_episode>>>,
+    arrived: Rc<RefCell<Vec<types::gs_episode>>>,
     skel: Owned<SampleSkel<'static>>,
+    cpus: usize,
+    /// Several processes: per-process sample counts, and a process's records go when its
+    /// sampler drops.
+    shared: bool,
+    /// Ended episodes read from the ring buffer, by process, until its sampler takes them.
+    ended: HashMap<u32, Vec<types::gs_episode>>,
+    /// Stack ids freed since each process's sampler last looked (its cached frames go).
+    freed: HashMap<u32, HashSet<u32>>,
+    /// Stack ids left unreferenced at the previous collection.
+    unreferenced: HashSet<u32>,
+}
+
+/// The sampler's view of one process: its own BPF programs, or its part of a shared
+/// detector's.
+pub struct Sampler {
+    // Field order: the `new` probe's links go before the programs they run.
+    _links: Vec<Link>,
+    core: Rc<RefCell<Core>>,
     process: Process,
     opts: SampleOptions,
     layout: Option<SampleLayout>,
     new_sites: usize,
-    cpus: usize,
     frames: Option<Symbolizer>,
     /// Where the published layout is in the target's memory, while it is not known yet.
     layout_at: Option<(std::fs::File, u64)>,
     /// Symbolized stacks by (stack id, word at the stack pointer).
     symbols: HashMap<(i64, u64), (Vec<u64>, Vec<String>)>,
-    /// Stack ids left unreferenced by the previous snapshot.
-    unreferenced: HashSet<u32>,
     /// The per-greenlet records of the previous snapshot: (tid, id) of counts, id of names.
     records: (HashSet<(u32, u64)>, HashSet<u64>),
     /// Records evicted since attach (see [`SampleTotals::evicted`]).
     evicted: u64,
+    /// On a shared detector: the samples of this process's threads whose entries went.
+    gone_samples: u64,
+}
+
+/// One blocking detector for every process of a gltop run (several `-p`, `--exe`,
+/// `--children`): one `sched_switch` program and one cpu-clock event per CPU whatever the
+/// number of processes, each process added to its `watched` map as it is attached and its
+/// records removed when its [`Sampler`] drops. The BPF side goes once the last sampler
+/// drops (and comes back at the next attach). Not for Python greenlet processes, whose
+/// detector reads the switch probes' map of their own session
+/// ([`Sampler::attach_python`]).
+#[derive(Default)]
+pub struct SharedDetector {
+    core: std::rc::Weak<RefCell<Core>>,
+}
+
+impl std::fmt::Debug for SharedDetector {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SharedDetector")
+            .field(
+                "processes",
+                &self.core.upgrade().map(|c| c.borrow().ended.len()),
+            )
+            .finish()
+    }
+}
+
+impl SharedDetector {
+    /// No BPF side until the first attach.
+    pub fn new() -> SharedDetector {
+        SharedDetector::default()
+    }
+
+    /// Watches process `pid` too (as [`Sampler::attach`], without the `new` probe: the
+    /// exact mode names greenlets). The first attach loads and attaches the programs with
+    /// `opts`; later ones only add the process.
+    pub fn attach(&mut self, pid: i32, opts: &SampleOptions) -> Result<Sampler, Error> {
+        let opts = SampleOptions {
+            names: false,
+            ..*opts
+        };
+        Sampler::attach_to(pid, &opts, None, Some(self))
+    }
 }
 
 impl std::fmt::Debug for Sampler {
@@ -366,12 +428,181 @@ fn layout_error(e: LayoutError, p: &Process) -> Error {
     }
 }
 
+impl Core {
+    /// Loads the programs and attaches `sched_switch` and the cpu-clock events; the `new`
+    /// probe's programs are loaded for `new_sites` (`registers`: as uprobes, else as USDT).
+    fn load(
+        opts: &SampleOptions,
+        py_cur: Option<std::os::fd::BorrowedFd<'_>>,
+        new_sites: bool,
+        registers: bool,
+        shared: bool,
+    ) -> Result<Core, Error> {
+        // SAFETY: the skeleton is all that borrows the storage, and it stays in the `Owned`
+        // (the `Core`'s `skel`, never moved out) until the `Core` drops.
+        let skel = unsafe {
+            Owned::new(MaybeUninit::uninit(), |storage| {
+                let mut open = SampleSkelBuilder::default()
+                    .open(storage)
+                    .map_err(|e| Error::bpf("cannot open the sampler's BPF object", e))?;
+                let caps = opts.capacities;
+                for (map, n) in [
+                    (&mut open.maps.stats, caps.greenlets),
+                    (&mut open.maps.names, caps.greenlets),
+                    (&mut open.maps.threads, caps.threads),
+                ] {
+                    map.set_max_entries(n)
+                        .map_err(|e| Error::bpf("cannot size the sampler's maps", e))?;
+                }
+                open.maps
+                    .rodata_data
+                    .as_deref_mut()
+                    .expect("the BPF object has .rodata")
+                    .block_ns = opts.block_ms * 1_000_000;
+                if let Some(fd) = py_cur {
+                    open.maps
+                        .rodata_data
+                        .as_deref_mut()
+                        .expect("the BPF object has .rodata")
+                        .py_mode = 1;
+                    open.maps
+                        .py_cur
+                        .reuse_fd(fd)
+                        .map_err(|e| Error::bpf("cannot share the Python switch probes' map", e))?;
+                }
+                open.progs.up_new.set_autoload(new_sites && registers);
+                open.progs.usdt_new.set_autoload(new_sites && !registers);
+                open.load()
+                    .map_err(|e| Error::bpf("cannot load the sampler's BPF programs", e))
+            })
+        }?;
+
+        let arrived = Rc::new(RefCell::new(Vec::new()));
+        let sink = arrived.clone();
+        let mut builder = RingBufferBuilder::new();
+        builder
+            .add(&skel.maps.episodes, move |data: &[u8]| {
+                if let Some(e) = types::gs_episode::read(data) {
+                    sink.borrow_mut().push(e);
+                }
+                0
+            })
+            .map_err(|e| Error::bpf("cannot read the episodes ring buffer", e))?;
+        let ring = builder
+            .build()
+            .map_err(|e| Error::bpf("cannot read the episodes ring buffer", e))?;
+
+        let mut links = vec![skel
+            .progs
+            .on_switch
+            .attach()
+            .map_err(|e| Error::bpf("cannot attach to the sched_switch tracepoint", e))?];
+        let clocks =
+            cpuclock::attach_every_cpu(Rate::PeriodNs(1_000_000_000 / u64::from(opts.hz)), |fd| {
+                skel.progs.on_sample.attach_perf_event(fd)
+            })
+            .map_err(clock_error)?;
+        let cpus = clocks.len();
+        links.extend(clocks);
+        Ok(Core {
+            _links: links,
+            ring,
+            arrived,
+            skel,
+            cpus,
+            shared,
+            ended: HashMap::new(),
+            freed: HashMap::new(),
+            unreferenced: HashSet::new(),
+        })
+    }
+
+    /// Reads the ring buffer (each process's ended episodes wait for its sampler) and the
+    /// threads' entries (returned, every process's), and frees the stacks nothing refers to
+    /// any more: no thread's entry and no waiting episode, at this read and the previous one
+    /// (an episode that ended between the ring buffer's read and the threads' is in the ring
+    /// buffer at the next).
+    fn refresh(&mut self) -> Result<Vec<(u32, types::gs_thread)>, Error> {
+        let _ = self.ring.consume();
+        for e in self.arrived.borrow_mut().drain(..) {
+            // Those of a process no longer watched are dropped.
+            if let Some(q) = self.ended.get_mut(&e.tgid) {
+                q.push(e);
+            }
+        }
+        let maps = &self.skel.maps;
+        let threads = read_all(&maps.threads, u32_key, types::gs_thread::read)?;
+        let mut referenced: HashSet<u32> = HashSet::new();
+        let waiting = self.ended.values().flatten().map(|e| e.stack);
+        for id in threads
+            .iter()
+            .flat_map(|(_, t)| [t.out_stack, t.ep_stack])
+            .chain(waiting)
+        {
+            if id >= 0 {
+                referenced.insert(id as u32);
+            }
+        }
+        let in_map: HashSet<u32> = maps.stacks.keys().filter_map(|k| u32_key(&k)).collect();
+        for id in in_map
+            .iter()
+            .filter(|id| !referenced.contains(id) && self.unreferenced.contains(id))
+        {
+            let _ = maps.stacks.delete(&id.to_ne_bytes());
+            for f in self.freed.values_mut() {
+                f.insert(*id);
+            }
+        }
+        self.unreferenced = in_map.difference(&referenced).copied().collect();
+        Ok(threads)
+    }
+
+    /// Stops watching process `tgid` and removes its records: its entry in `watched`, its
+    /// threads', its per-greenlet counts and names, its waiting episodes.
+    fn forget(&mut self, tgid: u32) {
+        self.ended.remove(&tgid);
+        self.freed.remove(&tgid);
+        let maps = &self.skel.maps;
+        let _ = maps.watched.delete(&tgid.to_ne_bytes());
+        if let Ok(threads) = read_all(&maps.threads, u32_key, types::gs_thread::read) {
+            for (tid, _) in threads.iter().filter(|(_, t)| t.tgid == tgid) {
+                let _ = maps.threads.delete(&tid.to_ne_bytes());
+            }
+        }
+        let stats: Vec<Vec<u8>> = maps
+            .stats
+            .keys()
+            .filter(|k| types::gs_key::read(k).is_some_and(|k| k.tgid == tgid))
+            .collect();
+        for k in stats {
+            let _ = maps.stats.delete(&k);
+        }
+        let names: Vec<Vec<u8>> = maps
+            .names
+            .keys()
+            .filter(|k| types::gs_gkey::read(k).is_some_and(|k| k.tgid == tgid))
+            .collect();
+        for k in names {
+            let _ = maps.names.delete(&k);
+        }
+    }
+}
+
+impl Drop for Sampler {
+    fn drop(&mut self) {
+        let mut core = self.core.borrow_mut();
+        if core.shared {
+            core.forget(self.process.pid as u32);
+        }
+    }
+}
+
 impl Sampler {
     /// Loads the sampler and attaches it to process `pid`: the cpu-clock event on every CPU,
     /// `sched_switch`, and (with `opts.names`) the `new` probe. Fails if the executable does
     /// not publish a sample layout.
     pub fn attach(pid: i32, opts: &SampleOptions) -> Result<Sampler, Error> {
-        Self::attach_to(pid, opts, None)
+        Self::attach_to(pid, opts, None, None)
     }
 
     /// The blocking detector of exact mode on a Python greenlet process: its threads' running
@@ -387,13 +618,14 @@ impl Sampler {
             names: false,
             ..*opts
         };
-        Self::attach_to(pid, &opts, Some(py_cur))
+        Self::attach_to(pid, &opts, Some(py_cur), None)
     }
 
     fn attach_to(
         pid: i32,
         opts: &SampleOptions,
         py_cur: Option<std::os::fd::BorrowedFd<'_>>,
+        shared: Option<&mut SharedDetector>,
     ) -> Result<Sampler, Error> {
         if !HZ_RANGE.contains(&opts.hz) {
             return Err(Error::BadCapacity(format!(
@@ -433,67 +665,28 @@ impl Sampler {
             Vec::new()
         };
         let registers = new_sites.iter().all(|s| s.args_in_abi_registers());
-        // SAFETY: the skeleton is all that borrows the storage, and it stays in the `Owned`
-        // (the `Sampler`'s `skel`, never moved out) until the `Sampler` drops.
-        let skel = unsafe {
-            Owned::new(MaybeUninit::uninit(), |storage| {
-                let mut open = SampleSkelBuilder::default()
-                    .open(storage)
-                    .map_err(|e| Error::bpf("cannot open the sampler's BPF object", e))?;
-                let caps = opts.capacities;
-                for (map, n) in [
-                    (&mut open.maps.stats, caps.greenlets),
-                    (&mut open.maps.names, caps.greenlets),
-                    (&mut open.maps.threads, caps.threads),
-                ] {
-                    map.set_max_entries(n)
-                        .map_err(|e| Error::bpf("cannot size the sampler's maps", e))?;
+        let core = match shared {
+            Some(d) => match d.core.upgrade() {
+                Some(core) => core,
+                None => {
+                    let core = Rc::new(RefCell::new(Core::load(opts, None, false, false, true)?));
+                    d.core = Rc::downgrade(&core);
+                    core
                 }
-                open.maps
-                    .rodata_data
-                    .as_deref_mut()
-                    .expect("the BPF object has .rodata")
-                    .block_ns = opts.block_ms * 1_000_000;
-                if let Some(fd) = py_cur {
-                    open.maps
-                        .rodata_data
-                        .as_deref_mut()
-                        .expect("the BPF object has .rodata")
-                        .py_mode = 1;
-                    open.maps
-                        .py_cur
-                        .reuse_fd(fd)
-                        .map_err(|e| Error::bpf("cannot share the Python switch probes' map", e))?;
-                }
-                open.progs
-                    .up_new
-                    .set_autoload(!new_sites.is_empty() && registers);
-                open.progs
-                    .usdt_new
-                    .set_autoload(!new_sites.is_empty() && !registers);
-                open.load()
-                    .map_err(|e| Error::bpf("cannot load the sampler's BPF programs", e))
-            })
-        }?;
-
-        let ended = Rc::new(RefCell::new(Vec::new()));
-        let sink = ended.clone();
-        let mut builder = RingBufferBuilder::new();
-        builder
-            .add(&skel.maps.episodes, move |data: &[u8]| {
-                if let Some(e) = types::gs_episode::read(data) {
-                    sink.borrow_mut().push(e);
-                }
-                0
-            })
-            .map_err(|e| Error::bpf("cannot read the episodes ring buffer", e))?;
-        let ring = builder
-            .build()
-            .map_err(|e| Error::bpf("cannot read the episodes ring buffer", e))?;
+            },
+            None => Rc::new(RefCell::new(Core::load(
+                opts,
+                py_cur,
+                !new_sites.is_empty(),
+                registers,
+                false,
+            )?)),
+        };
 
         let mut links = Vec::new();
         let mut new_count = 0;
         if !new_sites.is_empty() {
+            let c = core.borrow();
             let what = || format!("cannot attach to greenlet:new of process {pid}");
             if registers {
                 for site in &new_sites {
@@ -502,7 +695,8 @@ impl Sampler {
                         ..Default::default()
                     };
                     links.push(
-                        skel.progs
+                        c.skel
+                            .progs
                             .up_new
                             .attach_uprobe_with_opts(pid, &exe, site.file_offset as usize, o)
                             .map_err(|e| Error::bpf(what(), e))?,
@@ -511,7 +705,8 @@ impl Sampler {
                 }
             } else {
                 links.push(
-                    skel.progs
+                    c.skel
+                        .progs
                         .usdt_new
                         .attach_usdt(pid, &exe, elf::PROVIDER, "new")
                         .map_err(|e| Error::bpf(what(), e))?,
@@ -519,35 +714,25 @@ impl Sampler {
                 new_count = new_sites.len();
             }
         }
-        links.push(
-            skel.progs
-                .on_switch
-                .attach()
-                .map_err(|e| Error::bpf("cannot attach to the sched_switch tracepoint", e))?,
-        );
-        let clocks =
-            cpuclock::attach_every_cpu(Rate::PeriodNs(1_000_000_000 / u64::from(opts.hz)), |fd| {
-                skel.progs.on_sample.attach_perf_event(fd)
-            })
-            .map_err(clock_error)?;
-        let cpus = clocks.len();
-        links.extend(clocks);
+        {
+            let mut c = core.borrow_mut();
+            c.ended.insert(pid as u32, Vec::new());
+            c.freed.insert(pid as u32, HashSet::new());
+        }
+        // From here a failure drops the sampler, which removes the process again.
         let mut sampler = Sampler {
             _links: links,
-            ring,
-            ended,
-            skel,
+            core,
             frames: Symbolizer::for_process(pid).ok(),
             process,
             opts: *opts,
             layout: None,
             new_sites: new_count,
-            cpus,
             layout_at: None,
             symbols: HashMap::new(),
-            unreferenced: HashSet::new(),
             records: (HashSet::new(), HashSet::new()),
             evicted: 0,
+            gone_samples: 0,
         };
         match layout {
             Some(l) => sampler.watch(l)?,
@@ -584,7 +769,9 @@ impl Sampler {
     }
 
     fn watch(&mut self, l: SampleLayout) -> Result<(), Error> {
-        self.skel
+        self.core
+            .borrow()
+            .skel
             .maps
             .watched
             .update(
@@ -614,7 +801,7 @@ impl Sampler {
 
     /// CPUs with a cpu-clock event.
     pub fn cpus(&self) -> usize {
-        self.cpus
+        self.core.borrow().cpus
     }
 
     /// The stack `id` of the kernel's stack map, with its symbolized frames (cached), and
@@ -630,6 +817,8 @@ impl Sampler {
             return s.clone();
         }
         let mut addrs: Vec<u64> = self
+            .core
+            .borrow()
             .skel
             .maps
             .stacks
@@ -680,11 +869,25 @@ impl Sampler {
         if let Some(symbolizer) = self.frames.as_mut() {
             symbolizer.refresh();
         }
-        let _ = self.ring.consume();
-        let ended_raw: Vec<types::gs_episode> = std::mem::take(&mut *self.ended.borrow_mut());
-        let per_cpu: Vec<types::gs_totals> = self
-            .skel
-            .maps
+        let pid = self.process.pid;
+        let core_rc = self.core.clone();
+        let mut core = core_rc.borrow_mut();
+        let all_threads = core.refresh()?;
+        let ended_raw: Vec<types::gs_episode> = core
+            .ended
+            .get_mut(&(pid as u32))
+            .map(std::mem::take)
+            .unwrap_or_default();
+        if let Some(freed) = core.freed.get_mut(&(pid as u32)) {
+            if !freed.is_empty() {
+                self.symbols
+                    .retain(|k, _| k.0 < 0 || !freed.contains(&(k.0 as u32)));
+                freed.clear();
+            }
+        }
+        let shared = core.shared;
+        let maps = &core.skel.maps;
+        let per_cpu: Vec<types::gs_totals> = maps
             .totals
             .lookup_percpu(&0u32.to_ne_bytes(), MapFlags::ANY)
             .map_err(|e| Error::bpf("cannot read the sampler's totals", e))?
@@ -693,23 +896,25 @@ impl Sampler {
             .filter_map(|b| types::gs_totals::read(b))
             .collect();
         let at_ns = super::attach::monotonic_ns();
-        let maps = &self.skel.maps;
-        let stats = read_all(&maps.stats, types::gs_key::read, types::gs_stats::read)?;
+        let stats: Vec<(types::gs_key, types::gs_stats)> =
+            read_all(&maps.stats, types::gs_key::read, types::gs_stats::read)?
+                .into_iter()
+                .filter(|(k, _)| k.tgid == pid as u32)
+                .collect();
         let names: HashMap<u64, types::gs_name> =
             read_all(&maps.names, types::gs_gkey::read, types::gs_name::read)?
                 .into_iter()
-                .filter(|(k, _)| k.tgid == self.process.pid as u32)
+                .filter(|(k, _)| k.tgid == pid as u32)
                 .map(|(k, v)| (k.id, v))
                 .collect();
-        let raw_threads = read_all(&maps.threads, u32_key, types::gs_thread::read)?;
+        // This process's threads (a shared detector's map has every watched process's).
+        let raw_threads: Vec<(u32, types::gs_thread)> = all_threads
+            .into_iter()
+            .filter(|(_, t)| t.tgid == pid as u32)
+            .collect();
 
-        let pid = self.process.pid;
         let records = (
-            stats
-                .iter()
-                .filter(|(k, _)| k.tgid == pid as u32)
-                .map(|(k, _)| (k.tid, k.id))
-                .collect(),
+            stats.iter().map(|(k, _)| (k.tid, k.id)).collect(),
             names.keys().copied().collect(),
         );
         self.evicted +=
@@ -721,6 +926,17 @@ impl Sampler {
                     .collect()
             })
             .unwrap_or_default();
+        let mut gone = Vec::new();
+        let mut samples = self.gone_samples;
+        for (tid, t) in &raw_threads {
+            samples += t.samples;
+            if !live.contains(tid) {
+                gone.extend_from_slice(&tid.to_ne_bytes());
+                self.gone_samples += t.samples;
+            }
+        }
+        delete_all(&maps.threads, &gone, 4)?;
+        drop(core);
         let block_ns = self.opts.block_ms * 1_000_000;
 
         let mut episodes = Vec::new();
@@ -730,18 +946,8 @@ impl Sampler {
         }
         let mut threads = Vec::new();
         let mut current: HashMap<u32, u64> = HashMap::new();
-        let mut gone = Vec::new();
-        let mut referenced: HashSet<u32> = HashSet::new();
         for (tid, t) in &raw_threads {
-            for id in [t.out_stack, t.ep_stack] {
-                if id >= 0 {
-                    referenced.insert(id as u32);
-                }
-            }
             let alive = live.contains(tid);
-            if !alive {
-                gone.extend_from_slice(&tid.to_ne_bytes());
-            }
             if let Some((raw, ongoing)) = thread_episode(t, at_ns, block_ns, alive) {
                 episodes.push(self.episode(*tid, raw, ongoing));
             }
@@ -758,27 +964,9 @@ impl Sampler {
             });
         }
         threads.sort_by_key(|t| t.tid);
-        let maps = &self.skel.maps;
-        delete_all(&maps.threads, &gone, 4)?;
-
-        // Stacks: those no thread refers to, in this snapshot and the previous one, have been
-        // symbolized (or were never needed) and leave the kernel's map.
-        let in_map: HashSet<u32> = maps.stacks.keys().filter_map(|k| u32_key(&k)).collect();
-        let free: Vec<u8> = in_map
-            .iter()
-            .filter(|id| !referenced.contains(id) && self.unreferenced.contains(id))
-            .flat_map(|id| id.to_ne_bytes())
-            .collect();
-        for id in free.chunks_exact(4) {
-            let _ = maps.stacks.delete(id);
-            let id = u32::from_ne_bytes(id.try_into().expect("4 bytes"));
-            self.symbols.retain(|k, _| k.0 != i64::from(id));
-        }
-        self.unreferenced = in_map.difference(&referenced).copied().collect();
 
         let mut greenlets: Vec<SampledGreenlet> = stats
             .iter()
-            .filter(|(k, _)| k.tgid == pid as u32)
             .map(|(k, s)| {
                 let n = names.get(&k.id).filter(|_| k.id != 0);
                 let name = n.map(|n| {
@@ -834,9 +1022,15 @@ impl Sampler {
         greenlets.sort_by_key(|g| (g.tid, g.id));
         Ok(SampleSnapshot {
             at_ns,
-            totals: SampleTotals {
-                evicted: self.evicted,
-                ..SampleTotals::from_raw(&per_cpu)
+            totals: {
+                let all = SampleTotals::from_raw(&per_cpu);
+                SampleTotals {
+                    evicted: self.evicted,
+                    // A shared detector's totals are every process's; its samples are
+                    // counted per thread (those that found a thread's entry).
+                    samples: if shared { samples } else { all.samples },
+                    ..all
+                }
             },
             greenlets,
             threads,
